@@ -1,0 +1,184 @@
+// MoELayer: one Mixture-of-Experts block with SwiGLU experts, run by the native CPU kernels.
+import { DType } from './dtype';
+import { callNative, DynamoeError, fromNativeError } from './errors';
+import { native, NativeMoeLayer } from './native';
+import { checkPolicy, RoutingPolicy } from './policy';
+import { RoutingResult } from './routing';
+import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+
+/** Weight data: f32 values, or (for f16/bf16 layers) 16-bit patterns. */
+export type WeightData = Float32Array | Uint16Array;
+
+/** An always-on shared expert (Qwen2-MoE, DeepSeek): every token goes through it with weight 1 or a sigmoid gate. */
+export interface SharedExpertWeights {
+  /** Intermediate size of the shared expert. */
+  ffn: number;
+  /** [ffn][hidden] */
+  gate: WeightData;
+  /** [ffn][hidden] */
+  up: WeightData;
+  /** [hidden][ffn] */
+  down: WeightData;
+  /** [hidden]: when given, the shared output is scaled by sigmoid(gateWeight . x) (Qwen2-MoE). */
+  gateWeight?: Float32Array;
+}
+
+/** Weights of an MoE layer in PyTorch Linear layout (out_features x in_features). */
+export interface MoELayerWeights {
+  hidden: number;
+  /** Intermediate size of each routed expert. */
+  ffn: number;
+  experts: number;
+  /** [experts][hidden] router weights, always f32 (router math runs in fp32). */
+  router: Float32Array;
+  /** [experts][ffn][hidden], contiguous or as one [ffn][hidden] array per expert. */
+  gate: WeightData | WeightData[];
+  /** [experts][ffn][hidden], contiguous or per expert. */
+  up: WeightData | WeightData[];
+  /** [experts][hidden][ffn], contiguous or per expert. */
+  down: WeightData | WeightData[];
+  /** Element type the expert weights are stored and multiplied in (accumulation is fp32). */
+  dtype: DType;
+  shared?: SharedExpertWeights;
+}
+
+/** Options of {@link MoELayer.forward}. */
+export interface ForwardOptions {
+  tokens: number;
+  policy: RoutingPolicy;
+}
+
+/** What one forward did, counted by the kernels: expert time follows these rows. */
+export interface ForwardWork {
+  /** [experts] rows multiplied by each expert's gate/up GEMM. */
+  gateUpRows: Int32Array;
+  /** [experts] rows multiplied by each expert's down GEMM. */
+  downRows: Int32Array;
+}
+
+/** Result of {@link MoELayer.forward}. */
+export interface MoEForwardResult {
+  /** [tokens * hidden] the MoE block output (routed experts + shared expert; no residual). */
+  output: Float32Array;
+  routing: RoutingResult;
+  work: ForwardWork;
+}
+
+const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
+
+// Per-expert views of a weight tensor (subarrays: no copies).
+function perExpert(value: unknown, experts: number, length: number, what: string): WeightData[] {
+  if (Array.isArray(value)) {
+    if (value.length !== experts) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${what} must list ${experts} experts, got ${value.length}`);
+    }
+    return value as WeightData[];
+  }
+  if (!(value instanceof Float32Array || value instanceof Uint16Array)) {
+    throw new DynamoeError(
+      'ERR_DYNAMOE_TYPE',
+      `${what} must be a Float32Array, a Uint16Array or an array of them, got ${describe(value)}`,
+    );
+  }
+  if (value.length !== experts * length) {
+    throw new DynamoeError(
+      'ERR_DYNAMOE_SHAPE',
+      `${what} must have experts * ${length} = ${experts * length} elements, got ${value.length}`,
+    );
+  }
+  return Array.from({ length: experts }, (_, e) => value.subarray(e * length, (e + 1) * length));
+}
+
+/**
+ * A Mixture-of-Experts layer: router -> policy (top-k / top-p / threshold) -> SwiGLU experts
+ * `down(silu(gate x) * up x)` weighted by the routing weights -> deterministic per-token sum.
+ * Weights are packed once into native memory; call {@link MoELayer.dispose} to free them early.
+ */
+export class MoELayer {
+  /** Model width. */
+  readonly hidden: number;
+  /** Intermediate size of each routed expert. */
+  readonly ffn: number;
+  /** Number of routed experts. */
+  readonly experts: number;
+  /** Expert weight element type. */
+  readonly dtype: DType;
+  /** Whether the layer has an always-on shared expert. */
+  readonly hasSharedExpert: boolean;
+  readonly #native: NativeMoeLayer;
+
+  private constructor(weights: MoELayerWeights, handle: NativeMoeLayer) {
+    this.hidden = weights.hidden;
+    this.ffn = weights.ffn;
+    this.experts = weights.experts;
+    this.dtype = weights.dtype;
+    this.hasSharedExpert = weights.shared !== undefined;
+    this.#native = handle;
+  }
+
+  /**
+   * Packs the weights into the layout the kernels read (converting Float32Array to `dtype`). The arrays passed
+   * in are read, never modified or kept. Throws a DynamoeError on bad shapes, types or dtypes.
+   */
+  static fromWeights(weights: MoELayerWeights): MoELayer {
+    const w = requireObject(weights, 'weights');
+    const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
+    const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
+    const experts = requireSize(w.experts, 'experts', 65536);
+    if (typeof w.dtype !== 'string' || !DTYPES.includes(w.dtype as DType)) {
+      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${describe(w.dtype)}`);
+    }
+    requireFloat32Array(w.router, experts * hidden, 'router');
+    const options: Record<string, unknown> = {
+      hidden,
+      ffn,
+      experts,
+      dtype: w.dtype,
+      router: w.router,
+      gate: perExpert(w.gate, experts, ffn * hidden, 'gate'),
+      up: perExpert(w.up, experts, ffn * hidden, 'up'),
+      down: perExpert(w.down, experts, hidden * ffn, 'down'),
+    };
+    if (w.shared !== undefined) {
+      const shared = requireObject(w.shared, 'shared');
+      requireSize(shared.ffn, 'shared.ffn', 1 << 20);
+      options.shared = shared;
+    }
+    const handle = callNative(() => new (native().MoeLayer)(options));
+    return new MoELayer(weights, handle);
+  }
+
+  /** Bytes of native memory the packed weights take. */
+  get weightBytes(): number {
+    return callNative(() => this.#native.weightBytes);
+  }
+
+  /** Whether {@link MoELayer.dispose} was called. */
+  get disposed(): boolean {
+    return this.#native.disposed;
+  }
+
+  /**
+   * Runs the layer on `tokens` rows of `x` off the event loop.
+   * @param x [tokens * hidden] activations (the MoE block input); copied, never modified.
+   */
+  async forward(x: Float32Array, options: ForwardOptions): Promise<MoEForwardResult> {
+    if (this.#native.disposed) {
+      throw new DynamoeError('ERR_DYNAMOE_DISPOSED', 'this MoELayer was disposed; create a new one with MoELayer.fromWeights');
+    }
+    const opts = requireObject(options, 'options');
+    const tokens = requireSize(opts.tokens, 'tokens');
+    requireFloat32Array(x, tokens * this.hidden, 'x');
+    const policy = checkPolicy(opts.policy, this.experts);
+    try {
+      return await this.#native.forward(x, { tokens, policy });
+    } catch (error) {
+      return fromNativeError(error);
+    }
+  }
+
+  /** Frees the native weights now (a running forward keeps them until it ends). Safe to call twice. */
+  dispose(): void {
+    this.#native.dispose();
+  }
+}

@@ -1,0 +1,83 @@
+// Loads the compiled addon and describes its surface in TypeScript (internal: not exported from the package).
+import * as fs from 'fs';
+import * as path from 'path';
+import { DynamoeError } from './errors';
+
+/** What the native route() resolves to. */
+export interface NativeRoutingResult {
+  kMax: number;
+  ids: Int32Array;
+  weights: Float32Array;
+  counts: Int32Array;
+  expertLoad: Int32Array;
+}
+
+export interface NativeForwardResult {
+  output: Float32Array;
+  routing: NativeRoutingResult;
+  work: { gateUpRows: Int32Array; downRows: Int32Array };
+}
+
+export interface NativeMoeLayer {
+  forward(x: Float32Array, options: { tokens: number; policy: object }): Promise<NativeForwardResult>;
+  dispose(): void;
+  readonly weightBytes: number;
+  readonly disposed: boolean;
+}
+
+export interface NativeCpuInfo {
+  isa: 'scalar' | 'avx2' | 'avx512';
+  supportedIsas: Array<'scalar' | 'avx2' | 'avx512'>;
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean };
+  threads: number;
+}
+
+export interface NativeAddon {
+  route(
+    scores: Float32Array,
+    sizes: { tokens: number; experts: number },
+    policy: object,
+    input: 'logits' | 'probabilities',
+  ): Promise<NativeRoutingResult>;
+  MoeLayer: new (options: object) => NativeMoeLayer;
+  setThreads(threads: number): void;
+  getThreads(): number;
+  cpuInfo(): NativeCpuInfo;
+  setCpuIsa(isa: string): void;
+}
+
+// The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).
+function packageRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'binding.gyp'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) return path.join(__dirname, '..');
+    dir = parent;
+  }
+  return dir;
+}
+
+function load(): NativeAddon {
+  const root = packageRoot();
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
+    return nodeGypBuild(root);
+  } catch (error) {
+    throw new DynamoeError(
+      'ERR_DYNAMOE_BINDING',
+      `could not load the dynamoe native addon from ${root} (${process.platform}-${process.arch}, ` +
+        `Node ${process.version}): ${(error as Error).message}. ` +
+        'Fix: run `npm rebuild dynamoe` (needs python3, make and a C++17 compiler) or install a version with a ' +
+        'prebuilt binary for this platform.',
+    );
+  }
+}
+
+let addon: NativeAddon | undefined;
+
+/** The loaded addon (loaded on first use). */
+export function native(): NativeAddon {
+  addon ??= load();
+  return addon;
+}

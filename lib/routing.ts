@@ -1,0 +1,50 @@
+// route(): routing on its own, for inspecting policies on logits from anywhere.
+import { fromNativeError } from './errors';
+import { native } from './native';
+import { checkPolicy, RoutingPolicy } from './policy';
+import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+import { DynamoeError } from './errors';
+
+/** Fixed-shape routing output (ROUTING.md). */
+export interface RoutingResult {
+  /** Slots per token: `k` for top-k, `maxExperts` (default: all experts) for top-p and threshold. */
+  kMax: number;
+  /** [tokens * kMax] expert ids in descending-probability order; -1 marks unused slots. */
+  ids: Int32Array;
+  /** [tokens * kMax] combine weights; 0 in unused slots. */
+  weights: Float32Array;
+  /** [tokens] used slots per token. */
+  counts: Int32Array;
+  /** [experts] tokens routed to each expert. */
+  expertLoad: Int32Array;
+}
+
+/** Options of {@link route}. */
+export interface RouteOptions {
+  tokens: number;
+  experts: number;
+  policy: RoutingPolicy;
+  /** What `scores` holds: router logits (softmax applied, the default) or probabilities (used as they are). */
+  input?: 'logits' | 'probabilities';
+}
+
+/**
+ * Routes `tokens` rows of `experts` router scores with a policy, off the event loop.
+ * @param scores [tokens * experts] router logits (or probabilities with `input: 'probabilities'`); not modified.
+ */
+export async function route(scores: Float32Array, options: RouteOptions): Promise<RoutingResult> {
+  const opts = requireObject(options, 'options');
+  const tokens = requireSize(opts.tokens, 'tokens');
+  const experts = requireSize(opts.experts, 'experts', 65536);
+  requireFloat32Array(scores, tokens * experts, 'logits');
+  const policy = checkPolicy(opts.policy, experts);
+  const input = opts.input ?? 'logits';
+  if (input !== 'logits' && input !== 'probabilities') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `input must be 'logits' or 'probabilities', got ${describe(input)}`);
+  }
+  try {
+    return await native().route(scores, { tokens, experts }, policy, input);
+  } catch (error) {
+    return fromNativeError(error);
+  }
+}

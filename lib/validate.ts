@@ -1,0 +1,37 @@
+// Argument checks shared by the public entry points; each failure is a DynamoeError saying expected vs given.
+import { DynamoeError } from './errors';
+
+/** Describes a value for an error message. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (typeof value === 'string') return `'${value}'`;
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+export function requireObject(value: unknown, what: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be an object, got ${describe(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** A positive integer no larger than `max`. */
+export function requireSize(value: unknown, what: string, max = 2 ** 24): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${what} must be an integer in [1, ${max}], got ${describe(value)}`);
+  }
+  return value;
+}
+
+export function requireFloat32Array(value: unknown, length: number, what: string): Float32Array {
+  if (!(value instanceof Float32Array)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be a Float32Array, got ${describe(value)}`);
+  }
+  if (value.length !== length) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${what} must have ${length} elements, got ${value.length}`);
+  }
+  return value;
+}

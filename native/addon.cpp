@@ -1,0 +1,24 @@
+// The addon's exports table; each entry lives in its own file.
+#include <napi.h>
+
+#include "moe_layer_binding.h"
+#include "route_binding.h"
+#include "runtime_binding.h"
+
+namespace dynamoe {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("route", Napi::Function::New<Route>(env, "route"));
+  exports.Set("MoeLayer", MoeLayerBinding::define(env));
+  exports.Set("setThreads", Napi::Function::New<SetThreads>(env, "setThreads"));
+  exports.Set("getThreads", Napi::Function::New<GetThreads>(env, "getThreads"));
+  exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
+  exports.Set("setCpuIsa", Napi::Function::New<SetCpuIsa>(env, "setCpuIsa"));
+  return exports;
+}
+
+}  // namespace dynamoe
+
+static Napi::Object InitDynamoe(Napi::Env env, Napi::Object exports) { return dynamoe::Init(env, exports); }
+
+NODE_API_MODULE(dynamoe, InitDynamoe)

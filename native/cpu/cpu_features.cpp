@@ -1,0 +1,62 @@
+#include "cpu_features.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+CpuFeatures detect() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#if defined(__GNUC__) && __GNUC__ >= 11
+  f.avx512bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
+#endif
+#endif
+  return f;
+}
+}  // namespace
+
+const CpuFeatures& cpuFeatures() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+const char* isaName(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool parseIsa(const std::string& name, Isa* out) {
+  if (name == "scalar") *out = Isa::Scalar;
+  else if (name == "avx2") *out = Isa::Avx2;
+  else if (name == "avx512") *out = Isa::Avx512;
+  else return false;
+  return true;
+}
+
+bool isaSupported(Isa isa) {
+#if defined(DYNAMOE_X86_KERNELS)
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return cpuFeatures().avx2;
+    case Isa::Avx512: return cpuFeatures().avx512;
+  }
+  return false;
+#else
+  return isa == Isa::Scalar;  // SIMD kernel files are only built for x86-64
+#endif
+}
+
+Isa bestIsa() {
+  if (isaSupported(Isa::Avx512)) return Isa::Avx512;
+  if (isaSupported(Isa::Avx2)) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,149 @@
+#include "moe_layer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <string>
+
+#include "combine.h"
+#include "expert_plan.h"
+#include "grouped_gemm.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+size_t paddedColumns(const PackedMatrix& m, Epilogue epilogue) {
+  return static_cast<size_t>(m.panels()) * epilogueColumns(epilogue);
+}
+
+// Checks `rows` rows of `columns` values (row stride `stride`); names the first offending token.
+void checkFinite(const float* values, int rows, int columns, size_t stride, const char* what) {
+  for (int t = 0; t < rows; ++t) {
+    const float* row = values + static_cast<size_t>(t) * stride;
+    for (int c = 0; c < columns; ++c) {
+      if (!std::isfinite(row[c])) {
+        throw Error(code::kValue, std::string(what) + " must be finite, found " + std::to_string(row[c]) +
+                                      " at token " + std::to_string(t));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+MoeLayer::PackedExpert MoeLayer::packExpert(const ExpertSources& sources, int ffn, int hidden, DType dtype) {
+  PackedExpert packed;
+  packed.ffn = ffn;
+  packed.gateUp = packGateUp(sources.gate, sources.up, ffn, hidden, dtype);
+  packed.down = packColumns(sources.down, hidden, ffn, dtype);
+  return packed;
+}
+
+MoeLayer::MoeLayer(const MoeLayerConfig& config, const float* router, const std::vector<ExpertSources>& experts,
+                   const SharedExpertSources* shared)
+    : config_(config) {
+  router_ = packColumns({router, DType::F32}, config.experts, config.hidden, DType::F32);
+  experts_.reserve(experts.size());
+  for (const ExpertSources& sources : experts) {
+    experts_.push_back(packExpert(sources, config.ffn, config.hidden, config.dtype));
+  }
+  if (shared != nullptr) {
+    shared_ = std::make_unique<PackedExpert>(packExpert(shared->weights, shared->ffn, config.hidden, config.dtype));
+    if (shared->gateWeight != nullptr) sharedGate_.assign(shared->gateWeight, shared->gateWeight + config.hidden);
+  }
+}
+
+size_t MoeLayer::weightBytes() const {
+  size_t bytes = router_.bytes() + sharedGate_.size() * sizeof(float);
+  for (const PackedExpert& e : experts_) bytes += e.gateUp.bytes() + e.down.bytes();
+  if (shared_) bytes += shared_->gateUp.bytes() + shared_->down.bytes();
+  return bytes;
+}
+
+void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, float* out,
+                       const RoutingOutput& routing, const WorkCounters& work) const {
+  const int hidden = config_.hidden;
+  const int experts = config_.experts;
+  checkFinite(x, tokens, hidden, hidden, "x");
+
+  // 1. Router logits in fp32, then the routing policy.
+  const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
+  AlignedBuffer logits(static_cast<size_t>(tokens) * logitStride * sizeof(float));
+  GemmGroup routerGemm;
+  routerGemm.weights = &router_;
+  routerGemm.rows = tokens;
+  routerGemm.input = x;
+  routerGemm.inputStride = hidden;
+  routerGemm.output = logits.as<float>();
+  routerGemm.outputStride = logitStride;
+  runGroupedGemm({routerGemm}, Epilogue::Scaled);
+  checkFinite(logits.as<float>(), tokens, experts, logitStride, "router logits (x . router weights)");
+  routeTokens(logits.as<float>(), logitStride, tokens, experts, RouterInput::Logits, policy, routing);
+
+  // 2. Rows grouped by expert; shared-expert rows (one per token) follow the routed ones.
+  const int sharedRows = shared_ ? 1 : 0;
+  ExpertPlan plan = planExpertRows(routing, tokens, experts, sharedRows);
+  if (shared_ && !sharedGate_.empty()) {
+    for (int t = 0; t < tokens; ++t) {
+      const float* row = x + static_cast<size_t>(t) * hidden;
+      float dot = 0.0f;
+      for (int h = 0; h < hidden; ++h) dot += sharedGate_[h] * row[h];
+      plan.rowWeight[plan.routedRows + t] = 1.0f / (1.0f + std::exp(-dot));
+    }
+  }
+
+  // 3. Scratch sized by the rows actually routed, so dynamic routing pays only for what it uses.
+  size_t intermediateStride = 0;
+  for (const PackedExpert& e : experts_) {
+    intermediateStride = std::max(intermediateStride, paddedColumns(e.gateUp, Epilogue::SwiGlu));
+  }
+  if (shared_) intermediateStride = std::max(intermediateStride, paddedColumns(shared_->gateUp, Epilogue::SwiGlu));
+  const size_t outputStride = paddedColumns(experts_[0].down, Epilogue::Scaled);
+  const size_t rows = plan.rowToken.size();
+  AlignedBuffer intermediate(rows * intermediateStride * sizeof(float));
+  AlignedBuffer rowOutput(rows * outputStride * sizeof(float));
+
+  std::vector<std::atomic<int32_t>> gateUpRows(experts + 1);
+  std::vector<std::atomic<int32_t>> downRows(experts + 1);
+  std::vector<GemmGroup> gateUpGroups;
+  std::vector<GemmGroup> downGroups;
+  const auto addGroup = [&](const PackedExpert& expert, int firstRow, int rowCount, int counter) {
+    GemmGroup first;
+    first.weights = &expert.gateUp;
+    first.rows = rowCount;
+    first.input = x;
+    first.inputStride = hidden;
+    first.inputRowIndex = plan.rowToken.data() + firstRow;
+    first.output = intermediate.as<float>() + static_cast<size_t>(firstRow) * intermediateStride;
+    first.outputStride = intermediateStride;
+    first.rowsComputed = &gateUpRows[counter];
+    gateUpGroups.push_back(first);
+
+    GemmGroup second;
+    second.weights = &expert.down;
+    second.rows = rowCount;
+    second.input = first.output;
+    second.inputStride = intermediateStride;
+    second.output = rowOutput.as<float>() + static_cast<size_t>(firstRow) * outputStride;
+    second.outputStride = outputStride;
+    second.rowScale = plan.rowWeight.data() + firstRow;
+    second.rowsComputed = &downRows[counter];
+    downGroups.push_back(second);
+  };
+  for (int e = 0; e < experts; ++e) {
+    addGroup(experts_[e], plan.offsets[e], plan.offsets[e + 1] - plan.offsets[e], e);
+  }
+  if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts);
+
+  runGroupedGemm(gateUpGroups, Epilogue::SwiGlu);
+  runGroupedGemm(downGroups, Epilogue::Scaled);
+  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput.as<float>(), outputStride, out);
+
+  for (int e = 0; e < experts; ++e) {
+    if (work.gateUpRows) work.gateUpRows[e] = gateUpRows[e].load();
+    if (work.downRows) work.downRows[e] = downRows[e].load();
+  }
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,75 @@
+// route(scores, tokens, experts, policy, input): routing alone, on a worker thread.
+#include "route_binding.h"
+
+#include <cmath>
+#include <vector>
+
+#include "cpu/routing.h"
+#include "js_args.h"
+#include "promise_worker.h"
+#include "routing_result.h"
+
+namespace dynamoe {
+
+namespace {
+
+class RouteWorker : public PromiseWorker {
+ public:
+  RouteWorker(Napi::Env env, Napi::Float32Array scores, int tokens, int experts, const RoutingPolicy& policy,
+              cpu::RouterInput input)
+      : PromiseWorker(env),
+        scores_(scores.Data(), scores.Data() + scores.ElementLength()),  // a copy: JS may change its array meanwhile
+        tokens_(tokens),
+        experts_(experts),
+        policy_(policy),
+        input_(input),
+        result_(env, tokens, experts, policy.kMax(experts)) {}
+
+ protected:
+  void run() override {
+    for (size_t i = 0; i < scores_.size(); ++i) {
+      const float v = scores_[i];
+      const bool valid = input_ == cpu::RouterInput::Logits ? std::isfinite(v) : (v >= 0.0f && v <= 1.0f);
+      if (!valid) {
+        throw Error(code::kValue, std::string(input_ == cpu::RouterInput::Logits
+                                                  ? "logits must be finite"
+                                                  : "probabilities must be in [0, 1]") +
+                                      ", found " + std::to_string(v) + " at token " +
+                                      std::to_string(i / experts_) + ", expert " + std::to_string(i % experts_));
+      }
+    }
+    cpu::routeTokens(scores_.data(), experts_, tokens_, experts_, input_, policy_, result_.output());
+  }
+  Napi::Value result(Napi::Env) override { return result_.value(); }
+
+ private:
+  std::vector<float> scores_;
+  int tokens_;
+  int experts_;
+  RoutingPolicy policy_;
+  cpu::RouterInput input_;
+  RoutingResultArrays result_;
+};
+
+}  // namespace
+
+Napi::Value Route(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object sizes = requireObject(info[1], "options");
+  const int tokens = readInt(sizes, "tokens", 1, 1 << 24);
+  const int experts = readInt(sizes, "experts", 1, 1 << 16);
+  if (static_cast<double>(tokens) * experts > static_cast<double>(1u << 31)) {
+    throwJs(env, code::kShape, "tokens * experts must stay below 2^31");
+  }
+  Napi::Float32Array scores = requireFloat32Array(info[0], static_cast<size_t>(tokens) * experts, "logits");
+  const RoutingPolicy policy = readPolicy(info[2], experts);
+  const std::string input = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "logits";
+  if (input != "logits" && input != "probabilities") {
+    throwJs(env, code::kType, "input must be 'logits' or 'probabilities', got '" + input + "'");
+  }
+  auto* worker = new RouteWorker(env, scores, tokens, experts, policy,
+                                 input == "logits" ? cpu::RouterInput::Logits : cpu::RouterInput::Probabilities);
+  return worker->start();
+}
+
+}  // namespace dynamoe

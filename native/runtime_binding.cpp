@@ -1,0 +1,54 @@
+#include "runtime_binding.h"
+
+#include "cpu/cpu_features.h"
+#include "cpu/tile_kernels.h"
+#include "js_errors.h"
+#include "thread_pool.h"
+
+namespace dynamoe {
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double n = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(n >= 1 && n <= 1024 && static_cast<int>(n) == n)) {
+    throwJs(env, code::kShape, "threads must be an integer in [1, 1024]");
+  }
+  cpuThreadPool().resize(static_cast<int>(n));
+  return env.Undefined();
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpuThreadPool().threads());
+}
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cpu::CpuFeatures& features = cpu::cpuFeatures();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("isa", cpu::isaName(cpu::activeTileKernels().isa));
+  Napi::Array supported = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+    if (cpu::isaSupported(isa)) supported.Set(n++, cpu::isaName(isa));
+  }
+  result.Set("supportedIsas", supported);
+  Napi::Object flags = Napi::Object::New(env);
+  flags.Set("avx2", features.avx2);
+  flags.Set("avx512", features.avx512);
+  flags.Set("avx512bf16", features.avx512bf16);
+  result.Set("features", flags);
+  result.Set("threads", cpuThreadPool().threads());
+  return result;
+}
+
+Napi::Value SetCpuIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu::Isa isa;
+  if (!info[0].IsString() || !cpu::parseIsa(info[0].As<Napi::String>().Utf8Value(), &isa)) {
+    throwJs(env, code::kType, "isa must be 'scalar', 'avx2' or 'avx512'");
+  }
+  translateErrors(env, [&] { cpu::setActiveIsa(isa); });
+  return env.Undefined();
+}
+
+}  // namespace dynamoe

@@ -1,0 +1,13 @@
+// Process-wide settings and facts: thread count, CPU features, which kernel family runs.
+#pragma once
+
+#include <napi.h>
+
+namespace dynamoe {
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info);
+Napi::Value GetThreads(const Napi::CallbackInfo& info);
+Napi::Value CpuInfo(const Napi::CallbackInfo& info);
+Napi::Value SetCpuIsa(const Napi::CallbackInfo& info);
+
+}  // namespace dynamoe
