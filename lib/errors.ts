@@ -25,10 +25,12 @@ export class DynamoeError extends Error {
 /** Re-throws an error from the native addon as a DynamoeError (native errors carry a `code` property). */
 export function fromNativeError(error: unknown): never {
   if (error instanceof DynamoeError) throw error;
-  if (error instanceof Error) {
-    const code = (error as Error & { code?: unknown }).code;
+  // Checked by shape, not `instanceof Error`: the addon's errors come from Node's own realm, which differs from
+  // the caller's under vm contexts (jest, for one).
+  if (typeof error === 'object' && error !== null) {
+    const { code, message } = error as { code?: unknown; message?: unknown };
     if (typeof code === 'string' && code.startsWith('ERR_DYNAMOE_')) {
-      throw new DynamoeError(code as ErrorCode, error.message);
+      throw new DynamoeError(code as ErrorCode, String(message));
     }
   }
   throw error;

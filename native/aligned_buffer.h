@@ -1,4 +1,4 @@
-// Owning, 64-byte aligned, zero-initialised byte buffer; allocation failure becomes a dynamoe::Error.
+// Owning, 64-byte aligned byte buffer; allocation failure becomes a dynamoe::Error.
 #pragma once
 
 #include <cstddef>
@@ -15,15 +15,17 @@ class AlignedBuffer {
  public:
   static constexpr size_t kAlignment = 64;  // one cache line, and a full AVX-512 register
 
+  enum class Fill { Zero, Uninitialized };  // scratch that kernels fully overwrite skips the memset
+
   AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t bytes) : bytes_(bytes) {
+  explicit AlignedBuffer(size_t bytes, Fill fill = Fill::Zero) : bytes_(bytes) {
     if (bytes == 0) return;
     const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
     data_ = std::aligned_alloc(kAlignment, rounded);
     if (data_ == nullptr) {
       throw Error(code::kOutOfMemory, "could not allocate " + std::to_string(bytes) + " bytes");
     }
-    std::memset(data_, 0, rounded);
+    if (fill == Fill::Zero) std::memset(data_, 0, rounded);
   }
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;

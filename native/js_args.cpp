@@ -88,7 +88,9 @@ const void* requireWeights(const Napi::Value& value, size_t length, DType dtype,
     throwJs(env, code::kShape,
             what + " must have " + std::to_string(length) + " elements, got " + std::to_string(array.ElementLength()));
   }
-  return static_cast<const char*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  // TypedArrayOf::Data() also works for arrays backed by a SharedArrayBuffer.
+  if (*sourceDtype == DType::F32) return value.As<Napi::Float32Array>().Data();
+  return value.As<Napi::Uint16Array>().Data();
 }
 
 RoutingPolicy readPolicy(const Napi::Value& value, int experts) {

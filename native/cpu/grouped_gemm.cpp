@@ -8,9 +8,10 @@ namespace dynamoe::cpu {
 
 namespace {
 
-constexpr int kMaxTileRows = 8;                  // the widest kernel family (AVX-512)
-constexpr size_t kRowChunkBytes = 192 * 1024;    // activation rows of one work item stay in L2 across panels
+constexpr int kMaxTileRows = 8;                // the widest kernel family (AVX-512)
+constexpr size_t kRowChunkBytes = 192 * 1024;  // activation rows of one work item stay in L2 across panels
 constexpr int kMaxRowChunk = 256;
+constexpr size_t kPanelSliceBytes = 16 * 1024;  // K slice of a panel that stays in L1 while every row tile uses it
 
 struct WorkItem {
   int group;
@@ -24,6 +25,8 @@ int rowChunkFor(int k, int tileRows) {
   const int rows = static_cast<int>(std::min<size_t>(kMaxRowChunk, std::max<size_t>(fit, 1)));
   return std::max(tileRows, rows / tileRows * tileRows);
 }
+
+int kSliceFor(DType dtype) { return static_cast<int>(kPanelSliceBytes / (kPanelWidth * dtypeBytes(dtype))); }
 
 // Row chunk outermost within a group, so consecutive items (taken by different threads) share activation rows.
 std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRows) {
@@ -40,27 +43,40 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
   return items;
 }
 
-void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue) {
+void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue,
+             std::vector<float>& partial) {
   const PackedMatrix& weights = *group.weights;
-  const int dt = dtypeIndex(weights.dtype());
-  const void* panel = weights.panel(item.panel);
+  const TileFn tile = kernels.tile[dtypeIndex(weights.dtype())];
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
+  const int k = weights.k();
+  const int kSlice = kSliceFor(weights.dtype());
+  partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
+  static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+  TileJob job{};
+  job.panel = weights.panel(item.panel);
+  job.epilogue = epilogue;
   const float* rows[kMaxTileRows];
   float* out[kMaxTileRows];
-  static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
-  for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
-    const int count = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
-    for (int r = 0; r < count; ++r) {
-      const int row = first + r;
-      const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
-      rows[r] = group.input + inputRow * group.inputStride;
-      out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
-    }
-    if (epilogue == Epilogue::SwiGlu) {
-      kernels.swiGlu[dt](rows, count, panel, weights.k(), out);
-    } else {
-      const float* scale = group.rowScale ? group.rowScale + first : kOnes;
-      kernels.scaled[dt](rows, count, panel, weights.k(), scale, out);
+  job.rows = rows;
+  job.out = out;
+  // K slices outermost: one slice of the panel is reused from L1 by every row tile of the chunk.
+  for (int kBegin = 0; kBegin < k; kBegin += kSlice) {
+    job.kBegin = kBegin;
+    job.kEnd = std::min(k, kBegin + kSlice);
+    job.first = kBegin == 0;
+    job.last = job.kEnd == k;
+    for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
+      job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
+      for (int r = 0; r < job.rowCount; ++r) {
+        const int row = first + r;
+        const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
+        rows[r] = group.input + inputRow * group.inputStride;
+        out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
+      }
+      job.partial = partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;
+      job.rowScale = group.rowScale ? group.rowScale + first : kOnes;
+      tile(job);
     }
   }
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
@@ -72,7 +88,8 @@ void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue) {
   const TileKernels& kernels = activeTileKernels();  // one family for the whole job
   const std::vector<WorkItem> items = planItems(groups, kernels.maxRows);
   cpuThreadPool().parallelFor(items.size(), [&](size_t i) {
-    runItem(kernels, groups[items[i].group], items[i], epilogue);
+    thread_local std::vector<float> partial;  // grows to the largest row chunk once per thread
+    runItem(kernels, groups[items[i].group], items[i], epilogue, partial);
   });
 }
 

@@ -10,11 +10,6 @@
 
 namespace dynamoe::cpu {
 
-enum class Epilogue {
-  SwiGlu,  // weights from packGateUp; writes silu(gate) * up, 16 columns per panel
-  Scaled,  // weights from packColumns; writes rowScale * product, 32 columns per panel
-};
-
 struct GemmGroup {
   const PackedMatrix* weights = nullptr;
   int rows = 0;
@@ -26,9 +21,6 @@ struct GemmGroup {
   const float* rowScale = nullptr;          // Scaled only; null means 1
   std::atomic<int32_t>* rowsComputed = nullptr;  // optional count of rows this group multiplied
 };
-
-// Output columns one panel writes with this epilogue.
-inline int epilogueColumns(Epilogue epilogue) { return epilogue == Epilogue::SwiGlu ? kSwiGluColumns : kPanelWidth; }
 
 void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue);
 

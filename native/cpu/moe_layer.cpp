@@ -69,7 +69,7 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
 
   // 1. Router logits in fp32, then the routing policy.
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
-  AlignedBuffer logits(static_cast<size_t>(tokens) * logitStride * sizeof(float));
+  AlignedBuffer logits(static_cast<size_t>(tokens) * logitStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
   GemmGroup routerGemm;
   routerGemm.weights = &router_;
   routerGemm.rows = tokens;
@@ -101,8 +101,8 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
   if (shared_) intermediateStride = std::max(intermediateStride, paddedColumns(shared_->gateUp, Epilogue::SwiGlu));
   const size_t outputStride = paddedColumns(experts_[0].down, Epilogue::Scaled);
   const size_t rows = plan.rowToken.size();
-  AlignedBuffer intermediate(rows * intermediateStride * sizeof(float));
-  AlignedBuffer rowOutput(rows * outputStride * sizeof(float));
+  AlignedBuffer intermediate(rows * intermediateStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+  AlignedBuffer rowOutput(rows * outputStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
 
   std::vector<std::atomic<int32_t>> gateUpRows(experts + 1);
   std::vector<std::atomic<int32_t>> downRows(experts + 1);

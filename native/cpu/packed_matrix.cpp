@@ -1,22 +1,62 @@
 #include "packed_matrix.h"
 
+#include <algorithm>
+
 #include "../thread_pool.h"
 
 namespace dynamoe::cpu {
 
 namespace {
 
-// Copies source row `row` ([k] elements) into column `column` of a [k][32] panel, converting to the panel dtype.
-void packRow(MatrixSource source, size_t row, int k, void* panel, DType target, int column) {
-  const size_t first = row * static_cast<size_t>(k);
-  for (int kk = 0; kk < k; ++kk) {
-    const float value = loadAsF32(source.data, first + kk, source.dtype);
-    const size_t at = static_cast<size_t>(kk) * kPanelWidth + column;
-    switch (target) {
-      case DType::F32: static_cast<float*>(panel)[at] = value; break;
-      case DType::F16: static_cast<uint16_t*>(panel)[at] = f32ToF16(value); break;
-      case DType::BF16: static_cast<uint16_t*>(panel)[at] = f32ToBf16(value); break;
+constexpr int kKBlock = 16;  // source elements read per row before moving to the next row: one f32 cache line
+
+template <DType Target>
+inline void store(void* panel, size_t at, float value) {
+  if constexpr (Target == DType::F32) static_cast<float*>(panel)[at] = value;
+  if constexpr (Target == DType::F16) static_cast<uint16_t*>(panel)[at] = f32ToF16(value);
+  if constexpr (Target == DType::BF16) static_cast<uint16_t*>(panel)[at] = f32ToBf16(value);
+}
+
+template <DType Source, DType Target>
+inline void storeConverted(const void* source, size_t from, void* panel, size_t at) {
+  if constexpr (Source == Target && Source != DType::F32) {
+    static_cast<uint16_t*>(panel)[at] = static_cast<const uint16_t*>(source)[from];  // 16-bit data: copy the bits
+  } else {
+    store<Target>(panel, at, loadAsF32(source, from, Source));
+  }
+}
+
+// Copies `count` source rows ([k] elements each, starting at `firstRow`) into panel columns
+// [firstColumn, firstColumn + count), converting to the panel dtype. Blocked over k so reads stay sequential.
+template <DType Source, DType Target>
+void packRowsTyped(const void* source, size_t firstRow, int count, int k, void* panel, int firstColumn) {
+  for (int kBegin = 0; kBegin < k; kBegin += kKBlock) {
+    const int kEnd = std::min(k, kBegin + kKBlock);
+    for (int j = 0; j < count; ++j) {
+      const size_t rowStart = (firstRow + j) * static_cast<size_t>(k);
+      for (int kk = kBegin; kk < kEnd; ++kk) {
+        storeConverted<Source, Target>(source, rowStart + kk, panel,
+                                       static_cast<size_t>(kk) * kPanelWidth + firstColumn + j);
+      }
     }
+  }
+}
+
+template <DType Target>
+void packRowsTo(MatrixSource source, size_t firstRow, int count, int k, void* panel, int firstColumn) {
+  switch (source.dtype) {
+    case DType::F32: return packRowsTyped<DType::F32, Target>(source.data, firstRow, count, k, panel, firstColumn);
+    case DType::F16: return packRowsTyped<DType::F16, Target>(source.data, firstRow, count, k, panel, firstColumn);
+    case DType::BF16: return packRowsTyped<DType::BF16, Target>(source.data, firstRow, count, k, panel, firstColumn);
+  }
+}
+
+void packRows(MatrixSource source, size_t firstRow, int count, int k, void* panel, DType target, int firstColumn) {
+  if (count <= 0) return;
+  switch (target) {
+    case DType::F32: return packRowsTo<DType::F32>(source, firstRow, count, k, panel, firstColumn);
+    case DType::F16: return packRowsTo<DType::F16>(source, firstRow, count, k, panel, firstColumn);
+    case DType::BF16: return packRowsTo<DType::BF16>(source, firstRow, count, k, panel, firstColumn);
   }
 }
 
@@ -26,10 +66,8 @@ PackedMatrix packColumns(MatrixSource source, int n, int k, DType target) {
   const int panels = (n + kPanelWidth - 1) / kPanelWidth;
   PackedMatrix packed(panels, k, target);
   cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
-    for (int j = 0; j < kPanelWidth; ++j) {
-      const int row = static_cast<int>(p) * kPanelWidth + j;
-      if (row < n) packRow(source, static_cast<size_t>(row), k, packed.panel(static_cast<int>(p)), target, j);
-    }
+    const int firstRow = static_cast<int>(p) * kPanelWidth;
+    packRows(source, firstRow, std::min(kPanelWidth, n - firstRow), k, packed.panel(static_cast<int>(p)), target, 0);
   });
   return packed;
 }
@@ -38,13 +76,11 @@ PackedMatrix packGateUp(MatrixSource gate, MatrixSource up, int ffn, int hidden,
   const int panels = (ffn + kSwiGluColumns - 1) / kSwiGluColumns;
   PackedMatrix packed(panels, hidden, target);
   cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
+    const int firstRow = static_cast<int>(p) * kSwiGluColumns;
+    const int count = std::min(kSwiGluColumns, ffn - firstRow);
     void* panel = packed.panel(static_cast<int>(p));
-    for (int j = 0; j < kSwiGluColumns; ++j) {
-      const int row = static_cast<int>(p) * kSwiGluColumns + j;
-      if (row >= ffn) break;
-      packRow(gate, static_cast<size_t>(row), hidden, panel, target, j);
-      packRow(up, static_cast<size_t>(row), hidden, panel, target, kSwiGluColumns + j);
-    }
+    packRows(gate, firstRow, count, hidden, panel, target, 0);
+    packRows(up, firstRow, count, hidden, panel, target, kSwiGluColumns);
   });
   return packed;
 }

@@ -13,16 +13,17 @@ namespace {
 
 constexpr int kTokensPerItem = 64;
 
-// Probabilities of one token, in fp32, in expert order.
+// Probabilities of one token, in fp32, in expert order. Sums accumulate in double: in fp32 the small terms added
+// after a dominant one are lost (one logit of 18 among 100 zeros would give P = 1.0 instead of 0.9999985).
 void softmaxRow(const float* logits, int experts, float* probs) {
   float maxLogit = logits[0];
   for (int e = 1; e < experts; ++e) maxLogit = std::max(maxLogit, logits[e]);
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int e = 0; e < experts; ++e) {
     probs[e] = std::exp(logits[e] - maxLogit);
     sum += probs[e];
   }
-  for (int e = 0; e < experts; ++e) probs[e] /= sum;
+  for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
 }
 
 // Number of sorted experts the policy keeps, before clamps for top-k.
@@ -33,10 +34,10 @@ int keptCount(const RoutingPolicy& policy, const float* probs, const int* order,
       return policy.k;
     case PolicyKind::TopP:
       if (policy.p < 1.0f) {  // p = 1 keeps all, even if the fp32 running sum passes 1 early
-        float cumulative = 0.0f;
+        double cumulative = 0.0;  // exact enough that only a true tie with p sits on the boundary
         for (int j = 0; j < experts; ++j) {
           cumulative += probs[order[j]];
-          if (cumulative > policy.p) {
+          if (cumulative > static_cast<double>(policy.p)) {
             kept = j + 1;
             break;
           }
@@ -68,14 +69,14 @@ void routeRow(const float* scores, int experts, RouterInput input, const Routing
     std::sort(order, order + experts, before);
   }
   const int kept = keptCount(policy, probs, order, experts);
-  float keptSum = 0.0f;
+  double keptSum = 0.0;
   for (int j = 0; j < kept; ++j) keptSum += probs[order[j]];
-  float factor = policy.normalize ? 1.0f / keptSum : 1.0f;
+  double factor = policy.normalize ? 1.0 / keptSum : 1.0;
   if (policy.kind == PolicyKind::TopK) factor *= policy.scale;
   for (int j = 0; j < kMax; ++j) {
     const bool used = j < kept;
     ids[j] = used ? order[j] : -1;
-    weights[j] = used ? probs[order[j]] * factor : 0.0f;
+    weights[j] = used ? static_cast<float>(probs[order[j]] * factor) : 0.0f;
   }
   *count = kept;
 }

@@ -2,9 +2,9 @@
 //
 // Weights are packed in panels of kPanelWidth columns, K-major: panel[k][0..31]. A tile multiplies up to
 // `maxRows` activation rows (f32, gathered through row pointers, so no permuted copy of x is made) by one panel
-// over the full K and applies an epilogue:
-//   - swiGlu: the panel holds 16 gate columns then 16 up columns; writes silu(gate) * up, 16 floats per row;
-//   - scaled: writes rowScale[r] * (row . panel), 32 floats per row.
+// over a K range. Partial sums of earlier K ranges live in `partial`; the last range applies the epilogue:
+//   - SwiGlu: the panel holds 16 gate columns then 16 up columns; writes silu(gate) * up, 16 floats per row;
+//   - Scaled: writes rowScale[r] * (row . panel), 32 floats per row.
 #pragma once
 
 #include <cstddef>
@@ -17,15 +17,34 @@ namespace dynamoe::cpu {
 constexpr int kPanelWidth = 32;
 constexpr int kSwiGluColumns = kPanelWidth / 2;  // intermediate columns produced per gate/up panel
 
-using SwiGluTileFn = void (*)(const float* const* rows, int rowCount, const void* panel, int k, float* const* out);
-using ScaledTileFn = void (*)(const float* const* rows, int rowCount, const void* panel, int k,
-                              const float* rowScale, float* const* out);
+enum class Epilogue {
+  SwiGlu,  // weights from packGateUp
+  Scaled,  // weights from packColumns
+};
+
+// Output columns one panel writes with this epilogue.
+inline int epilogueColumns(Epilogue epilogue) { return epilogue == Epilogue::SwiGlu ? kSwiGluColumns : kPanelWidth; }
+
+struct TileJob {
+  const float* const* rows;  // rowCount activation rows, indexed by k
+  int rowCount;              // 1..maxRows
+  const void* panel;         // the whole [k][32] panel
+  int kBegin;
+  int kEnd;
+  float* partial;            // rowCount x 32 running sums: read unless `first`, written unless `last`
+  bool first;
+  bool last;
+  Epilogue epilogue;
+  const float* rowScale;     // Scaled: one factor per row
+  float* const* out;         // rowCount output pointers (epilogueColumns floats each)
+};
+
+using TileFn = void (*)(const TileJob& job);
 
 struct TileKernels {
   Isa isa;
   int maxRows;
-  SwiGluTileFn swiGlu[3];  // indexed by weight DType
-  ScaledTileFn scaled[3];
+  TileFn tile[3];  // indexed by weight DType
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }

@@ -1,7 +1,7 @@
 // AVX2 + FMA + F16C tile kernels (only called when the CPU reports AVX2 and FMA).
 #include <immintrin.h>
 
-#include "tile_kernels.h"
+#include "tile_family.h"
 
 namespace dynamoe::cpu {
 
@@ -40,9 +40,11 @@ template <DType W>
 inline void loadPanelRow(const void* panel, size_t kk, __m256 (&b)[4]) {
   if constexpr (W == DType::F32) {
     const float* p = static_cast<const float*>(panel) + kk * kPanelWidth;
+    #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) b[c] = _mm256_loadu_ps(p + 8 * c);
   } else {
     const __m128i* p = reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(panel) + kk * kPanelWidth);
+    #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
       const __m128i bits = _mm_loadu_si128(p + c);
       if constexpr (W == DType::BF16) {
@@ -55,70 +57,55 @@ inline void loadPanelRow(const void* panel, size_t kk, __m256 (&b)[4]) {
 }
 
 template <DType W, int MR>
-inline void accumulate(const float* const* rows, const void* panel, int k, __m256 (&acc)[MR][4]) {
+struct Tile {
+  static void run(const TileJob& job);
+};
+
+template <DType W, int MR>
+void Tile<W, MR>::run(const TileJob& job) {
+  __m256 acc[MR][4];
   const float* rowPtr[MR];
+  #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    rowPtr[r] = rows[r];
-    for (int c = 0; c < 4; ++c) acc[r][c] = _mm256_setzero_ps();
+    rowPtr[r] = job.rows[r];
+    #pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+      acc[r][c] = job.first ? _mm256_setzero_ps() : _mm256_loadu_ps(job.partial + r * kPanelWidth + 8 * c);
+    }
   }
-  for (int kk = 0; kk < k; ++kk) {
+  // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
+  const void* const panel = job.panel;
+  const int kEnd = job.kEnd;
+  for (int kk = job.kBegin; kk < kEnd; ++kk) {
     __m256 b[4];
     loadPanelRow<W>(panel, static_cast<size_t>(kk), b);
+    #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 a = _mm256_broadcast_ss(rowPtr[r] + kk);
+      #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) acc[r][c] = _mm256_fmadd_ps(a, b[c], acc[r][c]);
     }
   }
-}
-
-template <DType W, int MR>
-void swiGluTile(const float* const* rows, const void* panel, int k, float* const* out) {
-  __m256 acc[MR][4];
-  accumulate<W, MR>(rows, panel, k, acc);
+  #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(out[r], _mm256_mul_ps(siluPs(acc[r][0]), acc[r][2]));
-    _mm256_storeu_ps(out[r] + 8, _mm256_mul_ps(siluPs(acc[r][1]), acc[r][3]));
-  }
-}
-
-template <DType W, int MR>
-void scaledTile(const float* const* rows, const void* panel, int k, const float* rowScale, float* const* out) {
-  __m256 acc[MR][4];
-  accumulate<W, MR>(rows, panel, k, acc);
-  for (int r = 0; r < MR; ++r) {
-    const __m256 s = _mm256_set1_ps(rowScale[r]);
-    for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out[r] + 8 * c, _mm256_mul_ps(acc[r][c], s));
-  }
-}
-
-template <DType W>
-void swiGlu(const float* const* rows, int rowCount, const void* panel, int k, float* const* out) {
-  switch (rowCount) {
-    case 1: return swiGluTile<W, 1>(rows, panel, k, out);
-    case 2: return swiGluTile<W, 2>(rows, panel, k, out);
-    default: return swiGluTile<W, 3>(rows, panel, k, out);
-  }
-}
-
-template <DType W>
-void scaled(const float* const* rows, int rowCount, const void* panel, int k, const float* rowScale,
-            float* const* out) {
-  switch (rowCount) {
-    case 1: return scaledTile<W, 1>(rows, panel, k, rowScale, out);
-    case 2: return scaledTile<W, 2>(rows, panel, k, rowScale, out);
-    default: return scaledTile<W, 3>(rows, panel, k, rowScale, out);
+    if (!job.last) {
+      #pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(job.partial + r * kPanelWidth + 8 * c, acc[r][c]);
+    } else if (job.epilogue == Epilogue::SwiGlu) {
+      _mm256_storeu_ps(job.out[r], _mm256_mul_ps(siluPs(acc[r][0]), acc[r][2]));
+      _mm256_storeu_ps(job.out[r] + 8, _mm256_mul_ps(siluPs(acc[r][1]), acc[r][3]));
+    } else {
+      const __m256 s = _mm256_set1_ps(job.rowScale[r]);
+      #pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(job.out[r] + 8 * c, _mm256_mul_ps(acc[r][c], s));
+    }
   }
 }
 
 }  // namespace
 
 const TileKernels& avx2TileKernels() {
-  static const TileKernels kernels{
-      Isa::Avx2,
-      kMaxRows,
-      {swiGlu<DType::F32>, swiGlu<DType::F16>, swiGlu<DType::BF16>},
-      {scaled<DType::F32>, scaled<DType::F16>, scaled<DType::BF16>},
-  };
+  static const TileKernels kernels = tileFamily<Tile, kMaxRows>(Isa::Avx2);
   return kernels;
 }
 

@@ -2,7 +2,7 @@
 // bf16 and f16 weights are widened to f32 in registers, so the math matches the f32 path exactly.
 #include <immintrin.h>
 
-#include "tile_kernels.h"
+#include "tile_family.h"
 
 namespace dynamoe::cpu {
 
@@ -57,80 +57,53 @@ inline void loadPanelRow(const void* panel, size_t kk, __m512& lo, __m512& hi) {
 }
 
 template <DType W, int MR>
-inline void accumulate(const float* const* rows, const void* panel, int k, __m512 (&acc)[MR][2]) {
+struct Tile {
+  static void run(const TileJob& job);
+};
+
+template <DType W, int MR>
+void Tile<W, MR>::run(const TileJob& job) {
+  __m512 acc[MR][2];
   const float* rowPtr[MR];
+  #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    rowPtr[r] = rows[r];
-    acc[r][0] = _mm512_setzero_ps();
-    acc[r][1] = _mm512_setzero_ps();
+    rowPtr[r] = job.rows[r];
+    const float* partial = job.partial + r * kPanelWidth;
+    acc[r][0] = job.first ? _mm512_setzero_ps() : _mm512_loadu_ps(partial);
+    acc[r][1] = job.first ? _mm512_setzero_ps() : _mm512_loadu_ps(partial + 16);
   }
-  for (int kk = 0; kk < k; ++kk) {
+  // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
+  const void* const panel = job.panel;
+  const int kEnd = job.kEnd;
+  for (int kk = job.kBegin; kk < kEnd; ++kk) {
     __m512 lo, hi;
     loadPanelRow<W>(panel, static_cast<size_t>(kk), lo, hi);
+    #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m512 a = _mm512_set1_ps(rowPtr[r][kk]);
       acc[r][0] = _mm512_fmadd_ps(a, lo, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(a, hi, acc[r][1]);
     }
   }
-}
-
-template <DType W, int MR>
-void swiGluTile(const float* const* rows, const void* panel, int k, float* const* out) {
-  __m512 acc[MR][2];
-  accumulate<W, MR>(rows, panel, k, acc);
-  for (int r = 0; r < MR; ++r) _mm512_storeu_ps(out[r], _mm512_mul_ps(siluPs(acc[r][0]), acc[r][1]));
-}
-
-template <DType W, int MR>
-void scaledTile(const float* const* rows, const void* panel, int k, const float* rowScale, float* const* out) {
-  __m512 acc[MR][2];
-  accumulate<W, MR>(rows, panel, k, acc);
+  #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    const __m512 s = _mm512_set1_ps(rowScale[r]);
-    _mm512_storeu_ps(out[r], _mm512_mul_ps(acc[r][0], s));
-    _mm512_storeu_ps(out[r] + 16, _mm512_mul_ps(acc[r][1], s));
-  }
-}
-
-template <DType W>
-void swiGlu(const float* const* rows, int rowCount, const void* panel, int k, float* const* out) {
-  switch (rowCount) {
-    case 1: return swiGluTile<W, 1>(rows, panel, k, out);
-    case 2: return swiGluTile<W, 2>(rows, panel, k, out);
-    case 3: return swiGluTile<W, 3>(rows, panel, k, out);
-    case 4: return swiGluTile<W, 4>(rows, panel, k, out);
-    case 5: return swiGluTile<W, 5>(rows, panel, k, out);
-    case 6: return swiGluTile<W, 6>(rows, panel, k, out);
-    case 7: return swiGluTile<W, 7>(rows, panel, k, out);
-    default: return swiGluTile<W, 8>(rows, panel, k, out);
-  }
-}
-
-template <DType W>
-void scaled(const float* const* rows, int rowCount, const void* panel, int k, const float* rowScale,
-            float* const* out) {
-  switch (rowCount) {
-    case 1: return scaledTile<W, 1>(rows, panel, k, rowScale, out);
-    case 2: return scaledTile<W, 2>(rows, panel, k, rowScale, out);
-    case 3: return scaledTile<W, 3>(rows, panel, k, rowScale, out);
-    case 4: return scaledTile<W, 4>(rows, panel, k, rowScale, out);
-    case 5: return scaledTile<W, 5>(rows, panel, k, rowScale, out);
-    case 6: return scaledTile<W, 6>(rows, panel, k, rowScale, out);
-    case 7: return scaledTile<W, 7>(rows, panel, k, rowScale, out);
-    default: return scaledTile<W, 8>(rows, panel, k, rowScale, out);
+    if (!job.last) {
+      _mm512_storeu_ps(job.partial + r * kPanelWidth, acc[r][0]);
+      _mm512_storeu_ps(job.partial + r * kPanelWidth + 16, acc[r][1]);
+    } else if (job.epilogue == Epilogue::SwiGlu) {
+      _mm512_storeu_ps(job.out[r], _mm512_mul_ps(siluPs(acc[r][0]), acc[r][1]));
+    } else {
+      const __m512 s = _mm512_set1_ps(job.rowScale[r]);
+      _mm512_storeu_ps(job.out[r], _mm512_mul_ps(acc[r][0], s));
+      _mm512_storeu_ps(job.out[r] + 16, _mm512_mul_ps(acc[r][1], s));
+    }
   }
 }
 
 }  // namespace
 
 const TileKernels& avx512TileKernels() {
-  static const TileKernels kernels{
-      Isa::Avx512,
-      kMaxRows,
-      {swiGlu<DType::F32>, swiGlu<DType::F16>, swiGlu<DType::BF16>},
-      {scaled<DType::F32>, scaled<DType::F16>, scaled<DType::BF16>},
-  };
+  static const TileKernels kernels = tileFamily<Tile, kMaxRows>(Isa::Avx512);
   return kernels;
 }
 

@@ -1,0 +1,31 @@
+// Builds a kernel family's TileKernels table from its Tile<W, MR>::run template: one entry point per weight
+// dtype that dispatches on the row count. Included only by the tile_kernels_<isa>.cpp files, so each family's
+// instantiations are compiled with that file's instruction-set flags (Tile lives in an anonymous namespace).
+#pragma once
+
+#include <utility>
+
+#include "tile_kernels.h"
+
+namespace dynamoe::cpu {
+
+template <template <DType, int> class Tile, DType W, size_t... Index>
+void runTileRows(const TileJob& job, std::index_sequence<Index...>) {
+  static constexpr TileFn byRows[] = {&Tile<W, static_cast<int>(Index) + 1>::run...};
+  byRows[job.rowCount - 1](job);
+}
+
+template <template <DType, int> class Tile, DType W, int MaxRows>
+void runTile(const TileJob& job) {
+  runTileRows<Tile, W>(job, std::make_index_sequence<MaxRows>{});
+}
+
+template <template <DType, int> class Tile, int MaxRows>
+TileKernels tileFamily(Isa isa) {
+  return {isa,
+          MaxRows,
+          {runTile<Tile, DType::F32, MaxRows>, runTile<Tile, DType::F16, MaxRows>,
+           runTile<Tile, DType::BF16, MaxRows>}};
+}
+
+}  // namespace dynamoe::cpu
