@@ -17,6 +17,7 @@
         "native/addon.cpp",
         "native/js_args.cpp",
         "native/moe_layer_binding.cpp",
+        "native/moe_layer_sources.cpp",
         "native/route_binding.cpp",
         "native/routing_policy.cpp",
         "native/runtime_binding.cpp",

@@ -89,6 +89,34 @@ function perExpert(value: unknown, experts: number, length: number, what: string
   return Array.from({ length: experts }, (_, e) => value.subarray(e * length, (e + 1) * length));
 }
 
+// Checks the weights and builds the options the native layer reads.
+function nativeOptions(weights: MoELayerWeights): Record<string, unknown> {
+  const w = requireObject(weights, 'weights');
+  const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
+  const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
+  const experts = requireSize(w.experts, 'experts', 65536);
+  if (typeof w.dtype !== 'string' || !DTYPES.includes(w.dtype as DType)) {
+    throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${describe(w.dtype)}`);
+  }
+  requireFloat32Array(w.router, experts * hidden, 'router');
+  const options: Record<string, unknown> = {
+    hidden,
+    ffn,
+    experts,
+    dtype: w.dtype,
+    router: w.router,
+    gate: perExpert(w.gate, experts, ffn * hidden, 'gate'),
+    up: perExpert(w.up, experts, ffn * hidden, 'up'),
+    down: perExpert(w.down, experts, hidden * ffn, 'down'),
+  };
+  if (w.shared !== undefined) {
+    const shared = requireObject(w.shared, 'shared');
+    requireSize(shared.ffn, 'shared.ffn', 1 << 20);
+    options.shared = shared;
+  }
+  return options;
+}
+
 /**
  * A Mixture-of-Experts layer: router -> policy (top-k / top-p / threshold) -> SwiGLU experts
  * `down(silu(gate x) * up x)` weighted by the routing weights -> deterministic per-token sum.
@@ -117,35 +145,26 @@ export class MoELayer {
   }
 
   /**
-   * Packs the weights into the layout the kernels read (converting Float32Array to `dtype`). The arrays passed
-   * in are read, never modified or kept. Throws a DynamoeError on bad shapes, types or dtypes.
+   * Packs the weights into the layout the kernels read (converting Float32Array to `dtype`), on the calling
+   * thread. The arrays passed in are read, never modified or kept. Throws a DynamoeError on bad shapes, types or
+   * dtypes. In a server, prefer {@link MoELayer.load}, which packs off the event loop.
    */
   static fromWeights(weights: MoELayerWeights): MoELayer {
-    const w = requireObject(weights, 'weights');
-    const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
-    const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
-    const experts = requireSize(w.experts, 'experts', 65536);
-    if (typeof w.dtype !== 'string' || !DTYPES.includes(w.dtype as DType)) {
-      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${describe(w.dtype)}`);
+    const options = nativeOptions(weights);
+    return new MoELayer(weights, callNative(() => new (native().MoeLayer)(options)));
+  }
+
+  /**
+   * Like {@link MoELayer.fromWeights}, but packs on a worker thread and resolves when the layer is ready.
+   * Do not modify the weight arrays until the promise settles.
+   */
+  static async load(weights: MoELayerWeights): Promise<MoELayer> {
+    const options = nativeOptions(weights);
+    try {
+      return new MoELayer(weights, await native().MoeLayer.pack(options));
+    } catch (error) {
+      return fromNativeError(error);
     }
-    requireFloat32Array(w.router, experts * hidden, 'router');
-    const options: Record<string, unknown> = {
-      hidden,
-      ffn,
-      experts,
-      dtype: w.dtype,
-      router: w.router,
-      gate: perExpert(w.gate, experts, ffn * hidden, 'gate'),
-      up: perExpert(w.up, experts, ffn * hidden, 'up'),
-      down: perExpert(w.down, experts, hidden * ffn, 'down'),
-    };
-    if (w.shared !== undefined) {
-      const shared = requireObject(w.shared, 'shared');
-      requireSize(shared.ffn, 'shared.ffn', 1 << 20);
-      options.shared = shared;
-    }
-    const handle = callNative(() => new (native().MoeLayer)(options));
-    return new MoELayer(weights, handle);
   }
 
   /** Bytes of native memory the packed weights take. */

@@ -39,7 +39,11 @@ export interface NativeAddon {
     policy: object,
     input: 'logits' | 'probabilities',
   ): Promise<NativeRoutingResult>;
-  MoeLayer: new (options: object) => NativeMoeLayer;
+  MoeLayer: {
+    new (options: object): NativeMoeLayer;
+    /** Packs on a worker thread. */
+    pack(options: object): Promise<NativeMoeLayer>;
+  };
   setThreads(threads: number): void;
   getThreads(): number;
   cpuInfo(): NativeCpuInfo;

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "js_args.h"
+#include "moe_layer_sources.h"
 #include "js_errors.h"
 #include "promise_worker.h"
 #include "routing_result.h"
@@ -11,34 +12,22 @@ namespace dynamoe {
 
 namespace {
 
-constexpr int kMaxDimension = 1 << 20;
+// Packs weights on a worker thread; resolves to a MoeLayerBinding instance.
+class PackWorker : public PromiseWorker {
+ public:
+  PackWorker(Napi::Env env, MoeLayerSources sources) : PromiseWorker(env), sources_(std::move(sources)) {}
 
-// Per-expert matrices given as an array of `experts` typed arrays of `length` elements each.
-std::vector<cpu::MatrixSource> readExpertMatrices(const Napi::Object& options, const char* key, int experts,
-                                                  size_t length, DType dtype) {
-  Napi::Value value = options.Get(key);
-  if (!value.IsArray() || value.As<Napi::Array>().Length() != static_cast<uint32_t>(experts)) {
-    throwJs(options.Env(), code::kShape,
-            std::string(key) + " must be an array of " + std::to_string(experts) + " per-expert typed arrays");
+ protected:
+  void run() override { layer_ = sources_.pack(); }
+  Napi::Value result(Napi::Env env) override {
+    auto adopt = Napi::External<std::shared_ptr<const cpu::MoeLayer>>::New(env, &layer_);
+    return env.GetInstanceData<Napi::FunctionReference>()->New({adopt});
   }
-  Napi::Array array = value.As<Napi::Array>();
-  std::vector<cpu::MatrixSource> sources(experts);
-  for (int e = 0; e < experts; ++e) {
-    const std::string what = std::string(key) + "[" + std::to_string(e) + "]";
-    sources[e].data = requireWeights(array.Get(static_cast<uint32_t>(e)), length, dtype, what, &sources[e].dtype);
-  }
-  return sources;
-}
 
-cpu::ExpertSources readSingleExpert(const Napi::Object& options, int ffn, int hidden, DType dtype,
-                                    const std::string& prefix) {
-  cpu::ExpertSources sources;
-  const size_t length = static_cast<size_t>(ffn) * hidden;
-  sources.gate.data = requireWeights(options.Get("gate"), length, dtype, prefix + "gate", &sources.gate.dtype);
-  sources.up.data = requireWeights(options.Get("up"), length, dtype, prefix + "up", &sources.up.dtype);
-  sources.down.data = requireWeights(options.Get("down"), length, dtype, prefix + "down", &sources.down.dtype);
-  return sources;
-}
+ private:
+  MoeLayerSources sources_;
+  std::shared_ptr<const cpu::MoeLayer> layer_;
+};
 
 class ForwardWorker : public PromiseWorker {
  public:
@@ -84,46 +73,26 @@ class ForwardWorker : public PromiseWorker {
 }  // namespace
 
 Napi::Function MoeLayerBinding::define(Napi::Env env) {
-  return DefineClass(env, "MoeLayerBinding",
-                     {InstanceMethod<&MoeLayerBinding::forward>("forward"),
+  Napi::Function constructor = DefineClass(env, "MoeLayerBinding",
+                     {StaticMethod<&MoeLayerBinding::pack>("pack"),
+                      InstanceMethod<&MoeLayerBinding::forward>("forward"),
                       InstanceMethod<&MoeLayerBinding::dispose>("dispose"),
                       InstanceAccessor<&MoeLayerBinding::weightBytes>("weightBytes"),
                       InstanceAccessor<&MoeLayerBinding::disposed>("disposed")});
+  // Kept per environment (main thread, each worker thread) for pack() to build instances with.
+  env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(constructor)));
+  return constructor;
 }
 
+// Packs the weights in `options` now, or adopts a layer PackWorker packed (an External argument).
 MoeLayerBinding::MoeLayerBinding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MoeLayerBinding>(info) {
   Napi::Env env = info.Env();
-  Napi::Object options = requireObject(info[0], "MoELayer options");
-  cpu::MoeLayerConfig config;
-  config.hidden = readInt(options, "hidden", 1, kMaxDimension);
-  config.ffn = readInt(options, "ffn", 1, kMaxDimension);
-  config.experts = readInt(options, "experts", 1, 1 << 16);
-  Napi::Value dtype = options.Get("dtype");
-  if (!dtype.IsString() || !parseDType(dtype.As<Napi::String>().Utf8Value(), &config.dtype)) {
-    throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
+  if (info[0].IsExternal()) {
+    layer_ = *info[0].As<Napi::External<std::shared_ptr<const cpu::MoeLayer>>>().Data();
+  } else {
+    const MoeLayerSources sources = readMoeLayerSources(info[0]);
+    translateErrors(env, [&] { layer_ = sources.pack(); });
   }
-  const size_t expertElements = static_cast<size_t>(config.ffn) * config.hidden;
-  const Napi::Float32Array router = requireFloat32Array(
-      options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
-  const auto gate = readExpertMatrices(options, "gate", config.experts, expertElements, config.dtype);
-  const auto up = readExpertMatrices(options, "up", config.experts, expertElements, config.dtype);
-  const auto down = readExpertMatrices(options, "down", config.experts, expertElements, config.dtype);
-  std::vector<cpu::ExpertSources> experts(config.experts);
-  for (int e = 0; e < config.experts; ++e) experts[e] = {gate[e], up[e], down[e]};
-
-  cpu::SharedExpertSources shared;
-  const bool hasShared = !options.Get("shared").IsUndefined();
-  if (hasShared) {
-    Napi::Object sharedOptions = requireObject(options.Get("shared"), "shared");
-    shared.ffn = readInt(sharedOptions, "ffn", 1, kMaxDimension);
-    shared.weights = readSingleExpert(sharedOptions, shared.ffn, config.hidden, config.dtype, "shared.");
-    if (!sharedOptions.Get("gateWeight").IsUndefined()) {
-      shared.gateWeight = requireFloat32Array(sharedOptions.Get("gateWeight"), config.hidden, "shared.gateWeight").Data();
-    }
-  }
-  translateErrors(env, [&] {
-    layer_ = std::make_shared<const cpu::MoeLayer>(config, router.Data(), experts, hasShared ? &shared : nullptr);
-  });
   externalBytes_ = static_cast<int64_t>(layer_->weightBytes());
   Napi::MemoryManagement::AdjustExternalMemory(env, externalBytes_);  // lets V8's GC see the native weights
 }
@@ -157,6 +126,12 @@ Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {
   Napi::Float32Array x = requireFloat32Array(info[0], static_cast<size_t>(tokens) * config.hidden, "x");
   const RoutingPolicy policy = readPolicy(options.Get("policy"), config.experts);
   auto* worker = new ForwardWorker(env, layer, x, tokens, policy);
+  return worker->start();
+}
+
+Napi::Value MoeLayerBinding::pack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* worker = new PackWorker(env, readMoeLayerSources(info[0]));
   return worker->start();
 }
 

@@ -16,6 +16,7 @@ class MoeLayerBinding : public Napi::ObjectWrap<MoeLayerBinding> {
   ~MoeLayerBinding() override;
 
  private:
+  static Napi::Value pack(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value weightBytes(const Napi::CallbackInfo& info);
