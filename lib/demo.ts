@@ -67,7 +67,7 @@ export async function runDemo(options: DemoOptions, log: (line: string) => void)
   for (let l = 0; l < options.layers; l++) {
     // Lower layers get flatter routers (less confident), as the seed paper observes in trained models.
     const routerLogitStd = 1.5 + (2.5 * l) / Math.max(1, options.layers - 1);
-    layers.push(MoELayer.fromWeights(syntheticLayerWeights({ hidden, ffn, experts, dtype, routerLogitStd }, options.seed + l)));
+    layers.push(await MoELayer.load(syntheticLayerWeights({ hidden, ffn, experts, dtype, routerLogitStd }, options.seed + l)));
   }
   const input = syntheticActivations(tokens, hidden, options.seed + 1000);
   const results: DemoPolicyResult[] = [];
