@@ -28,6 +28,7 @@
         "native/cpu/grouped_gemm.cpp",
         "native/cpu/moe_layer.cpp",
         "native/cpu/packed_matrix.cpp",
+        "native/cpu/roofline.cpp",
         "native/cpu/routing.cpp",
         "native/cpu/tile_kernels.cpp",
         "native/cpu/tile_kernels_scalar.cpp"
@@ -43,13 +44,13 @@
         {
           "target_name": "dynamoe_kernels_avx2",
           "type": "static_library",
-          "sources": ["native/cpu/tile_kernels_avx2.cpp"],
+          "sources": ["native/cpu/tile_kernels_avx2.cpp", "native/cpu/fma_probe_avx2.cpp"],
           "cflags_cc": ["-mavx2", "-mfma", "-mf16c"]
         },
         {
           "target_name": "dynamoe_kernels_avx512",
           "type": "static_library",
-          "sources": ["native/cpu/tile_kernels_avx512.cpp"],
+          "sources": ["native/cpu/tile_kernels_avx512.cpp", "native/cpu/fma_probe_avx512.cpp"],
           "cflags_cc": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]
         }
       ]

@@ -32,6 +32,16 @@ export interface NativeCpuInfo {
   threads: number;
 }
 
+/** Measured limits of this machine for the active kernel family. */
+export interface Roofline {
+  isa: string;
+  threads: number;
+  /** Peak fp32 FMA throughput over all pool threads. */
+  fmaGflops: number;
+  /** Streaming read bandwidth over all pool threads. */
+  readGBps: number;
+}
+
 export interface NativeAddon {
   route(
     scores: Float32Array,
@@ -48,6 +58,7 @@ export interface NativeAddon {
   getThreads(): number;
   cpuInfo(): NativeCpuInfo;
   setCpuIsa(isa: string): void;
+  measureRoofline(): Promise<Roofline>;
 }
 
 // The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).

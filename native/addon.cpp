@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New<GetThreads>(env, "getThreads"));
   exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
   exports.Set("setCpuIsa", Napi::Function::New<SetCpuIsa>(env, "setCpuIsa"));
+  exports.Set("measureRoofline", Napi::Function::New<MeasureRoofline>(env, "measureRoofline"));
   return exports;
 }
 

@@ -1,8 +1,10 @@
 #include "runtime_binding.h"
 
 #include "cpu/cpu_features.h"
+#include "cpu/roofline.h"
 #include "cpu/tile_kernels.h"
 #include "js_errors.h"
+#include "promise_worker.h"
 #include "thread_pool.h"
 
 namespace dynamoe {
@@ -39,6 +41,33 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   result.Set("features", flags);
   result.Set("threads", cpuThreadPool().threads());
   return result;
+}
+
+namespace {
+class RooflineWorker : public PromiseWorker {
+ public:
+  RooflineWorker(Napi::Env env, cpu::Isa isa) : PromiseWorker(env), isa_(isa) {}
+
+ protected:
+  void run() override { roofline_ = cpu::measureRoofline(isa_); }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("isa", cpu::isaName(isa_));
+    result.Set("threads", cpuThreadPool().threads());
+    result.Set("fmaGflops", roofline_.fmaGflops);
+    result.Set("readGBps", roofline_.readGBps);
+    return result;
+  }
+
+ private:
+  cpu::Isa isa_;
+  cpu::Roofline roofline_;
+};
+}  // namespace
+
+Napi::Value MeasureRoofline(const Napi::CallbackInfo& info) {
+  auto* worker = new RooflineWorker(info.Env(), cpu::activeTileKernels().isa);
+  return worker->start();
 }
 
 Napi::Value SetCpuIsa(const Napi::CallbackInfo& info) {

@@ -9,5 +9,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info);
 Napi::Value GetThreads(const Napi::CallbackInfo& info);
 Napi::Value CpuInfo(const Napi::CallbackInfo& info);
 Napi::Value SetCpuIsa(const Napi::CallbackInfo& info);
+// Resolves to { isa, threads, fmaGflops, readGBps } for the active kernel family.
+Napi::Value MeasureRoofline(const Napi::CallbackInfo& info);
 
 }  // namespace dynamoe

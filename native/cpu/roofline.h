@@ -1,0 +1,24 @@
+// This machine's limits, measured: peak fp32 FMA throughput of a kernel family and memory read bandwidth,
+// so benchmarks can print every figure as a fraction of what the hardware can do.
+#pragma once
+
+#include "cpu_features.h"
+
+namespace dynamoe::cpu {
+
+struct Roofline {
+  double fmaGflops = 0;  // fp32 FMA, all pool threads, the given family's widest vectors
+  double readGBps = 0;   // streaming reads of a buffer far larger than the caches, all pool threads
+};
+
+// Runs for about a second. The FMA figure is for `isa`'s registers (scalar: what the compiler makes of a loop).
+Roofline measureRoofline(Isa isa);
+
+// Per-family FMA loops: 12 independent chains for `iterations` rounds; return the flops performed.
+double fmaProbeScalar(long iterations);
+#if defined(DYNAMOE_X86_KERNELS)
+double fmaProbeAvx2(long iterations);
+double fmaProbeAvx512(long iterations);
+#endif
+
+}  // namespace dynamoe::cpu
