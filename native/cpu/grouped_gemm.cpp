@@ -43,18 +43,28 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
   return items;
 }
 
+// Per-thread scratch, grown once to the largest item.
+struct ItemScratch {
+  std::vector<float> partial;  // running sums of every row tile across K slices
+  std::vector<float> widened;  // one K slice of a 16-bit panel widened to f32
+};
+
 void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue,
-             std::vector<float>& partial) {
+             ItemScratch& scratch) {
   const PackedMatrix& weights = *group.weights;
-  const TileFn tile = kernels.tile[dtypeIndex(weights.dtype())];
+  const size_t elementBytes = dtypeBytes(weights.dtype());
+  // With several row tiles, widen each 16-bit K slice once and run the f32 tiles on it; one tile converts in
+  // registers instead (no store and reload).
+  const bool widenOnce = weights.dtype() != DType::F32 && item.rowCount > kernels.maxRows;
+  const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : weights.dtype())];
+  const int kSlice = kSliceFor(widenOnce ? DType::F32 : weights.dtype());
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const int k = weights.k();
-  const int kSlice = kSliceFor(weights.dtype());
-  partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
+  scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
+  if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
   static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
 
   TileJob job{};
-  job.panel = weights.panel(item.panel);
   job.epilogue = epilogue;
   const float* rows[kMaxTileRows];
   float* out[kMaxTileRows];
@@ -62,19 +72,23 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   job.out = out;
   // K slices outermost: one slice of the panel is reused from L1 by every row tile of the chunk.
   for (int kBegin = 0; kBegin < k; kBegin += kSlice) {
-    job.kBegin = kBegin;
-    job.kEnd = std::min(k, kBegin + kSlice);
+    job.k = std::min(k, kBegin + kSlice) - kBegin;
     job.first = kBegin == 0;
-    job.last = job.kEnd == k;
+    job.last = kBegin + job.k == k;
+    job.panel = static_cast<const char*>(weights.panel(item.panel)) + kBegin * kPanelWidth * elementBytes;
+    if (widenOnce) {
+      kernels.widen[dtypeIndex(weights.dtype())](job.panel, job.k, scratch.widened.data());
+      job.panel = scratch.widened.data();
+    }
     for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
       job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
         const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
-        rows[r] = group.input + inputRow * group.inputStride;
+        rows[r] = group.input + inputRow * group.inputStride + kBegin;
         out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
       }
-      job.partial = partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;
+      job.partial = scratch.partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;
       job.rowScale = group.rowScale ? group.rowScale + first : kOnes;
       tile(job);
     }
@@ -88,8 +102,8 @@ void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue) {
   const TileKernels& kernels = activeTileKernels();  // one family for the whole job
   const std::vector<WorkItem> items = planItems(groups, kernels.maxRows);
   cpuThreadPool().parallelFor(items.size(), [&](size_t i) {
-    thread_local std::vector<float> partial;  // grows to the largest row chunk once per thread
-    runItem(kernels, groups[items[i].group], items[i], epilogue, partial);
+    thread_local ItemScratch scratch;
+    runItem(kernels, groups[items[i].group], items[i], epilogue, scratch);
   });
 }
 

@@ -1,5 +1,5 @@
-// Builds a kernel family's TileKernels table from its Tile<W, MR>::run template: one entry point per weight
-// dtype that dispatches on the row count. Included only by the tile_kernels_<isa>.cpp files, so each family's
+// Builds a kernel family's TileKernels table from its Tile<W, MR>::run and Widen<W>::run templates: one tile entry
+// point per weight dtype that dispatches on the row count, and the 16-bit panel wideners. Included only by the tile_kernels_<isa>.cpp files, so each family's
 // instantiations are compiled with that file's instruction-set flags (Tile lives in an anonymous namespace).
 #pragma once
 
@@ -20,12 +20,13 @@ void runTile(const TileJob& job) {
   runTileRows<Tile, W>(job, std::make_index_sequence<MaxRows>{});
 }
 
-template <template <DType, int> class Tile, int MaxRows>
+template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows>
 TileKernels tileFamily(Isa isa) {
   return {isa,
           MaxRows,
           {runTile<Tile, DType::F32, MaxRows>, runTile<Tile, DType::F16, MaxRows>,
-           runTile<Tile, DType::BF16, MaxRows>}};
+           runTile<Tile, DType::BF16, MaxRows>},
+          {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run}};
 }
 
 }  // namespace dynamoe::cpu

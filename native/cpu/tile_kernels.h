@@ -2,7 +2,8 @@
 //
 // Weights are packed in panels of kPanelWidth columns, K-major: panel[k][0..31]. A tile multiplies up to
 // `maxRows` activation rows (f32, gathered through row pointers, so no permuted copy of x is made) by one panel
-// over a K range. Partial sums of earlier K ranges live in `partial`; the last range applies the epilogue:
+// over a K range (the job's pointers already point at the range's first k). Partial sums of earlier K ranges live
+// in `partial`; the last range applies the epilogue:
 //   - SwiGlu: the panel holds 16 gate columns then 16 up columns; writes silu(gate) * up, 16 floats per row;
 //   - Scaled: writes rowScale[r] * (row . panel), 32 floats per row.
 #pragma once
@@ -26,11 +27,10 @@ enum class Epilogue {
 inline int epilogueColumns(Epilogue epilogue) { return epilogue == Epilogue::SwiGlu ? kSwiGluColumns : kPanelWidth; }
 
 struct TileJob {
-  const float* const* rows;  // rowCount activation rows, indexed by k
+  const float* const* rows;  // rowCount activation rows, each at the range's first k
   int rowCount;              // 1..maxRows
-  const void* panel;         // the whole [k][32] panel
-  int kBegin;
-  int kEnd;
+  const void* panel;         // [k][32] panel rows, starting at the range's first k
+  int k;                     // length of the K range
   float* partial;            // rowCount x 32 running sums: read unless `first`, written unless `last`
   bool first;
   bool last;
@@ -40,11 +40,14 @@ struct TileJob {
 };
 
 using TileFn = void (*)(const TileJob& job);
+// Widens `k` rows of a 16-bit panel to f32 ([k][32] floats), so many row tiles can share one conversion.
+using WidenFn = void (*)(const void* panel, int k, float* out);
 
 struct TileKernels {
   Isa isa;
   int maxRows;
-  TileFn tile[3];  // indexed by weight DType
+  TileFn tile[3];    // indexed by weight DType
+  WidenFn widen[3];  // indexed by weight DType; null for f32
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }

@@ -75,8 +75,8 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
   // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
   const void* const panel = job.panel;
-  const int kEnd = job.kEnd;
-  for (int kk = job.kBegin; kk < kEnd; ++kk) {
+  const int k = job.k;
+  for (int kk = 0; kk < k; ++kk) {
     __m256 b[4];
     loadPanelRow<W>(panel, static_cast<size_t>(kk), b);
     #pragma GCC unroll 8
@@ -102,10 +102,21 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
 }
 
+template <DType W>
+struct Widen {
+  static void run(const void* panel, int k, float* out) {
+    for (int kk = 0; kk < k; ++kk) {
+      __m256 b[4];
+      loadPanelRow<W>(panel, static_cast<size_t>(kk), b);
+      for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + static_cast<size_t>(kk) * kPanelWidth + 8 * c, b[c]);
+    }
+  }
+};
+
 }  // namespace
 
 const TileKernels& avx2TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, kMaxRows>(Isa::Avx2);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx2);
   return kernels;
 }
 

@@ -74,8 +74,8 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
   // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
   const void* const panel = job.panel;
-  const int kEnd = job.kEnd;
-  for (int kk = job.kBegin; kk < kEnd; ++kk) {
+  const int k = job.k;
+  for (int kk = 0; kk < k; ++kk) {
     __m512 lo, hi;
     loadPanelRow<W>(panel, static_cast<size_t>(kk), lo, hi);
     #pragma GCC unroll 8
@@ -100,10 +100,22 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
 }
 
+template <DType W>
+struct Widen {
+  static void run(const void* panel, int k, float* out) {
+    for (int kk = 0; kk < k; ++kk) {
+      __m512 lo, hi;
+      loadPanelRow<W>(panel, static_cast<size_t>(kk), lo, hi);
+      _mm512_storeu_ps(out + static_cast<size_t>(kk) * kPanelWidth, lo);
+      _mm512_storeu_ps(out + static_cast<size_t>(kk) * kPanelWidth + 16, hi);
+    }
+  }
+};
+
 }  // namespace
 
 const TileKernels& avx512TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, kMaxRows>(Isa::Avx512);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512);
   return kernels;
 }
 

@@ -21,7 +21,7 @@ void Tile<W, MR>::run(const TileJob& job) {
     for (int j = 0; j < kPanelWidth; ++j) acc[r][j] = job.first ? 0.0f : job.partial[r * kPanelWidth + j];
   }
   float w[kPanelWidth];
-  for (int kk = job.kBegin; kk < job.kEnd; ++kk) {
+  for (int kk = 0; kk < job.k; ++kk) {
     const size_t base = static_cast<size_t>(kk) * kPanelWidth;
     for (int j = 0; j < kPanelWidth; ++j) w[j] = loadAsF32(job.panel, base + j, W);
     for (int r = 0; r < MR; ++r) {
@@ -47,10 +47,17 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
 }
 
+template <DType W>
+struct Widen {
+  static void run(const void* panel, int k, float* out) {
+    for (size_t i = 0; i < static_cast<size_t>(k) * kPanelWidth; ++i) out[i] = loadAsF32(panel, i, W);
+  }
+};
+
 }  // namespace
 
 const TileKernels& scalarTileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, kMaxRows>(Isa::Scalar);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar);
   return kernels;
 }
 
