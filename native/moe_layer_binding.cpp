@@ -98,8 +98,8 @@ MoeLayerBinding::MoeLayerBinding(const Napi::CallbackInfo& info) : Napi::ObjectW
 }
 
 MoeLayerBinding::~MoeLayerBinding() {
-  // Finalizers may not call into JS; the external-memory hint is dropped with the object.
-  layer_.reset();
+  // Collected without dispose(): give back the external-memory hint too (no JS runs here).
+  if (layer_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -externalBytes_);
 }
 
 const std::shared_ptr<const cpu::MoeLayer>& MoeLayerBinding::requireLayer(Napi::Env env) const {

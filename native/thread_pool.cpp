@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace dynamoe {
 
@@ -93,6 +94,11 @@ void ThreadPool::parallelFor(size_t items, const std::function<void(size_t)>& fn
 }
 
 int defaultThreadCount() {
+  // DYNAMOE_THREADS overrides the core count (e.g. to leave cores to other work in a server).
+  if (const char* env = std::getenv("DYNAMOE_THREADS")) {
+    const int threads = std::atoi(env);
+    if (threads >= 1 && threads <= 1024) return threads;
+  }
   const unsigned cores = std::thread::hardware_concurrency();
   return cores == 0 ? 1 : static_cast<int>(cores);
 }
