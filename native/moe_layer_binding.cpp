@@ -3,8 +3,8 @@
 #include <vector>
 
 #include "js_args.h"
-#include "moe_layer_sources.h"
 #include "js_errors.h"
+#include "moe_layer_sources.h"
 #include "promise_worker.h"
 #include "routing_result.h"
 
