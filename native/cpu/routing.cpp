@@ -26,15 +26,17 @@ void softmaxRow(const float* logits, int experts, float* probs) {
   for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
 }
 
-// Number of sorted experts the policy keeps, before clamps for top-k.
+// Number of sorted experts the policy keeps, clamps included.
 int keptCount(const RoutingPolicy& policy, const float* probs, const int* order, int experts) {
   int kept = experts;
   switch (policy.kind) {
     case PolicyKind::TopK:
       return policy.k;
     case PolicyKind::TopP:
-      if (policy.p < 1.0f) {  // p = 1 keeps all, even if the fp32 running sum passes 1 early
-        double cumulative = 0.0;  // exact enough that only a true tie with p sits on the boundary
+      if (policy.p < 1.0f) {  // p = 1 keeps all, even where rounding takes the running sum past 1 early
+        // In double, in sorted order: exact enough that only a true tie with p sits on the boundary. Other
+        // backends (CUDA) must sum in this order and precision to cut at the same expert.
+        double cumulative = 0.0;
         for (int j = 0; j < experts; ++j) {
           cumulative += probs[order[j]];
           if (cumulative > static_cast<double>(policy.p)) {
