@@ -1,9 +1,8 @@
 // route(): routing on its own, for inspecting policies on logits from anywhere.
-import { fromNativeError } from './errors';
+import { DynamoeError, fromNativeError } from './errors';
 import { native } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
 import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
-import { DynamoeError } from './errors';
 
 /** Fixed-shape routing output (ROUTING.md). */
 export interface RoutingResult {
