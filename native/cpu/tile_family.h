@@ -1,6 +1,7 @@
 // Builds a kernel family's TileKernels table from its Tile<W, MR>::run and Widen<W>::run templates: one tile entry
-// point per weight dtype that dispatches on the row count, and the 16-bit panel wideners. Included only by the tile_kernels_<isa>.cpp files, so each family's
-// instantiations are compiled with that file's instruction-set flags (Tile lives in an anonymous namespace).
+// point per weight dtype that dispatches on the row count, and the 16-bit panel wideners. Included only by the
+// tile_kernels_<isa>.cpp files; internal linkage, so each family's code is compiled with that file's flags and
+// the linker can never merge it with another family's (or baseline) code.
 #pragma once
 
 #include <utility>
@@ -8,6 +9,7 @@
 #include "tile_kernels.h"
 
 namespace dynamoe::cpu {
+namespace {
 
 template <template <DType, int> class Tile, DType W, size_t... Index>
 void runTileRows(const TileJob& job, std::index_sequence<Index...>) {
@@ -29,4 +31,5 @@ TileKernels tileFamily(Isa isa) {
           {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run}};
 }
 
+}  // namespace
 }  // namespace dynamoe::cpu
