@@ -73,7 +73,7 @@ export function syntheticActivations(tokens: number, hidden: number, seed: numbe
   return new SeededRandom(seed).normals(tokens * hidden, 1);
 }
 
-/** RMS-normalises each row of x (in place on a copy): the input of the next MoE block. */
+/** RMS-normalised copy of the rows of x: the input of the next MoE block. */
 export function rmsNormRows(x: Float32Array, hidden: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let row = 0; row < x.length / hidden; row++) {
