@@ -6,6 +6,12 @@ import { softmax64 } from './reference';
 
 // ROUTING.md example 1 logits and their softmax (the table's P column, 6 digits)
 const LOGITS_1 = [0.2, 1.0, 0.0, 0.8, 0.4, 0.6];
+// Every expert of LOGITS_1 in descending-P order, with raw P (top-p p = 1, top-k k = E).
+const ALL_OF_LOGITS_1 = {
+  kMax: 6,
+  ids: [1, 3, 5, 4, 0, 2],
+  weights: [0.259399, 0.212378, 0.17388, 0.142361, 0.116555, 0.095427],
+};
 const P_1 = [0.116555, 0.259399, 0.095427, 0.212378, 0.142361, 0.17388];
 // sorted by P: e1 .259399, e3 .212378, e5 .173880, e4 .142361, e0 .116555, e2 .095427
 // 8 digits, for expectations that scale the weights (2.5 x a 6-digit rounding would exceed toBeCloseTo(.., 6))
@@ -83,11 +89,7 @@ describe('ROUTING.md worked examples (top-p, p = 0.4)', () => {
 
   it('p = 1.0 keeps all experts, sorted by P, with raw P', async () => {
     const result = await routeOne(LOGITS_1, { kind: 'top-p', p: 1.0 });
-    expectRouting(result, {
-      kMax: 6,
-      ids: [1, 3, 5, 4, 0, 2],
-      weights: [0.259399, 0.212378, 0.17388, 0.142361, 0.116555, 0.095427],
-    });
+    expectRouting(result, ALL_OF_LOGITS_1);
   });
 
   it('p = 1.0 keeps all 16 equal experts in id order (no early cut from fp32 rounding of the running sum)', async () => {
@@ -190,11 +192,7 @@ describe('top-k', () => {
 
   it('k = E keeps every expert in P order', async () => {
     const result = await routeOne(LOGITS_1, { kind: 'top-k', k: 6 });
-    expectRouting(result, {
-      kMax: 6,
-      ids: [1, 3, 5, 4, 0, 2],
-      weights: [0.259399, 0.212378, 0.17388, 0.142361, 0.116555, 0.095427],
-    });
+    expectRouting(result, ALL_OF_LOGITS_1);
   });
 
   it('k = 3 on 6 equal logits keeps e0, e1, e2', async () => {
