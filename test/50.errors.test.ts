@@ -20,6 +20,18 @@ interface ErrorCase<T> {
   message?: RegExp;
 }
 
+/** A small layer with normal weights drawn from `rng` (router, then gate, up, down, in that order). */
+function randomLayer(rng: Rng, shape: { hidden: number; ffn: number; experts: number; dtype: 'f32' | 'bf16' }) {
+  const { hidden: H, ffn: F, experts: E } = shape;
+  return MoELayer.fromWeights({
+    ...shape,
+    router: rng.normalArray(E * H),
+    gate: rng.normalArray(E * F * H),
+    up: rng.normalArray(E * F * H),
+    down: rng.normalArray(E * H * F),
+  });
+}
+
 function expectDynamoeError(error: unknown, code: Code | Code[], message?: RegExp): void {
   expect(error).toBeInstanceOf(DynamoeError);
   expect(error).toBeInstanceOf(Error);
@@ -257,18 +269,7 @@ describe('MoELayer.forward rejects bad input', () => {
   const H = 6;
   const E = 3;
   const rng = new Rng(51);
-  const make = () =>
-    MoELayer.fromWeights({
-      hidden: H,
-      ffn: 5,
-      experts: E,
-      dtype: 'f32',
-      router: rng.normalArray(E * H),
-      gate: rng.normalArray(E * 5 * H),
-      up: rng.normalArray(E * 5 * H),
-      down: rng.normalArray(E * H * 5),
-    });
-  const layer = make();
+  const layer = randomLayer(rng, { hidden: H, ffn: 5, experts: E, dtype: 'f32' });
   afterAll(() => layer.dispose());
   const x = rng.normalArray(2 * H);
   const policy = { kind: 'top-k', k: 2 };
@@ -311,19 +312,7 @@ describe('MoELayer.forward rejects bad input', () => {
 describe('dispose', () => {
   const H = 5;
   const E = 2;
-  const build = () => {
-    const rng = new Rng(52);
-    return MoELayer.fromWeights({
-      hidden: H,
-      ffn: 3,
-      experts: E,
-      dtype: 'bf16',
-      router: rng.normalArray(E * H),
-      gate: rng.normalArray(E * 3 * H),
-      up: rng.normalArray(E * 3 * H),
-      down: rng.normalArray(E * H * 3),
-    });
-  };
+  const build = () => randomLayer(new Rng(52), { hidden: H, ffn: 3, experts: E, dtype: 'bf16' });
   const x = new Rng(53).normalArray(4 * H);
 
   it('forward after dispose rejects with ERR_DYNAMOE_DISPOSED', async () => {

@@ -52,6 +52,10 @@ MoeLayer::MoeLayer(const MoeLayerConfig& config, const float* router, const std:
     shared_ = std::make_unique<PackedExpert>(packExpert(shared->weights, shared->ffn, config.hidden, config.dtype));
     if (shared->gateWeight != nullptr) sharedGate_.assign(shared->gateWeight, shared->gateWeight + config.hidden);
   }
+  // Scratch row strides: every routed expert has the same ffn; the shared expert may be wider.
+  intermediateStride_ = paddedColumns(experts_[0].gateUp, Epilogue::SwiGlu);
+  if (shared_) intermediateStride_ = std::max(intermediateStride_, paddedColumns(shared_->gateUp, Epilogue::SwiGlu));
+  outputStride_ = paddedColumns(experts_[0].down, Epilogue::Scaled);
 }
 
 size_t MoeLayer::weightBytes() const {
@@ -94,12 +98,8 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
   }
 
   // 3. Scratch sized by the rows actually routed, so dynamic routing pays only for what it uses.
-  size_t intermediateStride = 0;
-  for (const PackedExpert& e : experts_) {
-    intermediateStride = std::max(intermediateStride, paddedColumns(e.gateUp, Epilogue::SwiGlu));
-  }
-  if (shared_) intermediateStride = std::max(intermediateStride, paddedColumns(shared_->gateUp, Epilogue::SwiGlu));
-  const size_t outputStride = paddedColumns(experts_[0].down, Epilogue::Scaled);
+  const size_t intermediateStride = intermediateStride_;
+  const size_t outputStride = outputStride_;
   const size_t rows = plan.rowToken.size();
   AlignedBuffer intermediate(rows * intermediateStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
   AlignedBuffer rowOutput(rows * outputStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);

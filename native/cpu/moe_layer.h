@@ -62,6 +62,8 @@ class MoeLayer {
   std::vector<PackedExpert> experts_;
   std::unique_ptr<PackedExpert> shared_;
   std::vector<float> sharedGate_;
+  size_t intermediateStride_ = 0;  // floats per row of the SwiGLU output scratch
+  size_t outputStride_ = 0;        // floats per row of the expert output scratch
 };
 
 }  // namespace dynamoe::cpu
