@@ -8,6 +8,10 @@ export type ErrorCode =
   | 'ERR_DYNAMOE_DISPOSED'
   | 'ERR_DYNAMOE_OUT_OF_MEMORY'
   | 'ERR_DYNAMOE_BINDING'
+  | 'ERR_DYNAMOE_IO'
+  | 'ERR_DYNAMOE_FORMAT'
+  | 'ERR_DYNAMOE_UNSUPPORTED'
+  | 'ERR_DYNAMOE_ABORTED'
   | 'ERR_DYNAMOE_INTERNAL';
 
 /** The error every dynamoe entry point throws (or rejects with); `code` is stable across versions. */

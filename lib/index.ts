@@ -21,3 +21,19 @@ export { toBf16, fromBf16, toF16, fromF16 } from './dtype';
 export type { DType } from './dtype';
 export { setThreads, getThreads, cpuInfo } from './runtime';
 export type { CpuInfo } from './runtime';
+export { loadModel } from './model/load-model';
+export type { LoadModelOptions } from './model/load-model';
+export { Model, Generation } from './model/model';
+export type {
+  ModelForwardOptions,
+  ModelForwardResult,
+  GenerateOptions,
+  GeneratedToken,
+  GenerationSummary,
+  ModelInfo,
+} from './model/model';
+export type { PolicyOption } from './model/policies';
+export type { RoutingStats, LayerRoutingStats } from './model/routing-stats';
+export type { SamplingOptions } from './model/sampling';
+export type { ModelSpec, FeedForwardSpec, MoELayerSpec, DenseLayerSpec } from './model/spec';
+export type { Tokenizer, ChatMessage, StreamDecoder } from './tokenizer';

@@ -25,6 +25,44 @@ export interface NativeMoeLayer {
   readonly disposed: boolean;
 }
 
+/** Per-MoE-layer routing statistics of one forward step (sums over its tokens). */
+export interface NativeMoeStepStats {
+  counts: Int32Array;
+  expertLoad: Int32Array;
+  probabilitySum: Float64Array;
+  entropySum: Float64Array;
+}
+
+export interface NativeKvSession {
+  readonly length: number;
+  readonly capacity: number;
+  reset(): void;
+  dispose(): void;
+}
+
+/** Sizes a model graph's nodes are checked against. */
+export interface NativeGraphLayout {
+  bufferWidths: number[];
+  vocab: number;
+  kvWidths: number[];
+  moeExperts: number[];
+  dtype: string;
+}
+
+export interface NativeModelGraph {
+  /** Packs one node's weights on a worker thread and appends the op. */
+  addNode(node: object): Promise<void>;
+  createSession(capacity: number): NativeKvSession;
+  forward(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    options: { policies: object[]; lastRowLogits: boolean; stats: boolean },
+  ): Promise<{ logits: Float32Array; stats?: NativeMoeStepStats[] }>;
+  dispose(): void;
+  readonly weightBytes: number;
+  readonly disposed: boolean;
+}
+
 export interface NativeCpuInfo {
   isa: 'scalar' | 'avx2' | 'avx512';
   supportedIsas: Array<'scalar' | 'avx2' | 'avx512'>;
@@ -54,6 +92,7 @@ export interface NativeAddon {
     /** Packs on a worker thread. */
     pack(options: object): Promise<NativeMoeLayer>;
   };
+  ModelGraph: new (layout: NativeGraphLayout) => NativeModelGraph;
   setThreads(threads: number): void;
   getThreads(): number;
   cpuInfo(): NativeCpuInfo;

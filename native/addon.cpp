@@ -1,6 +1,7 @@
 // The addon's exports table; each entry lives in its own file.
 #include <napi.h>
 
+#include "model_graph_binding.h"
 #include "moe_layer_binding.h"
 #include "route_binding.h"
 #include "runtime_binding.h"
@@ -10,6 +11,7 @@ namespace dynamoe {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("route", Napi::Function::New<Route>(env, "route"));
   exports.Set("MoeLayer", MoeLayerBinding::define(env));
+  exports.Set("ModelGraph", ModelGraphBinding::define(env));
   exports.Set("setThreads", Napi::Function::New<SetThreads>(env, "setThreads"));
   exports.Set("getThreads", Napi::Function::New<GetThreads>(env, "getThreads"));
   exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));

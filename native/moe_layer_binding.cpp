@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "addon_data.h"
 #include "js_args.h"
 #include "js_errors.h"
 #include "moe_layer_sources.h"
@@ -21,7 +22,7 @@ class PackWorker : public PromiseWorker {
   void run() override { layer_ = sources_.pack(); }
   Napi::Value result(Napi::Env env) override {
     auto adopt = Napi::External<std::shared_ptr<const cpu::MoeLayer>>::New(env, &layer_);
-    return env.GetInstanceData<Napi::FunctionReference>()->New({adopt});
+    return addonData(env).moeLayer.New({adopt});
   }
 
  private:
@@ -56,7 +57,10 @@ class ForwardWorker : public PromiseWorker {
   }
 
  protected:
-  void run() override { layer_->forward(x_.data(), tokens_, policy_, output_, routing_.output(), counters_); }
+  void run() override {
+    const size_t hidden = layer_->config().hidden;
+    layer_->forward(x_.data(), hidden, tokens_, policy_, output_, hidden, routing_.output(), counters_);
+  }
   Napi::Value result(Napi::Env) override { return result_.Value(); }
 
  private:
@@ -80,7 +84,7 @@ Napi::Function MoeLayerBinding::define(Napi::Env env) {
                       InstanceAccessor<&MoeLayerBinding::weightBytes>("weightBytes"),
                       InstanceAccessor<&MoeLayerBinding::disposed>("disposed")});
   // Kept per environment (main thread, each worker thread) for pack() to build instances with.
-  env.SetInstanceData(new Napi::FunctionReference(Napi::Persistent(constructor)));
+  addonData(env).moeLayer = Napi::Persistent(constructor);
   return constructor;
 }
 

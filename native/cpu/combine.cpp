@@ -15,13 +15,14 @@ inline void addRow(float* out, const float* row, int hidden) {
 }  // namespace
 
 void combineExpertRows(const ExpertPlan& plan, const RoutingOutput& routing, int tokens, int hidden,
-                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, float* out) {
+                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, float* out,
+                       size_t outStride) {
   const size_t items = (static_cast<size_t>(tokens) + kTokensPerItem - 1) / kTokensPerItem;
   cpuThreadPool().parallelFor(items, [&](size_t item) {
     const int first = static_cast<int>(item) * kTokensPerItem;
     const int last = std::min(tokens, first + kTokensPerItem);
     for (int t = first; t < last; ++t) {
-      float* tokenOut = out + static_cast<size_t>(t) * hidden;
+      float* tokenOut = out + static_cast<size_t>(t) * outStride;
       std::fill(tokenOut, tokenOut + hidden, 0.0f);
       for (int s = 0; s < routing.counts[t]; ++s) {
         const size_t row = static_cast<size_t>(plan.slotRow[static_cast<size_t>(t) * routing.kMax + s]);

@@ -9,6 +9,7 @@
 namespace dynamoe::cpu {
 
 void combineExpertRows(const ExpertPlan& plan, const RoutingOutput& routing, int tokens, int hidden,
-                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, float* out);
+                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, float* out,
+                       size_t outStride);
 
 }  // namespace dynamoe::cpu

@@ -8,6 +8,7 @@
 #include "combine.h"
 #include "expert_plan.h"
 #include "grouped_gemm.h"
+#include "router_stats.h"
 
 namespace dynamoe::cpu {
 
@@ -65,11 +66,12 @@ size_t MoeLayer::weightBytes() const {
   return bytes;
 }
 
-void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, float* out,
-                       const RoutingOutput& routing, const WorkCounters& work) const {
+void MoeLayer::forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out,
+                       size_t outStride, const RoutingOutput& routing, const WorkCounters& work,
+                       const RouterStatsSums* stats) const {
   const int hidden = config_.hidden;
   const int experts = config_.experts;
-  checkFinite(x, tokens, hidden, hidden, "x");
+  checkFinite(x, tokens, hidden, xStride, "x");
 
   // 1. Router logits in fp32, then the routing policy.
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
@@ -78,19 +80,22 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
   routerGemm.weights = &router_;
   routerGemm.rows = tokens;
   routerGemm.input = x;
-  routerGemm.inputStride = hidden;
+  routerGemm.inputStride = xStride;
   routerGemm.output = logits.as<float>();
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled);
   checkFinite(logits.as<float>(), tokens, experts, logitStride, "router logits (x . router weights)");
   routeTokens(logits.as<float>(), logitStride, tokens, experts, RouterInput::Logits, policy, routing);
+  if (stats != nullptr) {
+    accumulateRouterStats(logits.as<float>(), logitStride, tokens, experts, stats->probabilitySum, stats->entropySum);
+  }
 
   // 2. Rows grouped by expert; shared-expert rows (one per token) follow the routed ones.
   const int sharedRows = shared_ ? 1 : 0;
   ExpertPlan plan = planExpertRows(routing, tokens, experts, sharedRows);
   if (shared_ && !sharedGate_.empty()) {
     for (int t = 0; t < tokens; ++t) {
-      const float* row = x + static_cast<size_t>(t) * hidden;
+      const float* row = x + static_cast<size_t>(t) * xStride;
       float dot = 0.0f;
       for (int h = 0; h < hidden; ++h) dot += sharedGate_[h] * row[h];
       plan.rowWeight[plan.routedRows + t] = 1.0f / (1.0f + std::exp(-dot));
@@ -113,7 +118,7 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
     first.weights = &expert.gateUp;
     first.rows = rowCount;
     first.input = x;
-    first.inputStride = hidden;
+    first.inputStride = xStride;
     first.inputRowIndex = plan.rowToken.data() + firstRow;
     first.output = intermediate.as<float>() + static_cast<size_t>(firstRow) * intermediateStride;
     first.outputStride = intermediateStride;
@@ -138,7 +143,7 @@ void MoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, 
 
   runGroupedGemm(gateUpGroups, Epilogue::SwiGlu);
   runGroupedGemm(downGroups, Epilogue::Scaled);
-  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput.as<float>(), outputStride, out);
+  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput.as<float>(), outputStride, out, outStride);
 
   for (int e = 0; e < experts; ++e) {
     if (work.gateUpRows) work.gateUpRows[e] = gateUpRows[e].load();

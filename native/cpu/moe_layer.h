@@ -29,6 +29,12 @@ struct MoeLayerConfig {
   DType dtype = DType::F32;
 };
 
+// Router statistics summed over a forward's tokens (filled when requested).
+struct RouterStatsSums {
+  double* probabilitySum = nullptr;  // [experts]: sum over tokens of the full-softmax P_e
+  double* entropySum = nullptr;      // [1]: sum over tokens of -sum_e P_e log P_e
+};
+
 // Rows each expert's GEMMs multiplied in one forward (filled by the kernels, so tests can hold them to the routing).
 struct WorkCounters {
   int32_t* gateUpRows = nullptr;  // [experts]
@@ -45,9 +51,10 @@ class MoeLayer {
   bool hasSharedExpert() const { return shared_ != nullptr; }
   size_t weightBytes() const;
 
-  // x: [tokens][hidden] (finite), out: [tokens][hidden]. Safe to call from several threads at once.
-  void forward(const float* x, int tokens, const RoutingPolicy& policy, float* out, const RoutingOutput& routing,
-               const WorkCounters& work) const;
+  // x: [tokens][hidden] (finite) with row stride xStride, out: [tokens][hidden] with row stride outStride.
+  // Safe to call from several threads at once.
+  void forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out, size_t outStride,
+               const RoutingOutput& routing, const WorkCounters& work, const RouterStatsSums* stats = nullptr) const;
 
  private:
   struct PackedExpert {

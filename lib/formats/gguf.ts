@@ -1,0 +1,479 @@
+// GGUF (v2, v3; little-endian): a reader that parses the header through a bounds-checked cursor over the file,
+// read in chunks, so a lying count or length fails before anything is allocated, and a v3 writer that llama.cpp
+// can read.
+//
+// Layout: "GGUF", u32 version, u64 tensor_count, u64 kv_count, kvs (string key, u32 type, value), tensor infos
+// (string name, u32 n_dims, u64 ne[n_dims] fastest-varying first, u32 ggml_type, u64 offset into the data
+// section), padding to `general.alignment` (default 32), the data section. Strings are u64 length + UTF-8.
+import type { FileHandle } from 'fs/promises';
+import { DynamoeError } from '../errors';
+import {
+  checkTensorInputs,
+  elementCount,
+  FileTensorStore,
+  formatError,
+  openForRead,
+  readFully,
+  TensorInfo,
+  TensorInput,
+  TensorStore,
+  writeAtomically,
+  writeFully,
+} from './tensor-store';
+
+/** A metadata value as read: integers that do not fit a double exactly (u64/i64) come back as bigint. */
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+/** GGUF metadata value types, by name. */
+export type GgufValueType =
+  | 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'bool' | 'string' | 'array' | 'u64' | 'i64' | 'f64';
+
+/** An array value for {@link writeGguf}; arrays of arrays give each inner array its own item type. */
+export type GgufTypedArray =
+  | { type: 'array'; itemType: Exclude<GgufValueType, 'array'>; value: readonly (number | bigint | boolean | string)[] }
+  | { type: 'array'; itemType: 'array'; value: readonly GgufTypedArray[] };
+
+/** A metadata value with its GGUF type, for {@link writeGguf}. */
+export type GgufTypedValue =
+  | { type: 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64'; value: number }
+  | { type: 'u64' | 'i64'; value: number | bigint }
+  | { type: 'bool'; value: boolean }
+  | { type: 'string'; value: string }
+  | GgufTypedArray;
+
+/** An open GGUF file. */
+export interface GgufFile extends TensorStore {
+  readonly format: 'gguf';
+  readonly version: number;
+  /** Alignment of the data section and of every tensor in it (`general.alignment`, default 32). */
+  readonly alignment: number;
+  /** Absolute offset of the data section. */
+  readonly dataOffset: number;
+  readonly metadata: ReadonlyMap<string, GgufValue>;
+  /** The type of each metadata value ('array' for arrays). */
+  readonly metadataTypes: ReadonlyMap<string, GgufValueType>;
+}
+
+/** Options of {@link writeGguf}. */
+export interface GgufWriteOptions {
+  metadata?: ReadonlyArray<readonly [string, GgufTypedValue]>;
+  tensors: readonly TensorInput[];
+  /** Power of two; default 32. Written as `general.alignment` when not 32. */
+  alignment?: number;
+}
+
+// Index = the type id in the file.
+const VALUE_TYPES: readonly GgufValueType[] =
+  ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'bool', 'string', 'array', 'u64', 'i64', 'f64'];
+const FIXED_BYTES: Partial<Record<GgufValueType, number>> =
+  { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, f32: 4, bool: 1, u64: 8, i64: 8, f64: 8 };
+const INT_RANGES: Partial<Record<GgufValueType, [number, number]>> = {
+  u8: [0, 0xff], i8: [-0x80, 0x7f], u16: [0, 0xffff], i16: [-0x8000, 0x7fff],
+  u32: [0, 0xffffffff], i32: [-0x80000000, 0x7fffffff],
+};
+const BIG_RANGES = { u64: [0n, 2n ** 64n - 1n], i64: [-(2n ** 63n), 2n ** 63n - 1n] } as const;
+
+// ggml type id -> [name, elements per block, bytes per block] (ggml's type traits; ids 4, 5, 31-33, 36-38 removed).
+const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = {
+  0: ['F32', 1, 4], 1: ['F16', 1, 2], 2: ['Q4_0', 32, 18], 3: ['Q4_1', 32, 20], 6: ['Q5_0', 32, 22],
+  7: ['Q5_1', 32, 24], 8: ['Q8_0', 32, 34], 9: ['Q8_1', 32, 36], 10: ['Q2_K', 256, 84], 11: ['Q3_K', 256, 110],
+  12: ['Q4_K', 256, 144], 13: ['Q5_K', 256, 176], 14: ['Q6_K', 256, 210], 15: ['Q8_K', 256, 292],
+  16: ['IQ2_XXS', 256, 66], 17: ['IQ2_XS', 256, 74], 18: ['IQ3_XXS', 256, 98], 19: ['IQ1_S', 256, 50],
+  20: ['IQ4_NL', 32, 18], 21: ['IQ3_S', 256, 110], 22: ['IQ2_S', 256, 82], 23: ['IQ4_XS', 256, 136],
+  24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
+  29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
+};
+const SUPPORTED: Readonly<Record<number, 'f32' | 'f16' | 'bf16'>> = { 0: 'f32', 1: 'f16', 30: 'bf16' };
+const WRITE_TYPE = { f32: 0, f16: 1, bf16: 30 } as const;
+
+const CHUNK_BYTES = 1 << 20;
+const MAX_DIMS = 4; // GGML_MAX_DIMS
+const MAX_NAME_BYTES = 63; // GGML_MAX_NAME is 64 including the terminating NUL
+const MAX_STRING_BYTES = 1 << 28; // below V8's longest string
+const MAX_ARRAY_ITEMS = 1 << 28; // below V8's longest array
+const MAX_ARRAY_DEPTH = 16; // nested arrays recurse: bound the stack
+const DEFAULT_ALIGNMENT = 32;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+const alignUp = (n: number, alignment: number) => Math.ceil(n / alignment) * alignment;
+const isPowerOfTwo = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= 2 ** 31 && (n & (n - 1)) === 0;
+const numberIfSafe = (n: bigint) => (n >= -MAX_SAFE && n <= MAX_SAFE ? Number(n) : n);
+
+/** Sequential reads over a file, one chunk in memory; every read is checked against the bytes left in the file. */
+class Cursor {
+  private chunk: Buffer = Buffer.alloc(0);
+  private chunkStart = 0;
+  private chunkLength = 0;
+  pos = 0;
+
+  constructor(private readonly handle: FileHandle, readonly file: string, readonly size: number) {}
+
+  /** Throws ERR_DYNAMOE_FORMAT naming the file. */
+  fail(message: string): never {
+    formatError(`${this.file}: ${message}`);
+  }
+
+  /** Makes `n` bytes at the position available (reading a new chunk if needed), or fails naming `what`. */
+  async need(n: number, what: string): Promise<void> {
+    const left = this.size - this.pos;
+    if (n > left) this.fail(`${what} at offset ${this.pos} needs ${n} bytes, but the file (${this.size} bytes) has ${left} left`);
+    const offset = this.pos - this.chunkStart;
+    if (offset >= 0 && offset + n <= this.chunkLength) return;
+    const length = Math.min(Math.max(n, CHUNK_BYTES), left);
+    if (length > this.chunk.length) this.chunk = Buffer.allocUnsafeSlow(length);
+    await readFully(this.handle, this.file, this.chunk.subarray(0, length), this.pos);
+    this.chunkStart = this.pos;
+    this.chunkLength = length;
+  }
+
+  /** Advances over `n` bytes made available by need() and returns their offset in the chunk. */
+  private take(n: number): number {
+    const offset = this.pos - this.chunkStart;
+    this.pos += n;
+    return offset;
+  }
+
+  u32(): number {
+    return this.chunk.readUInt32LE(this.take(4));
+  }
+
+  u64(): bigint {
+    return this.chunk.readBigUInt64LE(this.take(8));
+  }
+
+  bytes(n: number): Buffer {
+    return this.chunk.subarray(this.take(n), this.pos - this.chunkStart);
+  }
+
+  /** One fixed-size value (needs its bytes available). */
+  scalar(type: GgufValueType): number | bigint | boolean {
+    const c = this.chunk;
+    switch (type) {
+      case 'u8': return c.readUInt8(this.take(1));
+      case 'i8': return c.readInt8(this.take(1));
+      case 'u16': return c.readUInt16LE(this.take(2));
+      case 'i16': return c.readInt16LE(this.take(2));
+      case 'u32': return c.readUInt32LE(this.take(4));
+      case 'i32': return c.readInt32LE(this.take(4));
+      case 'f32': return c.readFloatLE(this.take(4));
+      case 'bool': return c.readUInt8(this.take(1)) !== 0;
+      case 'u64': return numberIfSafe(c.readBigUInt64LE(this.take(8)));
+      case 'i64': return numberIfSafe(c.readBigInt64LE(this.take(8)));
+      default: return c.readDoubleLE(this.take(8));
+    }
+  }
+
+  async u32At(what: string): Promise<number> {
+    await this.need(4, what);
+    return this.u32();
+  }
+
+  /** A u64 count of items of at least `minBytes` each, checked against what is left of the file. */
+  async count(what: string, minBytes: number): Promise<number> {
+    await this.need(8, what);
+    const n = this.u64();
+    const left = this.size - this.pos;
+    if (n * BigInt(minBytes) > BigInt(left)) {
+      const most = Math.floor(left / minBytes);
+      this.fail(`${what} at offset ${this.pos - 8} is ${n}, but the ${left} bytes left in the file hold at most ${most}`);
+    }
+    return Number(n);
+  }
+
+  async string(what: string): Promise<string> {
+    const length = await this.count(`${what} length`, 1);
+    if (length > MAX_STRING_BYTES) this.fail(`${what} is ${length} bytes long, over the ${MAX_STRING_BYTES}-byte limit`);
+    await this.need(length, what);
+    return this.bytes(length).toString('utf8');
+  }
+
+  /** A string already wholly in the chunk, read without awaiting; undefined when it is not (then use string()). */
+  stringInChunk(): string | undefined {
+    const offset = this.pos - this.chunkStart;
+    if (offset < 0 || offset + 8 > this.chunkLength) return undefined;
+    const length = this.chunk.readUInt32LE(offset);
+    if (this.chunk.readUInt32LE(offset + 4) !== 0 || length > this.chunkLength - offset - 8) return undefined;
+    this.pos += 8;
+    return this.bytes(length).toString('utf8');
+  }
+}
+
+function valueType(c: Cursor, id: number, where: string): GgufValueType {
+  const type = VALUE_TYPES[id];
+  if (type === undefined) c.fail(`${where} has value type ${id}, expected 0..12`);
+  return type;
+}
+
+async function readValue(c: Cursor, type: GgufValueType, where: string, depth: number): Promise<GgufValue> {
+  if (type === 'string') return c.string(where);
+  const fixed = FIXED_BYTES[type];
+  if (fixed !== undefined) {
+    await c.need(fixed, where);
+    return c.scalar(type);
+  }
+  const itemType = valueType(c, await c.u32At(`${where} item type`), `${where} (array)`);
+  if (itemType === 'array' && depth >= MAX_ARRAY_DEPTH) c.fail(`${where} nests arrays deeper than ${MAX_ARRAY_DEPTH}`);
+  const itemBytes = FIXED_BYTES[itemType];
+  const n = await c.count(`${where} array length`, itemBytes ?? (itemType === 'string' ? 8 : 12));
+  if (n > MAX_ARRAY_ITEMS) c.fail(`${where} has ${n} items, over the limit of ${MAX_ARRAY_ITEMS}`);
+  const items: GgufValue[] = [];
+  if (itemBytes !== undefined) {
+    // Fixed-size items: one availability check per chunk, not per item.
+    const perChunk = Math.floor(CHUNK_BYTES / itemBytes);
+    for (let i = 0; i < n; ) {
+      const end = Math.min(n, i + perChunk);
+      await c.need((end - i) * itemBytes, where);
+      for (; i < end; i++) items.push(c.scalar(itemType));
+    }
+  } else if (itemType === 'string') {
+    // Tokenizer vocabularies hold 100k+ strings: skip the await for those already in the chunk.
+    for (let i = 0; i < n; i++) items.push(c.stringInChunk() ?? (await c.string(`${where}[${i}]`)));
+  } else {
+    for (let i = 0; i < n; i++) items.push(await readValue(c, itemType, `${where}[${i}]`, depth + 1));
+  }
+  return items;
+}
+
+type RawTensorInfo = Omit<TensorInfo, 'byteOffset'> & { offset: number };
+
+async function readTensorInfo(c: Cursor, index: number): Promise<RawTensorInfo> {
+  const name = await c.string(`tensor ${index} name`);
+  const where = `tensor '${name}'`;
+  const dims = await c.u32At(`${where} n_dims`);
+  if (dims > MAX_DIMS) c.fail(`${where} has ${dims} dimensions, at most ${MAX_DIMS} expected`);
+  await c.need(8 * dims + 12, `${where} dimensions, type and offset`);
+  const ne: number[] = [];
+  for (let d = 0; d < dims; d++) {
+    const extent = c.u64();
+    if (extent > MAX_SAFE) c.fail(`${where} dimension ${d} is ${extent}, too large`);
+    ne.push(Number(extent));
+  }
+  const ggmlType = c.u32();
+  const offset = c.u64();
+  if (offset > MAX_SAFE) c.fail(`${where} data offset ${offset} is too large`);
+  const traits = GGML_TYPES[ggmlType];
+  if (traits === undefined) {
+    const message = `${c.file}: ${where} has ggml type ${ggmlType}, which this reader does not know (so cannot size)`;
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', message);
+  }
+  const [typeName, blockSize, blockBytes] = traits;
+  const count = elementCount(ne);
+  if (count === null) c.fail(`${where} dimensions [${ne.join(', ')}] hold too many elements`);
+  if (dims > 0 && ne[0] % blockSize !== 0) {
+    c.fail(`${where} of type ${typeName} has ne[0] = ${ne[0]}, not a multiple of its block size ${blockSize}`);
+  }
+  const byteLength = (count / blockSize) * blockBytes;
+  if (!Number.isSafeInteger(byteLength)) c.fail(`${where} is too large`);
+  const shape = [...ne].reverse(); // ggml lists the fastest-varying dimension first
+  return { name, dtype: SUPPORTED[ggmlType] ?? typeName, shape, file: c.file, byteLength, offset: Number(offset) };
+}
+
+/** Magic and version; throws for anything but little-endian v2/v3. */
+async function readPreamble(c: Cursor): Promise<number> {
+  if (c.size === 0) c.fail('file is empty, expected a GGUF header');
+  await c.need(8, 'GGUF magic and version');
+  const magic = c.bytes(4);
+  if (magic.toString('latin1') !== 'GGUF') {
+    c.fail(`not a GGUF file: magic is ${JSON.stringify(magic.toString('latin1'))} (0x${magic.toString('hex')}), expected "GGUF"`);
+  }
+  const version = c.u32();
+  if (version === 2 || version === 3) return version;
+  const swapped = (version & 0xffff) === 0 && [2, 3].includes(version >>> 24);
+  const reason = swapped ? 'big-endian GGUF files are not supported' : `GGUF version ${version} is not supported (expected 2 or 3)`;
+  throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${c.file}: ${reason}`);
+}
+
+/**
+ * Opens a GGUF file (v2 or v3, little-endian), parses and checks its header and tensor infos without reading the
+ * tensor data.
+ * @throws DynamoeError ERR_DYNAMOE_IO (cannot open/read), ERR_DYNAMOE_FORMAT (malformed), ERR_DYNAMOE_UNSUPPORTED
+ *   (other versions, big-endian files, ggml types this reader cannot size)
+ */
+export async function openGguf(path: string): Promise<GgufFile> {
+  const { handle, size } = await openForRead(path);
+  try {
+    const c = new Cursor(handle, path, size);
+    const version = await readPreamble(c);
+    const tensorCount = await c.count('tensor count', 24); // name length, n_dims, type and offset: 24 bytes at least
+    const kvCount = await c.count('metadata key/value count', 13); // key length, value type, 1-byte value
+    const metadata = new Map<string, GgufValue>();
+    const metadataTypes = new Map<string, GgufValueType>();
+    for (let i = 0; i < kvCount; i++) {
+      const key = await c.string(`metadata key ${i}`);
+      if (metadata.has(key)) c.fail(`metadata key '${key}' appears twice`);
+      const type = valueType(c, await c.u32At(`metadata '${key}' value type`), `metadata '${key}'`);
+      metadata.set(key, await readValue(c, type, `metadata '${key}'`, 0));
+      metadataTypes.set(key, type);
+    }
+    const alignment = (metadata.get('general.alignment') ?? DEFAULT_ALIGNMENT) as number;
+    const alignmentType = metadataTypes.get('general.alignment') ?? 'u32';
+    if (alignmentType !== 'u32' || !isPowerOfTwo(alignment)) {
+      c.fail(`general.alignment must be a u32 power of two, found ${alignmentType} ${String(alignment)}`);
+    }
+    const infos: RawTensorInfo[] = [];
+    for (let i = 0; i < tensorCount; i++) infos.push(await readTensorInfo(c, i));
+    const dataOffset = alignUp(c.pos, alignment);
+    const tensors = new Map<string, TensorInfo>();
+    for (const { offset, ...info } of infos) {
+      const where = `tensor '${info.name}'`;
+      if (tensors.has(info.name)) c.fail(`${where} appears twice`);
+      if (offset % alignment !== 0) c.fail(`${where} data offset ${offset} is not a multiple of the alignment ${alignment}`);
+      const byteOffset = dataOffset + offset;
+      if (byteOffset + info.byteLength > size) {
+        c.fail(`${where} data [offset ${byteOffset}, ${info.byteLength} bytes] ends past the end of the file (${size} bytes)`);
+      }
+      tensors.set(info.name, { ...info, byteOffset });
+    }
+    const store = new FileTensorStore('gguf', tensors, new Map([[path, handle]]));
+    return Object.assign(store, { version, alignment, dataOffset, metadata, metadataTypes }) as GgufFile;
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** Little-endian byte builder for the writer: one growing buffer. */
+class Bytes {
+  private buf = Buffer.alloc(1 << 16);
+  private length = 0;
+
+  /** Makes room for `n` bytes and calls `write` with the buffer and their offset. */
+  fixed(n: number, write: (b: Buffer, at: number) => void): void {
+    if (this.length + n > this.buf.length) {
+      const grown = Buffer.alloc(Math.max(this.buf.length * 2, this.length + n));
+      this.buf.copy(grown, 0, 0, this.length);
+      this.buf = grown;
+    }
+    write(this.buf, this.length);
+    this.length += n;
+  }
+
+  u32(v: number): void {
+    this.fixed(4, (b, at) => b.writeUInt32LE(v, at));
+  }
+
+  u64(v: number | bigint): void {
+    this.fixed(8, (b, at) => b.writeBigUInt64LE(BigInt(v), at));
+  }
+
+  string(s: string): void {
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u64(n);
+    this.fixed(n, (b, at) => b.write(s, at, 'utf8'));
+  }
+
+  /** The bytes so far, zero-padded to a multiple of `alignment`. */
+  padded(alignment: number): Buffer {
+    this.fixed(alignUp(this.length, alignment) - this.length, () => undefined); // the buffer starts zeroed
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+function badValue(code: 'ERR_DYNAMOE_TYPE' | 'ERR_DYNAMOE_VALUE', where: string, expected: string, value: unknown): never {
+  const shown = typeof value === 'bigint' ? `${value}n` : JSON.stringify(value) ?? String(value);
+  throw new DynamoeError(code, `writeGguf: ${where} must be ${expected}, got ${shown}`);
+}
+
+/** Encodes one value (without its type id) after checking it fits its type. */
+function encodeValue(out: Bytes, type: GgufValueType, value: unknown, where: string): void {
+  const range = INT_RANGES[type];
+  if (range !== undefined) {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < range[0] || value > range[1]) {
+      const code = typeof value === 'number' ? 'ERR_DYNAMOE_VALUE' : 'ERR_DYNAMOE_TYPE';
+      badValue(code, where, `an integer in [${range[0]}, ${range[1]}] (${type})`, value);
+    }
+    const size = FIXED_BYTES[type] as number;
+    out.fixed(size, (b, at) => (type[0] === 'u' ? b.writeUIntLE(value, at, size) : b.writeIntLE(value, at, size)));
+  } else if (type === 'u64' || type === 'i64') {
+    const isInteger = typeof value === 'bigint' || (typeof value === 'number' && Number.isSafeInteger(value));
+    const big = isInteger ? BigInt(value as number | bigint) : 0n;
+    if (!isInteger || big < BIG_RANGES[type][0] || big > BIG_RANGES[type][1]) {
+      badValue(isInteger ? 'ERR_DYNAMOE_VALUE' : 'ERR_DYNAMOE_TYPE', where, `a bigint or safe integer in ${type}'s range`, value);
+    }
+    out.fixed(8, (b, at) => (type === 'u64' ? b.writeBigUInt64LE(big, at) : b.writeBigInt64LE(big, at)));
+  } else if (type === 'f32' || type === 'f64') {
+    if (typeof value !== 'number') badValue('ERR_DYNAMOE_TYPE', where, `a number (${type})`, value);
+    out.fixed(type === 'f32' ? 4 : 8, (b, at) => (type === 'f32' ? b.writeFloatLE(value, at) : b.writeDoubleLE(value, at)));
+  } else if (type === 'bool') {
+    if (typeof value !== 'boolean') badValue('ERR_DYNAMOE_TYPE', where, 'a boolean', value);
+    out.fixed(1, (b, at) => b.writeUInt8(value ? 1 : 0, at));
+  } else if (type === 'string') {
+    if (typeof value !== 'string') badValue('ERR_DYNAMOE_TYPE', where, 'a string', value);
+    out.string(value);
+  } else {
+    const array = value as { type?: unknown; itemType?: unknown; value?: unknown };
+    const itemType = VALUE_TYPES.find((t) => t === array?.itemType);
+    if (array?.type !== 'array' || itemType === undefined || !Array.isArray(array.value)) {
+      badValue('ERR_DYNAMOE_TYPE', where, "{ type: 'array', itemType, value: [...] }", value);
+    }
+    out.u32(VALUE_TYPES.indexOf(itemType));
+    out.u64(array.value.length);
+    array.value.forEach((item: unknown, i: number) => encodeValue(out, itemType, item, `${where}[${i}]`));
+  }
+}
+
+/** The metadata to write: the caller's, plus `general.alignment` when the alignment is not the default. */
+function metadataWithAlignment(options: GgufWriteOptions, alignment: number): (readonly [string, GgufTypedValue])[] {
+  const { metadata = [] } = options;
+  if (!Array.isArray(metadata)) badValue('ERR_DYNAMOE_TYPE', 'metadata', 'an array of [key, typed value] pairs', metadata);
+  const given = metadata.find(([key]) => key === 'general.alignment');
+  if (given !== undefined && (given[1]?.type !== 'u32' || given[1].value !== alignment)) {
+    const expected = `{ type: 'u32', value: ${alignment} } (the alignment option)`;
+    badValue('ERR_DYNAMOE_VALUE', 'metadata general.alignment', expected, given[1]);
+  }
+  if (given !== undefined || alignment === DEFAULT_ALIGNMENT) return [...metadata];
+  return [...metadata, ['general.alignment', { type: 'u32', value: alignment }]];
+}
+
+/**
+ * Writes a GGUF v3 file (replacing it atomically) that llama.cpp can read: metadata with explicit value types, then
+ * f32/f16/bf16 tensors (`shape` row-major; written as ggml ne, fastest first), each aligned to `alignment`.
+ * @throws DynamoeError ERR_DYNAMOE_TYPE / _DTYPE / _SHAPE / _VALUE for bad input, ERR_DYNAMOE_IO when writing fails
+ */
+export async function writeGguf(path: string, options: GgufWriteOptions): Promise<void> {
+  const { tensors, alignment = DEFAULT_ALIGNMENT } = options ?? ({} as GgufWriteOptions);
+  const views = checkTensorInputs(tensors, 'writeGguf');
+  if (!isPowerOfTwo(alignment)) badValue('ERR_DYNAMOE_VALUE', 'alignment', 'a power of two', alignment);
+  const entries = metadataWithAlignment(options, alignment);
+  const header = new Bytes();
+  header.fixed(4, (b, at) => b.write('GGUF', at, 'latin1'));
+  header.u32(3);
+  header.u64(tensors.length);
+  header.u64(entries.length);
+  const keys = new Set<string>();
+  for (const [key, typed] of entries) {
+    if (typeof key !== 'string' || key.length === 0 || keys.has(key)) {
+      badValue('ERR_DYNAMOE_VALUE', 'metadata key', 'a unique non-empty string', key);
+    }
+    keys.add(key);
+    const type = VALUE_TYPES.find((t) => t === typed?.type);
+    if (type === undefined) badValue('ERR_DYNAMOE_TYPE', `metadata '${key}'`, `{ type, value } with a GGUF type`, typed);
+    header.string(key);
+    header.u32(VALUE_TYPES.indexOf(type));
+    encodeValue(header, type, type === 'array' ? typed : typed.value, `metadata '${key}'`);
+  }
+  let offset = 0;
+  tensors.forEach(({ name, dtype, shape }, i) => {
+    if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) {
+      badValue('ERR_DYNAMOE_VALUE', `tensor ${i} name`, `at most ${MAX_NAME_BYTES} bytes (llama.cpp's limit)`, name);
+    }
+    if (shape.length < 1 || shape.length > MAX_DIMS) {
+      const message = `writeGguf: tensor '${name}' has ${shape.length} dimensions, expected 1..${MAX_DIMS}`;
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', message);
+    }
+    header.string(name);
+    header.u32(shape.length);
+    for (let d = shape.length - 1; d >= 0; d--) header.u64(shape[d]);
+    header.u32(WRITE_TYPE[dtype]);
+    header.u64(offset);
+    offset += alignUp(views[i].length, alignment);
+  });
+  const headerBytes = header.padded(alignment);
+  await writeAtomically(path, async (handle) => {
+    await writeFully(handle, headerBytes);
+    for (const view of views) {
+      await writeFully(handle, view);
+      await writeFully(handle, Buffer.alloc(alignUp(view.length, alignment) - view.length));
+    }
+  });
+}

@@ -1,0 +1,52 @@
+// What one supported architecture provides: how to recognise its config, read its spec, and name its tensors.
+import { RoutingPolicy } from '../policy';
+import { ConfigReader } from './config-reader';
+import { CheckpointNaming } from './naming';
+import { FeedForwardSpec, ModelSpec } from './spec';
+
+export interface Architecture {
+  /** dynamoe's name for it (shown by `inspect`). */
+  name: string;
+  /** True when a Hugging Face config.json describes this architecture. */
+  matchesHf(config: ConfigReader): boolean;
+  fromHfConfig(config: ConfigReader): ModelSpec;
+  hfNaming: CheckpointNaming;
+}
+
+/** Attention and embedding fields every Llama-family config.json has; `layers` come from the architecture. */
+export function llamaFamilySpec(
+  c: ConfigReader,
+  architecture: string,
+  layer: (index: number) => FeedForwardSpec,
+  choices: Partial<Pick<ModelSpec, 'qkNorm' | 'attentionBias'>> = {},
+): ModelSpec {
+  c.refuse('rope_scaling', 'RoPE scaling is not supported yet');
+  const hidden = c.int('hidden_size');
+  const heads = c.int('num_attention_heads');
+  const layerCount = c.int('num_hidden_layers');
+  return {
+    architecture,
+    vocab: c.int('vocab_size'),
+    hidden,
+    heads,
+    kvHeads: c.int('num_key_value_heads', heads),
+    headDim: c.int('head_dim', Math.floor(hidden / heads)),
+    ropeTheta: c.number('rope_theta', 10000),
+    ropeStyle: 'halves',
+    rmsNormEpsilon: c.number('rms_norm_eps', 1e-6),
+    qkNorm: choices.qkNorm ?? 'none',
+    attentionBias: choices.attentionBias ?? c.bool('attention_bias', false),
+    tiedEmbeddings: c.bool('tie_word_embeddings', false),
+    maxContext: c.int('max_position_embeddings', 4096),
+    layers: Array.from({ length: layerCount }, (_, index) => layer(index)),
+  };
+}
+
+/** Top-k softmax routing as most MoE models are trained. */
+export function topK(k: number, normalize: boolean, scale = 1): RoutingPolicy {
+  return scale === 1 ? { kind: 'top-k', k, normalize } : { kind: 'top-k', k, normalize, scale };
+}
+
+export function modelType(c: ConfigReader): string {
+  return c.has('model_type') ? c.string('model_type') : '';
+}

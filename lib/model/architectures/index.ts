@@ -1,0 +1,25 @@
+// Every architecture dynamoe can load from a Hugging Face checkpoint; adding one means adding its file here.
+import { Architecture } from '../architecture';
+import { ConfigReader } from '../config-reader';
+import { DynamoeError } from '../../errors';
+import { deepseekMoe } from './deepseek-moe';
+import { dynamicMoe } from './dynamic-moe';
+import { mixtral } from './mixtral';
+import { olmoe } from './olmoe';
+import { qwen2Moe } from './qwen2-moe';
+import { qwen3Moe } from './qwen3-moe';
+
+// The Dynamic MoE check comes first: its configs carry another architecture's model_type.
+export const architectures: readonly Architecture[] = [dynamicMoe, mixtral, qwen2Moe, qwen3Moe, olmoe, deepseekMoe];
+
+/** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
+export function architectureForHfConfig(config: ConfigReader): Architecture {
+  const found = architectures.find((a) => a.matchesHf(config));
+  if (found) return found;
+  const type = config.has('model_type') ? JSON.stringify(config.raw('model_type')) : 'none';
+  throw new DynamoeError(
+    'ERR_DYNAMOE_UNSUPPORTED',
+    `${config.source}: model_type ${type} is not a supported MoE architecture ` +
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, and Dynamic MoE configs with top_p_threshold)`,
+  );
+}

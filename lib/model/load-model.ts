@@ -1,0 +1,119 @@
+// loadModel: a Hugging Face directory (config.json + safetensors + tokenizer.json) or a .gguf file -> Model.
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { DType } from '../dtype';
+import { DynamoeError } from '../errors';
+import { openGguf } from '../formats/gguf';
+import { openSafetensors } from '../formats/safetensors';
+import { TensorStore } from '../formats/tensor-store';
+import { loadTokenizerFromDirectory, tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer';
+import { architectureForHfConfig } from './architectures';
+import { buildModelGraph, ProgressCallback } from './build-graph';
+import { ConfigReader } from './config-reader';
+import { ggufModelSpec } from './gguf-spec';
+import { Model } from './model';
+import { CheckpointNaming, ggufNaming } from './naming';
+import { PolicyOption } from './policies';
+import { ModelSpec } from './spec';
+import { WeightReader } from './weight-reader';
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /** 'cpu' (and 'auto') run on the CPU; 'cuda' needs the CUDA build (not available yet). */
+  device?: 'cpu' | 'cuda' | 'auto';
+  /** Element type weights are packed in (default: the checkpoint's). Math accumulates in fp32. */
+  dtype?: DType;
+  /** Default routing policy (default: the one the model was trained with). */
+  policy?: PolicyOption;
+  /** Called as weights are packed: nodes done out of the total. */
+  onProgress?: ProgressCallback;
+}
+
+interface Checkpoint {
+  store: TensorStore;
+  spec: ModelSpec;
+  naming: CheckpointNaming;
+  tokenizer: Tokenizer;
+}
+
+async function openHfDirectory(dir: string): Promise<Checkpoint> {
+  const configPath = path.join(dir, 'config.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(await fs.readFile(configPath, 'utf8'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code) throw new DynamoeError('ERR_DYNAMOE_IO', `cannot read ${configPath}: ${(error as Error).message}`);
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${configPath} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${configPath} must hold a JSON object`);
+  }
+  const config = ConfigReader.fromJson(json as Record<string, unknown>, configPath);
+  const architecture = architectureForHfConfig(config);
+  const spec = architecture.fromHfConfig(config);
+  const tokenizer = await loadTokenizerFromDirectory(dir);
+  const store = await openSafetensors(dir);
+  return { store, spec, naming: architecture.hfNaming, tokenizer };
+}
+
+async function openGgufFile(file: string): Promise<Checkpoint> {
+  const gguf = await openGguf(file);
+  try {
+    const spec = ggufModelSpec(new ConfigReader(gguf.metadata, file), gguf.tensors);
+    const tokenizer = tokenizerFromGgufMetadata(gguf.metadata, file);
+    return { store: gguf, spec, naming: ggufNaming, tokenizer };
+  } catch (error) {
+    await gguf.close();
+    throw error;
+  }
+}
+
+function checkpointDtype(store: TensorStore, naming: CheckpointNaming, source: string): DType {
+  const dtype = store.tensors.get(naming.embed)?.dtype;
+  if (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') return dtype;
+  throw new DynamoeError(
+    'ERR_DYNAMOE_UNSUPPORTED',
+    `${source}: tensor '${naming.embed}' has type ${String(dtype)}; dynamoe loads f32, f16 and bf16 weights`,
+  );
+}
+
+/**
+ * Loads an MoE checkpoint: a directory with config.json, *.safetensors (sharded with an index, or one file) and
+ * tokenizer.json, or a .gguf file. Weights are packed for the CPU kernels as they are read.
+ */
+export async function loadModel(location: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof location !== 'string' || location === '') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', 'loadModel needs the path of a model directory or a .gguf file');
+  }
+  const device = options.device ?? 'auto';
+  if (device === 'cuda') {
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', "device 'cuda' needs the CUDA build of dynamoe, not built yet; use 'cpu' or 'auto'");
+  }
+  if (device !== 'cpu' && device !== 'auto') {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `device must be 'cpu', 'cuda' or 'auto', got ${String(device)}`);
+  }
+  if (options.dtype !== undefined && !['f32', 'f16', 'bf16'].includes(options.dtype)) {
+    throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${String(options.dtype)}`);
+  }
+  let stat;
+  try {
+    stat = await fs.stat(location);
+  } catch (error) {
+    throw new DynamoeError('ERR_DYNAMOE_IO', `cannot open model ${location}: ${(error as Error).message}`);
+  }
+  const checkpoint = stat.isDirectory() ? await openHfDirectory(location) : await openGgufFile(location);
+  try {
+    const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, location);
+    const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, location);
+    const graph = await buildModelGraph(checkpoint.spec, weights, dtype, options.onProgress);
+    try {
+      return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, location, options.policy);
+    } catch (error) {
+      graph.dispose();
+      throw error;
+    }
+  } finally {
+    await checkpoint.store.close();
+  }
+}

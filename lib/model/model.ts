@@ -1,0 +1,297 @@
+// A loaded model: forward passes over whole token sequences and streaming generation, routed by any policy.
+import { DType } from '../dtype';
+import { DynamoeError, fromNativeError } from '../errors';
+import { NativeKvSession, NativeModelGraph, NativeMoeStepStats } from '../native';
+import { policyLabel, RoutingPolicy } from '../policy';
+import { Tokenizer } from '../tokenizer';
+import { PolicyOption, resolvePolicies } from './policies';
+import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
+import { checkSampling, Sampler, SamplingOptions } from './sampling';
+import { moeLayers, ModelSpec } from './spec';
+
+/** Options of {@link Model.forward}. */
+export interface ModelForwardOptions {
+  /** Routing policy for this call (default: the model's). */
+  policy?: PolicyOption;
+  /** Return routing statistics. */
+  stats?: boolean;
+}
+
+/** Result of {@link Model.forward}. */
+export interface ModelForwardResult {
+  /** [tokens][vocab] logits of every position. */
+  logits: Float32Array;
+  stats?: RoutingStats;
+}
+
+/** Options of {@link Model.generate}. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default 128). */
+  maxTokens?: number;
+  /** Generation stops when the text contains one of these (the stop text is not returned). */
+  stop?: string[];
+  /** Routing policy for this generation (default: the model's). */
+  policy?: PolicyOption;
+  /** Cancels the generation: the iterator throws ERR_DYNAMOE_ABORTED and the model stays usable. */
+  signal?: AbortSignal;
+  /** Add the tokenizer's BOS/EOS to a text prompt (default true). */
+  addSpecialTokens?: boolean;
+}
+
+/** One streamed token. */
+export interface GeneratedToken {
+  id: number;
+  /** Text this token completes (may be '' inside a multi-byte character). */
+  text: string;
+}
+
+/** What a finished generation did. */
+export interface GenerationSummary {
+  text: string;
+  tokenIds: number[];
+  promptTokens: number;
+  stopReason: 'eos' | 'stop' | 'maxTokens';
+  prefillMs: number;
+  decodeMs: number;
+  /** Routing statistics over the prompt and the generated tokens. */
+  stats: RoutingStats;
+}
+
+/** Sizes and choices of a loaded model, as `dynamoe inspect` prints them. */
+export interface ModelInfo extends ModelSpec {
+  dtype: DType;
+  /** Bytes of packed weights held by the native graph. */
+  weightBytes: number;
+  /** Policy label per MoE layer (the model's default). */
+  defaultPolicy: string[];
+  source: string;
+}
+
+export class Model {
+  private readonly moe;
+  private readonly defaultPolicies: RoutingPolicy[];
+
+  /** @internal Use {@link loadModel}. */
+  constructor(
+    private graph: NativeModelGraph | null,
+    readonly spec: ModelSpec,
+    readonly tokenizer: Tokenizer,
+    readonly dtype: DType,
+    readonly source: string,
+    policy: PolicyOption | undefined,
+  ) {
+    this.moe = moeLayers(spec);
+    this.defaultPolicies = resolvePolicies(policy, this.moe.map((l) => l.moe));
+  }
+
+  get info(): ModelInfo {
+    return {
+      ...this.spec,
+      dtype: this.dtype,
+      weightBytes: this.requireGraph().weightBytes,
+      defaultPolicy: this.defaultPolicies.map(policyLabel),
+      source: this.source,
+    };
+  }
+
+  get disposed(): boolean {
+    return this.graph === null;
+  }
+
+  /** Runs a fresh sequence through the model; resolves to the logits of every position. */
+  async forward(tokens: Int32Array | number[], options: ModelForwardOptions = {}): Promise<ModelForwardResult> {
+    const ids = this.checkTokens(tokens);
+    const policies = this.policies(options.policy);
+    const result = await this.step(null, ids, policies, false, options.stats === true);
+    const out: ModelForwardResult = { logits: result.logits };
+    if (result.stats) {
+      const stats = this.statsAccumulator(policies);
+      stats.add(result.stats);
+      out.stats = stats.result();
+    }
+    return out;
+  }
+
+  /**
+   * Streams generated tokens for a prompt (text, or token ids): the prompt in one batched forward, then one token
+   * per step. After the loop, {@link Generation.summary} says what happened.
+   */
+  generate(prompt: string | Int32Array | number[], options: GenerateOptions = {}): Generation {
+    checkSampling(options);
+    const maxTokens = options.maxTokens ?? 128;
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+      throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be a positive integer, got ${String(maxTokens)}`);
+    }
+    const ids =
+      typeof prompt === 'string'
+        ? this.tokenizer.encode(prompt, { addSpecialTokens: options.addSpecialTokens ?? true })
+        : this.checkTokens(prompt);
+    if (ids.length === 0) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'the prompt encodes to no tokens');
+    const needed = ids.length + maxTokens;
+    if (needed > this.spec.maxContext) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_SHAPE',
+        `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds the model's context of ` +
+          `${this.spec.maxContext} tokens`,
+      );
+    }
+    return new Generation(this, ids, this.policies(options.policy), options, maxTokens);
+  }
+
+  /** Frees the native weights; running calls finish first. */
+  dispose(): void {
+    this.graph?.dispose();
+    this.graph = null;
+  }
+
+  /** @internal */
+  createSession(capacity: number): NativeKvSession {
+    try {
+      return this.requireGraph().createSession(capacity);
+    } catch (error) {
+      fromNativeError(error);
+    }
+  }
+
+  /** @internal One native forward step. */
+  async step(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    policies: RoutingPolicy[],
+    lastRowLogits: boolean,
+    stats: boolean,
+  ): Promise<{ logits: Float32Array; stats?: NativeMoeStepStats[] }> {
+    try {
+      return await this.requireGraph().forward(session, tokens, { policies, lastRowLogits, stats });
+    } catch (error) {
+      fromNativeError(error);
+    }
+  }
+
+  /** @internal */
+  statsAccumulator(policies: RoutingPolicy[]): RoutingStatsAccumulator {
+    return new RoutingStatsAccumulator(
+      this.moe.map((l, slot) => ({ layer: l.layer, experts: l.moe.experts, policy: policies[slot] })),
+    );
+  }
+
+  private policies(option: PolicyOption | undefined): RoutingPolicy[] {
+    return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moe.map((l) => l.moe));
+  }
+
+  private requireGraph(): NativeModelGraph {
+    if (!this.graph) throw new DynamoeError('ERR_DYNAMOE_DISPOSED', 'this model was disposed; load it again');
+    return this.graph;
+  }
+
+  private checkTokens(tokens: Int32Array | number[]): Int32Array {
+    if (!(tokens instanceof Int32Array) && !Array.isArray(tokens)) {
+      throw new DynamoeError('ERR_DYNAMOE_TYPE', 'tokens must be an Int32Array or an array of token ids');
+    }
+    if (tokens.length === 0) throw new DynamoeError('ERR_DYNAMOE_SHAPE', 'tokens must not be empty');
+    const ids = Int32Array.from(tokens);
+    for (let i = 0; i < tokens.length; i++) {
+      const id = tokens[i];
+      if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocab) {
+        throw new DynamoeError(
+          'ERR_DYNAMOE_VALUE',
+          `token ${i} is ${String(id)}, outside the vocabulary [0, ${this.spec.vocab})`,
+        );
+      }
+    }
+    if (ids.length > this.spec.maxContext) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_SHAPE',
+        `${ids.length} tokens exceed the model's context of ${this.spec.maxContext} tokens`,
+      );
+    }
+    return ids;
+  }
+}
+
+/** A streaming generation: iterate it with `for await`; read {@link summary} afterwards. */
+export class Generation implements AsyncIterable<GeneratedToken> {
+  /** Set when the iteration finished (not when it was aborted or failed). */
+  summary: GenerationSummary | undefined;
+  private started = false;
+
+  /** @internal */
+  constructor(
+    private readonly model: Model,
+    private readonly prompt: Int32Array,
+    private readonly policies: RoutingPolicy[],
+    private readonly options: GenerateOptions,
+    private readonly maxTokens: number,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
+    if (this.started) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'a generation can be iterated only once');
+    this.started = true;
+    return this.run();
+  }
+
+  private async *run(): AsyncGenerator<GeneratedToken> {
+    const { model, prompt, options } = this;
+    const tokenizer = model.tokenizer;
+    const sampler = new Sampler(options);
+    const stats = model.statsAccumulator(this.policies);
+    const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+    const stops = options.stop ?? [];
+    const session = model.createSession(prompt.length + this.maxTokens);
+    const generated: number[] = [];
+    let text = '';
+    let stopReason: GenerationSummary['stopReason'] = 'maxTokens';
+    let prefillMs = 0;
+    const started = performance.now();
+    try {
+      let input = prompt;
+      while (generated.length < this.maxTokens) {
+        if (options.signal?.aborted) throw new DynamoeError('ERR_DYNAMOE_ABORTED', 'the generation was aborted');
+        const step = await model.step(session, input, this.policies, true, true);
+        if (step.stats) stats.add(step.stats);
+        if (generated.length === 0) prefillMs = performance.now() - started;
+        const id = sampler.next(step.logits);
+        if (tokenizer.eosTokenIds.includes(id)) {
+          stopReason = 'eos';
+          break;
+        }
+        generated.push(id);
+        let piece = decoder.push(id);
+        const stopAt = firstStop(text + piece, stops, text.length);
+        if (stopAt >= 0) {
+          piece = (text + piece).slice(text.length, stopAt);
+          text += piece;
+          if (piece) yield { id, text: piece };
+          stopReason = 'stop';
+          break;
+        }
+        text += piece;
+        yield { id, text: piece };
+        input = Int32Array.of(id);
+      }
+      if (stopReason !== 'stop') text += decoder.flush();
+      this.summary = {
+        text,
+        tokenIds: generated,
+        promptTokens: prompt.length,
+        stopReason,
+        prefillMs,
+        decodeMs: performance.now() - started - prefillMs,
+        stats: stats.result(),
+      };
+    } finally {
+      session.dispose();
+    }
+  }
+}
+
+// Index of the earliest stop string in `text` that ends after `from` (-1 when none).
+function firstStop(text: string, stops: string[], from: number): number {
+  let best = -1;
+  for (const stop of stops) {
+    if (!stop) continue;
+    const at = text.indexOf(stop, Math.max(0, from - stop.length + 1));
+    if (at >= 0 && (best < 0 || at < best)) best = at;
+  }
+  return best;
+}

@@ -1,0 +1,121 @@
+// Where each weight of a decoder layer lives in a checkpoint: Hugging Face names per architecture, GGUF names.
+
+/** Per-layer weights every architecture maps to its own tensor names. */
+export type LayerTensor =
+  | 'attn_norm'
+  | 'q'
+  | 'k'
+  | 'v'
+  | 'o'
+  | 'q_bias'
+  | 'k_bias'
+  | 'v_bias'
+  | 'q_norm'
+  | 'k_norm'
+  | 'mlp_norm'
+  | 'mlp_gate'
+  | 'mlp_up'
+  | 'mlp_down'
+  | 'router'
+  | 'shared_gate'
+  | 'shared_up'
+  | 'shared_down'
+  | 'shared_gate_weight';
+
+export type ExpertMatrix = 'gate' | 'up' | 'down';
+
+export interface CheckpointNaming {
+  embed: string;
+  finalNorm: string;
+  lmHead: string;
+  layer(index: number, tensor: LayerTensor): string;
+  /** Hugging Face stores one tensor per expert; GGUF one [experts][rows][cols] tensor per layer. */
+  experts:
+    | { stacked: false; name(layer: number, matrix: ExpertMatrix, expert: number): string }
+    | { stacked: true; name(layer: number, matrix: ExpertMatrix): string };
+}
+
+/** Module paths (under `model.layers.{i}.`) of an architecture's feed-forward weights. */
+export interface HfFeedForwardNames {
+  router: string;
+  experts: string;
+  expertMatrices: Record<ExpertMatrix, string>;
+  dense: string;
+  shared?: string;
+  sharedGate?: string;
+}
+
+/** Names of Llama-family Hugging Face checkpoints, with the architecture's own feed-forward names. */
+export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
+  const attention: Partial<Record<LayerTensor, string>> = {
+    attn_norm: 'input_layernorm.weight',
+    q: 'self_attn.q_proj.weight',
+    k: 'self_attn.k_proj.weight',
+    v: 'self_attn.v_proj.weight',
+    o: 'self_attn.o_proj.weight',
+    q_bias: 'self_attn.q_proj.bias',
+    k_bias: 'self_attn.k_proj.bias',
+    v_bias: 'self_attn.v_proj.bias',
+    q_norm: 'self_attn.q_norm.weight',
+    k_norm: 'self_attn.k_norm.weight',
+    mlp_norm: 'post_attention_layernorm.weight',
+    mlp_gate: `${ffn.dense}.gate_proj.weight`,
+    mlp_up: `${ffn.dense}.up_proj.weight`,
+    mlp_down: `${ffn.dense}.down_proj.weight`,
+    router: `${ffn.router}.weight`,
+    shared_gate: `${ffn.shared}.gate_proj.weight`,
+    shared_up: `${ffn.shared}.up_proj.weight`,
+    shared_down: `${ffn.shared}.down_proj.weight`,
+    shared_gate_weight: `${ffn.sharedGate}.weight`,
+  };
+  return {
+    embed: 'model.embed_tokens.weight',
+    finalNorm: 'model.norm.weight',
+    lmHead: 'lm_head.weight',
+    layer: (index, tensor) => `model.layers.${index}.${attention[tensor]}`,
+    experts: {
+      stacked: false,
+      name: (layer, matrix, expert) =>
+        `model.layers.${layer}.${ffn.experts}.${expert}.${ffn.expertMatrices[matrix]}.weight`,
+    },
+  };
+}
+
+/** The usual names: `mlp.gate` router, `mlp.experts.{e}.{gate,up,down}_proj`, dense `mlp`. */
+export const hfMlpExpertNames: HfFeedForwardNames = {
+  router: 'mlp.gate',
+  experts: 'mlp.experts',
+  expertMatrices: { gate: 'gate_proj', up: 'up_proj', down: 'down_proj' },
+  dense: 'mlp',
+};
+
+const ggufLayerNames: Record<LayerTensor, string> = {
+  attn_norm: 'attn_norm.weight',
+  q: 'attn_q.weight',
+  k: 'attn_k.weight',
+  v: 'attn_v.weight',
+  o: 'attn_output.weight',
+  q_bias: 'attn_q.bias',
+  k_bias: 'attn_k.bias',
+  v_bias: 'attn_v.bias',
+  q_norm: 'attn_q_norm.weight',
+  k_norm: 'attn_k_norm.weight',
+  mlp_norm: 'ffn_norm.weight',
+  mlp_gate: 'ffn_gate.weight',
+  mlp_up: 'ffn_up.weight',
+  mlp_down: 'ffn_down.weight',
+  router: 'ffn_gate_inp.weight',
+  shared_gate: 'ffn_gate_shexp.weight',
+  shared_up: 'ffn_up_shexp.weight',
+  shared_down: 'ffn_down_shexp.weight',
+  shared_gate_weight: 'ffn_gate_inp_shexp.weight',
+};
+
+/** Names llama.cpp's converter writes, the same for every architecture. */
+export const ggufNaming: CheckpointNaming = {
+  embed: 'token_embd.weight',
+  finalNorm: 'output_norm.weight',
+  lmHead: 'output.weight',
+  layer: (index, tensor) => `blk.${index}.${ggufLayerNames[tensor]}`,
+  experts: { stacked: true, name: (layer, matrix) => `blk.${layer}.ffn_${matrix}_exps.weight` },
+};

@@ -1,0 +1,103 @@
+// Routing statistics of a forward or a generation: what the paper's analyses are made of (ROUTING.md).
+import { NativeMoeStepStats } from '../native';
+import { policyLabel, RoutingPolicy } from '../policy';
+
+/** Statistics of one MoE layer over the tokens seen. */
+export interface LayerRoutingStats {
+  /** Decoder layer index. */
+  layer: number;
+  /** The policy that ran, e.g. `top-p:0.4`. */
+  policy: string;
+  tokens: number;
+  /** Mean experts per token. */
+  expertsPerToken: number;
+  /** histogram[n]: tokens that used n experts. */
+  histogram: number[];
+  /** Tokens routed to each expert. */
+  expertLoad: number[];
+  /** Mean router entropy, -sum P log P (nats); also the dynamic loss L_d. */
+  entropy: number;
+  /** L_b = E * sum_i f_i Q_i (f_i: fraction of tokens routed to expert i, Q_i: mean router probability). */
+  loadBalanceLoss: number;
+}
+
+export interface RoutingStats {
+  tokens: number;
+  /** Mean experts per token over all MoE layers. */
+  expertsPerToken: number;
+  /** Mean of the layers' dynamic (entropy) losses. */
+  dynamicLoss: number;
+  /** Mean of the layers' load-balance losses. */
+  loadBalanceLoss: number;
+  layers: LayerRoutingStats[];
+}
+
+interface LayerSums {
+  layer: number;
+  policy: string;
+  tokens: number;
+  histogram: number[];
+  load: Float64Array;
+  probabilitySum: Float64Array;
+  entropySum: number;
+}
+
+/** Sums the native per-step statistics of every MoE layer over many steps. */
+export class RoutingStatsAccumulator {
+  private readonly sums: LayerSums[];
+
+  constructor(layers: { layer: number; experts: number; policy: RoutingPolicy }[]) {
+    this.sums = layers.map(({ layer, experts, policy }) => ({
+      layer,
+      policy: policyLabel(policy),
+      tokens: 0,
+      histogram: [],
+      load: new Float64Array(experts),
+      probabilitySum: new Float64Array(experts),
+      entropySum: 0,
+    }));
+  }
+
+  add(step: NativeMoeStepStats[]): void {
+    step.forEach((s, slot) => {
+      const sums = this.sums[slot];
+      sums.tokens += s.counts.length;
+      for (const count of s.counts) {
+        while (sums.histogram.length <= count) sums.histogram.push(0);
+        sums.histogram[count]++;
+      }
+      s.expertLoad.forEach((n, e) => (sums.load[e] += n));
+      s.probabilitySum.forEach((p, e) => (sums.probabilitySum[e] += p));
+      sums.entropySum += s.entropySum[0];
+    });
+  }
+
+  result(): RoutingStats {
+    const layers = this.sums.map((s): LayerRoutingStats => {
+      const tokens = Math.max(s.tokens, 1);
+      const experts = s.load.length;
+      let balance = 0;
+      for (let e = 0; e < experts; e++) balance += (s.load[e] / tokens) * (s.probabilitySum[e] / tokens);
+      const routed = s.histogram.reduce((sum, n, count) => sum + n * count, 0);
+      return {
+        layer: s.layer,
+        policy: s.policy,
+        tokens: s.tokens,
+        expertsPerToken: routed / tokens,
+        histogram: [...s.histogram],
+        expertLoad: Array.from(s.load),
+        entropy: s.entropySum / tokens,
+        loadBalanceLoss: experts * balance,
+      };
+    });
+    const mean = (f: (l: LayerRoutingStats) => number) =>
+      layers.length ? layers.reduce((sum, l) => sum + f(l), 0) / layers.length : 0;
+    return {
+      tokens: layers.length ? layers[0].tokens : 0,
+      expertsPerToken: mean((l) => l.expertsPerToken),
+      dynamicLoss: mean((l) => l.entropy),
+      loadBalanceLoss: mean((l) => l.loadBalanceLoss),
+      layers,
+    };
+  }
+}

@@ -1,0 +1,71 @@
+// Choosing the next token from logits: greedy, or temperature / top-k / top-p sampling with a seeded generator.
+import { DynamoeError } from '../errors';
+import { SeededRandom } from '../synthetic';
+
+/** How the next token is chosen. temperature 0 (the default) is greedy and deterministic. */
+export interface SamplingOptions {
+  temperature?: number;
+  /** Keep the k most likely tokens (0 or absent: all). */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability exceeds p (1 or absent: all). */
+  topP?: number;
+  /** Seed of the sampling generator: the same seed gives the same tokens. */
+  seed?: number;
+}
+
+export function checkSampling(options: SamplingOptions): void {
+  const bad = (what: string, value: unknown) => {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `${what}, got ${String(value)}`);
+  };
+  const { temperature = 0, topK = 0, topP = 1, seed = 0 } = options;
+  if (!(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature))) bad('temperature must be a number >= 0', temperature);
+  if (!Number.isInteger(topK) || topK < 0) bad('topK must be an integer >= 0', topK);
+  if (!(typeof topP === 'number' && topP > 0 && topP <= 1)) bad('topP must be in (0, 1]', topP);
+  if (!Number.isInteger(seed)) bad('seed must be an integer', seed);
+}
+
+/** Picks tokens from logits; one sampler per generation (it carries the generator's state). */
+export class Sampler {
+  private readonly random: SeededRandom;
+
+  constructor(private readonly options: SamplingOptions) {
+    this.random = new SeededRandom(options.seed ?? 0);
+  }
+
+  next(logits: Float32Array): number {
+    const temperature = this.options.temperature ?? 0;
+    if (temperature === 0) return argmax(logits);
+    // Candidates by descending logit (ties: lower id), cut by topK, then softmax, then topP.
+    let ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+    const topK = this.options.topK ?? 0;
+    if (topK > 0) ids = ids.slice(0, topK);
+    const max = logits[ids[0]];
+    const weights = ids.map((id) => Math.exp((logits[id] - max) / temperature));
+    const total = weights.reduce((a, b) => a + b, 0);
+    const topP = this.options.topP ?? 1;
+    let kept = ids.length;
+    if (topP < 1) {
+      let running = 0;
+      for (let i = 0; i < ids.length; i++) {
+        running += weights[i] / total;
+        if (running > topP) {
+          kept = i + 1;
+          break;
+        }
+      }
+    }
+    const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
+    let draw = this.random.uniform() * keptTotal;
+    for (let i = 0; i < kept; i++) {
+      draw -= weights[i];
+      if (draw < 0) return ids[i];
+    }
+    return ids[kept - 1];
+  }
+}
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}

@@ -1,0 +1,74 @@
+// Reads a model's tensors from a checkpoint, checks their shapes against the spec, and converts them to what the
+// native graph takes (f32, or the model's 16-bit type as bit patterns).
+import { DType, fromBf16, fromF16 } from '../dtype';
+import { DynamoeError } from '../errors';
+import { TensorData, TensorStore } from '../formats/tensor-store';
+import { CheckpointNaming, ExpertMatrix } from './naming';
+
+export type WeightArray = Float32Array | Uint16Array;
+
+function widen(tensor: TensorData): Float32Array {
+  if (tensor.dtype === 'f32') return tensor.data as Float32Array;
+  return tensor.dtype === 'bf16' ? fromBf16(tensor.data as Uint16Array) : fromF16(tensor.data as Uint16Array);
+}
+
+export class WeightReader {
+  constructor(
+    private readonly store: TensorStore,
+    readonly naming: CheckpointNaming,
+    private readonly dtype: DType,
+    private readonly source: string,
+  ) {}
+
+  has(name: string): boolean {
+    return this.store.tensors.has(name);
+  }
+
+  /** A [rows][cols] matrix in the model's dtype (16-bit data of another 16-bit type is widened to f32). */
+  async matrix(name: string, rows: number, cols: number): Promise<WeightArray> {
+    const tensor = await this.read(name, [rows, cols]);
+    return tensor.dtype === 'f32' || tensor.dtype === this.dtype ? tensor.data : widen(tensor);
+  }
+
+  /** A vector (norm weight, bias, gate) of `length` values, always f32. */
+  async vector(name: string, length: number): Promise<Float32Array> {
+    return widen(await this.read(name, [length]));
+  }
+
+  /** A matrix always in f32 (the router: routing math runs in fp32). */
+  async f32Matrix(name: string, rows: number, cols: number): Promise<Float32Array> {
+    return widen(await this.read(name, [rows, cols]));
+  }
+
+  /** Every expert's [rows][cols] matrix, from per-expert tensors or one stacked tensor. */
+  async experts(layer: number, matrix: ExpertMatrix, experts: number, rows: number, cols: number): Promise<WeightArray[]> {
+    const naming = this.naming.experts;
+    if (!naming.stacked) {
+      const out: WeightArray[] = [];
+      for (let e = 0; e < experts; e++) out.push(await this.matrix(naming.name(layer, matrix, e), rows, cols));
+      return out;
+    }
+    const stacked = await this.read(naming.name(layer, matrix), [experts, rows, cols]);
+    const data = stacked.dtype === 'f32' || stacked.dtype === this.dtype ? stacked.data : widen(stacked);
+    const size = rows * cols;
+    return Array.from({ length: experts }, (_, e) => data.subarray(e * size, (e + 1) * size));
+  }
+
+  // Shapes must match exactly, except that vectors may carry leading 1s ([1, H] gates).
+  private async read(name: string, shape: number[]): Promise<TensorData> {
+    const info = this.store.tensors.get(name);
+    if (!info) {
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${this.source}: tensor '${name}' is missing`);
+    }
+    const found = info.shape.length > shape.length && info.shape.slice(0, -shape.length).every((d) => d === 1)
+      ? info.shape.slice(-shape.length)
+      : info.shape;
+    if (found.length !== shape.length || found.some((d, i) => d !== shape[i])) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_FORMAT',
+        `${this.source}: tensor '${name}' has shape [${info.shape.join(', ')}], the model config says [${shape.join(', ')}]`,
+      );
+    }
+    return this.store.read(name);
+  }
+}

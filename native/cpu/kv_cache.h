@@ -1,0 +1,52 @@
+// Keys and values of every attention layer for one sequence, appended to as the sequence grows.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "../aligned_buffer.h"
+#include "../errors.h"
+
+namespace dynamoe::cpu {
+
+class KvCache {
+ public:
+  // kvWidths[slot]: floats per position of attention layer `slot` (kv heads x head dim).
+  KvCache(const std::vector<int>& kvWidths, int capacity) : capacity_(capacity), widths_(kvWidths) {
+    for (int width : kvWidths) {
+      const size_t bytes = static_cast<size_t>(capacity) * width * sizeof(float);
+      keys_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);
+      values_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);
+    }
+  }
+
+  int capacity() const { return capacity_; }
+  int length() const { return length_; }
+  // Positions are committed only when a whole forward step succeeded.
+  void commit(int tokens) { length_ += tokens; }
+  void reset() { length_ = 0; }
+  // Throws before a step that would not fit.
+  void reserve(int tokens) const {
+    if (length_ + tokens > capacity_) {
+      throw Error(code::kShape, "the sequence would hold " + std::to_string(length_ + tokens) +
+                                    " tokens but its context is " + std::to_string(capacity_) + " tokens");
+    }
+  }
+  int width(int slot) const { return widths_[slot]; }
+  float* keys(int slot) { return keys_[slot].as<float>(); }
+  float* values(int slot) { return values_[slot].as<float>(); }
+  size_t bytes() const {
+    size_t total = 0;
+    for (const AlignedBuffer& b : keys_) total += 2 * b.bytes();
+    return total;
+  }
+
+ private:
+  int capacity_;
+  int length_ = 0;
+  std::vector<int> widths_;
+  std::vector<AlignedBuffer> keys_;
+  std::vector<AlignedBuffer> values_;
+};
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,30 @@
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class AddOp : public GraphOp {
+ public:
+  AddOp(int a, int b, int output, int width) : a_(a), b_(b), output_(output), width_(width) {}
+
+  void run(GraphStep& step) const override {
+    for (int t = 0; t < step.tokens; ++t) {
+      const float* a = step.buffers[a_] + t * step.strides[a_];
+      const float* b = step.buffers[b_] + t * step.strides[b_];
+      float* out = step.buffers[output_] + t * step.strides[output_];
+      for (int i = 0; i < width_; ++i) out[i] = a[i] + b[i];
+    }
+  }
+
+ private:
+  int a_, b_, output_, width_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeAddOp(int a, int b, int output, int width) {
+  return std::make_unique<AddOp>(a, b, output, width);
+}
+
+}  // namespace dynamoe::cpu

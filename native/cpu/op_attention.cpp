@@ -1,0 +1,67 @@
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../thread_pool.h"
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class AttentionOp : public GraphOp {
+ public:
+  explicit AttentionOp(const AttentionShape& shape) : s_(shape) {}
+
+  void run(GraphStep& step) const override {
+    KvCache& cache = *step.cache;
+    const int kvWidth = s_.kvHeads * s_.headDim;
+    float* keys = cache.keys(s_.slot);
+    float* values = cache.values(s_.slot);
+    for (int t = 0; t < step.tokens; ++t) {
+      const size_t position = static_cast<size_t>(step.position + t);
+      std::memcpy(keys + position * kvWidth, step.buffers[s_.key] + t * step.strides[s_.key], kvWidth * sizeof(float));
+      std::memcpy(values + position * kvWidth, step.buffers[s_.value] + t * step.strides[s_.value],
+                  kvWidth * sizeof(float));
+    }
+    const int groupSize = s_.heads / s_.kvHeads;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
+    // One item per (query row, head): every item reads the cache and writes its own output slice.
+    cpuThreadPool().parallelFor(static_cast<size_t>(step.tokens) * s_.heads, [&](size_t item) {
+      const int t = static_cast<int>(item / s_.heads);
+      const int h = static_cast<int>(item % s_.heads);
+      const int kvHead = h / groupSize;
+      const int visible = step.position + t + 1;  // causal: positions 0 .. its own
+      const float* q = step.buffers[s_.query] + t * step.strides[s_.query] + h * s_.headDim;
+      float* out = step.buffers[s_.output] + t * step.strides[s_.output] + h * s_.headDim;
+      thread_local std::vector<float> scores;
+      scores.resize(visible);
+      float maxScore = -INFINITY;
+      for (int p = 0; p < visible; ++p) {
+        const float* k = keys + static_cast<size_t>(p) * kvWidth + kvHead * s_.headDim;
+        float dot = 0.0f;
+        for (int d = 0; d < s_.headDim; ++d) dot += q[d] * k[d];
+        scores[p] = dot * scale;
+        maxScore = std::max(maxScore, scores[p]);
+      }
+      double sum = 0.0;
+      for (int p = 0; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - maxScore);
+      const float inverse = static_cast<float>(1.0 / sum);
+      std::fill(out, out + s_.headDim, 0.0f);
+      for (int p = 0; p < visible; ++p) {
+        const float* v = values + static_cast<size_t>(p) * kvWidth + kvHead * s_.headDim;
+        const float w = scores[p] * inverse;
+        for (int d = 0; d < s_.headDim; ++d) out[d] += w * v[d];
+      }
+    });
+  }
+
+ private:
+  AttentionShape s_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeAttentionOp(const AttentionShape& shape) { return std::make_unique<AttentionOp>(shape); }
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,48 @@
+#include "grouped_gemm.h"
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class DenseMlpOp : public GraphOp {
+ public:
+  DenseMlpOp(int input, int output, PackedMatrix gateUp, PackedMatrix down)
+      : input_(input), output_(output), gateUp_(std::move(gateUp)), down_(std::move(down)) {}
+
+  void run(GraphStep& step) const override {
+    const size_t intermediateStride = static_cast<size_t>(gateUp_.panels()) * kSwiGluColumns;
+    AlignedBuffer intermediate(step.tokens * intermediateStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    GemmGroup first;
+    first.weights = &gateUp_;
+    first.rows = step.tokens;
+    first.input = step.buffers[input_];
+    first.inputStride = step.strides[input_];
+    first.output = intermediate.as<float>();
+    first.outputStride = intermediateStride;
+    runGroupedGemm({first}, Epilogue::SwiGlu);
+    GemmGroup second;
+    second.weights = &down_;
+    second.rows = step.tokens;
+    second.input = intermediate.as<float>();
+    second.inputStride = intermediateStride;
+    second.output = step.buffers[output_];
+    second.outputStride = step.strides[output_];
+    runGroupedGemm({second}, Epilogue::Scaled);
+  }
+
+  size_t weightBytes() const override { return gateUp_.bytes() + down_.bytes(); }
+
+ private:
+  int input_, output_;
+  PackedMatrix gateUp_;
+  PackedMatrix down_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeDenseMlpOp(int input, int output, PackedMatrix gateUp, PackedMatrix down) {
+  return std::make_unique<DenseMlpOp>(input, output, std::move(gateUp), std::move(down));
+}
+
+}  // namespace dynamoe::cpu

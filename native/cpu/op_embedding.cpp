@@ -1,0 +1,50 @@
+#include "../errors.h"
+#include "../thread_pool.h"
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class EmbeddingOp : public GraphOp {
+ public:
+  EmbeddingOp(std::shared_ptr<const PackedMatrix> table, int vocab, int hidden, int output)
+      : table_(std::move(table)), vocab_(vocab), hidden_(hidden), output_(output) {}
+
+  void run(GraphStep& step) const override {
+    for (int t = 0; t < step.tokens; ++t) {
+      const int id = step.tokenIds[t];
+      if (id < 0 || id >= vocab_) {
+        throw Error(code::kValue, "token id " + std::to_string(id) + " at position " + std::to_string(t) +
+                                      " is outside the vocabulary [0, " + std::to_string(vocab_) + ")");
+      }
+    }
+    float* out = step.buffers[output_];
+    const size_t stride = step.strides[output_];
+    cpuThreadPool().parallelFor(step.tokens, [&](size_t t) {
+      const int id = step.tokenIds[t];
+      // Column (id % 32) of panel id / 32: the table shares the LM head's packed layout.
+      const void* panel = table_->panel(id / kPanelWidth);
+      const int column = id % kPanelWidth;
+      float* row = out + t * stride;
+      for (int h = 0; h < hidden_; ++h) {
+        row[h] = loadAsF32(panel, static_cast<size_t>(h) * kPanelWidth + column, table_->dtype());
+      }
+    });
+  }
+
+  size_t weightBytes() const override { return table_->bytes(); }
+
+ private:
+  std::shared_ptr<const PackedMatrix> table_;
+  int vocab_, hidden_, output_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeEmbeddingOp(std::shared_ptr<const PackedMatrix> table, int vocab, int hidden,
+                                         int output) {
+  return std::make_unique<EmbeddingOp>(std::move(table), vocab, hidden, output);
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,90 @@
+#include <algorithm>
+#include <cstring>
+
+#include "grouped_gemm.h"
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+void multiply(const PackedMatrix& weights, const float* input, size_t inputStride, int rows, float* output,
+              size_t outputStride) {
+  GemmGroup group;
+  group.weights = &weights;
+  group.rows = rows;
+  group.input = input;
+  group.inputStride = inputStride;
+  group.output = output;
+  group.outputStride = outputStride;
+  runGroupedGemm({group}, Epilogue::Scaled);
+}
+
+class LinearOp : public GraphOp {
+ public:
+  LinearOp(int input, int output, std::shared_ptr<const PackedMatrix> weights, int outFeatures, std::vector<float> bias)
+      : input_(input), output_(output), weights_(std::move(weights)), outFeatures_(outFeatures),
+        bias_(std::move(bias)) {}
+
+  void run(GraphStep& step) const override {
+    float* out = step.buffers[output_];
+    const size_t stride = step.strides[output_];
+    multiply(*weights_, step.buffers[input_], step.strides[input_], step.tokens, out, stride);
+    if (bias_.empty()) return;
+    for (int t = 0; t < step.tokens; ++t) {
+      float* row = out + t * stride;
+      for (int i = 0; i < outFeatures_; ++i) row[i] += bias_[i];
+    }
+  }
+
+  size_t weightBytes() const override { return weights_->bytes() + bias_.size() * sizeof(float); }
+
+ private:
+  int input_, output_;
+  std::shared_ptr<const PackedMatrix> weights_;
+  int outFeatures_;
+  std::vector<float> bias_;
+};
+
+class LogitsOp : public GraphOp {
+ public:
+  LogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab, bool ownsWeights)
+      : input_(input), weights_(std::move(weights)), vocab_(vocab), ownsWeights_(ownsWeights) {}
+
+  void run(GraphStep& step) const override {
+    const int rows = step.lastRowLogits ? 1 : step.tokens;
+    const size_t inputStride = step.strides[input_];
+    const float* input = step.buffers[input_] + static_cast<size_t>(step.tokens - rows) * inputStride;
+    // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
+    const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
+    AlignedBuffer scratch(rows * padded * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    multiply(*weights_, input, inputStride, rows, scratch.as<float>(), padded);
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(step.logits + static_cast<size_t>(r) * vocab_, scratch.as<float>() + r * padded,
+                  vocab_ * sizeof(float));
+    }
+  }
+
+  // A head tied to the embedding shares its table, which the embedding op already counts.
+  size_t weightBytes() const override { return ownsWeights_ ? weights_->bytes() : 0; }
+
+ private:
+  int input_;
+  std::shared_ptr<const PackedMatrix> weights_;
+  int vocab_;
+  bool ownsWeights_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeLinearOp(int input, int output, std::shared_ptr<const PackedMatrix> weights,
+                                      int outFeatures, std::vector<float> bias) {
+  return std::make_unique<LinearOp>(input, output, std::move(weights), outFeatures, std::move(bias));
+}
+
+std::unique_ptr<GraphOp> makeLogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab,
+                                      bool ownsWeights) {
+  return std::make_unique<LogitsOp>(input, std::move(weights), vocab, ownsWeights);
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,42 @@
+#include <vector>
+
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class MoeOp : public GraphOp {
+ public:
+  MoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer)
+      : input_(input), output_(output), slot_(slot), layer_(std::move(layer)) {}
+
+  void run(GraphStep& step) const override {
+    const int experts = layer_->config().experts;
+    const RoutingPolicy& policy = step.policies[slot_];
+    const int kMax = policy.kMax(experts);
+    std::vector<int32_t> ids(static_cast<size_t>(step.tokens) * kMax);
+    std::vector<float> weights(ids.size());
+    std::vector<int32_t> counts(step.tokens);
+    std::vector<int32_t> load(experts);
+    const MoeStepStats* stats = step.moeStats ? &step.moeStats[slot_] : nullptr;
+    RoutingOutput routing{kMax, ids.data(), weights.data(), stats ? stats->counts : counts.data(),
+                          stats ? stats->expertLoad : load.data()};
+    layer_->forward(step.buffers[input_], step.strides[input_], step.tokens, policy, step.buffers[output_],
+                    step.strides[output_], routing, WorkCounters{}, stats ? &stats->sums : nullptr);
+  }
+
+  size_t weightBytes() const override { return layer_->weightBytes(); }
+
+ private:
+  int input_, output_, slot_;
+  std::shared_ptr<const MoeLayer> layer_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeMoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer) {
+  return std::make_unique<MoeOp>(input, output, slot, std::move(layer));
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,53 @@
+#include <cmath>
+
+#include "graph_ops.h"
+
+namespace dynamoe::cpu {
+
+namespace {
+
+class RopeOp : public GraphOp {
+ public:
+  RopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style)
+      : buffer_(buffer), heads_(heads), headDim_(headDim), style_(style) {
+    for (int i = 0; i < headDim / 2; ++i) inverseFrequency_.push_back(std::pow(theta, -2.0 * i / headDim));
+  }
+
+  void run(GraphStep& step) const override {
+    const int half = headDim_ / 2;
+    // Partner of dimension i in each rotated pair, and the stride between pairs.
+    const int partner = style_ == RopeStyle::Halves ? half : 1;
+    const int pairStride = style_ == RopeStyle::Halves ? 1 : 2;
+    for (int t = 0; t < step.tokens; ++t) {
+      float* row = step.buffers[buffer_] + t * step.strides[buffer_];
+      const double position = step.position + t;
+      for (int i = 0; i < half; ++i) {
+        // Angles in double: positions of long contexts keep their precision.
+        const double angle = position * inverseFrequency_[i];
+        const float c = static_cast<float>(std::cos(angle));
+        const float s = static_cast<float>(std::sin(angle));
+        for (int h = 0; h < heads_; ++h) {
+          float* head = row + h * headDim_;
+          float& a = head[i * pairStride];
+          float& b = head[i * pairStride + partner];
+          const float x = a, y = b;
+          a = x * c - y * s;
+          b = y * c + x * s;
+        }
+      }
+    }
+  }
+
+ private:
+  int buffer_, heads_, headDim_;
+  RopeStyle style_;
+  std::vector<double> inverseFrequency_;
+};
+
+}  // namespace
+
+std::unique_ptr<GraphOp> makeRopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style) {
+  return std::make_unique<RopeOp>(buffer, heads, headDim, theta, style);
+}
+
+}  // namespace dynamoe::cpu

@@ -1,0 +1,256 @@
+#include "model_graph_binding.h"
+
+#include <vector>
+
+#include "addon_data.h"
+#include "js_args.h"
+#include "js_errors.h"
+#include "kv_session_binding.h"
+#include "promise_worker.h"
+
+namespace dynamoe {
+
+namespace {
+
+constexpr int kMaxTokensPerStep = 1 << 20;
+
+std::vector<int> readDimensions(const Napi::Object& options, const char* key, int min, int max) {
+  Napi::Value value = options.Get(key);
+  if (!value.IsArray()) throwJs(options.Env(), code::kType, std::string(key) + " must be an array of integers");
+  Napi::Array array = value.As<Napi::Array>();
+  std::vector<int> out;
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Object holder = Napi::Object::New(options.Env());
+    holder.Set("value", array.Get(i));
+    out.push_back(readInt(holder, "value", min, max));
+  }
+  return out;
+}
+
+// Packs one node's weights on a worker thread, then appends the op on the JS thread.
+class AddNodeWorker : public PromiseWorker {
+ public:
+  AddNodeWorker(Napi::Env env, ModelGraphBinding* owner, Napi::Object ownerObject, GraphNodeBuilder builder,
+                std::shared_ptr<GraphBuildState> state)
+      : PromiseWorker(env), owner_(owner), ownerRef_(Napi::Persistent(ownerObject)), builder_(std::move(builder)),
+        state_(std::move(state)) {}
+  ~AddNodeWorker() override { owner_->buildFinished(); }
+
+ protected:
+  void run() override { op_ = builder_.build(*state_); }
+  Napi::Value result(Napi::Env env) override {
+    owner_->appendOp(env, std::move(op_));
+    return env.Undefined();
+  }
+
+ private:
+  ModelGraphBinding* owner_;
+  Napi::ObjectReference ownerRef_;  // keeps the owner alive while the worker runs
+  GraphNodeBuilder builder_;
+  std::shared_ptr<GraphBuildState> state_;
+  std::unique_ptr<cpu::GraphOp> op_;
+};
+
+// One forward step; result arrays are allocated here on the JS thread and filled by the worker.
+class ForwardWorker : public PromiseWorker {
+ public:
+  ForwardWorker(Napi::Env env, std::shared_ptr<const cpu::ModelGraph> graph, std::shared_ptr<cpu::KvCache> cache,
+                std::shared_ptr<std::atomic<bool>> busy, std::vector<int32_t> tokens,
+                std::vector<RoutingPolicy> policies, bool lastRowLogits, bool withStats)
+      : PromiseWorker(env), graph_(std::move(graph)), cache_(std::move(cache)), busy_(std::move(busy)),
+        tokens_(std::move(tokens)), policies_(std::move(policies)), lastRowLogits_(lastRowLogits) {
+    const cpu::GraphLayout& layout = graph_->layout();
+    const int count = static_cast<int>(tokens_.size());
+    Napi::Float32Array logits =
+        Napi::Float32Array::New(env, static_cast<size_t>(lastRowLogits ? 1 : count) * layout.vocab);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("logits", logits);
+    logits_ = logits.Data();
+    if (withStats) {
+      Napi::Array stats = Napi::Array::New(env, layout.moeExperts.size());
+      for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
+        const int experts = layout.moeExperts[slot];
+        Napi::Int32Array counts = Napi::Int32Array::New(env, count);
+        Napi::Int32Array load = Napi::Int32Array::New(env, experts);
+        Napi::Float64Array probabilitySum = Napi::Float64Array::New(env, experts);
+        Napi::Float64Array entropySum = Napi::Float64Array::New(env, 1);
+        Napi::Object entry = Napi::Object::New(env);
+        entry.Set("counts", counts);
+        entry.Set("expertLoad", load);
+        entry.Set("probabilitySum", probabilitySum);
+        entry.Set("entropySum", entropySum);
+        stats.Set(static_cast<uint32_t>(slot), entry);
+        cpu::MoeStepStats s;
+        s.counts = counts.Data();
+        s.expertLoad = load.Data();
+        s.sums = {probabilitySum.Data(), entropySum.Data()};
+        stats_.push_back(s);
+      }
+      result.Set("stats", stats);
+    }
+    result_ = Napi::Persistent(result);
+  }
+  ~ForwardWorker() override {
+    if (busy_) busy_->store(false);
+  }
+
+ protected:
+  void run() override {
+    cpu::StepRequest request;
+    request.tokenIds = tokens_.data();
+    request.tokens = static_cast<int>(tokens_.size());
+    request.cache = cache_.get();
+    request.policies = policies_.data();
+    request.moeStats = stats_.empty() ? nullptr : stats_.data();
+    request.logits = logits_;
+    request.lastRowLogits = lastRowLogits_;
+    graph_->forward(request);
+  }
+  Napi::Value result(Napi::Env) override { return result_.Value(); }
+
+ private:
+  std::shared_ptr<const cpu::ModelGraph> graph_;
+  std::shared_ptr<cpu::KvCache> cache_;
+  std::shared_ptr<std::atomic<bool>> busy_;
+  std::vector<int32_t> tokens_;
+  std::vector<RoutingPolicy> policies_;
+  bool lastRowLogits_;
+  float* logits_ = nullptr;
+  std::vector<cpu::MoeStepStats> stats_;
+  Napi::ObjectReference result_;
+};
+
+}  // namespace
+
+Napi::Function ModelGraphBinding::define(Napi::Env env) {
+  KvSessionBinding::define(env);
+  return DefineClass(env, "ModelGraph",
+                     {InstanceMethod<&ModelGraphBinding::addNode>("addNode"),
+                      InstanceMethod<&ModelGraphBinding::createSession>("createSession"),
+                      InstanceMethod<&ModelGraphBinding::forward>("forward"),
+                      InstanceMethod<&ModelGraphBinding::dispose>("dispose"),
+                      InstanceAccessor<&ModelGraphBinding::weightBytes>("weightBytes"),
+                      InstanceAccessor<&ModelGraphBinding::disposed>("disposed")});
+}
+
+// new ModelGraph({ bufferWidths, vocab, kvWidths, moeExperts, dtype })
+ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelGraphBinding>(info) {
+  Napi::Env env = info.Env();
+  Napi::Object options = requireObject(info[0], "graph layout");
+  cpu::GraphLayout layout;
+  layout.bufferWidths = readDimensions(options, "bufferWidths", 1, 1 << 20);
+  layout.vocab = readInt(options, "vocab", 1, 1 << 24);
+  layout.kvWidths = readDimensions(options, "kvWidths", 1, 1 << 20);
+  layout.moeExperts = readDimensions(options, "moeExperts", 1, 1 << 16);
+  Napi::Value dtype = options.Get("dtype");
+  if (!dtype.IsString() || !parseDType(dtype.As<Napi::String>().Utf8Value(), &dtype_)) {
+    throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
+  }
+  graph_ = std::make_shared<cpu::ModelGraph>(std::move(layout));
+}
+
+ModelGraphBinding::~ModelGraphBinding() {
+  if (graph_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -externalBytes_);
+}
+
+const std::shared_ptr<cpu::ModelGraph>& ModelGraphBinding::requireGraph(Napi::Env env) const {
+  if (!graph_) throwJs(env, code::kDisposed, "this model was disposed; load it again");
+  return graph_;
+}
+
+void ModelGraphBinding::appendOp(Napi::Env env, std::unique_ptr<cpu::GraphOp> op) {
+  if (!graph_) return;  // disposed while packing
+  const int64_t bytes = static_cast<int64_t>(op->weightBytes());
+  graph_->append(std::move(op));
+  externalBytes_ += bytes;
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+}
+
+Napi::Value ModelGraphBinding::addNode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::shared_ptr<cpu::ModelGraph>& graph = requireGraph(env);
+  if (sealed_) throwJs(env, code::kValue, "nodes cannot be added after the first forward");
+  if (building_) throwJs(env, code::kValue, "addNode: await the previous node first");
+  GraphNodeBuilder builder = readGraphNode(info[0], graph->layout(), dtype_);
+  building_ = true;
+  auto* worker = new AddNodeWorker(env, this, Value(), std::move(builder), buildState_);
+  return worker->start();
+}
+
+// createSession(capacity): a KV cache for one sequence of up to `capacity` tokens.
+Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::shared_ptr<cpu::ModelGraph>& graph = requireGraph(env);
+  Napi::Object holder = Napi::Object::New(env);
+  holder.Set("capacity", info[0]);
+  const int capacity = readInt(holder, "capacity", 1, kMaxTokensPerStep);
+  KvSessionBinding::Init init;
+  translateErrors(env, [&] { init.cache = std::make_shared<cpu::KvCache>(graph->layout().kvWidths, capacity); });
+  init.graph = graph.get();
+  return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
+}
+
+// forward(session | null, tokens: Int32Array, { policies, lastRowLogits, stats })
+Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::shared_ptr<cpu::ModelGraph>& graph = requireGraph(env);
+  if (building_) throwJs(env, code::kValue, "the model is still being built");
+  const cpu::GraphLayout& layout = graph->layout();
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throwJs(env, code::kType, "tokens must be an Int32Array");
+  }
+  Napi::Int32Array tokenArray = info[1].As<Napi::Int32Array>();
+  if (tokenArray.ElementLength() == 0 || tokenArray.ElementLength() > static_cast<size_t>(kMaxTokensPerStep)) {
+    throwJs(env, code::kShape, "tokens must hold 1 to 2^20 token ids");
+  }
+  std::vector<int32_t> tokens(tokenArray.Data(), tokenArray.Data() + tokenArray.ElementLength());
+  Napi::Object options = requireObject(info[2], "forward options");
+  Napi::Value policyList = options.Get("policies");
+  if (!policyList.IsArray() || policyList.As<Napi::Array>().Length() != layout.moeExperts.size()) {
+    throwJs(env, code::kPolicy, "policies must be an array with one policy per MoE layer");
+  }
+  std::vector<RoutingPolicy> policies;
+  for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
+    policies.push_back(readPolicy(policyList.As<Napi::Array>().Get(static_cast<uint32_t>(slot)), layout.moeExperts[slot]));
+  }
+  const bool lastRowLogits = readBool(options, "lastRowLogits", false);
+  const bool withStats = readBool(options, "stats", false);
+
+  std::shared_ptr<cpu::KvCache> cache;
+  std::shared_ptr<std::atomic<bool>> busy;
+  if (info[0].IsNull() || info[0].IsUndefined()) {
+    translateErrors(env, [&] {
+      cache = std::make_shared<cpu::KvCache>(layout.kvWidths, static_cast<int>(tokens.size()));
+    });
+  } else {
+    if (!info[0].IsObject()) throwJs(env, code::kType, "session must be a session from model.createSession()");
+    Napi::Object sessionObject = info[0].As<Napi::Object>();
+    if (!sessionObject.InstanceOf(addonData(env).kvSession.Value())) {
+      throwJs(env, code::kType, "session must be a session from model.createSession()");
+    }
+    KvSessionBinding* session = KvSessionBinding::Unwrap(sessionObject);
+    cache = session->acquire(env, graph.get());
+    busy = session->busy();
+  }
+  sealed_ = true;
+  auto* worker = new ForwardWorker(env, graph, std::move(cache), std::move(busy), std::move(tokens),
+                                   std::move(policies), lastRowLogits, withStats);
+  return worker->start();
+}
+
+Napi::Value ModelGraphBinding::dispose(const Napi::CallbackInfo& info) {
+  if (graph_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -externalBytes_);
+  graph_.reset();
+  externalBytes_ = 0;
+  return info.Env().Undefined();
+}
+
+Napi::Value ModelGraphBinding::weightBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(requireGraph(info.Env())->weightBytes()));
+}
+
+Napi::Value ModelGraphBinding::disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !graph_);
+}
+
+}  // namespace dynamoe

@@ -1,0 +1,310 @@
+// Tiny random checkpoints of every supported architecture, written by the tests in each supported format.
+// Tensor names and layouts here are written from the Hugging Face modeling code and llama.cpp's converter,
+// independently of lib/model/naming.ts, so a naming mistake there fails the tests.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { toBf16, toF16 } from '../lib/dtype';
+import { GgufTypedValue, writeGguf } from '../lib/formats/gguf';
+import { writeSafetensors, writeSafetensorsSharded } from '../lib/formats/safetensors';
+import { TensorInput } from '../lib/formats/tensor-store';
+import { Rng } from './reference/random';
+import { RefDecoderLayer, RefFeedForward, RefModel } from './reference/model';
+import { RefPolicy } from './reference/policy';
+import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
+
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe'];
+/** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
+export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
+  mixtral: 'llama',
+  'qwen2-moe': 'qwen2moe',
+  'qwen3-moe': 'qwen3moe',
+  olmoe: 'olmoe',
+};
+
+export interface TinyModel extends RefModel {
+  arch: ArchName;
+  tokenizer: TinyTokenizerKind;
+  /** config.json of the Hugging Face checkpoint. */
+  config: Record<string, unknown>;
+  tied: boolean;
+  attentionBias: boolean;
+}
+
+const VOCAB: Record<TinyTokenizerKind, number> = { 'byte-bpe': 269, spm: 277 };
+
+class WeightMaker {
+  constructor(private readonly rng: Rng) {}
+  matrix(rows: number, cols: number, std = 1 / Math.sqrt(cols)): Float32Array {
+    return Float32Array.from({ length: rows * cols }, () => this.rng.normal() * std);
+  }
+  norm(length: number): Float32Array {
+    return Float32Array.from({ length }, () => 1 + 0.1 * this.rng.normal());
+  }
+}
+
+interface Plan {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  layers: Array<'dense' | 'moe'>;
+  experts: number;
+  ffn: number;
+  denseFfn: number;
+  shared?: { ffn: number; gated: boolean };
+  policy: RefPolicy;
+  qkNorm: RefModel['qkNorm'];
+  bias: boolean;
+  tied: boolean;
+  tokenizer: TinyTokenizerKind;
+}
+
+function planFor(arch: ArchName): Plan {
+  const base = { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, experts: 4, ffn: 48, denseFfn: 96, qkNorm: 'none' as const, bias: false, tied: false };
+  switch (arch) {
+    case 'mixtral':
+      return { ...base, layers: ['moe', 'moe'], policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'spm' };
+    case 'qwen2-moe':
+      return { ...base, layers: ['moe', 'dense', 'moe'], shared: { ffn: 80, gated: true }, bias: true,
+        policy: { kind: 'top-k', k: 2, normalize: false }, tokenizer: 'byte-bpe' };
+    case 'qwen3-moe':
+      return { ...base, hidden: 48, headDim: 32, experts: 6, layers: ['moe', 'moe'], qkNorm: 'per-head',
+        policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'byte-bpe' };
+    case 'olmoe':
+      return { ...base, kvHeads: 4, experts: 8, layers: ['moe', 'moe'], qkNorm: 'full',
+        policy: { kind: 'top-k', k: 4, normalize: false }, tokenizer: 'byte-bpe' };
+    case 'deepseek-moe':
+      return { ...base, heads: 4, kvHeads: 4, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'],
+        shared: { ffn: 64, gated: false }, policy: { kind: 'top-k', k: 3, normalize: false }, tokenizer: 'spm' };
+    case 'dynamic-moe':
+      return { ...base, experts: 8, denseFfn: base.ffn, layers: ['moe', 'dense', 'moe', 'dense'], tied: true,
+        policy: { kind: 'top-p', p: 0.4 }, tokenizer: 'spm' };
+  }
+}
+
+function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknown> {
+  const common = {
+    vocab_size: vocab, hidden_size: p.hidden, num_attention_heads: p.heads, num_key_value_heads: p.kvHeads,
+    num_hidden_layers: p.layers.length, rope_theta: 10000, rms_norm_eps: 1e-6, max_position_embeddings: 512,
+    tie_word_embeddings: p.tied, torch_dtype: 'float32',
+  };
+  const k = p.policy.kind === 'top-k' ? p.policy.k : 0;
+  switch (arch) {
+    case 'mixtral':
+      return { ...common, model_type: 'mixtral', num_local_experts: p.experts, num_experts_per_tok: k, intermediate_size: p.ffn };
+    case 'qwen2-moe':
+      return { ...common, model_type: 'qwen2_moe', num_experts: p.experts, num_experts_per_tok: k, norm_topk_prob: false,
+        moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, shared_expert_intermediate_size: p.shared!.ffn,
+        decoder_sparse_step: 1, mlp_only_layers: [1] };
+    case 'qwen3-moe':
+      return { ...common, model_type: 'qwen3_moe', head_dim: p.headDim, num_experts: p.experts, num_experts_per_tok: k,
+        norm_topk_prob: true, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, decoder_sparse_step: 1,
+        mlp_only_layers: [], attention_bias: false, rope_scaling: null };
+    case 'olmoe':
+      return { ...common, model_type: 'olmoe', num_experts: p.experts, num_experts_per_tok: k, norm_topk_prob: false,
+        intermediate_size: p.ffn, clip_qkv: null };
+    case 'deepseek-moe':
+      return { ...common, model_type: 'deepseek', n_routed_experts: p.experts, n_shared_experts: p.shared!.ffn / p.ffn,
+        num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, first_k_dense_replace: 1,
+        moe_layer_freq: 1, norm_topk_prob: false, scoring_func: 'softmax' };
+    case 'dynamic-moe':
+      return { ...common, model_type: 'llama', num_experts: p.experts, top_p_threshold: 0.4, expert_frequency: 2,
+        intermediate_size: p.ffn };
+  }
+}
+
+/** A tiny random model of `arch` (deterministic for a seed). */
+export function makeTinyModel(arch: ArchName, seed = 1): TinyModel {
+  const p = planFor(arch);
+  const w = new WeightMaker(new Rng(seed));
+  const vocab = VOCAB[p.tokenizer];
+  const qW = p.heads * p.headDim;
+  const kvW = p.kvHeads * p.headDim;
+  const layers: RefDecoderLayer[] = p.layers.map((kind) => {
+    const ffn: RefFeedForward =
+      kind === 'dense'
+        ? { kind, ffn: p.denseFfn, gate: w.matrix(p.denseFfn, p.hidden), up: w.matrix(p.denseFfn, p.hidden), down: w.matrix(p.hidden, p.denseFfn) }
+        : {
+            kind, experts: p.experts, ffn: p.ffn, policy: p.policy,
+            router: w.matrix(p.experts, p.hidden, 2 / Math.sqrt(p.hidden)),
+            gate: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
+            up: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
+            down: Array.from({ length: p.experts }, () => w.matrix(p.hidden, p.ffn)),
+            ...(p.shared
+              ? { shared: { ffn: p.shared.ffn, gate: w.matrix(p.shared.ffn, p.hidden), up: w.matrix(p.shared.ffn, p.hidden),
+                  down: w.matrix(p.hidden, p.shared.ffn), ...(p.shared.gated ? { gateWeight: w.matrix(1, p.hidden) } : {}) } }
+              : {}),
+          };
+    const qkWidth = (width: number) => (p.qkNorm === 'per-head' ? p.headDim : width);
+    return {
+      attnNorm: w.norm(p.hidden), q: w.matrix(qW, p.hidden), k: w.matrix(kvW, p.hidden), v: w.matrix(kvW, p.hidden),
+      o: w.matrix(p.hidden, qW), mlpNorm: w.norm(p.hidden), ffn,
+      ...(p.bias ? { qBias: w.matrix(1, qW, 0.2), kBias: w.matrix(1, kvW, 0.2), vBias: w.matrix(1, kvW, 0.2) } : {}),
+      ...(p.qkNorm !== 'none' ? { qNorm: w.norm(qkWidth(qW)), kNorm: w.norm(qkWidth(kvW)) } : {}),
+    };
+  });
+  return {
+    arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
+    vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: 10000,
+    rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
+    ...(p.tied ? {} : { lmHead: w.matrix(vocab, p.hidden) }),
+    layers,
+  };
+}
+
+export type FileDtype = 'f32' | 'f16' | 'bf16';
+
+function tensor(name: string, shape: number[], values: Float32Array, dtype: FileDtype): TensorInput {
+  // 1-D tensors (norms, biases) stay f32, as the converters write them.
+  const as = shape.length === 1 ? 'f32' : dtype;
+  const data = as === 'f32' ? values : as === 'bf16' ? toBf16(values) : toF16(values);
+  return { name, shape, dtype: as, data };
+}
+
+/** Hugging Face module paths of each architecture's feed-forward weights. */
+function hfFfnNames(arch: ArchName) {
+  if (arch === 'mixtral') return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '' };
+  if (arch === 'dynamic-moe') return { router: 'mlp.router', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp.mlp', shared: '', sharedGate: '' };
+  const shared = arch === 'qwen2-moe' ? 'mlp.shared_expert' : 'mlp.shared_experts';
+  return { router: 'mlp.gate', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp', shared, sharedGate: 'mlp.shared_expert_gate' };
+}
+
+export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
+  const H = m.hidden;
+  const qW = m.heads * m.headDim;
+  const kvW = m.kvHeads * m.headDim;
+  const n = hfFfnNames(m.arch);
+  const out: TensorInput[] = [tensor('model.embed_tokens.weight', [m.vocab, H], m.embed, dtype), tensor('model.norm.weight', [H], m.finalNorm, dtype)];
+  if (m.lmHead) out.push(tensor('lm_head.weight', [m.vocab, H], m.lmHead, dtype));
+  m.layers.forEach((l, i) => {
+    const at = (s: string) => `model.layers.${i}.${s}`;
+    out.push(
+      tensor(at('input_layernorm.weight'), [H], l.attnNorm, dtype), tensor(at('post_attention_layernorm.weight'), [H], l.mlpNorm, dtype),
+      tensor(at('self_attn.q_proj.weight'), [qW, H], l.q, dtype), tensor(at('self_attn.k_proj.weight'), [kvW, H], l.k, dtype),
+      tensor(at('self_attn.v_proj.weight'), [kvW, H], l.v, dtype), tensor(at('self_attn.o_proj.weight'), [H, qW], l.o, dtype),
+    );
+    if (l.qBias) out.push(tensor(at('self_attn.q_proj.bias'), [qW], l.qBias, dtype), tensor(at('self_attn.k_proj.bias'), [kvW], l.kBias!, dtype), tensor(at('self_attn.v_proj.bias'), [kvW], l.vBias!, dtype));
+    if (l.qNorm) out.push(tensor(at('self_attn.q_norm.weight'), [l.qNorm.length], l.qNorm, dtype), tensor(at('self_attn.k_norm.weight'), [l.kNorm!.length], l.kNorm!, dtype));
+    const f = l.ffn;
+    if (f.kind === 'dense') {
+      out.push(tensor(at(`${n.dense}.gate_proj.weight`), [f.ffn, H], f.gate, dtype), tensor(at(`${n.dense}.up_proj.weight`), [f.ffn, H], f.up, dtype), tensor(at(`${n.dense}.down_proj.weight`), [H, f.ffn], f.down, dtype));
+      return;
+    }
+    out.push(tensor(at(`${n.router}.weight`), [f.experts, H], f.router, dtype));
+    for (let e = 0; e < f.experts; e++) {
+      out.push(
+        tensor(at(`${n.experts}.${e}.${n.g}.weight`), [f.ffn, H], f.gate[e], dtype),
+        tensor(at(`${n.experts}.${e}.${n.u}.weight`), [f.ffn, H], f.up[e], dtype),
+        tensor(at(`${n.experts}.${e}.${n.d}.weight`), [H, f.ffn], f.down[e], dtype),
+      );
+    }
+    if (f.shared) {
+      const s = f.shared;
+      out.push(tensor(at(`${n.shared}.gate_proj.weight`), [s.ffn, H], s.gate, dtype), tensor(at(`${n.shared}.up_proj.weight`), [s.ffn, H], s.up, dtype), tensor(at(`${n.shared}.down_proj.weight`), [H, s.ffn], s.down, dtype));
+      if (s.gateWeight) out.push(tensor(at(`${n.sharedGate}.weight`), [1, H], s.gateWeight, 'f32'));
+    }
+  });
+  return out;
+}
+
+/** Writes a Hugging Face checkpoint directory (config.json, safetensors, tokenizer); sharded when shardBytes is set. */
+export async function writeHfCheckpoint(dir: string, m: TinyModel, dtype: FileDtype = 'f32', shardBytes?: number): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(m.config, null, 2));
+  writeTinyTokenizer(dir, m.tokenizer);
+  const tensors = hfTensors(m, dtype);
+  if (shardBytes) await writeSafetensorsSharded(dir, tensors, { maxShardBytes: shardBytes });
+  else await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+}
+
+// llama.cpp's converter: rows of each head reordered so that RoPE rotates adjacent pairs instead of halves.
+function permuteForPairs(w: Float32Array, heads: number, headDim: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length);
+  const half = headDim / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = h * headDim + j * half + i;
+        const to = h * headDim + i * 2 + j;
+        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
+      }
+    }
+  }
+  return out;
+}
+
+function stack(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+}
+
+/** Writes the model as a GGUF file the way llama.cpp's converter would (names, stacked experts, metadata). */
+export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: FileDtype = 'f32'): Promise<void> {
+  const arch = GGUF_ARCHITECTURES[m.arch];
+  if (!arch) throw new Error(`no GGUF architecture for ${m.arch}`);
+  const H = m.hidden;
+  const qW = m.heads * m.headDim;
+  const kvW = m.kvHeads * m.headDim;
+  const pairs = arch === 'llama';
+  const moe = m.layers.find((l) => l.ffn.kind === 'moe')!.ffn as Extract<RefFeedForward, { kind: 'moe' }>;
+  const policy = moe.policy as Extract<RefPolicy, { kind: 'top-k' }>;
+  const u32 = (value: number): GgufTypedValue => ({ type: 'u32', value });
+  const metadata: Array<[string, GgufTypedValue]> = [
+    ['general.architecture', { type: 'string', value: arch }],
+    ['general.name', { type: 'string', value: `tiny-${m.arch}` }],
+    [`${arch}.block_count`, u32(m.layers.length)],
+    [`${arch}.context_length`, u32(512)],
+    [`${arch}.embedding_length`, u32(H)],
+    [`${arch}.feed_forward_length`, u32(moe.ffn)],
+    [`${arch}.attention.head_count`, u32(m.heads)],
+    [`${arch}.attention.head_count_kv`, u32(m.kvHeads)],
+    [`${arch}.attention.key_length`, u32(m.headDim)],
+    [`${arch}.attention.value_length`, u32(m.headDim)],
+    [`${arch}.rope.freq_base`, { type: 'f32', value: m.ropeTheta }],
+    [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: m.rmsNormEpsilon }],
+    [`${arch}.expert_count`, u32(moe.experts)],
+    [`${arch}.expert_used_count`, u32(policy.k)],
+    ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
+    ...(tinyTokenizerGgufMetadata(m.tokenizer) as Array<[string, GgufTypedValue]>),
+  ];
+  const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];
+  if (m.lmHead) t.push(tensor('output.weight', [m.vocab, H], m.lmHead, dtype));
+  m.layers.forEach((l, i) => {
+    const at = (s: string) => `blk.${i}.${s}`;
+    const q = pairs ? permuteForPairs(l.q, m.heads, m.headDim, H) : l.q;
+    const k = pairs ? permuteForPairs(l.k, m.kvHeads, m.headDim, H) : l.k;
+    t.push(
+      tensor(at('attn_norm.weight'), [H], l.attnNorm, dtype), tensor(at('ffn_norm.weight'), [H], l.mlpNorm, dtype),
+      tensor(at('attn_q.weight'), [qW, H], q, dtype), tensor(at('attn_k.weight'), [kvW, H], k, dtype),
+      tensor(at('attn_v.weight'), [kvW, H], l.v, dtype), tensor(at('attn_output.weight'), [H, qW], l.o, dtype),
+    );
+    if (l.qBias) t.push(tensor(at('attn_q.bias'), [qW], l.qBias, dtype), tensor(at('attn_k.bias'), [kvW], l.kBias!, dtype), tensor(at('attn_v.bias'), [kvW], l.vBias!, dtype));
+    if (l.qNorm) t.push(tensor(at('attn_q_norm.weight'), [l.qNorm.length], l.qNorm, dtype), tensor(at('attn_k_norm.weight'), [l.kNorm!.length], l.kNorm!, dtype));
+    const f = l.ffn;
+    if (f.kind === 'dense') {
+      t.push(tensor(at('ffn_gate.weight'), [f.ffn, H], f.gate, dtype), tensor(at('ffn_up.weight'), [f.ffn, H], f.up, dtype), tensor(at('ffn_down.weight'), [H, f.ffn], f.down, dtype));
+      return;
+    }
+    t.push(
+      tensor(at('ffn_gate_inp.weight'), [f.experts, H], f.router, 'f32'),
+      tensor(at('ffn_gate_exps.weight'), [f.experts, f.ffn, H], stack(f.gate), dtype),
+      tensor(at('ffn_up_exps.weight'), [f.experts, f.ffn, H], stack(f.up), dtype),
+      tensor(at('ffn_down_exps.weight'), [f.experts, H, f.ffn], stack(f.down), dtype),
+    );
+    if (f.shared) {
+      const s = f.shared;
+      t.push(tensor(at('ffn_gate_shexp.weight'), [s.ffn, H], s.gate, dtype), tensor(at('ffn_up_shexp.weight'), [s.ffn, H], s.up, dtype), tensor(at('ffn_down_shexp.weight'), [H, s.ffn], s.down, dtype));
+      if (s.gateWeight) t.push(tensor(at('ffn_gate_inp_shexp.weight'), [H], s.gateWeight, 'f32'));
+    }
+  });
+  await writeGguf(file, { metadata, tensors: t });
+}
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}

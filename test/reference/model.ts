@@ -1,0 +1,190 @@
+// Float64 test reference: a whole decoder-only MoE transformer (Llama family), written from the papers / HF code,
+// independent of lib/.
+import { refLayerOutput } from './layer';
+import { RefPolicy } from './policy';
+import { refRoute } from './routing';
+
+type Values = ArrayLike<number>;
+
+export interface RefSharedWeights {
+  ffn: number;
+  gate: Float32Array;
+  up: Float32Array;
+  down: Float32Array;
+  gateWeight?: Float32Array;
+}
+
+export type RefFeedForward =
+  | { kind: 'dense'; ffn: number; gate: Float32Array; up: Float32Array; down: Float32Array }
+  | {
+      kind: 'moe';
+      experts: number;
+      ffn: number;
+      router: Float32Array;
+      gate: Float32Array[];
+      up: Float32Array[];
+      down: Float32Array[];
+      shared?: RefSharedWeights;
+      policy: RefPolicy;
+    };
+
+export interface RefDecoderLayer {
+  attnNorm: Float32Array;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  o: Float32Array;
+  qBias?: Float32Array;
+  kBias?: Float32Array;
+  vBias?: Float32Array;
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
+  mlpNorm: Float32Array;
+  ffn: RefFeedForward;
+}
+
+export interface RefModel {
+  vocab: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  ropeTheta: number;
+  rmsNormEpsilon: number;
+  qkNorm: 'none' | 'per-head' | 'full';
+  embed: Float32Array;
+  finalNorm: Float32Array;
+  /** Absent when tied to the embedding. */
+  lmHead?: Float32Array;
+  layers: RefDecoderLayer[];
+}
+
+/** rows x [out][in] weights (+ bias). */
+function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number, bias?: Values): Float64Array {
+  const out = new Float64Array(rows * outF);
+  for (let t = 0; t < rows; t++) {
+    for (let o = 0; o < outF; o++) {
+      let sum = bias ? bias[o] : 0;
+      for (let i = 0; i < inF; i++) sum += x[t * inF + i] * w[o * inF + i];
+      out[t * outF + o] = sum;
+    }
+  }
+  return out;
+}
+
+/** RMSNorm over groups of `group` values of each row of `width`. */
+function rmsNorm(x: Float64Array, rows: number, width: number, group: number, w: Values, eps: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let t = 0; t < rows; t++) {
+    for (let g = 0; g < width; g += group) {
+      let squares = 0;
+      for (let i = 0; i < group; i++) squares += x[t * width + g + i] ** 2;
+      const inv = 1 / Math.sqrt(squares / group + eps);
+      for (let i = 0; i < group; i++) out[t * width + g + i] = x[t * width + g + i] * inv * w[i];
+    }
+  }
+  return out;
+}
+
+/** Hugging Face rotate_half RoPE: dimension i pairs with i + headDim/2. */
+function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number): void {
+  const half = headDim / 2;
+  for (let t = 0; t < rows; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = t * theta ** ((-2 * i) / headDim);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      for (let h = 0; h < heads; h++) {
+        const base = t * heads * headDim + h * headDim;
+        const a = x[base + i];
+        const b = x[base + i + half];
+        x[base + i] = a * c - b * s;
+        x[base + i + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+function attention(q: Float64Array, k: Float64Array, v: Float64Array, rows: number, m: RefModel): Float64Array {
+  const { heads, kvHeads, headDim } = m;
+  const out = new Float64Array(rows * heads * headDim);
+  const group = heads / kvHeads;
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < heads; h++) {
+      const kh = Math.floor(h / group);
+      const scores: number[] = [];
+      for (let p = 0; p <= t; p++) {
+        let dot = 0;
+        for (let d = 0; d < headDim; d++) dot += q[(t * heads + h) * headDim + d] * k[(p * kvHeads + kh) * headDim + d];
+        scores.push(dot / Math.sqrt(headDim));
+      }
+      const max = Math.max(...scores);
+      const weights = scores.map((s) => Math.exp(s - max));
+      const total = weights.reduce((a, b) => a + b, 0);
+      for (let p = 0; p <= t; p++) {
+        for (let d = 0; d < headDim; d++) {
+          out[(t * heads + h) * headDim + d] += (weights[p] / total) * v[(p * kvHeads + kh) * headDim + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hidden: number): { out: Float64Array; counts?: Int32Array } {
+  if (f.kind === 'dense') {
+    const gate = linear(x, rows, hidden, f.gate, f.ffn);
+    const up = linear(x, rows, hidden, f.up, f.ffn);
+    const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]);
+    return { out: linear(act, rows, f.ffn, f.down, hidden) };
+  }
+  const logits = linear(x, rows, hidden, f.router, f.experts);
+  const routing = refRoute(logits, rows, f.experts, f.policy);
+  const weights = {
+    hidden, ffn: f.ffn, experts: f.experts, router: f.router,
+    gate: concat(f.gate), up: concat(f.up), down: concat(f.down), shared: f.shared,
+  };
+  return { out: refLayerOutput(weights, x, rows, routing.kMax, routing.ids, routing.weights), counts: routing.counts };
+}
+
+/** Logits [tokens][vocab] of a fresh sequence, and the experts each token used in each MoE layer. */
+export function refModelForward(m: RefModel, tokens: readonly number[]): { logits: Float64Array; counts: Int32Array[] } {
+  const { hidden: H, heads, kvHeads, headDim, rmsNormEpsilon: eps } = m;
+  const T = tokens.length;
+  const qW = heads * headDim;
+  const kvW = kvHeads * headDim;
+  let x = new Float64Array(T * H);
+  tokens.forEach((id, t) => {
+    for (let h = 0; h < H; h++) x[t * H + h] = m.embed[id * H + h];
+  });
+  const counts: Int32Array[] = [];
+  for (const layer of m.layers) {
+    const h = rmsNorm(x, T, H, H, layer.attnNorm, eps);
+    let q = linear(h, T, H, layer.q, qW, layer.qBias);
+    let k = linear(h, T, H, layer.k, kvW, layer.kBias);
+    const v = linear(h, T, H, layer.v, kvW, layer.vBias);
+    if (m.qkNorm !== 'none') {
+      q = rmsNorm(q, T, qW, m.qkNorm === 'per-head' ? headDim : qW, layer.qNorm!, eps);
+      k = rmsNorm(k, T, kvW, m.qkNorm === 'per-head' ? headDim : kvW, layer.kNorm!, eps);
+    }
+    rope(q, T, heads, headDim, m.ropeTheta);
+    rope(k, T, kvHeads, headDim, m.ropeTheta);
+    const attn = linear(attention(q, k, v, T, m), T, qW, layer.o, H);
+    x = x.map((value, i) => value + attn[i]);
+    const ff = feedForward(layer.ffn, rmsNorm(x, T, H, H, layer.mlpNorm, eps), T, H);
+    if (ff.counts) counts.push(ff.counts);
+    x = x.map((value, i) => value + ff.out[i]);
+  }
+  const final = rmsNorm(x, T, H, H, m.finalNorm, eps);
+  return { logits: linear(final, T, H, m.lmHead ?? m.embed, m.vocab), counts };
+}
