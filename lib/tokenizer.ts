@@ -109,8 +109,7 @@ class LibraryTokenizer implements Tokenizer {
     const eos = this.appendEosId;
     if (add && this.spec.addBos && bos !== null && ids[0] !== bos) ids.unshift(bos);
     if (add && this.spec.addEos && eos !== undefined && ids[ids.length - 1] !== eos) ids.push(eos);
-    const missing = ids.indexOf(undefined);
-    if (missing >= 0) {
+    if (ids.includes(undefined)) {
       // Only a tokenizer.json whose unk_token is not in its vocabulary gets here.
       throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${this.spec.source}: a token of the input has no id in the vocabulary`);
     }
@@ -134,7 +133,8 @@ class LibraryTokenizer implements Tokenizer {
       const text = this.decodeChecked(ids.slice(prefix), skip);
       // A trailing U+FFFD is an unfinished UTF-8 sequence (byte fallback or byte-level): wait for its other bytes.
       if (!force && (text.length <= before.length || text.endsWith('\uFFFD'))) return '';
-      prefix = read;
+      ids.splice(0, read); // the new window starts at the old read position: drop what precedes it
+      prefix = 0;
       read = ids.length;
       return text.slice(before.length);
     };

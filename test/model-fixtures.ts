@@ -10,6 +10,7 @@ import { writeSafetensors, writeSafetensorsSharded } from '../lib/formats/safete
 import { TensorInput } from '../lib/formats/tensor-store';
 import { Rng } from './reference/random';
 import { RefDecoderLayer, RefFeedForward, RefModel } from './reference/model';
+import { quantise } from './reference/dtype';
 import { RefPolicy } from './reference/policy';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
@@ -289,7 +290,8 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
       return;
     }
     t.push(
-      tensor(at('ffn_gate_inp.weight'), [f.experts, H], f.router, 'f32'),
+      // llama.cpp keeps the router in f32; rounded to the file dtype first so both formats hold the same values.
+      tensor(at('ffn_gate_inp.weight'), [f.experts, H], quantise(f.router, dtype), 'f32'),
       tensor(at('ffn_gate_exps.weight'), [f.experts, f.ffn, H], stack(f.gate), dtype),
       tensor(at('ffn_up_exps.weight'), [f.experts, f.ffn, H], stack(f.up), dtype),
       tensor(at('ffn_down_exps.weight'), [f.experts, H, f.ffn], stack(f.down), dtype),

@@ -29,7 +29,8 @@ export interface LoadModelOptions {
   onProgress?: ProgressCallback;
 }
 
-interface Checkpoint {
+/** A checkpoint ready to build: its tensors, what they describe, their names, and its tokenizer. */
+export interface Checkpoint {
   store: TensorStore;
   spec: ModelSpec;
   naming: CheckpointNaming;
@@ -104,16 +105,28 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
   }
   const checkpoint = stat.isDirectory() ? await openHfDirectory(location) : await openGgufFile(location);
   try {
-    const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, location);
-    const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, location);
-    const graph = await buildModelGraph(checkpoint.spec, weights, dtype, options.onProgress);
-    try {
-      return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, location, options.policy);
-    } catch (error) {
-      graph.dispose();
-      throw error;
-    }
+    return await modelFromCheckpoint(checkpoint, location, options);
   } finally {
     await checkpoint.store.close();
+  }
+}
+
+/**
+ * Builds a Model from an open checkpoint (any TensorStore: files, or tensors made in memory such as the demo's).
+ * The caller closes the store.
+ */
+export async function modelFromCheckpoint(
+  checkpoint: Checkpoint,
+  source: string,
+  options: Pick<LoadModelOptions, 'dtype' | 'policy' | 'onProgress'> = {},
+): Promise<Model> {
+  const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, source);
+  const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source);
+  const graph = await buildModelGraph(checkpoint.spec, weights, dtype, options.onProgress);
+  try {
+    return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy);
+  } catch (error) {
+    graph.dispose();
+    throw error;
   }
 }

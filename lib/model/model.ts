@@ -239,10 +239,19 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const stops = options.stop ?? [];
     const session = model.createSession(prompt.length + this.maxTokens);
     const generated: number[] = [];
-    let text = '';
+    let text = ''; // decoded so far, cut at a stop string
+    let released = 0; // characters of `text` already yielded
+    let pending = -1; // last token id, yielded one step late so held-back text can still join it
+    const release = (id: number, upTo: number): GeneratedToken => {
+      const piece = text.slice(released, upTo);
+      released = upTo;
+      return { id, text: piece };
+    };
     let stopReason: GenerationSummary['stopReason'] = 'maxTokens';
     let prefillMs = 0;
     const started = performance.now();
+    // Ids past the tokenizer's vocabulary (padded embedding rows) can never be decoded: never sample them.
+    const decodable = Math.min(tokenizer.vocabSize, model.spec.vocab);
     try {
       let input = prompt;
       while (generated.length < this.maxTokens) {
@@ -250,26 +259,25 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         const step = await model.step(session, input, this.policies, true, true);
         if (step.stats) stats.add(step.stats);
         if (generated.length === 0) prefillMs = performance.now() - started;
-        const id = sampler.next(step.logits);
+        const id = sampler.next(decodable < step.logits.length ? step.logits.subarray(0, decodable) : step.logits);
         if (tokenizer.eosTokenIds.includes(id)) {
           stopReason = 'eos';
           break;
         }
-        generated.push(id);
-        let piece = decoder.push(id);
-        const stopAt = firstStop(text + piece, stops, text.length);
+        text += decoder.push(id);
+        const stopAt = firstStop(text, stops, released);
         if (stopAt >= 0) {
-          piece = (text + piece).slice(text.length, stopAt);
-          text += piece;
-          if (piece) yield { id, text: piece };
+          text = text.slice(0, stopAt);
           stopReason = 'stop';
           break;
         }
-        text += piece;
-        yield { id, text: piece };
+        generated.push(id);
+        if (pending >= 0) yield release(pending, heldBackFrom(text, stops, released));
+        pending = id;
         input = Int32Array.of(id);
       }
       if (stopReason !== 'stop') text += decoder.flush();
+      if (pending >= 0) yield release(pending, text.length);
       this.summary = {
         text,
         tokenIds: generated,
@@ -283,6 +291,20 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       session.dispose();
     }
   }
+}
+
+// Start of the text that may still turn into a stop string (a suffix that is a stop's prefix): held back.
+function heldBackFrom(text: string, stops: string[], from: number): number {
+  let hold = 0;
+  for (const stop of stops) {
+    for (let k = Math.min(stop.length - 1, text.length); k > hold; k--) {
+      if (text.endsWith(stop.slice(0, k))) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return Math.max(from, text.length - hold);
 }
 
 // Index of the earliest stop string in `text` that ends after `from` (-1 when none).
