@@ -38,7 +38,9 @@ function writeBytes(name: string, bytes: Buffer | Uint8Array): string {
 /** Normal f32 values led by the special cases: signed zeros, infinities, a NaN payload, subnormals, extremes. */
 function f32Data(rng: Rng, n: number): Float32Array {
   const out = rng.normalArray(n, 3);
-  const special = new Uint32Array([0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc12345, 0x00000001, 0x807fffff, 0x7f7fffff]);
+  const special = new Uint32Array([
+    0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc12345, 0x00000001, 0x807fffff, 0x7f7fffff,
+  ]);
   out.set(new Float32Array(special.buffer).subarray(0, Math.min(n, special.length)));
   return out;
 }
@@ -62,7 +64,8 @@ async function expectTensors(store: TensorStore, inputs: TensorInput[]): Promise
   expect(new Set(store.tensors.keys())).toEqual(new Set(inputs.map((t) => t.name)));
   for (const input of inputs) {
     const info = store.tensors.get(input.name)!;
-    expect(info).toMatchObject({ name: input.name, dtype: input.dtype, shape: input.shape, byteLength: input.data.byteLength });
+    const { name, dtype, shape } = input;
+    expect(info).toMatchObject({ name, dtype, shape, byteLength: input.data.byteLength });
     const out = await store.read(input.name);
     expect(out).toMatchObject({ name: input.name, dtype: input.dtype, shape: input.shape });
     expect(typedArrayTag(out.data)).toBe(input.dtype === 'f32' ? 'Float32Array' : 'Uint16Array');
@@ -133,6 +136,11 @@ function tensorInfo(raw: Raw, name: string, ne: number[], type: number, offset: 
   return raw.u32(type).u64(offset);
 }
 
+/** A sharded-checkpoint index naming `weightMap`. */
+function indexFile(name: string, weightMap: Record<string, string>): string {
+  return writeBytes(name, Buffer.from(JSON.stringify({ weight_map: weightMap })));
+}
+
 /** A safetensors file from a header object and a data section. */
 function safetensorsBytes(header: unknown, data: Buffer = Buffer.alloc(0)): Buffer {
   const json = Buffer.from(JSON.stringify(header));
@@ -162,8 +170,17 @@ describe('safetensors round trips', () => {
       expect(info.file).toBe(file);
       expect(info.byteOffset % (info.dtype === 'f32' ? 4 : 2)).toBe(0); // largest elements first keeps all aligned
     }
-    // The header is padded with spaces so the data section starts 8-byte aligned.
-    expect(fs.readFileSync(file).readBigUInt64LE(0) % 8n).toBe(0n);
+    // The header is JSON padded with spaces so the data section starts 8-byte aligned; offsets are contiguous.
+    const bytes = fs.readFileSync(file);
+    const headerLength = Number(bytes.readBigUInt64LE(0));
+    expect(headerLength % 8).toBe(0);
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+    expect(header.__metadata__).toEqual({ format: 'pt', note: 'héllo' });
+    expect(header.router).toEqual({ dtype: 'F32', shape: [4, 6], data_offsets: [0, 96] });
+    expect(header['odd.f16'].dtype).toBe('F16');
+    expect(header['every.bf16.pattern'].dtype).toBe('BF16');
+    const ends = Object.values(header).flatMap((e) => ((e as { data_offsets?: number[] }).data_offsets ?? []));
+    expect(Math.max(...ends)).toBe(bytes.length - 8 - headerLength);
     await store.close();
     await store.close();
     await expectError(store.read('router'), 'ERR_DYNAMOE_DISPOSED', 'closed');
@@ -242,7 +259,8 @@ describe('safetensors round trips', () => {
     fs.mkdirSync(modelDir);
     await writeSafetensors(path.join(modelDir, 'a.safetensors'), [inputs[0]]);
     await writeSafetensors(path.join(modelDir, 'b.safetensors'), [inputs[1], inputs[2]]);
-    await writeSafetensorsIndex(modelDir, { 'a.safetensors': ['blk.0.ffn_up'], 'b.safetensors': ['router', 'odd.f16'] });
+    const shards = { 'a.safetensors': ['blk.0.ffn_up'], 'b.safetensors': ['router', 'odd.f16'] };
+    await writeSafetensorsIndex(modelDir, shards);
     const store = await openSafetensors(modelDir);
     await expectTensors(store, inputs.slice(0, 3));
     await expectError(store.read('nope'), 'ERR_DYNAMOE_FORMAT', "no tensor 'nope'", 'a.safetensors', 'b.safetensors');
@@ -255,17 +273,28 @@ describe('safetensors errors', () => {
   const cases: [string, () => Buffer, ErrorCode, string[]][] = [
     ['empty file', () => Buffer.alloc(0), 'ERR_DYNAMOE_FORMAT', ['0 bytes', 'too short']],
     ['truncated header length', () => Buffer.alloc(5), 'ERR_DYNAMOE_FORMAT', ['5 bytes', 'too short']],
-    ['header length past the end', () => safetensorsBytes(good, Buffer.alloc(24)).subarray(0, 20), 'ERR_DYNAMOE_FORMAT', ['past the end', '20 bytes']],
-    ['header length 2^63', () => new Raw().u64(2n ** 63n).put(Buffer.alloc(64)).bytes(), 'ERR_DYNAMOE_FORMAT', ['9223372036854775808', 'past the end']],
-    ['invalid JSON', () => new Raw().u64(5).put(Buffer.from('{"x":')).bytes(), 'ERR_DYNAMOE_FORMAT', ['not valid JSON']],
-    ['header not an object', () => safetensorsBytes([1, 2]), 'ERR_DYNAMOE_FORMAT', ['must be a JSON object', 'an array']],
-    ['unknown dtype', () => safetensorsBytes({ x: { ...good.x, dtype: 'Q9' } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ["tensor 'x'", 'unknown dtype "Q9"']],
-    ['shape / byte size mismatch', () => safetensorsBytes({ x: { ...good.x, shape: [2, 4] } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ["tensor 'x'", '[2, 4]', 'needs 32 bytes', 'give 24']],
-    ['negative shape entry', () => safetensorsBytes({ x: { ...good.x, shape: [-2, -3] } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ['non-negative integers', '[-2,-3]']],
-    ['data past the end', () => safetensorsBytes(good, Buffer.alloc(20)), 'ERR_DYNAMOE_FORMAT', ["tensor 'x'", '[0, 24]', 'data section (20 bytes)']],
-    ['begin after end', () => safetensorsBytes({ x: { ...good.x, data_offsets: [24, 0] } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ['[24, 0]', 'begin after']],
-    ['bad data_offsets', () => safetensorsBytes({ x: { ...good.x, data_offsets: [0] } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ['data_offsets must be']],
-    ['non-string metadata', () => safetensorsBytes({ ...good, __metadata__: { n: 1 } }, Buffer.alloc(24)), 'ERR_DYNAMOE_FORMAT', ["'n' must be a string"]],
+    ['header length past the end', () => safetensorsBytes(good, Buffer.alloc(24)).subarray(0, 20),
+      'ERR_DYNAMOE_FORMAT', ['past the end', '20 bytes']],
+    ['header length 2^63', () => new Raw().u64(2n ** 63n).put(Buffer.alloc(64)).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['9223372036854775808', 'past the end']],
+    ['invalid JSON', () => new Raw().u64(5).put(Buffer.from('{"x":')).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['not valid JSON']],
+    ['header not an object', () => safetensorsBytes([1, 2]),
+      'ERR_DYNAMOE_FORMAT', ['must be a JSON object', 'an array']],
+    ['unknown dtype', () => safetensorsBytes({ x: { ...good.x, dtype: 'Q9' } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ["tensor 'x'", 'unknown dtype "Q9"']],
+    ['shape / byte size mismatch', () => safetensorsBytes({ x: { ...good.x, shape: [2, 4] } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ["tensor 'x'", '[2, 4]', 'needs 32 bytes', 'give 24']],
+    ['negative shape entry', () => safetensorsBytes({ x: { ...good.x, shape: [-2, -3] } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ['non-negative integers', '[-2,-3]']],
+    ['data past the end', () => safetensorsBytes(good, Buffer.alloc(20)),
+      'ERR_DYNAMOE_FORMAT', ["tensor 'x'", '[0, 24]', 'data section (20 bytes)']],
+    ['begin after end', () => safetensorsBytes({ x: { ...good.x, data_offsets: [24, 0] } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ['[24, 0]', 'begin after']],
+    ['bad data_offsets', () => safetensorsBytes({ x: { ...good.x, data_offsets: [0] } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ['data_offsets must be']],
+    ['non-string metadata', () => safetensorsBytes({ ...good, __metadata__: { n: 1 } }, Buffer.alloc(24)),
+      'ERR_DYNAMOE_FORMAT', ["'n' must be a string"]],
   ];
   it.each(cases)('%s', async (name, make, code, fragments) => {
     const file = writeBytes(`${name.replace(/\W+/g, '-')}.safetensors`, make());
@@ -278,15 +307,15 @@ describe('safetensors errors', () => {
     const emptyDir = tmp('empty-dir');
     fs.mkdirSync(emptyDir);
     await expectError(openSafetensors(emptyDir), 'ERR_DYNAMOE_IO', emptyDir, 'model.safetensors.index.json');
-    const index = writeBytes('missing-shard.index.json', Buffer.from(JSON.stringify({ weight_map: { x: 'gone.safetensors' } })));
+    const index = indexFile('missing-shard.index.json', { x: 'gone.safetensors' });
     await expectError(openSafetensors(index), 'ERR_DYNAMOE_IO', 'gone.safetensors', 'ENOENT');
   });
 
   it('index errors: shard outside the directory, tensor not in its shard, no weight_map', async () => {
-    const escape = writeBytes('escape.index.json', Buffer.from(JSON.stringify({ weight_map: { x: '../x.safetensors' } })));
+    const escape = indexFile('escape.index.json', { x: '../x.safetensors' });
     await expectError(openSafetensors(escape), 'ERR_DYNAMOE_FORMAT', "weight_map['x']", '../x.safetensors');
     const shard = writeBytes('shard.safetensors', safetensorsBytes(good, Buffer.alloc(24)));
-    const wrong = writeBytes('wrong.index.json', Buffer.from(JSON.stringify({ weight_map: { y: path.basename(shard) } })));
+    const wrong = indexFile('wrong.index.json', { y: path.basename(shard) });
     await expectError(openSafetensors(wrong), 'ERR_DYNAMOE_FORMAT', "tensor 'y'", 'no such tensor');
     const none = writeBytes('none.index.json', Buffer.from('{"metadata": {}}'));
     await expectError(openSafetensors(none), 'ERR_DYNAMOE_FORMAT', 'weight_map');
@@ -295,10 +324,12 @@ describe('safetensors errors', () => {
   it('writer input errors', async () => {
     const file = tmp('bad-input.safetensors');
     const x = { name: 'x', dtype: 'f32' as const, shape: [2], data: new Float32Array(2) };
-    await expectError(writeSafetensors(file, [{ ...x, dtype: 'bf16' }]), 'ERR_DYNAMOE_DTYPE', 'Uint16Array', 'Float32Array');
-    await expectError(writeSafetensors(file, [{ ...x, shape: [3] }]), 'ERR_DYNAMOE_SHAPE', '[3]', '3 elements', 'data has 2');
-    await expectError(writeSafetensors(file, [x, x]), 'ERR_DYNAMOE_VALUE', 'duplicate');
-    await expectError(writeSafetensorsSharded(tmp('d'), [x], { maxShardBytes: 0 }), 'ERR_DYNAMOE_VALUE', 'maxShardBytes');
+    const write = (tensors: TensorInput[]) => writeSafetensors(file, tensors);
+    await expectError(write([{ ...x, dtype: 'bf16' }]), 'ERR_DYNAMOE_DTYPE', 'Uint16Array', 'Float32Array');
+    await expectError(write([{ ...x, shape: [3] }]), 'ERR_DYNAMOE_SHAPE', '[3]', '3 elements', 'data has 2');
+    await expectError(write([x, x]), 'ERR_DYNAMOE_VALUE', 'duplicate');
+    const sharded = writeSafetensorsSharded(tmp('d'), [x], { maxShardBytes: 0 });
+    await expectError(sharded, 'ERR_DYNAMOE_VALUE', 'maxShardBytes');
     expect(fs.existsSync(file)).toBe(false);
   });
 });
@@ -334,7 +365,7 @@ describe('GGUF round trips', () => {
       { type: 'array', itemType: 'array', value: [{ type: 'array', itemType: 'f64', value: [0.5] }] },
     ] }],
     ['big.u32s', { type: 'array', itemType: 'u32', value: Array.from({ length: 300_000 }, (_, i) => i * 7) }],
-    ['many.strings', { type: 'array', itemType: 'string', value: Array.from({ length: 60_000 }, (_, i) => `token-${i}`) }],
+    ['many.strings', { type: 'array', itemType: 'string', value: Array.from({ length: 60_000 }, (_, i) => `t-${i}`) }],
   ];
   const expected: Record<string, unknown> = {
     u8: 255, i8: -128, u16: 65535, i16: -32768, 'llama.expert_count': 4294967295, i32: -2147483648,
@@ -382,6 +413,20 @@ describe('GGUF round trips', () => {
     const header = tensorInfo(ggufStart(1, 0), 'w', [3, 2], 0, 0).padTo(32).bytes();
     expect(bytes.subarray(0, header.length).equals(header)).toBe(true);
     expect(bytes.subarray(header.length).equals(Buffer.concat([bytesOf(data), Buffer.alloc(8)]))).toBe(true);
+
+    // Metadata: key, u32 type id, value; arrays as item type, u64 count, items (inner arrays the same, untagged).
+    await writeGguf(file, {
+      metadata: [
+        ['n', { type: 'array', itemType: 'array', value: [{ type: 'array', itemType: 'u8', value: [7] }] }],
+        ['b', { type: 'bool', value: true }],
+        ['s', { type: 'string', value: 'é' }],
+        ['q', { type: 'i64', value: -2 }],
+      ],
+      tensors: [],
+    });
+    const expected = ggufStart(0, 4).str('n').u32(9).u32(9).u64(1).u32(0).u64(1).u8(7).str('b').u32(7).u8(1)
+      .str('s').u32(8).str('é').str('q').u32(11).u64(2n ** 64n - 2n).padTo(32).bytes();
+    expect(fs.readFileSync(file).equals(expected)).toBe(true);
   });
 
   it('honours a non-default alignment on write and read (general.alignment)', async () => {
@@ -409,7 +454,8 @@ describe('GGUF round trips', () => {
     expect(gguf.version).toBe(2);
     expect(gguf.alignment).toBe(16);
     expect(gguf.tensors.get('w')).toMatchObject({ dtype: 'f32', shape: [2, 3], byteLength: 24 });
-    expect(gguf.tensors.get('q')).toMatchObject({ dtype: 'Q4_K', shape: [2, 256], byteLength: 288, byteOffset: gguf.dataOffset + 32 });
+    const q = { dtype: 'Q4_K', shape: [2, 256], byteLength: 288, byteOffset: gguf.dataOffset + 32 };
+    expect(gguf.tensors.get('q')).toMatchObject(q);
     expect(gguf.tensors.get('q8')).toMatchObject({ dtype: 'Q8_0', shape: [64], byteLength: 68 });
     expect(Array.from((await gguf.read('w')).data)).toEqual([1, 2, 3, 4, 5, 6]);
     await expectError(gguf.read('q'), 'ERR_DYNAMOE_UNSUPPORTED', file, "'q'", 'Q4_K');
@@ -429,43 +475,67 @@ describe('GGUF round trips', () => {
 describe('GGUF errors', () => {
   const kv = (raw: Raw) => raw.str('k'); // a key, before its type and value
   const oneTensor = (ne: number[], type: number, offset: number, dataBytes: number, alignment = 32) =>
-    tensorInfo(ggufStart(1, 0), 'blk.0.ffn_up_exps.weight', ne, type, offset).padTo(alignment).put(Buffer.alloc(dataBytes)).bytes();
+    tensorInfo(ggufStart(1, 0), 'blk.0.ffn_up_exps.weight', ne, type, offset)
+      .padTo(alignment)
+      .put(Buffer.alloc(dataBytes))
+      .bytes();
   let nested = new Raw().u32(9).u64(1);
   for (let i = 0; i < 30; i++) nested = nested.u32(9).u64(1);
   const cases: [string, () => Buffer, ErrorCode, string[]][] = [
     ['empty file', () => Buffer.alloc(0), 'ERR_DYNAMOE_FORMAT', ['empty']],
-    ['truncated preamble', () => Buffer.from('GGUF\x03\x00'), 'ERR_DYNAMOE_FORMAT', ['magic and version', 'needs 8 bytes', '6 bytes']],
-    ['truncated in a key/value', () => kv(ggufStart(0, 1)).u32(4).u8(1).bytes(), 'ERR_DYNAMOE_FORMAT', ["metadata 'k'", 'needs 4 bytes']],
+    ['truncated preamble', () => Buffer.from('GGUF\x03\x00'),
+      'ERR_DYNAMOE_FORMAT', ['magic and version', 'needs 8 bytes', '6 bytes']],
+    ['truncated in a key/value', () => kv(ggufStart(0, 1)).u32(4).u8(1).bytes(),
+      'ERR_DYNAMOE_FORMAT', ["metadata 'k'", 'needs 4 bytes']],
     ['wrong magic', () => Buffer.from('GGML\x03\x00\x00\x00'), 'ERR_DYNAMOE_FORMAT', ['not a GGUF file', '"GGML"']],
     ['version 1', () => ggufStart(0, 0, 1).bytes(), 'ERR_DYNAMOE_UNSUPPORTED', ['version 1', 'expected 2 or 3']],
     ['version 4', () => ggufStart(0, 0, 4).bytes(), 'ERR_DYNAMOE_UNSUPPORTED', ['version 4']],
     ['big-endian', () => ggufStart(0, 0, 0x03000000).bytes(), 'ERR_DYNAMOE_UNSUPPORTED', ['big-endian']],
-    ['2^60 tensors', () => ggufStart(2n ** 60n, 0).bytes(), 'ERR_DYNAMOE_FORMAT', ['tensor count', '1152921504606846976', 'hold at most 0']],
-    ['2^60 key/values', () => ggufStart(0, 2n ** 60n).put(Buffer.alloc(100)).bytes(), 'ERR_DYNAMOE_FORMAT', ['key/value count', 'hold at most 7']],
-    ['4 GiB key', () => ggufStart(0, 1).u64(2n ** 32n).put(Buffer.alloc(64)).bytes(), 'ERR_DYNAMOE_FORMAT', ['metadata key 0 length', '4294967296']],
-    ['4 GiB string value', () => kv(ggufStart(0, 1)).u32(8).u64(2n ** 32n).bytes(), 'ERR_DYNAMOE_FORMAT', ["metadata 'k' length", '4294967296']],
-    ['2^60-item array', () => kv(ggufStart(0, 1)).u32(9).u32(4).u64(2n ** 60n).put(Buffer.alloc(16)).bytes(), 'ERR_DYNAMOE_FORMAT', ["metadata 'k' array length", 'hold at most 4']],
-    ['2^60 nested arrays', () => kv(ggufStart(0, 1)).u32(9).u32(9).u64(2n ** 60n).bytes(), 'ERR_DYNAMOE_FORMAT', ['array length']],
-    ['arrays nested 32 deep', () => kv(ggufStart(0, 1)).u32(9).put(nested.bytes()).bytes(), 'ERR_DYNAMOE_FORMAT', ['nests arrays deeper than 16']],
-    ['unknown value type', () => kv(ggufStart(0, 1)).u32(13).u32(0).bytes(), 'ERR_DYNAMOE_FORMAT', ["metadata 'k'", 'value type 13']],
-    ['duplicate key', () => kv(kv(ggufStart(0, 2)).u32(0).u8(1)).u32(0).u8(2).bytes(), 'ERR_DYNAMOE_FORMAT', ["'k' appears twice"]],
-    ['alignment not a power of two', () => ggufStart(0, 1).str('general.alignment').u32(4).u32(24).bytes(), 'ERR_DYNAMOE_FORMAT', ['general.alignment', 'u32 24']],
-    ['alignment of the wrong type', () => ggufStart(0, 1).str('general.alignment').u32(5).u32(32).bytes(), 'ERR_DYNAMOE_FORMAT', ['general.alignment', 'i32 32']],
-    ['tensor data past the end', () => oneTensor([64, 16], 0, 0, 4000), 'ERR_DYNAMOE_FORMAT', ["tensor 'blk.0.ffn_up_exps.weight' data [offset 96, 4096 bytes] ends past the end of the file (4096 bytes)"]],
-    ['misaligned tensor offset', () => oneTensor([4], 0, 8, 64), 'ERR_DYNAMOE_FORMAT', ['data offset 8', 'alignment 32']],
+    ['2^60 tensors', () => ggufStart(2n ** 60n, 0).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['tensor count', '1152921504606846976', 'hold at most 0']],
+    ['2^60 key/values', () => ggufStart(0, 2n ** 60n).put(Buffer.alloc(100)).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['key/value count', 'hold at most 7']],
+    ['4 GiB key', () => ggufStart(0, 1).u64(2n ** 32n).put(Buffer.alloc(64)).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['metadata key 0 length', '4294967296']],
+    ['4 GiB string value', () => kv(ggufStart(0, 1)).u32(8).u64(2n ** 32n).bytes(),
+      'ERR_DYNAMOE_FORMAT', ["metadata 'k' length", '4294967296']],
+    ['2^60-item array', () => kv(ggufStart(0, 1)).u32(9).u32(4).u64(2n ** 60n).put(Buffer.alloc(16)).bytes(),
+      'ERR_DYNAMOE_FORMAT', ["metadata 'k' array length", 'hold at most 4']],
+    ['2^60 nested arrays', () => kv(ggufStart(0, 1)).u32(9).u32(9).u64(2n ** 60n).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['array length']],
+    ['arrays nested 32 deep', () => kv(ggufStart(0, 1)).u32(9).put(nested.bytes()).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['nests arrays deeper than 16']],
+    ['unknown value type', () => kv(ggufStart(0, 1)).u32(13).u32(0).bytes(),
+      'ERR_DYNAMOE_FORMAT', ["metadata 'k'", 'value type 13']],
+    ['duplicate key', () => kv(kv(ggufStart(0, 2)).u32(0).u8(1)).u32(0).u8(2).bytes(),
+      'ERR_DYNAMOE_FORMAT', ["'k' appears twice"]],
+    ['alignment not a power of two', () => ggufStart(0, 1).str('general.alignment').u32(4).u32(24).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['general.alignment', 'u32 24']],
+    ['alignment of the wrong type', () => ggufStart(0, 1).str('general.alignment').u32(5).u32(32).bytes(),
+      'ERR_DYNAMOE_FORMAT', ['general.alignment', 'i32 32']],
+    ['tensor data past the end', () => oneTensor([64, 16], 0, 0, 4000),
+      'ERR_DYNAMOE_FORMAT',
+      ["tensor 'blk.0.ffn_up_exps.weight' data [offset 96, 4096 bytes] ends past the end of the file (4096 bytes)"]],
+    ['misaligned tensor offset', () => oneTensor([4], 0, 8, 64),
+      'ERR_DYNAMOE_FORMAT', ['data offset 8', 'alignment 32']],
     ['5 dimensions', () => oneTensor([1, 1, 1, 1, 1], 0, 0, 4), 'ERR_DYNAMOE_FORMAT', ['5 dimensions', 'at most 4']],
-    ['quantized row not whole blocks', () => oneTensor([100], 12, 0, 144), 'ERR_DYNAMOE_FORMAT', ['Q4_K', 'ne[0] = 100', 'block size 256']],
+    ['quantized row not whole blocks', () => oneTensor([100], 12, 0, 144),
+      'ERR_DYNAMOE_FORMAT', ['Q4_K', 'ne[0] = 100', 'block size 256']],
     ['unknown ggml type', () => oneTensor([4], 200, 0, 16), 'ERR_DYNAMOE_UNSUPPORTED', ['ggml type 200']],
-    ['duplicate tensor', () => tensorInfo(tensorInfo(ggufStart(2, 0), 't', [1], 0, 0), 't', [1], 0, 32).padTo(32).put(Buffer.alloc(64)).bytes(), 'ERR_DYNAMOE_FORMAT', ["'t' appears twice"]],
+    ['duplicate tensor',
+      () => tensorInfo(tensorInfo(ggufStart(2, 0), 't', [1], 0, 0), 't', [1], 0, 32).padTo(32).put(Buffer.alloc(64))
+        .bytes(),
+      'ERR_DYNAMOE_FORMAT', ["'t' appears twice"]],
   ];
   it.each(cases)('%s', async (name, make, code, fragments) => {
     const file = writeBytes(`${name.replace(/\W+/g, '-')}.gguf`, make());
     await expectError(openGguf(file), code, file, ...fragments);
   });
 
-  it('missing file: ERR_DYNAMOE_IO naming the path and the OS error', async () => {
+  it('missing file or a directory: ERR_DYNAMOE_IO naming the path and the OS error', async () => {
     const missing = path.join(dir, 'no-such.gguf');
     await expectError(openGguf(missing), 'ERR_DYNAMOE_IO', missing, 'ENOENT');
+    await expectError(openGguf(dir), 'ERR_DYNAMOE_IO', dir, 'not a regular file');
   });
 
   it('writer input errors', async () => {
@@ -473,16 +543,20 @@ describe('GGUF errors', () => {
     const x: TensorInput = { name: 'x', dtype: 'f32', shape: [2], data: new Float32Array(2) };
     const write = (metadata: [string, GgufTypedValue][], tensors: TensorInput[] = [x], alignment?: number) =>
       writeGguf(file, { metadata, tensors, alignment });
-    await expectError(write([['k', { type: 'u8', value: 256 }]]), 'ERR_DYNAMOE_VALUE', "metadata 'k'", '[0, 255]', '256');
-    await expectError(write([['k', { type: 'u32', value: 'x' as unknown as number }]]), 'ERR_DYNAMOE_TYPE', "metadata 'k'");
+    const notANumber = 'x' as unknown as number;
+    await expectError(write([['k', { type: 'u8', value: 256 }]]), 'ERR_DYNAMOE_VALUE', "'k'", '[0, 255]', '256');
+    await expectError(write([['k', { type: 'u32', value: notANumber }]]), 'ERR_DYNAMOE_TYPE', "metadata 'k'");
     await expectError(write([['k', { type: 'u64', value: -1n }]]), 'ERR_DYNAMOE_VALUE', "metadata 'k'", '-1n');
-    await expectError(write([['k', { type: 'array', itemType: 'i8', value: [1, 200] }]]), 'ERR_DYNAMOE_VALUE', "metadata 'k'[1]");
+    const i8s: GgufTypedValue = { type: 'array', itemType: 'i8', value: [1, 200] };
+    await expectError(write([['k', i8s]]), 'ERR_DYNAMOE_VALUE', "metadata 'k'[1]");
     await expectError(write([['k', { type: 'q' } as unknown as GgufTypedValue]]), 'ERR_DYNAMOE_TYPE', "metadata 'k'");
-    await expectError(write([['k', { type: 'u8', value: 1 }], ['k', { type: 'u8', value: 1 }]]), 'ERR_DYNAMOE_VALUE', 'unique');
+    const one: GgufTypedValue = { type: 'u8', value: 1 };
+    await expectError(write([['k', one], ['k', one]]), 'ERR_DYNAMOE_VALUE', 'unique');
     await expectError(write([], [{ ...x, name: 'n'.repeat(64) }]), 'ERR_DYNAMOE_VALUE', '63 bytes');
     await expectError(write([], [{ ...x, shape: [1, 1, 1, 1, 2] }]), 'ERR_DYNAMOE_SHAPE', '5 dimensions');
     await expectError(write([], [x], 24), 'ERR_DYNAMOE_VALUE', 'power of two');
-    await expectError(write([['general.alignment', { type: 'u32', value: 64 }]]), 'ERR_DYNAMOE_VALUE', 'general.alignment');
+    const alignment64: GgufTypedValue = { type: 'u32', value: 64 };
+    await expectError(write([['general.alignment', alignment64]]), 'ERR_DYNAMOE_VALUE', 'general.alignment');
     expect(fs.existsSync(file)).toBe(false);
   });
 });

@@ -5,15 +5,14 @@
 // Layout: "GGUF", u32 version, u64 tensor_count, u64 kv_count, kvs (string key, u32 type, value), tensor infos
 // (string name, u32 n_dims, u64 ne[n_dims] fastest-varying first, u32 ggml_type, u64 offset into the data
 // section), padding to `general.alignment` (default 32), the data section. Strings are u64 length + UTF-8.
-import type { FileHandle } from 'fs/promises';
 import { DynamoeError } from '../errors';
 import {
   checkTensorInputs,
+  CURSOR_CHUNK_BYTES,
   elementCount,
+  FileCursor,
   FileTensorStore,
-  formatError,
   openForRead,
-  readFully,
   TensorInfo,
   TensorInput,
   TensorStore,
@@ -82,16 +81,17 @@ const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = 
   20: ['IQ4_NL', 32, 18], 21: ['IQ3_S', 256, 110], 22: ['IQ2_S', 256, 82], 23: ['IQ4_XS', 256, 136],
   24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
   29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
+  40: ['NVFP4', 64, 36], 41: ['Q1_0', 128, 18],
 };
 const SUPPORTED: Readonly<Record<number, 'f32' | 'f16' | 'bf16'>> = { 0: 'f32', 1: 'f16', 30: 'bf16' };
 const WRITE_TYPE = { f32: 0, f16: 1, bf16: 30 } as const;
 
-const CHUNK_BYTES = 1 << 20;
 const MAX_DIMS = 4; // GGML_MAX_DIMS
 const MAX_NAME_BYTES = 63; // GGML_MAX_NAME is 64 including the terminating NUL
 const MAX_STRING_BYTES = 1 << 28; // below V8's longest string
 const MAX_ARRAY_ITEMS = 1 << 28; // below V8's longest array
 const MAX_ARRAY_DEPTH = 16; // nested arrays recurse: bound the stack
+const MAX_ENTRIES = 1 << 24; // tensors or key/values: real files have thousands; bounds a lying count in a big file
 const DEFAULT_ALIGNMENT = 32;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
@@ -99,117 +99,55 @@ const alignUp = (n: number, alignment: number) => Math.ceil(n / alignment) * ali
 const isPowerOfTwo = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= 2 ** 31 && (n & (n - 1)) === 0;
 const numberIfSafe = (n: bigint) => (n >= -MAX_SAFE && n <= MAX_SAFE ? Number(n) : n);
 
-/** Sequential reads over a file, one chunk in memory; every read is checked against the bytes left in the file. */
-class Cursor {
-  private chunk: Buffer = Buffer.alloc(0);
-  private chunkStart = 0;
-  private chunkLength = 0;
-  pos = 0;
-
-  constructor(private readonly handle: FileHandle, readonly file: string, readonly size: number) {}
-
-  /** Throws ERR_DYNAMOE_FORMAT naming the file. */
-  fail(message: string): never {
-    formatError(`${this.file}: ${message}`);
-  }
-
-  /** Makes `n` bytes at the position available (reading a new chunk if needed), or fails naming `what`. */
-  async need(n: number, what: string): Promise<void> {
-    const left = this.size - this.pos;
-    if (n > left) this.fail(`${what} at offset ${this.pos} needs ${n} bytes, but the file (${this.size} bytes) has ${left} left`);
-    const offset = this.pos - this.chunkStart;
-    if (offset >= 0 && offset + n <= this.chunkLength) return;
-    const length = Math.min(Math.max(n, CHUNK_BYTES), left);
-    if (length > this.chunk.length) this.chunk = Buffer.allocUnsafeSlow(length);
-    await readFully(this.handle, this.file, this.chunk.subarray(0, length), this.pos);
-    this.chunkStart = this.pos;
-    this.chunkLength = length;
-  }
-
-  /** Advances over `n` bytes made available by need() and returns their offset in the chunk. */
-  private take(n: number): number {
-    const offset = this.pos - this.chunkStart;
-    this.pos += n;
-    return offset;
-  }
-
-  u32(): number {
-    return this.chunk.readUInt32LE(this.take(4));
-  }
-
-  u64(): bigint {
-    return this.chunk.readBigUInt64LE(this.take(8));
-  }
-
-  bytes(n: number): Buffer {
-    return this.chunk.subarray(this.take(n), this.pos - this.chunkStart);
-  }
-
-  /** One fixed-size value (needs its bytes available). */
-  scalar(type: GgufValueType): number | bigint | boolean {
-    const c = this.chunk;
-    switch (type) {
-      case 'u8': return c.readUInt8(this.take(1));
-      case 'i8': return c.readInt8(this.take(1));
-      case 'u16': return c.readUInt16LE(this.take(2));
-      case 'i16': return c.readInt16LE(this.take(2));
-      case 'u32': return c.readUInt32LE(this.take(4));
-      case 'i32': return c.readInt32LE(this.take(4));
-      case 'f32': return c.readFloatLE(this.take(4));
-      case 'bool': return c.readUInt8(this.take(1)) !== 0;
-      case 'u64': return numberIfSafe(c.readBigUInt64LE(this.take(8)));
-      case 'i64': return numberIfSafe(c.readBigInt64LE(this.take(8)));
-      default: return c.readDoubleLE(this.take(8));
-    }
-  }
-
-  async u32At(what: string): Promise<number> {
-    await this.need(4, what);
-    return this.u32();
-  }
-
-  /** A u64 count of items of at least `minBytes` each, checked against what is left of the file. */
-  async count(what: string, minBytes: number): Promise<number> {
-    await this.need(8, what);
-    const n = this.u64();
-    const left = this.size - this.pos;
-    if (n * BigInt(minBytes) > BigInt(left)) {
-      const most = Math.floor(left / minBytes);
-      this.fail(`${what} at offset ${this.pos - 8} is ${n}, but the ${left} bytes left in the file hold at most ${most}`);
-    }
-    return Number(n);
-  }
-
-  async string(what: string): Promise<string> {
-    const length = await this.count(`${what} length`, 1);
-    if (length > MAX_STRING_BYTES) this.fail(`${what} is ${length} bytes long, over the ${MAX_STRING_BYTES}-byte limit`);
-    await this.need(length, what);
-    return this.bytes(length).toString('utf8');
-  }
-
-  /** A string already wholly in the chunk, read without awaiting; undefined when it is not (then use string()). */
-  stringInChunk(): string | undefined {
-    const offset = this.pos - this.chunkStart;
-    if (offset < 0 || offset + 8 > this.chunkLength) return undefined;
-    const length = this.chunk.readUInt32LE(offset);
-    if (this.chunk.readUInt32LE(offset + 4) !== 0 || length > this.chunkLength - offset - 8) return undefined;
-    this.pos += 8;
-    return this.bytes(length).toString('utf8');
+/** One fixed-size value at the cursor (its bytes made available by need()). */
+function scalar(c: FileCursor, type: GgufValueType): number | bigint | boolean {
+  const b = c.buffer;
+  switch (type) {
+    case 'u8': return b.readUInt8(c.take(1));
+    case 'i8': return b.readInt8(c.take(1));
+    case 'u16': return b.readUInt16LE(c.take(2));
+    case 'i16': return b.readInt16LE(c.take(2));
+    case 'u32': return b.readUInt32LE(c.take(4));
+    case 'i32': return b.readInt32LE(c.take(4));
+    case 'f32': return b.readFloatLE(c.take(4));
+    case 'bool': return b.readUInt8(c.take(1)) !== 0;
+    case 'u64': return numberIfSafe(b.readBigUInt64LE(c.take(8)));
+    case 'i64': return numberIfSafe(b.readBigInt64LE(c.take(8)));
+    default: return b.readDoubleLE(c.take(8));
   }
 }
 
-function valueType(c: Cursor, id: number, where: string): GgufValueType {
+/** A GGUF string: u64 byte length, then UTF-8. */
+async function readString(c: FileCursor, what: string): Promise<string> {
+  const length = await c.count(`${what} length`, 1);
+  if (length > MAX_STRING_BYTES) c.fail(`${what} is ${length} bytes long, over the limit of ${MAX_STRING_BYTES}`);
+  await c.need(length, what);
+  return c.bytes(length).toString('utf8');
+}
+
+/** A string already wholly in the cursor's chunk, read without awaiting; undefined when it is not. */
+function stringInChunk(c: FileCursor): string | undefined {
+  const available = c.available();
+  if (available < 8) return undefined;
+  const at = c.take(0); // the position's offset in the chunk
+  const length = c.buffer.readUInt32LE(at);
+  if (c.buffer.readUInt32LE(at + 4) !== 0 || length > available - 8) return undefined;
+  c.take(8);
+  return c.bytes(length).toString('utf8');
+}
+
+function valueType(c: FileCursor, id: number, where: string): GgufValueType {
   const type = VALUE_TYPES[id];
   if (type === undefined) c.fail(`${where} has value type ${id}, expected 0..12`);
   return type;
 }
 
-async function readValue(c: Cursor, type: GgufValueType, where: string, depth: number): Promise<GgufValue> {
-  if (type === 'string') return c.string(where);
+async function readValue(c: FileCursor, type: GgufValueType, where: string, depth: number): Promise<GgufValue> {
+  if (type === 'string') return readString(c, where);
   const fixed = FIXED_BYTES[type];
   if (fixed !== undefined) {
     await c.need(fixed, where);
-    return c.scalar(type);
+    return scalar(c, type);
   }
   const itemType = valueType(c, await c.u32At(`${where} item type`), `${where} (array)`);
   if (itemType === 'array' && depth >= MAX_ARRAY_DEPTH) c.fail(`${where} nests arrays deeper than ${MAX_ARRAY_DEPTH}`);
@@ -219,15 +157,15 @@ async function readValue(c: Cursor, type: GgufValueType, where: string, depth: n
   const items: GgufValue[] = [];
   if (itemBytes !== undefined) {
     // Fixed-size items: one availability check per chunk, not per item.
-    const perChunk = Math.floor(CHUNK_BYTES / itemBytes);
+    const perChunk = Math.floor(CURSOR_CHUNK_BYTES / itemBytes);
     for (let i = 0; i < n; ) {
       const end = Math.min(n, i + perChunk);
       await c.need((end - i) * itemBytes, where);
-      for (; i < end; i++) items.push(c.scalar(itemType));
+      for (; i < end; i++) items.push(scalar(c, itemType));
     }
   } else if (itemType === 'string') {
     // Tokenizer vocabularies hold 100k+ strings: skip the await for those already in the chunk.
-    for (let i = 0; i < n; i++) items.push(c.stringInChunk() ?? (await c.string(`${where}[${i}]`)));
+    for (let i = 0; i < n; i++) items.push(stringInChunk(c) ?? (await readString(c, `${where}[${i}]`)));
   } else {
     for (let i = 0; i < n; i++) items.push(await readValue(c, itemType, `${where}[${i}]`, depth + 1));
   }
@@ -236,8 +174,8 @@ async function readValue(c: Cursor, type: GgufValueType, where: string, depth: n
 
 type RawTensorInfo = Omit<TensorInfo, 'byteOffset'> & { offset: number };
 
-async function readTensorInfo(c: Cursor, index: number): Promise<RawTensorInfo> {
-  const name = await c.string(`tensor ${index} name`);
+async function readTensorInfo(c: FileCursor, index: number): Promise<RawTensorInfo> {
+  const name = await readString(c, `tensor ${index} name`);
   const where = `tensor '${name}'`;
   const dims = await c.u32At(`${where} n_dims`);
   if (dims > MAX_DIMS) c.fail(`${where} has ${dims} dimensions, at most ${MAX_DIMS} expected`);
@@ -269,17 +207,20 @@ async function readTensorInfo(c: Cursor, index: number): Promise<RawTensorInfo> 
 }
 
 /** Magic and version; throws for anything but little-endian v2/v3. */
-async function readPreamble(c: Cursor): Promise<number> {
+async function readPreamble(c: FileCursor): Promise<number> {
   if (c.size === 0) c.fail('file is empty, expected a GGUF header');
   await c.need(8, 'GGUF magic and version');
   const magic = c.bytes(4);
   if (magic.toString('latin1') !== 'GGUF') {
-    c.fail(`not a GGUF file: magic is ${JSON.stringify(magic.toString('latin1'))} (0x${magic.toString('hex')}), expected "GGUF"`);
+    const found = `${JSON.stringify(magic.toString('latin1'))} (0x${magic.toString('hex')})`;
+    c.fail(`not a GGUF file: magic is ${found}, expected "GGUF"`);
   }
   const version = c.u32();
   if (version === 2 || version === 3) return version;
   const swapped = (version & 0xffff) === 0 && [2, 3].includes(version >>> 24);
-  const reason = swapped ? 'big-endian GGUF files are not supported' : `GGUF version ${version} is not supported (expected 2 or 3)`;
+  const reason = swapped
+    ? 'big-endian GGUF files are not supported'
+    : `GGUF version ${version} is not supported (expected 2 or 3)`;
   throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${c.file}: ${reason}`);
 }
 
@@ -292,14 +233,17 @@ async function readPreamble(c: Cursor): Promise<number> {
 export async function openGguf(path: string): Promise<GgufFile> {
   const { handle, size } = await openForRead(path);
   try {
-    const c = new Cursor(handle, path, size);
+    const c: FileCursor = new FileCursor(handle, path, size); // declared type: lets c.fail() narrow like a throw
     const version = await readPreamble(c);
     const tensorCount = await c.count('tensor count', 24); // name length, n_dims, type and offset: 24 bytes at least
     const kvCount = await c.count('metadata key/value count', 13); // key length, value type, 1-byte value
+    if (Math.max(tensorCount, kvCount) > MAX_ENTRIES) {
+      c.fail(`${tensorCount} tensors and ${kvCount} key/values: over the limit of ${MAX_ENTRIES} each`);
+    }
     const metadata = new Map<string, GgufValue>();
     const metadataTypes = new Map<string, GgufValueType>();
     for (let i = 0; i < kvCount; i++) {
-      const key = await c.string(`metadata key ${i}`);
+      const key = await readString(c, `metadata key ${i}`);
       if (metadata.has(key)) c.fail(`metadata key '${key}' appears twice`);
       const type = valueType(c, await c.u32At(`metadata '${key}' value type`), `metadata '${key}'`);
       metadata.set(key, await readValue(c, type, `metadata '${key}'`, 0));
@@ -317,10 +261,13 @@ export async function openGguf(path: string): Promise<GgufFile> {
     for (const { offset, ...info } of infos) {
       const where = `tensor '${info.name}'`;
       if (tensors.has(info.name)) c.fail(`${where} appears twice`);
-      if (offset % alignment !== 0) c.fail(`${where} data offset ${offset} is not a multiple of the alignment ${alignment}`);
+      if (offset % alignment !== 0) {
+        c.fail(`${where} data offset ${offset} is not a multiple of alignment ${alignment}`);
+      }
       const byteOffset = dataOffset + offset;
       if (byteOffset + info.byteLength > size) {
-        c.fail(`${where} data [offset ${byteOffset}, ${info.byteLength} bytes] ends past the end of the file (${size} bytes)`);
+        const range = `[offset ${byteOffset}, ${info.byteLength} bytes]`;
+        c.fail(`${where} data ${range} ends past the end of the file (${size} bytes)`);
       }
       tensors.set(info.name, { ...info, byteOffset });
     }
@@ -369,7 +316,9 @@ class Bytes {
   }
 }
 
-function badValue(code: 'ERR_DYNAMOE_TYPE' | 'ERR_DYNAMOE_VALUE', where: string, expected: string, value: unknown): never {
+type InputCode = 'ERR_DYNAMOE_TYPE' | 'ERR_DYNAMOE_VALUE';
+
+function badValue(code: InputCode, where: string, expected: string, value: unknown): never {
   const shown = typeof value === 'bigint' ? `${value}n` : JSON.stringify(value) ?? String(value);
   throw new DynamoeError(code, `writeGguf: ${where} must be ${expected}, got ${shown}`);
 }
@@ -388,12 +337,14 @@ function encodeValue(out: Bytes, type: GgufValueType, value: unknown, where: str
     const isInteger = typeof value === 'bigint' || (typeof value === 'number' && Number.isSafeInteger(value));
     const big = isInteger ? BigInt(value as number | bigint) : 0n;
     if (!isInteger || big < BIG_RANGES[type][0] || big > BIG_RANGES[type][1]) {
-      badValue(isInteger ? 'ERR_DYNAMOE_VALUE' : 'ERR_DYNAMOE_TYPE', where, `a bigint or safe integer in ${type}'s range`, value);
+      const code = isInteger ? 'ERR_DYNAMOE_VALUE' : 'ERR_DYNAMOE_TYPE';
+      badValue(code, where, `a bigint or safe integer in ${type}'s range`, value);
     }
     out.fixed(8, (b, at) => (type === 'u64' ? b.writeBigUInt64LE(big, at) : b.writeBigInt64LE(big, at)));
   } else if (type === 'f32' || type === 'f64') {
     if (typeof value !== 'number') badValue('ERR_DYNAMOE_TYPE', where, `a number (${type})`, value);
-    out.fixed(type === 'f32' ? 4 : 8, (b, at) => (type === 'f32' ? b.writeFloatLE(value, at) : b.writeDoubleLE(value, at)));
+    if (type === 'f32') out.fixed(4, (b, at) => b.writeFloatLE(value, at));
+    else out.fixed(8, (b, at) => b.writeDoubleLE(value, at));
   } else if (type === 'bool') {
     if (typeof value !== 'boolean') badValue('ERR_DYNAMOE_TYPE', where, 'a boolean', value);
     out.fixed(1, (b, at) => b.writeUInt8(value ? 1 : 0, at));
@@ -415,7 +366,7 @@ function encodeValue(out: Bytes, type: GgufValueType, value: unknown, where: str
 /** The metadata to write: the caller's, plus `general.alignment` when the alignment is not the default. */
 function metadataWithAlignment(options: GgufWriteOptions, alignment: number): (readonly [string, GgufTypedValue])[] {
   const { metadata = [] } = options;
-  if (!Array.isArray(metadata)) badValue('ERR_DYNAMOE_TYPE', 'metadata', 'an array of [key, typed value] pairs', metadata);
+  if (!Array.isArray(metadata)) badValue('ERR_DYNAMOE_TYPE', 'metadata', 'an array of [key, typed value]', metadata);
   const given = metadata.find(([key]) => key === 'general.alignment');
   if (given !== undefined && (given[1]?.type !== 'u32' || given[1].value !== alignment)) {
     const expected = `{ type: 'u32', value: ${alignment} } (the alignment option)`;
@@ -447,7 +398,7 @@ export async function writeGguf(path: string, options: GgufWriteOptions): Promis
     }
     keys.add(key);
     const type = VALUE_TYPES.find((t) => t === typed?.type);
-    if (type === undefined) badValue('ERR_DYNAMOE_TYPE', `metadata '${key}'`, `{ type, value } with a GGUF type`, typed);
+    if (type === undefined) badValue('ERR_DYNAMOE_TYPE', `metadata '${key}'`, '{ type, value } of a GGUF type', typed);
     header.string(key);
     header.u32(VALUE_TYPES.indexOf(type));
     encodeValue(header, type, type === 'array' ? typed : typed.value, `metadata '${key}'`);

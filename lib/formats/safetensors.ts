@@ -12,6 +12,7 @@ import {
   closeAll,
   ELEMENT_BYTES,
   elementCount,
+  FileCursor,
   FileTensorStore,
   formatError,
   ioError,
@@ -60,10 +61,13 @@ function isObject(value: unknown): value is Record<string, unknown> {
 /** Checks one header entry and returns where its data lies in the file. */
 function parseEntry(file: string, name: string, entry: unknown, dataStart: number, dataSize: number): TensorInfo {
   const where = `${file}: tensor '${name}'`;
-  if (!isObject(entry)) formatError(`${where}: expected an object { dtype, shape, data_offsets }, found ${JSON.stringify(entry)}`);
+  if (!isObject(entry)) {
+    formatError(`${where}: expected an object { dtype, shape, data_offsets }, found ${JSON.stringify(entry)}`);
+  }
   const { dtype, shape, data_offsets: offsets } = entry;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_BITS)) {
-    formatError(`${where}: unknown dtype ${JSON.stringify(dtype)} (expected one of ${Object.keys(DTYPE_BITS).join(', ')})`);
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BITS, dtype)) {
+    const known = Object.keys(DTYPE_BITS).join(', ');
+    formatError(`${where}: unknown dtype ${JSON.stringify(dtype)} (expected one of ${known})`);
   }
   if (!Array.isArray(shape) || !shape.every(isCount)) {
     formatError(`${where}: shape must be an array of non-negative integers, found ${JSON.stringify(shape)}`);
@@ -80,7 +84,8 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
   const bits = DTYPE_BITS[dtype];
   if (count === null || (count * bits) % 8 !== 0 || (count * bits) / 8 !== end - begin) {
     formatError(
-      `${where}: shape [${shape.join(', ')}] of ${dtype} needs ${count === null ? 'too many' : (count * bits) / 8} bytes, ` +
+      `${where}: shape [${shape.join(', ')}] of ${dtype} needs ` +
+        `${count === null ? 'too many' : (count * bits) / 8} bytes, ` +
         `data_offsets [${begin}, ${end}] give ${end - begin}`,
     );
   }
@@ -92,33 +97,34 @@ function parseEntry(file: string, name: string, entry: unknown, dataStart: numbe
 async function openShard(file: string): Promise<Shard> {
   const { handle, size } = await openForRead(file);
   try {
-    if (size < 8) formatError(`${file}: file is ${size} bytes, too short for the 8-byte header length`);
-    const prefix = new Uint8Array(8);
-    await readFully(handle, file, prefix, 0);
-    const headerLength = Buffer.from(prefix.buffer).readBigUInt64LE(0);
+    const c: FileCursor = new FileCursor(handle, file, size); // declared type: lets c.fail() narrow like a throw
+    if (size < 8) c.fail(`file is ${size} bytes, too short for the 8-byte header length`);
+    await c.need(8, 'header length');
+    const headerLength = c.u64();
     if (headerLength > BigInt(size - 8)) {
-      formatError(`${file}: header length ${headerLength} runs past the end of the file (${size} bytes)`);
+      c.fail(`header length ${headerLength} runs past the end of the file (${size} bytes)`);
     }
     if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-      formatError(`${file}: header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+      c.fail(`header length ${headerLength} is over the limit of ${MAX_HEADER_BYTES}`);
     }
-    const headerBytes = new Uint8Array(Number(headerLength));
-    await readFully(handle, file, headerBytes, 8);
+    await c.need(Number(headerLength), 'JSON header');
     let header: unknown;
     try {
-      header = JSON.parse(Buffer.from(headerBytes.buffer).toString('utf8'));
+      header = JSON.parse(c.bytes(Number(headerLength)).toString('utf8'));
     } catch (error) {
-      formatError(`${file}: header is not valid JSON (${(error as Error).message})`);
+      c.fail(`header is not valid JSON (${(error as Error).message})`);
     }
-    if (!isObject(header)) formatError(`${file}: header must be a JSON object, found ${Array.isArray(header) ? 'an array' : typeof header}`);
-    const dataStart = 8 + headerBytes.length;
+    if (!isObject(header)) {
+      c.fail(`header must be a JSON object, found ${Array.isArray(header) ? 'an array' : typeof header}`);
+    }
+    const dataStart = c.pos;
     const tensors = new Map<string, TensorInfo>();
     const metadata = new Map<string, string>();
     for (const [name, entry] of Object.entries(header)) {
       if (name === '__metadata__') {
-        if (!isObject(entry)) formatError(`${file}: __metadata__ must be an object of strings`);
+        if (!isObject(entry)) c.fail('__metadata__ must be an object of strings');
         for (const [key, value] of Object.entries(entry)) {
-          if (typeof value !== 'string') formatError(`${file}: __metadata__ '${key}' must be a string, found ${JSON.stringify(value)}`);
+          if (typeof value !== 'string') c.fail(`__metadata__ '${key}' must be a string, found ${JSON.stringify(value)}`);
           metadata.set(key, value);
         }
       } else {
@@ -136,7 +142,7 @@ async function openShard(file: string): Promise<Shard> {
 async function readJson(file: string): Promise<unknown> {
   const { handle, size } = await openForRead(file);
   try {
-    if (size > MAX_HEADER_BYTES) formatError(`${file}: ${size} bytes, more than the ${MAX_HEADER_BYTES}-byte limit for an index`);
+    if (size > MAX_HEADER_BYTES) formatError(`${file}: ${size} bytes, over the ${MAX_HEADER_BYTES} limit for an index`);
     const bytes = new Uint8Array(size);
     await readFully(handle, file, bytes, 0);
     try {
@@ -152,7 +158,8 @@ async function readJson(file: string): Promise<unknown> {
 /** A shard name must stay inside the checkpoint's directory. */
 function checkShardName(index: string, shard: unknown, name: string): string {
   if (typeof shard !== 'string' || shard.length === 0 || isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
-    formatError(`${index}: weight_map['${name}'] must be a file name relative to the index, found ${JSON.stringify(shard)}`);
+    const found = JSON.stringify(shard);
+    formatError(`${index}: weight_map['${name}'] must be a file name relative to the index, found ${found}`);
   }
   return shard;
 }
@@ -202,7 +209,10 @@ export async function openSafetensors(path: string): Promise<SafetensorsStore> {
       const exists = async (name: string) => stat(join(path, name)).then(() => true, () => false);
       if (await exists(INDEX_FILE)) file = join(path, INDEX_FILE);
       else if (await exists(SINGLE_FILE)) file = join(path, SINGLE_FILE);
-      else throw new DynamoeError('ERR_DYNAMOE_IO', `${path}: cannot open: the directory has neither ${INDEX_FILE} nor ${SINGLE_FILE}`);
+      else {
+        const message = `${path}: cannot open: the directory has neither ${INDEX_FILE} nor ${SINGLE_FILE}`;
+        throw new DynamoeError('ERR_DYNAMOE_IO', message);
+      }
     }
   } catch (error) {
     throw ioError(path, 'open', error);
@@ -225,7 +235,8 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const views = checkTensorInputs(tensors, 'writeSafetensors');
-  const order = tensors.map((_, i) => i).sort((a, b) => ELEMENT_BYTES[tensors[b].dtype] - ELEMENT_BYTES[tensors[a].dtype] || a - b);
+  const size = (i: number) => ELEMENT_BYTES[tensors[i].dtype];
+  const order = tensors.map((_, i) => i).sort((a, b) => size(b) - size(a) || a - b);
   // Built by hand, not from an object: a tensor named "__proto__" must stay an ordinary key.
   const fields: string[] = [];
   if (metadata !== undefined) {
@@ -237,7 +248,9 @@ export async function writeSafetensors(
   let offset = 0;
   for (const i of order) {
     const { name, dtype, shape } = tensors[i];
-    if (name === '__metadata__') throw new DynamoeError('ERR_DYNAMOE_VALUE', 'writeSafetensors: "__metadata__" is reserved');
+    if (name === '__metadata__') {
+      throw new DynamoeError('ERR_DYNAMOE_VALUE', 'writeSafetensors: "__metadata__" is reserved');
+    }
     const entry = { dtype: FILE_DTYPE[dtype], shape, data_offsets: [offset, offset + views[i].length] };
     fields.push(`${JSON.stringify(name)}:${JSON.stringify(entry)}`);
     offset += views[i].length;
@@ -267,7 +280,8 @@ export async function writeSafetensorsIndex(
   const weightMap: [string, string][] = [];
   for (const [file, names] of Object.entries(shards)) {
     if (file.length === 0 || isAbsolute(file) || file.split(/[\\/]/).includes('..')) {
-      throw new DynamoeError('ERR_DYNAMOE_VALUE', `writeSafetensorsIndex: shard ${JSON.stringify(file)} must be a relative file name`);
+      const message = `writeSafetensorsIndex: shard ${JSON.stringify(file)} must be a relative file name`;
+      throw new DynamoeError('ERR_DYNAMOE_VALUE', message);
     }
     for (const name of names) weightMap.push([name, file]);
   }
@@ -293,7 +307,8 @@ export async function writeSafetensorsSharded(
   const views = checkTensorInputs(tensors, 'writeSafetensorsSharded');
   const maxShardBytes = options?.maxShardBytes;
   if (!isCount(maxShardBytes) || maxShardBytes === 0) {
-    throw new DynamoeError('ERR_DYNAMOE_VALUE', `writeSafetensorsSharded: maxShardBytes must be a positive integer, got ${maxShardBytes}`);
+    const message = `writeSafetensorsSharded: maxShardBytes must be a positive integer, got ${maxShardBytes}`;
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', message);
   }
   const groups: TensorInput[][] = [];
   let used = Infinity;

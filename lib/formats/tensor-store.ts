@@ -1,5 +1,6 @@
 // What the safetensors and GGUF readers share: the tensor catalogue types, a store that reads tensors through open
-// file handles, bounds-checked file reads/writes, and the checks on tensors handed to the writers.
+// file handles, bounds-checked file reads (a chunked cursor for headers) and writes, and the checks on tensors
+// handed to the writers.
 import { endianness } from 'os';
 import { FileHandle, open, rename, unlink } from 'fs/promises';
 import { DynamoeError } from '../errors';
@@ -63,9 +64,9 @@ export function formatError(message: string): never {
 /** Wraps an fs error as ERR_DYNAMOE_IO naming the file and what was being done. */
 export function ioError(file: string, doing: string, error: unknown): DynamoeError {
   if (error instanceof DynamoeError) return error;
-  const reason = error instanceof Error || (typeof error === 'object' && error !== null && 'message' in error)
-    ? String((error as { message: unknown }).message)
-    : String(error);
+  // Checked by shape: fs errors come from Node's realm, which is not the caller's under vm contexts (jest).
+  const hasMessage = typeof error === 'object' && error !== null && 'message' in error;
+  const reason = hasMessage ? String((error as { message: unknown }).message) : String(error);
   return new DynamoeError('ERR_DYNAMOE_IO', `${file}: cannot ${doing}: ${reason}`);
 }
 
@@ -101,7 +102,8 @@ export async function readFully(handle: FileHandle, file: string, target: Uint8A
     if (bytesRead === 0) {
       throw new DynamoeError(
         'ERR_DYNAMOE_IO',
-        `${file}: cannot read ${target.length} bytes at offset ${position}: the file ended after ${done} (truncated while open?)`,
+        `${file}: cannot read ${target.length} bytes at offset ${position}: ` +
+          `the file ended after ${done} (truncated while open?)`,
       );
     }
     done += bytesRead;
@@ -112,16 +114,19 @@ export async function readFully(handle: FileHandle, file: string, target: Uint8A
 export async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   for (let done = 0; done < bytes.length; ) {
     const { bytesWritten } = await handle.write(bytes, done, Math.min(bytes.length - done, IO_CHUNK));
+    if (bytesWritten === 0) throw new Error('the write made no progress');
     done += bytesWritten;
   }
 }
+
+let temporaryCounter = 0;
 
 /**
  * Writes a file through `body` into a temporary sibling and renames it into place, so readers never see a
  * half-written checkpoint.
  */
 export async function writeAtomically(file: string, body: (handle: FileHandle) => Promise<void>): Promise<void> {
-  const temporary = `${file}.partial-${process.pid}-${Date.now().toString(36)}`;
+  const temporary = `${file}.partial-${process.pid}-${(temporaryCounter++).toString(36)}`;
   let handle: FileHandle | undefined;
   try {
     handle = await open(temporary, 'w');
@@ -134,6 +139,90 @@ export async function writeAtomically(file: string, body: (handle: FileHandle) =
     await unlink(temporary).catch(() => undefined);
     if (error instanceof DynamoeError) throw error;
     throw ioError(file, 'write', error);
+  }
+}
+
+/** Size of the chunks a {@link FileCursor} reads. */
+export const CURSOR_CHUNK_BYTES = 1 << 20;
+
+/**
+ * Sequential little-endian reads over an open file with one chunk in memory (files can be many GB): every read is
+ * checked against the bytes left in the file first, so a lying length fails before anything is allocated.
+ */
+export class FileCursor {
+  private chunk: Buffer = Buffer.alloc(0);
+  private chunkStart = 0;
+  private chunkLength = 0;
+  /** Absolute position of the next read. */
+  pos = 0;
+
+  constructor(private readonly handle: FileHandle, readonly file: string, readonly size: number) {}
+
+  /** Throws ERR_DYNAMOE_FORMAT naming the file. */
+  fail(message: string): never {
+    formatError(`${this.file}: ${message}`);
+  }
+
+  /** Makes `n` bytes at the position available (reading a new chunk if needed), or fails naming `what`. */
+  async need(n: number, what: string): Promise<void> {
+    const left = this.size - this.pos;
+    if (n > left) {
+      this.fail(`${what} at offset ${this.pos} needs ${n} bytes, but the file (${this.size} bytes) has ${left} left`);
+    }
+    if (n <= this.available()) return;
+    const length = Math.min(Math.max(n, CURSOR_CHUNK_BYTES), left);
+    if (length > this.chunk.length) this.chunk = Buffer.allocUnsafeSlow(length);
+    await readFully(this.handle, this.file, this.chunk.subarray(0, length), this.pos);
+    this.chunkStart = this.pos;
+    this.chunkLength = length;
+  }
+
+  /** Bytes at the position already in memory. */
+  available(): number {
+    const offset = this.pos - this.chunkStart;
+    return offset >= 0 ? Math.max(0, this.chunkLength - offset) : 0;
+  }
+
+  /** The chunk that {@link take} offsets point into. */
+  get buffer(): Buffer {
+    return this.chunk;
+  }
+
+  /** Advances over `n` bytes made available by need() and returns their offset in {@link buffer}. */
+  take(n: number): number {
+    const offset = this.pos - this.chunkStart;
+    this.pos += n;
+    return offset;
+  }
+
+  u32(): number {
+    return this.chunk.readUInt32LE(this.take(4));
+  }
+
+  u64(): bigint {
+    return this.chunk.readBigUInt64LE(this.take(8));
+  }
+
+  /** The next `n` bytes (a view into the chunk, valid until the next need()). */
+  bytes(n: number): Buffer {
+    return this.chunk.subarray(this.take(n), this.pos - this.chunkStart);
+  }
+
+  async u32At(what: string): Promise<number> {
+    await this.need(4, what);
+    return this.u32();
+  }
+
+  /** A u64 count of items of at least `minBytes` each, checked against what is left of the file. */
+  async count(what: string, minBytes: number): Promise<number> {
+    await this.need(8, what);
+    const n = this.u64();
+    const left = this.size - this.pos;
+    if (n * BigInt(minBytes) > BigInt(left)) {
+      const most = Math.floor(left / minBytes);
+      this.fail(`${what} at offset ${this.pos - 8} is ${n}, but the ${left} bytes left hold at most ${most}`);
+    }
+    return Number(n);
   }
 }
 
@@ -182,11 +271,12 @@ export function checkTensorInputs(tensors: readonly TensorInput[], writer: strin
     if (names.has(name)) throw new DynamoeError('ERR_DYNAMOE_VALUE', `${label}: duplicate tensor name`);
     names.add(name);
     if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') {
-      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `${label}: dtype must be 'f32', 'f16' or 'bf16', got ${String(dtype)}`);
+      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `${label}: dtype must be f32, f16 or bf16, got ${String(dtype)}`);
     }
     const expected = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     if (arrayTag(data) !== expected) {
-      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `${label}: ${dtype} data must be a ${expected}, got ${arrayTag(data)}`);
+      const message = `${label}: ${dtype} data must be a ${expected}, got ${arrayTag(data)}`;
+      throw new DynamoeError('ERR_DYNAMOE_DTYPE', message);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) {
       throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${label}: shape must be an array of non-negative integers`);
@@ -194,7 +284,8 @@ export function checkTensorInputs(tensors: readonly TensorInput[], writer: strin
     if (elementCount(shape) !== data.length) {
       throw new DynamoeError(
         'ERR_DYNAMOE_SHAPE',
-        `${label}: shape [${shape.join(', ')}] has ${elementCount(shape) ?? 'too many'} elements, data has ${data.length}`,
+        `${label}: shape [${shape.join(', ')}] has ${elementCount(shape) ?? 'too many'} elements, ` +
+          `data has ${data.length}`,
       );
     }
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -212,11 +303,14 @@ export class FileTensorStore implements TensorStore {
   ) {}
 
   async read(name: string): Promise<TensorData> {
-    if (this.closed) throw new DynamoeError('ERR_DYNAMOE_DISPOSED', `${this.format} store was closed; cannot read '${name}'`);
+    if (this.closed) {
+      throw new DynamoeError('ERR_DYNAMOE_DISPOSED', `${this.format} store was closed; cannot read '${name}'`);
+    }
     const info = this.tensors.get(name);
     if (info === undefined) {
       const files = [...this.handles.keys()];
-      const shown = files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
+      const shown =
+        files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
       formatError(`no tensor '${name}' in ${shown}`);
     }
     if (info.dtype !== 'f32' && info.dtype !== 'f16' && info.dtype !== 'bf16') {
@@ -226,7 +320,9 @@ export class FileTensorStore implements TensorStore {
       );
     }
     // Both formats store little-endian values; the bytes are handed out as they are.
-    if (endianness() !== 'LE') throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'reading tensors needs a little-endian host');
+    if (endianness() !== 'LE') {
+      throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'reading tensors needs a little-endian host');
+    }
     const bytes = allocate(info.byteLength, `tensor '${name}'`);
     await readFully(this.handles.get(info.file) as FileHandle, info.file, new Uint8Array(bytes), info.byteOffset);
     const data = info.dtype === 'f32' ? new Float32Array(bytes) : new Uint16Array(bytes);
