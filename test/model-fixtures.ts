@@ -98,7 +98,7 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
     case 'qwen2-moe':
       return { ...common, model_type: 'qwen2_moe', num_experts: p.experts, num_experts_per_tok: k, norm_topk_prob: false,
         moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, shared_expert_intermediate_size: p.shared!.ffn,
-        decoder_sparse_step: 1, mlp_only_layers: [1] };
+        decoder_sparse_step: 1, mlp_only_layers: p.layers.flatMap((kind, i) => (kind === 'dense' ? [i] : [])) };
     case 'qwen3-moe':
       return { ...common, model_type: 'qwen3_moe', head_dim: p.headDim, num_experts: p.experts, num_experts_per_tok: k,
         norm_topk_prob: true, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, decoder_sparse_step: 1,
@@ -116,9 +116,10 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
   }
 }
 
-/** A tiny random model of `arch` (deterministic for a seed). */
-export function makeTinyModel(arch: ArchName, seed = 1): TinyModel {
+/** A tiny random model of `arch` (deterministic for a seed); `allMoe` drops the dense layers (llama.cpp needs that). */
+export function makeTinyModel(arch: ArchName, seed = 1, options: { allMoe?: boolean } = {}): TinyModel {
   const p = planFor(arch);
+  if (options.allMoe) p.layers = p.layers.map(() => 'moe');
   const w = new WeightMaker(new Rng(seed));
   const vocab = VOCAB[p.tokenizer];
   const qW = p.heads * p.headDim;
@@ -269,6 +270,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.expert_count`, u32(moe.experts)],
     [`${arch}.expert_used_count`, u32(policy.k)],
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
+    ...(moe.shared ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
     ...(tinyTokenizerGgufMetadata(m.tokenizer) as Array<[string, GgufTypedValue]>),
   ];
   const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];

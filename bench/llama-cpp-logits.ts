@@ -1,0 +1,101 @@
+// Logits of dynamoe against llama.cpp (node-llama-cpp's CPU binary) on the same Mixtral-style GGUF file.
+// Run: npm run bench:peers && npm run build && node dist/bench/llama-cpp-logits.js
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { loadModel } from '../lib';
+import { ArchName, FileDtype, GGUF_ARCHITECTURES, makeTinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
+import { importPeer } from './peer-loader';
+
+// The parts of node-llama-cpp's API used here.
+interface LlamaCpp {
+  getLlama(options: { gpu: false; build: 'never'; logLevel?: string }): Promise<{
+    loadModel(options: { modelPath: string; useMmap: boolean }): Promise<{
+      createContext(options: { contextSize: number; batchSize?: number }): Promise<{
+        getSequence(): {
+          controlledEvaluate(
+            input: Array<[number, { generateNext: { logits: true } }]>,
+          ): Promise<Array<{ next?: { logits?: Map<number, number> } } | undefined>>;
+        };
+        dispose(): Promise<void>;
+      }>;
+      dispose(): Promise<void>;
+    }>;
+    dispose(): Promise<void>;
+  }>;
+  LlamaLogLevel: Record<string, string>;
+}
+
+const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 42, 99, 150, 2];
+
+function maxRelativeError(a: Float32Array, b: Float32Array): number {
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return worst / scale;
+}
+
+function argmaxRows(logits: Float32Array, vocab: number): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < logits.length / vocab; r++) {
+    let best = 0;
+    for (let i = 1; i < vocab; i++) if (logits[r * vocab + i] > logits[r * vocab + best]) best = i;
+    out.push(best);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const peer = await importPeer<LlamaCpp>('node-llama-cpp');
+  if ('missing' in peer) {
+    console.log(`skipped: ${peer.missing}`);
+    return;
+  }
+  const { getLlama, LlamaLogLevel } = peer.module;
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-llama-'));
+  try {
+    console.log('| GGUF | dtype | tokens | max rel. error of logits | greedy next-token agreement |');
+    console.log('|---|---|---|---|---|');
+    for (const [arch, ggufArch] of Object.entries(GGUF_ARCHITECTURES) as [ArchName, string][]) {
+    for (const dtype of ['f32', 'f16', 'bf16'] as FileDtype[]) {
+      const tiny = makeTinyModel(arch, 21, { allMoe: true });
+      const file = path.join(dir, `${arch}-${dtype}.gguf`);
+      await writeGgufCheckpoint(file, tiny, dtype);
+
+      const ours = await loadModel(file);
+      const { logits } = await ours.forward(TOKENS);
+      ours.dispose();
+
+      const model = await llama.loadModel({ modelPath: file, useMmap: false });
+      const context = await model.createContext({ contextSize: 64, batchSize: 64 });
+      const results = await context.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { logits: true } }]));
+      const theirs = new Float32Array(TOKENS.length * tiny.vocab);
+      // node-llama-cpp returns each position's logits as a Map from token id to logit.
+      results.forEach((r, i) => {
+        for (const [id, value] of r!.next!.logits!) theirs[i * tiny.vocab + id] = value;
+      });
+      await context.dispose();
+      await model.dispose();
+
+      const maxRelative = maxRelativeError(logits, theirs);
+      const a = argmaxRows(logits, tiny.vocab);
+      const b = argmaxRows(theirs, tiny.vocab);
+      const agree = a.filter((id, i) => id === b[i]).length;
+      const moe = tiny.layers.filter((l) => l.ffn.kind === 'moe').length;
+      console.log(`| ${ggufArch} (tiny ${arch}, ${tiny.layers.length} layers, ${moe} MoE) | ${dtype} | ${TOKENS.length} | ${maxRelative.toExponential(2)} | ${agree}/${TOKENS.length} |`);
+    }
+    }
+  } finally {
+    await llama.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
