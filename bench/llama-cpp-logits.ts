@@ -5,6 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadModel } from '../lib';
 import { ArchName, FileDtype, GGUF_ARCHITECTURES, makeTinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
+import { maxRelativeError } from '../test/reference/layer';
 import { importPeer } from './peer-loader';
 
 // The parts of node-llama-cpp's API used here.
@@ -27,16 +28,6 @@ interface LlamaCpp {
 }
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 42, 99, 150, 2];
-
-function maxRelativeError(a: Float32Array, b: Float32Array): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    worst = Math.max(worst, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return worst / scale;
-}
 
 function argmaxRows(logits: Float32Array, vocab: number): number[] {
   const out: number[] = [];

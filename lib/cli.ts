@@ -1,77 +1,340 @@
 #!/usr/bin/env node
-// The `dynamoe` command line: `demo` (the default, what `npm start` runs) and `info`.
-import { parseArgs } from 'util';
+// The `dynamoe` command line: `demo` (the default, what `npm start` runs), `run`, `inspect` and `info`.
+import { parseArgs, ParseArgsConfig } from 'util';
+import { SingleBar } from 'cli-progress';
 import { DEFAULT_DEMO, runDemo } from './demo';
 import { DType } from './dtype';
 import { DynamoeError } from './errors';
+import { ProgressCallback } from './model/build-graph';
+import { loadModel } from './model/load-model';
+import { GenerateOptions, Model } from './model/model';
+import { PolicyOption } from './model/policies';
+import { RoutingStats } from './model/routing-stats';
+import { FeedForwardSpec } from './model/spec';
 import { parsePolicy } from './policy';
 import { cpuInfo, setThreads } from './runtime';
 
-const USAGE = `usage: dynamoe [demo] [options]    run a seeded synthetic MoE stack with several routing policies
-       dynamoe info                  show the CPU backend: SIMD kernels in use, supported ones, threads
+const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded synthetic MoE model under several routing policies
+       dynamoe run <model> --prompt <text> [options]   generate text with a checkpoint, streamed to stdout
+       dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
+       dynamoe info                                    show the CPU backend: SIMD kernels, threads
+<model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file.
 
 demo options:
-  --policy <p>     a routing policy, repeatable: top-k:2, top-p:0.4, threshold:0.1 (default: top-k:2 and top-p:0.4)
-  --layers <n>     MoE layers (default ${DEFAULT_DEMO.layers})
-  --hidden <n>     model width (default ${DEFAULT_DEMO.hidden})
-  --ffn <n>        expert intermediate size (default ${DEFAULT_DEMO.ffn})
-  --experts <n>    routed experts per layer (default ${DEFAULT_DEMO.experts})
-  --tokens <n>     tokens per forward (default ${DEFAULT_DEMO.tokens})
-  --dtype <t>      f32 | f16 | bf16 expert weights (default ${DEFAULT_DEMO.dtype})
-  --threads <n>    CPU threads (default: all cores)
-  --seed <n>       weight seed (default ${DEFAULT_DEMO.seed})
-  --repeats <n>    timed runs per policy, the median is shown (default ${DEFAULT_DEMO.repeats})`;
+  --policy <p>      a routing policy, repeatable: top-k:2, top-p:0.4, threshold:0.1 (default: top-k:2 and top-p:0.4);
+                    a comma-separated list gives each MoE layer its own
+  --tokens <n>      tokens generated per policy (default ${DEFAULT_DEMO.tokens})
+  --prompt <text>   the prompt (default: a fixed sentence)
+  --layers <n> --hidden <n> --heads <n> --kv-heads <n> --experts <n> --ffn <n>
+                    synthetic model shape (default ${[DEFAULT_DEMO.layers, DEFAULT_DEMO.hidden, DEFAULT_DEMO.heads,
+                      DEFAULT_DEMO.kvHeads, DEFAULT_DEMO.experts, DEFAULT_DEMO.ffn].join(', ')})
+  --seed <n>        weight seed (default ${DEFAULT_DEMO.seed})
+  --repeats <n>     timed generations per policy, the median is shown (default ${DEFAULT_DEMO.repeats})
+run options:
+  --prompt <text>   the prompt (required)
+  --chat            wrap the prompt as one user message in the model's chat template
+  --policy <p>      routing policy for every MoE layer, or a comma-separated list, one per MoE layer
+                    (default: the policy the model was trained with)
+  --max-tokens <n>  most tokens to generate (default 128)
+  --temperature <t> 0 (default) is greedy; --top-k <k>, --top-p <p>, --seed <n> shape the sampling
+common options:
+  --dtype <t>       f32 | f16 | bf16 weights (default: the checkpoint's; demo: f32)
+  --threads <n>     CPU threads (default: all cores)
+  -h, --help        this text`;
 
-function integer(value: string | undefined, fallback: number, name: string): number {
+type Options = NonNullable<ParseArgsConfig['options']>;
+const COMMON: Options = { dtype: { type: 'string' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' } };
+const COMMANDS: Record<string, Options> = {
+  demo: {
+    ...COMMON,
+    policy: { type: 'string', multiple: true },
+    tokens: { type: 'string' },
+    prompt: { type: 'string' },
+    layers: { type: 'string' },
+    hidden: { type: 'string' },
+    heads: { type: 'string' },
+    'kv-heads': { type: 'string' },
+    experts: { type: 'string' },
+    ffn: { type: 'string' },
+    seed: { type: 'string' },
+    repeats: { type: 'string' },
+  },
+  run: {
+    ...COMMON,
+    prompt: { type: 'string' },
+    chat: { type: 'boolean' },
+    policy: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-k': { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+  },
+  inspect: COMMON,
+  info: COMMON,
+};
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function fail(message: string): never {
+  throw new DynamoeError('ERR_DYNAMOE_VALUE', message);
+}
+
+/** A flag's value as a number, checked: integers >= `min`, or any finite number when `integer` is false. */
+function numberFlag(values: Values, name: string, fallback: number, integer = true, min = 1): number {
+  const value = values[name];
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new DynamoeError('ERR_DYNAMOE_SHAPE', `--${name} must be a positive integer, got '${value}'`);
+  if (value === '' || !Number.isFinite(n) || (integer && (!Number.isInteger(n) || n < min))) {
+    fail(`--${name} must be ${integer ? `an integer >= ${min}` : 'a number'}, got '${String(value)}'`);
+  }
   return n;
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      policy: { type: 'string', multiple: true },
-      layers: { type: 'string' },
-      hidden: { type: 'string' },
-      ffn: { type: 'string' },
-      experts: { type: 'string' },
-      tokens: { type: 'string' },
-      dtype: { type: 'string' },
-      threads: { type: 'string' },
-      seed: { type: 'string' },
-      repeats: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+function dtypeFlag(values: Values): DType | undefined {
+  const dtype = values.dtype as string | undefined;
+  if (dtype === undefined || dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') return dtype;
+  throw new DynamoeError('ERR_DYNAMOE_DTYPE', `--dtype must be f32, f16 or bf16, got '${dtype}'`);
+}
+
+/** `top-p:0.4` -> one policy for all MoE layers; `top-k:4,top-p:0.4` -> one per MoE layer. */
+function policyFlag(text: string): PolicyOption {
+  const parts = text.split(',').map((p) => p.trim());
+  return parts.length === 1 ? parsePolicy(parts[0]) : parts.map(parsePolicy);
+}
+
+/** Progress of weight packing on stderr: a bar on a terminal, otherwise one plain line when done. */
+function loadingProgress(what: string): { onProgress: ProgressCallback; done(): void; stop(): void } {
+  const started = performance.now();
+  const seconds = () => ((performance.now() - started) / 1000).toFixed(2);
+  if (!process.stderr.isTTY) {
+    process.stderr.write(`loading ${what} ...`);
+    return {
+      onProgress: () => undefined,
+      done: () => process.stderr.write(` done in ${seconds()} s\n`),
+      stop: () => process.stderr.write('\n'),
+    };
+  }
+  const bar = new SingleBar({
+    stream: process.stderr,
+    format: `loading ${what} [{bar}] {percentage}% | {value}/{total} nodes | {duration_formatted}`,
+    barCompleteChar: '=',
+    barIncompleteChar: ' ',
+    hideCursor: true,
+    clearOnComplete: true,
   });
-  const command = positionals[0] ?? 'demo';
+  let shown = false;
+  return {
+    onProgress: (done, total) => {
+      if (!shown) bar.start(total, 0);
+      shown = true;
+      bar.update(done);
+    },
+    done: () => {
+      bar.stop();
+      process.stderr.write(`loaded ${what} in ${seconds()} s\n`);
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+async function load(location: string, dtype: DType | undefined): Promise<Model> {
+  const progress = loadingProgress(location);
+  try {
+    const model = await loadModel(location, { dtype, onProgress: progress.onProgress });
+    progress.done();
+    return model;
+  } catch (error) {
+    progress.stop();
+    throw error;
+  }
+}
+
+function modelArgument(positionals: string[], command: string): string {
+  if (positionals.length !== 1) {
+    const given = `got ${positionals.length} (dynamoe --help shows the usage)`;
+    fail(`'${command}' needs one model path (a directory or a .gguf file), ${given}`);
+  }
+  return positionals[0];
+}
+
+/** Per-layer figures: compact when all equal. */
+function perLayer(values: string[]): string {
+  return values.every((v) => v === values[0]) ? `${values[0]} (every layer)` : values.join(' ');
+}
+
+function routingSummary(stats: RoutingStats): string[] {
+  const policies = [...new Set(stats.layers.map((l) => l.policy))];
+  return [
+    `policy          ${policies.length === 1 ? policies[0] : stats.layers.map((l) => l.policy).join(',')}`,
+    `experts/token   ${stats.expertsPerToken.toFixed(2)} mean; ` +
+      `per MoE layer: ${stats.layers.map((l) => l.expertsPerToken.toFixed(2)).join(' ')}`,
+  ];
+}
+
+async function runCommand(values: Values, positionals: string[]): Promise<void> {
+  const location = modelArgument(positionals, 'run');
+  const promptText = values.prompt as string | undefined;
+  if (promptText === undefined) fail(`'run' needs --prompt <text>`);
+  const options: GenerateOptions = {
+    maxTokens: numberFlag(values, 'max-tokens', 128),
+    temperature: numberFlag(values, 'temperature', 0, false),
+    topK: numberFlag(values, 'top-k', 0, true, 0),
+    topP: numberFlag(values, 'top-p', 1, false),
+    seed: numberFlag(values, 'seed', 0, true, 0),
+  };
+  if (values.policy !== undefined) options.policy = policyFlag(values.policy as string);
+  const model = await load(location, dtypeFlag(values));
+  const abort = new AbortController();
+  const onInterrupt = () => abort.abort();
+  process.once('SIGINT', onInterrupt);
+  try {
+    let prompt = promptText;
+    if (values.chat) {
+      const rendered = model.tokenizer.applyChatTemplate([{ role: 'user', content: promptText }], { addGenerationPrompt: true });
+      if (rendered === null) {
+        throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${location} has no chat template; leave out --chat`);
+      }
+      prompt = rendered;
+      options.addSpecialTokens = false; // templates write their own BOS
+    }
+    const generation = model.generate(prompt, { ...options, signal: abort.signal });
+    for await (const token of generation) process.stdout.write(token.text);
+    process.stdout.write('\n');
+    const s = generation.summary;
+    if (!s) return;
+    const rate = (tokens: number, ms: number) => (ms > 0 ? ((tokens * 1000) / ms).toFixed(1) : '-');
+    const decodeSteps = Math.max(0, s.tokenIds.length - 1); // the prefill step yields the first token
+    const lines = [
+      ...routingSummary(s.stats),
+      `tokens          ${s.promptTokens} prompt + ${s.tokenIds.length} generated (stopped: ${s.stopReason})`,
+      `prefill         ${rate(s.promptTokens, s.prefillMs)} tokens/s (${s.prefillMs.toFixed(1)} ms)`,
+      `decode          ${rate(decodeSteps, s.decodeMs)} tokens/s (${s.decodeMs.toFixed(1)} ms)`,
+    ];
+    process.stderr.write(`${lines.join('\n')}\n`);
+  } finally {
+    process.removeListener('SIGINT', onInterrupt);
+    model.dispose();
+  }
+}
+
+function humanBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function layerText(layer: FeedForwardSpec): string {
+  if (layer.kind === 'dense') return `dense, ffn ${layer.ffn}`;
+  const shared = layer.shared ? `, shared expert ffn ${layer.shared.ffn}${layer.shared.gated ? ' (gated)' : ''}` : '';
+  return `moe, ${layer.experts} experts x ffn ${layer.ffn}${shared}`;
+}
+
+/** Runs of equal layers: `0-1  moe, 8 experts x ffn 48`. */
+function layerRuns(layers: FeedForwardSpec[]): string[] {
+  const out: string[] = [];
+  for (let start = 0; start < layers.length; ) {
+    const text = layerText(layers[start]);
+    let end = start;
+    while (end + 1 < layers.length && layerText(layers[end + 1]) === text) end++;
+    out.push(`  ${start === end ? `${start}` : `${start}-${end}`}`.padEnd(16) + text);
+    start = end + 1;
+  }
+  return out;
+}
+
+function hasChatTemplate(model: Model): boolean {
+  try {
+    return model.tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }) !== null;
+  } catch {
+    return true; // a template that rejects this conversation is still a template
+  }
+}
+
+async function inspectCommand(values: Values, positionals: string[]): Promise<void> {
+  const location = modelArgument(positionals, 'inspect');
+  const model = await load(location, dtypeFlag(values));
+  try {
+    const info = model.info;
+    const t = model.tokenizer;
+    const moe = info.layers.filter((l) => l.kind === 'moe').length;
+    const lines = [
+      `architecture    ${info.architecture}`,
+      `source          ${info.source}`,
+      `dtype           ${info.dtype}`,
+      `layers          ${info.layers.length} (${moe} MoE, ${info.layers.length - moe} dense)`,
+      ...layerRuns(info.layers),
+      `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}`,
+      `vocab           ${info.vocab}`,
+      `context         ${info.maxContext}`,
+      `default policy  ${perLayer(info.defaultPolicy)}`,
+      `weights         ${humanBytes(info.weightBytes)}`,
+      `tokenizer       ${t.vocabSize} tokens, bos ${t.bosTokenId ?? 'none'}, eos ${t.eosTokenIds.join(',') || 'none'}, ` +
+        `chat template: ${hasChatTemplate(model) ? 'yes' : 'no'}`,
+    ];
+    console.log(lines.join('\n'));
+  } finally {
+    model.dispose();
+  }
+}
+
+async function demoCommand(values: Values): Promise<void> {
+  const progress = process.stderr.isTTY ? loadingProgress('synthetic model') : undefined;
+  const policies = values.policy as string[] | undefined;
+  try {
+    await runDemo(
+      {
+        layers: numberFlag(values, 'layers', DEFAULT_DEMO.layers),
+        hidden: numberFlag(values, 'hidden', DEFAULT_DEMO.hidden),
+        heads: numberFlag(values, 'heads', DEFAULT_DEMO.heads),
+        kvHeads: numberFlag(values, 'kv-heads', DEFAULT_DEMO.kvHeads),
+        experts: numberFlag(values, 'experts', DEFAULT_DEMO.experts),
+        ffn: numberFlag(values, 'ffn', DEFAULT_DEMO.ffn),
+        dtype: dtypeFlag(values) ?? DEFAULT_DEMO.dtype,
+        seed: numberFlag(values, 'seed', DEFAULT_DEMO.seed, true, 0),
+        policies: policies ? policies.map(policyFlag) : DEFAULT_DEMO.policies,
+        tokens: numberFlag(values, 'tokens', DEFAULT_DEMO.tokens),
+        prompt: (values.prompt as string | undefined) ?? DEFAULT_DEMO.prompt,
+        repeats: numberFlag(values, 'repeats', DEFAULT_DEMO.repeats),
+      },
+      (line) => {
+        progress?.stop(); // the bar, if any, is done once the first result line is printed
+        console.log(line);
+      },
+      progress?.onProgress,
+    );
+  } finally {
+    progress?.stop();
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const named = argv[0] !== undefined && !argv[0].startsWith('-');
+  const command = named ? argv[0] : 'demo';
+  if (!Object.hasOwn(COMMANDS, command)) fail(`unknown command '${command}' (dynamoe --help shows the usage)`);
+  const options = COMMANDS[command];
+  let parsed;
+  try {
+    const allowPositionals = command === 'run' || command === 'inspect';
+    parsed = parseArgs({ args: named ? argv.slice(1) : argv, options, allowPositionals });
+  } catch (error) {
+    fail(`dynamoe ${command}: ${(error as Error).message} (dynamoe --help shows the usage)`);
+  }
+  const values = parsed.values as Values;
   if (values.help) {
     console.log(USAGE);
     return;
   }
-  if (values.threads !== undefined) setThreads(integer(values.threads, 1, 'threads'));
-  if (command === 'info') {
-    console.log(JSON.stringify(cpuInfo(), null, 2));
-    return;
-  }
-  if (command !== 'demo') throw new DynamoeError('ERR_DYNAMOE_TYPE', `unknown command '${command}'\n${USAGE}`);
-  await runDemo(
-    {
-      layers: integer(values.layers, DEFAULT_DEMO.layers, 'layers'),
-      hidden: integer(values.hidden, DEFAULT_DEMO.hidden, 'hidden'),
-      ffn: integer(values.ffn, DEFAULT_DEMO.ffn, 'ffn'),
-      experts: integer(values.experts, DEFAULT_DEMO.experts, 'experts'),
-      tokens: integer(values.tokens, DEFAULT_DEMO.tokens, 'tokens'),
-      dtype: (values.dtype ?? DEFAULT_DEMO.dtype) as DType,
-      policies: values.policy ? values.policy.map(parsePolicy) : DEFAULT_DEMO.policies,
-      seed: integer(values.seed, DEFAULT_DEMO.seed, 'seed'),
-      repeats: integer(values.repeats, DEFAULT_DEMO.repeats, 'repeats'),
-    },
-    (line) => console.log(line),
-  );
+  if (values.threads !== undefined) setThreads(numberFlag(values, 'threads', 1));
+  if (command === 'info') console.log(JSON.stringify(cpuInfo(), null, 2));
+  else if (command === 'run') await runCommand(values, parsed.positionals);
+  else if (command === 'inspect') await inspectCommand(values, parsed.positionals);
+  else await demoCommand(values);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

@@ -1,119 +1,186 @@
-// The demo behind `npm start`: a seeded synthetic stack of MoE layers run with top-2 and with top-p.
+// The demo behind `npm start`: a seeded synthetic Mixtral-style model generating text with top-2 and with top-p
+// routing, showing how many experts each token used and what that did to prefill and decode speed.
 import { DType } from './dtype';
-import { MoELayer } from './moe-layer';
-import { policyLabel, RoutingPolicy } from './policy';
+import { ProgressCallback } from './model/build-graph';
+import { GenerationSummary } from './model/model';
+import { PolicyOption } from './model/policies';
+import { RoutingStats } from './model/routing-stats';
+import { createSyntheticModel, SYNTHETIC_DEFAULTS } from './model/synthetic-model';
+import { parsePolicy, policyLabel, RoutingPolicy } from './policy';
 import { cpuInfo } from './runtime';
-import { rmsNormRows, syntheticActivations, syntheticLayerWeights } from './synthetic';
 
 /** Demo settings (the CLI's flags). */
 export interface DemoOptions {
+  /** Synthetic model shape (see createSyntheticModel). */
   layers: number;
   hidden: number;
-  ffn: number;
+  heads: number;
+  kvHeads: number;
   experts: number;
-  tokens: number;
+  ffn: number;
   dtype: DType;
-  policies: RoutingPolicy[];
+  /** Weight seed. */
   seed: number;
+  /** Routing policies compared; each is one policy for all layers, or one per MoE layer. */
+  policies: PolicyOption[];
+  /** Tokens generated (greedily) per policy. */
+  tokens: number;
+  /** The prompt every policy continues. */
+  prompt: string;
+  /** Timed generations per policy; the median time is shown. */
   repeats: number;
 }
 
+/** The settings `npm start` uses. */
 export const DEFAULT_DEMO: DemoOptions = {
-  layers: 4,
-  hidden: 512,
-  ffn: 1024,
-  experts: 16,
-  tokens: 256,
+  layers: SYNTHETIC_DEFAULTS.layers,
+  hidden: SYNTHETIC_DEFAULTS.hidden,
+  heads: SYNTHETIC_DEFAULTS.heads,
+  kvHeads: SYNTHETIC_DEFAULTS.kvHeads,
+  experts: SYNTHETIC_DEFAULTS.experts,
+  ffn: SYNTHETIC_DEFAULTS.ffn,
   dtype: 'f32',
+  seed: SYNTHETIC_DEFAULTS.seed,
   policies: [
     { kind: 'top-k', k: 2 },
     { kind: 'top-p', p: 0.4 },
   ],
-  seed: 42,
-  repeats: 3,
+  tokens: 32,
+  prompt: 'Harder tasks need more experts: a router that picks experts until their probability passes p.',
+  repeats: 5,
 };
 
-/** What one policy did over the stack. */
+/** What one policy did. */
 export interface DemoPolicyResult {
   policy: string;
+  promptTokens: number;
+  /** Tokens generated (fewer than asked only when the model emitted EOS). */
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  /** Mean experts per token over the prompt and the generated tokens, all MoE layers. */
+  expertsPerToken: number;
   expertsPerTokenByLayer: number[];
-  msPerForward: number;
-  tokensPerSecond: number;
+  /** Routed (token, expert) pairs over all layers. */
   routedPairs: number;
+  tokenIds: number[];
+  text: string;
 }
 
-async function runStack(layers: MoELayer[], input: Float32Array, tokens: number, policy: RoutingPolicy) {
-  const perLayer: number[] = [];
-  let x = input;
-  const start = process.hrtime.bigint();
-  for (const layer of layers) {
-    const { output, routing } = await layer.forward(x, { tokens, policy });
-    perLayer.push(routing.counts.reduce((a, b) => a + b, 0) / tokens);
-    for (let i = 0; i < output.length; i++) output[i] += x[i]; // residual
-    x = rmsNormRows(output, layer.hidden);
-  }
-  return { perLayer, ms: Number(process.hrtime.bigint() - start) / 1e6 };
+function label(policy: PolicyOption): string {
+  const one = (p: RoutingPolicy | string) => policyLabel(typeof p === 'string' ? parsePolicy(p) : p);
+  return Array.isArray(policy) ? policy.map(one).join(',') : one(policy);
 }
 
-/** Builds the stack, runs each policy `repeats` times (median time) and returns per-policy figures. */
-export async function runDemo(options: DemoOptions, log: (line: string) => void): Promise<DemoPolicyResult[]> {
-  const { hidden, ffn, experts, tokens, dtype } = options;
-  const info = cpuInfo();
-  log(
-    `dynamoe demo: ${options.layers} synthetic MoE layers (hidden ${hidden}, ffn ${ffn}, ${experts} experts, ` +
-      `${dtype}), ${tokens} tokens, ${info.threads} threads, ${info.isa} kernels`,
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1];
+}
+
+/** Short, JSON-escaped text (random weights produce arbitrary bytes). */
+function shortText(text: string, max = 60): string {
+  const chars = Array.from(text);
+  return JSON.stringify(chars.length > max ? `${chars.slice(0, max).join('')}...` : text);
+}
+
+/**
+ * Builds the synthetic model, generates `tokens` tokens greedily with each policy (`repeats` timed runs, median
+ * time) and prints per-policy figures through `print`. `onProgress` follows the weight packing.
+ */
+export async function runDemo(
+  options: DemoOptions,
+  print: (line: string) => void,
+  onProgress?: ProgressCallback,
+): Promise<DemoPolicyResult[]> {
+  const { layers, hidden, heads, kvHeads, experts, ffn, dtype } = options;
+  const cpu = cpuInfo();
+  print(
+    `dynamoe demo: synthetic Mixtral-style MoE (${layers} layers, hidden ${hidden}, ${heads}/${kvHeads} heads, ` +
+      `${experts} experts x ffn ${ffn}, ${dtype}), ${cpu.threads} threads, ${cpu.isa} kernels`,
   );
-  const layers: MoELayer[] = [];
-  for (let l = 0; l < options.layers; l++) {
-    // Lower layers get flatter routers (less confident), as the seed paper observes in trained models.
-    const routerLogitStd = 1.5 + (2.5 * l) / Math.max(1, options.layers - 1);
-    layers.push(await MoELayer.load(syntheticLayerWeights({ hidden, ffn, experts, dtype, routerLogitStd }, options.seed + l)));
-  }
-  const input = syntheticActivations(tokens, hidden, options.seed + 1000);
+  const started = performance.now();
+  const model = await createSyntheticModel({ ...options, onProgress });
   const results: DemoPolicyResult[] = [];
   try {
-    for (const policy of options.policies) {
-      await runStack(layers, input, tokens, policy); // warm-up
-      const runs = [];
-      for (let r = 0; r < options.repeats; r++) runs.push(await runStack(layers, input, tokens, policy));
-      runs.sort((a, b) => a.ms - b.ms);
-      const median = runs[runs.length >> 1];
-      results.push({
-        policy: policyLabel(policy),
-        expertsPerTokenByLayer: median.perLayer,
-        msPerForward: median.ms,
-        tokensPerSecond: (tokens * 1000) / median.ms,
-        routedPairs: median.perLayer.reduce((a, b) => a + b, 0) * tokens,
-      });
+    const mib = model.info.weightBytes / 2 ** 20;
+    const seconds = (performance.now() - started) / 1000;
+    print(`built seeded weights (seed ${options.seed}, ${mib.toFixed(1)} MiB packed) in ${seconds.toFixed(2)} s`);
+    const prompt = model.tokenizer.encode(options.prompt);
+    print(`prompt ${shortText(options.prompt, 100)} (${prompt.length} tokens)`);
+    print(`${options.tokens} tokens generated greedily per policy; times: median of ${options.repeats} run(s)`);
+    // Warm-up: the first generation pays for JIT compilation and thread start-up.
+    await drain(model.generate(prompt, { maxTokens: 2 }));
+    // Runs alternate between policies, so that load from elsewhere on the machine hits every policy alike.
+    const runs: GenerationSummary[][] = options.policies.map(() => []);
+    for (let r = 0; r < options.repeats; r++) {
+      for (const [i, policy] of options.policies.entries()) {
+        const generation = model.generate(prompt, { maxTokens: options.tokens, policy });
+        await drain(generation);
+        if (generation.summary) runs[i].push(generation.summary);
+      }
     }
+    options.policies.forEach((policy, i) => results.push(policyResult(label(policy), runs[i])));
   } finally {
-    for (const layer of layers) layer.dispose();
+    model.dispose();
   }
-  printDemo(results, log);
+  printResults(results, print);
   return results;
 }
 
-function printDemo(results: DemoPolicyResult[], log: (line: string) => void): void {
-  const pad = (s: string, n: number) => s.padEnd(n);
-  log('');
-  log(pad('experts per token', 20) + results.map((r) => pad(r.policy, 14)).join(''));
-  const layers = results[0]?.expertsPerTokenByLayer.length ?? 0;
-  for (let l = 0; l < layers; l++) {
-    log(pad(`  layer ${l}`, 20) + results.map((r) => pad(r.expertsPerTokenByLayer[l].toFixed(2), 14)).join(''));
+function policyResult(policy: string, runs: GenerationSummary[]): DemoPolicyResult {
+  const summary = runs[0]; // every run routes and generates the same: only the times differ
+  const prefillMs = median(runs.map((s) => s.prefillMs));
+  const decodeMs = median(runs.map((s) => s.decodeMs));
+  const decodeSteps = Math.max(0, summary.tokenIds.length - 1); // the prefill step yields the first token
+  return {
+    policy,
+    promptTokens: summary.promptTokens,
+    generatedTokens: summary.tokenIds.length,
+    prefillMs,
+    decodeMs,
+    prefillTokensPerSecond: (summary.promptTokens * 1000) / prefillMs,
+    decodeTokensPerSecond: decodeSteps > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+    expertsPerToken: summary.stats.expertsPerToken,
+    expertsPerTokenByLayer: summary.stats.layers.map((l) => l.expertsPerToken),
+    routedPairs: routedPairs(summary.stats),
+    tokenIds: summary.tokenIds,
+    text: summary.text,
+  };
+}
+
+async function drain(tokens: AsyncIterable<unknown>): Promise<void> {
+  for await (const _ of tokens); // the summary is what the demo reads
+}
+
+function routedPairs(stats: RoutingStats): number {
+  return stats.layers.reduce((sum, l) => sum + l.expertsPerToken * l.tokens, 0);
+}
+
+function printResults(results: DemoPolicyResult[], print: (line: string) => void): void {
+  for (const r of results) {
+    const decodeSteps = Math.max(0, r.generatedTokens - 1);
+    print('');
+    print(`policy ${r.policy}`);
+    const rate = (tokens: number, ms: number, perSecond: number) =>
+      `${tokens} tokens in ${ms.toFixed(1)} ms = ${perSecond.toFixed(0)} tokens/s`;
+    print(`  prefill        ${rate(r.promptTokens, r.prefillMs, r.prefillTokensPerSecond)}`);
+    print(`  decode         ${rate(decodeSteps, r.decodeMs, r.decodeTokensPerSecond)}`);
+    print(`  experts/token  ${r.expertsPerToken.toFixed(2)} mean (prompt + generated)`);
+    print(`  per layer      ${r.expertsPerTokenByLayer.map((e) => e.toFixed(2)).join(' ')}`);
+    print(`  token ids      ${r.tokenIds.join(' ')}`);
+    print(`  text           ${shortText(r.text)}`);
   }
-  const mean = (r: DemoPolicyResult) => r.expertsPerTokenByLayer.reduce((a, b) => a + b, 0) / layers;
-  log(pad('  mean', 20) + results.map((r) => pad(mean(r).toFixed(2), 14)).join(''));
-  log(pad('tokens/s', 20) + results.map((r) => pad(r.tokensPerSecond.toFixed(0), 14)).join(''));
-  log(pad('ms per forward', 20) + results.map((r) => pad(r.msPerForward.toFixed(1), 14)).join(''));
-  if (results.length >= 2) {
-    const [base, ...others] = results;
-    log('');
-    for (const other of others) {
-      log(
-        `${other.policy} vs ${base.policy}: time ratio ${(other.msPerForward / base.msPerForward).toFixed(2)}, ` +
-          `routed-pairs ratio ${(other.routedPairs / base.routedPairs).toFixed(2)}, ` +
-          `speed-up ${(base.msPerForward / other.msPerForward).toFixed(2)}x`,
-      );
-    }
+  if (results.length < 2) return;
+  const [base, ...others] = results;
+  print('');
+  for (const other of others) {
+    print(
+      `${other.policy} vs ${base.policy}: expert pairs ${(other.routedPairs / base.routedPairs).toFixed(2)}x ` +
+        `(${other.expertsPerToken.toFixed(2)} vs ${base.expertsPerToken.toFixed(2)} experts/token), ` +
+        `prefill time ${(base.prefillTokensPerSecond / other.prefillTokensPerSecond).toFixed(2)}x, ` +
+        `decode time per token ${(base.decodeTokensPerSecond / other.decodeTokensPerSecond).toFixed(2)}x`,
+    );
   }
 }

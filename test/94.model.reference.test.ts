@@ -1,20 +1,11 @@
 // Whole models: every architecture's native forward against the float64 reference, from safetensors and GGUF.
 import * as path from 'path';
 import { loadModel } from '../lib';
+import { maxRelativeError } from './reference/layer';
 import { refModelForward } from './reference/model';
 import { ARCHITECTURES, GGUF_ARCHITECTURES, makeTinyModel, tempDir, writeGgufCheckpoint, writeHfCheckpoint } from './model-fixtures';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
-
-function maxRelativeError(actual: ArrayLike<number>, reference: ArrayLike<number>): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < reference.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i] - reference[i]));
-    scale = Math.max(scale, Math.abs(reference[i]));
-  }
-  return worst / scale;
-}
 
 let temp: ReturnType<typeof tempDir>;
 beforeAll(() => {

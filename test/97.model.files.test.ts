@@ -4,6 +4,7 @@ import * as path from 'path';
 import { loadModel } from '../lib';
 import { writeGguf } from '../lib/formats/gguf';
 import { openGguf } from '../lib/formats/gguf';
+import { maxRelativeError } from './reference/layer';
 import { refModelForward } from './reference/model';
 import { makeTinyModel, tempDir, writeGgufCheckpoint, writeHfCheckpoint } from './model-fixtures';
 
@@ -14,16 +15,6 @@ beforeAll(() => {
   temp = tempDir('dynamoe-files-');
 });
 afterAll(() => temp.cleanup());
-
-function maxRelativeError(actual: ArrayLike<number>, reference: ArrayLike<number>): number {
-  let worst = 0;
-  let scale = 0;
-  for (let i = 0; i < reference.length; i++) {
-    worst = Math.max(worst, Math.abs(actual[i] - reference[i]));
-    scale = Math.max(scale, Math.abs(reference[i]));
-  }
-  return worst / scale;
-}
 
 async function logitsOf(location: string, options: Parameters<typeof loadModel>[1] = {}) {
   const model = await loadModel(location, options);

@@ -47,7 +47,7 @@ const MAX_CONTEXT = 2048;
 
 // Router logit std for unit-RMS inputs, lowest to highest layer: flatter routers below use more experts under
 // top-p, as the seed paper observes in trained models.
-const ROUTER_STD_BOTTOM = 1.2;
+const ROUTER_STD_BOTTOM = 1.4;
 const ROUTER_STD_TOP = 3.5;
 
 const CHAT_TEMPLATE =
@@ -159,6 +159,8 @@ function syntheticSpec(o: typeof SYNTHETIC_DEFAULTS): ModelSpec {
 function syntheticTensors(spec: ModelSpec, ffn: number, experts: number): Map<string, SyntheticTensor> {
   const { hidden: H, vocab, heads, kvHeads, headDim } = spec;
   const naming = mixtral.hfNaming;
+  const expertName = naming.experts;
+  if (expertName.stacked) throw new DynamoeError('ERR_DYNAMOE_INTERNAL', 'mixtral names experts one by one');
   const out = new Map<string, SyntheticTensor>();
   const matrix = (name: string, rows: number, cols: number, std = 1 / Math.sqrt(cols)) =>
     out.set(name, { shape: [rows, cols], make: (r) => r.normals(rows * cols, std) });
@@ -186,11 +188,10 @@ function syntheticTensors(spec: ModelSpec, ffn: number, experts: number): Map<st
     matrix(name('o'), H, heads * headDim);
     const routerStd = ROUTER_STD_BOTTOM + ((ROUTER_STD_TOP - ROUTER_STD_BOTTOM) * l) / Math.max(1, layers - 1);
     matrix(name('router'), experts, H, routerStd / Math.sqrt(H));
-    if (naming.experts.stacked) throw new DynamoeError('ERR_DYNAMOE_INTERNAL', 'mixtral names experts one by one');
     for (let e = 0; e < experts; e++) {
-      matrix(naming.experts.name(l, 'gate', e), ffn, H);
-      matrix(naming.experts.name(l, 'up', e), ffn, H);
-      matrix(naming.experts.name(l, 'down', e), H, ffn);
+      matrix(expertName.name(l, 'gate', e), ffn, H);
+      matrix(expertName.name(l, 'up', e), ffn, H);
+      matrix(expertName.name(l, 'down', e), H, ffn);
     }
   }
   return out;
@@ -208,9 +209,11 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
     const value = options[key];
     if (value !== undefined) o[key] = key === 'seed' ? Number(value) : positiveInteger(value, key);
   }
-  if (!Number.isInteger(o.seed)) throw new DynamoeError('ERR_DYNAMOE_VALUE', `seed must be an integer, got ${String(options.seed)}`);
+  if (!Number.isInteger(o.seed)) {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `seed must be an integer, got ${String(options.seed)}`);
+  }
   if (o.hidden % o.heads !== 0 || (o.hidden / o.heads) % 2 !== 0) {
-    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `hidden (${o.hidden}) must be an even multiple of heads (${o.heads})`);
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `hidden (${o.hidden}) must be heads (${o.heads}) times an even head size`);
   }
   if (o.heads % o.kvHeads !== 0) {
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `heads (${o.heads}) must be a multiple of kvHeads (${o.kvHeads})`);
