@@ -33,7 +33,7 @@ export interface TensorData {
 
 /** An open checkpoint: its tensor catalogue, read on demand. */
 export interface TensorStore {
-  readonly format: 'safetensors' | 'gguf';
+  readonly format: 'safetensors' | 'gguf' | 'memory'; // 'memory': tensors made at run time (the demo)
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Reads one tensor into new memory. Rejects unsupported dtypes with ERR_DYNAMOE_UNSUPPORTED. */
   read(name: string): Promise<TensorData>;

@@ -95,7 +95,7 @@ function tensorSeed(seed: number, name: string): number {
 
 /** A {@link TensorStore} whose f32 tensors are generated from a seed when read, so only the ones in use are held. */
 class SyntheticTensorStore implements TensorStore {
-  readonly format = 'safetensors' as const;
+  readonly format = 'memory' as const;
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   private closed = false;
 
