@@ -233,9 +233,14 @@ Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
     busy = session->busy();
   }
   sealed_ = true;
-  auto* worker = new ForwardWorker(env, graph, std::move(cache), std::move(busy), std::move(tokens),
-                                   std::move(policies), lastRowLogits, withStats);
-  return worker->start();
+  try {
+    auto* worker = new ForwardWorker(env, graph, std::move(cache), busy, std::move(tokens), std::move(policies),
+                                     lastRowLogits, withStats);
+    return worker->start();
+  } catch (...) {
+    if (busy) busy->store(false);  // the session stays usable when the step could not even start
+    throw;
+  }
 }
 
 Napi::Value ModelGraphBinding::dispose(const Napi::CallbackInfo& info) {

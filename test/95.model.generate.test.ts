@@ -1,6 +1,7 @@
 // Generation: KV-cache steps agree with full forwards, greedy is deterministic, stop/abort/policy/stats behave.
 import * as path from 'path';
 import { DynamoeError, loadModel, Model } from '../lib';
+import { Sampler } from '../lib/model/sampling';
 import { makeTinyModel, tempDir, writeHfCheckpoint } from './model-fixtures';
 
 function argmaxRow(logits: Float32Array, row: number, vocab: number): number {
@@ -84,7 +85,7 @@ test('stop strings end the generation without the stop text', async () => {
   for await (const token of free) freeStream += token.text;
   const text = free.summary!.text;
   expect(freeStream).toBe(text);
-  if (text.length < 3) return; // the random model ended early: nothing to cut
+  expect(text.length).toBeGreaterThanOrEqual(3); // this seeded model generates enough text to cut
   const stop = text.slice(1, 3);
   const cut = model.generate('hello', { maxTokens: 16, stop: [stop] });
   let streamed = '';
@@ -138,4 +139,21 @@ test('a disposed model rejects with ERR_DYNAMOE_DISPOSED', async () => {
   await expect(other.forward([1])).rejects.toMatchObject({ code: 'ERR_DYNAMOE_DISPOSED' });
   expect(() => other.generate('x')).not.toThrow(); // generation fails when iterated
   await expect(collect(other.generate('x'))).rejects.toMatchObject({ code: 'ERR_DYNAMOE_DISPOSED' });
+});
+
+test('the sampler: top-k 1 and a tiny top-p are greedy; with no filter, draws follow the softmax', () => {
+  const logits = Float32Array.from([0.5, 2, 1, 2, -1]);
+  for (let seed = 0; seed < 20; seed++) {
+    expect(new Sampler({ temperature: 1, topK: 1, seed }).next(logits)).toBe(1); // tie 1 vs 3: lower id
+    expect(new Sampler({ temperature: 1, topP: 0.01, seed }).next(logits)).toBe(1);
+  }
+  const topTwo = new Sampler({ temperature: 1, topK: 2, seed: 5 });
+  for (let i = 0; i < 50; i++) expect([1, 3]).toContain(topTwo.next(logits));
+  const sampler = new Sampler({ temperature: 1, seed: 9 });
+  const counts = new Array(logits.length).fill(0);
+  const draws = 20000;
+  for (let i = 0; i < draws; i++) counts[sampler.next(logits)]++;
+  const exp = Array.from(logits, (z) => Math.exp(z));
+  const total = exp.reduce((a, b) => a + b, 0);
+  counts.forEach((n, id) => expect(Math.abs(n / draws - exp[id] / total)).toBeLessThan(0.015));
 });

@@ -271,7 +271,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.expert_used_count`, u32(policy.k)],
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
     ...(moe.shared ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
-    ...(tinyTokenizerGgufMetadata(m.tokenizer) as Array<[string, GgufTypedValue]>),
+    ...tinyTokenizerGgufMetadata(m.tokenizer),
   ];
   const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];
   if (m.lmHead) t.push(tensor('output.weight', [m.vocab, H], m.lmHead, dtype));

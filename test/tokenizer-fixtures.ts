@@ -3,16 +3,11 @@
 // bytes); 'spm' is SentencePiece BPE with byte fallback as in Llama / Mixtral (ids 3-258 are <0x00>-<0xFF>).
 import * as fs from 'fs';
 import * as path from 'path';
+import { byteLevelAlphabet } from '../lib/byte-level-alphabet';
+import { GgufTypedValue } from '../lib/formats/gguf';
 
 /** The two tiny tokenizer kinds. */
 export type TinyTokenizerKind = 'byte-bpe' | 'spm';
-
-/** A GGUF metadata value with its explicit GGUF type ('array' values name their item type). */
-export interface GgufTypedValue {
-  type: string;
-  itemType?: string;
-  value: unknown;
-}
 
 /** ChatML, as Qwen2 uses it. */
 export const CHATML_TEMPLATE =
@@ -30,15 +25,6 @@ export const INST_TEMPLATE =
 export const QWEN2_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-/** GPT-2's byte -> printable character map (byte-level BPE tokens are strings of these). */
-export function bytesToUnicode(): string[] {
-  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  const map: string[] = [];
-  let next = 256;
-  for (let b = 0; b < 256; b++) map[b] = String.fromCharCode(printable(b) ? b : next++);
-  return map;
-}
-
 interface TinySpec {
   tokens: string[];
   /** llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte. */
@@ -55,7 +41,7 @@ function byteBpeSpec(): TinySpec {
   const merges: [string, string][] = [
     ['h', 'e'], ['l', 'l'], ['he', 'll'], ['hell', 'o'], ['Ġ', 'w'], ['o', 'r'], ['Ġw', 'or'], ['l', 'd'], ['Ġwor', 'ld'],
   ];
-  const tokens = [...bytesToUnicode(), ...merges.map(([a, b]) => a + b), '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>'];
+  const tokens = [...byteLevelAlphabet(), ...merges.map(([a, b]) => a + b), '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>'];
   const types = tokens.map((_, id) => (id < 265 ? 1 : id < 268 ? 3 : 4));
   return { tokens, types, scores: tokens.map(() => 0), merges, bos: 265, eos: 267, unk: null };
 }

@@ -3,6 +3,7 @@
 import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
 import { native, NativeModelGraph } from '../native';
+import { LayerTensor } from './naming';
 import { moeLayers, ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
@@ -18,9 +19,88 @@ const OUT = 6; // projection or MLP output added to the residual (hidden)
 /** Reports build progress: nodes packed so far out of the total. */
 export type ProgressCallback = (done: number, total: number) => void;
 
-function nodeCount(spec: ModelSpec): number {
-  const qkNorm = spec.qkNorm === 'none' ? 0 : 2;
-  return 1 + spec.layers.length * (12 + qkNorm) + 2;
+/** One graph node, made when called: its weights are read from the checkpoint only then. */
+type NodeMaker = () => Promise<object>;
+
+/** The model's nodes in execution order (the whole graph; weights not read yet). */
+function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeMaker[] {
+  const { hidden, heads, kvHeads, headDim, vocab } = spec;
+  const qWidth = heads * headDim;
+  const kvWidth = kvHeads * headDim;
+  const names = weights.naming;
+  const nodes: NodeMaker[] = [];
+  const node = (make: NodeMaker) => nodes.push(make);
+  const fixed = (value: object) => node(async () => value);
+  const norm = (input: number, output: number, width: number, groupSize: number, weight: string) =>
+    node(async () => ({
+      op: 'rms_norm', input, output, width, groupSize, epsilon: spec.rmsNormEpsilon,
+      weight: await weights.vector(weight, groupSize),
+    }));
+  const linear = (input: number, output: number, inFeatures: number, outFeatures: number, weight: string, bias?: string) =>
+    node(async () => ({
+      op: 'linear', input, output, inFeatures, outFeatures,
+      weight: await weights.matrix(weight, outFeatures, inFeatures),
+      ...(bias && spec.attentionBias ? { bias: await weights.vector(bias, outFeatures) } : {}),
+    }));
+
+  node(async () => ({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) }));
+  let moeSlot = 0;
+  spec.layers.forEach((layer, i) => {
+    const name = (t: LayerTensor) => names.layer(i, t);
+    norm(X, H, hidden, hidden, name('attn_norm'));
+    linear(H, Q, hidden, qWidth, name('q'), name('q_bias'));
+    linear(H, K, hidden, kvWidth, name('k'), name('k_bias'));
+    linear(H, V, hidden, kvWidth, name('v'), name('v_bias'));
+    if (spec.qkNorm !== 'none') {
+      const perHead = spec.qkNorm === 'per-head';
+      norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
+      norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
+    }
+    fixed({ op: 'rope', buffer: Q, heads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
+    linear(ATTN, OUT, qWidth, hidden, name('o'));
+    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+    norm(X, H, hidden, hidden, name('mlp_norm'));
+    if (layer.kind === 'dense') {
+      const { ffn } = layer;
+      node(async () => ({
+        op: 'mlp', input: H, output: OUT, hidden, ffn,
+        gate: await weights.matrix(name('mlp_gate'), ffn, hidden),
+        up: await weights.matrix(name('mlp_up'), ffn, hidden),
+        down: await weights.matrix(name('mlp_down'), hidden, ffn),
+      }));
+    } else {
+      const { experts, ffn, shared } = layer;
+      const slot = moeSlot++;
+      node(async () => ({
+        op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
+        router: await weights.f32Matrix(name('router'), experts, hidden),
+        gate: await weights.experts(i, 'gate', experts, ffn, hidden),
+        up: await weights.experts(i, 'up', experts, ffn, hidden),
+        down: await weights.experts(i, 'down', experts, hidden, ffn),
+        ...(shared
+          ? {
+              shared: {
+                ffn: shared.ffn,
+                gate: await weights.matrix(name('shared_gate'), shared.ffn, hidden),
+                up: await weights.matrix(name('shared_up'), shared.ffn, hidden),
+                down: await weights.matrix(name('shared_down'), hidden, shared.ffn),
+                ...(shared.gated ? { gateWeight: await weights.vector(name('shared_gate_weight'), hidden) } : {}),
+              },
+            }
+          : {}),
+      }));
+    }
+    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+  });
+  norm(X, H, hidden, hidden, names.finalNorm);
+  node(async () =>
+    spec.tiedEmbeddings
+      ? { op: 'logits', input: H, hidden, tied: true }
+      : { op: 'logits', input: H, hidden, weight: await weights.matrix(names.lmHead, vocab, hidden) },
+  );
+  return nodes;
 }
 
 export async function buildModelGraph(
@@ -29,99 +109,30 @@ export async function buildModelGraph(
   dtype: DType,
   onProgress?: ProgressCallback,
 ): Promise<NativeModelGraph> {
-  const { hidden, heads, kvHeads, headDim, vocab } = spec;
-  const qWidth = heads * headDim;
-  const kvWidth = kvHeads * headDim;
+  const qWidth = spec.heads * spec.headDim;
+  const kvWidth = spec.kvHeads * spec.headDim;
   const graph = callNative(
     () =>
       new (native().ModelGraph)({
-        bufferWidths: [hidden, hidden, qWidth, kvWidth, kvWidth, qWidth, hidden],
-        vocab,
+        bufferWidths: [spec.hidden, spec.hidden, qWidth, kvWidth, kvWidth, qWidth, spec.hidden],
+        vocab: spec.vocab,
         kvWidths: spec.layers.map(() => kvWidth),
         moeExperts: moeLayers(spec).map((l) => l.moe.experts),
         dtype,
       }),
   );
-  const total = nodeCount(spec);
-  let done = 0;
-  const add = async (node: object) => {
-    try {
-      await graph.addNode(node);
-    } catch (error) {
-      fromNativeError(error);
-    }
-    onProgress?.(++done, total);
-  };
-  const names = weights.naming;
+  const nodes = graphNodes(spec, weights, dtype);
   try {
-    await add({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) });
-    let moeSlot = 0;
-    for (let i = 0; i < spec.layers.length; i++) {
-      const name = (t: Parameters<typeof names.layer>[1]) => names.layer(i, t);
-      const norm = async (input: number, output: number, width: number, groupSize: number, weight: string) =>
-        add({ op: 'rms_norm', input, output, width, groupSize, epsilon: spec.rmsNormEpsilon, weight: await weights.vector(weight, groupSize) });
-      const linear = async (input: number, output: number, inFeatures: number, outFeatures: number, weight: string, bias?: string) =>
-        add({
-          op: 'linear', input, output, inFeatures, outFeatures,
-          weight: await weights.matrix(weight, outFeatures, inFeatures),
-          ...(bias && spec.attentionBias ? { bias: await weights.vector(bias, outFeatures) } : {}),
-        });
-
-      await norm(X, H, hidden, hidden, name('attn_norm'));
-      await linear(H, Q, hidden, qWidth, name('q'), name('q_bias'));
-      await linear(H, K, hidden, kvWidth, name('k'), name('k_bias'));
-      await linear(H, V, hidden, kvWidth, name('v'), name('v_bias'));
-      if (spec.qkNorm !== 'none') {
-        const perHead = spec.qkNorm === 'per-head';
-        await norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
-        await norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
+    for (let done = 0; done < nodes.length; done++) {
+      // One node's weights at a time: read, packed natively, then dropped by JS.
+      const node = await nodes[done]();
+      try {
+        await graph.addNode(node);
+      } catch (error) {
+        fromNativeError(error);
       }
-      await add({ op: 'rope', buffer: Q, heads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-      await add({ op: 'rope', buffer: K, heads: kvHeads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-      await add({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
-      await linear(ATTN, OUT, qWidth, hidden, name('o'));
-      await add({ op: 'add', a: X, b: OUT, output: X, width: hidden });
-      await norm(X, H, hidden, hidden, name('mlp_norm'));
-
-      const layer = spec.layers[i];
-      if (layer.kind === 'dense') {
-        const { ffn } = layer;
-        await add({
-          op: 'mlp', input: H, output: OUT, hidden, ffn,
-          gate: await weights.matrix(name('mlp_gate'), ffn, hidden),
-          up: await weights.matrix(name('mlp_up'), ffn, hidden),
-          down: await weights.matrix(name('mlp_down'), hidden, ffn),
-        });
-      } else {
-        const { experts, ffn, shared } = layer;
-        await add({
-          op: 'moe', input: H, output: OUT, slot: moeSlot++, hidden, ffn, experts, dtype,
-          router: await weights.f32Matrix(name('router'), experts, hidden),
-          gate: await weights.experts(i, 'gate', experts, ffn, hidden),
-          up: await weights.experts(i, 'up', experts, ffn, hidden),
-          down: await weights.experts(i, 'down', experts, hidden, ffn),
-          ...(shared
-            ? {
-                shared: {
-                  ffn: shared.ffn,
-                  gate: await weights.matrix(name('shared_gate'), shared.ffn, hidden),
-                  up: await weights.matrix(name('shared_up'), shared.ffn, hidden),
-                  down: await weights.matrix(name('shared_down'), hidden, shared.ffn),
-                  ...(shared.gated ? { gateWeight: await weights.vector(name('shared_gate_weight'), hidden) } : {}),
-                },
-              }
-            : {}),
-        });
-      }
-      await add({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+      onProgress?.(done + 1, nodes.length);
     }
-    const finalNorm = await weights.vector(names.finalNorm, hidden);
-    await add({ op: 'rms_norm', input: X, output: H, width: hidden, groupSize: hidden, epsilon: spec.rmsNormEpsilon, weight: finalNorm });
-    await add(
-      spec.tiedEmbeddings
-        ? { op: 'logits', input: H, hidden, tied: true }
-        : { op: 'logits', input: H, hidden, weight: await weights.matrix(names.lmHead, vocab, hidden) },
-    );
   } catch (error) {
     graph.dispose();
     throw error;

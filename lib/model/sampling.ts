@@ -35,11 +35,9 @@ export class Sampler {
   next(logits: Float32Array): number {
     const temperature = this.options.temperature ?? 0;
     if (temperature === 0) return argmax(logits);
-    // Candidates by descending logit (ties: lower id), cut by topK, then softmax, then topP.
-    let ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
-    const topK = this.options.topK ?? 0;
-    if (topK > 0) ids = ids.slice(0, topK);
-    const max = logits[ids[0]];
+    const ids = candidates(logits, this.options.topK ?? 0, (this.options.topP ?? 1) < 1);
+    let max = -Infinity;
+    for (const id of ids) max = Math.max(max, logits[id]);
     const weights = ids.map((id) => Math.exp((logits[id] - max) / temperature));
     const total = weights.reduce((a, b) => a + b, 0);
     const topP = this.options.topP ?? 1;
@@ -62,6 +60,28 @@ export class Sampler {
     }
     return ids[kept - 1];
   }
+}
+
+// The ids sampling draws from: the topK most likely (ties: lower id), sorted by descending logit when top-p needs
+// the order; every id, unsorted, when neither filter applies (no O(vocab log vocab) sort per token then).
+function candidates(logits: Float32Array, topK: number, sorted: boolean): number[] {
+  const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
+  const vocab = logits.length;
+  if (topK > 0 && topK < vocab) {
+    const best: number[] = [];
+    for (let id = 0; id < vocab; id++) {
+      if (best.length === topK && byLogit(id, best[topK - 1]) >= 0) continue;
+      let at = best.length === topK ? topK - 1 : best.length;
+      while (at > 0 && byLogit(id, best[at - 1]) < 0) {
+        best[at] = best[at - 1];
+        at--;
+      }
+      best[at] = id;
+    }
+    return best;
+  }
+  const all = Array.from({ length: vocab }, (_, id) => id);
+  return sorted ? all.sort(byLogit) : all;
 }
 
 function argmax(values: Float32Array): number {

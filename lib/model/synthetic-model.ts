@@ -3,6 +3,7 @@
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
+import { byteLevelAlphabet } from '../byte-level-alphabet';
 import { SeededRandom } from '../synthetic';
 import { tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer';
 import { mixtral } from './architectures/mixtral';
@@ -54,18 +55,9 @@ const CHAT_TEMPLATE =
   "{{ bos_token }}{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}";
 
-/** GPT-2's byte -> printable character map (byte-level BPE tokens are strings of these). */
-function bytesToUnicode(): string[] {
-  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  const map: string[] = [];
-  let next = 256;
-  for (let b = 0; b < 256; b++) map[b] = String.fromCharCode(printable(b) ? b : next++);
-  return map;
-}
-
 /** The synthetic model's tokenizer: byte-level (one token per byte, no merges) plus BOS, EOS and PAD. */
 export function syntheticTokenizer(): Tokenizer {
-  const tokens = [...bytesToUnicode(), '<|bos|>', '<|eos|>', '<|pad|>'];
+  const tokens = [...byteLevelAlphabet(), '<|bos|>', '<|eos|>', '<|pad|>'];
   const metadata = new Map<string, unknown>([
     ['tokenizer.ggml.model', 'gpt2'],
     ['tokenizer.ggml.tokens', tokens],
