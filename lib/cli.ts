@@ -1,21 +1,21 @@
 #!/usr/bin/env node
 // The `dynamoe` command line: `demo` (the default, what `npm start` runs), `run`, `inspect` and `info`.
 import { parseArgs, ParseArgsConfig } from 'util';
-import { SingleBar } from 'cli-progress';
+import { dtypeFlag, fail, modelArgument, numberFlag, policyOrFileFlag, Values } from './cli/args';
+import { calibrateCommand } from './cli/calibrate-command';
+import { loadingProgress, loadWithProgress } from './cli/progress';
+import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './cli/sweep-command';
 import { DEFAULT_DEMO, runDemo } from './demo';
-import { DType } from './dtype';
 import { DynamoeError } from './errors';
-import { ProgressCallback } from './model/build-graph';
-import { loadModel } from './model/load-model';
 import { GenerateOptions, Model } from './model/model';
-import { PolicyOption } from './model/policies';
 import { RoutingStats } from './model/routing-stats';
 import { FeedForwardSpec } from './model/spec';
-import { parsePolicy } from './policy';
 import { cpuInfo, setThreads } from './runtime';
 
 const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded synthetic MoE model under several routing policies
        dynamoe run <model> --prompt <text> [options]   generate text with a checkpoint, streamed to stdout
+       dynamoe sweep <model>|--demo --text <file> [options]   perplexity, experts/token and speed under many policies
+       dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
        dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
        dynamoe info                                    show the CPU backend: SIMD kernels, threads
 <model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file.
@@ -33,10 +33,23 @@ demo options:
 run options:
   --prompt <text>   the prompt (required)
   --chat            wrap the prompt as one user message in the model's chat template
-  --policy <p>      routing policy for every MoE layer, or a comma-separated list, one per MoE layer
-                    (default: the policy the model was trained with)
+  --policy <p>      routing policy for every MoE layer, a comma-separated list (one per MoE layer), or a
+                    policy file from 'calibrate' (*.json) (default: the policy the model was trained with)
   --max-tokens <n>  most tokens to generate (default 128)
   --temperature <t> 0 (default) is greedy; --top-k <k>, --top-p <p>, --seed <n> shape the sampling
+sweep and calibrate options:
+  --text <file>     the text to measure on (with --demo: a built-in paragraph when left out)
+  --demo            measure the demo's synthetic model instead of a checkpoint
+  --window <n>      tokens per window, each a fresh sequence (default 512, or the model's context if smaller)
+  --max-tokens <n>  measure only the text's first n tokens
+sweep options:
+  --policies <list> policies and ranges, each for every MoE layer
+                    (default ${DEFAULT_SWEEP_POLICIES})
+  --json <file>     the report (default sweep.json); --svg <file> the chart (default sweep.svg)
+calibrate options:
+  --experts-per-token <n>  the budget: mean experts per token over the MoE layers (required)
+  --grid <list>     candidate p per layer, e.g. 0.1..0.9:0.1 (the default) or 0.2,0.4,0.6
+  --out <file>      the policy file written (default policy.json)
 common options:
   --dtype <t>       f32 | f16 | bf16 weights (default: the checkpoint's; demo: f32)
   --threads <n>     CPU threads (default: all cores)
@@ -70,93 +83,29 @@ const COMMANDS: Record<string, Options> = {
     'top-p': { type: 'string' },
     seed: { type: 'string' },
   },
+  sweep: {
+    ...COMMON,
+    text: { type: 'string' },
+    demo: { type: 'boolean' },
+    window: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    policies: { type: 'string' },
+    json: { type: 'string' },
+    svg: { type: 'string' },
+  },
+  calibrate: {
+    ...COMMON,
+    text: { type: 'string' },
+    demo: { type: 'boolean' },
+    window: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    'experts-per-token': { type: 'string' },
+    grid: { type: 'string' },
+    out: { type: 'string' },
+  },
   inspect: COMMON,
   info: COMMON,
 };
-
-type Values = Record<string, string | boolean | string[] | undefined>;
-
-function fail(message: string): never {
-  throw new DynamoeError('ERR_DYNAMOE_VALUE', message);
-}
-
-/** A flag's value as a number, checked: integers >= `min`, or any finite number when `integer` is false. */
-function numberFlag(values: Values, name: string, fallback: number, integer = true, min = 1): number {
-  const value = values[name];
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value === '' || !Number.isFinite(n) || (integer && (!Number.isInteger(n) || n < min))) {
-    fail(`--${name} must be ${integer ? `an integer >= ${min}` : 'a number'}, got '${String(value)}'`);
-  }
-  return n;
-}
-
-function dtypeFlag(values: Values): DType | undefined {
-  const dtype = values.dtype as string | undefined;
-  if (dtype === undefined || dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') return dtype;
-  throw new DynamoeError('ERR_DYNAMOE_DTYPE', `--dtype must be f32, f16 or bf16, got '${dtype}'`);
-}
-
-/** `top-p:0.4` -> one policy for all MoE layers; `top-k:4,top-p:0.4` -> one per MoE layer. */
-function policyFlag(text: string): PolicyOption {
-  const parts = text.split(',').map((p) => p.trim());
-  return parts.length === 1 ? parsePolicy(parts[0]) : parts.map(parsePolicy);
-}
-
-/** Progress of weight packing on stderr: a bar on a terminal, otherwise one plain line when done. */
-function loadingProgress(what: string): { onProgress: ProgressCallback; done(): void; stop(): void } {
-  const started = performance.now();
-  const seconds = () => ((performance.now() - started) / 1000).toFixed(2);
-  if (!process.stderr.isTTY) {
-    process.stderr.write(`loading ${what} ...`);
-    return {
-      onProgress: () => undefined,
-      done: () => process.stderr.write(` done in ${seconds()} s\n`),
-      stop: () => process.stderr.write('\n'),
-    };
-  }
-  const bar = new SingleBar({
-    stream: process.stderr,
-    format: `loading ${what} [{bar}] {percentage}% | {value}/{total} nodes | {duration_formatted}`,
-    barCompleteChar: '=',
-    barIncompleteChar: ' ',
-    hideCursor: true,
-    clearOnComplete: true,
-  });
-  let shown = false;
-  return {
-    onProgress: (done, total) => {
-      if (!shown) bar.start(total, 0);
-      shown = true;
-      bar.update(done);
-    },
-    done: () => {
-      bar.stop();
-      process.stderr.write(`loaded ${what} in ${seconds()} s\n`);
-    },
-    stop: () => bar.stop(),
-  };
-}
-
-async function load(location: string, dtype: DType | undefined): Promise<Model> {
-  const progress = loadingProgress(location);
-  try {
-    const model = await loadModel(location, { dtype, onProgress: progress.onProgress });
-    progress.done();
-    return model;
-  } catch (error) {
-    progress.stop();
-    throw error;
-  }
-}
-
-function modelArgument(positionals: string[], command: string): string {
-  if (positionals.length !== 1) {
-    const given = `got ${positionals.length} (dynamoe --help shows the usage)`;
-    fail(`'${command}' needs one model path (a directory or a .gguf file), ${given}`);
-  }
-  return positionals[0];
-}
 
 /** Per-layer figures: compact when all equal. */
 function perLayer(values: string[]): string {
@@ -183,8 +132,8 @@ async function runCommand(values: Values, positionals: string[]): Promise<void> 
     topP: numberFlag(values, 'top-p', 1, false),
     seed: numberFlag(values, 'seed', 0, true, 0),
   };
-  if (values.policy !== undefined) options.policy = policyFlag(values.policy as string);
-  const model = await load(location, dtypeFlag(values));
+  if (values.policy !== undefined) options.policy = await policyOrFileFlag(values.policy as string);
+  const model = await loadWithProgress(location, dtypeFlag(values));
   const abort = new AbortController();
   const onInterrupt = () => abort.abort();
   process.once('SIGINT', onInterrupt);
@@ -258,7 +207,7 @@ function hasChatTemplate(model: Model): boolean {
 
 async function inspectCommand(values: Values, positionals: string[]): Promise<void> {
   const location = modelArgument(positionals, 'inspect');
-  const model = await load(location, dtypeFlag(values));
+  const model = await loadWithProgress(location, dtypeFlag(values));
   try {
     const info = model.info;
     const t = model.tokenizer;
@@ -297,7 +246,7 @@ async function demoCommand(values: Values): Promise<void> {
         ffn: numberFlag(values, 'ffn', DEFAULT_DEMO.ffn),
         dtype: dtypeFlag(values) ?? DEFAULT_DEMO.dtype,
         seed: numberFlag(values, 'seed', DEFAULT_DEMO.seed, true, 0),
-        policies: policies ? policies.map(policyFlag) : DEFAULT_DEMO.policies,
+        policies: policies ?? DEFAULT_DEMO.policies,
         tokens: numberFlag(values, 'tokens', DEFAULT_DEMO.tokens),
         prompt: (values.prompt as string | undefined) ?? DEFAULT_DEMO.prompt,
         repeats: numberFlag(values, 'repeats', DEFAULT_DEMO.repeats),
@@ -320,7 +269,7 @@ async function main(argv: string[]): Promise<void> {
   const options = COMMANDS[command];
   let parsed;
   try {
-    const allowPositionals = command === 'run' || command === 'inspect';
+    const allowPositionals = command !== 'demo' && command !== 'info';
     parsed = parseArgs({ args: named ? argv.slice(1) : argv, options, allowPositionals });
   } catch (error) {
     fail(`dynamoe ${command}: ${(error as Error).message} (dynamoe --help shows the usage)`);
@@ -334,6 +283,8 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'info') console.log(JSON.stringify(cpuInfo(), null, 2));
   else if (command === 'run') await runCommand(values, parsed.positionals);
   else if (command === 'inspect') await inspectCommand(values, parsed.positionals);
+  else if (command === 'sweep') await sweepCommand(values, parsed.positionals);
+  else if (command === 'calibrate') await calibrateCommand(values, parsed.positionals);
   else await demoCommand(values);
 }
 

@@ -3,10 +3,9 @@
 import { DType } from './dtype';
 import { ProgressCallback } from './model/build-graph';
 import { GenerationSummary } from './model/model';
-import { PolicyOption } from './model/policies';
+import { PolicyOption, policyOptionLabel } from './model/policies';
 import { RoutingStats } from './model/routing-stats';
 import { createSyntheticModel, SYNTHETIC_DEFAULTS } from './model/synthetic-model';
-import { parsePolicy, policyLabel, RoutingPolicy } from './policy';
 import { cpuInfo } from './runtime';
 
 /** Demo settings (the CLI's flags). */
@@ -69,11 +68,6 @@ export interface DemoPolicyResult {
   text: string;
 }
 
-function label(policy: PolicyOption): string {
-  const one = (p: RoutingPolicy | string) => policyLabel(typeof p === 'string' ? parsePolicy(p) : p);
-  return Array.isArray(policy) ? policy.map(one).join(',') : one(policy);
-}
-
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[sorted.length >> 1];
@@ -121,7 +115,7 @@ export async function runDemo(
         if (generation.summary) runs[i].push(generation.summary);
       }
     }
-    options.policies.forEach((policy, i) => results.push(policyResult(label(policy), runs[i])));
+    options.policies.forEach((policy, i) => results.push(policyResult(policyOptionLabel(policy), runs[i])));
   } finally {
     model.dispose();
   }

@@ -12,6 +12,18 @@ export interface NativeRoutingResult {
   expertLoad: Int32Array;
 }
 
+/** What the native routerLosses() resolves to (gradient arrays only when asked for). */
+export interface NativeRouterLosses {
+  dynamicLoss: number;
+  loadBalanceLoss: number;
+  expertsPerToken: number;
+  fraction: Float64Array;
+  meanProbability: Float64Array;
+  counts: Int32Array;
+  dynamicLossGradient?: Float32Array;
+  loadBalanceLossGradient?: Float32Array;
+}
+
 export interface NativeForwardResult {
   output: Float32Array;
   routing: NativeRoutingResult;
@@ -58,6 +70,12 @@ export interface NativeModelGraph {
     tokens: Int32Array,
     options: { policies: object[]; lastRowLogits: boolean; stats: boolean },
   ): Promise<{ logits: Float32Array; stats?: NativeMoeStepStats[] }>;
+  /** Scoring: log P(targets[t]) at each position (NaN where targets[t] is -1) instead of logits. */
+  forward(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    options: { policies: object[]; lastRowLogits: false; stats: boolean; targets: Int32Array },
+  ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }>;
   dispose(): void;
   readonly weightBytes: number;
   readonly disposed: boolean;
@@ -87,6 +105,11 @@ export interface NativeAddon {
     policy: object,
     input: 'logits' | 'probabilities',
   ): Promise<NativeRoutingResult>;
+  routerLosses(
+    logits: Float32Array,
+    options: { tokens: number; experts: number; gradients: boolean },
+    policy: object,
+  ): Promise<NativeRouterLosses>;
   MoeLayer: {
     new (options: object): NativeMoeLayer;
     /** Packs on a worker thread. */

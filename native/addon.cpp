@@ -4,12 +4,14 @@
 #include "model_graph_binding.h"
 #include "moe_layer_binding.h"
 #include "route_binding.h"
+#include "router_losses_binding.h"
 #include "runtime_binding.h"
 
 namespace dynamoe {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("route", Napi::Function::New<Route>(env, "route"));
+  exports.Set("routerLosses", Napi::Function::New<RouterLosses>(env, "routerLosses"));
   exports.Set("MoeLayer", MoeLayerBinding::define(env));
   exports.Set("ModelGraph", ModelGraphBinding::define(env));
   exports.Set("setThreads", Napi::Function::New<SetThreads>(env, "setThreads"));

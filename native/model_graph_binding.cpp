@@ -1,5 +1,6 @@
 #include "model_graph_binding.h"
 
+#include <string>
 #include <vector>
 
 #include "addon_data.h"
@@ -56,16 +57,23 @@ class ForwardWorker : public PromiseWorker {
  public:
   ForwardWorker(Napi::Env env, std::shared_ptr<const cpu::ModelGraph> graph, std::shared_ptr<cpu::KvCache> cache,
                 std::shared_ptr<std::atomic<bool>> busy, std::vector<int32_t> tokens,
-                std::vector<RoutingPolicy> policies, bool lastRowLogits, bool withStats)
+                std::vector<RoutingPolicy> policies, bool lastRowLogits, bool withStats, std::vector<int32_t> targets)
       : PromiseWorker(env), graph_(std::move(graph)), cache_(std::move(cache)), busy_(std::move(busy)),
-        tokens_(std::move(tokens)), policies_(std::move(policies)), lastRowLogits_(lastRowLogits) {
+        tokens_(std::move(tokens)), policies_(std::move(policies)), lastRowLogits_(lastRowLogits),
+        targets_(std::move(targets)) {
     const cpu::GraphLayout& layout = graph_->layout();
     const int count = static_cast<int>(tokens_.size());
-    Napi::Float32Array logits =
-        Napi::Float32Array::New(env, static_cast<size_t>(lastRowLogits ? 1 : count) * layout.vocab);
     Napi::Object result = Napi::Object::New(env);
-    result.Set("logits", logits);
-    logits_ = logits.Data();
+    if (targets_.empty()) {
+      Napi::Float32Array logits =
+          Napi::Float32Array::New(env, static_cast<size_t>(lastRowLogits ? 1 : count) * layout.vocab);
+      result.Set("logits", logits);
+      logits_ = logits.Data();
+    } else {
+      Napi::Float64Array logProbs = Napi::Float64Array::New(env, count);
+      result.Set("logProbs", logProbs);
+      logProbs_ = logProbs.Data();
+    }
     if (withStats) {
       Napi::Array stats = Napi::Array::New(env, layout.moeExperts.size());
       for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
@@ -104,6 +112,8 @@ class ForwardWorker : public PromiseWorker {
     request.moeStats = stats_.empty() ? nullptr : stats_.data();
     request.logits = logits_;
     request.lastRowLogits = lastRowLogits_;
+    request.targets = targets_.empty() ? nullptr : targets_.data();
+    request.targetLogProbs = logProbs_;
     graph_->forward(request);
   }
   Napi::Value result(Napi::Env) override { return result_.Value(); }
@@ -115,7 +125,9 @@ class ForwardWorker : public PromiseWorker {
   std::vector<int32_t> tokens_;
   std::vector<RoutingPolicy> policies_;
   bool lastRowLogits_;
+  std::vector<int32_t> targets_;  // scoring mode when not empty
   float* logits_ = nullptr;
+  double* logProbs_ = nullptr;
   std::vector<cpu::MoeStepStats> stats_;
   Napi::ObjectReference result_;
 };
@@ -190,7 +202,8 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }
 
-// forward(session | null, tokens: Int32Array, { policies, lastRowLogits, stats })
+// forward(session | null, tokens: Int32Array, { policies, lastRowLogits, stats, targets? })
+// With `targets` (Int32Array, one next-token id or -1 per token) it returns { logProbs } instead of { logits }.
 Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::shared_ptr<cpu::ModelGraph>& graph = requireGraph(env);
@@ -215,6 +228,21 @@ Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
   }
   const bool lastRowLogits = readBool(options, "lastRowLogits", false);
   const bool withStats = readBool(options, "stats", false);
+  std::vector<int32_t> targets;
+  Napi::Value targetValue = options.Get("targets");
+  if (!targetValue.IsUndefined()) {
+    if (!targetValue.IsTypedArray() || targetValue.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+      throwJs(env, code::kType, "targets must be an Int32Array");
+    }
+    Napi::Int32Array targetArray = targetValue.As<Napi::Int32Array>();
+    if (targetArray.ElementLength() != tokens.size()) throwJs(env, code::kShape, "targets must have one id per token");
+    targets.assign(targetArray.Data(), targetArray.Data() + targetArray.ElementLength());
+    for (int32_t id : targets) {
+      if (id < -1 || id >= layout.vocab) {
+        throwJs(env, code::kValue, "targets must be token ids in [0, vocab) or -1, got " + std::to_string(id));
+      }
+    }
+  }
 
   std::shared_ptr<cpu::KvCache> cache;
   std::shared_ptr<std::atomic<bool>> busy;
@@ -235,7 +263,7 @@ Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
   sealed_ = true;
   try {
     auto* worker = new ForwardWorker(env, graph, std::move(cache), busy, std::move(tokens), std::move(policies),
-                                     lastRowLogits, withStats);
+                                     lastRowLogits, withStats, std::move(targets));
     return worker->start();
   } catch (...) {
     if (busy) busy->store(false);  // the session stays usable when the step could not even start

@@ -1,13 +1,14 @@
 // A loaded model: forward passes over whole token sequences and streaming generation, routed by any policy.
 import { DType } from '../dtype';
 import { DynamoeError, fromNativeError } from '../errors';
+import { describe } from '../validate';
 import { NativeKvSession, NativeModelGraph, NativeMoeStepStats } from '../native';
 import { policyLabel, RoutingPolicy } from '../policy';
 import { Tokenizer } from '../tokenizer';
 import { PolicyOption, resolvePolicies } from './policies';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { checkSampling, Sampler, SamplingOptions } from './sampling';
-import { moeLayers, ModelSpec } from './spec';
+import { MoELayerSpec, moeLayers, ModelSpec } from './spec';
 
 /** Options of {@link Model.forward}. */
 export interface ModelForwardOptions {
@@ -21,6 +22,25 @@ export interface ModelForwardOptions {
 export interface ModelForwardResult {
   /** [tokens][vocab] logits of every position. */
   logits: Float32Array;
+  stats?: RoutingStats;
+}
+
+/** Options of {@link Model.score}. */
+export interface ScoreOptions {
+  /** Routing policy for this call (default: the model's). */
+  policy?: PolicyOption;
+  /** Return routing statistics. */
+  stats?: boolean;
+}
+
+/** Result of {@link Model.score}: how well the model predicts each next token of a sequence. */
+export interface ScoreResult {
+  /** [tokens - 1] log P(tokens[i + 1] | tokens[0..i]) in nats. */
+  logProbs: Float64Array;
+  /** Negative log-likelihood of the predicted tokens, summed (nats). */
+  nll: number;
+  /** exp(nll / predicted tokens). */
+  perplexity: number;
   stats?: RoutingStats;
 }
 
@@ -81,7 +101,7 @@ export class Model {
     policy: PolicyOption | undefined,
   ) {
     this.moe = moeLayers(spec);
-    this.defaultPolicies = resolvePolicies(policy, this.moe.map((l) => l.moe));
+    this.defaultPolicies = resolvePolicies(policy, this.moeLayerSpecs());
   }
 
   get info(): ModelInfo {
@@ -113,11 +133,52 @@ export class Model {
   }
 
   /**
+   * Scores a sequence: the log-probability of each token given the ones before it (perplexity, policy sweeps).
+   * Only these log-probabilities leave native code, never the [tokens][vocab] logits.
+   */
+  async score(tokens: Int32Array | number[], options: ScoreOptions = {}): Promise<ScoreResult> {
+    const ids = this.checkTokens(tokens);
+    if (ids.length < 2) throw new DynamoeError('ERR_DYNAMOE_SHAPE', 'score needs at least 2 tokens');
+    const policies = this.policies(options.policy);
+    const result = await this.scoreStep(ids, policies, options.stats === true);
+    const logProbs = result.logProbs.subarray(0, ids.length - 1);
+    let nll = 0;
+    for (const lp of logProbs) nll -= lp;
+    const out: ScoreResult = { logProbs, nll, perplexity: Math.exp(nll / logProbs.length) };
+    if (result.stats) {
+      const stats = this.statsAccumulator(policies);
+      stats.add(result.stats);
+      out.stats = stats.result();
+    }
+    return out;
+  }
+
+  /** @internal One native scoring step over a fresh sequence: log P(ids[t + 1]) per position (NaN at the end). */
+  async scoreStep(
+    ids: Int32Array,
+    policies: RoutingPolicy[],
+    stats: boolean,
+  ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }> {
+    const targets = new Int32Array(ids.length);
+    targets.set(ids.subarray(1));
+    targets[ids.length - 1] = -1;
+    try {
+      return await this.requireGraph().forward(null, ids, { policies, lastRowLogits: false, stats, targets });
+    } catch (error) {
+      fromNativeError(error);
+    }
+  }
+
+  /**
    * Streams generated tokens for a prompt (text, or token ids): the prompt in one batched forward, then one token
    * per step. After the loop, {@link Generation.summary} says what happened.
    */
   generate(prompt: string | Int32Array | number[], options: GenerateOptions = {}): Generation {
     checkSampling(options);
+    const stop: unknown = options.stop;
+    if (stop !== undefined && !(Array.isArray(stop) && stop.every((s) => typeof s === 'string'))) {
+      throw new DynamoeError('ERR_DYNAMOE_TYPE', `stop must be an array of strings, got ${describe(stop)}`);
+    }
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
       throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be a positive integer, got ${String(maxTokens)}`);
@@ -175,8 +236,13 @@ export class Model {
     );
   }
 
-  private policies(option: PolicyOption | undefined): RoutingPolicy[] {
-    return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moe.map((l) => l.moe));
+  /** @internal The checked per-MoE-layer policies of an option (the model's default when undefined). */
+  policies(option: PolicyOption | undefined): RoutingPolicy[] {
+    return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moeLayerSpecs());
+  }
+
+  private moeLayerSpecs(): Array<MoELayerSpec & { layer: number }> {
+    return this.moe.map((l) => ({ ...l.moe, layer: l.layer }));
   }
 
   private requireGraph(): NativeModelGraph {

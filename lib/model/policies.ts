@@ -1,15 +1,39 @@
-// The routing policy option of loadModel / forward / generate: one policy for every MoE layer, or one per layer.
+// The routing policy option of loadModel / forward / score / generate: one policy for every MoE layer, one per
+// layer, or a policy file's content.
 import { DynamoeError } from '../errors';
-import { checkPolicy, parsePolicy, RoutingPolicy } from '../policy';
+import { checkPolicy, parsePolicy, policyLabel, RoutingPolicy } from '../policy';
+import { POLICY_FILE_FORMAT, PolicyFile } from '../toolkit/policy-file';
 import { MoELayerSpec } from './spec';
 
-/** A policy object or its short form ('top-p:0.4'); an array gives each MoE layer its own, in layer order. */
-export type PolicyOption = RoutingPolicy | string | Array<RoutingPolicy | string>;
+/**
+ * A policy object or its short form ('top-p:0.4'); an array, or short forms joined by commas ('top-k:1,top-p:0.5'),
+ * gives each MoE layer its own, in layer order; a {@link PolicyFile} (from readPolicyFile) gives each layer the
+ * policy saved for it.
+ */
+export type PolicyOption = RoutingPolicy | string | Array<RoutingPolicy | string> | PolicyFile;
+
+function isPolicyFile(option: PolicyOption): option is PolicyFile {
+  return typeof option === 'object' && !Array.isArray(option) && (option as PolicyFile).format === POLICY_FILE_FORMAT;
+}
 
 /** One checked policy per MoE layer; the layers' trained policies when `option` is undefined. */
-export function resolvePolicies(option: PolicyOption | undefined, layers: MoELayerSpec[]): RoutingPolicy[] {
+export function resolvePolicies(
+  option: PolicyOption | undefined,
+  layers: Array<MoELayerSpec & { layer: number }>,
+): RoutingPolicy[] {
   if (option === undefined) return layers.map((l) => l.policy);
+  if (typeof option === 'string' && option.includes(',')) option = option.split(',').map((part) => part.trim());
   const one = (p: RoutingPolicy | string) => (typeof p === 'string' ? parsePolicy(p) : p);
+  if (isPolicyFile(option)) {
+    const expected = layers.map((l) => l.layer).join(',');
+    if (option.layers.join(',') !== expected) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_POLICY',
+        `the policy file is for MoE layers [${option.layers.join(', ')}], this model's are [${expected}]`,
+      );
+    }
+    return option.policies.map((p, i) => checkPolicy(p, layers[i].experts));
+  }
   if (Array.isArray(option)) {
     if (option.length !== layers.length) {
       throw new DynamoeError(
@@ -21,4 +45,12 @@ export function resolvePolicies(option: PolicyOption | undefined, layers: MoELay
   }
   const policy = one(option);
   return layers.map((l) => checkPolicy(policy, l.experts));
+}
+
+/** A short label: `top-p:0.4`, or per-layer labels joined by commas. */
+export function policyOptionLabel(option: PolicyOption): string {
+  const one = (p: RoutingPolicy | string) => policyLabel(typeof p === 'string' ? parsePolicy(p) : p);
+  if (isPolicyFile(option)) return option.policies.map(one).join(',');
+  if (typeof option === 'string') return option.split(',').map((p) => one(p.trim())).join(',');
+  return Array.isArray(option) ? option.map(one).join(',') : one(option);
 }

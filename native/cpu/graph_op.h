@@ -29,6 +29,8 @@ struct GraphStep {
   const MoeStepStats* moeStats = nullptr;   // one per MoE slot, or null
   float* logits = nullptr;                  // [logitRows][vocab]
   bool lastRowLogits = false;               // logits of the last position only (generation)
+  const int32_t* targets = nullptr;         // [tokens] next-token ids to score instead of writing logits (-1: none)
+  double* targetLogProbs = nullptr;         // [tokens] log P(targets[t]) (NaN where targets[t] < 0)
 };
 
 class GraphOp {

@@ -21,6 +21,8 @@ void ModelGraph::forward(const StepRequest& request) const {
   step.moeStats = request.moeStats;
   step.logits = request.logits;
   step.lastRowLogits = request.lastRowLogits;
+  step.targets = request.targets;
+  step.targetLogProbs = request.targetLogProbs;
   // Rows padded to whole 32-column panels: GEMM outputs write complete panels.
   size_t total = 0;
   for (int width : layout_.bufferWidths) {

@@ -23,6 +23,8 @@ struct StepRequest {
   const MoeStepStats* moeStats = nullptr;   // one per MoE slot, or null
   float* logits = nullptr;                  // [tokens or 1][vocab]
   bool lastRowLogits = false;
+  const int32_t* targets = nullptr;         // scoring: [tokens] ids whose log-probabilities replace the logits
+  double* targetLogProbs = nullptr;         // scoring: [tokens] out
 };
 
 class ModelGraph {

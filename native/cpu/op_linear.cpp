@@ -1,5 +1,8 @@
+// Linear layers and the LM head (logits, or log-probabilities of given next tokens) on the packed GEMM.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "grouped_gemm.h"
 #include "graph_ops.h"
@@ -46,12 +49,24 @@ class LinearOp : public GraphOp {
   std::vector<float> bias_;
 };
 
+// Rows of logits held at once while scoring targets.
+constexpr int kScoreRows = 64;
+
+// log softmax(logits)[target], in double so long texts' summed log-likelihoods stay exact.
+double logSoftmaxAt(const float* logits, int vocab, int target) {
+  const double maxLogit = *std::max_element(logits, logits + vocab);
+  double sum = 0.0;
+  for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v]) - maxLogit);
+  return static_cast<double>(logits[target]) - maxLogit - std::log(sum);
+}
+
 class LogitsOp : public GraphOp {
  public:
   LogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab, bool ownsWeights)
       : input_(input), weights_(std::move(weights)), vocab_(vocab), ownsWeights_(ownsWeights) {}
 
   void run(GraphStep& step) const override {
+    if (step.targets) return score(step);
     const int rows = step.lastRowLogits ? 1 : step.tokens;
     const size_t inputStride = step.strides[input_];
     const float* input = step.buffers[input_] + static_cast<size_t>(step.tokens - rows) * inputStride;
@@ -62,6 +77,24 @@ class LogitsOp : public GraphOp {
     for (int r = 0; r < rows; ++r) {
       std::memcpy(step.logits + static_cast<size_t>(r) * vocab_, scratch.as<float>() + r * padded,
                   vocab_ * sizeof(float));
+    }
+  }
+
+  // Log-probabilities of the target ids, a block of rows at a time, so scratch stays bounded for any vocabulary.
+  void score(GraphStep& step) const {
+    const size_t inputStride = step.strides[input_];
+    const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
+    const int block = std::min(step.tokens, kScoreRows);
+    AlignedBuffer scratch(block * padded * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    for (int first = 0; first < step.tokens; first += block) {
+      const int rows = std::min(block, step.tokens - first);
+      multiply(*weights_, step.buffers[input_] + first * inputStride, inputStride, rows, scratch.as<float>(), padded);
+      for (int r = 0; r < rows; ++r) {
+        const int target = step.targets[first + r];
+        const float* logits = scratch.as<float>() + r * padded;
+        step.targetLogProbs[first + r] =
+            target < 0 ? std::numeric_limits<double>::quiet_NaN() : logSoftmaxAt(logits, vocab_, target);
+      }
     }
   }
 

@@ -5,9 +5,15 @@
 
 namespace dynamoe::cpu {
 
+// Softmax of one row of fp32 logits, in double (max subtracted first). The losses and statistics use this rather
+// than the fp32 routing softmax so sums over many tokens stay exact enough; expert selection stays fp32 (routing.h).
+void softmaxInDouble(const float* logits, int experts, double* probs);
+
+// Entropy -sum P log P of one row of probabilities, with 0 log 0 taken as 0.
+double entropyOf(const double* probs, int experts);
+
 // Adds, over `tokens` rows of `experts` logits (row stride `stride`), each expert's softmax probability to
-// probabilitySum[e] and each token's entropy -sum P log P to *entropySum. Softmax in double, so sums of many
-// tokens stay exact enough for the losses built from them.
+// probabilitySum[e] and each token's entropy -sum P log P to *entropySum. Softmax in double (softmaxInDouble).
 void accumulateRouterStats(const float* logits, size_t stride, int tokens, int experts, double* probabilitySum,
                            double* entropySum);
 

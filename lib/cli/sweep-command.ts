@@ -1,0 +1,59 @@
+// `dynamoe sweep`: runs a text under many policies, prints a table, writes the JSON report and the SVG chart.
+import { promises as fs } from 'fs';
+import { DynamoeError } from '../errors';
+import { parsePolicyList } from '../toolkit/policy-list';
+import { runSweep, SweepPoint } from '../toolkit/sweep';
+import { sweepChart } from '../toolkit/sweep-chart';
+import { Values } from './args';
+import { openEvaluation } from './evaluation-input';
+import { taskProgress } from './progress';
+
+/** The policies swept when --policies is not given. */
+export const DEFAULT_SWEEP_POLICIES = 'top-k:1,top-k:2,top-k:4,top-p:0.2..0.8:0.1';
+
+function row(p: SweepPoint, label: string): string {
+  const sign = (v: number) => (v >= 0 ? '+' : '');
+  return [
+    label.padEnd(22),
+    p.perplexity.toFixed(3).padStart(11),
+    `${sign(p.perplexityChange)}${p.perplexityChange.toFixed(3)}`.padStart(9),
+    p.stats.expertsPerToken.toFixed(3).padStart(8),
+    `  ${p.stats.layers.map((l) => l.expertsPerToken.toFixed(2)).join(' ')}`.padEnd(28),
+    `${(p.expertFlopsSaved * 100).toFixed(1)}%`.padStart(8),
+    p.tokensPerSecond.toFixed(0).padStart(9),
+  ].join(' ');
+}
+
+async function write(path: string, content: string): Promise<void> {
+  try {
+    await fs.writeFile(path, content);
+  } catch (error) {
+    throw new DynamoeError('ERR_DYNAMOE_IO', `cannot write ${path}: ${(error as Error).message}`);
+  }
+}
+
+export async function sweepCommand(values: Values, positionals: string[]): Promise<void> {
+  const policies = parsePolicyList((values.policies as string | undefined) ?? DEFAULT_SWEEP_POLICIES);
+  const jsonPath = (values.json as string | undefined) ?? 'sweep.json';
+  const svgPath = (values.svg as string | undefined) ?? 'sweep.svg';
+  const { model, windows, textSource } = await openEvaluation(values, positionals, 'sweep');
+  const progress = taskProgress('sweep', 'windows');
+  try {
+    const report = await runSweep(model, windows, policies, (done, total, what) => progress.update(done, total, what));
+    progress.stop();
+    console.log(`${report.text.predictedTokens} predicted tokens of ${textSource} in ${windows.length} windows`);
+    console.log(
+      `${'policy'.padEnd(22)} ${'perplexity'.padStart(11)} ${'change'.padStart(9)} ${'exp/tok'.padStart(8)}  ` +
+        `${'per MoE layer'.padEnd(26)} ${'FLOPs'.padStart(8)} ${'tok/s'.padStart(9)}`,
+    );
+    console.log(row(report.trained, `${report.trained.policy} (trained)`));
+    for (const p of report.points) console.log(row(p, p.policy));
+    console.log('FLOPs: routed-expert FLOPs saved against the trained policy (negative: more compute)');
+    await write(jsonPath, `${JSON.stringify({ ...report, text: { source: textSource, ...report.text } }, null, 2)}\n`);
+    await write(svgPath, sweepChart(report));
+    console.log(`wrote ${jsonPath} and ${svgPath}`);
+  } finally {
+    progress.stop();
+    model.dispose();
+  }
+}

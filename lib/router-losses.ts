@@ -1,0 +1,86 @@
+// routerLosses(): the seed paper's dynamic (entropy) and load-balance router losses, with logit gradients.
+import { DynamoeError, fromNativeError } from './errors';
+import { native } from './native';
+import { checkPolicy, RoutingPolicy } from './policy';
+import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+
+/** Options of {@link routerLosses}. */
+export interface RouterLossOptions {
+  tokens: number;
+  experts: number;
+  /** The policy whose selection defines `f` (the same selection {@link route} makes). */
+  policy: RoutingPolicy;
+  /** Also return the gradients of both losses with respect to the logits. Default false. */
+  gradients?: boolean;
+}
+
+/**
+ * The two router losses of one batch, with what they are made of. T = tokens, E = experts,
+ * P = softmax(logits) per token (double), S_t = the experts the policy selects for token t.
+ */
+export interface RouterLosses {
+  /** L_d = mean_t H_t, H_t = -sum_i P_ti log P_ti (0 log 0 = 0). The paper weights it 1e-4. */
+  dynamicLoss: number;
+  /**
+   * L_b = E * sum_i f_i Q_i; equals expertsPerToken when Q is uniform (so 1 for balanced top-1).
+   * The paper weights it 1e-2.
+   */
+  loadBalanceLoss: number;
+  /** mean_t |S_t|. */
+  expertsPerToken: number;
+  /** [E] f_i: the fraction of tokens whose selected set contains expert i. */
+  fraction: Float64Array;
+  /** [E] Q_i: mean over tokens of P_ti (full softmax, not only the selected experts). */
+  meanProbability: Float64Array;
+  /** [T] |S_t|: experts selected per token (equal to route()'s counts). */
+  counts: Int32Array;
+  /** [T * E] dL_d/dz_tj = -(1/T) P_tj (log P_tj + H_t); only with `gradients: true`. */
+  dynamicLossGradient?: Float32Array;
+  /** [T * E] dL_b/dz_tj = (E/T) P_tj (f_j - sum_i f_i P_ti), f held constant; only with `gradients: true`. */
+  loadBalanceLossGradient?: Float32Array;
+}
+
+/**
+ * Computes the router losses of "Harder Tasks Need More Experts: Dynamic Routing in MoE Models" (2024) from a
+ * batch of router logits, off the event loop (a worker thread; the logits are copied first).
+ *
+ * - P = softmax(z) per token, computed in double.
+ * - S_t = the experts `policy` selects for token t, exactly as {@link route} selects them (fp32, ROUTING.md:
+ *   probability descending, ties to the lower id; top-p keeps up to the first running sum > p).
+ * - Dynamic loss L_d = mean_t( -sum_i P_ti log P_ti ).
+ * - Load-balance loss L_b = E * sum_i f_i Q_i, with f_i = |{t : i in S_t}| / T and Q_i = mean_t P_ti.
+ *
+ * With `gradients: true` it also returns, per logit, computed in double and stored as float:
+ * - dL_d/dz_tj = -(1/T) * P_tj * (log P_tj + H_t), where H_t = -sum_i P_ti log P_ti (0 log 0 taken as 0);
+ * - dL_b/dz_tj = (E/T) * P_tj * (f_j - sum_i f_i P_ti).
+ * The selection is not differentiable (a step function of z), so f is treated as a constant: only Q carries
+ * gradient, as in the paper's (and Switch Transformer's) training setup.
+ *
+ * @param logits [tokens * experts] router logits, finite; not modified.
+ * @throws (rejects with) DynamoeError: ERR_DYNAMOE_TYPE (not a Float32Array / object / boolean),
+ *   ERR_DYNAMOE_SHAPE (sizes, length, tokens * experts above 2^31), ERR_DYNAMOE_POLICY (bad policy),
+ *   ERR_DYNAMOE_VALUE (a non-finite logit; the message names the token and expert).
+ * @example
+ * const { dynamicLoss, loadBalanceLoss, dynamicLossGradient } = await routerLosses(logits, {
+ *   tokens: 512, experts: 16, policy: { kind: 'top-p', p: 0.4 }, gradients: true,
+ * });
+ */
+export async function routerLosses(logits: Float32Array, options: RouterLossOptions): Promise<RouterLosses> {
+  const opts = requireObject(options, 'options');
+  const tokens = requireSize(opts.tokens, 'tokens');
+  const experts = requireSize(opts.experts, 'experts', 65536);
+  if (tokens * experts > 2 ** 31) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `tokens * experts must stay below 2^31, got ${tokens} * ${experts}`);
+  }
+  requireFloat32Array(logits, tokens * experts, 'logits');
+  const policy = checkPolicy(opts.policy, experts);
+  const gradients = opts.gradients ?? false;
+  if (typeof gradients !== 'boolean') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `gradients must be a boolean, got ${describe(gradients)}`);
+  }
+  try {
+    return await native().routerLosses(logits, { tokens, experts, gradients }, policy);
+  } catch (error) {
+    return fromNativeError(error);
+  }
+}

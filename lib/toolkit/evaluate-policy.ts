@@ -1,0 +1,64 @@
+// Runs a routing policy over evaluation windows: perplexity, routing statistics, speed and expert compute.
+import { Model } from '../model/model';
+import { PolicyOption } from '../model/policies';
+import { policyLabel } from '../policy';
+import { RoutingStats } from '../model/routing-stats';
+import { moeLayers } from '../model/spec';
+
+/** What one policy did on a text. */
+export interface PolicyEvaluation {
+  /** `top-p:0.4`, or per-layer labels joined by commas. */
+  policy: string;
+  perplexity: number;
+  /** Mean negative log-likelihood per predicted token (nats). */
+  nll: number;
+  /** Tokens predicted (each window's tokens after its first). */
+  predictedTokens: number;
+  /** Tokens run through the model per second of forward time. */
+  tokensPerSecond: number;
+  /** Routed-expert FLOPs per token over all MoE layers (2 x 3 x hidden x ffn per expert; shared experts excluded). */
+  expertFlopsPerToken: number;
+  stats: RoutingStats;
+}
+
+/** Routed-expert FLOPs per token of each MoE layer for one expert: gate, up and down projections. */
+export function expertFlopsPerExpert(model: Model): number[] {
+  return moeLayers(model.spec).map((l) => 2 * 3 * model.spec.hidden * l.moe.ffn);
+}
+
+/** Scores every window under `policy` (undefined: the model's own); `onWindow` is called after each one. */
+export async function evaluatePolicy(
+  model: Model,
+  windows: Int32Array[],
+  policy: PolicyOption | undefined,
+  onWindow: () => void = () => undefined,
+): Promise<PolicyEvaluation> {
+  const policies = model.policies(policy);
+  const stats = model.statsAccumulator(policies);
+  let nll = 0;
+  let predicted = 0;
+  let tokens = 0;
+  let seconds = 0;
+  for (const window of windows) {
+    const started = performance.now();
+    const step = await model.scoreStep(window, policies, true);
+    seconds += (performance.now() - started) / 1000;
+    for (let t = 0; t + 1 < window.length; t++) nll -= step.logProbs[t];
+    predicted += window.length - 1;
+    tokens += window.length;
+    if (step.stats) stats.add(step.stats);
+    onWindow();
+  }
+  const result = stats.result();
+  const labels = policies.map(policyLabel);
+  const perExpert = expertFlopsPerExpert(model);
+  return {
+    policy: labels.every((l) => l === labels[0]) ? labels[0] : labels.join(','),
+    perplexity: Math.exp(nll / predicted),
+    nll: nll / predicted,
+    predictedTokens: predicted,
+    tokensPerSecond: tokens / seconds,
+    expertFlopsPerToken: result.layers.reduce((sum, l, slot) => sum + l.expertsPerToken * perExpert[slot], 0),
+    stats: result,
+  };
+}
