@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DynamoeError } from './errors';
+import type { RouterLosses } from './router-losses';
 
 /** What the native route() resolves to. */
 export interface NativeRoutingResult {
@@ -10,18 +11,6 @@ export interface NativeRoutingResult {
   weights: Float32Array;
   counts: Int32Array;
   expertLoad: Int32Array;
-}
-
-/** What the native routerLosses() resolves to (gradient arrays only when asked for). */
-export interface NativeRouterLosses {
-  dynamicLoss: number;
-  loadBalanceLoss: number;
-  expertsPerToken: number;
-  fraction: Float64Array;
-  meanProbability: Float64Array;
-  counts: Int32Array;
-  dynamicLossGradient?: Float32Array;
-  loadBalanceLossGradient?: Float32Array;
 }
 
 export interface NativeForwardResult {
@@ -109,7 +98,7 @@ export interface NativeAddon {
     logits: Float32Array,
     options: { tokens: number; experts: number; gradients: boolean },
     policy: object,
-  ): Promise<NativeRouterLosses>;
+  ): Promise<RouterLosses>;
   MoeLayer: {
     new (options: object): NativeMoeLayer;
     /** Packs on a worker thread. */

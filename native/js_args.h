@@ -28,4 +28,13 @@ const void* requireWeights(const Napi::Value& value, size_t length, DType dtype,
 // { kind: 'top-k' | 'top-p' | 'threshold', ... } checked against `experts`.
 RoutingPolicy readPolicy(const Napi::Value& value, int experts);
 
+// Router scores of route() / routerLosses(): `sizes` gives { tokens, experts } (their product below 2^31) and
+// `scores` must be a Float32Array of tokens * experts values.
+struct RouterScores {
+  Napi::Float32Array scores;
+  int tokens = 0;
+  int experts = 0;
+};
+RouterScores readRouterScores(const Napi::Value& scores, const Napi::Object& sizes);
+
 }  // namespace dynamoe

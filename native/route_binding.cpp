@@ -56,12 +56,7 @@ class RouteWorker : public PromiseWorker {
 Napi::Value Route(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object sizes = requireObject(info[1], "options");
-  const int tokens = readInt(sizes, "tokens", 1, 1 << 24);
-  const int experts = readInt(sizes, "experts", 1, 1 << 16);
-  if (static_cast<double>(tokens) * experts > static_cast<double>(1u << 31)) {
-    throwJs(env, code::kShape, "tokens * experts must stay below 2^31");
-  }
-  Napi::Float32Array scores = requireFloat32Array(info[0], static_cast<size_t>(tokens) * experts, "logits");
+  const auto [scores, tokens, experts] = readRouterScores(info[0], sizes);
   const RoutingPolicy policy = readPolicy(info[2], experts);
   const std::string input = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "logits";
   if (input != "logits" && input != "probabilities") {

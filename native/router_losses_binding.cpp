@@ -79,12 +79,7 @@ class RouterLossesWorker : public PromiseWorker {
 Napi::Value RouterLosses(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object options = requireObject(info[1], "options");
-  const int tokens = readInt(options, "tokens", 1, 1 << 24);
-  const int experts = readInt(options, "experts", 1, 1 << 16);
-  if (static_cast<double>(tokens) * experts > static_cast<double>(1u << 31)) {
-    throwJs(env, code::kShape, "tokens * experts must stay below 2^31");
-  }
-  Napi::Float32Array logits = requireFloat32Array(info[0], static_cast<size_t>(tokens) * experts, "logits");
+  const auto [logits, tokens, experts] = readRouterScores(info[0], options);
   const RoutingPolicy policy = readPolicy(info[2], experts);
   const bool gradients = readBool(options, "gradients", false);
   auto* worker = new RouterLossesWorker(env, logits, tokens, experts, policy, gradients);

@@ -459,7 +459,7 @@ describe('routerLosses() gradients match finite differences of the reference los
 
 // ---------------------------------------------------------------------------------------------------------------
 describe('routerLosses() inputs', () => {
-  it('many experts (the selection is made in several blocks of tokens): route()\'s selection, reference losses', async () => {
+  it('many experts (selection made in several blocks of tokens): route()\'s selection, reference losses', async () => {
     // 2048 top-p slots per token: the native side routes 1024 tokens per block (16 MiB), so 1100 make two
     const T = 1100;
     const E = 2048;

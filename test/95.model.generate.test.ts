@@ -62,7 +62,7 @@ test('a policy the model was not trained with runs per call, and the stats say w
   const tokens = Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % model.spec.vocab);
   const topK = await model.forward(tokens, { stats: true });
   const topP = await model.forward(tokens, { policy: 'top-p:0.5', stats: true });
-  expect(topK.stats!.layers.map((l) => l.policy)).toEqual(['top-k:2', 'top-k:2']);
+  expect(topK.stats!.layers.map((l) => l.policy)).toEqual(['top-k:2+norm', 'top-k:2+norm']);
   expect(topK.stats!.expertsPerToken).toBe(2);
   expect(topP.stats!.layers.map((l) => l.policy)).toEqual(['top-p:0.5', 'top-p:0.5']);
   for (const layer of topP.stats!.layers) {

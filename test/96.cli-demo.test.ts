@@ -82,7 +82,7 @@ describe('createSyntheticModel', () => {
       // Within a layer, tokens use different numbers of experts.
       for (const l of stats!.layers) expect(l.histogram.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2);
       const topK = (await model.forward(prompt, { stats: true })).stats!;
-      expect(topK.layers.map((l) => l.policy)).toEqual(layers.map(() => 'top-k:2'));
+      expect(topK.layers.map((l) => l.policy)).toEqual(layers.map(() => 'top-k:2+norm'));
       expect(topK.expertsPerToken).toBe(2);
     } finally {
       model.dispose();
@@ -124,7 +124,7 @@ describe('dynamoe CLI', () => {
     expect(r.stdout).toMatch(/0-1\s+moe, 4 experts x ffn 48/);
     expect(r.stdout).toMatch(/hidden\s+64, heads 4, kv heads 2, head dim 16/);
     expect(r.stdout).toMatch(/vocab\s+277/);
-    expect(r.stdout).toMatch(/default policy\s+top-k:2 \(every layer\)/);
+    expect(r.stdout).toMatch(/default policy\s+top-k:2\+norm \(every layer\)/);
     expect(r.stdout).toMatch(/weights\s+[\d.]+ (KiB|MiB)/);
     expect(r.stdout).toMatch(/tokenizer\s+277 tokens, bos 1, eos 2, chat template: yes/);
   });
