@@ -313,7 +313,7 @@ describe('CLI sweep, calibrate and run --policy file', () => {
     const sweep = await run(process.execPath, [CLI, 'sweep', mixtralDir, '--text', textFile, '--policies',
       'top-k:1,top-p:0.2..0.6:0.2', '--window', '32', '--json', json, '--svg', svg]);
     expect(sweep.stdout).toMatch(/top-k:2\+norm \(trained\)/);
-    expect(sweep.stdout).toMatch(/top-k:1 .* 50\.0%/);
+    expect(sweep.stdout).toMatch(/top-k:1 .* 100\/0\/0\/0 +50\.0%/);
     const report = JSON.parse(fs.readFileSync(json, 'utf8'));
     expect(report.points.map((p: { policy: string }) => p.policy)).toEqual(['top-k:1', 'top-p:0.2', 'top-p:0.4', 'top-p:0.6']);
     expect(report.text.source).toBe(textFile);

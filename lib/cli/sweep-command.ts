@@ -11,6 +11,18 @@ import { taskProgress } from './progress';
 /** The policies swept when --policies is not given. */
 export const DEFAULT_SWEEP_POLICIES = 'top-k:1,top-k:2,top-k:4,top-p:0.2..0.8:0.1';
 
+/** Percent of (token, layer) routings that used 1, 2, 3 and 4 or more experts: `62/25/9/4`. */
+function histogramText(p: SweepPoint): string {
+  const counts = [0, 0, 0, 0];
+  for (const layer of p.stats.layers) {
+    layer.histogram.forEach((n, experts) => {
+      if (experts > 0) counts[Math.min(experts, 4) - 1] += n;
+    });
+  }
+  const total = counts.reduce((a, b) => a + b, 0) || 1;
+  return counts.map((n) => Math.round((100 * n) / total)).join('/');
+}
+
 function row(p: SweepPoint, label: string): string {
   const sign = (v: number) => (v >= 0 ? '+' : '');
   return [
@@ -19,6 +31,7 @@ function row(p: SweepPoint, label: string): string {
     `${sign(p.perplexityChange)}${p.perplexityChange.toFixed(3)}`.padStart(9),
     p.stats.expertsPerToken.toFixed(3).padStart(8),
     `  ${p.stats.layers.map((l) => l.expertsPerToken.toFixed(2)).join(' ')}`.padEnd(28),
+    histogramText(p).padStart(12),
     `${(p.expertFlopsSaved * 100).toFixed(1)}%`.padStart(8),
     p.tokensPerSecond.toFixed(0).padStart(9),
   ].join(' ');
@@ -41,13 +54,15 @@ export async function sweepCommand(values: Values, positionals: string[]): Promi
   try {
     const report = await runSweep(model, windows, policies, (done, total, what) => progress.update(done, total, what));
     progress.stop();
-    console.log(`${report.text.predictedTokens} predicted tokens of ${textSource} in ${windows.length} windows`);
+    const windowCount = `${windows.length} window${windows.length === 1 ? '' : 's'}`;
+    console.log(`${report.text.predictedTokens} predicted tokens of ${textSource} in ${windowCount}`);
     console.log(
       `${'policy'.padEnd(22)} ${'perplexity'.padStart(11)} ${'change'.padStart(9)} ${'exp/tok'.padStart(8)}  ` +
-        `${'per MoE layer'.padEnd(26)} ${'FLOPs'.padStart(8)} ${'tok/s'.padStart(9)}`,
+        `${'per MoE layer'.padEnd(26)} ${'1/2/3/4+ %'.padStart(12)} ${'FLOPs'.padStart(8)} ${'tok/s'.padStart(9)}`,
     );
     console.log(row(report.trained, `${report.trained.policy} (trained)`));
     for (const p of report.points) console.log(row(p, p.policy));
+    console.log('1/2/3/4+ %: share of token routings (all MoE layers) that used 1, 2, 3, 4 or more experts');
     console.log('FLOPs: routed-expert FLOPs saved against the trained policy (negative: more compute)');
     await write(jsonPath, `${JSON.stringify({ ...report, text: { source: textSource, ...report.text } }, null, 2)}\n`);
     await write(svgPath, sweepChart(report));

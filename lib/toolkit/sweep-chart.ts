@@ -132,7 +132,7 @@ function layerPanel(report: SweepReport): string[] {
 export function sweepChart(report: SweepReport): string {
   const caption =
     `${report.model.architecture} ${report.model.dtype} (${report.model.source}), ` +
-    `${report.text.predictedTokens} predicted tokens in ${report.text.windows} windows`;
+    `${report.text.predictedTokens} predicted tokens in ${report.text.windows} window${report.text.windows === 1 ? '' : 's'}`;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" ` +
       `font-family="Helvetica, Arial, sans-serif" font-size="13">`,
