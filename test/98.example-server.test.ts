@@ -3,7 +3,7 @@
 import { connect } from 'net';
 import type { AddressInfo } from 'net';
 import type { Server } from 'http';
-import type { GenerateOptions, GenerationSummary, GeneratedToken, Model } from '../dist/lib';
+import type { GenerateOptions, GenerationSummary, GeneratedToken, Model, RoutingStats } from '../dist/lib';
 import { createSyntheticModel } from '../dist/lib/model/synthetic-model';
 
 // The example is plain JavaScript (// @ts-check); these are the parts of it the tests use.
@@ -175,6 +175,9 @@ function slowed(model: Model, msPerToken: number): Model {
     const wrapper = {
       get summary(): GenerationSummary | undefined {
         return inner.summary;
+      },
+      get stats(): RoutingStats | undefined {
+        return inner.stats;
       },
       async *[Symbol.asyncIterator](): AsyncGenerator<GeneratedToken> {
         for await (const token of inner) {
@@ -586,7 +589,12 @@ describe('HTTP server', () => {
     await slow.server.shutdown();
     const rest: unknown[] = [];
     for await (const event of runningEvents) rest.push(event);
-    expect(rest.slice(-2)).toEqual([{ error: { code: 'ERR_HTTP_SHUTTING_DOWN', message: expect.any(String) } }, DONE]);
+    // The aborted generation still reports what its steps used (the prompt at least).
+    const [ended, done] = rest.slice(-2) as [{ expert_usage: { routed_tokens: number; layers: unknown[] } }, unknown];
+    expect(ended).toMatchObject({ error: { code: 'ERR_HTTP_SHUTTING_DOWN', message: expect.any(String) } });
+    expect(ended.expert_usage.routed_tokens).toBeGreaterThan(0);
+    expect(ended.expert_usage.layers).toHaveLength(model.info.layers.filter((l) => l.kind === 'moe').length);
+    expect(done).toBe(DONE);
     const { last, tokens } = await readStream(queued);
     expect(tokens).toHaveLength(0);
     expect(last).toMatchObject({ error: { code: 'ERR_HTTP_SHUTTING_DOWN' } });

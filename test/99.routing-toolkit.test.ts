@@ -304,6 +304,26 @@ test('a comma-separated policy string gives each MoE layer its own; stop must be
   }
 });
 
+test('a generation reports the statistics of the steps it ran, even when aborted', async () => {
+  const controller = new AbortController();
+  const generation = mixtral.generate([1, 40, 41, 42], { maxTokens: 50, policy: 'top-k:1', signal: controller.signal });
+  expect(generation.stats).toBeUndefined();
+  let seen = 0;
+  const failure = await (async () => {
+    for await (const token of generation) {
+      expect(token.id).toBeGreaterThanOrEqual(0);
+      if (++seen === 3) controller.abort();
+    }
+  })().then(() => null, (error) => error);
+  expect(failure?.code).toBe('ERR_DYNAMOE_ABORTED');
+  expect(generation.summary).toBeUndefined();
+  const stats = generation.stats!;
+  // The prompt step, then one step per generated token until the abort was seen.
+  expect(stats.tokens).toBeGreaterThanOrEqual(4 + 3);
+  expect(stats.tokens).toBeLessThan(4 + 50);
+  expect(stats.expertsPerToken).toBe(1);
+});
+
 describe('CLI sweep, calibrate and run --policy file', () => {
   test('sweep writes a JSON report and an SVG chart; calibrate writes a policy file that run accepts', async () => {
     const json = path.join(temp.dir, 'sweep.json');

@@ -5,7 +5,7 @@
 const { clientIdOf, parseCompletionRequest, readJsonBody } = require('./request');
 const { describeError, HttpError, sendJson } = require('./responses');
 const { endEventStream, sendEvent, startEventStream } = require('./sse');
-const { completionSummary } = require('./summary');
+const { completionSummary, expertUsage } = require('./summary');
 
 /**
  * What handleCompletion needs from the server.
@@ -46,10 +46,12 @@ async function handleCompletion({ model, scheduler, controllers }, req, res) {
   controllers.add(controller);
   /** @type {(() => void) | undefined} */
   let release;
+  /** @type {import('../..').Generation | undefined} */
+  let generation;
   let tokens = 0;
   try {
     // Before queueing, so a bad policy or sampling value is a 400 at once, never a wait then an error.
-    const generation = model.generate(request.prompt, { ...request.options, signal: controller.signal });
+    generation = model.generate(request.prompt, { ...request.options, signal: controller.signal });
     const queued = performance.now();
     const slot = scheduler.tryAcquire(clientIdOf(req), controller.signal);
     if (!slot) {
@@ -84,9 +86,13 @@ async function handleCompletion({ model, scheduler, controllers }, req, res) {
     const reported = controller.signal.aborted && reason instanceof HttpError ? reason : error;
     if (!res.headersSent) throw reported;
     const { code, message } = describeError(reported);
-    await sendEvent(res, { error: { code, message } });
+    // What the steps that did run used: an ended generation still reports its expert usage.
+    const partial = generation?.stats;
+    const usage = partial && partial.tokens > 0 ? expertUsage(partial) : undefined;
+    await sendEvent(res, { error: { code, message }, ...(usage ? { expert_usage: usage } : {}) });
     endEventStream(res);
-    return { status: 200, outcome: controller.signal.aborted ? 'aborted' : 'failed', tokens, error: code };
+    const outcome = controller.signal.aborted ? 'aborted' : 'failed';
+    return { status: 200, outcome, tokens, error: code, ...(usage ? { policy: usage.policy } : {}) };
   } finally {
     release?.();
     controllers.delete(controller);

@@ -280,6 +280,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   /** Set when the iteration finished (not when it was aborted or failed). */
   summary: GenerationSummary | undefined;
   private started = false;
+  private accumulator: RoutingStatsAccumulator | undefined;
 
   /** @internal */
   constructor(
@@ -289,6 +290,14 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     private readonly options: GenerateOptions,
     private readonly maxTokens: number,
   ) {}
+
+  /**
+   * Routing statistics of the steps run so far (undefined until the iteration starts): readable during it and
+   * after it ended for any reason, so an aborted or failed generation still says what it used.
+   */
+  get stats(): RoutingStats | undefined {
+    return this.accumulator?.result();
+  }
 
   [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
     if (this.started) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'a generation can be iterated only once');
@@ -301,6 +310,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const tokenizer = model.tokenizer;
     const sampler = new Sampler(options);
     const stats = model.statsAccumulator(this.policies);
+    this.accumulator = stats;
     const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
     const stops = options.stop ?? [];
     const session = model.createSession(prompt.length + this.maxTokens);
