@@ -113,9 +113,8 @@ function perLayer(values: string[]): string {
 }
 
 function routingSummary(stats: RoutingStats): string[] {
-  const policies = [...new Set(stats.layers.map((l) => l.policy))];
   return [
-    `policy          ${policies.length === 1 ? policies[0] : stats.layers.map((l) => l.policy).join(',')}`,
+    `policy          ${stats.policy}`,
     `experts/token   ${stats.expertsPerToken.toFixed(2)} mean; ` +
       `per MoE layer: ${stats.layers.map((l) => l.expertsPerToken.toFixed(2)).join(' ')}`,
   ];

@@ -3,7 +3,7 @@
 import { DType } from './dtype';
 import { ProgressCallback } from './model/build-graph';
 import { GenerationSummary } from './model/model';
-import { PolicyOption, policyOptionLabel } from './model/policies';
+import { PolicyOption } from './model/policies';
 import { RoutingStats } from './model/routing-stats';
 import { createSyntheticModel, SYNTHETIC_DEFAULTS } from './model/synthetic-model';
 import { cpuInfo } from './runtime';
@@ -115,7 +115,7 @@ export async function runDemo(
         if (generation.summary) runs[i].push(generation.summary);
       }
     }
-    options.policies.forEach((policy, i) => results.push(policyResult(policyOptionLabel(policy), runs[i])));
+    runs.forEach((summaries) => results.push(policyResult(summaries)));
   } finally {
     model.dispose();
   }
@@ -123,13 +123,13 @@ export async function runDemo(
   return results;
 }
 
-function policyResult(policy: string, runs: GenerationSummary[]): DemoPolicyResult {
+function policyResult(runs: GenerationSummary[]): DemoPolicyResult {
   const summary = runs[0]; // every run routes and generates the same: only the times differ
   const prefillMs = median(runs.map((s) => s.prefillMs));
   const decodeMs = median(runs.map((s) => s.decodeMs));
   const decodeSteps = Math.max(0, summary.tokenIds.length - 1); // the prefill step yields the first token
   return {
-    policy,
+    policy: summary.stats.policy,
     promptTokens: summary.promptTokens,
     generatedTokens: summary.tokenIds.length,
     prefillMs,

@@ -1,10 +1,9 @@
 // routerLosses(logits, { tokens, experts, gradients }, policy): checks, then cpu::computeRouterLosses off-thread.
 #include "router_losses_binding.h"
 
-#include <cmath>
-#include <string>
 #include <vector>
 
+#include "cpu/check_finite.h"
 #include "cpu/router_losses.h"
 #include "js_args.h"
 #include "promise_worker.h"
@@ -47,12 +46,7 @@ class RouterLossesWorker : public PromiseWorker {
 
  protected:
   void run() override {
-    for (size_t i = 0; i < logits_.size(); ++i) {
-      if (!std::isfinite(logits_[i])) {
-        throw Error(code::kValue, "logits must be finite, found " + std::to_string(logits_[i]) + " at token " +
-                                      std::to_string(i / experts_) + ", expert " + std::to_string(i % experts_));
-      }
-    }
+    cpu::checkFinite(logits_.data(), tokens_, experts_, experts_, "logits", "expert");
     values_ = cpu::computeRouterLosses(logits_.data(), tokens_, experts_, policy_, output_);
   }
 

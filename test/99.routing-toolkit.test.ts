@@ -103,7 +103,7 @@ describe('policy lists and labels', () => {
     expect(mixtral.info.defaultPolicy).toEqual(['top-k:2+norm', 'top-k:2+norm']);
   });
 
-  test.each(['', 'top-p:0.8..0.2', 'top-p:0.1..0.9:0', 'top-p:a..b', 'top-p:0..1:0.0001', 'best:1', 'top-p:0.2..'])(
+  test.each(['', 'top-p..0.8', 'top-p:0.8..0.2', 'top-p:0.1..0.9:0', 'top-p:a..b', 'top-p:0..1:0.0001', 'best:1', 'top-p:0.2..'])(
     'the list %p is refused with ERR_DYNAMOE_POLICY',
     async (text) => expect(await codeOf(() => parsePolicyList(text))).toBe('ERR_DYNAMOE_POLICY'),
   );

@@ -11,21 +11,12 @@ function roundMs(ms) {
 }
 
 /**
- * One policy label when every MoE layer ran the same policy, else the per-layer labels joined by commas (the form
- * the request's `policy` field takes).
- * @param {string[]} labels
- */
-function policyOf(labels) {
-  return labels.every((label) => label === labels[0]) ? (labels[0] ?? '') : labels.join(',');
-}
-
-/**
  * Experts per token over the request (its prompt and the tokens it generated), overall and per MoE layer.
  * @param {import('../..').RoutingStats} stats
  */
 function expertUsage(stats) {
   return {
-    policy: policyOf(stats.layers.map((layer) => layer.policy)),
+    policy: stats.policy,
     experts_per_token: stats.expertsPerToken,
     routed_tokens: stats.tokens,
     layers: stats.layers.map((layer) => ({
@@ -62,4 +53,4 @@ function completionSummary(summary, { queueMs, totalMs }) {
   };
 }
 
-module.exports = { completionSummary, expertUsage, policyOf };
+module.exports = { completionSummary, expertUsage };

@@ -8,7 +8,7 @@ import { Tokenizer } from '../tokenizer';
 import { PolicyOption, resolvePolicies } from './policies';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { checkSampling, Sampler, SamplingOptions } from './sampling';
-import { MoELayerSpec, moeLayers, ModelSpec } from './spec';
+import { moeLayers, ModelSpec } from './spec';
 
 /** Options of {@link Model.forward}. */
 export interface ModelForwardOptions {
@@ -100,8 +100,8 @@ export class Model {
     readonly source: string,
     policy: PolicyOption | undefined,
   ) {
-    this.moe = moeLayers(spec);
-    this.defaultPolicies = resolvePolicies(policy, this.moeLayerSpecs());
+    this.moe = moeLayers(spec).map((l) => ({ ...l.moe, layer: l.layer }));
+    this.defaultPolicies = resolvePolicies(policy, this.moe);
   }
 
   get info(): ModelInfo {
@@ -232,17 +232,13 @@ export class Model {
   /** @internal */
   statsAccumulator(policies: RoutingPolicy[]): RoutingStatsAccumulator {
     return new RoutingStatsAccumulator(
-      this.moe.map((l, slot) => ({ layer: l.layer, experts: l.moe.experts, policy: policies[slot] })),
+      this.moe.map((l, slot) => ({ layer: l.layer, experts: l.experts, policy: policies[slot] })),
     );
   }
 
   /** @internal The checked per-MoE-layer policies of an option (the model's default when undefined). */
   policies(option: PolicyOption | undefined): RoutingPolicy[] {
-    return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moeLayerSpecs());
-  }
-
-  private moeLayerSpecs(): Array<MoELayerSpec & { layer: number }> {
-    return this.moe.map((l) => ({ ...l.moe, layer: l.layer }));
+    return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moe);
   }
 
   private requireGraph(): NativeModelGraph {

@@ -1,7 +1,7 @@
 // The routing policy option of loadModel / forward / score / generate: one policy for every MoE layer, one per
 // layer, or a policy file's content.
 import { DynamoeError } from '../errors';
-import { checkPolicy, parsePolicy, policyLabel, RoutingPolicy } from '../policy';
+import { checkPolicy, parsePolicy, RoutingPolicy } from '../policy';
 import { POLICY_FILE_FORMAT, PolicyFile } from '../toolkit/policy-file';
 import { MoELayerSpec } from './spec';
 
@@ -45,12 +45,4 @@ export function resolvePolicies(
   }
   const policy = one(option);
   return layers.map((l) => checkPolicy(policy, l.experts));
-}
-
-/** A short label: `top-p:0.4`, or per-layer labels joined by commas. */
-export function policyOptionLabel(option: PolicyOption): string {
-  const one = (p: RoutingPolicy | string) => policyLabel(typeof p === 'string' ? parsePolicy(p) : p);
-  if (isPolicyFile(option)) return option.policies.map(one).join(',');
-  if (typeof option === 'string') return option.split(',').map((p) => one(p.trim())).join(',');
-  return Array.isArray(option) ? option.map(one).join(',') : one(option);
 }

@@ -22,6 +22,8 @@ export interface LayerRoutingStats {
 }
 
 export interface RoutingStats {
+  /** The policy that ran: one label when every MoE layer ran the same, else the layers' labels joined by commas. */
+  policy: string;
   tokens: number;
   /** Mean experts per token over all MoE layers. */
   expertsPerToken: number;
@@ -92,7 +94,9 @@ export class RoutingStatsAccumulator {
     });
     const mean = (f: (l: LayerRoutingStats) => number) =>
       layers.length ? layers.reduce((sum, l) => sum + f(l), 0) / layers.length : 0;
+    const labels = layers.map((l) => l.policy);
     return {
+      policy: labels.every((l) => l === labels[0]) ? (labels[0] ?? '') : labels.join(','),
       tokens: layers.length ? layers[0].tokens : 0,
       expertsPerToken: mean((l) => l.expertsPerToken),
       dynamicLoss: mean((l) => l.entropy),

@@ -1,6 +1,7 @@
 // `dynamoe calibrate`: per-layer top-p thresholds that meet an experts-per-token budget at the least perplexity.
 import { DynamoeError } from '../errors';
 import { Model } from '../model/model';
+import { moeLayers } from '../model/spec';
 import { TopPPolicy } from '../policy';
 import { solveBudget } from './budget-solver';
 import { evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
@@ -82,7 +83,7 @@ export async function calibrate(
 ): Promise<CalibrationResult> {
   const grid = checkOptions(options);
   const budget = options.expertsPerToken;
-  const layers = model.statsAccumulator(model.policies(undefined)).result().layers.map((l) => l.layer);
+  const layers = moeLayers(model.spec).map((l) => l.layer);
   const slots = layers.length;
   const richest = grid.length - 1;
   const total = windows.length * (1 + grid.length + slots * richest + SOLVE_ATTEMPTS);

@@ -1,7 +1,6 @@
 // Runs a routing policy over evaluation windows: perplexity, routing statistics, speed and expert compute.
 import { Model } from '../model/model';
 import { PolicyOption } from '../model/policies';
-import { policyLabel } from '../policy';
 import { RoutingStats } from '../model/routing-stats';
 import { moeLayers } from '../model/spec';
 
@@ -50,10 +49,9 @@ export async function evaluatePolicy(
     onWindow();
   }
   const result = stats.result();
-  const labels = policies.map(policyLabel);
   const perExpert = expertFlopsPerExpert(model);
   return {
-    policy: labels.every((l) => l === labels[0]) ? labels[0] : labels.join(','),
+    policy: result.policy,
     perplexity: Math.exp(nll / predicted),
     nll: nll / predicted,
     predictedTokens: predicted,

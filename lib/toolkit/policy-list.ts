@@ -17,7 +17,7 @@ function fail(message: string): never {
  */
 function expandRange(item: string): RoutingPolicy[] {
   const suffix = item.endsWith(NORMALIZE_SUFFIX) ? NORMALIZE_SUFFIX : '';
-  const [kind, range, stepText] = item.slice(0, item.length - suffix.length).split(':');
+  const [kind, range = '', stepText] = item.slice(0, item.length - suffix.length).split(':');
   const [startText, endText] = range.split('..');
   const start = Number(startText);
   const end = Number(endText);

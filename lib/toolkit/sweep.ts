@@ -1,5 +1,6 @@
 // `dynamoe sweep`: the same text under many routing policies — quality, experts per token, speed, compute saved.
 import { Model } from '../model/model';
+import { moeLayers } from '../model/spec';
 import { policyLabel, RoutingPolicy } from '../policy';
 import { evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
 
@@ -51,8 +52,8 @@ export async function runSweep(
       source: info.source,
       architecture: info.architecture,
       dtype: info.dtype,
-      moeLayers: trained.stats.layers.map((l) => l.layer),
-      experts: trained.stats.layers.map((l) => l.expertLoad.length),
+      moeLayers: moeLayers(model.spec).map((l) => l.layer),
+      experts: moeLayers(model.spec).map((l) => l.moe.experts),
     },
     text: { windows: windows.length, predictedTokens: trained.predictedTokens },
     trained: point(trained, trained),

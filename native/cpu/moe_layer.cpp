@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "check_finite.h"
 #include "combine.h"
 #include "expert_plan.h"
 #include "grouped_gemm.h"
@@ -16,19 +17,6 @@ namespace {
 
 size_t paddedColumns(const PackedMatrix& m, Epilogue epilogue) {
   return static_cast<size_t>(m.panels()) * epilogueColumns(epilogue);
-}
-
-// Checks `rows` rows of `columns` values (row stride `stride`); names the first offending token.
-void checkFinite(const float* values, int rows, int columns, size_t stride, const char* what) {
-  for (int t = 0; t < rows; ++t) {
-    const float* row = values + static_cast<size_t>(t) * stride;
-    for (int c = 0; c < columns; ++c) {
-      if (!std::isfinite(row[c])) {
-        throw Error(code::kValue, std::string(what) + " must be finite, found " + std::to_string(row[c]) +
-                                      " at token " + std::to_string(t));
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -71,7 +59,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
                        const RouterStatsSums* stats) const {
   const int hidden = config_.hidden;
   const int experts = config_.experts;
-  checkFinite(x, tokens, hidden, xStride, "x");
+  checkFinite(x, tokens, hidden, xStride, "x", "feature");
 
   // 1. Router logits in fp32, then the routing policy.
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
@@ -84,7 +72,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   routerGemm.output = logits.as<float>();
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled);
-  checkFinite(logits.as<float>(), tokens, experts, logitStride, "router logits (x . router weights)");
+  checkFinite(logits.as<float>(), tokens, experts, logitStride, "router logits (x . router weights)", "expert");
   routeTokens(logits.as<float>(), logitStride, tokens, experts, RouterInput::Logits, policy, routing);
   if (stats != nullptr) {
     accumulateRouterStats(logits.as<float>(), logitStride, tokens, experts, stats->probabilitySum, stats->entropySum);
