@@ -1,4 +1,6 @@
 // Element types and conversions between f32 and the 16-bit formats (round to nearest, ties to even).
+import { DynamoeError } from './errors';
+import { describe } from './validate';
 
 /** Weight element types. f16/bf16 weights are stored as 16-bit patterns; all math accumulates in fp32. */
 export type DType = 'f32' | 'f16' | 'bf16';
@@ -43,8 +45,16 @@ function f16Value(h: number): number {
   return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
+function requireArray<T>(value: T, kind: typeof Float32Array | typeof Uint16Array, what: string): T {
+  if (!(value instanceof kind)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be a ${kind.name}, got ${describe(value)}`);
+  }
+  return value;
+}
+
 /** Converts f32 values to bf16 bit patterns. */
 export function toBf16(values: Float32Array): Uint16Array {
+  requireArray(values, Float32Array, 'toBf16 values');
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = bf16Bits(values[i]);
   return out;
@@ -52,6 +62,7 @@ export function toBf16(values: Float32Array): Uint16Array {
 
 /** Widens bf16 bit patterns to f32 (exact). */
 export function fromBf16(bits: Uint16Array): Float32Array {
+  requireArray(bits, Uint16Array, 'fromBf16 bits');
   const out = new Float32Array(bits.length);
   const outBits = new Uint32Array(out.buffer);
   for (let i = 0; i < bits.length; i++) outBits[i] = bits[i] << 16;
@@ -60,6 +71,7 @@ export function fromBf16(bits: Uint16Array): Float32Array {
 
 /** Converts f32 values to IEEE half-precision bit patterns. */
 export function toF16(values: Float32Array): Uint16Array {
+  requireArray(values, Float32Array, 'toF16 values');
   const out = new Uint16Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = f16Bits(values[i]);
   return out;
@@ -67,6 +79,7 @@ export function toF16(values: Float32Array): Uint16Array {
 
 /** Widens half-precision bit patterns to f32 (exact). */
 export function fromF16(bits: Uint16Array): Float32Array {
+  requireArray(bits, Uint16Array, 'fromF16 bits');
   const out = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = f16Value(bits[i]);
   return out;

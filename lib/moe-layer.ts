@@ -4,7 +4,7 @@ import { callNative, DynamoeError, fromNativeError } from './errors';
 import { native, NativeMoeLayer } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
 import { RoutingResult } from './routing';
-import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
 
 /** Weight data: f32 values, or (for f16/bf16 layers) 16-bit patterns. */
 export type WeightData = Float32Array | Uint16Array;
@@ -94,7 +94,7 @@ function nativeOptions(weights: MoELayerWeights): Record<string, unknown> {
   const w = requireObject(weights, 'weights');
   const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
   const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
-  const experts = requireSize(w.experts, 'experts', 65536);
+  const experts = requireSize(w.experts, 'experts', MAX_EXPERTS);
   if (typeof w.dtype !== 'string' || !DTYPES.includes(w.dtype as DType)) {
     throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${describe(w.dtype)}`);
   }

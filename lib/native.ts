@@ -123,8 +123,22 @@ function packageRoot(): string {
   return dir;
 }
 
+// DYNAMOE_ADDON names one .node file to load instead (the sanitizer build in CI, or a custom build).
 function load(): NativeAddon {
   const root = packageRoot();
+  const override = process.env.DYNAMOE_ADDON;
+  if (override) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(path.resolve(override)) as NativeAddon;
+    } catch (error) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_BINDING',
+        `could not load the addon named by DYNAMOE_ADDON (${override}): ${(error as Error).message}. ` +
+          'Fix: point DYNAMOE_ADDON at a built dynamoe .node file, or unset it to use the installed binary.',
+      );
+    }
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;

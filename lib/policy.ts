@@ -1,6 +1,6 @@
 // Routing policies (ROUTING.md): their types, their checks, and the short text form the CLI uses.
 import { DynamoeError } from './errors';
-import { describe, requireObject } from './validate';
+import { describe, MAX_EXPERTS, requireObject } from './validate';
 
 /** Keep the `k` most probable experts (Switch k=1, Mixtral k=2, OLMoE k=8, ...). */
 export interface TopKPolicy {
@@ -114,6 +114,9 @@ export const NORMALIZE_SUFFIX = '+norm';
  * later against the expert count).
  */
 export function parsePolicy(text: string): RoutingPolicy {
+  if (typeof text !== 'string') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `a policy short form must be a string such as 'top-p:0.4', got ${describe(text)}`);
+  }
   const normalize = text.endsWith(NORMALIZE_SUFFIX);
   const [kind, value] = (normalize ? text.slice(0, -NORMALIZE_SUFFIX.length) : text).split(':');
   const number = Number(value);
@@ -129,6 +132,7 @@ export function parsePolicy(text: string): RoutingPolicy {
 
 /** A short label for tables, the short form plus a scale: `top-p:0.4`, `top-k:2+norm`, `top-k:6+norm*2.5`. */
 export function policyLabel(policy: RoutingPolicy): string {
+  checkPolicy(policy, MAX_EXPERTS);
   const base =
     policy.kind === 'top-k' ? `top-k:${policy.k}` : policy.kind === 'top-p' ? `top-p:${policy.p}` : `threshold:${policy.tau}`;
   const scale = policy.kind === 'top-k' && policy.scale !== undefined && policy.scale !== 1 ? `*${policy.scale}` : '';

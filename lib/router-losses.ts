@@ -2,7 +2,7 @@
 import { DynamoeError, fromNativeError } from './errors';
 import { native } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
-import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
 
 /** Options of {@link routerLosses}. */
 export interface RouterLossOptions {
@@ -68,7 +68,7 @@ export interface RouterLosses {
 export async function routerLosses(logits: Float32Array, options: RouterLossOptions): Promise<RouterLosses> {
   const opts = requireObject(options, 'options');
   const tokens = requireSize(opts.tokens, 'tokens');
-  const experts = requireSize(opts.experts, 'experts', 65536);
+  const experts = requireSize(opts.experts, 'experts', MAX_EXPERTS);
   if (tokens * experts > 2 ** 31) {
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `tokens * experts must stay below 2^31, got ${tokens} * ${experts}`);
   }

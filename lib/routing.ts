@@ -2,7 +2,7 @@
 import { DynamoeError, fromNativeError } from './errors';
 import { native } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
-import { describe, requireFloat32Array, requireObject, requireSize } from './validate';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
 
 /** Fixed-shape routing output (ROUTING.md). */
 export interface RoutingResult {
@@ -34,7 +34,7 @@ export interface RouteOptions {
 export async function route(scores: Float32Array, options: RouteOptions): Promise<RoutingResult> {
   const opts = requireObject(options, 'options');
   const tokens = requireSize(opts.tokens, 'tokens');
-  const experts = requireSize(opts.experts, 'experts', 65536);
+  const experts = requireSize(opts.experts, 'experts', MAX_EXPERTS);
   requireFloat32Array(scores, tokens * experts, 'logits');
   const policy = checkPolicy(opts.policy, experts);
   const input = opts.input ?? 'logits';

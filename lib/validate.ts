@@ -18,6 +18,9 @@ export function requireObject(value: unknown, what: string): Record<string, unkn
   return value as Record<string, unknown>;
 }
 
+/** Most experts a layer may have (the native layer's limit). */
+export const MAX_EXPERTS = 65536;
+
 /** A positive integer no larger than `max`. */
 export function requireSize(value: unknown, what: string, max = 2 ** 24): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {

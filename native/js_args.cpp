@@ -12,7 +12,7 @@ std::string describe(const Napi::Value& value) {
   if (value.IsNull()) return "null";
   if (value.IsTypedArray()) return "a typed array";
   if (value.IsArray()) return "an array";
-  if (value.IsNumber()) return std::to_string(value.As<Napi::Number>().DoubleValue());
+  if (value.IsNumber()) return value.ToString().Utf8Value();  // JS formatting: 3, 0.5, NaN (not 3.000000)
   if (value.IsString()) return "'" + value.As<Napi::String>().Utf8Value() + "'";
   return "a value of type " + std::string(value.IsObject() ? "object" : "other");
 }

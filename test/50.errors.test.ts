@@ -1,16 +1,9 @@
 // Every bad input gets a DynamoeError with the right stable code, and a message naming what was expected/given:
 // route() and forward() reject (never throw synchronously), fromWeights() and setThreads() throw. Nothing crashes,
 // and the library still works afterwards.
-import { DynamoeError, getThreads, MoELayer, route, setThreads } from '../lib';
+import { getThreads, MoELayer, route, setThreads } from '../lib';
+import { Code, expectRejection, expectThrow } from './helpers';
 import { Rng } from './reference';
-
-type Code =
-  | 'ERR_DYNAMOE_TYPE'
-  | 'ERR_DYNAMOE_SHAPE'
-  | 'ERR_DYNAMOE_POLICY'
-  | 'ERR_DYNAMOE_VALUE'
-  | 'ERR_DYNAMOE_DTYPE'
-  | 'ERR_DYNAMOE_DISPOSED';
 
 /** A bad-input case: what to change, the code(s) it must give, and a key word its message must contain. */
 interface ErrorCase<T> {
@@ -30,49 +23,6 @@ function randomLayer(rng: Rng, shape: { hidden: number; ffn: number; experts: nu
     up: rng.normalArray(E * F * H),
     down: rng.normalArray(E * H * F),
   });
-}
-
-function expectDynamoeError(error: unknown, code: Code | Code[], message?: RegExp): void {
-  expect(error).toBeInstanceOf(DynamoeError);
-  expect(error).toBeInstanceOf(Error);
-  const e = error as DynamoeError;
-  expect(e.name).toBe('DynamoeError');
-  if (Array.isArray(code)) expect(code).toContain(e.code);
-  else expect(e.code).toBe(code);
-  expect(e.message.length).toBeGreaterThan(10);
-  if (message) expect(e.message).toMatch(message);
-}
-
-/** Calls fn, which must return a promise that rejects (not throw synchronously). */
-async function expectRejection(fn: () => Promise<unknown>, code: Code | Code[], message?: RegExp): Promise<void> {
-  let promise: Promise<unknown> | undefined;
-  expect(() => {
-    promise = fn();
-  }).not.toThrow();
-  expect(promise).toBeInstanceOf(Promise);
-  let caught: unknown = undefined;
-  let resolved = false;
-  try {
-    await promise;
-    resolved = true;
-  } catch (error) {
-    caught = error;
-  }
-  expect(resolved).toBe(false);
-  expectDynamoeError(caught, code, message);
-}
-
-function expectThrow(fn: () => unknown, code: Code | Code[], message?: RegExp): void {
-  let caught: unknown = undefined;
-  let returned = false;
-  try {
-    fn();
-    returned = true;
-  } catch (error) {
-    caught = error;
-  }
-  expect(returned).toBe(false);
-  expectDynamoeError(caught, code, message);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

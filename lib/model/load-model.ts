@@ -14,6 +14,7 @@ import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
 import { CheckpointNaming, ggufNaming } from './naming';
 import { PolicyOption } from './policies';
+import { requireMemory, weightBytes } from './memory-need';
 import { ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
@@ -121,6 +122,7 @@ export async function modelFromCheckpoint(
   options: Pick<LoadModelOptions, 'dtype' | 'policy' | 'onProgress'> = {},
 ): Promise<Model> {
   const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, source);
+  requireMemory(weightBytes(checkpoint.spec, dtype), `loading ${source} with ${dtype} weights`);
   const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source);
   const graph = await buildModelGraph(checkpoint.spec, weights, dtype, options.onProgress);
   try {

@@ -8,6 +8,7 @@ import { Tokenizer } from '../tokenizer';
 import { PolicyOption, resolvePolicies } from './policies';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { checkSampling, Sampler, SamplingOptions } from './sampling';
+import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { moeLayers, ModelSpec } from './spec';
 
 /** Options of {@link Model.forward}. */
@@ -121,6 +122,7 @@ export class Model {
   /** Runs a fresh sequence through the model; resolves to the logits of every position. */
   async forward(tokens: Int32Array | number[], options: ModelForwardOptions = {}): Promise<ModelForwardResult> {
     const ids = this.checkTokens(tokens);
+    requireMemory(stepBytes(this.spec, ids.length, ids.length), `a forward over ${ids.length} tokens`);
     const policies = this.policies(options.policy);
     const result = await this.step(null, ids, policies, false, options.stats === true);
     const out: ModelForwardResult = { logits: result.logits };
@@ -139,6 +141,7 @@ export class Model {
   async score(tokens: Int32Array | number[], options: ScoreOptions = {}): Promise<ScoreResult> {
     const ids = this.checkTokens(tokens);
     if (ids.length < 2) throw new DynamoeError('ERR_DYNAMOE_SHAPE', 'score needs at least 2 tokens');
+    requireMemory(stepBytes(this.spec, ids.length, 0) + ids.length * 8, `scoring ${ids.length} tokens`);
     const policies = this.policies(options.policy);
     const result = await this.scoreStep(ids, policies, options.stats === true);
     const logProbs = result.logProbs.subarray(0, ids.length - 1);
@@ -179,6 +182,12 @@ export class Model {
     if (stop !== undefined && !(Array.isArray(stop) && stop.every((s) => typeof s === 'string'))) {
       throw new DynamoeError('ERR_DYNAMOE_TYPE', `stop must be an array of strings, got ${describe(stop)}`);
     }
+    const signal: unknown = options.signal;
+    // Checked by shape: an AbortSignal from another realm (vm contexts, jest) is not an instance of this one's.
+    const isSignal = (v: unknown) => typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean';
+    if (signal !== undefined && !isSignal(signal)) {
+      throw new DynamoeError('ERR_DYNAMOE_TYPE', `signal must be an AbortSignal, got ${describe(signal)}`);
+    }
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
       throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be a positive integer, got ${String(maxTokens)}`);
@@ -196,6 +205,10 @@ export class Model {
           `${this.spec.maxContext} tokens`,
       );
     }
+    requireMemory(
+      kvCacheBytes(this.spec, needed) + stepBytes(this.spec, ids.length, 1),
+      `a generation of ${needed} positions (its KV cache and prefill)`,
+    );
     return new Generation(this, ids, this.policies(options.policy), options, maxTokens);
   }
 

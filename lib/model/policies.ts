@@ -13,7 +13,9 @@ import { MoELayerSpec } from './spec';
 export type PolicyOption = RoutingPolicy | string | Array<RoutingPolicy | string> | PolicyFile;
 
 function isPolicyFile(option: PolicyOption): option is PolicyFile {
-  return typeof option === 'object' && !Array.isArray(option) && (option as PolicyFile).format === POLICY_FILE_FORMAT;
+  return (
+    typeof option === 'object' && option !== null && !Array.isArray(option) && (option as PolicyFile).format === POLICY_FILE_FORMAT
+  );
 }
 
 /** One checked policy per MoE layer; the layers' trained policies when `option` is undefined. */
@@ -26,6 +28,9 @@ export function resolvePolicies(
   const one = (p: RoutingPolicy | string) => (typeof p === 'string' ? parsePolicy(p) : p);
   if (isPolicyFile(option)) {
     const expected = layers.map((l) => l.layer).join(',');
+    if (!Array.isArray(option.layers) || !Array.isArray(option.policies) || option.policies.length !== layers.length) {
+      throw new DynamoeError('ERR_DYNAMOE_POLICY', 'a policy file needs "layers" and "policies" arrays, one entry per MoE layer');
+    }
     if (option.layers.join(',') !== expected) {
       throw new DynamoeError(
         'ERR_DYNAMOE_POLICY',

@@ -4,7 +4,8 @@ import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
 import { TopPPolicy } from '../policy';
 import { solveBudget } from './budget-solver';
-import { evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
+import { describe, requireObject } from '../validate';
+import { checkEvaluationInput, evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
 import { SweepProgress } from './sweep';
 
 /** Options of {@link calibrate}. */
@@ -59,11 +60,13 @@ const SOLVE_ATTEMPTS = 4;
 const topP = (p: number): TopPPolicy => ({ kind: 'top-p', p });
 
 function checkOptions(options: CalibrateOptions): number[] {
+  requireObject(options, 'calibrate options');
   const budget = options.expertsPerToken;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget < 1) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `expertsPerToken must be a number >= 1, got ${String(budget)}`);
   }
   const grid = options.grid ?? DEFAULT_GRID;
+  if (!Array.isArray(grid)) throw new DynamoeError('ERR_DYNAMOE_TYPE', `grid must be an array of numbers, got ${describe(grid)}`);
   const ascending = grid.every((p, i) => typeof p === 'number' && p > 0 && p <= 1 && (i === 0 || p > grid[i - 1]));
   if (grid.length < 2 || !ascending) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `grid must hold at least 2 ascending values in (0, 1], got [${grid}]`);
@@ -81,6 +84,7 @@ export async function calibrate(
   windows: Int32Array[],
   options: CalibrateOptions,
 ): Promise<CalibrationResult> {
+  checkEvaluationInput(model, windows);
   const grid = checkOptions(options);
   const budget = options.expertsPerToken;
   const layers = moeLayers(model.spec).map((l) => l.layer);

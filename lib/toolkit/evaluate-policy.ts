@@ -1,8 +1,10 @@
 // Runs a routing policy over evaluation windows: perplexity, routing statistics, speed and expert compute.
+import { DynamoeError } from '../errors';
 import { Model } from '../model/model';
 import { PolicyOption } from '../model/policies';
 import { RoutingStats } from '../model/routing-stats';
 import { moeLayers } from '../model/spec';
+import { describe } from '../validate';
 
 /** What one policy did on a text. */
 export interface PolicyEvaluation {
@@ -25,6 +27,32 @@ export function expertFlopsPerExpert(model: Model): number[] {
   return moeLayers(model.spec).map((l) => 2 * 3 * model.spec.hidden * l.moe.ffn);
 }
 
+/**
+ * Throws a coded error unless `model` is a loaded Model and `windows` a non-empty array of token windows it can
+ * score (2 to maxContext ids each, inside its vocabulary): the toolkit's entry points call it first.
+ */
+export function checkEvaluationInput(model: unknown, windows: unknown): asserts model is Model {
+  if (!(model instanceof Model)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `model must be a Model from loadModel(), got ${describe(model)}`);
+  }
+  if (!Array.isArray(windows) || windows.length === 0) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `windows must be a non-empty array of Int32Array, got ${describe(windows)}`);
+  }
+  const { vocab, maxContext } = model.spec;
+  windows.forEach((window: unknown, w) => {
+    if (!(window instanceof Int32Array)) {
+      throw new DynamoeError('ERR_DYNAMOE_TYPE', `windows[${w}] must be an Int32Array, got ${describe(window)}`);
+    }
+    if (window.length < 2 || window.length > maxContext) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `windows[${w}] must hold 2 to ${maxContext} tokens, got ${window.length}`);
+    }
+    const bad = window.findIndex((id) => id < 0 || id >= vocab);
+    if (bad >= 0) {
+      throw new DynamoeError('ERR_DYNAMOE_VALUE', `windows[${w}][${bad}] is ${window[bad]}, outside the vocabulary [0, ${vocab})`);
+    }
+  });
+}
+
 /** Scores every window under `policy` (undefined: the model's own); `onWindow` is called after each one. */
 export async function evaluatePolicy(
   model: Model,
@@ -32,6 +60,7 @@ export async function evaluatePolicy(
   policy: PolicyOption | undefined,
   onWindow: () => void = () => undefined,
 ): Promise<PolicyEvaluation> {
+  checkEvaluationInput(model, windows);
   const policies = model.policies(policy);
   const stats = model.statsAccumulator(policies);
   let nll = 0;

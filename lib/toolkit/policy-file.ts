@@ -1,7 +1,8 @@
 // Policy files: per-MoE-layer routing policies saved by `dynamoe calibrate`, accepted by `run --policy` and the API.
 import { promises as fs } from 'fs';
 import { DynamoeError } from '../errors';
-import { RoutingPolicy } from '../policy';
+import { checkPolicy, RoutingPolicy } from '../policy';
+import { describe, MAX_EXPERTS, requireObject } from '../validate';
 
 /** The `format` field that marks a dynamoe policy file. */
 export const POLICY_FILE_FORMAT = 'dynamoe-policy';
@@ -58,6 +59,15 @@ export async function writePolicyFile(
   layers: number[],
   about?: Record<string, unknown>,
 ): Promise<void> {
+  if (typeof path !== 'string' || path === '') throw new DynamoeError('ERR_DYNAMOE_TYPE', `path must be a file name, got ${describe(path)}`);
+  if (!Array.isArray(policies) || policies.length === 0) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `policies must be a non-empty array, got ${describe(policies)}`);
+  }
+  policies.forEach((policy) => checkPolicy(policy, MAX_EXPERTS));
+  if (!Array.isArray(layers) || layers.length !== policies.length || !layers.every((l) => Number.isInteger(l) && l >= 0)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', 'layers must list one layer index (an integer >= 0) per policy');
+  }
+  if (about !== undefined) requireObject(about, 'about');
   const file: PolicyFile = { format: POLICY_FILE_FORMAT, version: 1, policies, layers, ...(about ? { about } : {}) };
   try {
     await fs.writeFile(path, `${JSON.stringify(file, null, 2)}\n`);

@@ -1,4 +1,6 @@
 // The sweep as an SVG a browser shows: perplexity against experts per token, and experts per token by layer.
+import { DynamoeError } from '../errors';
+import { requireObject } from '../validate';
 import { SweepPoint, SweepReport } from './sweep';
 
 const WIDTH = 1110;
@@ -130,6 +132,10 @@ function layerPanel(report: SweepReport): string[] {
 
 /** A self-contained SVG of the sweep (no scripts, no external resources). */
 export function sweepChart(report: SweepReport): string {
+  const r = requireObject(report, 'sweep report');
+  if (typeof r.model !== 'object' || typeof r.text !== 'object' || typeof r.trained !== 'object' || !Array.isArray(r.points)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', 'the sweep report must be what runSweep() returns ({ model, text, trained, points })');
+  }
   const caption =
     `${report.model.architecture} ${report.model.dtype} (${report.model.source}), ` +
     `${report.text.predictedTokens} predicted tokens in ${report.text.windows} window${report.text.windows === 1 ? '' : 's'}`;

@@ -2,7 +2,9 @@
 import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
 import { policyLabel, RoutingPolicy } from '../policy';
-import { evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
+import { DynamoeError } from '../errors';
+import { describe } from '../validate';
+import { checkEvaluationInput, evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
 
 /** One policy's row of a sweep. */
 export interface SweepPoint extends PolicyEvaluation {
@@ -39,6 +41,10 @@ export async function runSweep(
   policies: RoutingPolicy[],
   onProgress: SweepProgress = () => undefined,
 ): Promise<SweepReport> {
+  checkEvaluationInput(model, windows);
+  if (!Array.isArray(policies)) {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `policies must be an array of policies, got ${describe(policies)}`);
+  }
   const total = windows.length * (policies.length + 1);
   let done = 0;
   const evaluate = (policy: RoutingPolicy | undefined, label: string) =>

@@ -1,6 +1,7 @@
 // Splits an evaluation text into the token windows perplexity is measured on.
 import { DynamoeError } from '../errors';
 import { Tokenizer } from '../tokenizer';
+import { describe, requireObject } from '../validate';
 
 /** Options of {@link textWindows}. */
 export interface TextWindowOptions {
@@ -20,11 +21,23 @@ export function textWindows(
   maxContext: number,
   options: TextWindowOptions = {},
 ): Int32Array[] {
+  if (typeof tokenizer !== 'object' || tokenizer === null || typeof tokenizer.encode !== 'function') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `tokenizer must be a model's tokenizer, got ${describe(tokenizer)}`);
+  }
+  if (typeof text !== 'string') throw new DynamoeError('ERR_DYNAMOE_TYPE', `text must be a string, got ${describe(text)}`);
+  if (!Number.isInteger(maxContext) || maxContext < 2) {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxContext must be an integer >= 2, got ${describe(maxContext)}`);
+  }
+  requireObject(options, 'textWindows options');
   const window = options.window ?? Math.min(512, maxContext);
   if (!Number.isInteger(window) || window < 2 || window > maxContext) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `window must be an integer in [2, ${maxContext}], got ${window}`);
   }
   let ids = tokenizer.encode(text, { addSpecialTokens: false });
+  const { maxTokens } = options;
+  if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 2)) {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be an integer >= 2, got ${describe(maxTokens)}`);
+  }
   if (options.maxTokens !== undefined) ids = ids.subarray(0, options.maxTokens);
   const bos = tokenizer.bosTokenId;
   const body = bos === null ? window : window - 1;

@@ -1,0 +1,73 @@
+// How much memory a model's weights, its KV cache and one forward step need, checked against what this process can
+// use before anything is allocated: a model larger than memory fails with a message naming the size, not an abort.
+import * as os from 'os';
+import { DType } from '../dtype';
+import { DynamoeError } from '../errors';
+import { ELEMENT_BYTES } from '../formats/tensor-store';
+import { ModelSpec } from './spec';
+
+const F32 = 4;
+
+/** Bytes of packed weights a spec needs in `dtype` (routers and norms stay f32). */
+export function weightBytes(spec: ModelSpec, dtype: DType): number {
+  const { hidden, heads, kvHeads, headDim, vocab } = spec;
+  const element = ELEMENT_BYTES[dtype];
+  const attention = hidden * (heads + 2 * kvHeads) * headDim + heads * headDim * hidden;
+  let matrices = vocab * hidden * (spec.tiedEmbeddings ? 1 : 2);
+  let floats = hidden; // final norm
+  for (const layer of spec.layers) {
+    matrices += attention;
+    floats += 2 * hidden + (spec.attentionBias ? (heads + 2 * kvHeads) * headDim : 0) + 2 * heads * headDim;
+    if (layer.kind === 'dense') {
+      matrices += 3 * hidden * layer.ffn;
+    } else {
+      matrices += layer.experts * 3 * hidden * layer.ffn + (layer.shared ? 3 * hidden * layer.shared.ffn : 0);
+      floats += layer.experts * hidden + (layer.shared?.gated ? hidden : 0);
+    }
+  }
+  return matrices * element + floats * F32;
+}
+
+/** Bytes of a KV cache holding `capacity` positions. */
+export function kvCacheBytes(spec: ModelSpec, capacity: number): number {
+  return spec.layers.length * capacity * 2 * spec.kvHeads * spec.headDim * F32;
+}
+
+/** Bytes one forward step over `tokens` positions allocates: activations, its KV rows and the returned logits. */
+export function stepBytes(spec: ModelSpec, tokens: number, logitRows: number): number {
+  const qWidth = spec.heads * spec.headDim;
+  const kvWidth = spec.kvHeads * spec.headDim;
+  const activations = tokens * (3 * spec.hidden + 2 * qWidth + 2 * kvWidth) * F32;
+  return activations + kvCacheBytes(spec, tokens) + logitRows * spec.vocab * F32;
+}
+
+/** Memory this process may use: the machine's, or its cgroup limit when that is lower. */
+export function usableMemory(): number {
+  const total = os.totalmem();
+  const constrained = typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0;
+  return constrained && constrained > 0 && constrained < total ? constrained : total;
+}
+
+/** Formats a byte count for messages (1.5 GiB). */
+export function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Throws ERR_DYNAMOE_OUT_OF_MEMORY when `bytes` cannot fit in this process's memory. */
+export function requireMemory(bytes: number, what: string): void {
+  const usable = usableMemory();
+  if (!(bytes <= usable)) {
+    throw new DynamoeError(
+      'ERR_DYNAMOE_OUT_OF_MEMORY',
+      `${what} needs ${formatBytes(bytes)} (${bytes} bytes), more than the ${formatBytes(usable)} of memory ` +
+        'this process can use',
+    );
+  }
+}
