@@ -88,6 +88,9 @@ export interface ModelInfo extends ModelSpec {
   source: string;
 }
 
+/** Longest sequence one forward or generation runs (the native step and KV cache limit), whatever the context. */
+export const MAX_SEQUENCE = 1 << 20;
+
 export class Model {
   private readonly moe;
   private readonly defaultPolicies: RoutingPolicy[];
@@ -198,11 +201,13 @@ export class Model {
         : this.checkTokens(prompt);
     if (ids.length === 0) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'the prompt encodes to no tokens');
     const needed = ids.length + maxTokens;
-    if (needed > this.spec.maxContext) {
+    if (needed > this.spec.maxContext || needed > MAX_SEQUENCE) {
       throw new DynamoeError(
         'ERR_DYNAMOE_SHAPE',
-        `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds the model's context of ` +
-          `${this.spec.maxContext} tokens`,
+        `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds ` +
+          (needed > this.spec.maxContext
+            ? `the model's context of ${this.spec.maxContext} tokens`
+            : `the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`),
       );
     }
     requireMemory(
@@ -274,10 +279,13 @@ export class Model {
         );
       }
     }
-    if (ids.length > this.spec.maxContext) {
+    if (ids.length > this.spec.maxContext || ids.length > MAX_SEQUENCE) {
       throw new DynamoeError(
         'ERR_DYNAMOE_SHAPE',
-        `${ids.length} tokens exceed the model's context of ${this.spec.maxContext} tokens`,
+        `${ids.length} tokens exceed ` +
+          (ids.length > this.spec.maxContext
+            ? `the model's context of ${this.spec.maxContext} tokens`
+            : `the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`),
       );
     }
     return ids;
