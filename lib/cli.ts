@@ -7,6 +7,7 @@ import { loadingProgress, loadWithProgress } from './cli/progress';
 import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './cli/sweep-command';
 import { DEFAULT_DEMO, runDemo } from './demo';
 import { DynamoeError } from './errors';
+import { formatBytes } from './format-bytes';
 import { GenerateOptions, Model } from './model/model';
 import { RoutingStats } from './model/routing-stats';
 import { FeedForwardSpec } from './model/spec';
@@ -166,17 +167,6 @@ async function runCommand(values: Values, positionals: string[]): Promise<void> 
   }
 }
 
-function humanBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
-
 function layerText(layer: FeedForwardSpec): string {
   if (layer.kind === 'dense') return `dense, ffn ${layer.ffn}`;
   const shared = layer.shared ? `, shared expert ffn ${layer.shared.ffn}${layer.shared.gated ? ' (gated)' : ''}` : '';
@@ -221,7 +211,7 @@ async function inspectCommand(values: Values, positionals: string[]): Promise<vo
       `vocab           ${info.vocab}`,
       `context         ${info.maxContext}`,
       `default policy  ${perLayer(info.defaultPolicy)}`,
-      `weights         ${humanBytes(info.weightBytes)}`,
+      `weights         ${formatBytes(info.weightBytes)}`,
       `tokenizer       ${t.vocabSize} tokens, bos ${t.bosTokenId ?? 'none'}, eos ${t.eosTokenIds.join(',') || 'none'}, ` +
         `chat template: ${hasChatTemplate(model) ? 'yes' : 'no'}`,
     ];

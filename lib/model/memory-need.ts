@@ -4,6 +4,7 @@ import * as os from 'os';
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { ELEMENT_BYTES } from '../formats/tensor-store';
+import { formatBytes } from '../format-bytes';
 import { ModelSpec } from './spec';
 
 const F32 = 4;
@@ -46,18 +47,6 @@ export function usableMemory(): number {
   const total = os.totalmem();
   const constrained = typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0;
   return constrained && constrained > 0 && constrained < total ? constrained : total;
-}
-
-/** Formats a byte count for messages (1.5 GiB). */
-export function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** Throws ERR_DYNAMOE_OUT_OF_MEMORY when `bytes` cannot fit in this process's memory. */
