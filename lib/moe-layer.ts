@@ -156,7 +156,7 @@ export class MoELayer {
 
   /**
    * Like {@link MoELayer.fromWeights}, but packs on a worker thread and resolves when the layer is ready.
-   * Do not modify the weight arrays until the promise settles.
+   * The worker reads the weight arrays in place: do not modify, transfer or detach them until the promise settles.
    */
   static async load(weights: MoELayerWeights): Promise<MoELayer> {
     const options = nativeOptions(weights);
