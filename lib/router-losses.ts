@@ -58,7 +58,7 @@ export interface RouterLosses {
  *
  * @param logits [tokens * experts] router logits, finite; not modified.
  * @throws (rejects with) DynamoeError: ERR_DYNAMOE_TYPE (not a Float32Array / object / boolean),
- *   ERR_DYNAMOE_SHAPE (sizes, length, tokens * experts above 2^31), ERR_DYNAMOE_POLICY (bad policy),
+ *   ERR_DYNAMOE_SHAPE (sizes, length, tokens * experts of 2^31 or more), ERR_DYNAMOE_POLICY (bad policy),
  *   ERR_DYNAMOE_VALUE (a non-finite logit; the message names the token and expert).
  * @example
  * const { dynamicLoss, loadBalanceLoss, dynamicLossGradient } = await routerLosses(logits, {
@@ -69,7 +69,7 @@ export async function routerLosses(logits: Float32Array, options: RouterLossOpti
   const opts = requireObject(options, 'options');
   const tokens = requireSize(opts.tokens, 'tokens');
   const experts = requireSize(opts.experts, 'experts', MAX_EXPERTS);
-  if (tokens * experts > 2 ** 31) {
+  if (tokens * experts >= 2 ** 31) {
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `tokens * experts must stay below 2^31, got ${tokens} * ${experts}`);
   }
   requireFloat32Array(logits, tokens * experts, 'logits');

@@ -142,7 +142,7 @@ RouterScores readRouterScores(const Napi::Value& scores, const Napi::Object& siz
   RouterScores out;
   out.tokens = readInt(sizes, "tokens", 1, 1 << 24);
   out.experts = readInt(sizes, "experts", 1, 1 << 16);
-  if (static_cast<double>(out.tokens) * out.experts > static_cast<double>(1u << 31)) {
+  if (static_cast<double>(out.tokens) * out.experts >= static_cast<double>(1u << 31)) {
     throwJs(sizes.Env(), code::kShape, "tokens * experts must stay below 2^31");
   }
   out.scores = requireFloat32Array(scores, static_cast<size_t>(out.tokens) * out.experts, "logits");

@@ -280,6 +280,11 @@ describe('ties: equal probabilities keep the lower expert id first', () => {
     expectRouting(result, { kMax: 3, ids: [1, 3, 4], weights: [0.3, 0.3, 0.2] });
   });
 
+  it('normalize over a kept set of zero probabilities keeps weight 0, never NaN (found by the native fuzzer)', async () => {
+    const result = await routeOne([0, 0, 0, 0], { kind: 'threshold', tau: 0.01, minExperts: 1, normalize: true }, 'probabilities');
+    expectRouting(result, { kMax: 4, ids: [0], weights: [0] });
+  });
+
   it('the tie rule holds at every position of a 32-expert all-equal row', async () => {
     const result = await routeOne(Array(32).fill(-1.5), { kind: 'top-k', k: 32 });
     expect(Array.from(result.ids)).toEqual(Array.from({ length: 32 }, (_, i) => i));

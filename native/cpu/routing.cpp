@@ -73,7 +73,8 @@ void routeRow(const float* scores, int experts, RouterInput input, const Routing
   const int kept = keptCount(policy, probs, order, experts);
   double keptSum = 0.0;
   for (int j = 0; j < kept; ++j) keptSum += probs[order[j]];
-  double factor = policy.normalize ? 1.0 / keptSum : 1.0;
+  // Kept probabilities that are all 0 (possible only with input 'probabilities') stay 0 instead of 0/0 = NaN.
+  double factor = policy.normalize && keptSum > 0.0 ? 1.0 / keptSum : 1.0;
   if (policy.kind == PolicyKind::TopK) factor *= policy.scale;
   for (int j = 0; j < kMax; ++j) {
     const bool used = j < kept;

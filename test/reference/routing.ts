@@ -73,7 +73,7 @@ export function weightsForSet(probs: ArrayLike<number>, ids: readonly number[], 
   let weights = ids.map((e) => probs[e]);
   if (policy.normalize) {
     const sum = weights.reduce((a, b) => a + b, 0);
-    weights = weights.map((w) => w / sum);
+    if (sum > 0) weights = weights.map((w) => w / sum); // an all-zero kept set (probabilities input) stays 0
   }
   if (policy.kind === 'top-k' && policy.scale !== undefined) {
     const scale = policy.scale;
