@@ -146,8 +146,12 @@ function templateProcessor(bos: [string, number] | null, eos: [string, number] |
  */
 export function mergesFromScores(tokens: string[], scores: number[], mergeable: (id: number) => boolean): [string, string][] {
   const ids = new Map<string, number>();
+  const lengths = new Set<number>(); // of the mergeable pieces, in code points
   tokens.forEach((token, id) => {
-    if (mergeable(id) && !ids.has(token)) ids.set(token, id);
+    if (mergeable(id) && !ids.has(token)) {
+      ids.set(token, id);
+      lengths.add(Array.from(token).length);
+    }
   });
   const merges: { left: string; right: string; score: number }[] = [];
   tokens.forEach((token, id) => {
@@ -155,6 +159,8 @@ export function mergesFromScores(tokens: string[], scores: number[], mergeable: 
     const chars = Array.from(token); // split on code points: pieces are whole characters
     const local: { left: string; right: string; l: number; r: number }[] = [];
     for (let i = 1; i < chars.length; i++) {
+      // Both halves must be pieces: splits no piece's length allows are skipped, else one long piece costs its length squared.
+      if (!lengths.has(i) || !lengths.has(chars.length - i)) continue;
       const left = chars.slice(0, i).join('');
       const right = chars.slice(i).join('');
       const l = ids.get(left);

@@ -104,16 +104,18 @@ class LibraryTokenizer implements Tokenizer {
   encode(text: string, options?: { addSpecialTokens?: boolean }): Int32Array {
     if (typeof text !== 'string') throw new DynamoeError('ERR_DYNAMOE_TYPE', `text must be a string, got ${describe(text)}`);
     const add = options?.addSpecialTokens ?? true;
-    const ids: (number | undefined)[] = this.hf.encode(text, { add_special_tokens: add }).ids;
+    const ids: (number | undefined)[] = this.library('encode', () => this.hf.encode(text, { add_special_tokens: add }).ids);
     const bos = this.bosTokenId;
     const eos = this.appendEosId;
     if (add && this.spec.addBos && bos !== null && ids[0] !== bos) ids.unshift(bos);
     if (add && this.spec.addEos && eos !== undefined && ids[ids.length - 1] !== eos) ids.push(eos);
-    if (ids.includes(undefined)) {
-      // Only a tokenizer.json whose unk_token is not in its vocabulary gets here.
-      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${this.spec.source}: a token of the input has no id in the vocabulary`);
+    // The library hands out whatever ids tokenizer.json gives (vocabulary, added tokens, post-processor), and undefined
+    // for an unk_token missing from the vocabulary: only ids in [0, vocabSize) that fit an Int32Array may leave.
+    const limit = Math.min(this.vocabSize, 2 ** 31);
+    if (!ids.every((id): id is number => typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < limit)) {
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${this.spec.source}: a token of the input has no valid id in the vocabulary`);
     }
-    return Int32Array.from(ids as number[]);
+    return Int32Array.from(ids);
   }
 
   decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string {
@@ -195,7 +197,17 @@ class LibraryTokenizer implements Tokenizer {
   private decodeChecked(ids: number[], skip: boolean): string {
     const present = ids.filter((id) => this.vocab[id] !== undefined); // ids no token uses decode to nothing
     if (present.length === 0) return ''; // tokenizers.js throws on an empty list
-    return this.hf.decode(present, { skip_special_tokens: skip, clean_up_tokenization_spaces: this.cleanUp });
+    return this.library('decode', () => this.hf.decode(present, { skip_special_tokens: skip, clean_up_tokenization_spaces: this.cleanUp }));
+  }
+
+  /** Runs a library call; its errors become ERR_DYNAMOE_FORMAT naming the source. */
+  private library<T>(doing: string, call: () => T): T {
+    try {
+      return call();
+    } catch (error) {
+      // The library checks a tokenizer.json's components only when they run: a malformed one throws here, uncoded.
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${this.spec.source}: the tokenizer cannot ${doing}: ${errorText(error)}`);
+    }
   }
 }
 

@@ -23,7 +23,7 @@ export function llamaFamilySpec(
   c.refuse('rope_scaling', 'RoPE scaling is not supported yet');
   const hidden = c.int('hidden_size');
   const heads = c.int('num_attention_heads');
-  const layerCount = c.int('num_hidden_layers');
+  const layerCount = c.layerCount('num_hidden_layers');
   return {
     architecture,
     vocab: c.int('vocab_size'),

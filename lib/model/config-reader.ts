@@ -1,6 +1,9 @@
 // Typed, checked access to a model's configuration (config.json or GGUF metadata), naming the source in errors.
 import { DynamoeError } from '../errors';
 
+/** Most decoder layers a configuration may declare (real models have a few hundred at most). */
+export const MAX_LAYERS = 4096;
+
 /** Reads values of a configuration object; every failure names the source and the key. */
 export class ConfigReader {
   constructor(
@@ -28,6 +31,14 @@ export class ConfigReader {
     if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
       throw this.error(key, `must be a ${allowZero ? 'non-negative' : 'positive'} integer`, value);
     }
+    return value;
+  }
+
+  /** A decoder layer count: a positive integer of at most {@link MAX_LAYERS}. */
+  layerCount(key: string): number {
+    const value = this.int(key);
+    // The spec holds one entry per layer: a lying count must fail before an array that long is made.
+    if (value > MAX_LAYERS) throw this.error(key, `must be at most ${MAX_LAYERS}`, value);
     return value;
   }
 

@@ -34,9 +34,14 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const key = (name: string) => `${arch}.${name}`;
   const scaling = meta.string(key('rope.scaling.type'), 'none');
   if (scaling !== 'none') meta.refuse(key('rope.scaling.type'), `RoPE scaling '${scaling}' is not supported yet`);
-  const shape = (name: string): number[] => {
+  const shape = (name: string, rank: number): number[] => {
     const tensor = tensors.get(name);
     if (!tensor) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: tensor '${name}' is missing`);
+    // Sizes are read off these shapes: another rank or an empty dimension would give a spec of undefined or 0 sizes.
+    if (tensor.shape.length !== rank || tensor.shape.includes(0)) {
+      const message = `${meta.source}: tensor '${name}' has shape [${tensor.shape.join(', ')}], expected ${rank} non-zero dimensions`;
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', message);
+    }
     return tensor.shape;
   };
   const hidden = meta.int(key('embedding_length'));
@@ -46,27 +51,27 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   if (ropeDims !== headDim) meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are not supported');
   const used = meta.int(key('expert_used_count'), 0, true);
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
-  const layerCount = meta.int(key('block_count'));
+  const layerCount = meta.layerCount(key('block_count'));
 
   const layer = (index: number): FeedForwardSpec => {
     if (!tensors.has(ggufNaming.layer(index, 'router'))) {
-      return { kind: 'dense', ffn: shape(ggufNaming.layer(index, 'mlp_gate'))[0] };
+      return { kind: 'dense', ffn: shape(ggufNaming.layer(index, 'mlp_gate'), 2)[0] };
     }
-    const [experts, ffn] = shape(ggufNaming.experts.stacked ? ggufNaming.experts.name(index, 'gate') : '');
+    const [experts, ffn] = shape(ggufNaming.experts.stacked ? ggufNaming.experts.name(index, 'gate') : '', 3);
     if (used < 1 || used > experts) {
       throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('expert_used_count')}' must be in [1, ${experts}]`);
     }
     const moe: FeedForwardSpec = { kind: 'moe', experts, ffn, policy: topK(used, normalize) };
     const sharedGate = ggufNaming.layer(index, 'shared_gate');
     if (tensors.has(sharedGate)) {
-      moe.shared = { ffn: shape(sharedGate)[0], gated: tensors.has(ggufNaming.layer(index, 'shared_gate_weight')) };
+      moe.shared = { ffn: shape(sharedGate, 2)[0], gated: tensors.has(ggufNaming.layer(index, 'shared_gate_weight')) };
     }
     return moe;
   };
 
   return {
     architecture: info.architecture,
-    vocab: shape(ggufNaming.embed)[0],
+    vocab: shape(ggufNaming.embed, 2)[0],
     hidden,
     heads,
     kvHeads: meta.int(key('attention.head_count_kv'), heads),
