@@ -1,6 +1,5 @@
 // Element types and conversions between f32 and the 16-bit formats (round to nearest, ties to even).
-import { DynamoeError } from './errors';
-import { describe } from './validate';
+import { typeError } from './validate';
 
 /** Weight element types. f16/bf16 weights are stored as 16-bit patterns; all math accumulates in fp32. */
 export type DType = 'f32' | 'f16' | 'bf16';
@@ -45,11 +44,8 @@ function f16Value(h: number): number {
   return sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
 }
 
-function requireArray<T>(value: T, kind: typeof Float32Array | typeof Uint16Array, what: string): T {
-  if (!(value instanceof kind)) {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be a ${kind.name}, got ${describe(value)}`);
-  }
-  return value;
+function requireArray(value: unknown, kind: typeof Float32Array | typeof Uint16Array, what: string): void {
+  if (!(value instanceof kind)) typeError(what, `a ${kind.name}`, value);
 }
 
 /** Converts f32 values to bf16 bit patterns. */

@@ -1,6 +1,6 @@
 // Routing policies (ROUTING.md): their types, their checks, and the short text form the CLI uses.
 import { DynamoeError } from './errors';
-import { describe, MAX_EXPERTS, requireObject } from './validate';
+import { describe, MAX_EXPERTS, requireObject, typeError } from './validate';
 
 /** Keep the `k` most probable experts (Switch k=1, Mixtral k=2, OLMoE k=8, ...). */
 export interface TopKPolicy {
@@ -114,9 +114,7 @@ export const NORMALIZE_SUFFIX = '+norm';
  * later against the expert count).
  */
 export function parsePolicy(text: string): RoutingPolicy {
-  if (typeof text !== 'string') {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `a policy short form must be a string such as 'top-p:0.4', got ${describe(text)}`);
-  }
+  if (typeof text !== 'string') typeError('a policy short form', "a string such as 'top-p:0.4'", text);
   const normalize = text.endsWith(NORMALIZE_SUFFIX);
   const [kind, value] = (normalize ? text.slice(0, -NORMALIZE_SUFFIX.length) : text).split(':');
   const number = Number(value);

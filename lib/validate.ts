@@ -11,6 +11,11 @@ export function describe(value: unknown): string {
   return String(value);
 }
 
+/** Throws ERR_DYNAMOE_TYPE: `what` must be `expected`, and what was given. */
+export function typeError(what: string, expected: string, value: unknown): never {
+  throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be ${expected}, got ${describe(value)}`);
+}
+
 export function requireObject(value: unknown, what: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value) || ArrayBuffer.isView(value)) {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', `${what} must be an object, got ${describe(value)}`);

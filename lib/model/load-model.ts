@@ -12,9 +12,9 @@ import { buildModelGraph, ProgressCallback } from './build-graph';
 import { ConfigReader } from './config-reader';
 import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
+import { requireMemory, weightBytes } from './memory-need';
 import { CheckpointNaming, ggufNaming } from './naming';
 import { PolicyOption } from './policies';
-import { requireMemory, weightBytes } from './memory-need';
 import { ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 

@@ -45,8 +45,8 @@ export function stepBytes(spec: ModelSpec, tokens: number, logitRows: number): n
 /** Memory this process may use: the machine's, or its cgroup limit when that is lower. */
 export function usableMemory(): number {
   const total = os.totalmem();
-  const constrained = typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0;
-  return constrained && constrained > 0 && constrained < total ? constrained : total;
+  const constrained = typeof process.constrainedMemory === 'function' ? (process.constrainedMemory() ?? 0) : 0;
+  return constrained > 0 && constrained < total ? constrained : total;
 }
 
 /** Throws ERR_DYNAMOE_OUT_OF_MEMORY when `bytes` cannot fit in this process's memory. */

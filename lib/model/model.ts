@@ -1,14 +1,14 @@
 // A loaded model: forward passes over whole token sequences and streaming generation, routed by any policy.
 import { DType } from '../dtype';
 import { DynamoeError, fromNativeError } from '../errors';
-import { describe } from '../validate';
+import { describe, typeError } from '../validate';
 import { NativeKvSession, NativeModelGraph, NativeMoeStepStats } from '../native';
 import { policyLabel, RoutingPolicy } from '../policy';
 import { Tokenizer } from '../tokenizer';
+import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { PolicyOption, resolvePolicies } from './policies';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { checkSampling, Sampler, SamplingOptions } from './sampling';
-import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { moeLayers, ModelSpec } from './spec';
 
 /** Options of {@link Model.forward}. */
@@ -187,9 +187,8 @@ export class Model {
     }
     const signal: unknown = options.signal;
     // Checked by shape: an AbortSignal from another realm (vm contexts, jest) is not an instance of this one's.
-    const isSignal = (v: unknown) => typeof v === 'object' && v !== null && typeof (v as AbortSignal).aborted === 'boolean';
-    if (signal !== undefined && !isSignal(signal)) {
-      throw new DynamoeError('ERR_DYNAMOE_TYPE', `signal must be an AbortSignal, got ${describe(signal)}`);
+    if (signal !== undefined && typeof (signal as AbortSignal | null)?.aborted !== 'boolean') {
+      typeError('signal', 'an AbortSignal', signal);
     }
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
@@ -201,15 +200,7 @@ export class Model {
         : this.checkTokens(prompt);
     if (ids.length === 0) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'the prompt encodes to no tokens');
     const needed = ids.length + maxTokens;
-    if (needed > this.spec.maxContext || needed > MAX_SEQUENCE) {
-      throw new DynamoeError(
-        'ERR_DYNAMOE_SHAPE',
-        `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds ` +
-          (needed > this.spec.maxContext
-            ? `the model's context of ${this.spec.maxContext} tokens`
-            : `the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`),
-      );
-    }
+    this.checkSequenceLength(needed, `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds`);
     requireMemory(
       kvCacheBytes(this.spec, needed) + stepBytes(this.spec, ids.length, 1),
       `a generation of ${needed} positions (its KV cache and prefill)`,
@@ -279,16 +270,18 @@ export class Model {
         );
       }
     }
-    if (ids.length > this.spec.maxContext || ids.length > MAX_SEQUENCE) {
-      throw new DynamoeError(
-        'ERR_DYNAMOE_SHAPE',
-        `${ids.length} tokens exceed ` +
-          (ids.length > this.spec.maxContext
-            ? `the model's context of ${this.spec.maxContext} tokens`
-            : `the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`),
-      );
-    }
+    this.checkSequenceLength(ids.length, `${ids.length} tokens exceed`);
     return ids;
+  }
+
+  /** Throws ERR_DYNAMOE_SHAPE, `exceeds` followed by the limit, when `length` positions pass the model's context. */
+  private checkSequenceLength(length: number, exceeds: string): void {
+    if (length > this.spec.maxContext) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${exceeds} the model's context of ${this.spec.maxContext} tokens`);
+    }
+    if (length > MAX_SEQUENCE) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${exceeds} the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`);
+    }
   }
 }
 

@@ -4,8 +4,8 @@ import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
 import { TopPPolicy } from '../policy';
 import { solveBudget } from './budget-solver';
-import { describe, requireObject } from '../validate';
-import { checkEvaluationInput, evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
+import { requireObject, typeError } from '../validate';
+import { checkEvaluationInput, PolicyEvaluation, scoreWindows } from './evaluate-policy';
 import { SweepProgress } from './sweep';
 
 /** Options of {@link calibrate}. */
@@ -66,7 +66,7 @@ function checkOptions(options: CalibrateOptions): number[] {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `expertsPerToken must be a number >= 1, got ${String(budget)}`);
   }
   const grid = options.grid ?? DEFAULT_GRID;
-  if (!Array.isArray(grid)) throw new DynamoeError('ERR_DYNAMOE_TYPE', `grid must be an array of numbers, got ${describe(grid)}`);
+  if (!Array.isArray(grid)) typeError('grid', 'an array of numbers', grid);
   const ascending = grid.every((p, i) => typeof p === 'number' && p > 0 && p <= 1 && (i === 0 || p > grid[i - 1]));
   if (grid.length < 2 || !ascending) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `grid must hold at least 2 ascending values in (0, 1], got [${grid}]`);
@@ -93,7 +93,7 @@ export async function calibrate(
   const total = windows.length * (1 + grid.length + slots * richest + SOLVE_ATTEMPTS);
   let done = 0;
   const run = (p: number[], label: string) =>
-    evaluatePolicy(model, windows, p.map(topP), () => options.onProgress?.(++done, total, label));
+    scoreWindows(model, windows, p.map(topP), () => options.onProgress?.(++done, total, label));
   const candidate = (kind: CalibrationCandidate['kind'], p: number[], e: PolicyEvaluation): CalibrationCandidate => ({
     kind,
     p,
@@ -101,7 +101,7 @@ export async function calibrate(
     perplexity: e.perplexity,
   });
 
-  const trained = await evaluatePolicy(model, windows, undefined, () => options.onProgress?.(++done, total, 'trained'));
+  const trained = await scoreWindows(model, windows, undefined, () => options.onProgress?.(++done, total, 'trained'));
   const uniformRuns: PolicyEvaluation[] = [];
   for (const p of grid) uniformRuns.push(await run(new Array(slots).fill(p), `top-p:${p} on every layer`));
   const reference = uniformRuns[richest];

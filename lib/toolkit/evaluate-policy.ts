@@ -4,7 +4,7 @@ import { Model } from '../model/model';
 import { PolicyOption } from '../model/policies';
 import { RoutingStats } from '../model/routing-stats';
 import { moeLayers } from '../model/spec';
-import { describe } from '../validate';
+import { typeError } from '../validate';
 
 /** What one policy did on a text. */
 export interface PolicyEvaluation {
@@ -32,17 +32,11 @@ export function expertFlopsPerExpert(model: Model): number[] {
  * score (2 to maxContext ids each, inside its vocabulary): the toolkit's entry points call it first.
  */
 export function checkEvaluationInput(model: unknown, windows: unknown): asserts model is Model {
-  if (!(model instanceof Model)) {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `model must be a Model from loadModel(), got ${describe(model)}`);
-  }
-  if (!Array.isArray(windows) || windows.length === 0) {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `windows must be a non-empty array of Int32Array, got ${describe(windows)}`);
-  }
+  if (!(model instanceof Model)) typeError('model', 'a Model from loadModel()', model);
+  if (!Array.isArray(windows) || windows.length === 0) typeError('windows', 'a non-empty array of Int32Array', windows);
   const { vocab, maxContext } = model.spec;
   windows.forEach((window: unknown, w) => {
-    if (!(window instanceof Int32Array)) {
-      throw new DynamoeError('ERR_DYNAMOE_TYPE', `windows[${w}] must be an Int32Array, got ${describe(window)}`);
-    }
+    if (!(window instanceof Int32Array)) typeError(`windows[${w}]`, 'an Int32Array', window);
     if (window.length < 2 || window.length > maxContext) {
       throw new DynamoeError('ERR_DYNAMOE_SHAPE', `windows[${w}] must hold 2 to ${maxContext} tokens, got ${window.length}`);
     }
@@ -61,6 +55,16 @@ export async function evaluatePolicy(
   onWindow: () => void = () => undefined,
 ): Promise<PolicyEvaluation> {
   checkEvaluationInput(model, windows);
+  return scoreWindows(model, windows, policy, onWindow);
+}
+
+/** {@link evaluatePolicy} on input already checked with {@link checkEvaluationInput} (sweeps score it many times). */
+export async function scoreWindows(
+  model: Model,
+  windows: Int32Array[],
+  policy: PolicyOption | undefined,
+  onWindow: () => void,
+): Promise<PolicyEvaluation> {
   const policies = model.policies(policy);
   const stats = model.statsAccumulator(policies);
   let nll = 0;

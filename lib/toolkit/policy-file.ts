@@ -2,7 +2,7 @@
 import { promises as fs } from 'fs';
 import { DynamoeError } from '../errors';
 import { checkPolicy, RoutingPolicy } from '../policy';
-import { describe, MAX_EXPERTS, requireObject } from '../validate';
+import { MAX_EXPERTS, requireObject, typeError } from '../validate';
 
 /** The `format` field that marks a dynamoe policy file. */
 export const POLICY_FILE_FORMAT = 'dynamoe-policy';
@@ -59,10 +59,8 @@ export async function writePolicyFile(
   layers: number[],
   about?: Record<string, unknown>,
 ): Promise<void> {
-  if (typeof path !== 'string' || path === '') throw new DynamoeError('ERR_DYNAMOE_TYPE', `path must be a file name, got ${describe(path)}`);
-  if (!Array.isArray(policies) || policies.length === 0) {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `policies must be a non-empty array, got ${describe(policies)}`);
-  }
+  if (typeof path !== 'string' || path === '') typeError('path', 'a file name', path);
+  if (!Array.isArray(policies) || policies.length === 0) typeError('policies', 'a non-empty array', policies);
   policies.forEach((policy) => checkPolicy(policy, MAX_EXPERTS));
   if (!Array.isArray(layers) || layers.length !== policies.length || !layers.every((l) => Number.isInteger(l) && l >= 0)) {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', 'layers must list one layer index (an integer >= 0) per policy');

@@ -2,9 +2,8 @@
 import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
 import { policyLabel, RoutingPolicy } from '../policy';
-import { DynamoeError } from '../errors';
-import { describe } from '../validate';
-import { checkEvaluationInput, evaluatePolicy, PolicyEvaluation } from './evaluate-policy';
+import { typeError } from '../validate';
+import { checkEvaluationInput, PolicyEvaluation, scoreWindows } from './evaluate-policy';
 
 /** One policy's row of a sweep. */
 export interface SweepPoint extends PolicyEvaluation {
@@ -42,13 +41,11 @@ export async function runSweep(
   onProgress: SweepProgress = () => undefined,
 ): Promise<SweepReport> {
   checkEvaluationInput(model, windows);
-  if (!Array.isArray(policies)) {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `policies must be an array of policies, got ${describe(policies)}`);
-  }
+  if (!Array.isArray(policies)) typeError('policies', 'an array of policies', policies);
   const total = windows.length * (policies.length + 1);
   let done = 0;
   const evaluate = (policy: RoutingPolicy | undefined, label: string) =>
-    evaluatePolicy(model, windows, policy, () => onProgress(++done, total, label));
+    scoreWindows(model, windows, policy, () => onProgress(++done, total, label));
   const trained = await evaluate(undefined, 'trained policy');
   const points: SweepPoint[] = [];
   for (const policy of policies) points.push(point(await evaluate(policy, policyLabel(policy)), trained));

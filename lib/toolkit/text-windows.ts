@@ -1,7 +1,7 @@
 // Splits an evaluation text into the token windows perplexity is measured on.
 import { DynamoeError } from '../errors';
 import { Tokenizer } from '../tokenizer';
-import { describe, requireObject } from '../validate';
+import { describe, requireObject, typeError } from '../validate';
 
 /** Options of {@link textWindows}. */
 export interface TextWindowOptions {
@@ -22,9 +22,9 @@ export function textWindows(
   options: TextWindowOptions = {},
 ): Int32Array[] {
   if (typeof tokenizer !== 'object' || tokenizer === null || typeof tokenizer.encode !== 'function') {
-    throw new DynamoeError('ERR_DYNAMOE_TYPE', `tokenizer must be a model's tokenizer, got ${describe(tokenizer)}`);
+    typeError('tokenizer', "a model's tokenizer", tokenizer);
   }
-  if (typeof text !== 'string') throw new DynamoeError('ERR_DYNAMOE_TYPE', `text must be a string, got ${describe(text)}`);
+  if (typeof text !== 'string') typeError('text', 'a string', text);
   if (!Number.isInteger(maxContext) || maxContext < 2) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxContext must be an integer >= 2, got ${describe(maxContext)}`);
   }
@@ -33,12 +33,12 @@ export function textWindows(
   if (!Number.isInteger(window) || window < 2 || window > maxContext) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `window must be an integer in [2, ${maxContext}], got ${window}`);
   }
-  let ids = tokenizer.encode(text, { addSpecialTokens: false });
   const { maxTokens } = options;
   if (maxTokens !== undefined && (!Number.isInteger(maxTokens) || maxTokens < 2)) {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be an integer >= 2, got ${describe(maxTokens)}`);
   }
-  if (options.maxTokens !== undefined) ids = ids.subarray(0, options.maxTokens);
+  let ids = tokenizer.encode(text, { addSpecialTokens: false });
+  if (maxTokens !== undefined) ids = ids.subarray(0, maxTokens);
   const bos = tokenizer.bosTokenId;
   const body = bos === null ? window : window - 1;
   const windows: Int32Array[] = [];
