@@ -3,7 +3,7 @@
   # own -m flags and only called after a run-time CPU check, so the binary runs on any x86-64 CPU.
   "target_defaults": {
     "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-    "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    "cflags_cc": ["-std=c++17", "-O3", "-ffp-contract=off", "-fexceptions", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
     "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
     "conditions": [
@@ -15,6 +15,7 @@
       "target_name": "dynamoe",
       "sources": [
         "native/addon.cpp",
+        "native/cuda_unavailable.cpp",
         "native/graph_node_reader.cpp",
         "native/js_args.cpp",
         "native/kv_session_binding.cpp",

@@ -18,11 +18,16 @@ export type {
   ForwardOptions,
   ForwardWork,
   MoEForwardResult,
+  MoELayerOptions,
+  ProfileOptions,
 } from './moe-layer';
+export type { StageTimes } from './native';
 export { toBf16, fromBf16, toF16, fromF16 } from './dtype';
 export type { DType } from './dtype';
 export { setThreads, getThreads, cpuInfo } from './runtime';
 export type { CpuInfo } from './runtime';
+export { backendInfo } from './backend';
+export type { BackendInfo, Device, GpuInfo } from './backend';
 export { loadModel } from './model/load-model';
 export type { LoadModelOptions } from './model/load-model';
 export { Model, Generation } from './model/model';

@@ -1,7 +1,8 @@
-// MoELayer: one Mixture-of-Experts block with SwiGLU experts, run by the native CPU kernels.
+// MoELayer: one Mixture-of-Experts block with SwiGLU experts, run by the native CPU or CUDA kernels.
+import { Device, resolveDevice } from './backend';
 import { DType } from './dtype';
 import { callNative, DynamoeError, fromNativeError } from './errors';
-import { native, NativeMoeLayer } from './native';
+import { native, NativeMoeLayer, StageTimes } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
 import { RoutingResult } from './routing';
 import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
@@ -40,6 +41,21 @@ export interface MoELayerWeights {
   /** Element type the expert weights are stored and multiplied in (accumulation is fp32). */
   dtype: DType;
   shared?: SharedExpertWeights;
+}
+
+/** Options of {@link MoELayer.fromWeights} and {@link MoELayer.load}. */
+export interface MoELayerOptions {
+  /**
+   * Where the weights live and the kernels run (default 'cpu'). 'cuda' uploads the weights to the GPU once (they are
+   * not kept on the host) and needs the CUDA build and a GPU; 'auto' is 'cuda' when {@link backendInfo} says so.
+   */
+  device?: Device;
+}
+
+/** Options of {@link MoELayer.profile}. */
+export interface ProfileOptions extends ForwardOptions {
+  /** Forwards to time after one warm-up forward (default 10). */
+  runs?: number;
 }
 
 /** Options of {@link MoELayer.forward}. */
@@ -89,8 +105,9 @@ function perExpert(value: unknown, experts: number, length: number, what: string
   return Array.from({ length: experts }, (_, e) => value.subarray(e * length, (e + 1) * length));
 }
 
-// Checks the weights and builds the options the native layer reads.
-function nativeOptions(weights: MoELayerWeights): Record<string, unknown> {
+// Checks the weights and options and builds the options the native layer reads.
+function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions | undefined): Record<string, unknown> {
+  const device = resolveDevice(layerOptions === undefined ? undefined : requireObject(layerOptions, 'options').device);
   const w = requireObject(weights, 'weights');
   const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
   const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
@@ -108,6 +125,7 @@ function nativeOptions(weights: MoELayerWeights): Record<string, unknown> {
     gate: perExpert(w.gate, experts, ffn * hidden, 'gate'),
     up: perExpert(w.up, experts, ffn * hidden, 'up'),
     down: perExpert(w.down, experts, hidden * ffn, 'down'),
+    device,
   };
   if (w.shared !== undefined) {
     const shared = requireObject(w.shared, 'shared');
@@ -133,6 +151,8 @@ export class MoELayer {
   readonly dtype: DType;
   /** Whether the layer has an always-on shared expert. */
   readonly hasSharedExpert: boolean;
+  /** Where the weights live and the kernels run. */
+  readonly device: 'cpu' | 'cuda';
   readonly #native: NativeMoeLayer;
 
   private constructor(weights: MoELayerWeights, handle: NativeMoeLayer) {
@@ -141,27 +161,30 @@ export class MoELayer {
     this.experts = weights.experts;
     this.dtype = weights.dtype;
     this.hasSharedExpert = weights.shared !== undefined;
+    this.device = handle.device;
     this.#native = handle;
   }
 
   /**
    * Packs the weights into the layout the kernels read (converting Float32Array to `dtype`), on the calling
    * thread. The arrays passed in are read, never modified or kept. Throws a DynamoeError on bad shapes, types or
-   * dtypes. In a server, prefer {@link MoELayer.load}, which packs off the event loop.
+   * dtypes, ERR_DYNAMOE_DEVICE when `device: 'cuda'` has no usable GPU (the message says why), and
+   * ERR_DYNAMOE_OUT_OF_MEMORY when the GPU cannot hold the weights. In a server, prefer {@link MoELayer.load}, which
+   * packs off the event loop.
    */
-  static fromWeights(weights: MoELayerWeights): MoELayer {
-    const options = nativeOptions(weights);
-    return new MoELayer(weights, callNative(() => new (native().MoeLayer)(options)));
+  static fromWeights(weights: MoELayerWeights, options?: MoELayerOptions): MoELayer {
+    const nativeLayerOptions = nativeOptions(weights, options);
+    return new MoELayer(weights, callNative(() => new (native().MoeLayer)(nativeLayerOptions)));
   }
 
   /**
    * Like {@link MoELayer.fromWeights}, but packs on a worker thread and resolves when the layer is ready.
    * The worker reads the weight arrays in place: do not modify, transfer or detach them until the promise settles.
    */
-  static async load(weights: MoELayerWeights): Promise<MoELayer> {
-    const options = nativeOptions(weights);
+  static async load(weights: MoELayerWeights, options?: MoELayerOptions): Promise<MoELayer> {
+    const nativeLayerOptions = nativeOptions(weights, options);
     try {
-      return new MoELayer(weights, await native().MoeLayer.pack(options));
+      return new MoELayer(weights, await native().MoeLayer.pack(nativeLayerOptions));
     } catch (error) {
       return fromNativeError(error);
     }
@@ -182,18 +205,37 @@ export class MoELayer {
    * @param x [tokens * hidden] activations (the MoE block input); copied, never modified.
    */
   async forward(x: Float32Array, options: ForwardOptions): Promise<MoEForwardResult> {
+    const { tokens, policy } = this.#checkForward(x, options);
+    try {
+      return await this.#native.forward(x, { tokens, policy });
+    } catch (error) {
+      return fromNativeError(error);
+    }
+  }
+
+  /**
+   * Times each stage of the forward on the GPU (CUDA events; host copies excluded): `runs` forwards after one
+   * warm-up, mean microseconds per stage. CUDA layers only (a CPU layer rejects with ERR_DYNAMOE_UNSUPPORTED).
+   * @param x [tokens * hidden] activations; copied, never modified.
+   */
+  async profile(x: Float32Array, options: ProfileOptions): Promise<StageTimes> {
+    const { tokens, policy } = this.#checkForward(x, options);
+    const runs = options.runs === undefined ? 10 : requireSize(options.runs, 'runs', 10000);
+    try {
+      return await this.#native.profile(x, { tokens, policy, runs });
+    } catch (error) {
+      return fromNativeError(error);
+    }
+  }
+
+  #checkForward(x: Float32Array, options: ForwardOptions): { tokens: number; policy: RoutingPolicy } {
     if (this.#native.disposed) {
       throw new DynamoeError('ERR_DYNAMOE_DISPOSED', 'this MoELayer was disposed; create a new one with MoELayer.fromWeights');
     }
     const opts = requireObject(options, 'options');
     const tokens = requireSize(opts.tokens, 'tokens');
     requireFloat32Array(x, tokens * this.hidden, 'x');
-    const policy = checkPolicy(opts.policy, this.experts);
-    try {
-      return await this.#native.forward(x, { tokens, policy });
-    } catch (error) {
-      return fromNativeError(error);
-    }
+    return { tokens, policy: checkPolicy(opts.policy, this.experts) };
   }
 
   /** Frees the native weights now (a running forward keeps them until it ends). Safe to call twice. */

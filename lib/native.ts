@@ -19,8 +19,21 @@ export interface NativeForwardResult {
   work: { gateUpRows: Int32Array; downRows: Int32Array };
 }
 
+/** Kernel time of each stage of a forward on the GPU, in microseconds (mean over `runs`). */
+export interface StageTimes {
+  routeUs: number;
+  planUs: number;
+  gemm1Us: number;
+  gemm2Us: number;
+  finalizeUs: number;
+  totalUs: number;
+  runs: number;
+}
+
 export interface NativeMoeLayer {
   forward(x: Float32Array, options: { tokens: number; policy: object }): Promise<NativeForwardResult>;
+  profile(x: Float32Array, options: { tokens: number; policy: object; runs?: number }): Promise<StageTimes>;
+  readonly device: 'cpu' | 'cuda';
   dispose(): void;
   readonly weightBytes: number;
   readonly disposed: boolean;
@@ -93,6 +106,7 @@ export interface NativeAddon {
     sizes: { tokens: number; experts: number },
     policy: object,
     input: 'logits' | 'probabilities',
+    device?: 'cpu' | 'cuda',
   ): Promise<NativeRoutingResult>;
   routerLosses(
     logits: Float32Array,
@@ -110,6 +124,7 @@ export interface NativeAddon {
   cpuInfo(): NativeCpuInfo;
   setCpuIsa(isa: string): void;
   measureRoofline(): Promise<Roofline>;
+  backendInfo(): Omit<import('./backend').BackendInfo, 'cpu'>;
 }
 
 // The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).

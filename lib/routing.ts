@@ -1,4 +1,5 @@
 // route(): routing on its own, for inspecting policies on logits from anywhere.
+import { Device, resolveDevice } from './backend';
 import { DynamoeError, fromNativeError } from './errors';
 import { native } from './native';
 import { checkPolicy, RoutingPolicy } from './policy';
@@ -25,6 +26,8 @@ export interface RouteOptions {
   policy: RoutingPolicy;
   /** What `scores` holds: router logits (softmax applied, the default) or probabilities (used as they are). */
   input?: 'logits' | 'probabilities';
+  /** Run the CPU router (default) or the CUDA routing kernel; both select the same experts, bit for bit. */
+  device?: Device;
 }
 
 /**
@@ -41,8 +44,9 @@ export async function route(scores: Float32Array, options: RouteOptions): Promis
   if (input !== 'logits' && input !== 'probabilities') {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', `input must be 'logits' or 'probabilities', got ${describe(input)}`);
   }
+  const device = resolveDevice(opts.device);
   try {
-    return await native().route(scores, { tokens, experts }, policy, input);
+    return await native().route(scores, { tokens, experts }, policy, input, device);
   } catch (error) {
     return fromNativeError(error);
   }

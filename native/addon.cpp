@@ -19,6 +19,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New<CpuInfo>(env, "cpuInfo"));
   exports.Set("setCpuIsa", Napi::Function::New<SetCpuIsa>(env, "setCpuIsa"));
   exports.Set("measureRoofline", Napi::Function::New<MeasureRoofline>(env, "measureRoofline"));
+  exports.Set("backendInfo", Napi::Function::New<BackendInfo>(env, "backendInfo"));
   return exports;
 }
 

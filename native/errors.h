@@ -15,6 +15,8 @@ constexpr const char* kValue = "ERR_DYNAMOE_VALUE";        // NaN / Infinity in 
 constexpr const char* kDtype = "ERR_DYNAMOE_DTYPE";        // unknown dtype or data that does not match it
 constexpr const char* kDisposed = "ERR_DYNAMOE_DISPOSED";  // object used after dispose()
 constexpr const char* kOutOfMemory = "ERR_DYNAMOE_OUT_OF_MEMORY";
+constexpr const char* kUnsupported = "ERR_DYNAMOE_UNSUPPORTED";  // valid, but not built or not implemented here
+constexpr const char* kDevice = "ERR_DYNAMOE_DEVICE";  // the device asked for is missing, failed, or does not match
 constexpr const char* kInternal = "ERR_DYNAMOE_INTERNAL";
 }  // namespace code
 

@@ -1,5 +1,6 @@
 #include "moe_layer_binding.h"
 
+#include <string>
 #include <vector>
 
 #include "addon_data.h"
@@ -19,20 +20,20 @@ class PackWorker : public PromiseWorker {
   PackWorker(Napi::Env env, MoeLayerSources sources) : PromiseWorker(env), sources_(std::move(sources)) {}
 
  protected:
-  void run() override { layer_ = sources_.pack(); }
+  void run() override { layer_ = sources_.packBlock(); }
   Napi::Value result(Napi::Env env) override {
-    auto adopt = Napi::External<std::shared_ptr<const cpu::MoeLayer>>::New(env, &layer_);
+    auto adopt = Napi::External<std::shared_ptr<const MoeBlock>>::New(env, &layer_);
     return addonData(env).moeLayer.New({adopt});
   }
 
  private:
   MoeLayerSources sources_;
-  std::shared_ptr<const cpu::MoeLayer> layer_;
+  std::shared_ptr<const MoeBlock> layer_;
 };
 
 class ForwardWorker : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<const cpu::MoeLayer> layer, Napi::Float32Array x, int tokens,
+  ForwardWorker(Napi::Env env, std::shared_ptr<const MoeBlock> layer, Napi::Float32Array x, int tokens,
                 const RoutingPolicy& policy)
       : PromiseWorker(env),
         layer_(std::move(layer)),
@@ -57,14 +58,11 @@ class ForwardWorker : public PromiseWorker {
   }
 
  protected:
-  void run() override {
-    const size_t hidden = layer_->config().hidden;
-    layer_->forward(x_.data(), hidden, tokens_, policy_, output_, hidden, routing_.output(), counters_);
-  }
+  void run() override { layer_->forward(x_.data(), tokens_, policy_, output_, routing_.output(), counters_); }
   Napi::Value result(Napi::Env) override { return result_.Value(); }
 
  private:
-  std::shared_ptr<const cpu::MoeLayer> layer_;
+  std::shared_ptr<const MoeBlock> layer_;
   std::vector<float> x_;
   int tokens_;
   RoutingPolicy policy_;
@@ -74,12 +72,49 @@ class ForwardWorker : public PromiseWorker {
   Napi::ObjectReference result_;
 };
 
+// Times each stage of `runs` forwards on the device.
+class ProfileWorker : public PromiseWorker {
+ public:
+  ProfileWorker(Napi::Env env, std::shared_ptr<const MoeBlock> layer, Napi::Float32Array x, int tokens,
+                const RoutingPolicy& policy, int runs)
+      : PromiseWorker(env),
+        layer_(std::move(layer)),
+        x_(x.Data(), x.Data() + x.ElementLength()),
+        tokens_(tokens),
+        policy_(policy),
+        runs_(runs) {}
+
+ protected:
+  void run() override { times_ = layer_->profile(x_.data(), tokens_, policy_, runs_); }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("routeUs", times_.routeUs);
+    result.Set("planUs", times_.planUs);
+    result.Set("gemm1Us", times_.gemm1Us);
+    result.Set("gemm2Us", times_.gemm2Us);
+    result.Set("finalizeUs", times_.finalizeUs);
+    result.Set("totalUs", times_.totalUs);
+    result.Set("runs", times_.runs);
+    return result;
+  }
+
+ private:
+  std::shared_ptr<const MoeBlock> layer_;
+  std::vector<float> x_;
+  int tokens_;
+  RoutingPolicy policy_;
+  int runs_;
+  StageTimes times_;
+};
+
 }  // namespace
 
 Napi::Function MoeLayerBinding::define(Napi::Env env) {
   Napi::Function constructor = DefineClass(env, "MoeLayerBinding",
                      {StaticMethod<&MoeLayerBinding::pack>("pack"),
                       InstanceMethod<&MoeLayerBinding::forward>("forward"),
+                      InstanceMethod<&MoeLayerBinding::profile>("profile"),
+                      InstanceAccessor<&MoeLayerBinding::device>("device"),
                       InstanceMethod<&MoeLayerBinding::dispose>("dispose"),
                       InstanceAccessor<&MoeLayerBinding::weightBytes>("weightBytes"),
                       InstanceAccessor<&MoeLayerBinding::disposed>("disposed")});
@@ -92,10 +127,10 @@ Napi::Function MoeLayerBinding::define(Napi::Env env) {
 MoeLayerBinding::MoeLayerBinding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MoeLayerBinding>(info) {
   Napi::Env env = info.Env();
   if (info[0].IsExternal()) {
-    layer_ = *info[0].As<Napi::External<std::shared_ptr<const cpu::MoeLayer>>>().Data();
+    layer_ = *info[0].As<Napi::External<std::shared_ptr<const MoeBlock>>>().Data();
   } else {
     const MoeLayerSources sources = readMoeLayerSources(info[0]);
-    translateErrors(env, [&] { layer_ = sources.pack(); });
+    translateErrors(env, [&] { layer_ = sources.packBlock(); });
   }
   externalBytes_ = static_cast<int64_t>(layer_->weightBytes());
   Napi::MemoryManagement::AdjustExternalMemory(env, externalBytes_);  // lets V8's GC see the native weights
@@ -106,7 +141,7 @@ MoeLayerBinding::~MoeLayerBinding() {
   if (layer_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -externalBytes_);
 }
 
-const std::shared_ptr<const cpu::MoeLayer>& MoeLayerBinding::requireLayer(Napi::Env env) const {
+const std::shared_ptr<const MoeBlock>& MoeLayerBinding::requireLayer(Napi::Env env) const {
   if (!layer_) throwJs(env, code::kDisposed, "this MoELayer was disposed; create a new one with MoELayer.fromWeights");
   return layer_;
 }
@@ -118,9 +153,10 @@ void MoeLayerBinding::release(Napi::Env env) {
   externalBytes_ = 0;
 }
 
-Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {
+// Reads forward()/profile() arguments: x, { tokens, policy }.
+MoeLayerBinding::ForwardArguments MoeLayerBinding::readForwardArguments(const Napi::CallbackInfo& info) const {
   Napi::Env env = info.Env();
-  const std::shared_ptr<const cpu::MoeLayer>& layer = requireLayer(env);
+  const std::shared_ptr<const MoeBlock>& layer = requireLayer(env);
   const cpu::MoeLayerConfig& config = layer->config();
   Napi::Object options = requireObject(info[1], "forward options");
   const int tokens = readInt(options, "tokens", 1, 1 << 24);
@@ -128,8 +164,22 @@ Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {
     throwJs(env, code::kShape, "tokens * hidden must stay below 2^31");
   }
   Napi::Float32Array x = requireFloat32Array(info[0], static_cast<size_t>(tokens) * config.hidden, "x");
-  const RoutingPolicy policy = readPolicy(options.Get("policy"), config.experts);
-  auto* worker = new ForwardWorker(env, layer, x, tokens, policy);
+  return {layer, x, tokens, readPolicy(options.Get("policy"), config.experts), options};
+}
+
+Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {
+  const ForwardArguments args = readForwardArguments(info);
+  auto* worker = new ForwardWorker(info.Env(), args.layer, args.x, args.tokens, args.policy);
+  return worker->start();
+}
+
+Napi::Value MoeLayerBinding::profile(const Napi::CallbackInfo& info) {
+  const ForwardArguments args = readForwardArguments(info);
+  const int runs = args.options.Get("runs").IsUndefined() ? 10 : readInt(args.options, "runs", 1, 10000);
+  if (std::string(args.layer->device()) != "cuda") {
+    throwJs(info.Env(), code::kUnsupported, "profile() times the stages of a layer on device 'cuda'; this layer is on the CPU");
+  }
+  auto* worker = new ProfileWorker(info.Env(), args.layer, args.x, args.tokens, args.policy, runs);
   return worker->start();
 }
 
@@ -146,6 +196,10 @@ Napi::Value MoeLayerBinding::dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value MoeLayerBinding::weightBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(requireLayer(info.Env())->weightBytes()));
+}
+
+Napi::Value MoeLayerBinding::device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), requireLayer(info.Env())->device());
 }
 
 Napi::Value MoeLayerBinding::disposed(const Napi::CallbackInfo& info) {

@@ -1,11 +1,12 @@
-// The JS MoELayer class: owns one packed cpu::MoeLayer; forward() runs on a worker thread.
+// The JS MoELayer class: owns one MoeBlock (CPU or CUDA); forward() and profile() run on a worker thread.
 #pragma once
 
 #include <napi.h>
 
 #include <memory>
 
-#include "cpu/moe_layer.h"
+#include "moe_block.h"
+#include "routing_policy.h"
 
 namespace dynamoe {
 
@@ -17,15 +18,25 @@ class MoeLayerBinding : public Napi::ObjectWrap<MoeLayerBinding> {
 
  private:
   static Napi::Value pack(const Napi::CallbackInfo& info);
+  struct ForwardArguments {
+    std::shared_ptr<const MoeBlock> layer;
+    Napi::Float32Array x;
+    int tokens;
+    RoutingPolicy policy;
+    Napi::Object options;
+  };
+  ForwardArguments readForwardArguments(const Napi::CallbackInfo& info) const;
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value profile(const Napi::CallbackInfo& info);
+  Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value weightBytes(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);
-  const std::shared_ptr<const cpu::MoeLayer>& requireLayer(Napi::Env env) const;
+  const std::shared_ptr<const MoeBlock>& requireLayer(Napi::Env env) const;
   void release(Napi::Env env);
 
   // Shared with running forwards, so dispose() during a forward frees the weights when that forward ends.
-  std::shared_ptr<const cpu::MoeLayer> layer_;
+  std::shared_ptr<const MoeBlock> layer_;
   int64_t externalBytes_ = 0;
 };
 

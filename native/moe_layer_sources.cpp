@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "../cuda/cuda_backend.h"
+#include "cpu_moe_block.h"
 #include "js_args.h"
 #include "js_errors.h"
 
@@ -63,6 +65,12 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   if (!dtype.IsString() || !parseDType(dtype.As<Napi::String>().Utf8Value(), &config.dtype)) {
     throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
   }
+  const Napi::Value device = options.Get("device");
+  if (!device.IsUndefined()) {
+    sources.device = device.IsString() ? device.As<Napi::String>().Utf8Value() : "";
+    if (sources.device != "cpu" && sources.device != "cuda") throwJs(env, code::kValue, "device must be 'cpu' or 'cuda'");
+  }
+  if (sources.device == "cuda") translateErrors(env, [] { cuda::requireDevice(); });  // fail before reading weights
   SourceReader read(sources);
   const size_t expertElements = static_cast<size_t>(config.ffn) * config.hidden;
   sources.router = read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
@@ -84,6 +92,12 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
     }
   }
   return sources;
+}
+
+std::shared_ptr<const MoeBlock> MoeLayerSources::packBlock() const {
+  const cpu::SharedExpertSources* sharedSources = hasShared ? &shared : nullptr;
+  if (device == "cuda") return cuda::uploadMoeLayer(config, router, experts, sharedSources);
+  return std::make_shared<const CpuMoeBlock>(std::make_unique<const cpu::MoeLayer>(config, router, experts, sharedSources));
 }
 
 }  // namespace dynamoe

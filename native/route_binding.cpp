@@ -1,11 +1,13 @@
-// route(scores, tokens, experts, policy, input): routing alone, on a worker thread.
+// route(scores, sizes, policy, input, device): routing alone, on a worker thread (CPU kernels or the CUDA kernel).
 #include "route_binding.h"
 
 #include <cmath>
 #include <vector>
 
+#include "../cuda/cuda_backend.h"
 #include "cpu/routing.h"
 #include "js_args.h"
+#include "js_errors.h"
 #include "promise_worker.h"
 #include "routing_result.h"
 
@@ -16,13 +18,14 @@ namespace {
 class RouteWorker : public PromiseWorker {
  public:
   RouteWorker(Napi::Env env, Napi::Float32Array scores, int tokens, int experts, const RoutingPolicy& policy,
-              cpu::RouterInput input)
+              cpu::RouterInput input, bool onDevice)
       : PromiseWorker(env),
         scores_(scores.Data(), scores.Data() + scores.ElementLength()),  // a copy: JS may change its array meanwhile
         tokens_(tokens),
         experts_(experts),
         policy_(policy),
         input_(input),
+        onDevice_(onDevice),
         result_(env, tokens, experts, policy.kMax(experts)) {}
 
  protected:
@@ -38,7 +41,11 @@ class RouteWorker : public PromiseWorker {
                                       std::to_string(i / experts_) + ", expert " + std::to_string(i % experts_));
       }
     }
-    cpu::routeTokens(scores_.data(), experts_, tokens_, experts_, input_, policy_, result_.output());
+    if (onDevice_) {
+      cuda::routeOnDevice(scores_.data(), tokens_, experts_, input_, policy_, result_.output());
+    } else {
+      cpu::routeTokens(scores_.data(), experts_, tokens_, experts_, input_, policy_, result_.output());
+    }
   }
   Napi::Value result(Napi::Env) override { return result_.value(); }
 
@@ -48,6 +55,7 @@ class RouteWorker : public PromiseWorker {
   int experts_;
   RoutingPolicy policy_;
   cpu::RouterInput input_;
+  bool onDevice_;
   RoutingResultArrays result_;
 };
 
@@ -62,8 +70,12 @@ Napi::Value Route(const Napi::CallbackInfo& info) {
   if (input != "logits" && input != "probabilities") {
     throwJs(env, code::kType, "input must be 'logits' or 'probabilities', got '" + input + "'");
   }
+  const std::string device = info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "cpu";
+  if (device != "cpu" && device != "cuda") throwJs(env, code::kValue, "device must be 'cpu' or 'cuda'");
+  if (device == "cuda") translateErrors(env, [] { cuda::requireDevice(); });
   auto* worker = new RouteWorker(env, scores, tokens, experts, policy,
-                                 input == "logits" ? cpu::RouterInput::Logits : cpu::RouterInput::Probabilities);
+                                 input == "logits" ? cpu::RouterInput::Logits : cpu::RouterInput::Probabilities,
+                                 device == "cuda");
   return worker->start();
 }
 

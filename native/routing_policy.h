@@ -4,6 +4,7 @@
 #include <string>
 
 #include "errors.h"
+#include "routing_math.h"
 
 namespace dynamoe {
 
@@ -20,11 +21,11 @@ struct RoutingPolicy {
   float scale = 1.0f;  // top-k: multiply the weights (DeepSeek routed_scaling_factor)
 
   // Slots per token in the fixed-shape routing output.
-  int kMax(int experts) const {
+  DYNAMOE_HOST_DEVICE int kMax(int experts) const {
     if (kind == PolicyKind::TopK) return k;
     return maxExperts > 0 ? maxExperts : experts;
   }
-  int maxKept(int experts) const { return maxExperts > 0 ? maxExperts : experts; }
+  DYNAMOE_HOST_DEVICE int maxKept(int experts) const { return maxExperts > 0 ? maxExperts : experts; }
 };
 
 const char* policyKindName(PolicyKind kind);

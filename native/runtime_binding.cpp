@@ -1,5 +1,8 @@
 #include "runtime_binding.h"
 
+#include <string>
+
+#include "../cuda/cuda_backend.h"
 #include "cpu/cpu_features.h"
 #include "cpu/roofline.h"
 #include "cpu/tile_kernels.h"
@@ -78,6 +81,34 @@ Napi::Value SetCpuIsa(const Napi::CallbackInfo& info) {
   }
   translateErrors(env, [&] { cpu::setActiveIsa(isa); });
   return env.Undefined();
+}
+
+Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cuda::BackendStatus& status = cuda::backendStatus();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("backend", status.available ? "cuda" : "cpu");
+  result.Set("cudaBuilt", status.built);
+  if (!status.available) {
+    result.Set("cudaError", status.error);
+    result.Set("cudaErrorMessage", status.errorMessage);
+  }
+  if (status.built) {
+    result.Set("cudaRuntimeVersion", status.runtimeVersion);
+    result.Set("cudaDriverVersion", status.driverVersion);
+  }
+  Napi::Array architectures = Napi::Array::New(env, status.architectures.size());
+  for (size_t i = 0; i < status.architectures.size(); ++i) architectures.Set(static_cast<uint32_t>(i), status.architectures[i]);
+  result.Set("cudaArchitectures", architectures);
+  if (!status.deviceName.empty()) {
+    Napi::Object gpu = Napi::Object::New(env);
+    gpu.Set("name", status.deviceName);
+    gpu.Set("computeCapability", std::to_string(status.computeMajor) + "." + std::to_string(status.computeMinor));
+    gpu.Set("multiprocessors", status.multiprocessors);
+    gpu.Set("memoryBytes", static_cast<double>(status.totalMemoryBytes));
+    result.Set("gpu", gpu);
+  }
+  return result;
 }
 
 }  // namespace dynamoe

@@ -11,5 +11,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info);
 Napi::Value SetCpuIsa(const Napi::CallbackInfo& info);
 // Resolves to { isa, threads, fmaGflops, readGBps } for the active kernel family.
 Napi::Value MeasureRoofline(const Napi::CallbackInfo& info);
+// What the CUDA backend found: built in or not, GPU and driver, or why it is not used.
+Napi::Value BackendInfo(const Napi::CallbackInfo& info);
 
 }  // namespace dynamoe

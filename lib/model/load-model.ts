@@ -20,7 +20,7 @@ import { WeightReader } from './weight-reader';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** 'cpu' (and 'auto') run on the CPU; 'cuda' needs the CUDA build (not available yet). */
+  /** 'cpu' and 'auto' run on the CPU; whole models do not run on 'cuda' yet (single MoELayer objects do). */
   device?: 'cpu' | 'cuda' | 'auto';
   /** Element type weights are packed in (default: the checkpoint's). Math accumulates in fp32. */
   dtype?: DType;
@@ -90,7 +90,7 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
   }
   const device = options.device ?? 'auto';
   if (device === 'cuda') {
-    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', "device 'cuda' needs the CUDA build of dynamoe, not built yet; use 'cpu' or 'auto'");
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', "whole models run on the CPU for now (device 'cuda' runs single MoE layers: MoELayer.fromWeights(weights, { device: 'cuda' })); use 'cpu' or 'auto'");
   }
   if (device !== 'cpu' && device !== 'auto') {
     throw new DynamoeError('ERR_DYNAMOE_VALUE', `device must be 'cpu', 'cuda' or 'auto', got ${String(device)}`);

@@ -5,6 +5,7 @@
 #include <numeric>
 #include <vector>
 
+#include "../routing_math.h"
 #include "../thread_pool.h"
 
 namespace dynamoe::cpu {
@@ -13,16 +14,18 @@ namespace {
 
 constexpr int kTokensPerItem = 64;
 
-// Probabilities of one token, in fp32, in expert order. Sums accumulate in double: in fp32 the small terms added
-// after a dominant one are lost (one logit of 18 among 100 zeros would give P = 1.0 instead of 0.9999985).
+// Probabilities of one token, in fp32, in expert order, computed exactly as the CUDA router does (routing_math.h):
+// same exp, same lane-by-lane double sums. Sums are in double: in fp32 the small terms added after a dominant one
+// are lost (one logit of 18 among 100 zeros would give P = 1.0 instead of 0.9999985).
 void softmaxRow(const float* logits, int experts, float* probs) {
   float maxLogit = logits[0];
   for (int e = 1; e < experts; ++e) maxLogit = std::max(maxLogit, logits[e]);
-  double sum = 0.0;
+  double lanes[routing_math::kLanes] = {};
   for (int e = 0; e < experts; ++e) {
-    probs[e] = std::exp(logits[e] - maxLogit);
-    sum += probs[e];
+    probs[e] = routing_math::routingExp(logits[e] - maxLogit);
+    lanes[e % routing_math::kLanes] += probs[e];
   }
+  const double sum = routing_math::reduceLanes(lanes);
   for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
 }
 

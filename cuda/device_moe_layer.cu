@@ -1,0 +1,495 @@
+#include "device_moe_layer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <string>
+
+#include "../native/cpu/check_finite.h"
+#include "cuda_backend.h"
+#include "device_weights.h"
+#include "nvtx_range.h"
+
+namespace dynamoe::cuda {
+
+namespace {
+
+// Scratch of one pass stays under this; longer inputs run in several passes of whole tokens (same results).
+constexpr size_t kPassScratchBytes = size_t{1} << 30;
+constexpr size_t kScratchAlignment = 256;
+// Freed stream-ordered scratch the pool keeps for the next forward instead of returning it to the driver.
+constexpr uint64_t kPoolKeepBytes = uint64_t{1} << 30;
+
+std::atomic<int> nextLayerId{0};
+
+void keepPoolMemory() {
+  static const bool done = [] {
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+      uint64_t keep = kPoolKeepBytes;
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    return true;
+  }();
+  (void)done;
+}
+
+// Carves one allocation into aligned arrays: sized first (`plan`), then handed out from a base pointer.
+class ScratchLayout {
+ public:
+  size_t add(size_t bytes) {
+    const size_t offset = bytes_;
+    bytes_ += (bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
+    return offset;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  size_t bytes_ = 0;
+};
+
+template <typename T>
+T* at(const StreamBuffer& buffer, size_t offset) {
+  return reinterpret_cast<T*>(buffer.as<char>() + offset);
+}
+
+void requireFreeMemory(size_t bytes, const char* what) {
+  size_t freeBytes = 0;
+  size_t totalBytes = 0;
+  checkCuda(cudaMemGetInfo(&freeBytes, &totalBytes), what);
+  if (bytes > freeBytes) {
+    throw Error(code::kOutOfMemory, std::string(what) + " needs " + std::to_string(bytes >> 20) + " MiB of GPU " +
+                                        "memory; " + std::to_string(freeBytes >> 20) + " MiB of " +
+                                        std::to_string(totalBytes >> 20) + " MiB are free");
+  }
+}
+
+void runGemm(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, bool decode, cudaStream_t stream) {
+  if (decode) {
+    launchExpertGemv(gemm, groups, epilogue, stream);
+  } else if (gemm.dtype == DType::F32) {
+    launchGemmSimtF32(gemm, epilogue, stream);
+  } else {
+    launchGemmMma(gemm, epilogue, stream);
+  }
+}
+
+}  // namespace
+
+// Events between the stages of each pass; read after the stream is synchronised.
+class DeviceMoeLayer::StageClock {
+ public:
+  static constexpr int kMarks = 6;  // start, route, plan, gemm1, gemm2, finalize
+  ~StageClock() {
+    for (cudaEvent_t event : events_) cudaEventDestroy(event);
+  }
+  void mark(cudaStream_t stream) {
+    cudaEvent_t event;
+    checkCuda(cudaEventCreate(&event), "creating a CUDA event");
+    events_.push_back(event);
+    checkCuda(cudaEventRecord(event, stream), "recording a CUDA event");
+  }
+  // Adds this run's stage times to `times` (microseconds).
+  void addTo(StageTimes& times) const {
+    for (size_t first = 0; first + kMarks <= events_.size(); first += kMarks) {
+      double* stages[] = {&times.routeUs, &times.planUs, &times.gemm1Us, &times.gemm2Us, &times.finalizeUs};
+      for (int s = 0; s < kMarks - 1; ++s) *stages[s] += elapsedUs(events_[first + s], events_[first + s + 1]);
+    }
+    if (!events_.empty()) times.totalUs += elapsedUs(events_.front(), events_.back());
+  }
+
+ private:
+  static double elapsedUs(cudaEvent_t from, cudaEvent_t to) {
+    float ms = 0;
+    checkCuda(cudaEventElapsedTime(&ms, from, to), "reading a CUDA event");
+    return ms * 1000.0;
+  }
+  std::vector<cudaEvent_t> events_;
+};
+
+// Device arrays that live for the whole forward (all passes).
+struct DeviceMoeLayer::ForwardBuffers {
+  int kMax = 0;
+  const float* x = nullptr;      // [tokens][hidden]
+  float* out = nullptr;          // [tokens][hidden]
+  int32_t* ids = nullptr;        // [tokens][kMax]
+  float* weights = nullptr;      // [tokens][kMax]
+  int32_t* counts = nullptr;     // [tokens]
+  int32_t* passLoads = nullptr;  // [passes][experts]
+  int32_t* gateUpRows = nullptr;  // [experts]
+  int32_t* downRows = nullptr;    // [experts]
+  int32_t* firstInvalidToken = nullptr;  // [1]
+};
+
+DeviceMoeLayer::DeviceMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
+                               const std::vector<cpu::ExpertSources>& experts, const cpu::SharedExpertSources* shared)
+    : config_(config), layerId_(nextLayerId++) {
+  requireDevice();
+  if (config.experts > kMaxDeviceExperts) {
+    throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
+                                        " experts, this layer has " + std::to_string(config.experts) +
+                                        "; use device 'cpu'");
+  }
+  keepPoolMemory();
+  multiprocessors_ = backendStatus().multiprocessors;
+  paddedHidden_ = paddedDimension(config.hidden);
+  paddedFfn_ = paddedDimension(config.ffn);
+  const size_t act = dtypeBytes(config.dtype);
+  size_t bytes = static_cast<size_t>(config.experts) * paddedHidden_ * 4 +
+                 static_cast<size_t>(config.experts) * 3 * paddedFfn_ * paddedHidden_ * act;
+  if (shared != nullptr) {
+    sharedFfn_ = shared->ffn;
+    paddedSharedFfn_ = paddedDimension(shared->ffn);
+    sharedGated_ = shared->gateWeight != nullptr;
+    bytes += static_cast<size_t>(3) * paddedSharedFfn_ * paddedHidden_ * act + paddedHidden_ * 4;
+  }
+  requireFreeMemory(bytes, "the MoE layer's weights");
+
+  std::vector<cpu::MatrixSource> gate, up, down;
+  for (const cpu::ExpertSources& e : experts) {
+    gate.push_back(e.gate);
+    up.push_back(e.up);
+    down.push_back(e.down);
+  }
+  router_ = uploadMatrices({{router, DType::F32}}, config.experts, config.experts, config.hidden, paddedHidden_,
+                           DType::F32, "uploading the router weights");
+  gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, config.dtype,
+                         "uploading the gate/up weights");
+  down_ = uploadMatrices(down, config.hidden, paddedHidden_, config.ffn, paddedFfn_, config.dtype,
+                         "uploading the down weights");
+  if (shared != nullptr) {
+    sharedGateUp_ = uploadGateUp({shared->weights.gate}, {shared->weights.up}, sharedFfn_, paddedSharedFfn_,
+                                 config.hidden, paddedHidden_, config.dtype, "uploading the shared expert");
+    sharedDown_ = uploadMatrices({shared->weights.down}, config.hidden, paddedHidden_, sharedFfn_, paddedSharedFfn_,
+                                 config.dtype, "uploading the shared expert");
+    if (sharedGated_) {
+      sharedGate_ = uploadMatrices({{shared->gateWeight, DType::F32}}, 1, 1, config.hidden, paddedHidden_,
+                                   DType::F32, "uploading the shared expert gate");
+    }
+  }
+}
+
+size_t DeviceMoeLayer::weightBytes() const {
+  return router_.bytes() + gateUp_.bytes() + down_.bytes() + sharedGateUp_.bytes() + sharedDown_.bytes() +
+         sharedGate_.bytes();
+}
+
+int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
+  const size_t act = dtypeBytes(config_.dtype);
+  const size_t perRow = 12 + static_cast<size_t>(paddedFfn_) * act + static_cast<size_t>(paddedHidden_) * 4;
+  size_t perToken = static_cast<size_t>(kMax) * perRow + static_cast<size_t>(paddedHidden_) * (4 + act) +
+                    static_cast<size_t>(config_.experts) * 12;
+  if (sharedFfn_ > 0) perToken += static_cast<size_t>(paddedSharedFfn_) * act + paddedHidden_ * 4;
+  return static_cast<int>(std::max<size_t>(1, std::min<size_t>(tokens, kPassScratchBytes / perToken)));
+}
+
+void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int tokens, const RoutingPolicy& policy,
+                             int pass, cudaStream_t stream, StageClock* clock) const {
+  const int experts = config_.experts;
+  const int kMax = io.kMax;
+  const int hp = paddedHidden_;
+  const DType dtype = config_.dtype;
+  const size_t act = dtypeBytes(dtype);
+  const bool decode = tokens <= kGemvMaxRows;
+  const int expectedRows = static_cast<int>(static_cast<int64_t>(tokens) * std::min(kMax, 8) / experts);
+  const int tileRows = decode || dtype == DType::F32 ? kSimtTileRows : mmaTileRows(expectedRows);
+  const int slots = tokens * kMax;
+  const int chunks = chunkCount(tokens);
+  const int tiles = maxTiles(slots, experts, tileRows);
+  const int sharedTiles = (tokens + tileRows - 1) / tileRows;
+
+  ScratchLayout layout;
+  const size_t xF32At = layout.add(static_cast<size_t>(tokens) * hp * 4);
+  const size_t xActAt = dtype == DType::F32 ? xF32At : layout.add(static_cast<size_t>(tokens) * hp * act);
+  const size_t logitsAt = layout.add(static_cast<size_t>(tokens) * experts * 4);
+  const size_t chunkCountsAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
+  const size_t chunkBaseAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
+  const size_t offsetsAt = layout.add(static_cast<size_t>(experts + 1) * 4);
+  const size_t rowTokenAt = layout.add(static_cast<size_t>(slots) * 4);
+  const size_t rowWeightAt = layout.add(static_cast<size_t>(slots) * 4);
+  const size_t slotRowAt = layout.add(static_cast<size_t>(slots) * 4);
+  const size_t tileExpertAt = layout.add(static_cast<size_t>(tiles) * 4);
+  const size_t tileRowStartAt = layout.add(static_cast<size_t>(tiles) * 4);
+  const size_t tileCountAt = layout.add(4);
+  const size_t intermediateAt = layout.add(static_cast<size_t>(slots) * paddedFfn_ * act);
+  const size_t rowOutputAt = layout.add(static_cast<size_t>(slots) * hp * 4);
+  size_t sharedIntermediateAt = 0;
+  size_t sharedOutputAt = 0;
+  if (sharedFfn_ > 0) {
+    sharedIntermediateAt = layout.add(static_cast<size_t>(tokens) * paddedSharedFfn_ * act);
+    sharedOutputAt = layout.add(static_cast<size_t>(tokens) * hp * 4);
+  }
+  StreamBuffer scratch(layout.bytes(), stream, "allocating the forward's GPU scratch");
+  float* xF32 = at<float>(scratch, xF32At);
+  void* xAct = at<void>(scratch, xActAt);
+  int32_t* passLoad = io.passLoads + static_cast<size_t>(pass) * experts;
+  const int32_t* ids = io.ids + static_cast<size_t>(firstToken) * kMax;
+  const float* weights = io.weights + static_cast<size_t>(firstToken) * kMax;
+  const int32_t* counts = io.counts + firstToken;
+
+  if (clock) clock->mark(stream);
+  {
+    NvtxRange range("moe/route", tokens);
+    launchConvertInput(io.x + static_cast<size_t>(firstToken) * config_.hidden, tokens, config_.hidden, hp, xF32,
+                       dtype == DType::F32 ? nullptr : xAct, dtype, stream);
+    GroupedGemm logits;
+    logits.dtype = DType::F32;
+    logits.weights = router_.as<void>();
+    logits.n = experts;
+    logits.k = hp;
+    logits.input = xF32;
+    logits.inputStride = hp;
+    logits.rows = tokens;
+    logits.maxTiles = (tokens + kSimtTileRows - 1) / kSimtTileRows;
+    logits.tileRows = kSimtTileRows;
+    logits.output = at<float>(scratch, logitsAt);
+    logits.outputStride = experts;
+    logits.multiprocessors = multiprocessors_;
+    runGemm(logits, 1, GemmEpilogue::Scaled, decode, stream);
+
+    checkCuda(cudaMemsetAsync(at<int32_t>(scratch, chunkCountsAt), 0, static_cast<size_t>(chunks) * experts * 4,
+                              stream),
+              "clearing the routing counts");
+    RouteLaunch route;
+    route.scores = at<float>(scratch, logitsAt);
+    route.scoreStride = experts;
+    route.tokens = tokens;
+    route.experts = experts;
+    route.logits = true;
+    route.policy = policy;
+    route.kMax = kMax;
+    route.ids = io.ids + static_cast<size_t>(firstToken) * kMax;
+    route.weights = io.weights + static_cast<size_t>(firstToken) * kMax;
+    route.counts = io.counts + firstToken;
+    route.expertLoad = passLoad;
+    route.chunkCounts = at<int32_t>(scratch, chunkCountsAt);
+    route.firstInvalidToken = io.firstInvalidToken;
+    launchRoute(route, stream);
+  }
+  if (clock) clock->mark(stream);
+  PlanLaunch plan;
+  {
+    NvtxRange range("moe/plan", tokens);
+    plan.tokens = tokens;
+    plan.experts = experts;
+    plan.kMax = kMax;
+    plan.tileRows = tileRows;
+    plan.ids = ids;
+    plan.weights = weights;
+    plan.counts = counts;
+    plan.expertLoad = passLoad;
+    plan.chunkCounts = at<int32_t>(scratch, chunkCountsAt);
+    plan.chunkBase = at<int32_t>(scratch, chunkBaseAt);
+    plan.expertOffsets = at<int32_t>(scratch, offsetsAt);
+    plan.rowToken = at<int32_t>(scratch, rowTokenAt);
+    plan.rowWeight = at<float>(scratch, rowWeightAt);
+    plan.slotRow = at<int32_t>(scratch, slotRowAt);
+    plan.tileExpert = at<int32_t>(scratch, tileExpertAt);
+    plan.tileRowStart = at<int32_t>(scratch, tileRowStartAt);
+    plan.tileCount = at<int32_t>(scratch, tileCountAt);
+    launchPlan(plan, stream);
+  }
+  if (clock) clock->mark(stream);
+
+  // Routed experts: rows grouped by the plan. The shared expert: every token, as one dense group.
+  GroupedGemm routed;
+  routed.dtype = dtype;
+  routed.groupOffsets = plan.expertOffsets;
+  routed.tileGroup = plan.tileExpert;
+  routed.tileRowStart = plan.tileRowStart;
+  routed.tileCount = plan.tileCount;
+  routed.maxTiles = tiles;
+  routed.tileRows = tileRows;
+  routed.multiprocessors = multiprocessors_;
+  GroupedGemm shared = routed;
+  shared.groupOffsets = nullptr;
+  shared.tileGroup = nullptr;
+  shared.tileRowStart = nullptr;
+  shared.tileCount = nullptr;
+  shared.rows = tokens;
+  shared.maxTiles = sharedTiles;
+  {
+    NvtxRange range("moe/gemm1_swiglu", tokens);
+    GroupedGemm gemm1 = routed;
+    gemm1.weights = gateUp_.as<void>();
+    gemm1.groupStride = static_cast<size_t>(2) * paddedFfn_ * hp;
+    gemm1.n = 2 * paddedFfn_;
+    gemm1.k = hp;
+    gemm1.input = xAct;
+    gemm1.inputStride = hp;
+    gemm1.rowToken = plan.rowToken;
+    gemm1.output = at<void>(scratch, intermediateAt);
+    gemm1.outputStride = paddedFfn_;
+    gemm1.rowsComputed = io.gateUpRows;
+    runGemm(gemm1, experts, GemmEpilogue::SwiGlu, decode, stream);
+    if (sharedFfn_ > 0) {
+      GroupedGemm sharedGemm1 = shared;
+      sharedGemm1.weights = sharedGateUp_.as<void>();
+      sharedGemm1.n = 2 * paddedSharedFfn_;
+      sharedGemm1.k = hp;
+      sharedGemm1.input = xAct;
+      sharedGemm1.inputStride = hp;
+      sharedGemm1.output = at<void>(scratch, sharedIntermediateAt);
+      sharedGemm1.outputStride = paddedSharedFfn_;
+      runGemm(sharedGemm1, 1, GemmEpilogue::SwiGlu, decode, stream);
+    }
+  }
+  if (clock) clock->mark(stream);
+  {
+    NvtxRange range("moe/gemm2", tokens);
+    GroupedGemm gemm2 = routed;
+    gemm2.weights = down_.as<void>();
+    gemm2.groupStride = static_cast<size_t>(hp) * paddedFfn_;
+    gemm2.n = hp;
+    gemm2.k = paddedFfn_;
+    gemm2.input = at<void>(scratch, intermediateAt);
+    gemm2.inputStride = paddedFfn_;
+    gemm2.rowScale = plan.rowWeight;
+    gemm2.output = at<float>(scratch, rowOutputAt);
+    gemm2.outputStride = hp;
+    gemm2.rowsComputed = io.downRows;
+    runGemm(gemm2, experts, GemmEpilogue::Scaled, decode, stream);
+    if (sharedFfn_ > 0) {
+      GroupedGemm sharedGemm2 = shared;
+      sharedGemm2.weights = sharedDown_.as<void>();
+      sharedGemm2.n = hp;
+      sharedGemm2.k = paddedSharedFfn_;
+      sharedGemm2.input = at<void>(scratch, sharedIntermediateAt);
+      sharedGemm2.inputStride = paddedSharedFfn_;
+      sharedGemm2.output = at<float>(scratch, sharedOutputAt);
+      sharedGemm2.outputStride = hp;
+      runGemm(sharedGemm2, 1, GemmEpilogue::Scaled, decode, stream);
+    }
+  }
+  if (clock) clock->mark(stream);
+  {
+    NvtxRange range("moe/finalize", tokens);
+    FinalizeLaunch finalize;
+    finalize.tokens = tokens;
+    finalize.hidden = config_.hidden;
+    finalize.paddedHidden = hp;
+    finalize.kMax = kMax;
+    finalize.counts = counts;
+    finalize.slotRow = plan.slotRow;
+    finalize.rowOutput = at<float>(scratch, rowOutputAt);
+    if (sharedFfn_ > 0) finalize.sharedOutput = at<float>(scratch, sharedOutputAt);
+    if (sharedGated_) finalize.sharedGateWeight = sharedGate_.as<float>();
+    finalize.xF32 = xF32;
+    finalize.out = io.out + static_cast<size_t>(firstToken) * config_.hidden;
+    launchFinalize(finalize, stream);
+  }
+  if (clock) clock->mark(stream);
+}
+
+void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy, float* out,
+                         const cpu::RoutingOutput& routing, const cpu::WorkCounters& work, StageClock* clock) const {
+  const int hidden = config_.hidden;
+  const int experts = config_.experts;
+  cpu::checkFinite(x, tokens, hidden, hidden, "x", "feature");
+  const int kMax = routing.kMax;
+  const int passTokens = tokensPerPass(tokens, kMax);
+  const int passes = (tokens + passTokens - 1) / passTokens;
+  const size_t activations = static_cast<size_t>(tokens) * hidden;
+  const size_t slots = static_cast<size_t>(tokens) * kMax;
+
+  NvtxRange range(layerId_, tokens, experts);
+  OwnedStream stream;
+  ScratchLayout layout;
+  const size_t xAt = layout.add(activations * 4);
+  const size_t outAt = layout.add(activations * 4);
+  const size_t idsAt = layout.add(slots * 4);
+  const size_t weightsAt = layout.add(slots * 4);
+  const size_t countsAt = layout.add(static_cast<size_t>(tokens) * 4);
+  const size_t loadsAt = layout.add(static_cast<size_t>(passes) * experts * 4);
+  const size_t countersAt = layout.add(static_cast<size_t>(2) * experts * 4);  // gate/up rows, then down rows
+  const size_t invalidAt = layout.add(4);
+  StreamBuffer buffers(layout.bytes(), stream.get(), "allocating the forward's GPU buffers");
+  ForwardBuffers io;
+  io.kMax = kMax;
+  io.x = at<float>(buffers, xAt);
+  io.out = at<float>(buffers, outAt);
+  io.ids = at<int32_t>(buffers, idsAt);
+  io.weights = at<float>(buffers, weightsAt);
+  io.counts = at<int32_t>(buffers, countsAt);
+  io.passLoads = at<int32_t>(buffers, loadsAt);
+  io.gateUpRows = at<int32_t>(buffers, countersAt);
+  io.downRows = io.gateUpRows + experts;
+  io.firstInvalidToken = at<int32_t>(buffers, invalidAt);
+
+  const int32_t noInvalidToken = INT_MAX;
+  checkCuda(cudaMemcpyAsync(const_cast<float*>(io.x), x, activations * 4, cudaMemcpyHostToDevice, stream.get()),
+            "copying x to the GPU");
+  checkCuda(cudaMemcpyAsync(io.firstInvalidToken, &noInvalidToken, 4, cudaMemcpyHostToDevice, stream.get()),
+            "copying to the GPU");
+  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * experts * 4, stream.get()),
+            "clearing the expert loads");
+  checkCuda(cudaMemsetAsync(io.gateUpRows, 0, static_cast<size_t>(2) * experts * 4, stream.get()),
+            "clearing the work counters");
+  for (int pass = 0; pass < passes; ++pass) {
+    const int first = pass * passTokens;
+    runPass(io, first, std::min(passTokens, tokens - first), policy, pass, stream.get(), clock);
+  }
+
+  std::vector<int32_t> passLoads(static_cast<size_t>(passes) * experts);
+  std::vector<int32_t> counters(static_cast<size_t>(2) * experts);
+  int32_t firstInvalidToken = 0;
+  const auto copyBack = [&](void* host, const void* device, size_t bytes) {
+    checkCuda(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream.get()), "copying results back");
+  };
+  copyBack(out, io.out, activations * 4);
+  copyBack(routing.ids, io.ids, slots * 4);
+  copyBack(routing.weights, io.weights, slots * 4);
+  copyBack(routing.counts, io.counts, static_cast<size_t>(tokens) * 4);
+  copyBack(passLoads.data(), io.passLoads, passLoads.size() * 4);
+  copyBack(counters.data(), io.gateUpRows, counters.size() * 4);
+  copyBack(&firstInvalidToken, io.firstInvalidToken, 4);
+  stream.synchronize("the MoE forward on the GPU");
+
+  if (firstInvalidToken != INT_MAX) {
+    throw Error(code::kValue, "router logits (x . router weights) must be finite, found a NaN or infinity at token " +
+                                  std::to_string(firstInvalidToken));
+  }
+  for (int e = 0; e < experts; ++e) {
+    int32_t load = 0;
+    for (int pass = 0; pass < passes; ++pass) load += passLoads[static_cast<size_t>(pass) * experts + e];
+    routing.expertLoad[e] = load;
+    if (work.gateUpRows) work.gateUpRows[e] = counters[e];
+    if (work.downRows) work.downRows[e] = counters[experts + e];
+  }
+}
+
+void DeviceMoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, float* out,
+                             const cpu::RoutingOutput& routing, const cpu::WorkCounters& work) const {
+  run(x, tokens, policy, out, routing, work, nullptr);
+}
+
+StageTimes DeviceMoeLayer::profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const {
+  const int kMax = policy.kMax(config_.experts);
+  std::vector<float> out(static_cast<size_t>(tokens) * config_.hidden);
+  std::vector<int32_t> ids(static_cast<size_t>(tokens) * kMax);
+  std::vector<float> weights(ids.size());
+  std::vector<int32_t> counts(tokens);
+  std::vector<int32_t> load(config_.experts);
+  const cpu::RoutingOutput routing{kMax, ids.data(), weights.data(), counts.data(), load.data()};
+  run(x, tokens, policy, out.data(), routing, {}, nullptr);  // warm-up: pool memory, module loading, caches
+  StageTimes times;
+  for (int r = 0; r < runs; ++r) {
+    StageClock clock;
+    run(x, tokens, policy, out.data(), routing, {}, &clock);
+    clock.addTo(times);
+  }
+  for (double* value : {&times.routeUs, &times.planUs, &times.gemm1Us, &times.gemm2Us, &times.finalizeUs,
+                        &times.totalUs}) {
+    *value /= runs;
+  }
+  times.runs = runs;
+  return times;
+}
+
+std::shared_ptr<const MoeBlock> uploadMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
+                                               const std::vector<cpu::ExpertSources>& experts,
+                                               const cpu::SharedExpertSources* shared) {
+  return std::make_shared<const DeviceMoeLayer>(config, router, experts, shared);
+}
+
+}  // namespace dynamoe::cuda

@@ -1,0 +1,147 @@
+// Fused routing on the GPU: one warp per token computes the fp32 softmax (routing_math.h: the CPU router's exact
+// arithmetic), selects experts by argmax rounds in the ROUTING.md order (probability descending, lower id first),
+// applies the policy's cut, clamps, normalisation and scale, and counts tokens per expert. Identical probabilities
+// and identical comparisons make the CUDA selection the CPU selection, bit for bit.
+#include <algorithm>
+#include <climits>
+
+#include "../native/routing_math.h"
+#include "cuda_check.h"
+#include "moe_kernels.h"
+
+namespace dynamoe::cuda {
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxWarpsPerBlock = 8;
+constexpr size_t kSharedBytes = 48 * 1024;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ inline bool ranksBefore(float p, int id, float q, int otherId) {
+  return p > q || (p == q && id < otherId);
+}
+
+// The best (probability, id) among this lane's experts e = lane, lane + 32, ...; taken experts hold -1.
+__device__ inline void laneBest(const float* probs, int experts, int lane, float* bestP, int* bestId) {
+  *bestP = -1.0f;
+  *bestId = INT_MAX;
+  for (int e = lane; e < experts; e += kWarp) {
+    if (probs[e] > *bestP) {  // strict: among equal values the first (lowest id) stays
+      *bestP = probs[e];
+      *bestId = e;
+    }
+  }
+}
+
+// Writes this token's probabilities to `probs` (each lane its own experts) exactly as cpu::softmaxRow does.
+// Returns false (in every lane) when a logit is NaN or infinite.
+__device__ bool tokenProbabilities(const float* scores, int experts, bool logits, int lane, float* probs) {
+  if (!logits) {
+    for (int e = lane; e < experts; e += kWarp) probs[e] = scores[e];
+    return true;
+  }
+  float maxScore = -INFINITY;
+  bool finite = true;
+  for (int e = lane; e < experts; e += kWarp) {
+    maxScore = fmaxf(maxScore, scores[e]);
+    finite = finite && isfinite(scores[e]);
+  }
+  if (!__all_sync(kFullMask, finite)) return false;
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    maxScore = fmaxf(maxScore, __shfl_xor_sync(kFullMask, maxScore, offset));
+  }
+  double laneSum = 0.0;
+  for (int e = lane; e < experts; e += kWarp) {
+    probs[e] = routing_math::routingExp(__fsub_rn(scores[e], maxScore));
+    laneSum += probs[e];
+  }
+  // The xor butterfly adds in routing_math::reduceLanes' order and leaves the same sum in every lane.
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) laneSum += __shfl_xor_sync(kFullMask, laneSum, offset);
+  for (int e = lane; e < experts; e += kWarp) probs[e] = static_cast<float>(static_cast<double>(probs[e]) / laneSum);
+  return true;
+}
+
+__global__ void routeKernel(RouteLaunch launch) {
+  extern __shared__ float sharedProbs[];  // [warps][experts]
+  const int lane = threadIdx.x % kWarp;
+  const int warp = threadIdx.x / kWarp;
+  const int token = blockIdx.x * (blockDim.x / kWarp) + warp;
+  if (token >= launch.tokens) return;  // whole warps leave together
+  const int experts = launch.experts;
+  const RoutingPolicy& policy = launch.policy;
+  float* probs = sharedProbs + static_cast<size_t>(warp) * experts;
+  if (!tokenProbabilities(launch.scores + static_cast<size_t>(token) * launch.scoreStride, experts, launch.logits,
+                          lane, probs)) {
+    if (lane == 0) atomicMin(launch.firstInvalidToken, token);  // reported by the host after the forward
+    for (int e = lane; e < experts; e += kWarp) probs[e] = 0.0f;  // route something well-defined meanwhile
+  }
+
+  int32_t* ids = launch.ids + static_cast<size_t>(token) * launch.kMax;
+  float* weights = launch.weights + static_cast<size_t>(token) * launch.kMax;
+  const int maxKept = policy.kind == PolicyKind::TopK ? policy.k : policy.maxKept(experts);
+  const bool cutsAtP = policy.kind == PolicyKind::TopP && policy.p < 1.0f;  // p = 1 keeps all, as on the CPU
+  float bestP;
+  int bestId;
+  laneBest(probs, experts, lane, &bestP, &bestId);
+  double cumulative = 0.0;  // in sorted order and in double, as the CPU sums it
+  bool cut = false;
+  int kept = 0;
+  int32_t* chunkCounts = launch.chunkCounts + static_cast<size_t>(token / kTokensPerChunk) * experts;
+  while (kept < maxKept) {
+    if (policy.kind == PolicyKind::TopP && kept >= policy.minExperts && cut) break;
+    float p = bestP;
+    int id = bestId;
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+      const float otherP = __shfl_xor_sync(kFullMask, p, offset);
+      const int otherId = __shfl_xor_sync(kFullMask, id, offset);
+      if (ranksBefore(otherP, otherId, p, id)) {
+        p = otherP;
+        id = otherId;
+      }
+    }
+    if (policy.kind == PolicyKind::Threshold && kept >= policy.minExperts && !(p >= policy.tau)) break;
+    if (lane == kept % kWarp) {
+      ids[kept] = id;
+      weights[kept] = p;  // the raw probability; scaled below
+    }
+    if (lane == 0) {
+      atomicAdd(&launch.expertLoad[id], 1);
+      atomicAdd(&chunkCounts[id], 1);
+    }
+    cumulative += static_cast<double>(p);
+    if (cutsAtP && cumulative > static_cast<double>(policy.p)) cut = true;
+    ++kept;
+    if (lane == id % kWarp) {  // the owner marks it taken and finds its next best
+      probs[id] = -1.0f;
+      laneBest(probs, experts, lane, &bestP, &bestId);
+    }
+  }
+  __syncwarp();  // the raw weights written by other lanes are visible below
+
+  // cpu routing's weight rule: factor = 1/sum(kept) when normalising (sum > 0), times scale for top-k.
+  double factor = policy.normalize && cumulative > 0.0 ? 1.0 / cumulative : 1.0;
+  if (policy.kind == PolicyKind::TopK) factor *= policy.scale;
+  for (int slot = lane; slot < launch.kMax; slot += kWarp) {
+    if (slot < kept) {
+      weights[slot] = static_cast<float>(static_cast<double>(weights[slot]) * factor);
+    } else {
+      ids[slot] = -1;
+      weights[slot] = 0.0f;
+    }
+  }
+  if (lane == 0) launch.counts[token] = kept;
+}
+
+}  // namespace
+
+void launchRoute(const RouteLaunch& launch, cudaStream_t stream) {
+  if (launch.tokens == 0) return;
+  const size_t bytesPerWarp = static_cast<size_t>(launch.experts) * sizeof(float);
+  const int warps = static_cast<int>(std::min<size_t>(kMaxWarpsPerBlock, kSharedBytes / bytesPerWarp));
+  const int blocks = (launch.tokens + warps - 1) / warps;
+  routeKernel<<<blocks, warps * kWarp, warps * bytesPerWarp, stream>>>(launch);
+  checkCuda(cudaGetLastError(), "the routing kernel launch");
+}
+
+}  // namespace dynamoe::cuda

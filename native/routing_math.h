@@ -1,0 +1,77 @@
+// Softmax arithmetic shared by the CPU and CUDA routers, written so both compute bit-identical probabilities:
+// the same exp (basic IEEE operations only, never contracted into FMAs) and the same summation order (32 lanes
+// summed in expert order, then the warp's butterfly tree). Identical probabilities make the selected experts
+// identical on every backend, ties and top-p cuts included (ROUTING.md).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#ifdef __CUDACC__
+#define DYNAMOE_HOST_DEVICE __host__ __device__
+#else
+#define DYNAMOE_HOST_DEVICE
+#endif
+
+namespace dynamoe::routing_math {
+
+// Lanes of the softmax sum: a CUDA warp. Lane l sums experts l, l + 32, l + 64, ... in order.
+constexpr int kLanes = 32;
+
+// Round-to-nearest products and sums that no compiler may fuse (nvcc contracts a * b + c into an FMA by default).
+DYNAMOE_HOST_DEVICE inline float mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;  // host files using this are built with -ffp-contract=off
+#endif
+}
+DYNAMOE_HOST_DEVICE inline float add(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+// 2^n for n in [-126, 127], from its bits.
+DYNAMOE_HOST_DEVICE inline float powerOfTwo(int n) {
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// exp(x) for x <= 0 (a logit minus the row's max), within 2 ulp of the true value, subnormal results included;
+// 0 below -104 as for expf. Cody-Waite reduction and a degree-6 polynomial (Cephes expf).
+DYNAMOE_HOST_DEVICE inline float routingExp(float x) {
+  if (!(x >= -104.0f)) return 0.0f;
+  if (x > 0.0f) x = 0.0f;
+  const float n = static_cast<float>(static_cast<int>(add(mul(x, 1.44269504088896341f), -0.5f)));
+  // Truncation toward zero of x*log2(e) - 0.5 (x <= 0) is round-to-nearest: r stays within [-ln2/2, ln2/2].
+  float r = add(x, -mul(n, 0.693359375f));
+  r = add(r, mul(n, 2.12194440e-4f));
+  const float r2 = mul(r, r);
+  float poly = 1.9875691500e-4f;
+  poly = add(mul(poly, r), 1.3981999507e-3f);
+  poly = add(mul(poly, r), 8.3334519073e-3f);
+  poly = add(mul(poly, r), 4.1665795894e-2f);
+  poly = add(mul(poly, r), 1.6666665459e-1f);
+  poly = add(mul(poly, r), 5.0000001201e-1f);
+  const float y = add(add(mul(poly, r2), r), 1.0f);
+  // Scaling by 2^n (n in [-150, 0]) from exponent bits: exact while normal; below 2^-126 the second product is the
+  // only rounding, to the subnormal result.
+  const int exponent = static_cast<int>(n);
+  if (exponent >= -126) return mul(y, powerOfTwo(exponent));
+  return mul(mul(y, powerOfTwo(exponent + 64)), powerOfTwo(-64));
+}
+
+// Order of the final 32-lane reduction: offsets 16, 8, 4, 2, 1 (a warp's xor butterfly leaves this value in lane 0).
+DYNAMOE_HOST_DEVICE inline double reduceLanes(double* lanes) {
+  for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+    for (int l = 0; l < offset; ++l) lanes[l] = lanes[l] + lanes[l + offset];
+  }
+  return lanes[0];
+}
+
+}  // namespace dynamoe::routing_math
