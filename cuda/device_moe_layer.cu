@@ -9,6 +9,8 @@
 #include "cuda_backend.h"
 #include "device_weights.h"
 #include "nvtx_range.h"
+#include "scratch_layout.h"
+#include "stage_clock.h"
 
 namespace dynamoe::cuda {
 
@@ -16,7 +18,6 @@ namespace {
 
 // Scratch of one pass stays under this; longer inputs run in several passes of whole tokens (same results).
 constexpr size_t kPassScratchBytes = size_t{1} << 30;
-constexpr size_t kScratchAlignment = 256;
 // Freed stream-ordered scratch the pool keeps for the next forward instead of returning it to the driver.
 constexpr uint64_t kPoolKeepBytes = uint64_t{1} << 30;
 
@@ -32,25 +33,6 @@ void keepPoolMemory() {
     return true;
   }();
   (void)done;
-}
-
-// Carves one allocation into aligned arrays: sized first (`plan`), then handed out from a base pointer.
-class ScratchLayout {
- public:
-  size_t add(size_t bytes) {
-    const size_t offset = bytes_;
-    bytes_ += (bytes + kScratchAlignment - 1) / kScratchAlignment * kScratchAlignment;
-    return offset;
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  size_t bytes_ = 0;
-};
-
-template <typename T>
-T* at(const StreamBuffer& buffer, size_t offset) {
-  return reinterpret_cast<T*>(buffer.as<char>() + offset);
 }
 
 void requireFreeMemory(size_t bytes, const char* what) {
@@ -75,37 +57,6 @@ void runGemm(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, bool de
 }
 
 }  // namespace
-
-// Events between the stages of each pass; read after the stream is synchronised.
-class DeviceMoeLayer::StageClock {
- public:
-  static constexpr int kMarks = 6;  // start, route, plan, gemm1, gemm2, finalize
-  ~StageClock() {
-    for (cudaEvent_t event : events_) cudaEventDestroy(event);
-  }
-  void mark(cudaStream_t stream) {
-    cudaEvent_t event;
-    checkCuda(cudaEventCreate(&event), "creating a CUDA event");
-    events_.push_back(event);
-    checkCuda(cudaEventRecord(event, stream), "recording a CUDA event");
-  }
-  // Adds this run's stage times to `times` (microseconds).
-  void addTo(StageTimes& times) const {
-    for (size_t first = 0; first + kMarks <= events_.size(); first += kMarks) {
-      double* stages[] = {&times.routeUs, &times.planUs, &times.gemm1Us, &times.gemm2Us, &times.finalizeUs};
-      for (int s = 0; s < kMarks - 1; ++s) *stages[s] += elapsedUs(events_[first + s], events_[first + s + 1]);
-    }
-    if (!events_.empty()) times.totalUs += elapsedUs(events_.front(), events_.back());
-  }
-
- private:
-  static double elapsedUs(cudaEvent_t from, cudaEvent_t to) {
-    float ms = 0;
-    checkCuda(cudaEventElapsedTime(&ms, from, to), "reading a CUDA event");
-    return ms * 1000.0;
-  }
-  std::vector<cudaEvent_t> events_;
-};
 
 // Device arrays that live for the whole forward (all passes).
 struct DeviceMoeLayer::ForwardBuffers {

@@ -8,6 +8,7 @@
 #include "../native/moe_block.h"
 #include "device_buffer.h"
 #include "moe_kernels.h"
+#include "stage_clock.h"
 
 namespace dynamoe::cuda {
 
@@ -25,7 +26,6 @@ class DeviceMoeLayer final : public MoeBlock {
 
  private:
   struct ForwardBuffers;
-  class StageClock;
   void run(const float* x, int tokens, const RoutingPolicy& policy, float* out, const cpu::RoutingOutput& routing,
            const cpu::WorkCounters& work, StageClock* clock) const;
   void runPass(const ForwardBuffers& io, int firstToken, int tokens, const RoutingPolicy& policy, int pass,

@@ -19,7 +19,9 @@ const BackendStatus& backendStatus() {
   return status;
 }
 
-void requireDevice() { throw Error(code::kDevice, std::string("device 'cuda' is not available: ") + kNotBuilt); }
+void requireDevice() {
+  throw Error(code::kDevice, std::string("device 'cuda' is not available: notBuilt (") + kNotBuilt + ")");
+}
 
 std::shared_ptr<const MoeBlock> uploadMoeLayer(const cpu::MoeLayerConfig&, const float*,
                                                const std::vector<cpu::ExpertSources>&,
