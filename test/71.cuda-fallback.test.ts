@@ -5,10 +5,10 @@
 // (DYNAMOE_ADDON=build-cuda/Release/dynamoe.node) on a machine without a GPU. Where a GPU is usable
 // (backendInfo().backend === 'cuda'), the no-GPU cases are skipped and the file checks that 'auto' picks CUDA;
 // the CPU-vs-CUDA numerics are test/72.cuda-backend.test.ts.
-import { backendInfo, cpuInfo, MoELayer, MoELayerWeights, route, RoutingPolicy, RoutingResult } from '../lib';
+import { backendInfo, cpuInfo, MoELayer, route, RoutingPolicy, RoutingResult } from '../lib';
 import type { BackendInfo, Device } from '../lib';
 import { expectDynamoeError, expectRejection, expectThrow, typedArrayTag } from './helpers';
-import { fitPolicy, LayerSpec, makeInput, makeRawWeights, RawWeights } from './layer-fixtures';
+import { fitPolicy, layerWeights, LayerSpec, makeInput, makeRawWeights } from './layer-fixtures';
 import { describePolicy, Rng } from './reference';
 
 const INFO: BackendInfo = backendInfo();
@@ -23,19 +23,7 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&
 // The error names the CUDA build can report on a machine without a usable GPU.
 const NO_GPU_ERRORS = ['cudaErrorInsufficientDriver', 'cudaErrorNoDevice'];
 
-function weightsFor(spec: LayerSpec, raw: RawWeights): MoELayerWeights {
-  return {
-    hidden: spec.hidden,
-    ffn: spec.ffn,
-    experts: spec.experts,
-    dtype: spec.dtype,
-    router: raw.router,
-    gate: raw.gate,
-    up: raw.up,
-    down: raw.down,
-    shared: raw.shared,
-  };
-}
+const weightsFor = layerWeights;
 
 /** The bytes of a typed array (its own view, not the whole buffer it may share). */
 function bytes(view: ArrayBufferView): Buffer {

@@ -11,7 +11,16 @@
 import { createHash } from 'crypto';
 import { backendInfo, MoEForwardResult, MoELayer, MoELayerWeights, route, RoutingPolicy, RoutingResult } from '../lib';
 import { expectRejection, expectThrow, typedArrayTag } from './helpers';
-import { checkForward, fitPolicy, LayerSpec, makeInput, makeRawWeights, RawWeights, referenceWeights } from './layer-fixtures';
+import {
+  checkForward,
+  fitPolicy,
+  layerWeights,
+  LayerSpec,
+  makeInput,
+  makeRawWeights,
+  RawWeights,
+  referenceWeights,
+} from './layer-fixtures';
 import {
   bf16BitsToF32,
   describePolicy,
@@ -89,19 +98,7 @@ function digest(result: MoEForwardResult): Record<string, string | number> {
   };
 }
 
-function weightsFor(spec: LayerSpec, raw: RawWeights): MoELayerWeights {
-  return {
-    hidden: spec.hidden,
-    ffn: spec.ffn,
-    experts: spec.experts,
-    dtype: spec.dtype,
-    router: raw.router,
-    gate: raw.gate,
-    up: raw.up,
-    down: raw.down,
-    shared: raw.shared,
-  };
-}
+const weightsFor = layerWeights;
 
 const references = new WeakMap<RawWeights, RefLayerWeights>();
 /** referenceWeights, once per weights (rounding millions of values to f16/bf16 in JS is not free). */

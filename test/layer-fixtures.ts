@@ -1,6 +1,6 @@
 // Random MoE layers for the layer tests: weights from the seeded RNG, the matching float64 reference weights, and
 // one check that holds a forward() result to the reference (routing, output, work counts).
-import { MoEForwardResult, MoELayer, RoutingPolicy } from '../lib';
+import { MoEForwardResult, MoELayer, MoELayerWeights, RoutingPolicy } from '../lib';
 import {
   fragileToken,
   idHistogram,
@@ -83,8 +83,9 @@ export function referenceWeights(spec: LayerSpec, raw: RawWeights): RefLayerWeig
   };
 }
 
-export function buildLayer(spec: LayerSpec, raw: RawWeights): MoELayer {
-  return MoELayer.fromWeights({
+/** The MoELayer weights of a random layer. */
+export function layerWeights(spec: LayerSpec, raw: RawWeights): MoELayerWeights {
+  return {
     hidden: spec.hidden,
     ffn: spec.ffn,
     experts: spec.experts,
@@ -94,7 +95,11 @@ export function buildLayer(spec: LayerSpec, raw: RawWeights): MoELayer {
     up: raw.up,
     down: raw.down,
     shared: raw.shared,
-  });
+  };
+}
+
+export function buildLayer(spec: LayerSpec, raw: RawWeights): MoELayer {
+  return MoELayer.fromWeights(layerWeights(spec, raw));
 }
 
 export function makeInput(seed: number, tokens: number, hidden: number): Float32Array {
