@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "cuda_check.h"
+#include "element_types.cuh"
 #include "mma.cuh"
 #include "moe_kernels.h"
 
@@ -61,9 +62,6 @@ struct ActivationPair<__nv_bfloat16> {
   using Type = __nv_bfloat162;
   static __device__ __forceinline__ Type make(float low, float high) { return __floats2bfloat162_rn(low, high); }
 };
-
-// Full-precision expf, not __expf: the CPU reference computes silu the same way in fp32.
-__device__ __forceinline__ float silu(float gate) { return gate / (1.0f + expf(-gate)); }
 
 // One (row tile, column tile) work item of the persistent loop.
 struct WorkItem {
