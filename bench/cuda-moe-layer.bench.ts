@@ -4,7 +4,7 @@
 // Run with `npm run bench:cuda` (compiled to dist/bench) with the CUDA addon loaded:
 //   npm run build:cuda && DYNAMOE_ADDON=build-cuda/Release/dynamoe.node npm run bench:cuda
 // Without a usable GPU it prints why on one line and exits 0. Profiling with Nsight: cuda/PROFILING.md.
-import { backendInfo, MoELayer, MoELayerWeights, route, RoutingPolicy } from '../lib';
+import { backendInfo, MoELayer, MoELayerWeights, route, RoutingPolicy, StageTimes } from '../lib';
 import { policyLabel } from '../lib/policy';
 import { SeededRandom } from '../lib/synthetic';
 
@@ -163,15 +163,6 @@ function benchActivations(tokens: number, hidden: number, seed: number): Float32
 }
 
 // ---- measuring --------------------------------------------------------------------------------------------------
-interface StageTimes {
-  routeUs: number;
-  planUs: number;
-  gemm1Us: number;
-  gemm2Us: number;
-  finalizeUs: number;
-  totalUs: number;
-  runs: number;
-}
 interface Measured extends StageTimes {
   calls: number;
 }
