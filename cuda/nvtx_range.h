@@ -1,6 +1,7 @@
 // NVTX ranges (NVTX3, header-only) so Nsight timelines read like the model: "moe/forward" carries the layer and
 // token counts in its message, and each stage inside it ("moe/route", "moe/plan", "moe/gemm1_swiglu", "moe/gemm2",
-// "moe/finalize") carries the token count as its payload, so the stage names stay exact for `ncu --nvtx-include`.
+// "moe/finalize") carries the token count as its payload, so the stage names stay fixed strings that
+// `ncu --nvtx-include 'moe\/gemm1_swiglu/'` can match (ncu reads an unescaped '/' as range nesting).
 #pragma once
 
 #include <nvtx3/nvToolsExt.h>

@@ -2,6 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DynamoeError } from './errors';
+import type { BackendInfo } from './backend';
 import type { RouterLosses } from './router-losses';
 
 /** What the native route() resolves to. */
@@ -124,7 +125,7 @@ export interface NativeAddon {
   cpuInfo(): NativeCpuInfo;
   setCpuIsa(isa: string): void;
   measureRoofline(): Promise<Roofline>;
-  backendInfo(): Omit<import('./backend').BackendInfo, 'cpu'>;
+  backendInfo(): Omit<BackendInfo, 'cpu'>;
 }
 
 // The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).

@@ -175,7 +175,7 @@ Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {
 
 Napi::Value MoeLayerBinding::profile(const Napi::CallbackInfo& info) {
   const ForwardArguments args = readForwardArguments(info);
-  const int runs = args.options.Get("runs").IsUndefined() ? 10 : readInt(args.options, "runs", 1, 10000);
+  const int runs = readInt(args.options, "runs", 1, 10000);  // the TypeScript layer supplies the default
   if (std::string(args.layer->device()) != "cuda") {
     throwJs(info.Env(), code::kUnsupported, "profile() times the stages of a layer on device 'cuda'; this layer is on the CPU");
   }

@@ -7,11 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define DYNAMOE_HOST_DEVICE __host__ __device__
-#else
-#define DYNAMOE_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 namespace dynamoe::routing_math {
 

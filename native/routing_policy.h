@@ -4,7 +4,7 @@
 #include <string>
 
 #include "errors.h"
-#include "routing_math.h"
+#include "host_device.h"
 
 namespace dynamoe {
 
