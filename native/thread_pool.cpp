@@ -20,7 +20,10 @@ void ThreadPool::resize(int threads) {
 void ThreadPool::startWorkers(int threads) {
   stopping_ = false;
   const int workerCount = std::max(1, threads) - 1;  // the calling thread is the last one
-  for (int i = 0; i < workerCount; ++i) workers_.emplace_back([this] { workerLoop(); });
+  // New workers start having seen the last job: a worker that took the finished job's generation for a new one
+  // would run its stale items and count itself done twice (a job returning early, then one waiting forever).
+  const uint64_t finished = generation_;
+  for (int i = 0; i < workerCount; ++i) workers_.emplace_back([this, finished] { workerLoop(finished); });
 }
 
 void ThreadPool::stopWorkers() {
@@ -47,8 +50,7 @@ void ThreadPool::runItems() {
   }
 }
 
-void ThreadPool::workerLoop() {
-  uint64_t seen = 0;
+void ThreadPool::workerLoop(uint64_t seen) {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(stateMutex_);

@@ -30,7 +30,7 @@ class ThreadPool {
  private:
   void startWorkers(int threads);
   void stopWorkers();
-  void workerLoop();
+  void workerLoop(uint64_t seen);  // seen: the last job generation this worker has taken part in
   void runItems();
 
   std::mutex jobMutex_;  // one job at a time

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Native checks without Node: builds and runs the routing libFuzzer target for FUZZ_SECONDS (default 60) on a
-# temporary copy of its seed corpus, then the leak check (LEAK_ITERATIONS, default 100) under LeakSanitizer.
-# Both are built with clang (installed from Debian when missing) with ASan + UBSan into build-native-tests/.
+# temporary copy of its seed corpus, then the leak check (LEAK_ITERATIONS, default 100) under LeakSanitizer, then the
+# thread pool check (POOL_ROUNDS, default 2000) under ThreadSanitizer. The first two are built with clang (installed
+# from Debian when missing) with ASan + UBSan, the last with g++ and TSan, all into build-native-tests/.
 # Prints one summary line each; exits non-zero on any finding. Fuzzer findings are kept in
 # build-native-tests/fuzz-findings/ (copy them to test/native/corpus/routing/ once fixed, as regressions).
 set -euo pipefail
@@ -102,3 +103,9 @@ ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 }
 cat "$OUT/leak.log"
 echo "leak check: $LEAK_ITERATIONS iterations, no leaks"
+
+echo "== native: thread pool check (ThreadSanitizer)"
+# TSan cannot share a process with ASan, hence its own binary; halt_on_error turns the first race into a failure.
+g++ -std=c++17 -O1 -g -pthread -fsanitize=thread test/native/thread_pool_check.cpp native/thread_pool.cpp \
+  -o "$OUT/thread_pool_check"
+TSAN_OPTIONS="halt_on_error=1" "$OUT/thread_pool_check" "${POOL_ROUNDS:-2000}"
