@@ -1,42 +1,58 @@
 // MoE-layer benchmark: ms per layer, GFLOP/s on the expert GEMMs and GB/s of expert weights read, each also as a
-// fraction of this machine's measured limits (roofline probe), and what dynamic routing saves.
-// Run with `npm run bench` (compiled to dist/bench). Peers (llama.cpp, ONNX Runtime) join in the CPU performance work.
+// fraction of this machine's measured limits (roofline probe); ONNX Runtime's fused CPU MoE op on the same weights
+// (interleaved runs, medians, ratio peer/dynamoe); and what dynamic routing saves (top-p vs top-2).
+// Run with `npm run bench` (compiled to dist/bench); `npm run bench:peers` installs the peers first.
+// BENCH_SHAPES=small keeps only the H=1024 shapes.
 import { cpuInfo, MoELayer, RoutingPolicy } from '../lib';
 import { DType } from '../lib/dtype';
 import { measureRoofline } from '../lib/native-internals';
 import { policyLabel } from '../lib/policy';
 import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
+import { maxRelativeError } from '../test/reference/layer';
+import { createOrtMoeLayer, OrtMoeLayer } from './onnx-moe-peer';
 
 interface Shape {
   hidden: number;
   ffn: number;
-  tokens: number;
+  tokens: number[];
 }
 
 const EXPERTS = 8;
 const INPUT_BATCHES = 8;
 const SHAPES: Shape[] = [
-  { hidden: 1024, ffn: 2816, tokens: 1 },
-  { hidden: 1024, ffn: 2816, tokens: 16 },
-  { hidden: 1024, ffn: 2816, tokens: 256 },
-  { hidden: 1024, ffn: 2816, tokens: 512 },
+  { hidden: 1024, ffn: 2816, tokens: [1, 16, 256, 512] },
+  ...(process.env.BENCH_SHAPES === 'small' ? [] : [{ hidden: 2048, ffn: 5632, tokens: [256, 512] }]),
 ];
-const POLICIES: RoutingPolicy[] = [
-  { kind: 'top-k', k: 2 },
-  { kind: 'top-p', p: 0.4 },
-];
+const TOP2: RoutingPolicy = { kind: 'top-k', k: 2, normalize: true };
+const TOP_P: RoutingPolicy = { kind: 'top-p', p: 0.4 };
 
-async function medianMs(run: () => Promise<unknown>, repeats: number): Promise<number> {
-  await run();
-  const times: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const start = process.hrtime.bigint();
-    await run();
-    times.push(Number(process.hrtime.bigint() - start) / 1e6);
-  }
-  times.sort((a, b) => a - b);
-  return times[times.length >> 1];
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1];
 }
+
+async function timeMs(run: () => Promise<unknown>): Promise<number> {
+  const start = process.hrtime.bigint();
+  await run();
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** Median ms of each runner, the runners alternating run by run so drifting machine load hits them alike. */
+async function interleavedMedians(runners: Array<() => Promise<unknown>>, repeats: number): Promise<number[]> {
+  for (const run of runners) await run();  // warm-up
+  const times: number[][] = runners.map(() => []);
+  for (let i = 0; i < repeats; i++) {
+    for (let r = 0; r < runners.length; r++) times[r].push(await timeMs(runners[r]));
+  }
+  return times.map(median);
+}
+
+const COLUMNS = [
+  ['dtype', 6], ['hidden', 6], ['ffn', 5], ['tokens', 6], ['policy', 14], ['pairs', 7], ['ms', 8], ['GFLOP/s', 8],
+  ['%peak', 6], ['weight GB/s', 12], ['%read', 6], ['ORT ms', 8], ['ORT/dynamoe', 12], ['time ratio', 11],
+  ['pairs ratio', 0],
+] as const;
+const row = (cells: string[]) => cells.map((cell, i) => cell.padEnd(COLUMNS[i][1])).join(' ');
 
 async function main(): Promise<void> {
   const info = cpuInfo();
@@ -46,61 +62,80 @@ async function main(): Promise<void> {
       `(${roofline.isa}), memory read ${roofline.readGBps.toFixed(1)} GB/s`,
   );
   console.log(`MoE layer, ${EXPERTS} experts, SwiGLU, ${info.threads} threads, ${info.isa} kernels`);
-  console.log(
-    'dtype  hidden ffn   tokens policy      pairs  ms       GFLOP/s  %peak  weight GB/s  %read  time ratio  pairs ratio',
-  );
+  console.log('ORT: onnxruntime-node, com.microsoft.MoE (fused SwiGLU, f32 only), top-2 renormalised; same weights');
+  console.log('time ratio / pairs ratio: top-p 0.4 against top-2 (dynamic routing should cost what it uses)');
+  console.log(row(COLUMNS.map(([name]) => name)));
+  let ortMissing: string | undefined;
   for (const dtype of ['f32', 'bf16'] as DType[]) {
     for (const shape of SHAPES) {
-      const layer = MoELayer.fromWeights(
-        syntheticLayerWeights({ ...shape, experts: EXPERTS, dtype, routerLogitStd: 2.5 }, 7),
-      );
-      // Several batches, cycled: decode steps pick different experts, as real tokens do, instead of re-reading two
-      // experts' weights that the last-level cache may still hold.
-      const batches = Array.from({ length: INPUT_BATCHES }, (_, i) => syntheticActivations(shape.tokens, shape.hidden, 11 + i));
-      let base: { ms: number; pairs: number } | undefined;
-      for (const policy of POLICIES) {
-        let pairsTotal = 0;
-        let expertsUsedTotal = 0;
-        for (const x of batches) {
-          const { routing } = await layer.forward(x, { tokens: shape.tokens, policy });
-          pairsTotal += routing.counts.reduce((a, b) => a + b, 0);
-          // Each expert that got a token has its three matrices read at least once.
-          expertsUsedTotal += routing.expertLoad.filter((load) => load > 0).length;
-        }
-        const pairs = pairsTotal / batches.length;
-        let next = 0;
-        const ms = await medianMs(
-          () => layer.forward(batches[next++ % batches.length], { tokens: shape.tokens, policy }),
-          shape.tokens < 64 ? 40 : 8,
-        );
-        const gflop = (2 * pairs * 3 * shape.hidden * shape.ffn) / 1e9;
-        const expertBytes = 3 * shape.hidden * shape.ffn * (dtype === 'f32' ? 4 : 2);
-        const weightGB = ((expertsUsedTotal / batches.length) * expertBytes) / 1e9;
-        const gflops = (gflop / ms) * 1e3;
-        const weightGBps = (weightGB / ms) * 1e3;
-        base ??= { ms, pairs };
-        console.log(
-          [
-            dtype.padEnd(6),
-            String(shape.hidden).padEnd(6),
-            String(shape.ffn).padEnd(5),
-            String(shape.tokens).padEnd(6),
-            policyLabel(policy).padEnd(11),
-            pairs.toFixed(1).padEnd(6),
-            ms.toFixed(2).padEnd(8),
-            gflops.toFixed(1).padEnd(8),
-            `${((100 * gflops) / roofline.fmaGflops).toFixed(0)}%`.padEnd(6),
-            weightGBps.toFixed(1).padEnd(12),
-            `${((100 * weightGBps) / roofline.readGBps).toFixed(0)}%`.padEnd(6),
-            (ms / base.ms).toFixed(2).padEnd(11),
-            (pairs / base.pairs).toFixed(2),
-          ].join(' '),
-        );
+      const weights = syntheticLayerWeights({ ...shape, experts: EXPERTS, dtype, routerLogitStd: 2.5 }, 7);
+      const layer = await MoELayer.load(weights);
+      let ort: OrtMoeLayer | undefined;
+      if (dtype === 'f32' && ortMissing === undefined) {
+        const created = await createOrtMoeLayer(weights, 2, info.threads);
+        if ('missing' in created) ortMissing = created.missing;
+        else ort = created;
       }
+      for (const tokens of shape.tokens) {
+        // Several batches, cycled: decode steps pick different experts, as real tokens do, instead of re-reading
+        // two experts' weights that the last-level cache may still hold.
+        const batches = Array.from({ length: INPUT_BATCHES }, (_, i) => syntheticActivations(tokens, shape.hidden, 11 + i));
+        const repeats = tokens < 64 ? 40 : shape.hidden > 1024 ? 5 : 8;
+        let base: { ms: number; pairs: number } | undefined;
+        for (const policy of [TOP2, TOP_P]) {
+          let pairsTotal = 0;
+          let expertsUsedTotal = 0;
+          for (const x of batches) {
+            const { routing } = await layer.forward(x, { tokens, policy });
+            pairsTotal += routing.counts.reduce((a, b) => a + b, 0);
+            // Each expert that got a token has its three matrices read at least once.
+            expertsUsedTotal += routing.expertLoad.filter((load) => load > 0).length;
+          }
+          const pairs = pairsTotal / batches.length;
+          let next = 0;
+          let nextOrt = 0;
+          const runDynamoe = () => layer.forward(batches[next++ % batches.length], { tokens, policy });
+          const peer = policy === TOP2 ? ort : undefined;
+          let agreement = '';
+          if (peer) {
+            const [ours, theirs] = [await layer.forward(batches[0], { tokens, policy }), await peer.forward(batches[0], tokens)];
+            agreement = ` (max diff ${maxRelativeError(theirs, ours.output).toExponential(0)})`;
+          }
+          const [ms, ortMs] = await interleavedMedians(
+            peer ? [runDynamoe, () => peer.forward(batches[nextOrt++ % batches.length], tokens)] : [runDynamoe],
+            repeats,
+          );
+          const gflops = ((2 * pairs * 3 * shape.hidden * shape.ffn) / 1e9 / ms) * 1e3;
+          const expertBytes = 3 * shape.hidden * shape.ffn * (dtype === 'f32' ? 4 : 2);
+          const weightGBps = (((expertsUsedTotal / batches.length) * expertBytes) / 1e9 / ms) * 1e3;
+          base ??= { ms, pairs };
+          console.log(
+            row([
+              dtype,
+              String(shape.hidden),
+              String(shape.ffn),
+              String(tokens),
+              policyLabel(policy),
+              pairs.toFixed(1),
+              ms.toFixed(2),
+              gflops.toFixed(1),
+              `${((100 * gflops) / roofline.fmaGflops).toFixed(0)}%`,
+              weightGBps.toFixed(1),
+              `${((100 * weightGBps) / roofline.readGBps).toFixed(0)}%`,
+              ortMs === undefined ? '-' : ortMs.toFixed(2),
+              ortMs === undefined ? '-' : `${(ortMs / ms).toFixed(2)}x${agreement}`,
+              (ms / base.ms).toFixed(2),
+              (pairs / base.pairs).toFixed(2),
+            ]),
+          );
+        }
+      }
+      await ort?.release();
       layer.dispose();
     }
   }
-  console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);
+  if (ortMissing) console.log(`ONNX Runtime not measured: ${ortMissing}`);
+  console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (dynamoe and the peer in one process)`);
 }
 
 main().catch((error: unknown) => {

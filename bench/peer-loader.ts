@@ -21,5 +21,7 @@ export async function importPeer<T>(name: string): Promise<{ module: T } | { mis
   const entry = path.join(peersDir(), 'node_modules', name);
   if (!fs.existsSync(entry)) return { missing: `${name} is not installed: run \`npm run bench:peers\`` };
   const resolved = require.resolve(name, { paths: [peersDir()] });
-  return { module: (await importEsm(`file://${resolved}`)) as T };
+  const namespace = (await importEsm(`file://${resolved}`)) as { default?: unknown };
+  // A CommonJS peer arrives as `default`; an ES module's exports are the namespace itself.
+  return { module: (resolved.endsWith('.mjs') || namespace.default === undefined ? namespace : namespace.default) as T };
 }
