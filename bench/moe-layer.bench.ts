@@ -1,6 +1,7 @@
 // MoE-layer benchmark: ms per layer, GFLOP/s on the expert GEMMs and GB/s of expert weights read, each also as a
-// fraction of this machine's measured limits (roofline probe); ONNX Runtime's fused CPU MoE op on the same weights
-// (interleaved runs, medians, ratio peer/dynamoe); and what dynamic routing saves (top-p vs top-2).
+// fraction of this machine's measured limits (roofline probe); the peers on the same weights — ONNX Runtime's fused
+// CPU MoE op (f32) and llama.cpp's MoE share of a one-layer model (f32, bf16) — in interleaved runs, medians,
+// ratio peer/dynamoe; and what dynamic routing saves (top-p vs top-2).
 // Run with `npm run bench` (compiled to dist/bench); `npm run bench:peers` installs the peers first.
 // BENCH_SHAPES=small keeps only the H=1024 shapes.
 import { cpuInfo, MoELayer, RoutingPolicy } from '../lib';
@@ -9,6 +10,7 @@ import { measureRoofline } from '../lib/native-internals';
 import { policyLabel } from '../lib/policy';
 import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
 import { maxRelativeError } from '../test/reference/layer';
+import { createLlamaCppMoe, LlamaCppMoe } from './llama-cpp-moe-peer';
 import { createOrtMoeLayer, OrtMoeLayer } from './onnx-moe-peer';
 
 interface Shape {
@@ -49,7 +51,8 @@ async function interleavedMedians(runners: Array<() => Promise<unknown>>, repeat
 
 const COLUMNS = [
   ['dtype', 6], ['hidden', 6], ['ffn', 5], ['tokens', 6], ['policy', 14], ['pairs', 7], ['ms', 8], ['GFLOP/s', 8],
-  ['%peak', 6], ['weight GB/s', 12], ['%read', 6], ['ORT ms', 8], ['ORT/dynamoe', 12], ['time ratio', 11],
+  ['%peak', 6], ['weight GB/s', 12], ['%read', 6], ['ORT ms', 8], ['ORT/dynamoe', 12], ['llama.cpp ms', 13],
+  ['llama/dynamoe', 14], ['time ratio', 11],
   ['pairs ratio', 0],
 ] as const;
 const row = (cells: string[]) => cells.map((cell, i) => cell.padEnd(COLUMNS[i][1])).join(' ');
@@ -63,9 +66,11 @@ async function main(): Promise<void> {
   );
   console.log(`MoE layer, ${EXPERTS} experts, SwiGLU, ${info.threads} threads, ${info.isa} kernels`);
   console.log('ORT: onnxruntime-node, com.microsoft.MoE (fused SwiGLU, f32 only), top-2 renormalised; same weights');
+  console.log('llama.cpp: node-llama-cpp CPU, MoE share = one-layer model minus the same model with tiny experts');
   console.log('time ratio / pairs ratio: top-p 0.4 against top-2 (dynamic routing should cost what it uses)');
   console.log(row(COLUMNS.map(([name]) => name)));
   let ortMissing: string | undefined;
+  let llamaMissing: string | undefined;
   for (const dtype of ['f32', 'bf16'] as DType[]) {
     for (const shape of SHAPES) {
       const weights = syntheticLayerWeights({ ...shape, experts: EXPERTS, dtype, routerLogitStd: 2.5 }, 7);
@@ -75,6 +80,12 @@ async function main(): Promise<void> {
         const created = await createOrtMoeLayer(weights, 2, info.threads);
         if ('missing' in created) ortMissing = created.missing;
         else ort = created;
+      }
+      let llama: LlamaCppMoe | undefined;
+      if (llamaMissing === undefined) {
+        const created = await createLlamaCppMoe(weights, dtype, info.threads, Math.max(...shape.tokens));
+        if ('missing' in created) llamaMissing = created.missing;
+        else llama = created;
       }
       for (const tokens of shape.tokens) {
         // Several batches, cycled: decode steps pick different experts, as real tokens do, instead of re-reading
@@ -101,10 +112,14 @@ async function main(): Promise<void> {
             const [ours, theirs] = [await layer.forward(batches[0], { tokens, policy }), await peer.forward(batches[0], tokens)];
             agreement = ` (max diff ${maxRelativeError(theirs, ours.output).toExponential(0)})`;
           }
-          const [ms, ortMs] = await interleavedMedians(
-            peer ? [runDynamoe, () => peer.forward(batches[nextOrt++ % batches.length], tokens)] : [runDynamoe],
-            repeats,
-          );
+          const runners: Array<() => Promise<unknown>> = [runDynamoe];
+          if (peer) runners.push(() => peer.forward(batches[nextOrt++ % batches.length], tokens));
+          const llamaPeer = policy === TOP2 ? llama : undefined;
+          if (llamaPeer) runners.push(() => llamaPeer.runFull(tokens), () => llamaPeer.runTiny(tokens));
+          const medians = await interleavedMedians(runners, repeats);
+          const ms = medians[0];
+          const ortMs = peer ? medians[1] : undefined;
+          const llamaMs = llamaPeer ? medians[runners.length - 2] - medians[runners.length - 1] : undefined;
           const gflops = ((2 * pairs * 3 * shape.hidden * shape.ffn) / 1e9 / ms) * 1e3;
           const expertBytes = 3 * shape.hidden * shape.ffn * (dtype === 'f32' ? 4 : 2);
           const weightGBps = (((expertsUsedTotal / batches.length) * expertBytes) / 1e9 / ms) * 1e3;
@@ -124,6 +139,8 @@ async function main(): Promise<void> {
               `${((100 * weightGBps) / roofline.readGBps).toFixed(0)}%`,
               ortMs === undefined ? '-' : ortMs.toFixed(2),
               ortMs === undefined ? '-' : `${(ortMs / ms).toFixed(2)}x${agreement}`,
+              llamaMs === undefined ? '-' : llamaMs.toFixed(2),
+              llamaMs === undefined ? '-' : `${(llamaMs / ms).toFixed(2)}x`,
               (ms / base.ms).toFixed(2),
               (pairs / base.pairs).toFixed(2),
             ]),
@@ -131,10 +148,12 @@ async function main(): Promise<void> {
         }
       }
       await ort?.release();
+      await llama?.release();
       layer.dispose();
     }
   }
   if (ortMissing) console.log(`ONNX Runtime not measured: ${ortMissing}`);
+  if (llamaMissing) console.log(`llama.cpp not measured: ${llamaMissing}`);
   console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (dynamoe and the peer in one process)`);
 }
 
