@@ -47,6 +47,7 @@
         "native/cpu/router_stats.cpp",
         "native/cpu/routing.cpp",
         "native/cpu/tile_kernels.cpp",
+        "native/cpu/thread_scratch.cpp",
         "native/cpu/tile_kernels_scalar.cpp"
       ],
       "conditions": [

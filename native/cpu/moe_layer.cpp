@@ -10,6 +10,7 @@
 #include "expert_plan.h"
 #include "grouped_gemm.h"
 #include "router_stats.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
@@ -63,19 +64,21 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
 
   // 1. Router logits in fp32, then the routing policy.
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
-  AlignedBuffer logits(static_cast<size_t>(tokens) * logitStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+  AlignedBuffer oversizeLogits;
+  float* const logits = static_cast<float*>(
+      threadScratch(ScratchSlot::RouterLogits, static_cast<size_t>(tokens) * logitStride * sizeof(float), oversizeLogits));
   GemmGroup routerGemm;
   routerGemm.weights = &router_;
   routerGemm.rows = tokens;
   routerGemm.input = x;
   routerGemm.inputStride = xStride;
-  routerGemm.output = logits.as<float>();
+  routerGemm.output = logits;
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled);
-  checkFinite(logits.as<float>(), tokens, experts, logitStride, "router logits (x . router weights)", "expert");
-  routeTokens(logits.as<float>(), logitStride, tokens, experts, RouterInput::Logits, policy, routing);
+  checkFinite(logits, tokens, experts, logitStride, "router logits (x . router weights)", "expert");
+  routeTokens(logits, logitStride, tokens, experts, RouterInput::Logits, policy, routing);
   if (stats != nullptr) {
-    accumulateRouterStats(logits.as<float>(), logitStride, tokens, experts, stats->probabilitySum, stats->entropySum);
+    accumulateRouterStats(logits, logitStride, tokens, experts, stats->probabilitySum, stats->entropySum);
   }
 
   // 2. Rows grouped by expert; shared-expert rows (one per token) follow the routed ones.
@@ -94,8 +97,12 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   const size_t intermediateStride = intermediateStride_;
   const size_t outputStride = outputStride_;
   const size_t rows = plan.rowToken.size();
-  AlignedBuffer intermediate(rows * intermediateStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
-  AlignedBuffer rowOutput(rows * outputStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+  AlignedBuffer oversizeIntermediate;
+  AlignedBuffer oversizeRowOutput;
+  float* const intermediate = static_cast<float*>(
+      threadScratch(ScratchSlot::Intermediate, rows * intermediateStride * sizeof(float), oversizeIntermediate));
+  float* const rowOutput =
+      static_cast<float*>(threadScratch(ScratchSlot::RowOutput, rows * outputStride * sizeof(float), oversizeRowOutput));
 
   std::vector<std::atomic<int32_t>> gateUpRows(experts + 1);
   std::vector<std::atomic<int32_t>> downRows(experts + 1);
@@ -108,7 +115,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
     first.input = x;
     first.inputStride = xStride;
     first.inputRowIndex = plan.rowToken.data() + firstRow;
-    first.output = intermediate.as<float>() + static_cast<size_t>(firstRow) * intermediateStride;
+    first.output = intermediate + static_cast<size_t>(firstRow) * intermediateStride;
     first.outputStride = intermediateStride;
     first.rowsComputed = &gateUpRows[counter];
     gateUpGroups.push_back(first);
@@ -118,7 +125,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
     second.rows = rowCount;
     second.input = first.output;
     second.inputStride = intermediateStride;
-    second.output = rowOutput.as<float>() + static_cast<size_t>(firstRow) * outputStride;
+    second.output = rowOutput + static_cast<size_t>(firstRow) * outputStride;
     second.outputStride = outputStride;
     second.rowScale = plan.rowWeight.data() + firstRow;
     second.rowsComputed = &downRows[counter];
@@ -131,7 +138,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
 
   runGroupedGemm(gateUpGroups, Epilogue::SwiGlu);
   runGroupedGemm(downGroups, Epilogue::Scaled);
-  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput.as<float>(), outputStride, out, outStride);
+  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, out, outStride);
 
   for (int e = 0; e < experts; ++e) {
     if (work.gateUpRows) work.gateUpRows[e] = gateUpRows[e].load();
