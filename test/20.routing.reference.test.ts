@@ -10,14 +10,16 @@ import {
   fragileToken,
   idHistogram,
   kMaxOf,
+  makeScores,
   refRoute,
   Rng,
+  ScoreDistribution,
   sortedExperts,
   sumOf,
   weightsForSet,
 } from './reference';
 
-type Distribution = 'normal' | 'ties' | 'extreme80' | 'spread1e3' | 'onehot' | 'probabilities';
+type Distribution = Extract<ScoreDistribution, 'normal' | 'ties' | 'extreme80' | 'spread1e3' | 'onehot' | 'probabilities'>;
 
 interface Case {
   name: string;
@@ -34,41 +36,6 @@ const WEIGHT_RELATIVE_TOLERANCE = 1e-6;
 const WEIGHT_ABSOLUTE_TOLERANCE = 1e-9;
 
 const P_GRID = Array.from({ length: 20 }, (_, i) => Math.round((i + 1) * 5) / 100); // 0.05, 0.10, .., 1.00
-
-function makeScores(rng: Rng, distribution: Distribution, tokens: number, experts: number): Float32Array {
-  const scores = new Float32Array(tokens * experts);
-  const std = rng.pick([0.5, 1, 2, 4]);
-  const tieRange = rng.pick([1, 2, 4]);
-  for (let t = 0; t < tokens; t++) {
-    const row = scores.subarray(t * experts, (t + 1) * experts);
-    switch (distribution) {
-      case 'normal':
-        for (let e = 0; e < experts; e++) row[e] = std * rng.normal();
-        break;
-      case 'ties': // integers in a small range: many exact ties
-        for (let e = 0; e < experts; e++) row[e] = rng.int(-tieRange, tieRange);
-        break;
-      case 'extreme80': // +-80 and values between: softmax saturates, exp underflows
-        for (let e = 0; e < experts; e++) row[e] = rng.next() < 0.5 ? rng.pick([-80, 80]) : rng.uniform(-80, 80);
-        break;
-      case 'spread1e3':
-        for (let e = 0; e < experts; e++) row[e] = rng.uniform(-500, 500);
-        break;
-      case 'onehot': // one dominant expert per token
-        for (let e = 0; e < experts; e++) row[e] = rng.normal();
-        row[rng.int(0, experts - 1)] += 20;
-        break;
-      case 'probabilities': {
-        const weights = Array.from({ length: experts }, () => Math.exp(std * rng.normal()));
-        if (rng.next() < 0.2) weights[rng.int(0, experts - 1)] = 0;
-        const sum = weights.reduce((a, b) => a + b, 0) || 1;
-        for (let e = 0; e < experts; e++) row[e] = weights[e] / sum;
-        break;
-      }
-    }
-  }
-  return scores;
-}
 
 function randomShape(rng: Rng, budget = 40000): { experts: number; tokens: number } {
   const experts = rng.pick([2, 3, 4, 5, 7, 8, 16, 31, 32, 60, 64, 100, 128]);

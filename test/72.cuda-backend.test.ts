@@ -28,6 +28,8 @@ import {
   f32ToBf16Bits,
   f32ToF16Bits,
   fragileToken,
+  isProbabilities,
+  makeScores,
   maxRelativeError,
   quantise,
   refLayerOutput,
@@ -35,6 +37,7 @@ import {
   refRoute,
   refRouterLogits,
   Rng,
+  ScoreDistribution,
   softmax64,
   sumOf,
   toBitsArray,
@@ -75,7 +78,7 @@ const CPU_TOLERANCE = 1e-4;
 
 // ---- helpers --------------------------------------------------------------------------------------------------
 // Hoisted: a global `Math` lookup inside a hot loop is ~100x slower in jest's VM context than a local binding.
-const { abs, exp, max } = Math;
+const { abs, max } = Math;
 
 /** The bytes of a typed array (its own view, not the whole buffer it may share). */
 function bytes(view: ArrayBufferView): Buffer {
@@ -134,53 +137,10 @@ function emulatedRoundingOutput(
   weights: ArrayLike<number>,
   dtype: 'f16' | 'bf16',
 ): Float64Array {
-  const { hidden: H } = w;
-  const xq = quantise(x, dtype);
-  const out = new Float64Array(tokens * H);
-  const expert = (
-    t: number,
-    ffn: number,
-    gate: ArrayLike<number>,
-    up: ArrayLike<number>,
-    down: ArrayLike<number>,
-    offsetGateUp: number,
-    offsetDown: number,
-    scale: number,
-  ) => {
-    const a = new Float64Array(ffn);
-    for (let f = 0; f < ffn; f++) {
-      let g = 0;
-      let u = 0;
-      const row = offsetGateUp + f * H;
-      for (let h = 0; h < H; h++) {
-        g += gate[row + h] * xq[t * H + h];
-        u += up[row + h] * xq[t * H + h];
-      }
-      a[f] = roundTo(dtype, (g / (1 + exp(-g))) * u);
-    }
-    for (let h = 0; h < H; h++) {
-      let sum = 0;
-      const row = offsetDown + h * ffn;
-      for (let f = 0; f < ffn; f++) sum += down[row + f] * a[f];
-      out[t * H + h] += scale * sum;
-    }
-  };
-  for (let t = 0; t < tokens; t++) {
-    for (let s = 0; s < kMax; s++) {
-      const e = ids[t * kMax + s];
-      if (e >= 0) expert(t, w.ffn, w.gate, w.up, w.down, e * w.ffn * H, e * H * w.ffn, weights[t * kMax + s]);
-    }
-    if (w.shared) {
-      let scale = 1;
-      if (w.shared.gateWeight) {
-        let dot = 0;
-        for (let h = 0; h < H; h++) dot += w.shared.gateWeight[h] * x[t * H + h];
-        scale = 1 / (1 + exp(-dot));
-      }
-      expert(t, w.shared.ffn, w.shared.gate, w.shared.up, w.shared.down, 0, 0, scale);
-    }
-  }
-  return out;
+  return refLayerOutput(w, x, tokens, kMax, ids, weights, {
+    expertInput: quantise(x, dtype),
+    roundIntermediate: (value) => roundTo(dtype, value),
+  });
 }
 
 function rmsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -326,19 +286,7 @@ function biasedRouter(raw: RawWeights, experts: number, hidden: number, winners:
 }
 
 // ---- (a) routing identity ----------------------------------------------------------------------------------------
-type Distribution =
-  | 'normal'
-  | 'onehot'
-  | 'ties'
-  | 'equal'
-  | 'duplicates'
-  | 'ulpNeighbours'
-  | 'extreme80'
-  | 'spread1e3'
-  | 'logSteps'
-  | 'probabilities'
-  | 'sparseProbabilities'
-  | 'stepProbabilities';
+type Distribution = ScoreDistribution;
 const DISTRIBUTIONS: Distribution[] = [
   'normal',
   'onehot',
@@ -349,93 +297,10 @@ const DISTRIBUTIONS: Distribution[] = [
   'extreme80',
   'spread1e3',
   'logSteps',
-  'probabilities',
+  'zeroedProbabilities',
   'sparseProbabilities',
   'stepProbabilities',
 ];
-const isProbabilities = (d: Distribution) => d.endsWith('robabilities');
-
-const nextUp = (value: number, steps: number): number => {
-  if (value === 0) return value; // stepping the bits of 0 down would give NaN
-  const f = new Float32Array([value]);
-  const i = new Int32Array(f.buffer);
-  i[0] += value >= 0 ? steps : -steps;
-  return f[0];
-};
-
-/** A composition of 10 tenths over `experts` (many zeros when experts > 10): running sums land on 0.1, 0.4, 0.9. */
-function tenths(rng: Rng, experts: number): number[] {
-  const parts = new Array<number>(experts).fill(0);
-  for (let i = 0; i < 10; i++) parts[rng.int(0, experts - 1)]++;
-  return parts;
-}
-
-function makeScores(rng: Rng, distribution: Distribution, tokens: number, experts: number): Float32Array {
-  const scores = new Float32Array(tokens * experts);
-  const std = rng.pick([0.5, 1, 2, 4]);
-  const range = rng.pick([1, 2, 4]);
-  for (let t = 0; t < tokens; t++) {
-    const row = scores.subarray(t * experts, (t + 1) * experts);
-    switch (distribution) {
-      case 'normal':
-        for (let e = 0; e < experts; e++) row[e] = std * rng.normal();
-        break;
-      case 'onehot':
-        for (let e = 0; e < experts; e++) row[e] = rng.normal();
-        row[rng.int(0, experts - 1)] += 20;
-        break;
-      case 'ties': // small integers: exact ties everywhere
-        for (let e = 0; e < experts; e++) row[e] = rng.int(-range, range);
-        break;
-      case 'equal': // a whole row of one value (0 on some rows)
-        row.fill(rng.next() < 0.3 ? 0 : std * rng.normal());
-        break;
-      case 'duplicates': {
-        // a few non-integer values, each repeated: ties between probabilities that are not round numbers
-        const palette = Array.from({ length: range + 1 }, () => std * rng.normal());
-        for (let e = 0; e < experts; e++) row[e] = rng.pick(palette);
-        break;
-      }
-      case 'ulpNeighbours': {
-        // values one or two fp32 ulps apart: the near-ties that fp32 arithmetic must order the same way everywhere
-        const base = std * rng.normal();
-        for (let e = 0; e < experts; e++) row[e] = nextUp(base, rng.int(-2, 2));
-        break;
-      }
-      case 'extreme80': // +-80 and values between: saturated softmax, underflowing exp
-        for (let e = 0; e < experts; e++) row[e] = rng.next() < 0.5 ? rng.pick([-80, 80]) : rng.uniform(-80, 80);
-        break;
-      case 'spread1e3':
-        for (let e = 0; e < experts; e++) row[e] = rng.uniform(-500, 500);
-        break;
-      case 'logSteps': // logits whose softmax is (about) tenths: cumulative sums within rounding of p
-        tenths(rng, experts).forEach((n, e) => (row[e] = n === 0 ? -80 : Math.log(n / 10)));
-        break;
-      case 'probabilities': {
-        const weights = Array.from({ length: experts }, () => Math.exp(std * rng.normal()));
-        for (let e = 0; e < experts; e++) if (rng.next() < 0.2) weights[e] = 0;
-        const sum = weights.reduce((a, b) => a + b, 0);
-        for (let e = 0; e < experts; e++) row[e] = sum > 0 ? weights[e] / sum : 0;
-        break;
-      }
-      case 'sparseProbabilities': {
-        // most probabilities exactly 0; a third of the rows put everything on one expert
-        if (rng.next() < 0.33) row[rng.int(0, experts - 1)] = 1;
-        else {
-          const nonzero = Math.min(experts, rng.int(1, 3));
-          for (let i = 0; i < nonzero; i++) row[rng.int(0, experts - 1)] = rng.next();
-          const sum = sumOf(row);
-          for (let e = 0; e < experts; e++) row[e] = sum > 0 ? row[e] / sum : 0;
-        }
-        break;
-      }
-      case 'stepProbabilities': // exact tenths (as fp32): running sums land on p = 0.1, 0.4, 0.9
-        tenths(rng, experts).forEach((n, e) => (row[e] = n / 10));
-        break;
-    }
-  }
-  return scores;
-}
 
 interface RouteCase {
   name: string;

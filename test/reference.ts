@@ -10,3 +10,4 @@ export * from './reference/routing';
 export * from './reference/fragility';
 export * from './reference/dtype';
 export * from './reference/layer';
+export * from './reference/scores';

@@ -60,6 +60,7 @@ function swiglu64(
   offsetDown: number,
   out: Float64Array,
   scale: number,
+  roundIntermediate: (value: number) => number,
 ): void {
   const activation = new Float64Array(ffn);
   for (let f = 0; f < ffn; f++) {
@@ -71,7 +72,7 @@ function swiglu64(
       g += gate[row + h] * xv;
       u += up[row + h] * xv;
     }
-    activation[f] = silu(g) * u;
+    activation[f] = roundIntermediate(silu(g) * u);
   }
   for (let h = 0; h < hidden; h++) {
     let sum = 0;
@@ -81,9 +82,20 @@ function swiglu64(
   }
 }
 
+/** Where a reduced-precision kernel rounds, for a reference that rounds at the same places. */
+export interface KernelRounding {
+  /** The activations the expert GEMMs read (x rounded to the weight dtype); the router and shared gate read x. */
+  expertInput: ArrayLike<number>;
+  /** Rounding of the SwiGLU intermediate before the second GEMM. */
+  roundIntermediate: (value: number) => number;
+}
+
+const NO_ROUNDING = (value: number): number => value;
+
 /**
  * Float64 layer output for a given routing (ids [tokens][kMax] with -1 padding and per-slot weights): the
  * routed experts' SwiGLU outputs times their weights, plus the shared expert (times sigmoid(gateWeight . x)).
+ * With `rounding`, rounds where the kernels do (otherwise nowhere).
  */
 export function refLayerOutput(
   w: RefLayerWeights,
@@ -92,8 +104,11 @@ export function refLayerOutput(
   kMax: number,
   ids: ArrayLike<number>,
   weights: ArrayLike<number>,
+  rounding?: KernelRounding,
 ): Float64Array {
   const { hidden: H, ffn: F } = w;
+  const xe = rounding ? rounding.expertInput : x;
+  const roundIntermediate = rounding ? rounding.roundIntermediate : NO_ROUNDING;
   const out = new Float64Array(tokens * H);
   const tokenOut = new Float64Array(H);
   for (let t = 0; t < tokens; t++) {
@@ -101,7 +116,7 @@ export function refLayerOutput(
     for (let s = 0; s < kMax; s++) {
       const e = ids[t * kMax + s];
       if (e < 0) continue;
-      swiglu64(x, t * H, H, F, w.gate, w.up, w.down, e * F * H, e * H * F, tokenOut, weights[t * kMax + s]);
+      swiglu64(xe, t * H, H, F, w.gate, w.up, w.down, e * F * H, e * H * F, tokenOut, weights[t * kMax + s], roundIntermediate);
     }
     if (w.shared) {
       const shared = w.shared;
@@ -111,7 +126,7 @@ export function refLayerOutput(
         for (let h = 0; h < H; h++) dot += shared.gateWeight[h] * x[t * H + h];
         scale = sigmoid(dot);
       }
-      swiglu64(x, t * H, H, shared.ffn, shared.gate, shared.up, shared.down, 0, 0, tokenOut, scale);
+      swiglu64(xe, t * H, H, shared.ffn, shared.gate, shared.up, shared.down, 0, 0, tokenOut, scale, roundIntermediate);
     }
     out.set(tokenOut, t * H);
   }
