@@ -51,7 +51,13 @@
         "native/cpu/tile_kernels_scalar.cpp"
       ],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512"]}]
+        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512"]}],
+        # Loads on glibc >= 2.28 like Node: libstdc++/libgcc built in (no GLIBCXX_ needed) and kept private to the
+        # addon, the newer glibc symbols they and we reference bound to old versions by native/glibc_compat.cpp.
+        ["OS=='linux' and target_arch=='x64'", {
+          "sources": ["native/glibc_compat.cpp"],
+          "ldflags": ["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL"]
+        }]
       ]
     }
   ],

@@ -1,7 +1,9 @@
 // Devices: what the CUDA backend found (backendInfo) and how a `device` option resolves to 'cpu' or 'cuda'.
+import { cudaFix } from './binary-diagnosis';
 import { DynamoeError } from './errors';
-import { native } from './native';
+import { environmentRequest, isBinaryLoaded, LoadedBinary, loadedBinary, native } from './native';
 import { cpuInfo, CpuInfo } from './runtime';
+import { systemFacts } from './system-facts';
 import { describe } from './validate';
 
 /** Where a layer's weights live and its kernels run. `'auto'` is `'cuda'` when {@link backendInfo} says so. */
@@ -37,17 +39,97 @@ export interface BackendInfo {
   /** Device code in this binary, e.g. ['sm_80', 'sm_90', 'compute_90'] (PTX for newer GPUs); [] for CPU builds. */
   cudaArchitectures: string[];
   cpu: CpuInfo;
+  /** Which native binary this process loaded, and why. */
+  binary: BinaryInfo;
+}
+
+/** The native binary in use: dynamoe ships a CPU binary and a CUDA one (which also has the CPU kernels). */
+export interface BinaryInfo {
+  /** The .node file loaded. */
+  path: string;
+  /** 'cuda' for the CUDA-capable binary, 'cpu' for the CPU-only one. */
+  kind: 'cpu' | 'cuda';
+  /** A prebuilt binary from the package, one compiled on this machine, or the file named by DYNAMOE_ADDON. */
+  source: 'prebuild' | 'compiled' | 'DYNAMOE_ADDON';
+  /** The device the binary was chosen for. */
+  requested: Device;
+  /** What asked: `loadBackend()`, `DYNAMOE_DEVICE=...`, or the default ('auto'). */
+  requestedBy: string;
+  /** Binaries found but passed over (e.g. the CUDA binary on a machine without a GPU), each with why. */
+  skipped: Array<{ path: string; kind: 'cpu' | 'cuda'; reason: string }>;
+}
+
+function binaryInfo(binary: LoadedBinary): BinaryInfo {
+  const { path, kind, source, requested, requestedBy } = binary;
+  const skipped = binary.skipped.map((s) => ({ path: s.path, kind: s.kind, reason: s.reason }));
+  return { path, kind, source, requested, requestedBy, skipped };
 }
 
 /** Which backends this binary has and which one `device: 'auto'` uses, with the reason when it is not CUDA. */
 export function backendInfo(): BackendInfo {
-  return { ...native().backendInfo(), cpu: cpuInfo() };
+  return { ...native().backendInfo(), cpu: cpuInfo(), binary: binaryInfo(loadedBinary()) };
 }
 
-/** Resolves a `device` option (default 'cpu') to the device to run on; 'cuda' is checked by the addon. */
-export function resolveDevice(device: unknown): 'cpu' | 'cuda' {
-  const value = device ?? 'cpu';
-  if (value === 'cpu' || value === 'cuda') return value;
-  if (value === 'auto') return native().backendInfo().backend;
-  throw new DynamoeError('ERR_DYNAMOE_VALUE', `device must be 'cpu', 'cuda' or 'auto', got ${describe(value)}`);
+function checkDevice(value: unknown, name: string): Device {
+  if (value === 'cpu' || value === 'cuda' || value === 'auto') return value;
+  throw new DynamoeError('ERR_DYNAMOE_VALUE', `${name} must be 'cpu', 'cuda' or 'auto', got ${describe(value)}`);
+}
+
+/**
+ * Loads the native binary for `device` now and describes it: 'cuda' and 'auto' try the CUDA binary and keep it
+ * only when it finds a usable GPU and driver ('cuda' throws ERR_DYNAMOE_DEVICE saying why otherwise; 'auto' falls
+ * back to the CPU binary); 'cpu' never loads the CUDA binary. Default: `DYNAMOE_DEVICE`, else 'auto'. Without
+ * this call the binary loads on first use by the same rule. A process keeps the first binary it loads, so a later
+ * call asking for what that binary cannot give throws ERR_DYNAMOE_DEVICE.
+ */
+export function loadBackend(device?: Device): BackendInfo {
+  const request = device === undefined ? environmentRequest() : { device: checkDevice(device, 'device'), by: `loadBackend('${device}')` };
+  if (isBinaryLoaded()) {
+    const current = loadedBinary();
+    if (request.device === 'cpu' && current.kind === 'cuda') {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_DEVICE',
+        `${request.by} asked for the CPU binary, but this process already loaded the CUDA binary ${current.path} ` +
+          `(${current.requestedBy}). Fix: call loadBackend('cpu') before any other dynamoe call, or set DYNAMOE_DEVICE=cpu.`,
+      );
+    }
+    if (request.device === 'cuda') cudaUnavailable(current, request.by);
+  } else {
+    loadedBinary(request);
+  }
+  return backendInfo();
+}
+
+/** Throws ERR_DYNAMOE_DEVICE saying why `binary` cannot run on a GPU, when it cannot. */
+function cudaUnavailable(binary: LoadedBinary, asker: string): void {
+  const info = binary.addon.backendInfo();
+  if (info.backend === 'cuda') return;
+  if (binary.kind === 'cuda') {
+    const reason = `${info.cudaError} (${info.cudaErrorMessage})`;
+    throw new DynamoeError('ERR_DYNAMOE_DEVICE', `${asker} is not available: ${reason}. Fix: ${cudaFix(reason, systemFacts())}.`);
+  }
+  const skipped = binary.skipped.find((s) => s.kind === 'cuda');
+  const why =
+    binary.requested === 'cpu'
+      ? `${binary.requestedBy} chose it`
+      : skipped
+        ? `the CUDA binary ${skipped.path} was passed over: ${skipped.reason}`
+        : 'no CUDA binary was found';
+  const fix =
+    binary.requested === 'cpu'
+      ? "set DYNAMOE_DEVICE=auto or cuda, or call loadBackend('cuda') before any other dynamoe call"
+      : cudaFix(skipped?.reason ?? 'no CUDA binary was found', systemFacts());
+  throw new DynamoeError(
+    'ERR_DYNAMOE_DEVICE',
+    `${asker} needs the CUDA binary, but this process uses the CPU-only one (cudaError: ${info.cudaError}, ${binary.path}) ` +
+      `because ${why}. Fix: ${fix}.`,
+  );
+}
+
+/** Resolves a `device` option (default 'cpu') to the device to run on; 'cuda' throws when no GPU is usable. */
+export function resolveDevice(option: unknown): 'cpu' | 'cuda' {
+  const device = checkDevice(option ?? 'cpu', 'device');
+  if (device === 'auto') return native().backendInfo().backend;
+  if (device === 'cuda') cudaUnavailable(loadedBinary(), "device 'cuda'");
+  return device;
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
-// The `dynamoe` command line: `demo` (the default, what `npm start` runs), `run`, `inspect` and `info`.
+// The `dynamoe` command line: `demo` (the default, what `npm start` runs), `run`, `sweep`, `calibrate`, `inspect`,
+// `info` and `doctor`.
 import { parseArgs, ParseArgsConfig } from 'util';
 import { dtypeFlag, fail, modelArgument, numberFlag, policyOrFileFlag, Values } from './cli/args';
 import { calibrateCommand } from './cli/calibrate-command';
 import { loadingProgress, loadWithProgress } from './cli/progress';
 import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './cli/sweep-command';
+import { doctorReport } from './binary-diagnosis';
+import { packageRoot } from './binary-loader';
 import { DEFAULT_DEMO, runDemo } from './demo';
 import { DynamoeError } from './errors';
 import { formatBytes } from './format-bytes';
@@ -19,6 +22,9 @@ const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded syn
        dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
        dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
        dynamoe info                                    show the CPU backend: SIMD kernels, threads
+       dynamoe doctor                                  which native binary loads here, what each device would do,
+                                                       and the fix when one cannot (exit code 1 when the
+                                                       requested device, DYNAMOE_DEVICE or 'auto', cannot run)
 <model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file.
 
 demo options:
@@ -106,6 +112,7 @@ const COMMANDS: Record<string, Options> = {
   },
   inspect: COMMON,
   info: COMMON,
+  doctor: { help: COMMON.help },
 };
 
 /** Per-layer figures: compact when all equal. */
@@ -258,7 +265,7 @@ async function main(argv: string[]): Promise<void> {
   const options = COMMANDS[command];
   let parsed;
   try {
-    const allowPositionals = command !== 'demo' && command !== 'info';
+    const allowPositionals = command !== 'demo' && command !== 'info' && command !== 'doctor';
     parsed = parseArgs({ args: named ? argv.slice(1) : argv, options, allowPositionals });
   } catch (error) {
     fail(`dynamoe ${command}: ${(error as Error).message} (dynamoe --help shows the usage)`);
@@ -266,6 +273,13 @@ async function main(argv: string[]): Promise<void> {
   const values = parsed.values as Values;
   if (values.help) {
     console.log(USAGE);
+    return;
+  }
+  if (command === 'doctor') {
+    // Diagnoses without loading through the normal path, so it also works where that path would throw.
+    const report = doctorReport(packageRoot());
+    console.log(report.text);
+    if (!report.ok) process.exitCode = 1;
     return;
   }
   if (values.threads !== undefined) setThreads(numberFlag(values, 'threads', 1));

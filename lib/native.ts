@@ -1,6 +1,17 @@
 // Loads the compiled addon and describes its surface in TypeScript (internal: not exported from the package).
-import * as fs from 'fs';
 import * as path from 'path';
+import { noBinaryError } from './binary-diagnosis';
+import {
+  BinaryKind,
+  BinarySource,
+  chooseBinary,
+  cpuCandidate,
+  cudaCandidates,
+  packageRoot,
+  RequestedDevice,
+  SkippedBinary,
+  tryLoad,
+} from './binary-loader';
 import { DynamoeError } from './errors';
 import type { BackendInfo } from './backend';
 import type { RouterLosses } from './router-losses';
@@ -128,52 +139,69 @@ export interface NativeAddon {
   backendInfo(): Omit<BackendInfo, 'cpu'>;
 }
 
-// The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).
-function packageRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'binding.gyp'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) return path.join(__dirname, '..');
-    dir = parent;
-  }
-  return dir;
+/** The binary a process uses, what asked for it, and the binaries passed over on the way. */
+export interface LoadedBinary {
+  addon: NativeAddon;
+  path: string;
+  kind: BinaryKind;
+  source: BinarySource;
+  requested: RequestedDevice;
+  /** What made the request: `loadBackend()`, `DYNAMOE_DEVICE=...`, or the default. */
+  requestedBy: string;
+  skipped: SkippedBinary[];
+}
+
+export interface DeviceRequest {
+  device: RequestedDevice;
+  by: string;
+}
+
+/** The request made by the environment: `DYNAMOE_DEVICE`, else 'auto'. */
+export function environmentRequest(): DeviceRequest {
+  const value = process.env.DYNAMOE_DEVICE;
+  if (value === undefined || value === '') return { device: 'auto', by: "the default, 'auto'" };
+  if (value === 'cpu' || value === 'cuda' || value === 'auto') return { device: value, by: `DYNAMOE_DEVICE=${value}` };
+  throw new DynamoeError('ERR_DYNAMOE_VALUE', `DYNAMOE_DEVICE must be cpu, cuda or auto, got '${value}'`);
 }
 
 // DYNAMOE_ADDON names one .node file to load instead (the sanitizer build in CI, or a custom build).
-function load(): NativeAddon {
-  const root = packageRoot();
-  const override = process.env.DYNAMOE_ADDON;
-  if (override) {
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      return require(path.resolve(override)) as NativeAddon;
-    } catch (error) {
-      throw new DynamoeError(
-        'ERR_DYNAMOE_BINDING',
-        `could not load the addon named by DYNAMOE_ADDON (${override}): ${(error as Error).message}. ` +
-          'Fix: point DYNAMOE_ADDON at a built dynamoe .node file, or unset it to use the installed binary.',
-      );
-    }
-  }
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => NativeAddon;
-    return nodeGypBuild(root);
-  } catch (error) {
+function loadOverride(file: string, request: DeviceRequest): LoadedBinary {
+  const outcome = tryLoad(path.resolve(file));
+  if (!outcome.addon) {
     throw new DynamoeError(
       'ERR_DYNAMOE_BINDING',
-      `could not load the dynamoe native addon from ${root} (${process.platform}-${process.arch}, ` +
-        `Node ${process.version}): ${(error as Error).message}. ` +
-        'Fix: run `npm rebuild dynamoe` (needs python3, make and a C++17 compiler) or install a version with a ' +
-        'prebuilt binary for this platform.',
+      `could not load the addon named by DYNAMOE_ADDON (${file}): ${outcome.error}. ` +
+        'Fix: point DYNAMOE_ADDON at a built dynamoe .node file, or unset it to use the installed binary.',
     );
   }
+  const kind = outcome.addon.backendInfo().cudaBuilt ? 'cuda' : 'cpu';
+  return { addon: outcome.addon, path: path.resolve(file), kind, source: 'DYNAMOE_ADDON', requested: request.device, requestedBy: request.by, skipped: [] };
 }
 
-let addon: NativeAddon | undefined;
+function load(request: DeviceRequest): LoadedBinary {
+  const override = process.env.DYNAMOE_ADDON;
+  if (override) return loadOverride(override, request);
+  const root = packageRoot();
+  const choice = chooseBinary(request.device, cudaCandidates(root), cpuCandidate(root));
+  if (!choice.chosen) throw noBinaryError(request.device, request.by, choice);
+  const { addon, path: file, kind, source } = choice.chosen;
+  return { addon, path: file, kind, source, requested: request.device, requestedBy: request.by, skipped: choice.skipped };
+}
+
+let loaded: LoadedBinary | undefined;
+
+/** The binary in use, loaded on first use for `request` (default: the environment's). */
+export function loadedBinary(request?: DeviceRequest): LoadedBinary {
+  loaded ??= load(request ?? environmentRequest());
+  return loaded;
+}
+
+/** Whether a binary has been loaded yet (a process keeps the first one it loads). */
+export function isBinaryLoaded(): boolean {
+  return loaded !== undefined;
+}
 
 /** The loaded addon (loaded on first use). */
 export function native(): NativeAddon {
-  addon ??= load();
-  return addon;
+  return loadedBinary().addon;
 }

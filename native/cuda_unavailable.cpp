@@ -5,8 +5,8 @@ namespace dynamoe::cuda {
 
 namespace {
 const char* const kNotBuilt =
-    "this dynamoe binary was built without CUDA; build the CUDA addon with `npm run build:cuda` (needs nvcc) and "
-    "load it with DYNAMOE_ADDON=build-cuda/Release/dynamoe.node";
+    "this dynamoe binary was built without CUDA; use the CUDA binary (DYNAMOE_DEVICE=cuda or auto picks it on a "
+    "machine with a usable GPU; `npm run build:cuda` builds it from source)";
 }
 
 const BackendStatus& backendStatus() {
