@@ -113,7 +113,8 @@ export function noBinaryError(device: RequestedDevice, requestedBy: string, choi
 function binaryLine(candidate: BinaryCandidate, manifest: ManifestEntry[], root: string): string {
   const relative = path.relative(root, candidate.path);
   const entry = manifest.find((m) => path.join('prebuilds', m.file) === relative);
-  const needs = entry ? `needs glibc ${entry.glibc}, ${(entry.bytes / 1024 / 1024).toFixed(1)} MiB` : candidate.source;
+  const libstdcxx = entry && entry.glibcxx !== 'none' ? `, libstdc++ GLIBCXX_${entry.glibcxx}` : '';
+  const needs = entry ? `needs glibc ${entry.glibc}${libstdcxx}, ${(entry.bytes / 1024 / 1024).toFixed(1)} MiB` : candidate.source;
   const outcome = tryLoad(candidate.path);
   const loads = outcome.addon ? 'loads' : `does not load: ${outcome.error}`;
   return `  ${candidate.kind.padEnd(4)}  ${relative} (${needs}): ${loads}`;
