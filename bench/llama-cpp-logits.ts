@@ -6,26 +6,8 @@ import * as path from 'path';
 import { loadModel } from '../lib';
 import { ArchName, FileDtype, GGUF_ARCHITECTURES, makeTinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
 import { maxRelativeError } from '../test/reference/layer';
+import { NodeLlamaCpp } from './node-llama-cpp-api';
 import { importPeer } from './peer-loader';
-
-// The parts of node-llama-cpp's API used here.
-interface LlamaCpp {
-  getLlama(options: { gpu: false; build: 'never'; logLevel?: string }): Promise<{
-    loadModel(options: { modelPath: string; useMmap: boolean }): Promise<{
-      createContext(options: { contextSize: number; batchSize?: number }): Promise<{
-        getSequence(): {
-          controlledEvaluate(
-            input: Array<[number, { generateNext: { logits: true } }]>,
-          ): Promise<Array<{ next?: { logits?: Map<number, number> } } | undefined>>;
-        };
-        dispose(): Promise<void>;
-      }>;
-      dispose(): Promise<void>;
-    }>;
-    dispose(): Promise<void>;
-  }>;
-  LlamaLogLevel: Record<string, string>;
-}
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 42, 99, 150, 2];
 
@@ -40,7 +22,7 @@ function argmaxRows(logits: Float32Array, vocab: number): number[] {
 }
 
 async function main(): Promise<void> {
-  const peer = await importPeer<LlamaCpp>('node-llama-cpp');
+  const peer = await importPeer<NodeLlamaCpp>('node-llama-cpp');
   if ('missing' in peer) {
     console.log(`skipped: ${peer.missing}`);
     return;

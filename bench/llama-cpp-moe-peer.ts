@@ -8,33 +8,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { MoELayerWeights } from '../lib';
-import { SeededRandom } from '../lib/synthetic';
-import { FileDtype, makeTinyModel, TinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
+import { FileDtype, writeGgufCheckpoint } from '../test/model-fixtures';
+import { mixtralModel } from './mixtral-model';
+import { NodeLlamaCpp } from './node-llama-cpp-api';
 import { importPeer } from './peer-loader';
 
-// The parts of node-llama-cpp's API used here.
-interface LlamaSequence {
-  controlledEvaluate(input: Array<[number, { generateNext: { logits: true } }]>): Promise<unknown>;
-  clearHistory(): Promise<void>;
-}
-interface LlamaContext {
-  getSequence(): LlamaSequence;
-  dispose(): Promise<void>;
-}
-interface LlamaModel {
-  createContext(options: { contextSize: number; batchSize: number; threads: number }): Promise<LlamaContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(options: { modelPath: string; useMmap: boolean }): Promise<LlamaModel>;
-  dispose(): Promise<void>;
-}
-interface NodeLlamaCpp {
-  getLlama(options: { gpu: false; build: 'never'; logLevel?: string }): Promise<Llama>;
-  LlamaLogLevel: Record<string, string>;
-}
-
-const HEAD_DIM = 128;
 const TINY_FFN = 32;
 // Marks a token as an output, so its whole last layer runs (the logits come back too: the same cost in both models).
 const OUTPUT = { generateNext: { logits: true as const } };
@@ -45,56 +23,6 @@ export interface LlamaCppMoe {
   /** The same through the model with tiny experts. */
   runTiny(tokens: number): Promise<void>;
   release(): Promise<void>;
-}
-
-// One decoder layer around the given MoE weights: random attention of HEAD_DIM-wide heads, the tiny model's
-// tokenizer and vocabulary. Experts keep their first `ffn` rows / columns.
-function oneLayerModel(weights: MoELayerWeights, ffn: number): TinyModel {
-  const { hidden, experts } = weights;
-  const template = makeTinyModel('mixtral', 1, { allMoe: true });
-  const random = new SeededRandom(5);
-  const heads = hidden / HEAD_DIM;
-  const expertSlices = (data: MoELayerWeights['gate'], rows: number, cols: number, keepRows: number, keepCols: number) => {
-    if (!(data instanceof Float32Array)) throw new Error('the llama.cpp peer takes f32 source weights');
-    return Array.from({ length: experts }, (_, e) => {
-      const out = new Float32Array(keepRows * keepCols);
-      for (let r = 0; r < keepRows; r++) {
-        const from = (e * rows + r) * cols;
-        out.set(data.subarray(from, from + keepCols), r * keepCols);
-      }
-      return out;
-    });
-  };
-  const layer = (layerFfn: number) => ({
-    ...template.layers[0],
-    attnNorm: new Float32Array(hidden).fill(1),
-    mlpNorm: new Float32Array(hidden).fill(1),
-    q: random.normals(hidden * hidden, 1 / Math.sqrt(hidden)),
-    k: random.normals(hidden * hidden, 1 / Math.sqrt(hidden)),
-    v: random.normals(hidden * hidden, 1 / Math.sqrt(hidden)),
-    o: random.normals(hidden * hidden, 1 / Math.sqrt(hidden)),
-    ffn: {
-      kind: 'moe' as const,
-      experts,
-      ffn: layerFfn,
-      policy: { kind: 'top-k' as const, k: 2, normalize: true },
-      router: weights.router,
-      gate: expertSlices(weights.gate, weights.ffn, hidden, layerFfn, hidden),
-      up: expertSlices(weights.up, weights.ffn, hidden, layerFfn, hidden),
-      down: expertSlices(weights.down, hidden, weights.ffn, hidden, layerFfn),
-    },
-  });
-  return {
-    ...template,
-    hidden,
-    heads,
-    kvHeads: heads,
-    headDim: HEAD_DIM,
-    embed: random.normals(template.vocab * hidden, 1),
-    finalNorm: new Float32Array(hidden).fill(1),
-    lmHead: random.normals(template.vocab * hidden, 1 / Math.sqrt(hidden)),
-    layers: [layer(ffn)],
-  };
 }
 
 /**
@@ -114,7 +42,7 @@ export async function createLlamaCppMoe(
   try {
     const load = async (ffn: number, name: string) => {
       const file = path.join(dir, `${name}.gguf`);
-      await writeGgufCheckpoint(file, oneLayerModel(weights, ffn), dtype);
+      await writeGgufCheckpoint(file, mixtralModel([weights], ffn), dtype);
       // useMmap false: this VM pages out cold file-backed pages, which would stall the first runs (FACTS.md).
       const model = await llama.loadModel({ modelPath: file, useMmap: false });
       fs.rmSync(file);

@@ -1,0 +1,163 @@
+// Whole-model benchmark: prefill and decode tokens/s of dynamoe and of llama.cpp (node-llama-cpp's CPU build) on
+// the same Mixtral-style GGUF file, written by the bench in f32 and in bf16 (4 MoE layers, hidden 1024, 8 query /
+// 2 key-value heads, 8 experts of ffn 2816, top-2). Each round runs a 256-token prefill then 64 decode steps in
+// each runtime, the runtimes taking turns; medians over the rounds. dynamoe also runs top-p 0.4 on the same model.
+// Run: npm run bench:peers && npm run bench:model
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { cpuInfo, loadModel } from '../lib';
+import { syntheticLayerWeights } from '../lib/synthetic';
+import { FileDtype, writeGgufCheckpoint } from '../test/model-fixtures';
+import { mixtralModel } from './mixtral-model';
+import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';
+import { importPeer } from './peer-loader';
+
+const LAYERS = 4;
+const HIDDEN = 1024;
+const FFN = 2816;
+const EXPERTS = 8;
+const KV_HEADS = 2;
+const PROMPT = 256;
+const DECODE = 64;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const GOALS = { prefill: 2, decode: 1.1 };
+
+/** One runtime on the model: a prefill of the prompt from an empty context, then decode steps after it. */
+interface Runner {
+  name: string;
+  /** Milliseconds of the prefill and of all DECODE steps. */
+  run(): Promise<{ prefillMs: number; decodeMs: number }>;
+  release(): Promise<void>;
+}
+
+// Token ids past the tiny vocabulary's special tokens; the same sequence in both runtimes.
+const PROMPT_IDS = Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 37) % 250));
+const DECODE_IDS = Array.from({ length: DECODE }, (_, i) => 3 + ((i * 53 + 7) % 250));
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const start = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+async function dynamoeRunner(file: string, policy: string): Promise<Runner> {
+  const model = await loadModel(file);
+  const policies = model.policies(policy);
+  return {
+    name: `dynamoe ${policy}`,
+    async run() {
+      const session = model.createSession(PROMPT + DECODE);
+      try {
+        // lastRowLogits: only the last position's logits, as a generator needs (llama.cpp is asked the same).
+        const prefillMs = await timed(() => model.step(session, Int32Array.from(PROMPT_IDS), policies, true, false));
+        const decodeMs = await timed(async () => {
+          for (const id of DECODE_IDS) await model.step(session, Int32Array.of(id), policies, true, false);
+        });
+        return { prefillMs, decodeMs };
+      } finally {
+        session.dispose();
+      }
+    },
+    async release() {
+      model.dispose();
+    },
+  };
+}
+
+async function llamaRunner(file: string, threads: number): Promise<Runner | { missing: string }> {
+  const peer = await importPeer<NodeLlamaCpp>('node-llama-cpp');
+  if ('missing' in peer) return peer;
+  const llama = await peer.module.getLlama({ gpu: false, build: 'never', logLevel: peer.module.LlamaLogLevel.error });
+  // useMmap false: this VM pages out cold file-backed pages, which would stall the first runs (FACTS.md).
+  const model = await llama.loadModel({ modelPath: file, useMmap: false });
+  const context = await model.createContext({ contextSize: PROMPT + DECODE + 8, batchSize: PROMPT, threads });
+  const sequence = context.getSequence();
+  const output = { generateNext: { logits: true as const } };
+  return {
+    name: 'llama.cpp top-k:2',
+    async run() {
+      await sequence.clearHistory();
+      const prompt: EvaluateItem[] = PROMPT_IDS.map((id, i) => (i === PROMPT - 1 ? [id, output] : id));
+      const prefillMs = await timed(() => sequence.controlledEvaluate(prompt));
+      const decodeMs = await timed(async () => {
+        for (const id of DECODE_IDS) await sequence.controlledEvaluate([[id, output]]);
+      });
+      return { prefillMs, decodeMs };
+    },
+    async release() {
+      await context.dispose();
+      await model.dispose();
+      await llama.dispose();
+    },
+  };
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promise<string[]> {
+  const layers = Array.from({ length: LAYERS }, (_, l) =>
+    syntheticLayerWeights({ hidden: HIDDEN, ffn: FFN, experts: EXPERTS, dtype: 'f32', routerLogitStd: 2 }, 100 + l),
+  );
+  const file = path.join(dir, `mixtral-${dtype}.gguf`);
+  await writeGgufCheckpoint(file, mixtralModel(layers, FFN, KV_HEADS), dtype);
+  const runners: Runner[] = [await dynamoeRunner(file, 'top-k:2'), await dynamoeRunner(file, 'top-p:0.4')];
+  const llama = await llamaRunner(file, threads);
+  if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
+  else runners.push(llama);
+  fs.rmSync(file);
+  const times = runners.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
+  for (let round = 0; round <= ROUNDS; round++) {
+    // Round 0 warms every runtime up and is not counted; later rounds rotate who goes first.
+    for (let i = 0; i < runners.length; i++) {
+      const r = (i + round) % runners.length;
+      const { prefillMs, decodeMs } = await runners[r].run();
+      if (round > 0) {
+        times[r].prefill.push(prefillMs);
+        times[r].decode.push(decodeMs);
+      }
+    }
+  }
+  const rates = times.map((t) => ({ prefill: (PROMPT * 1000) / median(t.prefill), decode: (DECODE * 1000) / median(t.decode) }));
+  const lines = runners.map((runner, r) => {
+    const ratio = (key: 'prefill' | 'decode') => (r === 0 || runner === llama ? '' : ` (${(rates[r][key] / rates[0][key]).toFixed(2)}x top-k:2)`);
+    return `| ${dtype} | ${runner.name} | ${rates[r].prefill.toFixed(0)}${ratio('prefill')} | ${rates[r].decode.toFixed(1)}${ratio('decode')} |`;
+  });
+  if (!('missing' in llama)) {
+    const last = rates.length - 1;
+    const prefill = rates[0].prefill / rates[last].prefill;
+    const decode = rates[0].decode / rates[last].decode;
+    lines.push(
+      `| ${dtype} | **dynamoe top-k:2 / llama.cpp** | **${prefill.toFixed(2)}x** (goal ${GOALS.prefill}x: ` +
+        `${prefill >= GOALS.prefill ? 'met' : 'not met'}) | **${decode.toFixed(2)}x** (goal ${GOALS.decode}x: ` +
+        `${decode >= GOALS.decode ? 'met' : 'not met'}) |`,
+    );
+  }
+  for (const runner of runners) await runner.release();
+  return lines;
+}
+
+async function main(): Promise<void> {
+  const { threads, isa } = cpuInfo();
+  console.log(
+    `whole model: Mixtral-style, ${LAYERS} MoE layers, hidden ${HIDDEN}, ${HIDDEN / 128}/${KV_HEADS} heads, ` +
+      `${EXPERTS} experts x ffn ${FFN}; prefill ${PROMPT} tokens then ${DECODE} decode steps; ${threads} threads, ` +
+      `${isa} kernels; medians of ${ROUNDS} interleaved rounds (tokens/s, higher is better)`,
+  );
+  console.log('| dtype | runtime | prefill tokens/s | decode tokens/s |');
+  console.log('|---|---|---|---|');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-model-bench-'));
+  try {
+    for (const dtype of ['f32', 'bf16'] as FileDtype[]) {
+      for (const line of await benchDtype(dtype, dir, threads)) console.log(line);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(`peak RSS of this process (both runtimes, one dtype at a time): ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
