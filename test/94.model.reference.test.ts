@@ -48,3 +48,19 @@ describe.each(ARCHITECTURES)('%s', (arch) => {
     }
   });
 });
+
+// Attention sums its scores in 8-wide partial sums: a head width that is not a multiple of 8 takes the tail path.
+test('qwen3-moe with head dim 12 (not a multiple of 8) matches the float64 reference', async () => {
+  const model = makeTinyModel('qwen3-moe', 9, { headDim: 12 });
+  const reference = refModelForward(model, TOKENS);
+  const dir = path.join(temp.dir, 'qwen3-head12-hf');
+  await writeHfCheckpoint(dir, model, 'f32');
+  const loaded = await loadModel(dir);
+  try {
+    expect(loaded.info.headDim).toBe(12);
+    const { logits } = await loaded.forward(TOKENS);
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+  } finally {
+    loaded.dispose();
+  }
+});

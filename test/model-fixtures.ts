@@ -117,9 +117,10 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
 }
 
 /** A tiny random model of `arch` (deterministic for a seed); `allMoe` drops the dense layers (llama.cpp needs that). */
-export function makeTinyModel(arch: ArchName, seed = 1, options: { allMoe?: boolean } = {}): TinyModel {
+export function makeTinyModel(arch: ArchName, seed = 1, options: { allMoe?: boolean; headDim?: number } = {}): TinyModel {
   const p = planFor(arch);
   if (options.allMoe) p.layers = p.layers.map(() => 'moe');
+  if (options.headDim !== undefined) p.headDim = options.headDim;  // architectures whose config names head_dim
   const w = new WeightMaker(new Rng(seed));
   const vocab = VOCAB[p.tokenizer];
   const qW = p.heads * p.headDim;
