@@ -12,6 +12,7 @@ import { FileDtype, writeGgufCheckpoint } from '../test/model-fixtures';
 import { mixtralModel } from './mixtral-model';
 import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';
 import { importPeer } from './peer-loader';
+import { quantile, timeMs } from './timing';
 
 const LAYERS = 4;
 const HIDDEN = 1024;
@@ -35,12 +36,6 @@ interface Runner {
 const PROMPT_IDS = Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 37) % 250));
 const DECODE_IDS = Array.from({ length: DECODE }, (_, i) => 3 + ((i * 53 + 7) % 250));
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
-
 async function dynamoeRunner(file: string, policy: string): Promise<Runner> {
   const model = await loadModel(file);
   const policies = model.policies(policy);
@@ -50,8 +45,8 @@ async function dynamoeRunner(file: string, policy: string): Promise<Runner> {
       const session = model.createSession(PROMPT + DECODE);
       try {
         // lastRowLogits: only the last position's logits, as a generator needs (llama.cpp is asked the same).
-        const prefillMs = await timed(() => model.step(session, Int32Array.from(PROMPT_IDS), policies, true, false));
-        const decodeMs = await timed(async () => {
+        const prefillMs = await timeMs(() => model.step(session, Int32Array.from(PROMPT_IDS), policies, true, false));
+        const decodeMs = await timeMs(async () => {
           for (const id of DECODE_IDS) await model.step(session, Int32Array.of(id), policies, true, false);
         });
         return { prefillMs, decodeMs };
@@ -79,8 +74,8 @@ async function llamaRunner(file: string, threads: number): Promise<Runner | { mi
     async run() {
       await sequence.clearHistory();
       const prompt: EvaluateItem[] = PROMPT_IDS.map((id, i) => (i === PROMPT - 1 ? [id, output] : id));
-      const prefillMs = await timed(() => sequence.controlledEvaluate(prompt));
-      const decodeMs = await timed(async () => {
+      const prefillMs = await timeMs(() => sequence.controlledEvaluate(prompt));
+      const decodeMs = await timeMs(async () => {
         for (const id of DECODE_IDS) await sequence.controlledEvaluate([[id, output]]);
       });
       return { prefillMs, decodeMs };
@@ -92,8 +87,6 @@ async function llamaRunner(file: string, threads: number): Promise<Runner | { mi
     },
   };
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promise<string[]> {
   const layers = Array.from({ length: LAYERS }, (_, l) =>
@@ -118,7 +111,7 @@ async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promi
       }
     }
   }
-  const rates = times.map((t) => ({ prefill: (PROMPT * 1000) / median(t.prefill), decode: (DECODE * 1000) / median(t.decode) }));
+  const rates = times.map((t) => ({ prefill: (PROMPT * 1000) / quantile(t.prefill, 0.5), decode: (DECODE * 1000) / quantile(t.decode, 0.5) }));
   const lines = runners.map((runner, r) => {
     const ratio = (key: 'prefill' | 'decode') => (r === 0 || runner === llama ? '' : ` (${(rates[r][key] / rates[0][key]).toFixed(2)}x top-k:2)`);
     return `| ${dtype} | ${runner.name} | ${rates[r].prefill.toFixed(0)}${ratio('prefill')} | ${rates[r].decode.toFixed(1)}${ratio('decode')} |`;

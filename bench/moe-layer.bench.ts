@@ -12,6 +12,7 @@ import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
 import { maxRelativeError } from '../test/reference/layer';
 import { createLlamaCppMoe, LlamaCppMoe } from './llama-cpp-moe-peer';
 import { createOrtMoeLayer, OrtMoeLayer } from './onnx-moe-peer';
+import { quantile, timeMs } from './timing';
 
 interface Shape {
   hidden: number;
@@ -27,18 +28,6 @@ const SHAPES: Shape[] = [
 ];
 const TOP2: RoutingPolicy = { kind: 'top-k', k: 2, normalize: true };
 const TOP_P: RoutingPolicy = { kind: 'top-p', p: 0.4 };
-
-/** The q-quantile (0.5: median) of `values`. */
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(q * (sorted.length - 1))];
-}
-
-async function timeMs(run: () => Promise<unknown>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await run();
-  return Number(process.hrtime.bigint() - start) / 1e6;
-}
 
 /**
  * ms of the runs of each runner, the runners taking turns so drifting machine load hits them alike. A turn is

@@ -1,5 +1,6 @@
 // Devices: what the CUDA backend found (backendInfo) and how a `device` option resolves to 'cpu' or 'cuda'.
 import { cudaFix } from './binary-diagnosis';
+import { isRequestedDevice } from './binary-loader';
 import { DynamoeError } from './errors';
 import { environmentRequest, isBinaryLoaded, LoadedBinary, loadedBinary, native } from './native';
 import { cpuInfo, CpuInfo } from './runtime';
@@ -71,7 +72,7 @@ export function backendInfo(): BackendInfo {
 }
 
 function checkDevice(value: unknown, name: string): Device {
-  if (value === 'cpu' || value === 'cuda' || value === 'auto') return value;
+  if (isRequestedDevice(value)) return value;
   throw new DynamoeError('ERR_DYNAMOE_VALUE', `${name} must be 'cpu', 'cuda' or 'auto', got ${describe(value)}`);
 }
 

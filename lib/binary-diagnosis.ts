@@ -9,6 +9,7 @@ import {
   cpuCandidate,
   cudaCandidates,
   cudaPrebuildDir,
+  isRequestedDevice,
   missingGlibc,
   RequestedDevice,
   SkippedBinary,
@@ -142,8 +143,8 @@ export function doctorReport(root: string, env: NodeJS.ProcessEnv = process.env)
   const cpu = cpuCandidate(root);
   const lines = [`dynamoe doctor (package at ${root})`, ...describeSystem(facts)];
   const setting = env.DYNAMOE_DEVICE;
-  const valid = setting === undefined || setting === '' || setting === 'cpu' || setting === 'cuda' || setting === 'auto';
-  const requested: RequestedDevice = valid && setting ? (setting as RequestedDevice) : 'auto';
+  const valid = setting === undefined || setting === '' || isRequestedDevice(setting);
+  const requested: RequestedDevice = isRequestedDevice(setting) ? setting : 'auto';
   lines.push(
     !valid
       ? `requested DYNAMOE_DEVICE=${setting} is not one of cpu, cuda, auto: dynamoe refuses to load (ERR_DYNAMOE_VALUE)`

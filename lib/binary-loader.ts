@@ -8,6 +8,11 @@ import type { NativeAddon } from './native';
 export type BinaryKind = 'cpu' | 'cuda';
 export type RequestedDevice = 'cpu' | 'cuda' | 'auto';
 
+/** Whether `value` names a device: the values of DYNAMOE_DEVICE, loadBackend() and the `device` options. */
+export function isRequestedDevice(value: unknown): value is RequestedDevice {
+  return value === 'cpu' || value === 'cuda' || value === 'auto';
+}
+
 /** Where a binary came from: shipped in the package, compiled on this machine, or named by DYNAMOE_ADDON. */
 export type BinarySource = 'prebuild' | 'compiled' | 'DYNAMOE_ADDON';
 

@@ -7,6 +7,7 @@ import {
   chooseBinary,
   cpuCandidate,
   cudaCandidates,
+  isRequestedDevice,
   packageRoot,
   RequestedDevice,
   SkippedBinary,
@@ -160,7 +161,7 @@ export interface DeviceRequest {
 export function environmentRequest(): DeviceRequest {
   const value = process.env.DYNAMOE_DEVICE;
   if (value === undefined || value === '') return { device: 'auto', by: "the default, 'auto'" };
-  if (value === 'cpu' || value === 'cuda' || value === 'auto') return { device: value, by: `DYNAMOE_DEVICE=${value}` };
+  if (isRequestedDevice(value)) return { device: value, by: `DYNAMOE_DEVICE=${value}` };
   throw new DynamoeError('ERR_DYNAMOE_VALUE', `DYNAMOE_DEVICE must be cpu, cuda or auto, got '${value}'`);
 }
 
