@@ -78,7 +78,14 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
       kernels.widen[dtypeIndex(weights.dtype())](job.panel, job.k, scratch.widened.data());
       job.panel = scratch.widened.data();
     }
+    // The first row tile fetches the next 16-bit slice (kSlice panel rows, one 64-byte line each) while it
+    // computes on this one; otherwise memory would sit idle until the next widening.
+    const char* nextSlice = widenOnce && kBegin + kSlice < k
+                                ? static_cast<const char*>(weights.panel(item.panel)) +
+                                      static_cast<size_t>(kBegin + kSlice) * kPanelWidth * elementBytes
+                                : nullptr;
     for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
+      job.prefetch = first == item.firstRow ? nextSlice : nullptr;
       job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;

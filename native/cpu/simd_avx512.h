@@ -22,6 +22,10 @@ struct Avx512 {
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
   }
+  // Its bf16 registers keep column order: an even/odd split would mix gate and up columns in one register.
+  static constexpr bool kBf16EvenOdd = false;
+  static void loadBf16EvenOdd(const uint16_t*, Reg&, Reg&) {}
+  static void storeInterleaved(float*, Reg, Reg) {}
   static Reg loadF16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }
