@@ -1,6 +1,7 @@
 // Whole models: every architecture's native forward against the float64 reference, from safetensors and GGUF.
 import * as path from 'path';
-import { loadModel } from '../lib';
+import { cpuInfo, loadModel } from '../lib';
+import { setCpuIsa } from '../lib/native-internals';
 import { maxRelativeError } from './reference/layer';
 import { refModelForward } from './reference/model';
 import { ARCHITECTURES, GGUF_ARCHITECTURES, makeTinyModel, tempDir, writeGgufCheckpoint, writeHfCheckpoint } from './model-fixtures';
@@ -63,4 +64,41 @@ test('qwen3-moe with head dim 12 (not a multiple of 8) matches the float64 refer
   } finally {
     loaded.dispose();
   }
+});
+
+// The attention kernel of every instruction set this CPU runs. Head widths: one register (8), a multiple of 8 but
+// not of 16 (24: AVX-512 takes the portable path), chunks of 4 + 1 registers (40), 16 registers (128), and 12 (no
+// SIMD family). 21 positions: two 8-position score blocks and a tail. Decode steps after a prefill read the cache
+// the prefill wrote.
+const ISAS = cpuInfo().supportedIsas;
+const ORIGINAL_ISA = cpuInfo().isa;
+const LONG_TOKENS = [...TOKENS, 9, 81, 44, 2, 190, 66, 13, 120, 29];
+const PREFILL = 13;
+
+describe.each(ISAS.map((isa) => [isa]))('attention on the %s kernels', (isa) => {
+  beforeAll(() => setCpuIsa(isa));
+  afterAll(() => setCpuIsa(ORIGINAL_ISA));
+
+  test.each([8, 12, 24, 40, 128])('head dim %d: forward, then prefill + decode steps, match the float64 reference', async (headDim) => {
+    const model = makeTinyModel('qwen3-moe', 11, { headDim });
+    const reference = refModelForward(model, LONG_TOKENS);
+    const dir = path.join(temp.dir, `qwen3-attention-${isa}-${headDim}`);
+    await writeHfCheckpoint(dir, model, 'f32');
+    const loaded = await loadModel(dir);
+    const session = loaded.createSession(LONG_TOKENS.length);
+    try {
+      expect(cpuInfo().isa).toBe(isa);
+      const { logits } = await loaded.forward(LONG_TOKENS);
+      expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+      const policies = loaded.policies(undefined);
+      const stepped = [await loaded.step(session, Int32Array.from(LONG_TOKENS.slice(0, PREFILL)), policies, false, false)];
+      for (const id of LONG_TOKENS.slice(PREFILL)) stepped.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
+      const steppedLogits = new Float32Array(stepped.reduce((n, s) => n + s.logits.length, 0));
+      stepped.reduce((at, s) => (steppedLogits.set(s.logits, at), at + s.logits.length), 0);
+      expect(maxRelativeError(steppedLogits, reference.logits)).toBeLessThan(1e-4);
+    } finally {
+      session.dispose();
+      loaded.dispose();
+    }
+  });
 });

@@ -4,6 +4,7 @@
 
 #include "../thread_pool.h"
 #include "graph_ops.h"
+#include "tile_kernels.h"
 
 namespace dynamoe::cpu {
 
@@ -39,31 +40,25 @@ class AttentionOp : public GraphOp {
     }
     const int groupSize = s_.heads / s_.kvHeads;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
+    const AttendFn attend = activeTileKernels().attend;
     // One item per (query row, head): every item reads the cache and writes its own output slice.
     cpuThreadPool().parallelFor(static_cast<size_t>(step.tokens) * s_.heads, [&](size_t item) {
       const int t = static_cast<int>(item / s_.heads);
       const int h = static_cast<int>(item % s_.heads);
       const int kvHead = h / groupSize;
-      const int visible = step.position + t + 1;  // causal: positions 0 .. its own
-      const float* q = step.buffers[s_.query] + t * step.strides[s_.query] + h * s_.headDim;
-      float* out = step.buffers[s_.output] + t * step.strides[s_.output] + h * s_.headDim;
+      AttendJob job;
+      job.query = step.buffers[s_.query] + t * step.strides[s_.query] + h * s_.headDim;
+      job.out = step.buffers[s_.output] + t * step.strides[s_.output] + h * s_.headDim;
+      job.keys = keys + kvHead * s_.headDim;
+      job.values = values + kvHead * s_.headDim;
+      job.kvStride = kvWidth;
+      job.visible = step.position + t + 1;  // causal: positions 0 .. its own
+      job.headDim = s_.headDim;
+      job.scale = scale;
       thread_local std::vector<float> scores;
-      scores.resize(visible);
-      float maxScore = -INFINITY;
-      for (int p = 0; p < visible; ++p) {
-        const float* k = keys + static_cast<size_t>(p) * kvWidth + kvHead * s_.headDim;
-        scores[p] = dot(q, k, s_.headDim) * scale;
-        maxScore = std::max(maxScore, scores[p]);
-      }
-      double sum = 0.0;
-      for (int p = 0; p < visible; ++p) sum += scores[p] = std::exp(scores[p] - maxScore);
-      const float inverse = static_cast<float>(1.0 / sum);
-      std::fill(out, out + s_.headDim, 0.0f);
-      for (int p = 0; p < visible; ++p) {
-        const float* v = values + static_cast<size_t>(p) * kvWidth + kvHead * s_.headDim;
-        const float w = scores[p] * inverse;
-        for (int d = 0; d < s_.headDim; ++d) out[d] += w * v[d];
-      }
+      scores.resize(attendScratchFloats(job.visible));
+      job.scores = scores.data();
+      attend(job);
     });
   }
 
@@ -72,6 +67,23 @@ class AttentionOp : public GraphOp {
 };
 
 }  // namespace
+
+void attendScalar(const AttendJob& job) {
+  float maxScore = -INFINITY;
+  for (int p = 0; p < job.visible; ++p) {
+    job.scores[p] = dot(job.query, job.keys + p * job.kvStride, job.headDim) * job.scale;
+    maxScore = std::max(maxScore, job.scores[p]);
+  }
+  double sum = 0.0;
+  for (int p = 0; p < job.visible; ++p) sum += job.scores[p] = std::exp(job.scores[p] - maxScore);
+  const float inverse = static_cast<float>(1.0 / sum);
+  std::fill(job.out, job.out + job.headDim, 0.0f);
+  for (int p = 0; p < job.visible; ++p) {
+    const float* v = job.values + p * job.kvStride;
+    const float w = job.scores[p] * inverse;
+    for (int d = 0; d < job.headDim; ++d) job.out[d] += w * v[d];
+  }
+}
 
 std::unique_ptr<GraphOp> makeAttentionOp(const AttentionShape& shape) { return std::make_unique<AttentionOp>(shape); }
 

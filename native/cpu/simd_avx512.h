@@ -37,6 +37,15 @@ struct Avx512 {
   static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   static Reg roundNearest(Reg v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static Reg scaleByPow2(Reg y, Reg n) { return _mm512_scalef_ps(y, n); }  // y * 2^n
+  static float sum(Reg v) { return _mm512_reduce_add_ps(v); }
+  // out[j] = sum of the lanes of v[j], for 8 registers at once: halves added, then the AVX2 transpose-add.
+  static void storeSums8(float* out, const Reg (&v)[8]) {
+    __m256 h[8];
+    for (int j = 0; j < 8; ++j) h[j] = _mm256_add_ps(_mm512_castps512_ps256(v[j]), _mm512_extractf32x8_ps(v[j], 1));
+    const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(h[4], h[5]), _mm256_hadd_ps(h[6], h[7]));
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
+  }
   static float first(Reg v) { return _mm512_cvtss_f32(v); }
 };
 

@@ -23,12 +23,13 @@ void runTile(const TileJob& job) {
 }
 
 template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows>
-TileKernels tileFamily(Isa isa) {
+TileKernels tileFamily(Isa isa, AttendFn attend) {
   return {isa,
           MaxRows,
           {runTile<Tile, DType::F32, MaxRows>, runTile<Tile, DType::F16, MaxRows>,
            runTile<Tile, DType::BF16, MaxRows>},
-          {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run}};
+          {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run},
+          attend};
 }
 
 }  // namespace

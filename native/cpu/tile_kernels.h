@@ -43,6 +43,24 @@ struct TileJob {
 };
 
 using TileFn = void (*)(const TileJob& job);
+
+// One query row and head of causal attention.
+struct AttendJob {
+  const float* query;  // headDim floats
+  float* out;          // headDim floats
+  const float* keys;    // position p's key at keys + p * kvStride
+  const float* values;  // position p's value at values + p * kvStride
+  size_t kvStride;
+  int visible;  // positions 0 .. visible - 1
+  int headDim;
+  float scale;
+  float* scores;  // scratch: attendScratchFloats(visible) floats
+};
+using AttendFn = void (*)(const AttendJob& job);
+// Scratch floats an AttendJob needs: the visible scores, padded to a whole register of the widest family.
+inline size_t attendScratchFloats(int visible) { return (static_cast<size_t>(visible) + 15) / 16 * 16; }
+// The portable version, also used by the SIMD families for head widths that are not a multiple of their lanes.
+void attendScalar(const AttendJob& job);
 // Widens `k` rows of a 16-bit panel to f32 ([k][32] floats), so many row tiles can share one conversion.
 using WidenFn = void (*)(const void* panel, int k, float* out);
 
@@ -51,6 +69,7 @@ struct TileKernels {
   int maxRows;
   TileFn tile[3];    // indexed by weight DType
   WidenFn widen[3];  // indexed by weight DType; null for f32
+  AttendFn attend;   // attention rows of the model graphs, with the same instruction set
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }

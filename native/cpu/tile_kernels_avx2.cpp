@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C tile kernels (only called when the CPU reports AVX2 and FMA).
 #include "simd_avx2.h"
+#include "simd_attention.h"
 #include "simd_tile.h"
 #include "tile_family.h"
 
@@ -15,7 +16,7 @@ using Widen = SimdWiden<Avx2, W>;
 }  // namespace
 
 const TileKernels& avx2TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx2);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx2, SimdAttend<Avx2>::run);
   return kernels;
 }
 

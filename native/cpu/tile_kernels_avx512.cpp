@@ -1,6 +1,7 @@
 // AVX-512 tile kernels (only called when the CPU reports AVX-512 F/BW/VL/DQ). The kernel logic is shared with
 // the AVX2 family (simd_tile.h); this file only picks the registers and the row count.
 #include "simd_avx512.h"
+#include "simd_attention.h"
 #include "simd_tile.h"
 #include "tile_family.h"
 
@@ -16,7 +17,7 @@ using Widen = SimdWiden<Avx512, W>;
 }  // namespace
 
 const TileKernels& avx512TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512, SimdAttend<Avx512>::run);
   return kernels;
 }
 

@@ -57,7 +57,7 @@ struct Widen {
 }  // namespace
 
 const TileKernels& scalarTileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar, attendScalar);
   return kernels;
 }
 
