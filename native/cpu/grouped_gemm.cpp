@@ -58,6 +58,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   const int kSlice = kSliceFor(widenOnce ? DType::F32 : weights.dtype());
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const int k = weights.k();
+  const char* const panelStart = static_cast<const char*>(weights.panel(item.panel));
+  const size_t linesPerRow = kPanelWidth * elementBytes / 64;  // of the stored panel: 1 (16-bit) or 2 (f32)
   scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
   if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
   static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
@@ -73,19 +75,20 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
     job.k = std::min(k, kBegin + kSlice) - kBegin;
     job.first = kBegin == 0;
     job.last = kBegin + job.k == k;
-    job.panel = static_cast<const char*>(weights.panel(item.panel)) + kBegin * kPanelWidth * elementBytes;
+    job.panel = panelStart + static_cast<size_t>(kBegin) * kPanelWidth * elementBytes;
     if (widenOnce) {
       kernels.widen[dtypeIndex(weights.dtype())](job.panel, job.k, scratch.widened.data());
       job.panel = scratch.widened.data();
     }
-    // The first row tile fetches the next 16-bit slice (kSlice panel rows, one 64-byte line each) while it
-    // computes on this one; otherwise memory would sit idle until the next widening.
-    const char* nextSlice = widenOnce && kBegin + kSlice < k
-                                ? static_cast<const char*>(weights.panel(item.panel)) +
-                                      static_cast<size_t>(kBegin + kSlice) * kPanelWidth * elementBytes
+    // While the row tiles compute on this slice, the first ones fetch the next, one 64-byte line per k each
+    // (`linesPerRow` tiles cover a whole slice): otherwise memory sits idle between slices, most visibly when an
+    // expert has few rows per slice. Only a whole next slice, so no fetch passes the panel's end.
+    const char* nextSlice = item.rowCount > kernels.maxRows && kBegin + 2 * kSlice <= k
+                                ? panelStart + static_cast<size_t>(kBegin + kSlice) * kPanelWidth * elementBytes
                                 : nullptr;
     for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
-      job.prefetch = first == item.firstRow ? nextSlice : nullptr;
+      const size_t tileIndex = static_cast<size_t>((first - item.firstRow) / kernels.maxRows);
+      job.prefetch = nextSlice && tileIndex < linesPerRow ? nextSlice + tileIndex * job.k * 64 : nullptr;
       job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
