@@ -37,8 +37,8 @@ struct TileJob {
   Epilogue epilogue;
   const float* rowScale;     // Scaled: one factor per row
   float* const* out;         // rowCount output pointers (epilogueColumns floats each)
-  // Memory to bring into cache while the tile computes, one 64-byte line per k (null: none): the next K slice of a
-  // 16-bit panel being widened, which would otherwise be read only when the tiles stop computing.
+  // Memory to bring into cache while the tile computes, one 64-byte line per k (null: none): part of the panel's
+  // next K slice, which would otherwise be read only after every row tile of this slice has finished.
   const char* prefetch;
 };
 
