@@ -1,5 +1,6 @@
 // AVX2 + FMA + F16C register operations for the shared SIMD kernels (simd_tile.h). Include only from files
-// compiled with -mavx2 -mfma -mf16c; everything here has internal linkage so no other file can pick it up.
+// compiled with -mavx2 -mfma -mf16c or the AVX-512 flags (which imply them); everything here has internal
+// linkage so no other file can pick it up.
 #pragma once
 
 #include <immintrin.h>

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "simd_avx2.h"  // storeSums8 finishes on 256-bit registers
+
 namespace dynamoe::cpu {
 namespace {
 
@@ -24,8 +26,6 @@ struct Avx512 {
   }
   // Its bf16 registers keep column order: an even/odd split would mix gate and up columns in one register.
   static constexpr bool kBf16EvenOdd = false;
-  static void loadBf16EvenOdd(const uint16_t*, Reg&, Reg&) {}
-  static void storeInterleaved(float*, Reg, Reg) {}
   static Reg loadF16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }
@@ -40,11 +40,11 @@ struct Avx512 {
   static float sum(Reg v) { return _mm512_reduce_add_ps(v); }
   // out[j] = sum of the lanes of v[j], for 8 registers at once: halves added, then the AVX2 transpose-add.
   static void storeSums8(float* out, const Reg (&v)[8]) {
-    __m256 h[8];
-    for (int j = 0; j < 8; ++j) h[j] = _mm256_add_ps(_mm512_castps512_ps256(v[j]), _mm512_extractf32x8_ps(v[j], 1));
-    const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
-    const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(h[4], h[5]), _mm256_hadd_ps(h[6], h[7]));
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
+    __m256 halves[8];
+    for (int j = 0; j < 8; ++j) {
+      halves[j] = _mm256_add_ps(_mm512_castps512_ps256(v[j]), _mm512_extractf32x8_ps(v[j], 1));
+    }
+    Avx2::storeSums8(out, halves);
   }
   static float first(Reg v) { return _mm512_cvtss_f32(v); }
 };

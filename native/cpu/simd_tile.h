@@ -49,9 +49,11 @@ struct SimdTile {
   // re-interleaved once, in the epilogue.
   static constexpr bool kEvenOdd = W == DType::BF16 && V::kBf16EvenOdd;
 
-  // acc[r] += row r [kk] * panel row kk.
-  static inline void step(const void* panel, const float* const* rowPtr, int kk, typename V::Reg (&acc)[MR][R]) {
+  // acc[r] += row r [kk] * panel row kk; also fetches line kk of the job's prefetch range, if any.
+  static inline void step(const void* panel, const float* const* rowPtr, const char* prefetch, int kk,
+                          typename V::Reg (&acc)[MR][R]) {
     typename V::Reg b[R];
+    if (prefetch) _mm_prefetch(prefetch + static_cast<size_t>(kk) * 64, _MM_HINT_T0);
     if constexpr (MR <= 2) prefetchPanelRow<W>(panel, static_cast<size_t>(kk));
     if constexpr (kEvenOdd) {
       const uint16_t* row = static_cast<const uint16_t*>(panel) + static_cast<size_t>(kk) * kPanelWidth;
@@ -89,15 +91,9 @@ struct SimdTile {
     const char* const prefetch = job.prefetch;
     for (; kk + S <= k; kk += S) {
 #pragma GCC unroll 4
-      for (int s = 0; s < S; ++s) {
-        if (prefetch) _mm_prefetch(prefetch + (kk + s) * 64, _MM_HINT_T0);
-        step(panel, rowPtr, kk + s, acc[s]);
-      }
+      for (int s = 0; s < S; ++s) step(panel, rowPtr, prefetch, kk + s, acc[s]);
     }
-    for (; kk < k; ++kk) {
-      if (prefetch) _mm_prefetch(prefetch + kk * 64, _MM_HINT_T0);
-      step(panel, rowPtr, kk, acc[0]);
-    }
+    for (; kk < k; ++kk) step(panel, rowPtr, prefetch, kk, acc[0]);
 #pragma GCC unroll 4
     for (int s = 1; s < S; ++s) {
 #pragma GCC unroll 8
