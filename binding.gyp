@@ -51,7 +51,7 @@
         "native/cpu/tile_kernels_scalar.cpp"
       ],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512"]}],
+        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512", "dynamoe_kernels_avx512bf16"]}],
         # Loads on glibc >= 2.28 like Node: libstdc++/libgcc built in (no GLIBCXX_ needed) and kept private to the
         # addon, the newer glibc symbols they and we reference bound to old versions by native/glibc_compat.cpp.
         ["OS=='linux' and target_arch=='x64'", {
@@ -75,6 +75,12 @@
           "type": "static_library",
           "sources": ["native/cpu/tile_kernels_avx512.cpp", "native/cpu/fma_probe_avx512.cpp"],
           "cflags_cc": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"]
+        },
+        {
+          "target_name": "dynamoe_kernels_avx512bf16",
+          "type": "static_library",
+          "sources": ["native/cpu/tile_kernels_avx512bf16.cpp", "native/cpu/dot_probe_avx512bf16.cpp"],
+          "cflags_cc": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma", "-mf16c"]
         }
       ]
     }]

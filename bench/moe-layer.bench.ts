@@ -4,7 +4,7 @@
 // ratio peer/dynamoe; and what dynamic routing saves (top-p vs top-2).
 // Run with `npm run bench` (compiled to dist/bench); `npm run bench:peers` installs the peers first.
 // BENCH_SHAPES=small keeps only the H=1024 shapes.
-import { cpuInfo, MoELayer, RoutingPolicy } from '../lib';
+import { cpuInfo, CpuIsa, MoELayer, RoutingPolicy, setCpuIsa } from '../lib';
 import { DType } from '../lib/dtype';
 import { measureRoofline } from '../lib/native-internals';
 import { policyLabel } from '../lib/policy';
@@ -46,7 +46,7 @@ async function interleavedTimes(runners: Array<() => Promise<unknown>>, turns: n
 }
 
 const COLUMNS = [
-  ['dtype', 6], ['hidden', 6], ['ffn', 5], ['tokens', 6], ['policy', 14], ['pairs', 7], ['ms', 8], ['GFLOP/s', 8],
+  ['dtype', 7], ['hidden', 6], ['ffn', 5], ['tokens', 6], ['policy', 14], ['pairs', 7], ['ms', 8], ['GFLOP/s', 8],
   ['%peak', 6], ['weight GB/s', 12], ['%read', 6], ['ORT ms', 8], ['ORT/dynamoe', 12], ['llama.cpp ms', 13],
   ['llama/dynamoe', 14], ['time ratio', 11],
   ['pairs ratio', 0],
@@ -60,7 +60,15 @@ async function main(): Promise<void> {
     `machine limits (${roofline.threads} threads): fp32 FMA ${roofline.fmaGflops.toFixed(0)} GFLOP/s ` +
       `(${roofline.isa}), memory read ${roofline.readGBps.toFixed(1)} GB/s`,
   );
+  if (roofline.bf16DotGflops > 0) console.log(`bf16 dot products (AVX512_BF16): ${roofline.bf16DotGflops.toFixed(0)} GFLOP/s`);
   console.log(`MoE layer, ${EXPERTS} experts, SwiGLU, ${info.threads} threads, ${info.isa} kernels`);
+  // On CPUs with AVX512_BF16, bf16 layers also run on the 'avx512bf16' kernels (bf16 dot products, activations
+  // rounded to bf16; chosen with setCpuIsa), printed as dtype "bf16dot" against the bf16 dot-product peak.
+  const variants: Array<{ dtype: DType; isa: CpuIsa; label: string }> = [
+    { dtype: 'f32', isa: info.isa, label: 'f32' },
+    { dtype: 'bf16', isa: info.isa, label: 'bf16' },
+  ];
+  if (info.supportedIsas.includes('avx512bf16')) variants.push({ dtype: 'bf16', isa: 'avx512bf16', label: 'bf16dot' });
   console.log('ORT: onnxruntime-node, com.microsoft.MoE (fused SwiGLU, f32 only), top-2 renormalised; same weights');
   console.log(
     'llama.cpp: node-llama-cpp CPU, MoE share = one-layer model minus the same model with tiny experts ' +
@@ -71,7 +79,9 @@ async function main(): Promise<void> {
   console.log(row(COLUMNS.map(([name]) => name)));
   let ortMissing: string | undefined;
   let llamaMissing: string | undefined;
-  for (const dtype of ['f32', 'bf16'] as DType[]) {
+  for (const { dtype, isa, label } of variants) {
+    setCpuIsa(isa);
+    const peakGflops = isa === 'avx512bf16' ? roofline.bf16DotGflops : roofline.fmaGflops;
     for (const shape of SHAPES) {
       const weights = syntheticLayerWeights({ ...shape, experts: EXPERTS, dtype, routerLogitStd: 2.5 }, 7);
       const layer = await MoELayer.load(weights);
@@ -135,7 +145,7 @@ async function main(): Promise<void> {
           base ??= { ms, pairs };
           console.log(
             row([
-              dtype,
+              label,
               String(shape.hidden),
               String(shape.ffn),
               String(tokens),
@@ -143,7 +153,7 @@ async function main(): Promise<void> {
               pairs.toFixed(1),
               ms.toFixed(2),
               gflops.toFixed(1),
-              `${((100 * gflops) / roofline.fmaGflops).toFixed(0)}%`,
+              `${((100 * gflops) / peakGflops).toFixed(0)}%`,
               weightGBps.toFixed(1),
               `${((100 * weightGBps) / roofline.readGBps).toFixed(0)}%`,
               ortMs === undefined ? '-' : ortMs.toFixed(2),
@@ -161,6 +171,7 @@ async function main(): Promise<void> {
       layer.dispose();
     }
   }
+  setCpuIsa(info.isa);
   if (ortMissing) console.log(`ONNX Runtime not measured: ${ortMissing}`);
   if (llamaMissing) console.log(`llama.cpp not measured: ${llamaMissing}`);
   console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (dynamoe and the peer in one process)`);

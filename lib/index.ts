@@ -24,8 +24,8 @@ export type {
 export type { StageTimes } from './native';
 export { toBf16, fromBf16, toF16, fromF16 } from './dtype';
 export type { DType } from './dtype';
-export { setThreads, getThreads, cpuInfo } from './runtime';
-export type { CpuInfo } from './runtime';
+export { setThreads, getThreads, cpuInfo, setCpuIsa } from './runtime';
+export type { CpuInfo, CpuIsa } from './runtime';
 export { backendInfo, loadBackend } from './backend';
 export type { BackendInfo, BinaryInfo, Device, GpuInfo } from './backend';
 export { loadModel } from './model/load-model';

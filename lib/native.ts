@@ -96,9 +96,12 @@ export interface NativeModelGraph {
   readonly disposed: boolean;
 }
 
+/** The CPU kernel families; 'avx512bf16' is chosen only by setCpuIsa (see there). */
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512bf16';
+
 export interface NativeCpuInfo {
-  isa: 'scalar' | 'avx2' | 'avx512';
-  supportedIsas: Array<'scalar' | 'avx2' | 'avx512'>;
+  isa: CpuIsa;
+  supportedIsas: CpuIsa[];
   features: { avx2: boolean; avx512: boolean; avx512bf16: boolean };
   threads: number;
 }
@@ -111,6 +114,8 @@ export interface Roofline {
   fmaGflops: number;
   /** Streaming read bandwidth over all pool threads. */
   readGBps: number;
+  /** Peak bf16 dot-product throughput (AVX512_BF16) over all pool threads; 0 where the CPU has none. */
+  bf16DotGflops: number;
 }
 
 export interface NativeAddon {

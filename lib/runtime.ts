@@ -1,9 +1,22 @@
 // Process-wide CPU settings: the thread pool size and which SIMD kernels run.
 import { callNative } from './errors';
-import { native, NativeCpuInfo } from './native';
+import { CpuIsa, native, NativeCpuInfo } from './native';
+
+export type { CpuIsa };
 
 /** CPU backend facts: the SIMD kernel family in use, the ones this CPU supports, and the pool size. */
 export type CpuInfo = NativeCpuInfo;
+
+/**
+ * Chooses the CPU kernel family for every layer and model of the process (default: the best of 'avx512', 'avx2',
+ * 'scalar' this CPU runs). 'avx512bf16' (CPUs with AVX512_BF16) multiplies bf16 weights with bf16 dot products:
+ * about twice the bf16 throughput, but it rounds the activations of bf16-weight GEMMs to bf16 (as llama.cpp and
+ * oneDNN do), where the other families keep them in f32. f32 and f16 weights run as on 'avx512'.
+ * Throws ERR_DYNAMOE_TYPE when this CPU (or build) cannot run the family.
+ */
+export function setCpuIsa(isa: CpuIsa): void {
+  callNative(() => native().setCpuIsa(isa));
+}
 
 /** Sets the number of threads the CPU kernels use (default: the machine's cores). */
 export function setThreads(threads: number): void {

@@ -33,7 +33,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   result.Set("isa", cpu::isaName(cpu::activeTileKernels().isa));
   Napi::Array supported = Napi::Array::New(env);
   uint32_t n = 0;
-  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512, cpu::Isa::Avx512Bf16}) {
     if (cpu::isaSupported(isa)) supported.Set(n++, cpu::isaName(isa));
   }
   result.Set("supportedIsas", supported);
@@ -59,6 +59,7 @@ class RooflineWorker : public PromiseWorker {
     result.Set("threads", cpuThreadPool().threads());
     result.Set("fmaGflops", roofline_.fmaGflops);
     result.Set("readGBps", roofline_.readGBps);
+    result.Set("bf16DotGflops", roofline_.bf16DotGflops);
     return result;
   }
 

@@ -6,6 +6,7 @@ import { setCpuIsa } from '../lib/native-internals';
 import { typedArrayTag } from './helpers';
 import {
   buildLayer,
+  checkCpuForward,
   checkForward,
   fitPolicy,
   LayerSpec,
@@ -104,7 +105,7 @@ describe.each(ISAS.map((isa) => [isa]))('MoELayer vs float64 reference, %s kerne
     const result = await layer.forward(x, { tokens: c.tokens, policy: c.policy });
     expect(typedArrayTag(result.output)).toBe('Float32Array');
     const tolerance = c.spec.dtype === 'f32' ? F32_TOLERANCE : HALF_TOLERANCE;
-    const check = checkForward(ref, x, c.tokens, c.policy, result, tolerance);
+    const check = checkCpuForward(isa, c.spec.dtype, ref, x, c.tokens, c.policy, result, tolerance);
     fragileTokens += check.fragile;
     checkedTokens += c.tokens;
   });
@@ -478,11 +479,12 @@ describe('determinism and inputs left untouched', () => {
 describe('cpuInfo', () => {
   it('reports the active ISA, the supported ones in order, features that agree, and the thread count', () => {
     const info = cpuInfo();
-    expect(['scalar', 'avx2', 'avx512']).toContain(info.isa);
+    expect(['scalar', 'avx2', 'avx512']).toContain(info.isa); // avx512bf16 only when chosen (setCpuIsa)
     expect(info.supportedIsas[0]).toBe('scalar');
     expect(info.supportedIsas).toContain(info.isa);
     expect(info.supportedIsas.includes('avx2')).toBe(info.features.avx2);
     expect(info.supportedIsas.includes('avx512')).toBe(info.features.avx512);
+    expect(info.supportedIsas.includes('avx512bf16')).toBe(info.features.avx512bf16);
     expect(info.threads).toBe(getThreads());
     expect(Number.isInteger(info.threads) && info.threads >= 1).toBe(true);
   });

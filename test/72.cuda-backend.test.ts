@@ -13,6 +13,8 @@ import { backendInfo, MoEForwardResult, MoELayer, MoELayerWeights, route, Routin
 import { expectRejection, expectThrow, typedArrayTag } from './helpers';
 import {
   checkForward,
+  EMULATED_TOLERANCE,
+  emulatedRoundingOutput,
   fitPolicy,
   layerWeights,
   LayerSpec,
@@ -20,18 +22,14 @@ import {
   makeRawWeights,
   RawWeights,
   referenceWeights,
+  ROUNDED_TOLERANCE,
 } from './layer-fixtures';
 import {
-  bf16BitsToF32,
   describePolicy,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
   fragileToken,
   isProbabilities,
   makeScores,
   maxRelativeError,
-  quantise,
   refLayerOutput,
   RefLayerWeights,
   refRoute,
@@ -58,21 +56,9 @@ const describeCuda = CUDA ? describe : describe.skip;
 // ---- tolerances -----------------------------------------------------------------------------------------------
 // f32 layers: the device GEMMs multiply and accumulate in fp32 (no TF32) over H or F <= 256 terms: ~1e-6 relative;
 // 1e-4 is the contract's bound (the same as the CPU's in test 30), with room for the device's exp/silu.
-// f16/bf16 layers: the CUDA kernels round x to the weight dtype before GEMM 1 and store the SwiGLU intermediate
-// a = silu(g) * u in that dtype (the input of GEMM 2), with unit roundoff u = 2^-8 (bf16) or 2^-11 (f16). Against a
-// reference that uses the dtype-rounded weights but f32 activations (what the CPU layer computes), x's rounding
-// moves g and u by about u relative each (random-signed terms: relative to the dot product, not to sum |terms|),
-// silu' <= 1.1, and storing a adds u: about 4u per intermediate element. GEMM 2 sums those independent errors with
-// random-signed weights, so the output error is about 4u times the output's scale, at most 4u * max|y| for the
-// worst token: 1.6e-2 (bf16) and 2e-3 (f16). The bounds are twice that and more: 3e-2 and 5e-3 of max|y|.
-// (An fp32 simulation of these kernels on this file's f16/bf16 cases gave at most 6e-3 and 6e-4: a fifth of them.)
-const TOLERANCE: Record<WeightDtype, number> = { f32: 1e-4, bf16: 3e-2, f16: 5e-3 };
-// The same f16/bf16 outputs against a reference that rounds exactly where the kernels do (emulatedRoundingOutput):
-// what is left is fp32 accumulation (~1e-6) and the rare element of `a` whose fp32 value lies within that 1e-6 of
-// a rounding boundary and rounds the other way (one ulp = 2u of one element of `a`, spread over F terms of GEMM 2:
-// ~0.2u of max|y|). Two units of roundoff (one ulp at 1) leave a margin of about ten (the simulation: at most 0.2
-// of these bounds).
-const EMULATED_TOLERANCE: Record<'bf16' | 'f16', number> = { bf16: 2 * 2 ** -8, f16: 2 * 2 ** -11 };
+// f16/bf16 layers: the CUDA kernels round x and the SwiGLU intermediate to the weight dtype (ROUNDED_TOLERANCE
+// and EMULATED_TOLERANCE in layer-fixtures.ts say why those bounds).
+const TOLERANCE: Record<WeightDtype, number> = { f32: 1e-4, ...ROUNDED_TOLERANCE };
 // The CPU layer is within 1e-4 of the reference (test 30): the CUDA layer is within TOLERANCE + 1e-4 of the CPU.
 const CPU_TOLERANCE = 1e-4;
 
@@ -117,30 +103,6 @@ function buildPair(spec: LayerSpec, raw: RawWeights): { cuda: MoELayer; cpu: MoE
   const cuda = MoELayer.fromWeights(weights, { device: 'cuda' });
   expect(cuda.device).toBe('cuda');
   return { cuda, cpu: MoELayer.fromWeights(weights, { device: 'cpu' }) };
-}
-
-function roundTo(dtype: 'f16' | 'bf16', value: number): number {
-  return dtype === 'bf16' ? bf16BitsToF32(f32ToBf16Bits(value)) : f16BitsToF32(f32ToF16Bits(value));
-}
-
-/**
- * Float64 layer output that rounds where the f16/bf16 CUDA kernels do: x to the dtype before the expert GEMMs
- * (routed and shared), the SwiGLU intermediate to the dtype before GEMM 2; the router and the shared gate
- * sigmoid(gateWeight . x) read the f32 x. `w` holds the dtype-rounded weights (referenceWeights).
- */
-function emulatedRoundingOutput(
-  w: RefLayerWeights,
-  x: Float32Array,
-  tokens: number,
-  kMax: number,
-  ids: ArrayLike<number>,
-  weights: ArrayLike<number>,
-  dtype: 'f16' | 'bf16',
-): Float64Array {
-  return refLayerOutput(w, x, tokens, kMax, ids, weights, {
-    expertInput: quantise(x, dtype),
-    roundIntermediate: (value) => roundTo(dtype, value),
-  });
 }
 
 function rmsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {

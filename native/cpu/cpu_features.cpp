@@ -28,6 +28,7 @@ const char* isaName(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Bf16: return "avx512bf16";
   }
   return "?";
 }
@@ -36,6 +37,7 @@ bool parseIsa(const std::string& name, Isa* out) {
   if (name == "scalar") *out = Isa::Scalar;
   else if (name == "avx2") *out = Isa::Avx2;
   else if (name == "avx512") *out = Isa::Avx512;
+  else if (name == "avx512bf16") *out = Isa::Avx512Bf16;
   else return false;
   return true;
 }
@@ -46,6 +48,7 @@ bool isaSupported(Isa isa) {
     case Isa::Scalar: return true;
     case Isa::Avx2: return cpuFeatures().avx2;
     case Isa::Avx512: return cpuFeatures().avx512;
+    case Isa::Avx512Bf16: return cpuFeatures().avx512bf16;
   }
   return false;
 #else

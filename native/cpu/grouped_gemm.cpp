@@ -43,30 +43,43 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
 
 // Per-thread scratch, grown once to the largest item.
 struct ItemScratch {
-  std::vector<float> partial;  // running sums of every row tile across K slices
-  std::vector<float> widened;  // one K slice of a 16-bit panel widened to f32
+  std::vector<float> partial;     // running sums of every row tile across K slices
+  std::vector<float> widened;     // one K slice of a 16-bit panel widened to f32
+  std::vector<uint16_t> rounded;  // one K slice of every row, rounded to bf16 for dot-product tiles
 };
 
 void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue,
              ItemScratch& scratch) {
   const PackedMatrix& weights = *group.weights;
-  const size_t elementBytes = dtypeBytes(weights.dtype());
+  const DType dtype = weights.dtype();
+  const size_t elementBytes = dtypeBytes(dtype);
   // With several row tiles, widen each 16-bit K slice once and run the f32 tiles on it; one tile converts in
-  // registers instead (no store and reload).
-  const bool widenOnce = weights.dtype() != DType::F32 && item.rowCount > kernels.maxRows;
-  const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : weights.dtype())];
-  const int kSlice = kSliceFor(widenOnce ? DType::F32 : weights.dtype());
-  const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
+  // registers instead (no store and reload). Families with bf16 dot products never widen bf16: they round the
+  // activation rows to bf16 instead.
+  const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
+  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxRows;
+  const bool roundRows = dtype == DType::BF16 && kernels.roundRowBf16 != nullptr;
+  const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
   const int k = weights.k();
+  // One row tile reuses nothing from L1, so it takes the whole K range in one call: no partial sums round trip,
+  // and its accumulator sets stream far-apart parts of the panel.
+  const int kSlice = item.rowCount <= kernels.maxRows ? k : kSliceFor(widenOnce ? DType::F32 : dtype);
+  const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const char* const panelStart = static_cast<const char*>(weights.panel(item.panel));
   const size_t linesPerRow = kPanelWidth * elementBytes / 64;  // of the stored panel: 1 (16-bit) or 2 (f32)
+  const size_t roundedStride = static_cast<size_t>(storedK(DType::BF16, kSlice));
   scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
   if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
+  if (roundRows) scratch.rounded.resize(static_cast<size_t>(item.rowCount) * roundedStride);
   static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
+  auto inputRow = [&](int row, int kBegin) {
+    const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
+    return group.input + inputRow * group.inputStride + kBegin;
+  };
 
   TileJob job{};
   job.epilogue = epilogue;
-  const float* rows[kMaxTileRows];
+  const void* rows[kMaxTileRows];
   float* out[kMaxTileRows];
   job.rows = rows;
   job.out = out;
@@ -77,8 +90,13 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
     job.last = kBegin + job.k == k;
     job.panel = panelStart + static_cast<size_t>(kBegin) * kPanelWidth * elementBytes;
     if (widenOnce) {
-      kernels.widen[dtypeIndex(weights.dtype())](job.panel, job.k, scratch.widened.data());
+      widen(job.panel, job.k, scratch.widened.data());
       job.panel = scratch.widened.data();
+    }
+    if (roundRows) {
+      for (int r = 0; r < item.rowCount; ++r) {
+        kernels.roundRowBf16(inputRow(item.firstRow + r, kBegin), job.k, scratch.rounded.data() + r * roundedStride);
+      }
     }
     // While the row tiles compute on this slice, the first ones fetch the next, one 64-byte line per k each
     // (`linesPerRow` tiles cover a whole slice): otherwise memory sits idle between slices, most visibly when an
@@ -92,8 +110,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
       job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
-        const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
-        rows[r] = group.input + inputRow * group.inputStride + kBegin;
+        rows[r] = roundRows ? static_cast<const void*>(scratch.rounded.data() + (row - item.firstRow) * roundedStride)
+                            : inputRow(row, kBegin);
         out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
       }
       job.partial = scratch.partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;

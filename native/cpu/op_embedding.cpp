@@ -28,7 +28,7 @@ class EmbeddingOp : public GraphOp {
       const int column = id % kPanelWidth;
       float* row = out + t * stride;
       for (int h = 0; h < hidden_; ++h) {
-        row[h] = loadAsF32(panel, static_cast<size_t>(h) * kPanelWidth + column, table_->dtype());
+        row[h] = loadAsF32(panel, panelElementIndex(table_->dtype(), static_cast<size_t>(h), column), table_->dtype());
       }
     });
   }

@@ -36,7 +36,7 @@ void packRowsTyped(const void* source, size_t firstRow, int count, int k, void* 
       const size_t rowStart = (firstRow + j) * static_cast<size_t>(k);
       for (int kk = kBegin; kk < kEnd; ++kk) {
         storeConverted<Source, Target>(source, rowStart + kk, panel,
-                                       static_cast<size_t>(kk) * kPanelWidth + firstColumn + j);
+                                       panelElementIndex(Target, static_cast<size_t>(kk), firstColumn + j));
       }
     }
   }

@@ -19,14 +19,14 @@ class PackedMatrix {
  public:
   PackedMatrix() = default;
   PackedMatrix(int panels, int k, DType dtype)
-      : data_(static_cast<size_t>(panels) * k * kPanelWidth * dtypeBytes(dtype)), panels_(panels), k_(k),
+      : data_(static_cast<size_t>(panels) * storedK(dtype, k) * kPanelWidth * dtypeBytes(dtype)), panels_(panels), k_(k),
         dtype_(dtype) {}
 
   int panels() const { return panels_; }
   int k() const { return k_; }
   DType dtype() const { return dtype_; }
   size_t bytes() const { return data_.bytes(); }
-  size_t panelElements() const { return static_cast<size_t>(k_) * kPanelWidth; }
+  size_t panelElements() const { return static_cast<size_t>(storedK(dtype_, k_)) * kPanelWidth; }
   const void* panel(int p) const { return data_.as<char>() + p * panelElements() * dtypeBytes(dtype_); }
   void* panel(int p) { return data_.as<char>() + p * panelElements() * dtypeBytes(dtype_); }
 
@@ -37,7 +37,7 @@ class PackedMatrix {
   DType dtype_ = DType::F32;
 };
 
-// [n][k] -> ceil(n / 32) panels of [k][32]; output column j of panel p is source row p*32 + j (zero past n).
+// [n][k] -> ceil(n / 32) panels of [k][32] (bf16: k pairs, see tile_kernels.h); output column j of panel p is source row p*32 + j (zero past n).
 PackedMatrix packColumns(MatrixSource source, int n, int k, DType target);
 // gate and up [ffn][hidden] -> ceil(ffn / 16) panels of [hidden][16 gate | 16 up] for the fused SwiGLU epilogue.
 PackedMatrix packGateUp(MatrixSource gate, MatrixSource up, int ffn, int hidden, DType target);

@@ -23,7 +23,7 @@ using FmaProbe = double (*)(long);
 
 FmaProbe probeFor(Isa isa) {
 #if defined(DYNAMOE_X86_KERNELS)
-  if (isa == Isa::Avx512) return fmaProbeAvx512;
+  if (isa == Isa::Avx512 || isa == Isa::Avx512Bf16) return fmaProbeAvx512;
   if (isa == Isa::Avx2) return fmaProbeAvx2;
 #endif
   (void)isa;
@@ -69,17 +69,24 @@ double readBandwidth() {
   return sinks[0] == 1 ? best + 1e-9 : best;  // the sink is read so the loop is not optimised away
 }
 
-}  // namespace
-
-Roofline measureRoofline(Isa isa) {
-  const FmaProbe probe = probeFor(isa);
+// Flops per second of `probe` on every pool thread, run for about kProbeSeconds.
+double peakFlops(FmaProbe probe) {
   // Calibrate: time a short run, then size the real one to about kProbeSeconds.
   const long calibration = 1 << 20;
   // Iterations per second of one thread (parallelFlops sums every thread's flops).
   const double rate = parallelFlops(probe, calibration) / probe(1) / cpuThreadPool().threads();
   const long iterations = std::max<long>(calibration, static_cast<long>(rate * kProbeSeconds));
+  return parallelFlops(probe, iterations);
+}
+
+}  // namespace
+
+Roofline measureRoofline(Isa isa) {
   Roofline roofline;
-  roofline.fmaGflops = parallelFlops(probe, iterations) / 1e9;
+  roofline.fmaGflops = peakFlops(probeFor(isa)) / 1e9;
+#if defined(DYNAMOE_X86_KERNELS)
+  if (isaSupported(Isa::Avx512Bf16)) roofline.bf16DotGflops = peakFlops(bf16DotProbeAvx512) / 1e9;
+#endif
   roofline.readGBps = readBandwidth() / 1e9;
   return roofline;
 }

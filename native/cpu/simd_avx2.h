@@ -19,24 +19,12 @@ struct Avx2 {
   static Reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static Reg load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, Reg v) { _mm256_storeu_ps(p, v); }
-  static Reg loadBf16(const uint16_t* p) {  // kLanes bf16 values, widened exactly
-    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-  }
-  // 2*kLanes bf16 values in one load and two integer ops (instead of two widening loads and two shifts): the
-  // even-indexed values shifted into the high half of each 32-bit lane, the odd-indexed ones masked in place.
-  static constexpr bool kBf16EvenOdd = true;
-  static void loadBf16EvenOdd(const uint16_t* p, Reg& even, Reg& odd) {
+  // kLanes pairs of bf16 values (2*kLanes values) widened exactly in one load and two integer ops: the first of
+  // each pair shifted into the high half of its 32-bit lane, the second masked in place.
+  static void loadBf16Pairs(const uint16_t* p, Reg& first, Reg& second) {
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    even = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
-    odd = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
-  }
-  // Stores 2*kLanes floats given as even-indexed and odd-indexed values, in index order.
-  static void storeInterleaved(float* p, Reg even, Reg odd) {
-    const __m256 low = _mm256_unpacklo_ps(even, odd);   // values 0-3 | 8-11
-    const __m256 high = _mm256_unpackhi_ps(even, odd);  // values 4-7 | 12-15
-    _mm256_storeu_ps(p, _mm256_permute2f128_ps(low, high, 0x20));
-    _mm256_storeu_ps(p + kLanes, _mm256_permute2f128_ps(low, high, 0x31));
+    first = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+    second = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
   static Reg loadF16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }

@@ -20,12 +20,12 @@ struct Avx512 {
   static Reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static Reg load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, Reg v) { _mm512_storeu_ps(p, v); }
-  static Reg loadBf16(const uint16_t* p) {  // kLanes bf16 values, widened exactly
-    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+  // kLanes pairs of bf16 values widened exactly: the first of each pair shifted up, the second masked in place.
+  static void loadBf16Pairs(const uint16_t* p, Reg& first, Reg& second) {
+    const __m512i bits = _mm512_loadu_si512(p);
+    first = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+    second = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
-  // Its bf16 registers keep column order: an even/odd split would mix gate and up columns in one register.
-  static constexpr bool kBf16EvenOdd = false;
   static Reg loadF16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }

@@ -16,13 +16,19 @@ namespace {
 template <class V>
 constexpr int kRegsPerRow = kPanelWidth / V::kLanes;
 
-// Register c of panel row kk, widened to f32.
+// Register c of f32 or f16 panel row kk, widened to f32 (bf16 panels are read in k pairs: V::loadBf16Pairs).
 template <class V, DType W>
 inline typename V::Reg loadPanel(const void* panel, size_t kk, int c) {
   const size_t at = kk * kPanelWidth + static_cast<size_t>(c) * V::kLanes;
   if constexpr (W == DType::F32) return V::load(static_cast<const float*>(panel) + at);
-  if constexpr (W == DType::BF16) return V::loadBf16(static_cast<const uint16_t*>(panel) + at);
   if constexpr (W == DType::F16) return V::loadF16(static_cast<const uint16_t*>(panel) + at);
+}
+
+// Registers c of bf16 panel rows kk and kk + 1 (kk even), widened to f32.
+template <class V>
+inline void loadBf16PanelPair(const void* panel, size_t kk, int c, typename V::Reg& first, typename V::Reg& second) {
+  V::loadBf16Pairs(static_cast<const uint16_t*>(panel) + kk * kPanelWidth + 2 * static_cast<size_t>(c) * V::kLanes,
+                   first, second);
 }
 
 // Bytes of 16-bit panel fetched ahead of use by small tiles, which stream their panel from memory: the hardware
@@ -39,112 +45,142 @@ inline void prefetchPanelRow(const void* panel, size_t kk) {
 // Independent FMA chains needed to keep both FMA pipes busy through the FMA latency.
 constexpr int kFmaChains = 8;
 
+// Accumulator sets of a tile with MR x R accumulators: more than one (each over its own part of K) when a tile of
+// few rows has fewer than kFmaChains accumulators.
+constexpr int accumulatorSets(int accumulators) { return accumulators >= kFmaChains ? 1 : kFmaChains / accumulators; }
+
+// Calls step(i, s) for steps i in [0, steps), set s walking its own contiguous part of the range: a small tile
+// streams its panel from memory, and several streams per core keep more misses in flight than one (bf16 decode
+// ran ~6% faster than with sets over alternate k). Leftover steps go to set 0.
+template <int S, class Step>
+inline void walkSteps(int steps, Step&& step) {
+  const int span = steps / S;
+  for (int i = 0; i < span; ++i) {
+#pragma GCC unroll 4
+    for (int s = 0; s < S; ++s) step(s * span + i, s);
+  }
+  for (int i = S * span; i < steps; ++i) step(i, 0);
+}
+
+// The accumulators at the start of the job's K range: the running sums of earlier ranges in set 0, zeros elsewhere.
+template <class V, int S, int MR, int R>
+inline void startSums(const TileJob& job, typename V::Reg (&acc)[S][MR][R]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < R; ++c) {
+      acc[0][r][c] = job.first ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
+#pragma GCC unroll 4
+      for (int s = 1; s < S; ++s) acc[s][r][c] = V::zero();
+    }
+  }
+}
+
+// Adds the accumulator sets, then stores the running sums (before the last K range) or applies the epilogue.
+template <class V, int S, int MR, int R>
+inline void finishSums(const TileJob& job, typename V::Reg (&acc)[S][MR][R]) {
+#pragma GCC unroll 4
+  for (int s = 1; s < S; ++s) {
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int c = 0; c < R; ++c) acc[0][r][c] = V::add(acc[0][r][c], acc[s][r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    if (!job.last) {
+#pragma GCC unroll 4
+      for (int c = 0; c < R; ++c) V::store(job.partial + r * kPanelWidth + c * V::kLanes, acc[0][r][c]);
+    } else if (job.epilogue == Epilogue::SwiGlu) {
+      // The first half of the registers holds gate columns, the second half the matching up columns.
+#pragma GCC unroll 4
+      for (int c = 0; c < R / 2; ++c) {
+        V::store(job.out[r] + c * V::kLanes, V::mul(siluPs<V>(acc[0][r][c]), acc[0][r][c + R / 2]));
+      }
+    } else {
+      const typename V::Reg scale = V::set1(job.rowScale[r]);
+#pragma GCC unroll 4
+      for (int c = 0; c < R; ++c) V::store(job.out[r] + c * V::kLanes, V::mul(acc[0][r][c], scale));
+    }
+  }
+}
+
 template <class V, DType W, int MR>
 struct SimdTile {
   static constexpr int R = kRegsPerRow<V>;
-  // Accumulator sets taking alternate k: a tile of few rows has fewer than kFmaChains accumulators.
-  static constexpr int S = MR * R >= kFmaChains ? 1 : kFmaChains / (MR * R);
-  // bf16 registers split into even and odd columns (V::loadBf16EvenOdd): register 2j holds the even columns of
-  // the j-th 2*kLanes columns, register 2j+1 the odd ones. Partial sums stay in that order; outputs are
-  // re-interleaved once, in the epilogue.
-  static constexpr bool kEvenOdd = W == DType::BF16 && V::kBf16EvenOdd;
+  static constexpr int S = accumulatorSets(MR * R);
+  // Panel rows per step: bf16 panels come in k pairs (one load widens both rows).
+  static constexpr int kStepRows = storesKPairs(W) ? 2 : 1;
 
-  // acc[r] += row r [kk] * panel row kk; also fetches line kk of the job's prefetch range, if any.
+  // acc[r] += row r [kk + i] * panel row kk + i for i < Rows; also fetches the job's prefetch lines of those k.
+  template <int Rows>
   static inline void step(const void* panel, const float* const* rowPtr, const char* prefetch, int kk,
                           typename V::Reg (&acc)[MR][R]) {
-    typename V::Reg b[R];
-    if (prefetch) _mm_prefetch(prefetch + static_cast<size_t>(kk) * 64, _MM_HINT_T0);
-    if constexpr (MR <= 2) prefetchPanelRow<W>(panel, static_cast<size_t>(kk));
-    if constexpr (kEvenOdd) {
-      const uint16_t* row = static_cast<const uint16_t*>(panel) + static_cast<size_t>(kk) * kPanelWidth;
-#pragma GCC unroll 4
-      for (int c = 0; c < R; c += 2) V::loadBf16EvenOdd(row + c * V::kLanes, b[c], b[c + 1]);
-    } else {
-#pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) b[c] = loadPanel<V, W>(panel, static_cast<size_t>(kk), c);
+    typename V::Reg b[kStepRows][R];
+#pragma GCC unroll 2
+    for (int i = 0; i < Rows; ++i) {
+      if (prefetch) _mm_prefetch(prefetch + static_cast<size_t>(kk + i) * 64, _MM_HINT_T0);
+      if constexpr (MR <= 2) prefetchPanelRow<W>(panel, static_cast<size_t>(kk + i));
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const typename V::Reg a = V::broadcast(rowPtr[r] + kk);
 #pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) acc[r][c] = V::fmadd(a, b[c], acc[r][c]);
+    for (int c = 0; c < R; ++c) {
+      if constexpr (storesKPairs(W)) {
+        loadBf16PanelPair<V>(panel, static_cast<size_t>(kk), c, b[0][c], b[kStepRows - 1][c]);
+      } else {
+        b[0][c] = loadPanel<V, W>(panel, static_cast<size_t>(kk), c);
+      }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < Rows; ++i) {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const typename V::Reg a = V::broadcast(rowPtr[r] + kk + i);
+#pragma GCC unroll 4
+        for (int c = 0; c < R; ++c) acc[r][c] = V::fmadd(a, b[i][c], acc[r][c]);
+      }
     }
   }
 
   static void run(const TileJob& job) {
     typename V::Reg acc[S][MR][R];
-    const float* rowPtr[MR];
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      rowPtr[r] = job.rows[r];
-#pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) {
-        acc[0][r][c] = job.first ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
-#pragma GCC unroll 4
-        for (int s = 1; s < S; ++s) acc[s][r][c] = V::zero();
-      }
-    }
+    startSums<V>(job, acc);
     // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
     const void* const panel = job.panel;
     const int k = job.k;
-    int kk = 0;
     const char* const prefetch = job.prefetch;
-    for (; kk + S <= k; kk += S) {
-#pragma GCC unroll 4
-      for (int s = 0; s < S; ++s) step(panel, rowPtr, prefetch, kk + s, acc[s]);
-    }
-    for (; kk < k; ++kk) step(panel, rowPtr, prefetch, kk, acc[0]);
-#pragma GCC unroll 4
-    for (int s = 1; s < S; ++s) {
+    const float* rowPtr[MR];
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-        for (int c = 0; c < R; ++c) acc[0][r][c] = V::add(acc[0][r][c], acc[s][r][c]);
-      }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      if (!job.last) {
-#pragma GCC unroll 4
-        for (int c = 0; c < R; ++c) V::store(job.partial + r * kPanelWidth + c * V::kLanes, acc[0][r][c]);
-      } else if (job.epilogue == Epilogue::SwiGlu) {
-        // The first half of the registers holds gate columns, the second half the matching up columns.
-        if constexpr (kEvenOdd) {
-#pragma GCC unroll 4
-          for (int c = 0; c < R / 2; c += 2) {
-            V::storeInterleaved(job.out[r] + c * V::kLanes, V::mul(siluPs<V>(acc[0][r][c]), acc[0][r][c + R / 2]),
-                                V::mul(siluPs<V>(acc[0][r][c + 1]), acc[0][r][c + 1 + R / 2]));
-          }
-        } else {
-#pragma GCC unroll 4
-          for (int c = 0; c < R / 2; ++c) {
-            V::store(job.out[r] + c * V::kLanes, V::mul(siluPs<V>(acc[0][r][c]), acc[0][r][c + R / 2]));
-          }
-        }
-      } else {
-        const typename V::Reg s = V::set1(job.rowScale[r]);
-        if constexpr (kEvenOdd) {
-#pragma GCC unroll 4
-          for (int c = 0; c < R; c += 2) {
-            V::storeInterleaved(job.out[r] + c * V::kLanes, V::mul(acc[0][r][c], s), V::mul(acc[0][r][c + 1], s));
-          }
-        } else {
-#pragma GCC unroll 4
-          for (int c = 0; c < R; ++c) V::store(job.out[r] + c * V::kLanes, V::mul(acc[0][r][c], s));
-        }
-      }
-    }
+    for (int r = 0; r < MR; ++r) rowPtr[r] = static_cast<const float*>(job.rows[r]);
+    walkSteps<S>(k / kStepRows, [&](int i, int s) { step<kStepRows>(panel, rowPtr, prefetch, i * kStepRows, acc[s]); });
+    // The odd last k of a bf16 panel: its pair partner is padding, and past the end of the activation rows.
+    if (k % kStepRows != 0) step<1>(panel, rowPtr, prefetch, k - 1, acc[0]);
+    finishSums<V>(job, acc);
   }
 };
 
 template <class V, DType W>
 struct SimdWiden {
   static void run(const void* panel, int k, float* out) {
-    for (int kk = 0; kk < k; ++kk) {
-      prefetchPanelRow<W>(panel, static_cast<size_t>(kk));
-      for (int c = 0; c < kRegsPerRow<V>; ++c) {
-        V::store(out + static_cast<size_t>(kk) * kPanelWidth + c * V::kLanes,
-                 loadPanel<V, W>(panel, static_cast<size_t>(kk), c));
+    if constexpr (storesKPairs(W)) {
+      for (int kk = 0; kk < k; kk += 2) {
+        prefetchPanelRow<W>(panel, static_cast<size_t>(kk));
+        prefetchPanelRow<W>(panel, static_cast<size_t>(kk + 1));
+        float* first = out + static_cast<size_t>(kk) * kPanelWidth;
+        for (int c = 0; c < kRegsPerRow<V>; ++c) {
+          typename V::Reg a, b;
+          loadBf16PanelPair<V>(panel, static_cast<size_t>(kk), c, a, b);
+          V::store(first + c * V::kLanes, a);
+          if (kk + 1 < k) V::store(first + kPanelWidth + c * V::kLanes, b);  // an odd K's last pair is padding
+        }
+      }
+    } else {
+      for (int kk = 0; kk < k; ++kk) {
+        prefetchPanelRow<W>(panel, static_cast<size_t>(kk));
+        for (int c = 0; c < kRegsPerRow<V>; ++c) {
+          V::store(out + static_cast<size_t>(kk) * kPanelWidth + c * V::kLanes,
+                   loadPanel<V, W>(panel, static_cast<size_t>(kk), c));
+        }
       }
     }
   }

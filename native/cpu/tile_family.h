@@ -22,14 +22,16 @@ void runTile(const TileJob& job) {
   runTileRows<Tile, W>(job, std::make_index_sequence<MaxRows>{});
 }
 
+// Widen<W>::run may be a null WidenFn constant: that dtype's tiles read the stored panel directly.
 template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows>
-TileKernels tileFamily(Isa isa, AttendFn attend) {
+TileKernels tileFamily(Isa isa, AttendFn attend, RoundRowFn roundRowBf16 = nullptr) {
   return {isa,
           MaxRows,
           {runTile<Tile, DType::F32, MaxRows>, runTile<Tile, DType::F16, MaxRows>,
            runTile<Tile, DType::BF16, MaxRows>},
           {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run},
-          attend};
+          attend,
+          roundRowBf16};
 }
 
 }  // namespace

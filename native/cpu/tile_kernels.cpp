@@ -9,6 +9,7 @@ namespace dynamoe::cpu {
 namespace {
 const TileKernels& kernelsFor(Isa isa) {
 #if defined(DYNAMOE_X86_KERNELS)
+  if (isa == Isa::Avx512Bf16) return avx512Bf16TileKernels();
   if (isa == Isa::Avx512) return avx512TileKernels();
   if (isa == Isa::Avx2) return avx2TileKernels();
 #endif

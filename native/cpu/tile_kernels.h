@@ -1,6 +1,7 @@
 // The register-blocked inner kernels of the expert GEMMs, one family per instruction set (chosen at run time).
 //
-// Weights are packed in panels of kPanelWidth columns, K-major: panel[k][0..31]. A tile multiplies up to
+// Weights are packed in panels of kPanelWidth columns, K-major: panel[k][0..31] (bf16: in k pairs, see below).
+// A tile multiplies up to
 // `maxRows` activation rows (f32, gathered through row pointers, so no permuted copy of x is made) by one panel
 // over a K range (the job's pointers already point at the range's first k). Partial sums of earlier K ranges live
 // in `partial`; the last range applies the epilogue:
@@ -9,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "../dtype.h"
 #include "cpu_features.h"
@@ -17,6 +19,18 @@ namespace dynamoe::cpu {
 
 constexpr int kPanelWidth = 32;
 constexpr int kSwiGluColumns = kPanelWidth / 2;  // intermediate columns produced per gate/up panel
+
+// bf16 panels store k in pairs, [k/2][32][2], K padded to even with zeros: one 32-bit lane holds a column's values
+// at k and k+1. That is the operand layout of the bf16 dot-product instruction (vdpbf16ps), and the widening
+// kernels split such a lane into its two k rows with one shift and one mask, keeping column order.
+constexpr bool storesKPairs(DType dtype) { return dtype == DType::BF16; }
+// K rows a panel stores: K, padded to even for bf16.
+constexpr int storedK(DType dtype, int k) { return storesKPairs(dtype) ? (k + 1) / 2 * 2 : k; }
+// Index of element (kk, column) in a panel, counted from a panel row that is even for bf16.
+inline size_t panelElementIndex(DType dtype, size_t kk, int column) {
+  const size_t c = static_cast<size_t>(column);
+  return storesKPairs(dtype) ? (kk & ~size_t{1}) * kPanelWidth + 2 * c + (kk & 1) : kk * kPanelWidth + c;
+}
 
 enum class Epilogue {
   SwiGlu,  // weights from packGateUp
@@ -27,9 +41,11 @@ enum class Epilogue {
 inline int epilogueColumns(Epilogue epilogue) { return epilogue == Epilogue::SwiGlu ? kSwiGluColumns : kPanelWidth; }
 
 struct TileJob {
-  const float* const* rows;  // rowCount activation rows, each at the range's first k
+  // rowCount activation rows, each at the range's first k: f32, or for families with a roundRowBf16 and bf16
+  // weights, the rows rounded to bf16 (in pairs, padded with a zero to whole pairs)
+  const void* const* rows;
   int rowCount;              // 1..maxRows
-  const void* panel;         // [k][32] panel rows, starting at the range's first k
+  const void* panel;         // [k][32] panel rows, starting at the range's first k (even for bf16)
   int k;                     // length of the K range
   float* partial;            // rowCount x 32 running sums: read unless `first`, written unless `last`
   bool first;
@@ -63,13 +79,17 @@ inline size_t attendScratchFloats(int visible) { return (static_cast<size_t>(vis
 void attendScalar(const AttendJob& job);
 // Widens `k` rows of a 16-bit panel to f32 ([k][32] floats), so many row tiles can share one conversion.
 using WidenFn = void (*)(const void* panel, int k, float* out);
+// Rounds k floats to bf16 (round to nearest even), then a zero if k is odd: the rows a bf16 dot-product tile reads.
+using RoundRowFn = void (*)(const float* row, int k, uint16_t* out);
 
 struct TileKernels {
   Isa isa;
   int maxRows;
   TileFn tile[3];    // indexed by weight DType
-  WidenFn widen[3];  // indexed by weight DType; null for f32
+  WidenFn widen[3];  // indexed by weight DType; null where the tiles read the stored panel directly (f32 always)
   AttendFn attend;   // attention rows of the model graphs, with the same instruction set
+  // Non-null for families whose bf16 tiles are dot products on bf16 activations: they round each row first.
+  RoundRowFn roundRowBf16;
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }
@@ -78,6 +98,7 @@ const TileKernels& scalarTileKernels();
 #if defined(DYNAMOE_X86_KERNELS)
 const TileKernels& avx2TileKernels();
 const TileKernels& avx512TileKernels();
+const TileKernels& avx512Bf16TileKernels();
 #endif
 
 // The kernels in use (the best the CPU supports unless setActiveIsa() chose another).

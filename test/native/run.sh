@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Native checks without Node: builds and runs the routing libFuzzer target for FUZZ_SECONDS (default 60) on a
-# temporary copy of its seed corpus, then the leak check (LEAK_ITERATIONS, default 100) under LeakSanitizer, then the
-# thread pool check (POOL_ROUNDS, default 2000) under ThreadSanitizer. The first two are built with clang (installed
-# from Debian when missing) with ASan + UBSan, the last with g++ and TSan, all into build-native-tests/.
+# temporary copy of its seed corpus, then the leak check (LEAK_ITERATIONS, default 100) under LeakSanitizer, then (on
+# x86-64) the bf16 dot-product tile check (DOT_CASES, default 400), then the thread pool check (POOL_ROUNDS, default
+# 2000) under ThreadSanitizer. The first three are built with clang (installed from Debian when missing) with ASan +
+# UBSan, the last with g++ and TSan, all into build-native-tests/.
 # Prints one summary line each; exits non-zero on any finding. Fuzzer findings are kept in
 # build-native-tests/fuzz-findings/ (copy them to test/native/corpus/routing/ once fixed, as regressions).
 set -euo pipefail
@@ -54,15 +55,16 @@ mkdir -p "$OUT/leak-objects"
 LEAK_SOURCES=(native/thread_pool.cpp native/routing_policy.cpp)
 for source in native/cpu/*.cpp; do
   case "$source" in
-    *_avx2.cpp | *_avx512.cpp) ;;
+    *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp) ;;
     *) LEAK_SOURCES+=("$source") ;;
   esac
 done
 SIMD_OBJECTS=()
 if [ -n "$X86_DEFINES" ]; then
-  for source in native/cpu/*_avx2.cpp native/cpu/*_avx512.cpp; do
+  for source in native/cpu/*_avx2.cpp native/cpu/*_avx512.cpp native/cpu/*_avx512bf16.cpp; do
     case "$source" in
       *_avx2.cpp) isa_flags="-mavx2 -mfma -mf16c" ;;
+      *_avx512bf16.cpp) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c" ;;
       *) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" ;;
     esac
     object="$OUT/leak-objects/$(basename "$source" .cpp).o"
@@ -103,6 +105,14 @@ ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 }
 cat "$OUT/leak.log"
 echo "leak check: $LEAK_ITERATIONS iterations, no leaks"
+
+if [ -n "$X86_DEFINES" ]; then
+  echo "== native: bf16 dot-product tile check (ASan + UBSan)"
+  # shellcheck disable=SC2086
+  clang++ $CXXFLAGS $SANITIZE $X86_DEFINES -O2 -mavx2 -mfma -mf16c test/native/bf16_dot_check.cpp \
+    -o "$OUT/bf16_dot_check"
+  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" "$OUT/bf16_dot_check" "${DOT_CASES:-400}"
+fi
 
 echo "== native: thread pool check (ThreadSanitizer)"
 # TSan cannot share a process with ASan, hence its own binary; halt_on_error turns the first race into a failure.
