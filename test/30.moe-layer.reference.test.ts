@@ -1,9 +1,21 @@
 // MoELayer.forward against the float64 reference layer: random shapes (hidden/ffn not multiples of 16 or 32),
 // every policy, f32/bf16/f16 weights, every SIMD kernel family this CPU supports; shared experts; edge cases;
 // layouts and bit patterns that must give bit-identical outputs; determinism across runs and thread counts.
-import { cpuInfo, fromBf16, fromF16, getThreads, MoELayer, RoutingPolicy, setThreads, toBf16, toF16 } from '../lib';
+import {
+  cpuInfo,
+  CpuIsa,
+  fromBf16,
+  fromF16,
+  getThreads,
+  MoELayer,
+  RoutingPolicy,
+  setCpuIsa as setPublicCpuIsa,
+  setThreads,
+  toBf16,
+  toF16,
+} from '../lib';
 import { setCpuIsa } from '../lib/native-internals';
-import { typedArrayTag } from './helpers';
+import { expectThrow, typedArrayTag } from './helpers';
 import {
   buildLayer,
   checkCpuForward,
@@ -487,5 +499,24 @@ describe('cpuInfo', () => {
     expect(info.supportedIsas.includes('avx512bf16')).toBe(info.features.avx512bf16);
     expect(info.threads).toBe(getThreads());
     expect(Number.isInteger(info.threads) && info.threads >= 1).toBe(true);
+  });
+
+  it('setCpuIsa (public) switches to every supported family and refuses the others and unknown names with a code', () => {
+    const original = cpuInfo().isa;
+    const families: CpuIsa[] = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
+    try {
+      for (const isa of families) {
+        if (cpuInfo().supportedIsas.includes(isa)) {
+          setPublicCpuIsa(isa);
+          expect(cpuInfo().isa).toBe(isa);
+        } else {
+          expectThrow(() => setPublicCpuIsa(isa), 'ERR_DYNAMOE_TYPE', /cannot run/);
+        }
+      }
+      expectThrow(() => setPublicCpuIsa('sse2' as CpuIsa), ['ERR_DYNAMOE_TYPE', 'ERR_DYNAMOE_VALUE']);
+    } finally {
+      setPublicCpuIsa(original);
+    }
+    expect(cpuInfo().isa).toBe(original);
   });
 });
