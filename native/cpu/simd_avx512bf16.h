@@ -5,18 +5,26 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "simd_avx512.h"
 
 namespace dynamoe::cpu {
 namespace {
 
+// The two bf16 values at p as one 32-bit lane (memcpy: the rows are uint16_t, read without breaking aliasing rules).
+inline int loadPair(const uint16_t* p) {
+  int pair;
+  std::memcpy(&pair, p, sizeof pair);
+  return pair;
+}
+
 struct Avx512Bf16Dot {
   using F32 = Avx512;
   using Pairs = __m512bh;
 
   static Pairs loadPairs(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
-  static Pairs broadcastPair(const uint32_t* p) { return (__m512bh)_mm512_set1_epi32(static_cast<int>(*p)); }
+  static Pairs broadcastPair(const uint16_t* p) { return (__m512bh)_mm512_set1_epi32(loadPair(p)); }
   // acc + a.odd * b.odd + a.even * b.even per 32-bit lane (vdpbf16ps: products exact, round to nearest even,
   // denormals treated as zero).
   static __m512 dot(__m512 acc, Pairs a, Pairs b) { return _mm512_dpbf16_ps(acc, a, b); }

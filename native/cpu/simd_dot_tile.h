@@ -16,8 +16,8 @@ struct SimdDotTile {
   static constexpr int R = kRegsPerRow<V>;
   static constexpr int S = accumulatorSets(MR * R);
 
-  // acc[r] += the dot products of row r's pair `pair` with panel rows 2*pair and 2*pair + 1.
-  static inline void step(const void* panel, const uint32_t* const* rowPairs, const char* prefetch, int pair,
+  // acc[r] += the dot products of row r's values 2*pair and 2*pair + 1 with panel rows 2*pair and 2*pair + 1.
+  static inline void step(const void* panel, const uint16_t* const* rows, const char* prefetch, int pair,
                           typename V::Reg (&acc)[MR][R]) {
     const size_t kk = 2 * static_cast<size_t>(pair);
     if (prefetch) {
@@ -35,7 +35,7 @@ struct SimdDotTile {
     }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const typename D::Pairs a = D::broadcastPair(rowPairs[r] + pair);
+      const typename D::Pairs a = D::broadcastPair(rows[r] + kk);
 #pragma GCC unroll 4
       for (int c = 0; c < R; ++c) acc[r][c] = D::dot(acc[r][c], a, b[c]);
     }
@@ -46,11 +46,11 @@ struct SimdDotTile {
     startSums<V>(job, acc);
     const void* const panel = job.panel;
     const char* const prefetch = job.prefetch;
-    const uint32_t* rowPairs[MR];
+    const uint16_t* rows[MR];
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) rowPairs[r] = static_cast<const uint32_t*>(job.rows[r]);
+    for (int r = 0; r < MR; ++r) rows[r] = static_cast<const uint16_t*>(job.rows[r]);
     // An odd K's last pair is whole too: the panel and the rounded rows are both padded with a zero.
-    walkSteps<S>((job.k + 1) / 2, [&](int pair, int s) { step(panel, rowPairs, prefetch, pair, acc[s]); });
+    walkSteps<S>((job.k + 1) / 2, [&](int pair, int s) { step(panel, rows, prefetch, pair, acc[s]); });
     finishSums<V>(job, acc);
   }
 };

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -22,7 +23,11 @@ struct Avx2Bf16DotEmulation {
   using F32 = Avx2;
   using Pairs = __m256i;
   static Pairs loadPairs(const uint16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-  static Pairs broadcastPair(const uint32_t* p) { return _mm256_set1_epi32(static_cast<int>(*p)); }
+  static Pairs broadcastPair(const uint16_t* p) {
+    int pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return _mm256_set1_epi32(pair);
+  }
   static __m256 dot(__m256 acc, Pairs a, Pairs b) {
     const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
     const auto odd = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_and_si256(v, high)); };
