@@ -9,12 +9,11 @@ import {
   getThreads,
   MoELayer,
   RoutingPolicy,
-  setCpuIsa as setPublicCpuIsa,
+  setCpuIsa,
   setThreads,
   toBf16,
   toF16,
 } from '../lib';
-import { setCpuIsa } from '../lib/native-internals';
 import { expectThrow, typedArrayTag } from './helpers';
 import {
   buildLayer,
@@ -507,15 +506,15 @@ describe('cpuInfo', () => {
     try {
       for (const isa of families) {
         if (cpuInfo().supportedIsas.includes(isa)) {
-          setPublicCpuIsa(isa);
+          setCpuIsa(isa);
           expect(cpuInfo().isa).toBe(isa);
         } else {
-          expectThrow(() => setPublicCpuIsa(isa), 'ERR_DYNAMOE_TYPE', /cannot run/);
+          expectThrow(() => setCpuIsa(isa), 'ERR_DYNAMOE_TYPE', /cannot run/);
         }
       }
-      expectThrow(() => setPublicCpuIsa('sse2' as CpuIsa), ['ERR_DYNAMOE_TYPE', 'ERR_DYNAMOE_VALUE']);
+      expectThrow(() => setCpuIsa('sse2' as CpuIsa), ['ERR_DYNAMOE_TYPE', 'ERR_DYNAMOE_VALUE']);
     } finally {
-      setPublicCpuIsa(original);
+      setCpuIsa(original);
     }
     expect(cpuInfo().isa).toBe(original);
   });

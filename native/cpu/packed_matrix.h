@@ -19,8 +19,8 @@ class PackedMatrix {
  public:
   PackedMatrix() = default;
   PackedMatrix(int panels, int k, DType dtype)
-      : data_(static_cast<size_t>(panels) * storedK(dtype, k) * kPanelWidth * dtypeBytes(dtype)), panels_(panels), k_(k),
-        dtype_(dtype) {}
+      : data_(static_cast<size_t>(panels) * storedK(dtype, k) * kPanelWidth * dtypeBytes(dtype)), panels_(panels),
+        k_(k), dtype_(dtype) {}
 
   int panels() const { return panels_; }
   int k() const { return k_; }
@@ -37,7 +37,8 @@ class PackedMatrix {
   DType dtype_ = DType::F32;
 };
 
-// [n][k] -> ceil(n / 32) panels of [k][32] (bf16: k pairs, see tile_kernels.h); output column j of panel p is source row p*32 + j (zero past n).
+// [n][k] -> ceil(n / 32) panels of [k][32] (bf16: in k pairs, see tile_kernels.h); output column j of panel p is
+// source row p*32 + j (zero past n).
 PackedMatrix packColumns(MatrixSource source, int n, int k, DType target);
 // gate and up [ffn][hidden] -> ceil(ffn / 16) panels of [hidden][16 gate | 16 up] for the fused SwiGLU epilogue.
 PackedMatrix packGateUp(MatrixSource gate, MatrixSource up, int ffn, int hidden, DType target);

@@ -20,19 +20,10 @@ struct SimdDotTile {
   static inline void step(const void* panel, const uint16_t* const* rows, const char* prefetch, int pair,
                           typename V::Reg (&acc)[MR][R]) {
     const size_t kk = 2 * static_cast<size_t>(pair);
-    if (prefetch) {
-      _mm_prefetch(prefetch + kk * 64, _MM_HINT_T0);
-      _mm_prefetch(prefetch + kk * 64 + 64, _MM_HINT_T0);
-    }
-    if constexpr (MR <= 2) {
-      prefetchPanelRow<DType::BF16>(panel, kk);
-      prefetchPanelRow<DType::BF16>(panel, kk + 1);
-    }
+    fetchAhead<DType::BF16, MR>(panel, prefetch, kk, 2);
     typename D::Pairs b[R];
 #pragma GCC unroll 4
-    for (int c = 0; c < R; ++c) {
-      b[c] = D::loadPairs(static_cast<const uint16_t*>(panel) + kk * kPanelWidth + 2 * static_cast<size_t>(c) * V::kLanes);
-    }
+    for (int c = 0; c < R; ++c) b[c] = D::loadPairs(bf16PairsAt<V>(panel, kk, c));
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const typename D::Pairs a = D::broadcastPair(rows[r] + kk);

@@ -24,11 +24,16 @@ inline typename V::Reg loadPanel(const void* panel, size_t kk, int c) {
   if constexpr (W == DType::F16) return V::loadF16(static_cast<const uint16_t*>(panel) + at);
 }
 
+// Where register c of bf16 panel rows kk and kk + 1 (kk even) starts: kLanes columns of k pairs.
+template <class V>
+inline const uint16_t* bf16PairsAt(const void* panel, size_t kk, int c) {
+  return static_cast<const uint16_t*>(panel) + kk * kPanelWidth + 2 * static_cast<size_t>(c) * V::kLanes;
+}
+
 // Registers c of bf16 panel rows kk and kk + 1 (kk even), widened to f32.
 template <class V>
 inline void loadBf16PanelPair(const void* panel, size_t kk, int c, typename V::Reg& first, typename V::Reg& second) {
-  V::loadBf16Pairs(static_cast<const uint16_t*>(panel) + kk * kPanelWidth + 2 * static_cast<size_t>(c) * V::kLanes,
-                   first, second);
+  V::loadBf16Pairs(bf16PairsAt<V>(panel, kk, c), first, second);
 }
 
 // Bytes of 16-bit panel fetched ahead of use by small tiles, which stream their panel from memory: the hardware
@@ -39,6 +44,16 @@ template <DType W>
 inline void prefetchPanelRow(const void* panel, size_t kk) {
   if constexpr (W != DType::F32) {
     _mm_prefetch(static_cast<const char*>(panel) + kk * kPanelWidth * 2 + kPrefetchBytes, _MM_HINT_T0);
+  }
+}
+
+// Fetches lines kk .. kk + count - 1 of a job's prefetch range (if any) and, for small tiles, which stream their
+// panel from memory, the 16-bit panel rows that far ahead.
+template <DType W, int MR>
+inline void fetchAhead(const void* panel, const char* prefetch, size_t kk, int count) {
+  for (int i = 0; i < count; ++i) {
+    if (prefetch) _mm_prefetch(prefetch + (kk + i) * 64, _MM_HINT_T0);
+    if constexpr (MR <= 2) prefetchPanelRow<W>(panel, kk + i);
   }
 }
 
@@ -118,11 +133,7 @@ struct SimdTile {
   static inline void step(const void* panel, const float* const* rowPtr, const char* prefetch, int kk,
                           typename V::Reg (&acc)[MR][R]) {
     typename V::Reg b[kStepRows][R];
-#pragma GCC unroll 2
-    for (int i = 0; i < Rows; ++i) {
-      if (prefetch) _mm_prefetch(prefetch + static_cast<size_t>(kk + i) * 64, _MM_HINT_T0);
-      if constexpr (MR <= 2) prefetchPanelRow<W>(panel, static_cast<size_t>(kk + i));
-    }
+    fetchAhead<W, MR>(panel, prefetch, static_cast<size_t>(kk), Rows);
 #pragma GCC unroll 4
     for (int c = 0; c < R; ++c) {
       if constexpr (storesKPairs(W)) {

@@ -22,7 +22,9 @@ void Tile<W, MR>::run(const TileJob& job) {
   }
   float w[kPanelWidth];
   for (int kk = 0; kk < job.k; ++kk) {
-    for (int j = 0; j < kPanelWidth; ++j) w[j] = loadAsF32(job.panel, panelElementIndex(W, static_cast<size_t>(kk), j), W);
+    for (int j = 0; j < kPanelWidth; ++j) {
+      w[j] = loadAsF32(job.panel, panelElementIndex(W, static_cast<size_t>(kk), j), W);
+    }
     for (int r = 0; r < MR; ++r) {
       const float a = static_cast<const float*>(job.rows[r])[kk];
       for (int j = 0; j < kPanelWidth; ++j) acc[r][j] += a * w[j];
@@ -50,7 +52,9 @@ template <DType W>
 struct Widen {
   static void run(const void* panel, int k, float* out) {
     for (size_t kk = 0; kk < static_cast<size_t>(k); ++kk) {
-      for (int j = 0; j < kPanelWidth; ++j) out[kk * kPanelWidth + j] = loadAsF32(panel, panelElementIndex(W, kk, j), W);
+      for (int j = 0; j < kPanelWidth; ++j) {
+        out[kk * kPanelWidth + j] = loadAsF32(panel, panelElementIndex(W, kk, j), W);
+      }
     }
   }
 };
