@@ -22,8 +22,9 @@ interface Shape {
 
 const EXPERTS = 8;
 const INPUT_BATCHES = 8;
+// BENCH_SHAPES=small: hidden 1024 only; BENCH_SHAPES=large: hidden 2048 only; unset: both.
 const SHAPES: Shape[] = [
-  { hidden: 1024, ffn: 2816, tokens: [1, 16, 256, 512] },
+  ...(process.env.BENCH_SHAPES === 'large' ? [] : [{ hidden: 1024, ffn: 2816, tokens: [1, 16, 256, 512] }]),
   ...(process.env.BENCH_SHAPES === 'small' ? [] : [{ hidden: 2048, ffn: 5632, tokens: [256, 512] }]),
 ];
 const TOP2: RoutingPolicy = { kind: 'top-k', k: 2, normalize: true };

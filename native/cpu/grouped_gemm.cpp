@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "../thread_pool.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
@@ -14,6 +15,8 @@ constexpr int kMaxTileRows = 8;                // the widest kernel family (AVX-
 // L2 gave 8-24 rows at K = 2048-5632 and made large layers bandwidth-bound: 92 instead of 147 GFLOP/s at H=2048).
 constexpr int kRowChunk = 256;
 constexpr size_t kPanelSliceBytes = 16 * 1024;  // K slice of a panel that stays in L1 while every row tile uses it
+constexpr size_t kStagedRowPad = 16;             // floats: staged rows are K plus one cache line apart
+constexpr int kStagingRowBlock = 32;             // rows copied per staging task
 
 struct WorkItem {
   int group;
@@ -125,10 +128,60 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
 
+// Rows a multiple of 2 KiB apart share L1 sets (half of a tile's rows at 2 KiB, all of them at 4 KiB, as f32 rows of
+// hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When several
+// row tiles read such a group, its rows are copied once per GEMM into rows one cache line longer than K. Families
+// that round bf16 rows per K slice already read them from contiguous scratch.
+bool stagesRows(const GemmGroup& group, const TileKernels& kernels) {
+  const bool roundsRows = group.weights->dtype() == DType::BF16 && kernels.roundRowBf16 != nullptr;
+  return group.rows > kernels.maxRows && !roundsRows && group.inputStride * sizeof(float) % 2048 == 0;
+}
+
+// `groups` with each group that stagesRows() reading a contiguous copy of its rows (made in parallel) instead.
+std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, const TileKernels& kernels,
+                                      AlignedBuffer& oversize) {
+  struct RowBlock {
+    size_t group;
+    int firstRow;
+  };
+  std::vector<GemmGroup> staged = groups;
+  std::vector<RowBlock> blocks;
+  std::vector<size_t> offsets(groups.size());
+  size_t floats = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (!stagesRows(groups[g], kernels)) continue;
+    offsets[g] = floats;
+    floats += static_cast<size_t>(groups[g].rows) * (groups[g].weights->k() + kStagedRowPad);
+    for (int first = 0; first < groups[g].rows; first += kStagingRowBlock) blocks.push_back({g, first});
+  }
+  if (blocks.empty()) return staged;
+  float* const copies = static_cast<float*>(threadScratch(ScratchSlot::StagedRows, floats * sizeof(float), oversize));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (!stagesRows(groups[g], kernels)) continue;
+    staged[g].input = copies + offsets[g];
+    staged[g].inputStride = groups[g].weights->k() + kStagedRowPad;
+    staged[g].inputRowIndex = nullptr;
+  }
+  cpuThreadPool().parallelFor(blocks.size(), [&](size_t b) {
+    const size_t g = blocks[b].group;
+    const GemmGroup& from = groups[g];
+    float* const destination = copies + offsets[g];
+    const int end = std::min(from.rows, blocks[b].firstRow + kStagingRowBlock);
+    for (int row = blocks[b].firstRow; row < end; ++row) {
+      const size_t source = from.inputRowIndex ? static_cast<size_t>(from.inputRowIndex[row]) : row;
+      std::copy_n(from.input + source * from.inputStride, from.weights->k(),
+                  destination + static_cast<size_t>(row) * staged[g].inputStride);
+    }
+  });
+  return staged;
+}
+
 }  // namespace
 
-void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue) {
+void runGroupedGemm(const std::vector<GemmGroup>& inputGroups, Epilogue epilogue) {
   const TileKernels& kernels = activeTileKernels();  // one family for the whole job
+  AlignedBuffer oversizeStaging;
+  const std::vector<GemmGroup> groups = withStagedRows(inputGroups, kernels, oversizeStaging);
   const std::vector<WorkItem> items = planItems(groups, kernels.maxRows);
   cpuThreadPool().parallelFor(items.size(), [&](size_t i) {
     thread_local ItemScratch scratch;

@@ -11,7 +11,7 @@
 namespace dynamoe::cpu {
 
 // One per buffer a single call needs at the same time.
-enum class ScratchSlot { RouterLogits, Intermediate, RowOutput, Count };
+enum class ScratchSlot { RouterLogits, Intermediate, RowOutput, StagedRows, Count };
 
 constexpr size_t kRetainedScratchBytes = size_t{4} << 20;
 
