@@ -44,6 +44,12 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
   return items;
 }
 
+// Whether `kernels` multiply `dtype` weights on activation rows rounded to bf16, one K slice at a time into
+// contiguous scratch (families with bf16 dot products, on bf16 weights).
+bool roundsRows(const TileKernels& kernels, DType dtype) {
+  return dtype == DType::BF16 && kernels.roundRowBf16 != nullptr;
+}
+
 // Per-thread scratch, grown once to the largest item.
 struct ItemScratch {
   std::vector<float> partial;     // running sums of every row tile across K slices
@@ -61,7 +67,7 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   // activation rows to bf16 instead.
   const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
   const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxRows;
-  const bool roundRows = dtype == DType::BF16 && kernels.roundRowBf16 != nullptr;
+  const bool roundRows = roundsRows(kernels, dtype);
   const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
   const int k = weights.k();
   // One row tile reuses nothing from L1, so it takes the whole K range in one call: no partial sums round trip,
@@ -133,8 +139,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
 // row tiles read such a group, its rows are copied once per GEMM into rows one cache line longer than K. Families
 // that round bf16 rows per K slice already read them from contiguous scratch.
 bool stagesRows(const GemmGroup& group, const TileKernels& kernels) {
-  const bool roundsRows = group.weights->dtype() == DType::BF16 && kernels.roundRowBf16 != nullptr;
-  return group.rows > kernels.maxRows && !roundsRows && group.inputStride * sizeof(float) % 2048 == 0;
+  return group.rows > kernels.maxRows && !roundsRows(kernels, group.weights->dtype()) &&
+         group.inputStride * sizeof(float) % 2048 == 0;
 }
 
 // `groups` with each group that stagesRows() reading a contiguous copy of its rows (made in parallel) instead.
