@@ -9,9 +9,11 @@ export type CpuInfo = NativeCpuInfo;
 
 /**
  * Chooses the CPU kernel family for every layer and model of the process (default: the best of 'avx512', 'avx2',
- * 'scalar' this CPU runs). 'avx512bf16' (CPUs with AVX512_BF16) multiplies bf16 weights with bf16 dot products:
- * about twice the bf16 throughput, but it rounds the activations of bf16-weight GEMMs to bf16 (as llama.cpp and
- * oneDNN do), where the other families keep them in f32. f32 and f16 weights run as on 'avx512'.
+ * 'scalar' this CPU runs). 'avx512bf16' (CPUs with AVX512_BF16) multiplies bf16 weights with bf16 dot products
+ * and rounds the activations of those GEMMs to bf16 (as llama.cpp and oneDNN do), where the other families keep
+ * them in f32. It is faster only where the CPU's dot products outrun its fp32 FMAs (compare the roofline's
+ * bf16DotGflops and fmaGflops): on a Sapphire Rapids host they ran at half the FMA rate, and 'avx512' was 1.4-1.8x
+ * faster in prefill. f32 and f16 weights run as on 'avx512'.
  * Throws ERR_DYNAMOE_TYPE when this CPU (or build) cannot run the family.
  */
 export function setCpuIsa(isa: CpuIsa): void {

@@ -104,8 +104,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
     }
     if (roundRows) {
       // Every panel item of a row chunk rounds the same rows again (about 8% of the dot tile's instructions in
-      // prefill, counted, not measured), but the scratch stays one slice of rows per thread. A rounded copy of each
-      // group's rows made once per GEMM would remove it: measure on an AVX512_BF16 CPU before trading scratch for it.
+      // prefill, counted, not measured). withStagedRows() could round them once per GEMM instead; not done, since
+      // this family lost to widening on the one AVX512_BF16 CPU measured, and this path cannot run on the dev VM.
       for (int r = 0; r < item.rowCount; ++r) {
         kernels.roundRowBf16(inputRow(item.firstRow + r, kBegin), job.k, scratch.rounded.data() + r * roundedStride);
       }

@@ -1,8 +1,8 @@
 // The register-blocked inner kernels of the expert GEMMs, one family per instruction set (chosen at run time).
 //
 // Weights are packed in panels of kPanelWidth columns, K-major: panel[k][0..31] (bf16: in k pairs, see below).
-// A tile multiplies up to
-// `maxRows` activation rows (f32, gathered through row pointers, so no permuted copy of x is made) by one panel
+// A tile multiplies up to `maxRows` activation rows (f32, gathered through row pointers; grouped_gemm.cpp copies
+// them only where their spacing would thrash L1, or rounds them to bf16 for dot-product tiles) by one panel
 // over a K range (the job's pointers already point at the range's first k). Partial sums of earlier K ranges live
 // in `partial`; the last range applies the epilogue:
 //   - SwiGlu: the panel holds 16 gate columns then 16 up columns; writes silu(gate) * up, 16 floats per row;
