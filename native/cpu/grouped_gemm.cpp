@@ -62,20 +62,22 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   const PackedMatrix& weights = *group.weights;
   const DType dtype = weights.dtype();
   const size_t elementBytes = dtypeBytes(dtype);
-  // With several row tiles, widen each 16-bit K slice once and run the f32 tiles on it; one tile converts in
-  // registers instead (no store and reload). Families with bf16 dot products never widen bf16: they round the
-  // activation rows to bf16 instead.
+  // With more rows than one converting tile takes, widen each 16-bit K slice once and run the f32 tiles on it; one
+  // such tile converts in registers instead (no store and reload). Families with bf16 dot products never widen
+  // bf16: they round the activation rows to bf16 instead.
   const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
-  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxRows;
+  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxConvertingRows;
   const bool roundRows = roundsRows(kernels, dtype);
   const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
   const int k = weights.k();
-  // One row tile reuses nothing from L1, so it takes the whole K range in one call: no partial sums round trip,
-  // and its accumulator sets stream far-apart parts of the panel.
-  const int kSlice = item.rowCount <= kernels.maxRows ? k : kSliceFor(widenOnce ? DType::F32 : dtype);
+  // One row tile on the stored panel reuses nothing from L1 across tiles, so it takes the whole K range in one
+  // call: no partial sums round trip, and its accumulator sets stream far-apart parts of the panel.
+  const bool oneCall = item.rowCount <= kernels.maxRows && !widenOnce;
+  const int kSlice = oneCall ? k : kSliceFor(widenOnce ? DType::F32 : dtype);
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const char* const panelStart = static_cast<const char*>(weights.panel(item.panel));
   const size_t linesPerRow = kPanelWidth * elementBytes / 64;  // of the stored panel: 1 (16-bit) or 2 (f32)
+  const int tiles = (item.rowCount + kernels.maxRows - 1) / kernels.maxRows;
   const size_t roundedStride = static_cast<size_t>(storedK(DType::BF16, kSlice));
   scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
   if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
@@ -110,15 +112,21 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
         kernels.roundRowBf16(inputRow(item.firstRow + r, kBegin), job.k, scratch.rounded.data() + r * roundedStride);
       }
     }
-    // While the row tiles compute on this slice, the first ones fetch the next, one 64-byte line per k each
-    // (`linesPerRow` tiles cover a whole slice): otherwise memory sits idle between slices, most visibly when an
-    // expert has few rows per slice. Only a whole next slice, so no fetch passes the panel's end.
-    const char* nextSlice = item.rowCount > kernels.maxRows && kBegin + 2 * kSlice <= k
+    // While the row tiles compute on this slice, they fetch the next, each an equal share of its lines (one per k):
+    // otherwise memory sits idle between slices, most visibly when an expert has few rows per slice. Spread over
+    // every tile, not fetched by the first ones: with 6-row AVX2 tiles, fetching the whole next slice early evicted
+    // the current one from a 32 KiB L1. Only a whole next slice, so no fetch passes the panel's end.
+    const char* nextSlice = !oneCall && kBegin + 2 * kSlice <= k
                                 ? panelStart + static_cast<size_t>(kBegin + kSlice) * kPanelWidth * elementBytes
                                 : nullptr;
+    const size_t sliceLines = static_cast<size_t>(kSlice) * linesPerRow;
+    // At most kSlice, one per k: a sliced item has at least linesPerRow tiles.
+    const size_t linesPerTile = (sliceLines + tiles - 1) / tiles;
     for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
-      const size_t tileIndex = static_cast<size_t>((first - item.firstRow) / kernels.maxRows);
-      job.prefetch = nextSlice && tileIndex < linesPerRow ? nextSlice + tileIndex * job.k * 64 : nullptr;
+      const size_t firstLine = static_cast<size_t>((first - item.firstRow) / kernels.maxRows) * linesPerTile;
+      job.prefetch = nextSlice ? nextSlice + firstLine * 64 : nullptr;
+      const size_t linesLeft = sliceLines - std::min(sliceLines, firstLine);
+      job.prefetchLines = nextSlice ? static_cast<int>(std::min(linesPerTile, linesLeft)) : 0;
       job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;

@@ -17,10 +17,10 @@ struct SimdDotTile {
   static constexpr int S = accumulatorSets(MR * R);
 
   // acc[r] += the dot products of row r's values 2*pair and 2*pair + 1 with panel rows 2*pair and 2*pair + 1.
-  static inline void step(const void* panel, const uint16_t* const* rows, const char* prefetch, int pair,
-                          typename V::Reg (&acc)[MR][R]) {
+  static inline void step(const void* panel, const uint16_t* const* rows, const char* prefetch,
+                          size_t prefetchLines, int pair, typename V::Reg (&acc)[MR][R]) {
     const size_t kk = 2 * static_cast<size_t>(pair);
-    fetchAhead<DType::BF16, MR>(panel, prefetch, kk, 2);
+    fetchAhead<DType::BF16, MR>(panel, prefetch, prefetchLines, kk, 2);
     typename D::Pairs b[R];
 #pragma GCC unroll 4
     for (int c = 0; c < R; ++c) b[c] = D::loadPairs(bf16PairsAt<V>(panel, kk, c));
@@ -34,15 +34,16 @@ struct SimdDotTile {
 
   static void run(const TileJob& job) {
     typename V::Reg acc[S][MR][R];
-    startSums<V>(job, acc);
+    startSums<V, R, 0>(job, job.first, acc);
     const void* const panel = job.panel;
     const char* const prefetch = job.prefetch;
+    const size_t prefetchLines = static_cast<size_t>(job.prefetchLines);
     const uint16_t* rows[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) rows[r] = static_cast<const uint16_t*>(job.rows[r]);
     // An odd K's last pair is whole too: the panel and the rounded rows are both padded with a zero.
-    walkSteps<S>((job.k + 1) / 2, [&](int pair, int s) { step(panel, rows, prefetch, pair, acc[s]); });
-    finishSums<V>(job, acc);
+    walkSteps<S>((job.k + 1) / 2, [&](int pair, int s) { step(panel, rows, prefetch, prefetchLines, pair, acc[s]); });
+    finishSums<V, R, 0>(job, job.last, acc);
   }
 };
 

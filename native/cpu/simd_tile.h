@@ -5,7 +5,9 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "simd_math.h"
 #include "tile_kernels.h"
@@ -51,12 +53,12 @@ inline void prefetchPanelRow(const void* panel, size_t kk) {
 // of few rows (decode, small batches), so nothing keeps the panel in L1 for them.
 constexpr int kStreamingRows = 4;
 
-// Fetches lines kk .. kk + count - 1 of a job's prefetch range (if any) and, for streaming tiles, the 16-bit
-// panel rows that far ahead.
+// Fetches lines kk .. kk + count - 1 of a job's prefetch range (those below prefetchLines) and, for streaming
+// tiles, the 16-bit panel rows that far ahead.
 template <DType W, int MR>
-inline void fetchAhead(const void* panel, const char* prefetch, size_t kk, int count) {
+inline void fetchAhead(const void* panel, const char* prefetch, size_t prefetchLines, size_t kk, int count) {
   for (int i = 0; i < count; ++i) {
-    if (prefetch) _mm_prefetch(prefetch + (kk + i) * 64, _MM_HINT_T0);
+    if (kk + i < prefetchLines) _mm_prefetch(prefetch + (kk + i) * 64, _MM_HINT_T0);
     if constexpr (MR <= kStreamingRows) prefetchPanelRow<W>(panel, kk + i);
   }
 }
@@ -72,79 +74,110 @@ constexpr int accumulatorSets(int accumulators) { return accumulators >= kFmaCha
 // Calls step(i, s) for steps i in [0, steps), set s walking its own contiguous part of the range: a small tile
 // streams its panel from memory, and several streams per core keep more misses in flight than one (bf16 decode
 // ran ~6% faster than with sets over alternate k). Leftover steps go to set 0.
-template <int S, class Step>
-inline void walkSteps(int steps, Step&& step) {
+// (The sets are expanded at compile time: an unroll pragma on a loop over them is not always honoured.)
+template <int S, class Step, int... Set>
+inline void walkSteps(int steps, Step&& step, std::integer_sequence<int, Set...>) {
   const int span = steps / S;
-  for (int i = 0; i < span; ++i) {
-#pragma GCC unroll 4
-    for (int s = 0; s < S; ++s) step(s * span + i, s);
-  }
+  for (int i = 0; i < span; ++i) (step(Set * span + i, Set), ...);
   for (int i = S * span; i < steps; ++i) step(i, 0);
 }
 
-// The accumulators at the start of the job's K range: the running sums of earlier ranges in set 0, zeros elsewhere.
-template <class V, int S, int MR, int R>
-inline void startSums(const TileJob& job, typename V::Reg (&acc)[S][MR][R]) {
+template <int S, class Step>
+inline void walkSteps(int steps, Step&& step) {
+  walkSteps<S>(steps, step, std::make_integer_sequence<int, S>{});
+}
+
+// Register j of a row in column pass p of a tile that splits each row's R registers over R / RP passes: pass p
+// takes registers p, p + passes, ... so that with the SwiGLU epilogue every pass holds gate registers (j < RP / 2)
+// and their up registers (j + RP / 2) together.
+template <int R, int RP>
+constexpr int passRegister(int p, int j) {
+  return p + j * (R / RP);
+}
+
+// The accumulators of column pass P at the start of a K range: the running sums of earlier ranges in set 0 (zeros
+// when `fromZero`), zeros in the other sets.
+template <class V, int R, int P, int S, int MR, int RP>
+inline void startSums(const TileJob& job, bool fromZero, typename V::Reg (&acc)[S][MR][RP]) {
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-    for (int c = 0; c < R; ++c) {
-      acc[0][r][c] = job.first ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
+    for (int j = 0; j < RP; ++j) {
+      const int c = passRegister<R, RP>(P, j);
+      acc[0][r][j] = fromZero ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
 #pragma GCC unroll 4
-      for (int s = 1; s < S; ++s) acc[s][r][c] = V::zero();
+      for (int s = 1; s < S; ++s) acc[s][r][j] = V::zero();
     }
   }
 }
 
-// Adds the accumulator sets, then stores the running sums (before the last K range) or applies the epilogue.
-template <class V, int S, int MR, int R>
-inline void finishSums(const TileJob& job, typename V::Reg (&acc)[S][MR][R]) {
+// Adds the accumulator sets of column pass P, then stores the running sums or (`finish`) applies the epilogue.
+template <class V, int R, int P, int S, int MR, int RP>
+inline void finishSums(const TileJob& job, bool finish, typename V::Reg (&acc)[S][MR][RP]) {
 #pragma GCC unroll 4
   for (int s = 1; s < S; ++s) {
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) acc[0][r][c] = V::add(acc[0][r][c], acc[s][r][c]);
+      for (int j = 0; j < RP; ++j) acc[0][r][j] = V::add(acc[0][r][j], acc[s][r][j]);
     }
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    if (!job.last) {
+    if (!finish) {
 #pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) V::store(job.partial + r * kPanelWidth + c * V::kLanes, acc[0][r][c]);
+      for (int j = 0; j < RP; ++j) {
+        V::store(job.partial + r * kPanelWidth + passRegister<R, RP>(P, j) * V::kLanes, acc[0][r][j]);
+      }
     } else if (job.epilogue == Epilogue::SwiGlu) {
-      // The first half of the registers holds gate columns, the second half the matching up columns.
+      // The first half of a row's registers holds gate columns, the second half the matching up columns.
 #pragma GCC unroll 4
-      for (int c = 0; c < R / 2; ++c) {
-        V::store(job.out[r] + c * V::kLanes, V::mul(siluPs<V>(acc[0][r][c]), acc[0][r][c + R / 2]));
+      for (int j = 0; j < RP / 2; ++j) {
+        V::store(job.out[r] + passRegister<R, RP>(P, j) * V::kLanes,
+                 V::mul(siluPs<V>(acc[0][r][j]), acc[0][r][j + RP / 2]));
       }
     } else {
       const typename V::Reg scale = V::set1(job.rowScale[r]);
 #pragma GCC unroll 4
-      for (int c = 0; c < R; ++c) V::store(job.out[r] + c * V::kLanes, V::mul(acc[0][r][c], scale));
+      for (int j = 0; j < RP; ++j) {
+        V::store(job.out[r] + passRegister<R, RP>(P, j) * V::kLanes, V::mul(acc[0][r][j], scale));
+      }
     }
   }
 }
 
-template <class V, DType W, int MR>
+// K rows of a panel that one chunk of a multi-pass tile covers: 16 KiB, so the passes after the first find the
+// chunk in L1.
+template <DType W>
+constexpr int kPassChunk = storesKPairs(W) || W == DType::F16 ? 256 : 128;
+
+// MR rows x 32 columns. Each row's R registers are taken RP at a time, in R / RP column passes over the K range
+// (chunked so later passes read the panel from L1): a family with few registers keeps more rows per tile that way
+// (AVX2: 6 rows x 2 registers = 12 accumulators, 2 panel registers and a broadcast in 16 ymm registers, instead of
+// 3 rows x 4 registers that leave no room for the fourth panel register).
+template <class V, DType W, int MR, int RP = kRegsPerRow<V>>
 struct SimdTile {
   static constexpr int R = kRegsPerRow<V>;
-  static constexpr int S = accumulatorSets(MR * R);
+  static constexpr int kPasses = R / RP;
+  static_assert(kPasses * RP == R && (RP % 2 == 0 || kPasses == 1), "a pass holds whole gate / up register pairs");
+  static constexpr int S = accumulatorSets(MR * RP);
   // Panel rows per step: bf16 panels come in k pairs (one load widens both rows).
   static constexpr int kStepRows = storesKPairs(W) ? 2 : 1;
 
-  // acc[r] += row r [kk + i] * panel row kk + i for i < Rows; also fetches the job's prefetch lines of those k.
-  template <int Rows>
-  static inline void step(const void* panel, const float* const* rowPtr, const char* prefetch, int kk,
-                          typename V::Reg (&acc)[MR][R]) {
-    typename V::Reg b[kStepRows][R];
-    fetchAhead<W, MR>(panel, prefetch, static_cast<size_t>(kk), Rows);
+  // acc[r] += row r [kk + i] * column pass P of panel row kk + i, for i < Rows; the first pass also fetches the
+  // job's prefetch lines of those k.
+  template <int P, int Rows>
+  static inline void step(const void* panel, const float* const* rowPtr, const char* prefetch, size_t prefetchLines,
+                          int kk, typename V::Reg (&acc)[MR][RP]) {
+    typename V::Reg b[kStepRows][RP];
+    if constexpr (P == 0) fetchAhead<W, MR>(panel, prefetch, prefetchLines, static_cast<size_t>(kk), Rows);
 #pragma GCC unroll 4
-    for (int c = 0; c < R; ++c) {
+    for (int j = 0; j < RP; ++j) {
+      const int c = passRegister<R, RP>(P, j);
       if constexpr (storesKPairs(W)) {
-        loadBf16PanelPair<V>(panel, static_cast<size_t>(kk), c, b[0][c], b[kStepRows - 1][c]);
+        loadBf16PanelPair<V>(panel, static_cast<size_t>(kk), c, b[0][j], b[kStepRows - 1][j]);
       } else {
-        b[0][c] = loadPanel<V, W>(panel, static_cast<size_t>(kk), c);
+        b[0][j] = loadPanel<V, W>(panel, static_cast<size_t>(kk), c);
       }
     }
 #pragma GCC unroll 2
@@ -153,25 +186,42 @@ struct SimdTile {
       for (int r = 0; r < MR; ++r) {
         const typename V::Reg a = V::broadcast(rowPtr[r] + kk + i);
 #pragma GCC unroll 4
-        for (int c = 0; c < R; ++c) acc[r][c] = V::fmadd(a, b[i][c], acc[r][c]);
+        for (int j = 0; j < RP; ++j) acc[r][j] = V::fmadd(a, b[i][j], acc[r][j]);
       }
     }
   }
 
-  static void run(const TileJob& job) {
-    typename V::Reg acc[S][MR][R];
-    startSums<V>(job, acc);
+  // Column pass P over panel rows [begin, end) of the job.
+  template <int P>
+  static inline void pass(const TileJob& job, const float* const* rowPtr, int begin, int end) {
+    typename V::Reg acc[S][MR][RP];
+    startSums<V, R, P>(job, job.first && begin == 0, acc);
     // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
     const void* const panel = job.panel;
-    const int k = job.k;
     const char* const prefetch = job.prefetch;
+    const size_t prefetchLines = static_cast<size_t>(job.prefetchLines);
+    walkSteps<S>((end - begin) / kStepRows, [&](int i, int s) {
+      step<P, kStepRows>(panel, rowPtr, prefetch, prefetchLines, begin + i * kStepRows, acc[s]);
+    });
+    // The odd last k of a bf16 panel: its pair partner is padding, and past the end of the activation rows.
+    if ((end - begin) % kStepRows != 0) step<P, 1>(panel, rowPtr, prefetch, prefetchLines, end - 1, acc[0]);
+    finishSums<V, R, P>(job, job.last && end == job.k, acc);
+  }
+
+  template <int... P>
+  static inline void passes(const TileJob& job, const float* const* rowPtr, int begin, int end,
+                            std::integer_sequence<int, P...>) {
+    (pass<P>(job, rowPtr, begin, end), ...);
+  }
+
+  static void run(const TileJob& job) {
     const float* rowPtr[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) rowPtr[r] = static_cast<const float*>(job.rows[r]);
-    walkSteps<S>(k / kStepRows, [&](int i, int s) { step<kStepRows>(panel, rowPtr, prefetch, i * kStepRows, acc[s]); });
-    // The odd last k of a bf16 panel: its pair partner is padding, and past the end of the activation rows.
-    if (k % kStepRows != 0) step<1>(panel, rowPtr, prefetch, k - 1, acc[0]);
-    finishSums<V>(job, acc);
+    const int chunk = kPasses == 1 ? job.k : kPassChunk<W>;
+    for (int begin = 0; begin < job.k; begin += chunk) {
+      passes(job, rowPtr, begin, std::min(job.k, begin + chunk), std::make_integer_sequence<int, kPasses>{});
+    }
   }
 };
 

@@ -53,9 +53,11 @@ struct TileJob {
   Epilogue epilogue;
   const float* rowScale;     // Scaled: one factor per row
   float* const* out;         // rowCount output pointers (epilogueColumns floats each)
-  // Memory to bring into cache while the tile computes, one 64-byte line per k (null: none): part of the panel's
-  // next K slice, which would otherwise be read only after every row tile of this slice has finished.
+  // Memory to bring into cache while the tile computes: `prefetchLines` 64-byte lines (at most k) from `prefetch`,
+  // one per k from the range's first: part of the panel's next K slice, which would otherwise be read only after
+  // every row tile of this slice has finished.
   const char* prefetch;
+  int prefetchLines;
 };
 
 using TileFn = void (*)(const TileJob& job);
@@ -85,6 +87,9 @@ using RoundRowFn = void (*)(const float* row, int k, uint16_t* out);
 struct TileKernels {
   Isa isa;
   int maxRows;
+  // Most rows of a tile that reads a 16-bit panel itself; items of more rows widen each K slice of the panel once
+  // and run f32 tiles on it.
+  int maxConvertingRows;
   TileFn tile[3];    // indexed by weight DType
   WidenFn widen[3];  // indexed by weight DType; null where the tiles read the stored panel directly (f32 always)
   AttendFn attend;   // attention rows of the model graphs, with the same instruction set

@@ -93,6 +93,7 @@ bool checkCase(std::mt19937& rng, int rowCount, int k, int split, Epilogue epilo
     job.epilogue = epilogue;
     job.rowScale = scale.data();
     job.prefetch = prefetch ? ahead.data() : nullptr;
+    job.prefetchLines = prefetch ? job.k : 0;
     for (int r = 0; r < rowCount; ++r) {
       Avx2Bf16DotEmulation::roundRow(x.data() + static_cast<size_t>(r) * k + begin, job.k, rounded.data() + r * stride);
       rows[r] = rounded.data() + r * stride;
