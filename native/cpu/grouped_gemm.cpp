@@ -153,7 +153,7 @@ bool stagesRows(const GemmGroup& group, const TileKernels& kernels) {
 
 // `groups` with each group that stagesRows() reading a contiguous copy of its rows (made in parallel) instead.
 std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, const TileKernels& kernels,
-                                      AlignedBuffer& oversize) {
+                                      ScratchBuffers& scratch, AlignedBuffer& oversize) {
   struct RowBlock {
     size_t group;
     int firstRow;
@@ -169,7 +169,7 @@ std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, cons
     for (int first = 0; first < groups[g].rows; first += kStagingRowBlock) blocks.push_back({g, first});
   }
   if (blocks.empty()) return staged;
-  float* const copies = static_cast<float*>(threadScratch(ScratchSlot::StagedRows, floats * sizeof(float), oversize));
+  float* const copies = static_cast<float*>(scratch.get(ScratchSlot::StagedRows, floats * sizeof(float), oversize));
   for (size_t g = 0; g < groups.size(); ++g) {
     if (!stagesRows(groups[g], kernels)) continue;
     staged[g].input = copies + offsets[g];
@@ -192,10 +192,11 @@ std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, cons
 
 }  // namespace
 
-void runGroupedGemm(const std::vector<GemmGroup>& inputGroups, Epilogue epilogue) {
+void runGroupedGemm(const std::vector<GemmGroup>& inputGroups, Epilogue epilogue, ScratchBuffers* scratch) {
   const TileKernels& kernels = activeTileKernels();  // one family for the whole job
   AlignedBuffer oversizeStaging;
-  const std::vector<GemmGroup> groups = withStagedRows(inputGroups, kernels, oversizeStaging);
+  const std::vector<GemmGroup> groups =
+      withStagedRows(inputGroups, kernels, scratch ? *scratch : threadScratchBuffers(), oversizeStaging);
   const std::vector<WorkItem> items = planItems(groups, kernels.maxRows);
   cpuThreadPool().parallelFor(items.size(), [&](size_t i) {
     thread_local ItemScratch scratch;

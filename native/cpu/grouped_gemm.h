@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "packed_matrix.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
@@ -22,6 +23,7 @@ struct GemmGroup {
   std::atomic<int32_t>* rowsComputed = nullptr;  // optional count of rows this group multiplied
 };
 
-void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue);
+// `scratch`: where the staged rows (see grouped_gemm.cpp) go; null means the calling thread's buffers.
+void runGroupedGemm(const std::vector<GemmGroup>& groups, Epilogue epilogue, ScratchBuffers* scratch = nullptr);
 
 }  // namespace dynamoe::cpu

@@ -1,4 +1,5 @@
-// Keys and values of every attention layer for one sequence, appended to as the sequence grows.
+// Keys and values of every attention layer for one sequence, appended to as the sequence grows, and the scratch
+// that sequence's forward steps reuse.
 #pragma once
 
 #include <string>
@@ -6,6 +7,7 @@
 
 #include "../aligned_buffer.h"
 #include "../errors.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
@@ -40,6 +42,9 @@ class KvCache {
     for (const AlignedBuffer& b : keys_) total += 2 * b.bytes();
     return total;
   }
+  // Activations and kernel scratch of this sequence's steps: grown to the largest step so far (at most `capacity`
+  // tokens), kept until the sequence goes. One step at a time runs on a sequence.
+  ScratchBuffers& stepScratch() { return stepScratch_; }
 
  private:
   int capacity_;
@@ -47,6 +52,7 @@ class KvCache {
   std::vector<int> widths_;
   std::vector<AlignedBuffer> keys_;
   std::vector<AlignedBuffer> values_;
+  ScratchBuffers stepScratch_;
 };
 
 }  // namespace dynamoe::cpu

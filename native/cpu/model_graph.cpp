@@ -1,5 +1,7 @@
 #include "model_graph.h"
 
+#include <cstring>
+
 #include "packed_matrix.h"
 
 namespace dynamoe::cpu {
@@ -30,8 +32,10 @@ void ModelGraph::forward(const StepRequest& request) const {
     step.strides.push_back(stride);
     total += stride * request.tokens;
   }
-  AlignedBuffer activations(total * sizeof(float), AlignedBuffer::Fill::Zero);
-  float* next = activations.as<float>();
+  AlignedBuffer unused;  // a sequence's scratch keeps every size
+  float* next = static_cast<float*>(
+      request.cache->stepScratch().get(ScratchSlot::Activations, total * sizeof(float), unused));
+  std::memset(next, 0, total * sizeof(float));  // the panel padding of every row reads as zeros
   for (size_t stride : step.strides) {
     step.buffers.push_back(next);
     next += stride * request.tokens;

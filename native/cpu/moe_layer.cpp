@@ -57,7 +57,8 @@ size_t MoeLayer::weightBytes() const {
 
 void MoeLayer::forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out,
                        size_t outStride, const RoutingOutput& routing, const WorkCounters& work,
-                       const RouterStatsSums* stats) const {
+                       const RouterStatsSums* stats, ScratchBuffers* scratch) const {
+  ScratchBuffers& buffers = scratch ? *scratch : threadScratchBuffers();
   const int hidden = config_.hidden;
   const int experts = config_.experts;
   checkFinite(x, tokens, hidden, xStride, "x", "feature");
@@ -66,7 +67,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
   AlignedBuffer oversizeLogits;
   float* const logits = static_cast<float*>(
-      threadScratch(ScratchSlot::RouterLogits, static_cast<size_t>(tokens) * logitStride * sizeof(float), oversizeLogits));
+      buffers.get(ScratchSlot::RouterLogits, static_cast<size_t>(tokens) * logitStride * sizeof(float), oversizeLogits));
   GemmGroup routerGemm;
   routerGemm.weights = &router_;
   routerGemm.rows = tokens;
@@ -74,7 +75,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   routerGemm.inputStride = xStride;
   routerGemm.output = logits;
   routerGemm.outputStride = logitStride;
-  runGroupedGemm({routerGemm}, Epilogue::Scaled);
+  runGroupedGemm({routerGemm}, Epilogue::Scaled, &buffers);
   checkFinite(logits, tokens, experts, logitStride, "router logits (x . router weights)", "expert");
   routeTokens(logits, logitStride, tokens, experts, RouterInput::Logits, policy, routing);
   if (stats != nullptr) {
@@ -100,9 +101,9 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   AlignedBuffer oversizeIntermediate;
   AlignedBuffer oversizeRowOutput;
   float* const intermediate = static_cast<float*>(
-      threadScratch(ScratchSlot::Intermediate, rows * intermediateStride * sizeof(float), oversizeIntermediate));
+      buffers.get(ScratchSlot::Intermediate, rows * intermediateStride * sizeof(float), oversizeIntermediate));
   float* const rowOutput =
-      static_cast<float*>(threadScratch(ScratchSlot::RowOutput, rows * outputStride * sizeof(float), oversizeRowOutput));
+      static_cast<float*>(buffers.get(ScratchSlot::RowOutput, rows * outputStride * sizeof(float), oversizeRowOutput));
 
   std::vector<std::atomic<int32_t>> gateUpRows(experts + 1);
   std::vector<std::atomic<int32_t>> downRows(experts + 1);
@@ -136,8 +137,8 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   }
   if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts);
 
-  runGroupedGemm(gateUpGroups, Epilogue::SwiGlu);
-  runGroupedGemm(downGroups, Epilogue::Scaled);
+  runGroupedGemm(gateUpGroups, Epilogue::SwiGlu, &buffers);
+  runGroupedGemm(downGroups, Epilogue::Scaled, &buffers);
   combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, out, outStride);
 
   for (int e = 0; e < experts; ++e) {

@@ -7,6 +7,7 @@
 
 #include "packed_matrix.h"
 #include "routing.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
@@ -52,9 +53,11 @@ class MoeLayer {
   size_t weightBytes() const;
 
   // x: [tokens][hidden] (finite) with row stride xStride, out: [tokens][hidden] with row stride outStride.
-  // Safe to call from several threads at once.
+  // `scratch`: the buffers this call reuses (a session's); null means the calling thread's.
+  // Safe to call from several threads at once (with different scratch).
   void forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out, size_t outStride,
-               const RoutingOutput& routing, const WorkCounters& work, const RouterStatsSums* stats = nullptr) const;
+               const RoutingOutput& routing, const WorkCounters& work, const RouterStatsSums* stats = nullptr,
+               ScratchBuffers* scratch = nullptr) const;
 
  private:
   struct PackedExpert {

@@ -12,23 +12,26 @@ class DenseMlpOp : public GraphOp {
 
   void run(GraphStep& step) const override {
     const size_t intermediateStride = static_cast<size_t>(gateUp_.panels()) * kSwiGluColumns;
-    AlignedBuffer intermediate(step.tokens * intermediateStride * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    ScratchBuffers& scratch = step.cache->stepScratch();
+    AlignedBuffer unused;  // a sequence's scratch keeps every size
+    float* const intermediate = static_cast<float*>(
+        scratch.get(ScratchSlot::Intermediate, step.tokens * intermediateStride * sizeof(float), unused));
     GemmGroup first;
     first.weights = &gateUp_;
     first.rows = step.tokens;
     first.input = step.buffers[input_];
     first.inputStride = step.strides[input_];
-    first.output = intermediate.as<float>();
+    first.output = intermediate;
     first.outputStride = intermediateStride;
-    runGroupedGemm({first}, Epilogue::SwiGlu);
+    runGroupedGemm({first}, Epilogue::SwiGlu, &scratch);
     GemmGroup second;
     second.weights = &down_;
     second.rows = step.tokens;
-    second.input = intermediate.as<float>();
+    second.input = intermediate;
     second.inputStride = intermediateStride;
     second.output = step.buffers[output_];
     second.outputStride = step.strides[output_];
-    runGroupedGemm({second}, Epilogue::Scaled);
+    runGroupedGemm({second}, Epilogue::Scaled, &scratch);
   }
 
   size_t weightBytes() const override { return gateUp_.bytes() + down_.bytes(); }

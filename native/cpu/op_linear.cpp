@@ -11,8 +11,9 @@ namespace dynamoe::cpu {
 
 namespace {
 
-void multiply(const PackedMatrix& weights, const float* input, size_t inputStride, int rows, float* output,
-              size_t outputStride) {
+// input . weights for `rows` rows of a step, with the step's sequence's scratch.
+void multiply(GraphStep& step, const PackedMatrix& weights, const float* input, size_t inputStride, int rows,
+              float* output, size_t outputStride) {
   GemmGroup group;
   group.weights = &weights;
   group.rows = rows;
@@ -20,7 +21,7 @@ void multiply(const PackedMatrix& weights, const float* input, size_t inputStrid
   group.inputStride = inputStride;
   group.output = output;
   group.outputStride = outputStride;
-  runGroupedGemm({group}, Epilogue::Scaled);
+  runGroupedGemm({group}, Epilogue::Scaled, &step.cache->stepScratch());
 }
 
 class LinearOp : public GraphOp {
@@ -32,7 +33,7 @@ class LinearOp : public GraphOp {
   void run(GraphStep& step) const override {
     float* out = step.buffers[output_];
     const size_t stride = step.strides[output_];
-    multiply(*weights_, step.buffers[input_], step.strides[input_], step.tokens, out, stride);
+    multiply(step, *weights_, step.buffers[input_], step.strides[input_], step.tokens, out, stride);
     if (bias_.empty()) return;
     for (int t = 0; t < step.tokens; ++t) {
       float* row = out + t * stride;
@@ -72,11 +73,10 @@ class LogitsOp : public GraphOp {
     const float* input = step.buffers[input_] + static_cast<size_t>(step.tokens - rows) * inputStride;
     // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
     const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
-    AlignedBuffer scratch(rows * padded * sizeof(float), AlignedBuffer::Fill::Uninitialized);
-    multiply(*weights_, input, inputStride, rows, scratch.as<float>(), padded);
+    float* const scratch = rowScratch(step, rows * padded);
+    multiply(step, *weights_, input, inputStride, rows, scratch, padded);
     for (int r = 0; r < rows; ++r) {
-      std::memcpy(step.logits + static_cast<size_t>(r) * vocab_, scratch.as<float>() + r * padded,
-                  vocab_ * sizeof(float));
+      std::memcpy(step.logits + static_cast<size_t>(r) * vocab_, scratch + r * padded, vocab_ * sizeof(float));
     }
   }
 
@@ -85,17 +85,23 @@ class LogitsOp : public GraphOp {
     const size_t inputStride = step.strides[input_];
     const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
     const int block = std::min(step.tokens, kScoreRows);
-    AlignedBuffer scratch(block * padded * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    float* const scratch = rowScratch(step, block * padded);
     for (int first = 0; first < step.tokens; first += block) {
       const int rows = std::min(block, step.tokens - first);
-      multiply(*weights_, step.buffers[input_] + first * inputStride, inputStride, rows, scratch.as<float>(), padded);
+      multiply(step, *weights_, step.buffers[input_] + first * inputStride, inputStride, rows, scratch, padded);
       for (int r = 0; r < rows; ++r) {
         const int target = step.targets[first + r];
-        const float* logits = scratch.as<float>() + r * padded;
+        const float* logits = scratch + r * padded;
         step.targetLogProbs[first + r] =
             target < 0 ? std::numeric_limits<double>::quiet_NaN() : logSoftmaxAt(logits, vocab_, target);
       }
     }
+  }
+
+  // `floats` of the sequence's scratch for logit rows (no MoE op runs at the same time to use the slot).
+  static float* rowScratch(GraphStep& step, size_t floats) {
+    AlignedBuffer unused;  // a sequence's scratch keeps every size
+    return static_cast<float*>(step.cache->stepScratch().get(ScratchSlot::RowOutput, floats * sizeof(float), unused));
   }
 
   // A head tied to the embedding shares its table, which the embedding op already counts.

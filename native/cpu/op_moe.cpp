@@ -23,7 +23,8 @@ class MoeOp : public GraphOp {
     RoutingOutput routing{kMax, ids.data(), weights.data(), stats ? stats->counts : counts.data(),
                           stats ? stats->expertLoad : load.data()};
     layer_->forward(step.buffers[input_], step.strides[input_], step.tokens, policy, step.buffers[output_],
-                    step.strides[output_], routing, WorkCounters{}, stats ? &stats->sums : nullptr);
+                    step.strides[output_], routing, WorkCounters{}, stats ? &stats->sums : nullptr,
+                    &step.cache->stepScratch());
   }
 
   size_t weightBytes() const override { return layer_->weightBytes(); }

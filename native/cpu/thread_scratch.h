@@ -1,22 +1,43 @@
-// Per-thread scratch reused from call to call, so the forward's hot path neither allocates nor faults in fresh
-// pages each time. Small and medium requests (decode, small batches) are served from buffers the calling thread
-// keeps; a request over kRetainedScratchBytes gets a buffer of its own for that call, so what stays allocated per
-// thread is bounded (kRetainedScratchBytes per slot).
+// Scratch reused from call to call, so the forward's hot path neither allocates nor faults in fresh pages each
+// time. Each thread keeps a set of buffers (threadScratch) for small and medium requests (decode, small batches);
+// a request over kRetainedScratchBytes gets a buffer of its own for that call, so what stays allocated per thread
+// is bounded. A model session keeps a set of its own with no such limit (its steps are bounded by its context),
+// so its prefills reuse their scratch too.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <limits>
 
 #include "../aligned_buffer.h"
 
 namespace dynamoe::cpu {
 
 // One per buffer a single call needs at the same time.
-enum class ScratchSlot { RouterLogits, Intermediate, RowOutput, StagedRows, Count };
+enum class ScratchSlot { Activations, RouterLogits, Intermediate, RowOutput, StagedRows, Count };
 
 constexpr size_t kRetainedScratchBytes = size_t{4} << 20;
 
-// `bytes` of 64-byte-aligned, uninitialised scratch for `slot`, valid until the next request for the same slot on
-// this thread or until `oversize` goes (when the request was too large to keep).
-void* threadScratch(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize);
+class ScratchBuffers {
+ public:
+  explicit ScratchBuffers(size_t retainedBytes = std::numeric_limits<size_t>::max()) : retainedBytes_(retainedBytes) {}
+
+  // `bytes` of 64-byte-aligned, uninitialised scratch for `slot`, valid until the next request for the same slot or
+  // until `oversize` goes (when the request was over the retained limit).
+  void* get(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize);
+  // Bytes held between calls.
+  size_t bytes() const;
+
+ private:
+  size_t retainedBytes_;
+  std::array<AlignedBuffer, static_cast<size_t>(ScratchSlot::Count)> buffers_;
+};
+
+// The calling thread's buffers (retaining at most kRetainedScratchBytes per slot).
+ScratchBuffers& threadScratchBuffers();
+
+inline void* threadScratch(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize) {
+  return threadScratchBuffers().get(slot, bytes, oversize);
+}
 
 }  // namespace dynamoe::cpu
