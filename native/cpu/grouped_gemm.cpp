@@ -25,7 +25,14 @@ struct WorkItem {
   int panel;
 };
 
-int rowChunkFor(int tileRows) { return kRowChunk / tileRows * tileRows; }
+// Rows per item of a group of `rows` rows: as few chunks as keep each near kRowChunk, of equal size in whole tiles.
+// (Chunks of kRowChunk rounded down to whole tiles left 256 rows as 252 + 4 or 255 + 1, and the small chunk
+// streamed every panel again for a few rows: one 256-row group at H=2048, F=5632 ran 1.5-2% slower on AVX2.)
+int rowChunkFor(int rows, int tileRows) {
+  const int chunks = (rows + kRowChunk - 1) / kRowChunk;
+  const int perChunk = (rows + chunks - 1) / chunks;
+  return (perChunk + tileRows - 1) / tileRows * tileRows;
+}
 
 int kSliceFor(DType dtype) { return static_cast<int>(kPanelSliceBytes / (kPanelWidth * dtypeBytes(dtype))); }
 
@@ -35,7 +42,7 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
   for (size_t g = 0; g < groups.size(); ++g) {
     const GemmGroup& group = groups[g];
     if (group.rows == 0) continue;
-    const int chunk = rowChunkFor(tileRows);
+    const int chunk = rowChunkFor(group.rows, tileRows);
     for (int first = 0; first < group.rows; first += chunk) {
       const int count = std::min(chunk, group.rows - first);
       for (int p = 0; p < group.weights->panels(); ++p) items.push_back({static_cast<int>(g), first, count, p});
