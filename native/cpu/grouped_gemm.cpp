@@ -17,6 +17,7 @@ constexpr int kRowChunk = 256;
 constexpr size_t kPanelSliceBytes = 16 * 1024;  // K slice of a panel that stays in L1 while every row tile uses it
 constexpr size_t kStagedRowPad = 16;             // floats: staged rows are K plus one cache line apart
 constexpr int kStagingRowBlock = 32;             // rows copied per staging task
+constexpr int kWideTileMinRows = 24;             // rows from which an item runs the family's widest tiles
 
 struct WorkItem {
   int group;
@@ -73,18 +74,22 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   // such tile converts in registers instead (no store and reload). Families with bf16 dot products never widen
   // bf16: they round the activation rows to bf16 instead.
   const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
-  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxConvertingRows;
+  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxStreamingRows;
   const bool roundRows = roundsRows(kernels, dtype);
   const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
   const int k = weights.k();
-  // One row tile on the stored panel reuses nothing from L1 across tiles, so it takes the whole K range in one
-  // call: no partial sums round trip, and its accumulator sets stream far-apart parts of the panel.
-  const bool oneCall = item.rowCount <= kernels.maxRows && !widenOnce;
+  // A streaming tile (few rows) reuses nothing from L1, so it takes the whole K range in one call: no partial sums
+  // round trip, and its accumulator sets stream far-apart parts of the panel.
+  const bool oneCall = item.rowCount <= kernels.maxStreamingRows;
+  // Items of few rows are bound by streaming their panel and run streaming tiles; only items of many rows, whose
+  // slices every tile reuses from L1, take the family's widest tiles (6-row AVX2 tiles on items of 7-23 rows, with
+  // groups of 4-6 rows not staged, made f32 at 16 tokens 3-5% slower).
+  const int tileRows = item.rowCount < kWideTileMinRows ? kernels.maxStreamingRows : kernels.maxRows;
   const int kSlice = oneCall ? k : kSliceFor(widenOnce ? DType::F32 : dtype);
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const char* const panelStart = static_cast<const char*>(weights.panel(item.panel));
   const size_t linesPerRow = kPanelWidth * elementBytes / 64;  // of the stored panel: 1 (16-bit) or 2 (f32)
-  const int tiles = (item.rowCount + kernels.maxRows - 1) / kernels.maxRows;
+  const int tiles = (item.rowCount + tileRows - 1) / tileRows;
   const size_t roundedStride = static_cast<size_t>(storedK(DType::BF16, kSlice));
   scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
   if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
@@ -129,12 +134,12 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
     const size_t sliceLines = static_cast<size_t>(kSlice) * linesPerRow;
     // At most kSlice, one per k: a sliced item has at least linesPerRow tiles.
     const size_t linesPerTile = (sliceLines + tiles - 1) / tiles;
-    for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kernels.maxRows) {
-      const size_t firstLine = static_cast<size_t>((first - item.firstRow) / kernels.maxRows) * linesPerTile;
+    for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += tileRows) {
+      const size_t firstLine = static_cast<size_t>((first - item.firstRow) / tileRows) * linesPerTile;
       job.prefetch = nextSlice ? nextSlice + firstLine * 64 : nullptr;
       const size_t linesLeft = sliceLines - std::min(sliceLines, firstLine);
       job.prefetchLines = nextSlice ? static_cast<int>(std::min(linesPerTile, linesLeft)) : 0;
-      job.rowCount = std::min(kernels.maxRows, item.firstRow + item.rowCount - first);
+      job.rowCount = std::min(tileRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
         rows[r] = roundRows ? static_cast<const void*>(scratch.rounded.data() + (row - item.firstRow) * roundedStride)
@@ -150,11 +155,11 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
 }
 
 // Rows a multiple of 2 KiB apart share L1 sets (half of a tile's rows at 2 KiB, all of them at 4 KiB, as f32 rows of
-// hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When several
-// row tiles read such a group, its rows are copied once per GEMM into rows one cache line longer than K. Families
-// that round bf16 rows per K slice already read them from contiguous scratch.
+// hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When a group
+// is too large for one streaming tile, its rows are copied once per GEMM into rows one cache line longer than K.
+// Families that round bf16 rows per K slice already read them from contiguous scratch.
 bool stagesRows(const GemmGroup& group, const TileKernels& kernels) {
-  return group.rows > kernels.maxRows && !roundsRows(kernels, group.weights->dtype()) &&
+  return group.rows > kernels.maxStreamingRows && !roundsRows(kernels, group.weights->dtype()) &&
          group.inputStride * sizeof(float) % 2048 == 0;
 }
 

@@ -67,7 +67,8 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   const size_t logitStride = paddedColumns(router_, Epilogue::Scaled);
   AlignedBuffer oversizeLogits;
   float* const logits = static_cast<float*>(
-      buffers.get(ScratchSlot::RouterLogits, static_cast<size_t>(tokens) * logitStride * sizeof(float), oversizeLogits));
+      buffers.get(ScratchSlot::RouterLogits, static_cast<size_t>(tokens) * logitStride * sizeof(float),
+                  oversizeLogits));
   GemmGroup routerGemm;
   routerGemm.weights = &router_;
   routerGemm.rows = tokens;

@@ -5,7 +5,6 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <utility>
 
@@ -146,13 +145,8 @@ inline void finishSums(const TileJob& job, bool finish, typename V::Reg (&acc)[S
   }
 }
 
-// K rows of a panel that one chunk of a multi-pass tile covers: 16 KiB, so the passes after the first find the
-// chunk in L1.
-template <DType W>
-constexpr int kPassChunk = storesKPairs(W) || W == DType::F16 ? 256 : 128;
-
 // MR rows x 32 columns. Each row's R registers are taken RP at a time, in R / RP column passes over the K range
-// (chunked so later passes read the panel from L1): a family with few registers keeps more rows per tile that way
+// (a K slice, which the later passes find in L1): a family with few registers keeps more rows per tile that way
 // (AVX2: 6 rows x 2 registers = 12 accumulators, 2 panel registers and a broadcast in 16 ymm registers, instead of
 // 3 rows x 4 registers that leave no room for the fourth panel register).
 template <class V, DType W, int MR, int RP = kRegsPerRow<V>>
@@ -191,37 +185,34 @@ struct SimdTile {
     }
   }
 
-  // Column pass P over panel rows [begin, end) of the job.
+  // Column pass P over the job's K range.
   template <int P>
-  static inline void pass(const TileJob& job, const float* const* rowPtr, int begin, int end) {
+  static inline void pass(const TileJob& job, const float* const* rowPtr) {
     typename V::Reg acc[S][MR][RP];
-    startSums<V, R, P>(job, job.first && begin == 0, acc);
+    startSums<V, R, P>(job, job.first, acc);
     // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
     const void* const panel = job.panel;
     const char* const prefetch = job.prefetch;
     const size_t prefetchLines = static_cast<size_t>(job.prefetchLines);
-    walkSteps<S>((end - begin) / kStepRows, [&](int i, int s) {
-      step<P, kStepRows>(panel, rowPtr, prefetch, prefetchLines, begin + i * kStepRows, acc[s]);
+    const int k = job.k;
+    walkSteps<S>(k / kStepRows, [&](int i, int s) {
+      step<P, kStepRows>(panel, rowPtr, prefetch, prefetchLines, i * kStepRows, acc[s]);
     });
     // The odd last k of a bf16 panel: its pair partner is padding, and past the end of the activation rows.
-    if ((end - begin) % kStepRows != 0) step<P, 1>(panel, rowPtr, prefetch, prefetchLines, end - 1, acc[0]);
-    finishSums<V, R, P>(job, job.last && end == job.k, acc);
+    if (k % kStepRows != 0) step<P, 1>(panel, rowPtr, prefetch, prefetchLines, k - 1, acc[0]);
+    finishSums<V, R, P>(job, job.last, acc);
   }
 
   template <int... P>
-  static inline void passes(const TileJob& job, const float* const* rowPtr, int begin, int end,
-                            std::integer_sequence<int, P...>) {
-    (pass<P>(job, rowPtr, begin, end), ...);
+  static inline void passes(const TileJob& job, const float* const* rowPtr, std::integer_sequence<int, P...>) {
+    (pass<P>(job, rowPtr), ...);
   }
 
   static void run(const TileJob& job) {
     const float* rowPtr[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) rowPtr[r] = static_cast<const float*>(job.rows[r]);
-    const int chunk = kPasses == 1 ? job.k : kPassChunk<W>;
-    for (int begin = 0; begin < job.k; begin += chunk) {
-      passes(job, rowPtr, begin, std::min(job.k, begin + chunk), std::make_integer_sequence<int, kPasses>{});
-    }
+    passes(job, rowPtr, std::make_integer_sequence<int, kPasses>{});
   }
 };
 

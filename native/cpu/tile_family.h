@@ -23,11 +23,11 @@ void runTile(const TileJob& job) {
 }
 
 // Widen<W>::run may be a null WidenFn constant: that dtype's tiles read the stored panel directly.
-template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows, int MaxConvertingRows = MaxRows>
+template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows, int MaxStreamingRows = MaxRows>
 TileKernels tileFamily(Isa isa, AttendFn attend, RoundRowFn roundRowBf16 = nullptr) {
   return {isa,
           MaxRows,
-          MaxConvertingRows,
+          MaxStreamingRows,
           {runTile<Tile, DType::F32, MaxRows>, runTile<Tile, DType::F16, MaxRows>,
            runTile<Tile, DType::BF16, MaxRows>},
           {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run},

@@ -87,9 +87,9 @@ using RoundRowFn = void (*)(const float* row, int k, uint16_t* out);
 struct TileKernels {
   Isa isa;
   int maxRows;
-  // Most rows of a tile that reads a 16-bit panel itself; items of more rows widen each K slice of the panel once
-  // and run f32 tiles on it.
-  int maxConvertingRows;
+  // Most rows of a streaming tile: one that reads a 16-bit panel itself and takes a few-row item's whole K range.
+  // Items of more rows go K slice by K slice, 16-bit slices widened once for all their tiles.
+  int maxStreamingRows;
   TileFn tile[3];    // indexed by weight DType
   WidenFn widen[3];  // indexed by weight DType; null where the tiles read the stored panel directly (f32 always)
   AttendFn attend;   // attention rows of the model graphs, with the same instruction set
