@@ -70,17 +70,17 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   const PackedMatrix& weights = *group.weights;
   const DType dtype = weights.dtype();
   const size_t elementBytes = dtypeBytes(dtype);
-  // With more rows than one converting tile takes, widen each 16-bit K slice once and run the f32 tiles on it; one
-  // such tile converts in registers instead (no store and reload). Families with bf16 dot products never widen
-  // bf16: they round the activation rows to bf16 instead.
-  const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
-  const bool widenOnce = widen != nullptr && item.rowCount > kernels.maxStreamingRows;
-  const bool roundRows = roundsRows(kernels, dtype);
-  const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
-  const int k = weights.k();
   // A streaming tile (few rows) reuses nothing from L1, so it takes the whole K range in one call: no partial sums
   // round trip, and its accumulator sets stream far-apart parts of the panel.
   const bool oneCall = item.rowCount <= kernels.maxStreamingRows;
+  // With more rows than that, widen each 16-bit K slice once and run the f32 tiles on it; one streaming tile
+  // converts in registers instead (no store and reload). Families with bf16 dot products never widen bf16: they
+  // round the activation rows to bf16 instead.
+  const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
+  const bool widenOnce = widen != nullptr && !oneCall;
+  const bool roundRows = roundsRows(kernels, dtype);
+  const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
+  const int k = weights.k();
   // Items of few rows are bound by streaming their panel and run streaming tiles; only items of many rows, whose
   // slices every tile reuses from L1, take the family's widest tiles (6-row AVX2 tiles on items of 7-23 rows, with
   // groups of 4-6 rows not staged, made f32 at 16 tokens 3-5% slower).

@@ -34,7 +34,7 @@ struct SimdDotTile {
 
   static void run(const TileJob& job) {
     typename V::Reg acc[S][MR][R];
-    startSums<V, R, 0>(job, job.first, acc);
+    startSums<V, R, 0>(job, acc);
     const void* const panel = job.panel;
     const char* const prefetch = job.prefetch;
     const size_t prefetchLines = static_cast<size_t>(job.prefetchLines);
@@ -43,7 +43,7 @@ struct SimdDotTile {
     for (int r = 0; r < MR; ++r) rows[r] = static_cast<const uint16_t*>(job.rows[r]);
     // An odd K's last pair is whole too: the panel and the rounded rows are both padded with a zero.
     walkSteps<S>((job.k + 1) / 2, [&](int pair, int s) { step(panel, rows, prefetch, prefetchLines, pair, acc[s]); });
-    finishSums<V, R, 0>(job, job.last, acc);
+    finishSums<V, R, 0>(job, acc);
   }
 };
 

@@ -94,25 +94,26 @@ constexpr int passRegister(int p, int j) {
   return p + j * (R / RP);
 }
 
-// The accumulators of column pass P at the start of a K range: the running sums of earlier ranges in set 0 (zeros
-// when `fromZero`), zeros in the other sets.
+// The accumulators of column pass P at the start of the job's K range: the running sums of earlier ranges in set 0
+// (zeros for the first range), zeros in the other sets.
 template <class V, int R, int P, int S, int MR, int RP>
-inline void startSums(const TileJob& job, bool fromZero, typename V::Reg (&acc)[S][MR][RP]) {
+inline void startSums(const TileJob& job, typename V::Reg (&acc)[S][MR][RP]) {
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
     for (int j = 0; j < RP; ++j) {
       const int c = passRegister<R, RP>(P, j);
-      acc[0][r][j] = fromZero ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
+      acc[0][r][j] = job.first ? V::zero() : V::load(job.partial + r * kPanelWidth + c * V::kLanes);
 #pragma GCC unroll 4
       for (int s = 1; s < S; ++s) acc[s][r][j] = V::zero();
     }
   }
 }
 
-// Adds the accumulator sets of column pass P, then stores the running sums or (`finish`) applies the epilogue.
+// Adds the accumulator sets of column pass P, then stores the running sums (before the last K range) or applies the
+// epilogue.
 template <class V, int R, int P, int S, int MR, int RP>
-inline void finishSums(const TileJob& job, bool finish, typename V::Reg (&acc)[S][MR][RP]) {
+inline void finishSums(const TileJob& job, typename V::Reg (&acc)[S][MR][RP]) {
 #pragma GCC unroll 4
   for (int s = 1; s < S; ++s) {
 #pragma GCC unroll 8
@@ -123,7 +124,7 @@ inline void finishSums(const TileJob& job, bool finish, typename V::Reg (&acc)[S
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    if (!finish) {
+    if (!job.last) {
 #pragma GCC unroll 4
       for (int j = 0; j < RP; ++j) {
         V::store(job.partial + r * kPanelWidth + passRegister<R, RP>(P, j) * V::kLanes, acc[0][r][j]);
@@ -189,7 +190,7 @@ struct SimdTile {
   template <int P>
   static inline void pass(const TileJob& job, const float* const* rowPtr) {
     typename V::Reg acc[S][MR][RP];
-    startSums<V, R, P>(job, job.first, acc);
+    startSums<V, R, P>(job, acc);
     // Locals, not job fields: lets the compiler keep every accumulator in a register across the loop.
     const void* const panel = job.panel;
     const char* const prefetch = job.prefetch;
@@ -200,7 +201,7 @@ struct SimdTile {
     });
     // The odd last k of a bf16 panel: its pair partner is padding, and past the end of the activation rows.
     if (k % kStepRows != 0) step<P, 1>(panel, rowPtr, prefetch, prefetchLines, k - 1, acc[0]);
-    finishSums<V, R, P>(job, job.last, acc);
+    finishSums<V, R, P>(job, acc);
   }
 
   template <int... P>
