@@ -16,6 +16,7 @@ constexpr int kMaxTileRows = 8;                // the widest kernel family (AVX-
 constexpr int kRowChunk = 256;
 constexpr size_t kPanelSliceBytes = 16 * 1024;  // K slice of a panel that stays in L1 while every row tile uses it
 constexpr size_t kStagedRowPad = 16;             // floats: staged rows are K plus one cache line apart
+constexpr size_t kRoundedRowPad = 32;            // bf16 values: the same for rows rounded to bf16
 constexpr int kStagingRowBlock = 32;             // rows copied per staging task
 constexpr int kWideTileMinRows = 24;             // rows from which an item runs the family's widest tiles
 
@@ -37,11 +38,42 @@ int rowChunkFor(int rows, int tileRows) {
 
 int kSliceFor(DType dtype) { return static_cast<int>(kPanelSliceBytes / (kPanelWidth * dtypeBytes(dtype))); }
 
+// Whether `kernels` multiply `dtype` weights on activation rows rounded to bf16 (families with bf16 dot products,
+// on bf16 weights).
+bool roundsRows(const TileKernels& kernels, DType dtype) {
+  return dtype == DType::BF16 && kernels.roundRowBf16 != nullptr;
+}
+
+// How the tiles read a group's rows.
+enum class Staging {
+  None,       // where the caller put them
+  Copy,       // f32 copies one cache line longer than K (see stagingFor)
+  RoundBf16,  // rounded to bf16 once per GEMM for dot-product tiles, one cache line longer than K
+};
+
+// Rows a multiple of 2 KiB apart share L1 sets (half of a tile's rows at 2 KiB, all of them at 4 KiB, as f32 rows of
+// hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When a group
+// is too large for one streaming tile, its rows are copied once per GEMM into rows one cache line longer than K.
+// Dot-product tiles always read rounded copies: rounding once per GEMM instead of once per panel item and K slice
+// (every item of a row chunk rounded the same rows again: about 8% of the dot tile's instructions in prefill).
+Staging stagingFor(const GemmGroup& group, const TileKernels& kernels) {
+  if (roundsRows(kernels, group.weights->dtype())) return Staging::RoundBf16;
+  if (group.rows > kernels.maxStreamingRows && group.inputStride * sizeof(float) % 2048 == 0) return Staging::Copy;
+  return Staging::None;
+}
+
+// A group as the work items read it.
+struct StagedGroup {
+  GemmGroup gemm;                          // with Staging::Copy, input points at the copies
+  const uint16_t* roundedRows = nullptr;   // Staging::RoundBf16: row i at roundedRows + i * roundedStride
+  size_t roundedStride = 0;                // uint16 values
+};
+
 // Row chunk outermost within a group, so consecutive items (taken by different threads) share activation rows.
-std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRows) {
+std::vector<WorkItem> planItems(const std::vector<StagedGroup>& groups, int tileRows) {
   std::vector<WorkItem> items;
   for (size_t g = 0; g < groups.size(); ++g) {
-    const GemmGroup& group = groups[g];
+    const GemmGroup& group = groups[g].gemm;
     if (group.rows == 0) continue;
     const int chunk = rowChunkFor(group.rows, tileRows);
     for (int first = 0; first < group.rows; first += chunk) {
@@ -52,21 +84,15 @@ std::vector<WorkItem> planItems(const std::vector<GemmGroup>& groups, int tileRo
   return items;
 }
 
-// Whether `kernels` multiply `dtype` weights on activation rows rounded to bf16, one K slice at a time into
-// contiguous scratch (families with bf16 dot products, on bf16 weights).
-bool roundsRows(const TileKernels& kernels, DType dtype) {
-  return dtype == DType::BF16 && kernels.roundRowBf16 != nullptr;
-}
-
 // Per-thread scratch, grown once to the largest item.
 struct ItemScratch {
   std::vector<float> partial;     // running sums of every row tile across K slices
   std::vector<float> widened;     // one K slice of a 16-bit panel widened to f32
-  std::vector<uint16_t> rounded;  // one K slice of every row, rounded to bf16 for dot-product tiles
 };
 
-void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue,
+void runItem(const TileKernels& kernels, const StagedGroup& staged, const WorkItem& item, Epilogue epilogue,
              ItemScratch& scratch) {
+  const GemmGroup& group = staged.gemm;
   const PackedMatrix& weights = *group.weights;
   const DType dtype = weights.dtype();
   const size_t elementBytes = dtypeBytes(dtype);
@@ -78,7 +104,6 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   // round the activation rows to bf16 instead.
   const WidenFn widen = kernels.widen[dtypeIndex(dtype)];
   const bool widenOnce = widen != nullptr && !oneCall;
-  const bool roundRows = roundsRows(kernels, dtype);
   const TileFn tile = kernels.tile[dtypeIndex(widenOnce ? DType::F32 : dtype)];
   const int k = weights.k();
   // Items of few rows are bound by streaming their panel and run streaming tiles; only items of many rows, whose
@@ -90,10 +115,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   const char* const panelStart = static_cast<const char*>(weights.panel(item.panel));
   const size_t linesPerRow = kPanelWidth * elementBytes / 64;  // of the stored panel: 1 (16-bit) or 2 (f32)
   const int tiles = (item.rowCount + tileRows - 1) / tileRows;
-  const size_t roundedStride = static_cast<size_t>(storedK(DType::BF16, kSlice));
   scratch.partial.resize(static_cast<size_t>(item.rowCount) * kPanelWidth);
   if (widenOnce) scratch.widened.resize(static_cast<size_t>(kSlice) * kPanelWidth);
-  if (roundRows) scratch.rounded.resize(static_cast<size_t>(item.rowCount) * roundedStride);
   static const float kOnes[kMaxTileRows] = {1, 1, 1, 1, 1, 1, 1, 1};
   auto inputRow = [&](int row, int kBegin) {
     const size_t inputRow = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[row]) : row;
@@ -116,14 +139,6 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
       widen(job.panel, job.k, scratch.widened.data());
       job.panel = scratch.widened.data();
     }
-    if (roundRows) {
-      // Every panel item of a row chunk rounds the same rows again (about 8% of the dot tile's instructions in
-      // prefill, counted, not measured). withStagedRows() could round them once per GEMM instead; not done, since
-      // this family lost to widening on the one AVX512_BF16 CPU measured, and this path cannot run on the dev VM.
-      for (int r = 0; r < item.rowCount; ++r) {
-        kernels.roundRowBf16(inputRow(item.firstRow + r, kBegin), job.k, scratch.rounded.data() + r * roundedStride);
-      }
-    }
     // While the row tiles compute on this slice, they fetch the next, each an equal share of its lines (one per k):
     // otherwise memory sits idle between slices, most visibly when an expert has few rows per slice. Spread over
     // every tile, not fetched by the first ones: with 6-row AVX2 tiles, fetching the whole next slice early evicted
@@ -142,8 +157,8 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
       job.rowCount = std::min(tileRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
-        rows[r] = roundRows ? static_cast<const void*>(scratch.rounded.data() + (row - item.firstRow) * roundedStride)
-                            : inputRow(row, kBegin);
+        rows[r] = staged.roundedRows ? static_cast<const void*>(staged.roundedRows + row * staged.roundedStride + kBegin)
+                                     : inputRow(row, kBegin);
         out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
       }
       job.partial = scratch.partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;
@@ -154,49 +169,58 @@ void runItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem&
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
 
-// Rows a multiple of 2 KiB apart share L1 sets (half of a tile's rows at 2 KiB, all of them at 4 KiB, as f32 rows of
-// hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When a group
-// is too large for one streaming tile, its rows are copied once per GEMM into rows one cache line longer than K.
-// Families that round bf16 rows per K slice already read them from contiguous scratch.
-bool stagesRows(const GemmGroup& group, const TileKernels& kernels) {
-  return group.rows > kernels.maxStreamingRows && !roundsRows(kernels, group.weights->dtype()) &&
-         group.inputStride * sizeof(float) % 2048 == 0;
-}
-
-// `groups` with each group that stagesRows() reading a contiguous copy of its rows (made in parallel) instead.
-std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, const TileKernels& kernels,
-                                      ScratchBuffers& scratch, AlignedBuffer& oversize) {
-  struct RowBlock {
-    size_t group;
-    int firstRow;
-  };
-  std::vector<GemmGroup> staged = groups;
-  std::vector<RowBlock> blocks;
+// `groups` as the items read them, with the rows of every group that stagingFor() stages copied or rounded into
+// `scratch` (in parallel blocks of rows, counted over all staged groups so a few small groups make one block).
+std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const TileKernels& kernels,
+                                   ScratchBuffers& scratch, AlignedBuffer& oversize) {
+  std::vector<StagedGroup> staged(groups.size());
+  std::vector<Staging> staging(groups.size());
   std::vector<size_t> offsets(groups.size());
-  size_t floats = 0;
+  std::vector<int> firstStagedRow(groups.size() + 1);  // of each group, counted over the staged groups' rows
+  size_t bytes = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
-    if (!stagesRows(groups[g], kernels)) continue;
-    offsets[g] = floats;
-    floats += static_cast<size_t>(groups[g].rows) * (groups[g].weights->k() + kStagedRowPad);
-    for (int first = 0; first < groups[g].rows; first += kStagingRowBlock) blocks.push_back({g, first});
+    const GemmGroup& group = groups[g];
+    staged[g].gemm = group;
+    staging[g] = stagingFor(group, kernels);
+    firstStagedRow[g + 1] = firstStagedRow[g] + (staging[g] == Staging::None ? 0 : group.rows);
+    const int k = group.weights->k();
+    if (staging[g] == Staging::Copy) {
+      staged[g].gemm.inputStride = k + kStagedRowPad;
+      staged[g].gemm.inputRowIndex = nullptr;
+      offsets[g] = bytes;
+      bytes += static_cast<size_t>(group.rows) * staged[g].gemm.inputStride * sizeof(float);
+    } else if (staging[g] == Staging::RoundBf16) {
+      staged[g].roundedStride = storedK(DType::BF16, k) + kRoundedRowPad;
+      offsets[g] = bytes;
+      bytes += static_cast<size_t>(group.rows) * staged[g].roundedStride * sizeof(uint16_t);
+    }
+    bytes = (bytes + 63) / 64 * 64;
   }
-  if (blocks.empty()) return staged;
-  float* const copies = static_cast<float*>(scratch.get(ScratchSlot::StagedRows, floats * sizeof(float), oversize));
+  const int rows = firstStagedRow.back();
+  if (rows == 0) return staged;
+  char* const base = static_cast<char*>(scratch.get(ScratchSlot::StagedRows, bytes, oversize));
   for (size_t g = 0; g < groups.size(); ++g) {
-    if (!stagesRows(groups[g], kernels)) continue;
-    staged[g].input = copies + offsets[g];
-    staged[g].inputStride = groups[g].weights->k() + kStagedRowPad;
-    staged[g].inputRowIndex = nullptr;
+    if (staging[g] == Staging::Copy) staged[g].gemm.input = reinterpret_cast<const float*>(base + offsets[g]);
+    if (staging[g] == Staging::RoundBf16) staged[g].roundedRows = reinterpret_cast<const uint16_t*>(base + offsets[g]);
   }
-  cpuThreadPool().parallelFor(blocks.size(), [&](size_t b) {
-    const size_t g = blocks[b].group;
-    const GemmGroup& from = groups[g];
-    float* const destination = copies + offsets[g];
-    const int end = std::min(from.rows, blocks[b].firstRow + kStagingRowBlock);
-    for (int row = blocks[b].firstRow; row < end; ++row) {
+  const size_t blocks = (static_cast<size_t>(rows) + kStagingRowBlock - 1) / kStagingRowBlock;
+  cpuThreadPool().parallelFor(blocks, [&](size_t b) {
+    const int begin = static_cast<int>(b) * kStagingRowBlock;
+    const int end = std::min(rows, begin + kStagingRowBlock);
+    size_t g = std::upper_bound(firstStagedRow.begin(), firstStagedRow.end(), begin) - firstStagedRow.begin() - 1;
+    for (int at = begin; at < end; ++at) {
+      while (at >= firstStagedRow[g + 1]) ++g;  // skips the groups with no staged rows
+      const GemmGroup& from = groups[g];
+      const int row = at - firstStagedRow[g];
       const size_t source = from.inputRowIndex ? static_cast<size_t>(from.inputRowIndex[row]) : row;
-      std::copy_n(from.input + source * from.inputStride, from.weights->k(),
-                  destination + static_cast<size_t>(row) * staged[g].inputStride);
+      const float* const input = from.input + source * from.inputStride;
+      const int k = from.weights->k();
+      if (staging[g] == Staging::Copy) {
+        float* const copies = reinterpret_cast<float*>(base + offsets[g]);
+        std::copy_n(input, k, copies + static_cast<size_t>(row) * staged[g].gemm.inputStride);
+      } else {
+        kernels.roundRowBf16(input, k, reinterpret_cast<uint16_t*>(base + offsets[g]) + row * staged[g].roundedStride);
+      }
     }
   });
   return staged;
@@ -207,8 +231,8 @@ std::vector<GemmGroup> withStagedRows(const std::vector<GemmGroup>& groups, cons
 void runGroupedGemm(const std::vector<GemmGroup>& inputGroups, Epilogue epilogue, ScratchBuffers* scratch) {
   const TileKernels& kernels = activeTileKernels();  // one family for the whole job
   AlignedBuffer oversizeStaging;
-  const std::vector<GemmGroup> groups =
-      withStagedRows(inputGroups, kernels, scratch ? *scratch : threadScratchBuffers(), oversizeStaging);
+  const std::vector<StagedGroup> groups =
+      stageRows(inputGroups, kernels, scratch ? *scratch : threadScratchBuffers(), oversizeStaging);
   const std::vector<WorkItem> items = planItems(groups, kernels.maxRows);
   cpuThreadPool().parallelFor(items.size(), [&](size_t i) {
     thread_local ItemScratch scratch;

@@ -1,5 +1,6 @@
 #include "roofline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -79,7 +80,29 @@ double peakFlops(FmaProbe probe) {
   return parallelFlops(probe, iterations);
 }
 
+// Flops per second of one run of `probe` on the calling thread.
+double threadFlops(FmaProbe probe, long iterations) {
+  const auto start = std::chrono::steady_clock::now();
+  const double flops = probe(iterations);
+  return flops / seconds(start);
+}
+
 }  // namespace
+
+bool bf16DotsOutrunFma() {
+#if defined(DYNAMOE_X86_KERNELS)
+  if (!isaSupported(Isa::Avx512Bf16)) return false;
+  constexpr long kIterations = 20000;  // about 0.1 ms a run
+  double dot = 0, fma = 0;
+  for (int round = 0; round < 5; ++round) {  // alternated, so a busy or clocking-up moment hits both
+    dot = std::max(dot, threadFlops(bf16DotProbeAvx512, kIterations));
+    fma = std::max(fma, threadFlops(fmaProbeAvx512, kIterations));
+  }
+  return dot >= kDotAdvantage * fma;
+#else
+  return false;
+#endif
+}
 
 Roofline measureRoofline(Isa isa) {
   Roofline roofline;

@@ -15,6 +15,11 @@ struct Roofline {
 // Runs for about a second. The FMA figure is for `isa`'s registers (scalar: what the compiler makes of a loop); the
 // bf16 dot-product figure is measured whenever the CPU has AVX512_BF16, whatever `isa` is.
 Roofline measureRoofline(Isa isa);
+// Whether bf16 dot products (AVX512_BF16) do at least kDotAdvantage times the flops of the fp32 FMAs on one core of
+// this CPU: best of 5 alternating runs of each probe on the calling thread, about a millisecond in all. False where
+// the CPU has none.
+constexpr double kDotAdvantage = 1.5;
+bool bf16DotsOutrunFma();
 
 // Per-family FMA loops: 12 independent chains for `iterations` rounds; return the flops performed.
 double fmaProbeScalar(long iterations);

@@ -1,7 +1,7 @@
 // AVX-512 tile kernels with AVX512-BF16 dot products for bf16 weights (only called when the CPU reports
-// AVX512_BF16 as well as AVX-512 F/BW/VL/DQ, and only when chosen: the bf16 tiles round the activations to bf16,
-// a different accuracy contract from the other families' exact widening). f32 and f16 weights use the AVX-512
-// family's tiles.
+// AVX512_BF16 as well as AVX-512 F/BW/VL/DQ; the default where those outrun the FMAs, see bestIsa). The bf16 tiles
+// round the activations to bf16, a different accuracy contract from the other families' exact widening. f32 and
+// f16 weights use the AVX-512 family's tiles.
 #include "simd_attention.h"
 #include "simd_avx512bf16.h"
 #include "simd_dot_tile.h"
