@@ -79,10 +79,22 @@ describe.each(ISAS.map((isa) => [isa]))('attention on the %s kernels', (isa) => 
   beforeAll(() => setCpuIsa(isa));
   afterAll(() => setCpuIsa(ORIGINAL_ISA));
 
-  test.each([8, 12, 24, 40, 128])('head dim %d: forward, then prefill + decode steps, match the float64 reference', async (headDim) => {
-    const model = makeTinyModel('qwen3-moe', 11, { headDim });
+  // Head dims with and without a whole number of registers, and query heads per key/value head of 1 to 8: the
+  // kernels take up to 4 heads of a group at once (then 2, then 1), and one head per item in decode steps.
+  test.each([
+    [8, 4, 4],
+    [12, 4, 4],
+    [24, 4, 4],
+    [40, 6, 1],
+    [128, 4, 4],
+    [16, 8, 1],
+    [32, 6, 2],
+    [128, 8, 2],
+    [48, 10, 2],
+  ])('head dim %d, %d heads, %d key/value heads: forward, then prefill + decode steps, match the float64 reference', async (headDim, heads, kvHeads) => {
+    const model = makeTinyModel('qwen3-moe', 11, { headDim, heads, kvHeads });
     const reference = refModelForward(model, LONG_TOKENS);
-    const dir = path.join(temp.dir, `qwen3-attention-${isa}-${headDim}`);
+    const dir = path.join(temp.dir, `qwen3-attention-${isa}-${headDim}-${heads}-${kvHeads}`);
     await writeHfCheckpoint(dir, model, 'f32');
     const loaded = await loadModel(dir);
     const session = loaded.createSession(LONG_TOKENS.length);

@@ -117,10 +117,16 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
 }
 
 /** A tiny random model of `arch` (deterministic for a seed); `allMoe` drops the dense layers (llama.cpp needs that). */
-export function makeTinyModel(arch: ArchName, seed = 1, options: { allMoe?: boolean; headDim?: number } = {}): TinyModel {
+export function makeTinyModel(
+  arch: ArchName,
+  seed = 1,
+  options: { allMoe?: boolean; headDim?: number; heads?: number; kvHeads?: number } = {},
+): TinyModel {
   const p = planFor(arch);
   if (options.allMoe) p.layers = p.layers.map(() => 'moe');
   if (options.headDim !== undefined) p.headDim = options.headDim;  // architectures whose config names head_dim
+  if (options.heads !== undefined) p.heads = options.heads;
+  if (options.kvHeads !== undefined) p.kvHeads = options.kvHeads;
   const w = new WeightMaker(new Rng(seed));
   const vocab = VOCAB[p.tokenizer];
   const qW = p.heads * p.headDim;

@@ -41,14 +41,19 @@ class AttentionOp : public GraphOp {
     const int groupSize = s_.heads / s_.kvHeads;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
     const AttendFn attend = activeTileKernels().attend;
-    // One item per (query row, head): every item reads the cache and writes its own output slice.
-    cpuThreadPool().parallelFor(static_cast<size_t>(step.tokens) * s_.heads, [&](size_t item) {
-      const int t = static_cast<int>(item / s_.heads);
-      const int h = static_cast<int>(item % s_.heads);
+    // One item per (query row, key/value head), taking every query head of its group, so each key and value read
+    // serves them all; with too few such items to keep the threads busy (decode), one per (query row, head).
+    const bool wholeGroups = static_cast<size_t>(step.tokens) * s_.kvHeads >= 4 * static_cast<size_t>(cpuThreadPool().threads());
+    const int headsPerItem = wholeGroups ? groupSize : 1;
+    const int itemsPerRow = s_.heads / headsPerItem;
+    cpuThreadPool().parallelFor(static_cast<size_t>(step.tokens) * itemsPerRow, [&](size_t item) {
+      const int t = static_cast<int>(item / itemsPerRow);
+      const int h = static_cast<int>(item % itemsPerRow) * headsPerItem;  // the item's first head
       const int kvHead = h / groupSize;
       AttendJob job;
       job.query = step.buffers[s_.query] + t * step.strides[s_.query] + h * s_.headDim;
       job.out = step.buffers[s_.output] + t * step.strides[s_.output] + h * s_.headDim;
+      job.queries = headsPerItem;
       job.keys = keys + kvHead * s_.headDim;
       job.values = values + kvHead * s_.headDim;
       job.kvStride = kvWidth;
@@ -56,7 +61,7 @@ class AttentionOp : public GraphOp {
       job.headDim = s_.headDim;
       job.scale = scale;
       thread_local std::vector<float> scores;
-      scores.resize(attendScratchFloats(job.visible));
+      scores.resize(headsPerItem * attendScratchFloats(job.visible));
       job.scores = scores.data();
       attend(job);
     });
@@ -69,19 +74,24 @@ class AttentionOp : public GraphOp {
 }  // namespace
 
 void attendScalar(const AttendJob& job) {
-  float maxScore = -INFINITY;
-  for (int p = 0; p < job.visible; ++p) {
-    job.scores[p] = dot(job.query, job.keys + p * job.kvStride, job.headDim) * job.scale;
-    maxScore = std::max(maxScore, job.scores[p]);
-  }
-  double sum = 0.0;
-  for (int p = 0; p < job.visible; ++p) sum += job.scores[p] = std::exp(job.scores[p] - maxScore);
-  const float inverse = static_cast<float>(1.0 / sum);
-  std::fill(job.out, job.out + job.headDim, 0.0f);
-  for (int p = 0; p < job.visible; ++p) {
-    const float* v = job.values + p * job.kvStride;
-    const float w = job.scores[p] * inverse;
-    for (int d = 0; d < job.headDim; ++d) job.out[d] += w * v[d];
+  for (int g = 0; g < job.queries; ++g) {
+    const float* query = job.query + static_cast<size_t>(g) * job.headDim;
+    float* out = job.out + static_cast<size_t>(g) * job.headDim;
+    float* scores = job.scores + static_cast<size_t>(g) * attendScratchFloats(job.visible);
+    float maxScore = -INFINITY;
+    for (int p = 0; p < job.visible; ++p) {
+      scores[p] = dot(query, job.keys + p * job.kvStride, job.headDim) * job.scale;
+      maxScore = std::max(maxScore, scores[p]);
+    }
+    double sum = 0.0;
+    for (int p = 0; p < job.visible; ++p) sum += scores[p] = std::exp(scores[p] - maxScore);
+    const float inverse = static_cast<float>(1.0 / sum);
+    std::fill(out, out + job.headDim, 0.0f);
+    for (int p = 0; p < job.visible; ++p) {
+      const float* v = job.values + p * job.kvStride;
+      const float w = scores[p] * inverse;
+      for (int d = 0; d < job.headDim; ++d) out[d] += w * v[d];
+    }
   }
 }
 

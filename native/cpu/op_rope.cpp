@@ -1,5 +1,6 @@
 #include <cmath>
 
+#include "../thread_pool.h"
 #include "graph_ops.h"
 
 namespace dynamoe::cpu {
@@ -18,7 +19,8 @@ class RopeOp : public GraphOp {
     // Partner of dimension i in each rotated pair, and the stride between pairs.
     const int partner = style_ == RopeStyle::Halves ? half : 1;
     const int pairStride = style_ == RopeStyle::Halves ? 1 : 2;
-    for (int t = 0; t < step.tokens; ++t) {
+    // Tokens in parallel: the sines and cosines cost more than the rotations.
+    cpuThreadPool().parallelFor(step.tokens, [&](size_t t) {
       float* row = step.buffers[buffer_] + t * step.strides[buffer_];
       const double position = step.position + t;
       for (int i = 0; i < half; ++i) {
@@ -35,7 +37,7 @@ class RopeOp : public GraphOp {
           b = y * c + x * s;
         }
       }
-    }
+    });
   }
 
  private:

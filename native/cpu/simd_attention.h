@@ -1,6 +1,7 @@
-// One causal attention row (AttendJob) over a SIMD register type V (simd_avx2.h, simd_avx512.h): scores for 8 key
-// positions at a time (8 independent FMA chains, one query load per 8 key loads), a vector exp, then the weighted
-// sum of values in chunks of up to 8 accumulator registers. Internal linkage: each ISA file gets its own copy.
+// Causal attention of one query row for the heads that share a key/value head (AttendJob) over a SIMD register
+// type V (simd_avx2.h, simd_avx512.h): scores of up to 4 heads for several key positions at a time (each key load
+// serving every head), a vector exp, then the weighted sums of values, each value load serving up to 4 heads.
+// Internal linkage: each ISA file gets its own copy.
 #pragma once
 
 #include <algorithm>
@@ -16,74 +17,123 @@ template <class V>
 struct SimdAttend {
   using Reg = typename V::Reg;
   static constexpr int L = V::kLanes;
+  // Accumulator registers a kernel keeps: half the register file (16 of the 32 zmm, 8 of the 16 ymm registers).
+  static constexpr int kAccumulators = L == 16 ? 16 : 8;
 
-  // scores[p] = q . key p, for every visible position.
-  static void dots(const AttendJob& job) {
+  static const float* queryOf(const AttendJob& job, int g) { return job.query + static_cast<size_t>(g) * job.headDim; }
+  static float* scoresOf(const AttendJob& job, int g) {
+    return job.scores + static_cast<size_t>(g) * attendScratchFloats(job.visible);
+  }
+
+  // scores of head g at p = query g . key p, for heads first .. first + Q - 1 and every visible position: P
+  // positions at a time, each key register loaded serving Q heads.
+  template <int Q>
+  static void dots(const AttendJob& job, int first) {
+    constexpr int P = kAccumulators / Q;
     const int n = job.headDim;
     const size_t stride = job.kvStride;
     int p = 0;
-    for (; p + 8 <= job.visible; p += 8) {
+    for (; p + P <= job.visible; p += P) {
       const float* k = job.keys + static_cast<size_t>(p) * stride;
-      Reg acc[8];
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) acc[j] = V::zero();
+      Reg acc[Q * P];
+#pragma GCC unroll 16
+      for (int j = 0; j < Q * P; ++j) acc[j] = V::zero();
       for (int d = 0; d < n; d += L) {
-        const Reg q = V::load(job.query + d);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) acc[j] = V::fmadd(q, V::load(k + j * stride + d), acc[j]);
+        Reg q[Q];
+#pragma GCC unroll 4
+        for (int g = 0; g < Q; ++g) q[g] = V::load(queryOf(job, first + g) + d);
+#pragma GCC unroll 16
+        for (int j = 0; j < P; ++j) {
+          const Reg key = V::load(k + j * stride + d);
+#pragma GCC unroll 4
+          for (int g = 0; g < Q; ++g) acc[g * P + j] = V::fmadd(q[g], key, acc[g * P + j]);
+        }
       }
-      V::storeSums8(job.scores + p, acc);
+      float sums[Q * P];
+#pragma GCC unroll 2
+      for (int i = 0; i < Q * P; i += 8) V::storeSums8(sums + i, *reinterpret_cast<const Reg(*)[8]>(acc + i));
+#pragma GCC unroll 4
+      for (int g = 0; g < Q; ++g) std::copy_n(sums + g * P, P, scoresOf(job, first + g) + p);
     }
     for (; p < job.visible; ++p) {
       const float* k = job.keys + static_cast<size_t>(p) * stride;
-      Reg acc = V::zero();
-      for (int d = 0; d < n; d += L) acc = V::fmadd(V::load(job.query + d), V::load(k + d), acc);
-      job.scores[p] = V::sum(acc);
+      for (int g = first; g < first + Q; ++g) {
+        Reg acc = V::zero();
+        for (int d = 0; d < n; d += L) acc = V::fmadd(V::load(queryOf(job, g) + d), V::load(k + d), acc);
+        scoresOf(job, g)[p] = V::sum(acc);
+      }
     }
   }
 
-  // scores[p] = softmax(scale * scores)[p].
-  static void softmax(const AttendJob& job) {
+  // Head g's scores = softmax(scale * scores).
+  static void softmax(const AttendJob& job, int g) {
+    float* const scores = scoresOf(job, g);
     float maxDot = -INFINITY;
-    for (int p = 0; p < job.visible; ++p) maxDot = std::max(maxDot, job.scores[p]);
+    for (int p = 0; p < job.visible; ++p) maxDot = std::max(maxDot, scores[p]);
     const int padded = (job.visible + L - 1) / L * L;  // within attendScratchFloats
-    for (int p = job.visible; p < padded; ++p) job.scores[p] = 0.0f;
+    for (int p = job.visible; p < padded; ++p) scores[p] = 0.0f;
     const Reg scale = V::set1(job.scale);
     const Reg maxScore = V::set1(maxDot * job.scale);  // the largest scaled score: scale > 0
     for (int p = 0; p < padded; p += L) {
-      V::store(job.scores + p, expPs<V>(V::sub(V::mul(V::load(job.scores + p), scale), maxScore)));
+      V::store(scores + p, expPs<V>(V::sub(V::mul(V::load(scores + p), scale), maxScore)));
     }
     double sum = 0.0;  // in double: hundreds of thousands of positions add up without losing the small ones
-    for (int p = 0; p < job.visible; ++p) sum += job.scores[p];
+    for (int p = 0; p < job.visible; ++p) sum += scores[p];
     const Reg inverse = V::set1(static_cast<float>(1.0 / sum));
-    for (int p = 0; p < padded; p += L) V::store(job.scores + p, V::mul(V::load(job.scores + p), inverse));
+    for (int p = 0; p < padded; p += L) V::store(scores + p, V::mul(V::load(scores + p), inverse));
   }
 
-  // out[d .. d + N*L) = sum over positions of scores[p] * value p [d .. d + N*L).
-  template <int N>
-  static void weightedValues(const AttendJob& job, int d) {
-    Reg acc[N];
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) acc[j] = V::zero();
-    for (int p = 0; p < job.visible; ++p) {
-      const Reg w = V::broadcast(job.scores + p);
-      const float* v = job.values + static_cast<size_t>(p) * job.kvStride + d;
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) acc[j] = V::fmadd(w, V::load(v + j * L), acc[j]);
+  // out of heads first .. first + Q - 1, columns [d, d + N*L) = sum over positions of the head's score at p times
+  // value p [d .. d + N*L): each value register loaded serves Q heads.
+  template <int Q, int N>
+  static void weightedValues(const AttendJob& job, int first, int d) {
+    Reg acc[Q][N];
+#pragma GCC unroll 4
+    for (int g = 0; g < Q; ++g) {
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) acc[g][j] = V::zero();
     }
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) V::store(job.out + d + j * L, acc[j]);
+    for (int p = 0; p < job.visible; ++p) {
+      const float* v = job.values + static_cast<size_t>(p) * job.kvStride + d;
+      Reg value[N];
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) value[j] = V::load(v + j * L);
+#pragma GCC unroll 4
+      for (int g = 0; g < Q; ++g) {
+        const Reg w = V::broadcast(scoresOf(job, first + g) + p);
+#pragma GCC unroll 16
+        for (int j = 0; j < N; ++j) acc[g][j] = V::fmadd(w, value[j], acc[g][j]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < Q; ++g) {
+      float* const out = job.out + static_cast<size_t>(first + g) * job.headDim + d;
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) V::store(out + j * L, acc[g][j]);
+    }
+  }
+
+  // Every column of heads first .. first + Q - 1 from column d on, N registers at a time, then fewer.
+  template <int Q, int N = std::min(8, kAccumulators / Q)>
+  static void valueColumns(const AttendJob& job, int first, int d) {
+    for (; d + N * L <= job.headDim; d += N * L) weightedValues<Q, N>(job, first, d);
+    if constexpr (N > 1) valueColumns<Q, N / 2>(job, first, d);
+  }
+
+  // Heads first .. first + Q - 1.
+  template <int Q>
+  static void heads(const AttendJob& job, int first) {
+    dots<Q>(job, first);
+    for (int g = first; g < first + Q; ++g) softmax(job, g);
+    valueColumns<Q>(job, first, 0);
   }
 
   static void run(const AttendJob& job) {
     if (job.headDim % L != 0) return attendScalar(job);
-    dots(job);
-    softmax(job);
-    int d = 0;
-    for (; d + 8 * L <= job.headDim; d += 8 * L) weightedValues<8>(job, d);
-    if (d + 4 * L <= job.headDim) weightedValues<4>(job, d), d += 4 * L;
-    if (d + 2 * L <= job.headDim) weightedValues<2>(job, d), d += 2 * L;
-    if (d + L <= job.headDim) weightedValues<1>(job, d);
+    int g = 0;
+    for (; g + 4 <= job.queries; g += 4) heads<4>(job, g);
+    if (g + 2 <= job.queries) heads<2>(job, g), g += 2;
+    if (g < job.queries) heads<1>(job, g);
   }
 };
 

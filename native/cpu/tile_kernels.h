@@ -62,20 +62,23 @@ struct TileJob {
 
 using TileFn = void (*)(const TileJob& job);
 
-// One query row and head of causal attention.
+// Causal attention of one query row for `queries` consecutive heads that share one key/value head (grouped-query
+// attention), so each key and value loaded serves all of them.
 struct AttendJob {
-  const float* query;  // headDim floats
-  float* out;          // headDim floats
+  const float* query;  // queries x headDim floats: head g's query at query + g * headDim
+  float* out;          // queries x headDim floats, laid out as query
+  int queries;
   const float* keys;    // position p's key at keys + p * kvStride
   const float* values;  // position p's value at values + p * kvStride
   size_t kvStride;
   int visible;  // positions 0 .. visible - 1
   int headDim;
   float scale;
-  float* scores;  // scratch: attendScratchFloats(visible) floats
+  float* scores;  // scratch: queries x attendScratchFloats(visible) floats, head g's at g * attendScratchFloats
 };
 using AttendFn = void (*)(const AttendJob& job);
-// Scratch floats an AttendJob needs: the visible scores, padded to a whole register of the widest family.
+// Scratch floats an AttendJob needs per query head: the visible scores, padded to a whole register of the widest
+// family.
 inline size_t attendScratchFloats(int visible) { return (static_cast<size_t>(visible) + 15) / 16 * 16; }
 // The portable version, also used by the SIMD families for head widths that are not a multiple of their lanes.
 void attendScalar(const AttendJob& job);
