@@ -510,9 +510,10 @@ describe('cpuInfo', () => {
       return;
     }
     // The default was chosen at load on one core (1.5x or more); the roofline measures both on every thread. Only
-    // ratios far from the threshold are held to it (2x on AMD Zen 4, 0.5x on a Sapphire Rapids host).
-    const roofline = await measureRoofline();
-    const ratio = roofline.bf16DotGflops / roofline.fmaGflops;
+    // ratios far from the threshold are held to it (2x on AMD Zen 4, 0.5x on a Sapphire Rapids host), each peak the
+    // best of 3 runs: a busy moment only lowers a figure.
+    const runs = [await measureRoofline(), await measureRoofline(), await measureRoofline()];
+    const ratio = Math.max(...runs.map((r) => r.bf16DotGflops)) / Math.max(...runs.map((r) => r.fmaGflops));
     if (ratio >= 1.9) expect(info.isa).toBe('avx512bf16');
     if (ratio <= 1.1) expect(info.isa).toBe('avx512');
   });

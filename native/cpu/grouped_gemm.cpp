@@ -157,8 +157,9 @@ void runItem(const TileKernels& kernels, const StagedGroup& staged, const WorkIt
       job.rowCount = std::min(tileRows, item.firstRow + item.rowCount - first);
       for (int r = 0; r < job.rowCount; ++r) {
         const int row = first + r;
-        rows[r] = staged.roundedRows ? static_cast<const void*>(staged.roundedRows + row * staged.roundedStride + kBegin)
-                                     : inputRow(row, kBegin);
+        rows[r] = staged.roundedRows
+                      ? static_cast<const void*>(staged.roundedRows + row * staged.roundedStride + kBegin)
+                      : inputRow(row, kBegin);
         out[r] = group.output + static_cast<size_t>(row) * group.outputStride + columnOffset;
       }
       job.partial = scratch.partial.data() + static_cast<size_t>(first - item.firstRow) * kPanelWidth;

@@ -43,7 +43,8 @@ class AttentionOp : public GraphOp {
     const AttendFn attend = activeTileKernels().attend;
     // One item per (query row, key/value head), taking every query head of its group, so each key and value read
     // serves them all; with too few such items to keep the threads busy (decode), one per (query row, head).
-    const bool wholeGroups = static_cast<size_t>(step.tokens) * s_.kvHeads >= 4 * static_cast<size_t>(cpuThreadPool().threads());
+    const size_t threads = static_cast<size_t>(cpuThreadPool().threads());
+    const bool wholeGroups = static_cast<size_t>(step.tokens) * s_.kvHeads >= 4 * threads;
     const int headsPerItem = wholeGroups ? groupSize : 1;
     const int itemsPerRow = s_.heads / headsPerItem;
     cpuThreadPool().parallelFor(static_cast<size_t>(step.tokens) * itemsPerRow, [&](size_t item) {
