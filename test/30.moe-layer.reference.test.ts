@@ -514,8 +514,8 @@ describe('cpuInfo', () => {
     // best of 3 runs: a busy moment only lowers a figure.
     const runs = [await measureRoofline(), await measureRoofline(), await measureRoofline()];
     const ratio = Math.max(...runs.map((r) => r.bf16DotGflops)) / Math.max(...runs.map((r) => r.fmaGflops));
-    if (ratio >= 1.9) expect(info.isa).toBe('avx512bf16');
-    if (ratio <= 1.1) expect(info.isa).toBe('avx512');
+    if (ratio >= 1.75) expect(info.isa).toBe('avx512bf16');
+    if (ratio <= 1.25) expect(info.isa).toBe('avx512');
   });
 
   it('setCpuIsa (public) switches to every supported family and refuses the others and unknown names with a code', () => {
