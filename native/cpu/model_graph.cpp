@@ -32,9 +32,7 @@ void ModelGraph::forward(const StepRequest& request) const {
     step.strides.push_back(stride);
     total += stride * request.tokens;
   }
-  AlignedBuffer unused;  // a sequence's scratch keeps every size
-  float* next = static_cast<float*>(
-      request.cache->stepScratch().get(ScratchSlot::Activations, total * sizeof(float), unused));
+  float* next = static_cast<float*>(request.cache->stepScratch().get(ScratchSlot::Activations, total * sizeof(float)));
   std::memset(next, 0, total * sizeof(float));  // the panel padding of every row reads as zeros
   for (size_t stride : step.strides) {
     step.buffers.push_back(next);

@@ -13,9 +13,8 @@ class DenseMlpOp : public GraphOp {
   void run(GraphStep& step) const override {
     const size_t intermediateStride = static_cast<size_t>(gateUp_.panels()) * kSwiGluColumns;
     ScratchBuffers& scratch = step.cache->stepScratch();
-    AlignedBuffer unused;  // a sequence's scratch keeps every size
     float* const intermediate = static_cast<float*>(
-        scratch.get(ScratchSlot::Intermediate, step.tokens * intermediateStride * sizeof(float), unused));
+        scratch.get(ScratchSlot::Intermediate, step.tokens * intermediateStride * sizeof(float)));
     GemmGroup first;
     first.weights = &gateUp_;
     first.rows = step.tokens;

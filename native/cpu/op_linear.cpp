@@ -100,8 +100,7 @@ class LogitsOp : public GraphOp {
 
   // `floats` of the sequence's scratch for logit rows (no MoE op runs at the same time to use the slot).
   static float* rowScratch(GraphStep& step, size_t floats) {
-    AlignedBuffer unused;  // a sequence's scratch keeps every size
-    return static_cast<float*>(step.cache->stepScratch().get(ScratchSlot::RowOutput, floats * sizeof(float), unused));
+    return static_cast<float*>(step.cache->stepScratch().get(ScratchSlot::RowOutput, floats * sizeof(float)));
   }
 
   // A head tied to the embedding shares its table, which the embedding op already counts.

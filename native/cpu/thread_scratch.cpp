@@ -1,6 +1,7 @@
 #include "thread_scratch.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace dynamoe::cpu {
 
@@ -19,10 +20,10 @@ void* ScratchBuffers::get(ScratchSlot slot, size_t bytes, AlignedBuffer& oversiz
   return buffer.as<void>();
 }
 
-size_t ScratchBuffers::bytes() const {
-  size_t total = 0;
-  for (const AlignedBuffer& buffer : buffers_) total += buffer.bytes();
-  return total;
+void* ScratchBuffers::get(ScratchSlot slot, size_t bytes) {
+  if (bytes > retainedBytes_) throw std::logic_error("ScratchBuffers::get without `oversize` on a capped set");
+  AlignedBuffer unused;  // never filled: the request is within the retained limit
+  return get(slot, bytes, unused);
 }
 
 ScratchBuffers& threadScratchBuffers() {

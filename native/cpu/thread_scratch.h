@@ -1,8 +1,8 @@
 // Scratch reused from call to call, so the forward's hot path neither allocates nor faults in fresh pages each
-// time. Each thread keeps a set of buffers (threadScratch) for small and medium requests (decode, small batches);
-// a request over kRetainedScratchBytes gets a buffer of its own for that call, so what stays allocated per thread
-// is bounded. A model session keeps a set of its own with no such limit (its steps are bounded by its context),
-// so its prefills reuse their scratch too.
+// time. Each thread keeps a set of buffers (threadScratchBuffers) for small and medium requests (decode, small
+// batches); a request over kRetainedScratchBytes gets a buffer of its own for that call, so what stays allocated
+// per thread is bounded. A model session keeps a set of its own with no such limit (its steps are bounded by its
+// context), so its prefills reuse their scratch too.
 #pragma once
 
 #include <array>
@@ -25,8 +25,8 @@ class ScratchBuffers {
   // `bytes` of 64-byte-aligned, uninitialised scratch for `slot`, valid until the next request for the same slot or
   // until `oversize` goes (when the request was over the retained limit).
   void* get(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize);
-  // Bytes held between calls.
-  size_t bytes() const;
+  // The same for a set with no retained limit (a session's), which keeps every size itself.
+  void* get(ScratchSlot slot, size_t bytes);
 
  private:
   size_t retainedBytes_;
@@ -35,9 +35,5 @@ class ScratchBuffers {
 
 // The calling thread's buffers (retaining at most kRetainedScratchBytes per slot).
 ScratchBuffers& threadScratchBuffers();
-
-inline void* threadScratch(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize) {
-  return threadScratchBuffers().get(slot, bytes, oversize);
-}
 
 }  // namespace dynamoe::cpu
