@@ -93,8 +93,12 @@ bool bf16DotsOutrunFma() {
 #if defined(DYNAMOE_X86_KERNELS)
   if (!isaSupported(Isa::Avx512Bf16)) return false;
   constexpr long kIterations = 20000;  // about 0.1 ms a run
+  // Alternated, so a busy or clocking-up moment hits both; each peak is the best of its runs (a busy moment only
+  // lowers a figure). 16 rounds, ~3 ms once per process: with 5 (~1 ms), one busy millisecond on a 2x CPU could
+  // disturb every dot run and make the default widen.
+  constexpr int kRounds = 16;
   double dot = 0, fma = 0;
-  for (int round = 0; round < 5; ++round) {  // alternated, so a busy or clocking-up moment hits both
+  for (int round = 0; round < kRounds; ++round) {
     dot = std::max(dot, threadFlops(bf16DotProbeAvx512, kIterations));
     fma = std::max(fma, threadFlops(fmaProbeAvx512, kIterations));
   }

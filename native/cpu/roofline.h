@@ -16,7 +16,7 @@ struct Roofline {
 // bf16 dot-product figure is measured whenever the CPU has AVX512_BF16, whatever `isa` is.
 Roofline measureRoofline(Isa isa);
 // Whether bf16 dot products (AVX512_BF16) do at least kDotAdvantage times the flops of the fp32 FMAs on one core of
-// this CPU: best of 5 alternating runs of each probe on the calling thread, about a millisecond in all. False where
+// this CPU: best of 16 alternating runs of each probe on the calling thread, about 3 ms in all. False where
 // the CPU has none.
 constexpr double kDotAdvantage = 1.5;
 bool bf16DotsOutrunFma();
