@@ -38,9 +38,12 @@ class ThreadPool {
   std::condition_variable wake_;
   std::condition_variable done_;
   std::vector<std::thread> workers_;
-  bool stopping_ = false;
-  uint64_t generation_ = 0;
-  int busyWorkers_ = 0;
+  // Written under stateMutex_; atomic so that spinning threads (see kSpin in thread_pool.cpp) can read them
+  // without it. generation_ is stored last (release), after the job it announces.
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> busyWorkers_{0};
+  bool spin_ = false;  // whether threads poll before they sleep: only with no more threads than cores
   const std::function<void(size_t)>* job_ = nullptr;
   size_t jobItems_ = 0;
   std::atomic<size_t> nextItem_{0};
