@@ -197,7 +197,7 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   holder.Set("capacity", info[0]);
   const int capacity = readInt(holder, "capacity", 1, kMaxTokensPerStep);
   KvSessionBinding::Init init;
-  translateErrors(env, [&] { init.cache = std::make_shared<cpu::KvCache>(graph->layout().kvWidths, capacity); });
+  translateErrors(env, [&] { init.cache = std::make_shared<cpu::KvCache>(graph->layout().kvWidths, capacity, scratchPool_); });
   init.graph = graph.get();
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }
@@ -248,7 +248,7 @@ Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
   std::shared_ptr<std::atomic<bool>> busy;
   if (info[0].IsNull() || info[0].IsUndefined()) {
     translateErrors(env, [&] {
-      cache = std::make_shared<cpu::KvCache>(layout.kvWidths, static_cast<int>(tokens.size()));
+      cache = std::make_shared<cpu::KvCache>(layout.kvWidths, static_cast<int>(tokens.size()), scratchPool_);
     });
   } else {
     if (!info[0].IsObject()) throwJs(env, code::kType, "session must be a session from model.createSession()");
@@ -274,6 +274,7 @@ Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
 Napi::Value ModelGraphBinding::dispose(const Napi::CallbackInfo& info) {
   if (graph_) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -externalBytes_);
   graph_.reset();
+  scratchPool_->close();
   externalBytes_ = 0;
   return info.Env().Undefined();
 }

@@ -32,6 +32,8 @@ class ModelGraphBinding : public Napi::ObjectWrap<ModelGraphBinding> {
 
   std::shared_ptr<cpu::ModelGraph> graph_;  // shared with running forwards
   std::shared_ptr<GraphBuildState> buildState_ = std::make_shared<GraphBuildState>();
+  // Step scratch of this model's ended sequences, for its next ones; shared with the sequences alive.
+  std::shared_ptr<cpu::ScratchPool> scratchPool_ = std::make_shared<cpu::ScratchPool>();
   DType dtype_ = DType::F32;
   bool building_ = false;  // a node is being packed
   bool sealed_ = false;    // a forward ran: no more nodes, so running forwards never see the op list change

@@ -113,3 +113,45 @@ describe.each(ISAS.map((isa) => [isa]))('attention on the %s kernels', (isa) => 
     }
   });
 });
+
+// A model hands the step scratch of ended sequences to new ones (ScratchPool): a sequence that starts on scratch
+// a longer one filled, and two sequences alive at once, must each still give the reference's logits.
+test('sessions that reuse ended sequences\' scratch, and sessions alive together, match the float64 reference', async () => {
+  const model = makeTinyModel('qwen3-moe', 13, { headDim: 16, heads: 4, kvHeads: 2 });
+  const short = [5, 77, 140, 2, 31, 250, 8];
+  const expected = refModelForward(model, short).logits;
+  const dir = path.join(temp.dir, 'qwen3-scratch-reuse');
+  await writeHfCheckpoint(dir, model, 'f32');
+  const loaded = await loadModel(dir);
+  const policies = loaded.policies(undefined);
+  // Prefill of all but the last token, then one decode step: the logits of every position, concatenated.
+  const run = async (session: ReturnType<typeof loaded.createSession>) => {
+    const prefill = await loaded.step(session, Int32Array.from(short.slice(0, -1)), policies, false, false);
+    const last = await loaded.step(session, Int32Array.of(short[short.length - 1]), policies, false, false);
+    return Float32Array.from([...prefill.logits, ...last.logits]);
+  };
+  try {
+    await loaded.forward(LONG_TOKENS);  // its one-off sequence's scratch, filled for 21 tokens, goes to the pool
+    for (let i = 0; i < 3; i++) {
+      const session = loaded.createSession(short.length);
+      try {
+        expect(maxRelativeError(await run(session), expected)).toBeLessThan(1e-4);
+      } finally {
+        session.dispose();
+      }
+    }
+    // Four at once (libuv runs up to four steps in parallel), twice: each needs a set of its own.
+    for (let round = 0; round < 2; round++) {
+      const sessions = Array.from({ length: 4 }, () => loaded.createSession(short.length));
+      try {
+        for (const logits of await Promise.all(sessions.map(run))) {
+          expect(maxRelativeError(logits, expected)).toBeLessThan(1e-4);
+        }
+      } finally {
+        for (const session of sessions) session.dispose();
+      }
+    }
+  } finally {
+    loaded.dispose();
+  }
+});

@@ -2,6 +2,7 @@
 // that sequence's forward steps reuse.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,14 +14,19 @@ namespace dynamoe::cpu {
 
 class KvCache {
  public:
-  // kvWidths[slot]: floats per position of attention layer `slot` (kv heads x head dim).
-  KvCache(const std::vector<int>& kvWidths, int capacity) : capacity_(capacity), widths_(kvWidths) {
+  // kvWidths[slot]: floats per position of attention layer `slot` (kv heads x head dim). The step scratch comes
+  // from `scratchPool` and goes back to it with the cache.
+  KvCache(const std::vector<int>& kvWidths, int capacity, std::shared_ptr<ScratchPool> scratchPool)
+      : capacity_(capacity), widths_(kvWidths), scratchPool_(std::move(scratchPool)), stepScratch_(scratchPool_->take()) {
     for (int width : kvWidths) {
       const size_t bytes = static_cast<size_t>(capacity) * width * sizeof(float);
       keys_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);
       values_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);
     }
   }
+  ~KvCache() { scratchPool_->give(std::move(stepScratch_)); }
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
 
   int capacity() const { return capacity_; }
   int length() const { return length_; }
@@ -44,7 +50,7 @@ class KvCache {
   }
   // Activations and kernel scratch of this sequence's steps: grown to the largest step so far (at most `capacity`
   // tokens), kept until the sequence goes. One step at a time runs on a sequence.
-  ScratchBuffers& stepScratch() { return stepScratch_; }
+  ScratchBuffers& stepScratch() { return *stepScratch_; }
 
  private:
   int capacity_;
@@ -52,7 +58,8 @@ class KvCache {
   std::vector<int> widths_;
   std::vector<AlignedBuffer> keys_;
   std::vector<AlignedBuffer> values_;
-  ScratchBuffers stepScratch_;
+  std::shared_ptr<ScratchPool> scratchPool_;
+  std::unique_ptr<ScratchBuffers> stepScratch_;
 };
 
 }  // namespace dynamoe::cpu

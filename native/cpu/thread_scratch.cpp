@@ -26,6 +26,33 @@ void* ScratchBuffers::get(ScratchSlot slot, size_t bytes) {
   return get(slot, bytes, unused);
 }
 
+std::unique_ptr<ScratchBuffers> ScratchPool::take() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!idle_.empty()) {
+      std::unique_ptr<ScratchBuffers> set = std::move(idle_.back());
+      idle_.pop_back();
+      return set;
+    }
+  }
+  return std::make_unique<ScratchBuffers>();
+}
+
+void ScratchPool::give(std::unique_ptr<ScratchBuffers> set) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!closed_ && idle_.size() < kIdleScratchSets) idle_.push_back(std::move(set));
+  // otherwise `set` is freed here
+}
+
+void ScratchPool::close() {
+  std::vector<std::unique_ptr<ScratchBuffers>> freed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed_ = true;
+    freed.swap(idle_);
+  }
+}
+
 ScratchBuffers& threadScratchBuffers() {
   thread_local ScratchBuffers buffers(kRetainedScratchBytes);
   return buffers;
