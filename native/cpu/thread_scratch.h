@@ -40,8 +40,8 @@ class ScratchBuffers {
 ScratchBuffers& threadScratchBuffers();
 
 // A model's session scratch, handed from sequences that ended to new ones: a server that opens a session per request
-// would otherwise fault in fresh pages for every prefill (a 256-token prefill in a new session ran 5-10% slower than
-// in a reset one). Keeps at most kIdleScratchSets sets that no sequence holds; thread-safe.
+// would otherwise fault in fresh pages for every prefill (a 256-token prefill in a new session ran 3-8% slower than
+// in a reset one, medians). Keeps at most kIdleScratchSets sets that no sequence holds; thread-safe.
 class ScratchPool {
  public:
   static constexpr size_t kIdleScratchSets = 2;
