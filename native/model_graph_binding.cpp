@@ -197,7 +197,9 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   holder.Set("capacity", info[0]);
   const int capacity = readInt(holder, "capacity", 1, kMaxTokensPerStep);
   KvSessionBinding::Init init;
-  translateErrors(env, [&] { init.cache = std::make_shared<cpu::KvCache>(graph->layout().kvWidths, capacity, scratchPool_); });
+  translateErrors(env, [&] {
+    init.cache = std::make_shared<cpu::KvCache>(graph->layout().kvWidths, capacity, scratchPool_);
+  });
   init.graph = graph.get();
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }

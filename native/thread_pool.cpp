@@ -87,7 +87,9 @@ void ThreadPool::runItems() {
 }
 
 void ThreadPool::workerLoop(uint64_t seen) {
-  auto woken = [&] { return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+  auto woken = [&] {
+    return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+  };
   for (;;) {
     if (!(spin_ && spinUntil(woken))) {
       std::unique_lock<std::mutex> lock(stateMutex_);

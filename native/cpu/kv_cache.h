@@ -17,7 +17,10 @@ class KvCache {
   // kvWidths[slot]: floats per position of attention layer `slot` (kv heads x head dim). The step scratch comes
   // from `scratchPool` and goes back to it with the cache.
   KvCache(const std::vector<int>& kvWidths, int capacity, std::shared_ptr<ScratchPool> scratchPool)
-      : capacity_(capacity), widths_(kvWidths), scratchPool_(std::move(scratchPool)), stepScratch_(scratchPool_->take()) {
+      : capacity_(capacity),
+        widths_(kvWidths),
+        scratchPool_(std::move(scratchPool)),
+        stepScratch_(scratchPool_->take()) {
     for (int width : kvWidths) {
       const size_t bytes = static_cast<size_t>(capacity) * width * sizeof(float);
       keys_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);

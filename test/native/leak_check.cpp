@@ -290,7 +290,9 @@ void exerciseModels(Rng& rng) {
     for (const bool tied : {true, false}) {
       const std::unique_ptr<ModelGraph> graph = buildModel(rng, dtype, tied);
       const RoutingPolicy& policy = policies[static_cast<size_t>(dtype) % policies.size()];
-      auto cache = std::make_unique<KvCache>(graph->layout().kvWidths, 16);
+      // Sequences take step scratch from the model's pool and give it back when they go (ScratchPool).
+      const auto pool = std::make_shared<ScratchPool>();
+      auto cache = std::make_unique<KvCache>(graph->layout().kvWidths, 16, pool);
       step(*graph, *cache, {1, 7, 49, 0, 23}, policy, false);  // prefill
       for (int32_t token : {3, 14, 15}) step(*graph, *cache, {token}, policy, true);  // decode
       require(cache->length() == 8, "the cache did not keep the committed positions");
@@ -304,7 +306,7 @@ void exerciseModels(Rng& rng) {
       const std::vector<int32_t> tokens = {5, 6, 7, 8, 9};
       const std::vector<int32_t> targets = {6, 7, -1, 9, 0};
       std::vector<double> logProbs(tokens.size());
-      KvCache scratch(graph->layout().kvWidths, static_cast<int>(tokens.size()));
+      KvCache scratch(graph->layout().kvWidths, static_cast<int>(tokens.size()), pool);
       StepRequest request;
       request.tokenIds = tokens.data();
       request.tokens = static_cast<int>(tokens.size());
@@ -314,6 +316,12 @@ void exerciseModels(Rng& rng) {
       request.targetLogProbs = logProbs.data();
       graph->forward(request);
       require(std::isnan(logProbs[2]) && logProbs[0] <= 0.0 && std::isfinite(logProbs[4]), "scores are wrong");
+
+      // A new sequence on the scratch the first one gave back; then the model goes (dispose closes the pool).
+      cache.reset();
+      cache = std::make_unique<KvCache>(graph->layout().kvWidths, 16, pool);
+      step(*graph, *cache, {7, 1}, policy, false);
+      pool->close();
     }
   }
 }
