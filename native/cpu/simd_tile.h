@@ -55,7 +55,7 @@ inline void prefetchPanelRow(const void* panel, size_t kk) {
 constexpr int kStreamingRows = 4;
 
 // Fetches lines kk .. kk + count - 1 of a job's prefetch range (those below prefetchLines) into L2 and, for
-// streaming tiles, the 16-bit panel rows that far ahead into L1. The range is the next K slice of the panel: into
+// streaming tiles, the 16-bit panel rows kPrefetchBytes ahead (into L2 too). The range is the next K slice: into
 // L1 it evicted parts of the slice in use (two 16 KiB slices fill a 32 KiB L1 before any row or partial sum), and
 // items of few rows per slice paid for it (bf16 dot tiles at 36 rows per expert: 285 -> 310-330 GFLOP/s into L2).
 template <DType W, int MR>
