@@ -40,7 +40,8 @@ inline void loadBf16PanelPair(const void* panel, size_t kk, int c, typename V::R
 // Bytes of 16-bit panel fetched ahead of use by small tiles, which stream their panel from memory: the hardware
 // prefetcher alone left bf16 decode at 65% of read bandwidth. f32 decode was at 94% without it, and slower with it.
 // Into L2, 3 KiB ahead: on Zen 4 that streamed a decode step's two experts at 24-30 GB/s, against 20-28 GB/s for
-// 1.5 KiB into L1 (each tile walks 4 streams: 4 x 24 lines in flight into L1 is likely more than its fill buffers take).
+// 1.5 KiB into L1 (each tile walks 4 streams: 4 x 24 lines in flight into L1 is likely more than its fill buffers
+// take).
 constexpr size_t kPrefetchBytes = 3072;
 
 template <DType W>
