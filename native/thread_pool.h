@@ -38,8 +38,9 @@ class ThreadPool {
   std::condition_variable wake_;
   std::condition_variable done_;
   std::vector<std::thread> workers_;
-  // Written under stateMutex_; atomic so that spinning threads (see kSpin in thread_pool.cpp) can read them
-  // without it. generation_ is stored last (release), after the job it announces.
+  // Atomic so that polling threads (see kSpin in thread_pool.cpp) can read them without stateMutex_. stopping_ and
+  // generation_ are written under it, generation_ last (release), after the job it announces; busyWorkers_ is
+  // counted down by the workers without it.
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> busyWorkers_{0};

@@ -115,7 +115,7 @@ describe.each(ISAS.map((isa) => [isa]))('attention on the %s kernels', (isa) => 
 });
 
 // A model hands the step scratch of ended sequences to new ones (ScratchPool): a sequence that starts on scratch
-// a longer one filled, and two sequences alive at once, must each still give the reference's logits.
+// a longer one filled, and four sequences alive at once, must each still give the reference's logits.
 test('sessions that reuse ended sequences\' scratch, and sessions alive together, match the float64 reference', async () => {
   const model = makeTinyModel('qwen3-moe', 13, { headDim: 16, heads: 4, kvHeads: 2 });
   const short = [5, 77, 140, 2, 31, 250, 8];

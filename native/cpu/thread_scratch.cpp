@@ -50,7 +50,7 @@ void ScratchPool::close() {
     std::lock_guard<std::mutex> lock(mutex_);
     closed_ = true;
     freed.swap(idle_);
-  }
+  }  // the sets are freed here, outside the lock
 }
 
 ScratchBuffers& threadScratchBuffers() {

@@ -2,7 +2,7 @@
 // time. Each thread keeps a set of buffers (threadScratchBuffers) for small and medium requests (decode, small
 // batches); a request over kRetainedScratchBytes gets a buffer of its own for that call, so what stays allocated
 // per thread is bounded. A model session keeps a set of its own with no such limit (its steps are bounded by its
-// context), so its prefills reuse their scratch too.
+// context), so its prefills reuse their scratch too; the set comes from its model's ScratchPool and goes back to it.
 #pragma once
 
 #include <array>
