@@ -1,7 +1,8 @@
 // MoE-layer benchmark: ms per layer, GFLOP/s on the expert GEMMs and GB/s of expert weights read, each also as a
 // fraction of this machine's measured limits (roofline probe); the peers on the same weights — ONNX Runtime's fused
-// CPU MoE op (f32) and llama.cpp's MoE share of a one-layer model (f32, bf16) — in interleaved runs, medians,
-// ratio peer/dynamoe; and what dynamic routing saves (top-p vs top-2).
+// CPU MoE op (f32), llama.cpp's MoE share of a one-layer model (f32, bf16) and, where a Python with torch is
+// installed, PyTorch's bf16 layer on oneDNN — in interleaved runs, medians, ratio peer/dynamoe; and what dynamic
+// routing saves (top-p vs top-2).
 // Run with `npm run bench` (compiled to dist/bench); `npm run bench:peers` installs the peers first.
 // BENCH_SHAPES=small keeps only the H=1024 shapes.
 import { cpuInfo, CpuIsa, MoELayer, RoutingPolicy, setCpuIsa } from '../lib';
@@ -12,6 +13,7 @@ import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
 import { maxRelativeError } from '../test/reference/layer';
 import { createLlamaCppMoe, LlamaCppMoe } from './llama-cpp-moe-peer';
 import { createOrtMoeLayer, OrtMoeLayer } from './onnx-moe-peer';
+import { createTorchMoeLayer, TorchMoeLayer } from './torch-moe-peer';
 import { quantile, timeMs } from './timing';
 
 interface Shape {
@@ -30,6 +32,11 @@ const SHAPES: Shape[] = [
 const TOP2: RoutingPolicy = { kind: 'top-k', k: 2, normalize: true };
 const TOP_P: RoutingPolicy = { kind: 'top-p', p: 0.4 };
 
+/** A run's time as the runner measured it itself: a peer in another process, whose pipe round trip is not its time. */
+function selfTimedMs(result: unknown): number | undefined {
+  return typeof result === 'object' && result !== null && 'ms' in result && typeof result.ms === 'number' ? result.ms : undefined;
+}
+
 /**
  * ms of the runs of each runner, the runners taking turns so drifting machine load hits them alike. A turn is
  * `block` timed runs after block / 4 (at least one) untimed ones: a peer's threads still spinning from its last
@@ -40,7 +47,11 @@ async function interleavedTimes(runners: Array<() => Promise<unknown>>, turns: n
   for (let turn = 0; turn < turns; turn++) {
     for (let r = 0; r < runners.length; r++) {
       for (let i = 0; i < Math.max(1, block >> 2); i++) await runners[r]();
-      for (let i = 0; i < block; i++) times[r].push(await timeMs(runners[r]));
+      for (let i = 0; i < block; i++) {
+        let result: unknown;
+        const wallMs = await timeMs(async () => (result = await runners[r]()));
+        times[r].push(selfTimedMs(result) ?? wallMs);
+      }
     }
   }
   return times;
@@ -49,7 +60,7 @@ async function interleavedTimes(runners: Array<() => Promise<unknown>>, turns: n
 const COLUMNS = [
   ['dtype', 8], ['hidden', 6], ['ffn', 5], ['tokens', 6], ['policy', 14], ['pairs', 7], ['ms', 8], ['GFLOP/s', 8],
   ['%peak', 6], ['weight GB/s', 12], ['%read', 6], ['ORT ms', 8], ['ORT/dynamoe', 12], ['llama.cpp ms', 13],
-  ['llama/dynamoe', 14], ['time ratio', 11],
+  ['llama/dynamoe', 14], ['PyTorch ms', 11], ['torch/dynamoe', 14], ['time ratio', 11],
   ['pairs ratio', 0],
 ] as const;
 const row = (cells: string[]) => cells.map((cell, i) => cell.padEnd(COLUMNS[i][1])).join(' ');
@@ -79,10 +90,12 @@ async function main(): Promise<void> {
       '(lower quartiles of interleaved runs; every other figure is a median); "noise": the difference came out ' +
       'below the time to read the experts at the measured bandwidth',
   );
+  console.log('PyTorch: bench/torch-moe-peer.py, bf16 only (oneDNN matmuls), top-2 renormalised; same weights');
   console.log('time ratio / pairs ratio: top-p 0.4 against top-2 (dynamic routing should cost what it uses)');
   console.log(row(COLUMNS.map(([name]) => name)));
   let ortMissing: string | undefined;
   let llamaMissing: string | undefined;
+  let torchMissing: string | undefined;
   for (const { dtype, isa, label } of variants) {
     setCpuIsa(isa);
     const peakGflops = isa === 'avx512bf16' && dtype === 'bf16' ? roofline.bf16DotGflops : roofline.fmaGflops;
@@ -101,12 +114,19 @@ async function main(): Promise<void> {
         if ('missing' in created) llamaMissing = created.missing;
         else llama = created;
       }
+      let torch: TorchMoeLayer | undefined;
+      if (dtype === 'bf16' && torchMissing === undefined) {
+        const created = await createTorchMoeLayer(weights, 2, info.threads);
+        if ('missing' in created) torchMissing = created.missing;
+        else torch = created;
+      }
       for (const tokens of shape.tokens) {
         // Several batches, cycled: decode steps pick different experts, as real tokens do, instead of re-reading
         // two experts' weights that the last-level cache may still hold.
         const batches = Array.from({ length: INPUT_BATCHES }, (_, i) => syntheticActivations(tokens, shape.hidden, 11 + i));
         // Short runs: 6 turns of 20 runs; long ones: turns of one run.
         const [turns, block] = tokens < 64 ? [6, 20] : [shape.hidden > 1024 ? 5 : 8, 1];
+        await torch?.setInputs(batches, tokens);
         let base: { ms: number; pairs: number } | undefined;
         for (const policy of [TOP2, TOP_P]) {
           let pairsTotal = 0;
@@ -120,24 +140,27 @@ async function main(): Promise<void> {
           const pairs = pairsTotal / batches.length;
           let next = 0;
           let nextOrt = 0;
+          let nextTorch = 0;
           const runDynamoe = () => layer.forward(batches[next++ % batches.length], { tokens, policy });
           const peer = policy === TOP2 ? ort : undefined;
-          let agreement = '';
-          if (peer) {
-            const [ours, theirs] = [await layer.forward(batches[0], { tokens, policy }), await peer.forward(batches[0], tokens)];
-            agreement = ` (max diff ${maxRelativeError(theirs, ours.output).toExponential(0)})`;
-          }
+          const torchPeer = policy === TOP2 ? torch : undefined;
+          const ours = peer || torchPeer ? (await layer.forward(batches[0], { tokens, policy })).output : undefined;
+          const agreement = (theirs: Float32Array) => ` (max diff ${maxRelativeError(theirs, ours!).toExponential(0)})`;
+          const ortAgreement = peer ? agreement(await peer.forward(batches[0], tokens)) : '';
+          const torchAgreement = torchPeer ? agreement(await torchPeer.output(0)) : '';
           const runners: Array<() => Promise<unknown>> = [runDynamoe];
-          if (peer) runners.push(() => peer.forward(batches[nextOrt++ % batches.length], tokens));
+          const ortIndex = peer ? runners.push(() => peer.forward(batches[nextOrt++ % batches.length], tokens)) - 1 : -1;
           const llamaPeer = policy === TOP2 ? llama : undefined;
-          if (llamaPeer) runners.push(() => llamaPeer.runFull(tokens), () => llamaPeer.runTiny(tokens));
+          const llamaIndex = llamaPeer ? runners.push(() => llamaPeer.runFull(tokens), () => llamaPeer.runTiny(tokens)) - 2 : -1;
+          const torchIndex = torchPeer ? runners.push(() => torchPeer.forward(nextTorch++ % batches.length)) - 1 : -1;
           const times = await interleavedTimes(runners, turns, block);
           const ms = quantile(times[0], 0.5);
-          const ortMs = peer ? quantile(times[1], 0.5) : undefined;
+          const ortMs = peer ? quantile(times[ortIndex], 0.5) : undefined;
+          const torchMs = torchPeer ? quantile(times[torchIndex], 0.5) : undefined;
           // Lower quartiles for llama.cpp: its small runs often stall 4-30 ms (its threads going to sleep), which
           // would inflate the tiny-expert baseline; the quartile keeps the stalls out and can only favour the peer.
           const llamaMs = llamaPeer
-            ? quantile(times[runners.length - 2], 0.25) - quantile(times[runners.length - 1], 0.25)
+            ? quantile(times[llamaIndex], 0.25) - quantile(times[llamaIndex + 1], 0.25)
             : undefined;
           const gflops = ((2 * pairs * 3 * shape.hidden * shape.ffn) / 1e9 / ms) * 1e3;
           const expertBytes = 3 * shape.hidden * shape.ffn * (dtype === 'f32' ? 4 : 2);
@@ -161,9 +184,11 @@ async function main(): Promise<void> {
               weightGBps.toFixed(1),
               `${((100 * weightGBps) / roofline.readGBps).toFixed(0)}%`,
               ortMs === undefined ? '-' : ortMs.toFixed(2),
-              ortMs === undefined ? '-' : `${(ortMs / ms).toFixed(2)}x${agreement}`,
+              ortMs === undefined ? '-' : `${(ortMs / ms).toFixed(2)}x${ortAgreement}`,
               llamaMs === undefined ? '-' : llamaResolved ? llamaMs.toFixed(2) : `(${llamaMs.toFixed(2)})`,
               llamaMs === undefined ? '-' : llamaResolved ? `${(llamaMs / ms).toFixed(2)}x` : 'noise',
+              torchMs === undefined ? '-' : torchMs.toFixed(2),
+              torchMs === undefined ? '-' : `${(torchMs / ms).toFixed(2)}x${torchAgreement}`,
               (ms / base.ms).toFixed(2),
               (pairs / base.pairs).toFixed(2),
             ]),
@@ -172,13 +197,18 @@ async function main(): Promise<void> {
       }
       await ort?.release();
       await llama?.release();
+      await torch?.release();
       layer.dispose();
     }
   }
   setCpuIsa(info.isa);
   if (ortMissing) console.log(`ONNX Runtime not measured: ${ortMissing}`);
   if (llamaMissing) console.log(`llama.cpp not measured: ${llamaMissing}`);
-  console.log(`peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (dynamoe and the peer in one process)`);
+  if (torchMissing) console.log(`PyTorch not measured: ${torchMissing}`);
+  console.log(
+    `peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB (dynamoe, ONNX Runtime and llama.cpp in this process; ` +
+      'PyTorch runs in its own)',
+  );
 }
 
 main().catch((error: unknown) => {
