@@ -1,23 +1,22 @@
-// The narrow interface the addon calls for the CUDA backend. The CUDA build (CMakeLists.txt) implements it in
-// cuda/; the CPU-only build (binding.gyp) links native/cuda_unavailable.cpp, which reports "not built".
+// The CUDA backend as the addon sees it: what the GPU probe found, and the core's backend interface. The CUDA build
+// (CMakeLists.txt) implements it in cuda/; the CPU-only build (binding.gyp) links cuda_unavailable.cpp, whose backend
+// reports why it cannot run.
 #pragma once
 
-#include <memory>
+#include <cstddef>
 #include <string>
 #include <vector>
 
-#include "../native/cpu/moe_layer.h"
-#include "../native/cpu/routing.h"
-#include "../native/moe_block.h"
-#include "../native/routing_policy.h"
+#include "../native/core/backend.h"
 
 namespace dynamoe::cuda {
 
 // What the addon found when it probed for a GPU (once per process).
 struct BackendStatus {
-  bool built = false;      // this binary contains the CUDA kernels
-  bool available = false;  // a GPU and a driver this binary can run on were found
-  std::string error;       // why not available: a cudaError name ("cudaErrorInsufficientDriver") or "notBuilt"
+  bool built = false;        // this binary contains the CUDA kernels
+  bool available = false;    // a GPU and a driver this binary can run on were found
+  bool wholeModels = false;  // Backend::createModel runs whole models (not yet: single MoE layers and routing do)
+  std::string error;         // why not available: a cudaError name ("cudaErrorInsufficientDriver") or "notBuilt"
   std::string errorMessage;
   int runtimeVersion = 0;  // CUDA runtime linked in (e.g. 13000)
   int driverVersion = 0;   // CUDA version the driver supports, 0 without a driver
@@ -32,17 +31,8 @@ struct BackendStatus {
 };
 const BackendStatus& backendStatus();
 
-// Throws Error(ERR_DYNAMOE_DEVICE) saying why when no usable GPU was found.
-void requireDevice();
-
-// Packs and uploads the weights to GPU memory (one expert at a time through a host staging buffer); the
-// returned block holds device memory only. Throws ERR_DYNAMOE_OUT_OF_MEMORY when the GPU cannot hold them.
-std::shared_ptr<const MoeBlock> uploadMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
-                                               const std::vector<cpu::ExpertSources>& experts,
-                                               const cpu::SharedExpertSources* shared);
-
-// route() on the GPU: the fused routing kernel on host scores (copied in and out).
-void routeOnDevice(const float* scores, int tokens, int experts, cpu::RouterInput input, const RoutingPolicy& policy,
-                   const cpu::RoutingOutput& out);
+// The CUDA backend; its requireUsable() (and every call that needs the GPU) throws ERR_DYNAMOE_DEVICE saying why
+// when no usable GPU was found.
+const Backend& cudaBackend();
 
 }  // namespace dynamoe::cuda

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "../native/errors.h"
+#include "../native/core/errors.h"
 
 namespace dynamoe::cuda {
 

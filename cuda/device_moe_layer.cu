@@ -5,8 +5,9 @@
 #include <climits>
 #include <string>
 
-#include "../native/cpu/check_finite.h"
+#include "../native/core/check_finite.h"
 #include "cuda_backend.h"
+#include "device_ops.h"
 #include "device_weights.h"
 #include "nvtx_range.h"
 #include "scratch_layout.h"
@@ -46,7 +47,7 @@ void requireFreeMemory(size_t bytes, const char* what) {
   }
 }
 
-void runGemm(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, bool decode, cudaStream_t stream) {
+void runGemm(const GroupedGemm& gemm, int groups, Epilogue epilogue, bool decode, cudaStream_t stream) {
   if (decode) {
     launchExpertGemv(gemm, groups, epilogue, stream);
   } else if (gemm.dtype == DType::F32) {
@@ -72,9 +73,10 @@ struct DeviceMoeLayer::ForwardBuffers {
   int32_t* firstInvalidToken = nullptr;  // [1]
 };
 
-DeviceMoeLayer::DeviceMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
-                               const std::vector<cpu::ExpertSources>& experts, const cpu::SharedExpertSources* shared)
-    : config_(config), layerId_(nextLayerId++) {
+DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.config), layerId_(nextLayerId++) {
+  const MoeLayerConfig& config = weights.config;
+  const float* router = weights.router;
+  const SharedExpertSources* shared = weights.hasShared ? &weights.shared : nullptr;
   requireDevice();
   if (config.experts > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
@@ -96,8 +98,8 @@ DeviceMoeLayer::DeviceMoeLayer(const cpu::MoeLayerConfig& config, const float* r
   }
   requireFreeMemory(bytes, "the MoE layer's weights");
 
-  std::vector<cpu::MatrixSource> gate, up, down;
-  for (const cpu::ExpertSources& e : experts) {
+  std::vector<MatrixSource> gate, up, down;
+  for (const ExpertSources& e : weights.experts) {
     gate.push_back(e.gate);
     up.push_back(e.up);
     down.push_back(e.down);
@@ -196,7 +198,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     logits.output = at<float>(scratch, logitsAt);
     logits.outputStride = experts;
     logits.multiprocessors = multiprocessors_;
-    runGemm(logits, 1, GemmEpilogue::Scaled, decode, stream);
+    runGemm(logits, 1, Epilogue::Scaled, decode, stream);
 
     checkCuda(cudaMemsetAsync(at<int32_t>(scratch, chunkCountsAt), 0, static_cast<size_t>(chunks) * experts * 4,
                               stream),
@@ -231,10 +233,10 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     plan.expertLoad = passLoad;
     plan.chunkCounts = at<int32_t>(scratch, chunkCountsAt);
     plan.chunkBase = at<int32_t>(scratch, chunkBaseAt);
-    plan.expertOffsets = at<int32_t>(scratch, offsetsAt);
-    plan.rowToken = at<int32_t>(scratch, rowTokenAt);
-    plan.rowWeight = at<float>(scratch, rowWeightAt);
-    plan.slotRow = at<int32_t>(scratch, slotRowAt);
+    plan.out.expertOffsets = at<int32_t>(scratch, offsetsAt);
+    plan.out.rowToken = at<int32_t>(scratch, rowTokenAt);
+    plan.out.rowWeight = at<float>(scratch, rowWeightAt);
+    plan.out.slotRow = at<int32_t>(scratch, slotRowAt);
     plan.tileExpert = at<int32_t>(scratch, tileExpertAt);
     plan.tileRowStart = at<int32_t>(scratch, tileRowStartAt);
     plan.tileCount = at<int32_t>(scratch, tileCountAt);
@@ -245,7 +247,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   // Routed experts: rows grouped by the plan. The shared expert: every token, as one dense group.
   GroupedGemm routed;
   routed.dtype = dtype;
-  routed.groupOffsets = plan.expertOffsets;
+  routed.groupOffsets = plan.out.expertOffsets;
   routed.tileGroup = plan.tileExpert;
   routed.tileRowStart = plan.tileRowStart;
   routed.tileCount = plan.tileCount;
@@ -268,11 +270,11 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     gemm1.k = hp;
     gemm1.input = xAct;
     gemm1.inputStride = hp;
-    gemm1.rowToken = plan.rowToken;
+    gemm1.rowToken = plan.out.rowToken;
     gemm1.output = at<void>(scratch, intermediateAt);
     gemm1.outputStride = paddedFfn_;
     gemm1.rowsComputed = io.gateUpRows;
-    runGemm(gemm1, experts, GemmEpilogue::SwiGlu, decode, stream);
+    runGemm(gemm1, experts, Epilogue::SwiGlu, decode, stream);
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm1 = shared;
       sharedGemm1.weights = sharedGateUp_.as<void>();
@@ -282,7 +284,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
       sharedGemm1.inputStride = hp;
       sharedGemm1.output = at<void>(scratch, sharedIntermediateAt);
       sharedGemm1.outputStride = paddedSharedFfn_;
-      runGemm(sharedGemm1, 1, GemmEpilogue::SwiGlu, decode, stream);
+      runGemm(sharedGemm1, 1, Epilogue::SwiGlu, decode, stream);
     }
   }
   if (clock) clock->mark(stream);
@@ -295,11 +297,11 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     gemm2.k = paddedFfn_;
     gemm2.input = at<void>(scratch, intermediateAt);
     gemm2.inputStride = paddedFfn_;
-    gemm2.rowScale = plan.rowWeight;
+    gemm2.rowScale = plan.out.rowWeight;
     gemm2.output = at<float>(scratch, rowOutputAt);
     gemm2.outputStride = hp;
     gemm2.rowsComputed = io.downRows;
-    runGemm(gemm2, experts, GemmEpilogue::Scaled, decode, stream);
+    runGemm(gemm2, experts, Epilogue::Scaled, decode, stream);
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm2 = shared;
       sharedGemm2.weights = sharedDown_.as<void>();
@@ -309,7 +311,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
       sharedGemm2.inputStride = paddedSharedFfn_;
       sharedGemm2.output = at<float>(scratch, sharedOutputAt);
       sharedGemm2.outputStride = hp;
-      runGemm(sharedGemm2, 1, GemmEpilogue::Scaled, decode, stream);
+      runGemm(sharedGemm2, 1, Epilogue::Scaled, decode, stream);
     }
   }
   if (clock) clock->mark(stream);
@@ -321,7 +323,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     finalize.paddedHidden = hp;
     finalize.kMax = kMax;
     finalize.counts = counts;
-    finalize.slotRow = plan.slotRow;
+    finalize.slotRow = plan.out.slotRow;
     finalize.rowOutput = at<float>(scratch, rowOutputAt);
     if (sharedFfn_ > 0) finalize.sharedOutput = at<float>(scratch, sharedOutputAt);
     if (sharedGated_) finalize.sharedGateWeight = sharedGate_.as<float>();
@@ -333,10 +335,10 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
 }
 
 void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy, float* out,
-                         const cpu::RoutingOutput& routing, const cpu::WorkCounters& work, StageClock* clock) const {
+                         const RoutingOutput& routing, const WorkCounters& work, StageClock* clock) const {
   const int hidden = config_.hidden;
   const int experts = config_.experts;
-  cpu::checkFinite(x, tokens, hidden, hidden, "x", "feature");
+  checkFinite(x, tokens, hidden, hidden, "x", "feature");
   const int kMax = routing.kMax;
   const int passTokens = tokensPerPass(tokens, kMax);
   const int passes = (tokens + passTokens - 1) / passTokens;
@@ -409,9 +411,13 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
   }
 }
 
-void DeviceMoeLayer::forward(const float* x, int tokens, const RoutingPolicy& policy, float* out,
-                             const cpu::RoutingOutput& routing, const cpu::WorkCounters& work) const {
-  run(x, tokens, policy, out, routing, work, nullptr);
+void DeviceMoeLayer::forward(const MoeForward& call) const {
+  const size_t hidden = static_cast<size_t>(config_.hidden);
+  if (call.xStride != hidden || call.outStride != hidden) {
+    throw Error(code::kUnsupported, "a CUDA MoE layer reads and writes contiguous rows (stride = hidden)");
+  }
+  if (call.stats != nullptr) throw Error(code::kUnsupported, "router statistics are not computed on device 'cuda' yet");
+  run(call.x, call.tokens, *call.policy, call.out, call.routing, call.work, nullptr);
 }
 
 StageTimes DeviceMoeLayer::profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const {
@@ -421,7 +427,7 @@ StageTimes DeviceMoeLayer::profile(const float* x, int tokens, const RoutingPoli
   std::vector<float> weights(ids.size());
   std::vector<int32_t> counts(tokens);
   std::vector<int32_t> load(config_.experts);
-  const cpu::RoutingOutput routing{kMax, ids.data(), weights.data(), counts.data(), load.data()};
+  const RoutingOutput routing{kMax, ids.data(), weights.data(), counts.data(), load.data()};
   run(x, tokens, policy, out.data(), routing, {}, nullptr);  // warm-up: pool memory, module loading, caches
   StageTimes times;
   for (int r = 0; r < runs; ++r) {
@@ -437,10 +443,8 @@ StageTimes DeviceMoeLayer::profile(const float* x, int tokens, const RoutingPoli
   return times;
 }
 
-std::shared_ptr<const MoeBlock> uploadMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
-                                               const std::vector<cpu::ExpertSources>& experts,
-                                               const cpu::SharedExpertSources* shared) {
-  return std::make_shared<const DeviceMoeLayer>(config, router, experts, shared);
+std::shared_ptr<const MoeLayer> uploadMoeLayer(const MoeWeights& weights) {
+  return std::make_shared<const DeviceMoeLayer>(weights);
 }
 
 }  // namespace dynamoe::cuda

@@ -5,34 +5,33 @@
 
 #include <vector>
 
-#include "../native/moe_block.h"
+#include "../native/core/backend.h"
 #include "device_buffer.h"
 #include "moe_kernels.h"
 #include "stage_clock.h"
 
 namespace dynamoe::cuda {
 
-class DeviceMoeLayer final : public MoeBlock {
+class DeviceMoeLayer final : public MoeLayer {
  public:
-  DeviceMoeLayer(const cpu::MoeLayerConfig& config, const float* router,
-                 const std::vector<cpu::ExpertSources>& experts, const cpu::SharedExpertSources* shared);
+  explicit DeviceMoeLayer(const MoeWeights& weights);
 
-  const cpu::MoeLayerConfig& config() const override { return config_; }
+  const MoeLayerConfig& config() const override { return config_; }
   size_t weightBytes() const override;
   const char* device() const override { return "cuda"; }
-  void forward(const float* x, int tokens, const RoutingPolicy& policy, float* out, const cpu::RoutingOutput& routing,
-               const cpu::WorkCounters& work) const override;
+  // Rows are contiguous (strides == hidden); router statistics are not computed on the GPU yet.
+  void forward(const MoeForward& call) const override;
   StageTimes profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const override;
 
  private:
   struct ForwardBuffers;
-  void run(const float* x, int tokens, const RoutingPolicy& policy, float* out, const cpu::RoutingOutput& routing,
-           const cpu::WorkCounters& work, StageClock* clock) const;
+  void run(const float* x, int tokens, const RoutingPolicy& policy, float* out, const RoutingOutput& routing,
+           const WorkCounters& work, StageClock* clock) const;
   void runPass(const ForwardBuffers& io, int firstToken, int tokens, const RoutingPolicy& policy, int pass,
                cudaStream_t stream, StageClock* clock) const;
   int tokensPerPass(int tokens, int kMax) const;
 
-  cpu::MoeLayerConfig config_;
+  MoeLayerConfig config_;
   int paddedHidden_ = 0;
   int paddedFfn_ = 0;
   int sharedFfn_ = 0;        // 0: no shared expert

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "cuda_backend.h"
+#include "device_ops.h"
 #include "cuda_check.h"
 
 #ifndef DYNAMOE_CUDA_ARCHITECTURES

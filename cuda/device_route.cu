@@ -2,15 +2,15 @@
 #include <climits>
 #include <vector>
 
-#include "cuda_backend.h"
+#include "device_ops.h"
 #include "device_buffer.h"
 #include "moe_kernels.h"
 #include "nvtx_range.h"
 
 namespace dynamoe::cuda {
 
-void routeOnDevice(const float* scores, int tokens, int experts, cpu::RouterInput input, const RoutingPolicy& policy,
-                   const cpu::RoutingOutput& out) {
+void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
+                   const RoutingPolicy& policy, const RoutingOutput& out) {
   requireDevice();
   if (experts > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
@@ -33,7 +33,8 @@ void routeOnDevice(const float* scores, int tokens, int experts, cpu::RouterInpu
   int32_t* firstInvalidToken = chunkCounts + chunkCells;
 
   const int32_t noInvalidToken = INT_MAX;
-  checkCuda(cudaMemcpyAsync(deviceScores, scores, scoreCount * 4, cudaMemcpyHostToDevice, stream.get()),
+  checkCuda(cudaMemcpy2DAsync(deviceScores, static_cast<size_t>(experts) * 4, scores, stride * 4,
+                              static_cast<size_t>(experts) * 4, tokens, cudaMemcpyHostToDevice, stream.get()),
             "copying scores to the GPU");
   checkCuda(cudaMemsetAsync(expertLoad, 0, (experts + chunkCells) * 4, stream.get()), "clearing routing counts");
   checkCuda(cudaMemcpyAsync(firstInvalidToken, &noInvalidToken, 4, cudaMemcpyHostToDevice, stream.get()),
@@ -43,7 +44,7 @@ void routeOnDevice(const float* scores, int tokens, int experts, cpu::RouterInpu
   launch.scoreStride = experts;
   launch.tokens = tokens;
   launch.experts = experts;
-  launch.logits = input == cpu::RouterInput::Logits;
+  launch.logits = input == RouterInput::Logits;
   launch.policy = policy;
   launch.kMax = out.kMax;
   launch.ids = ids;

@@ -19,7 +19,7 @@ void storeAs(DType dtype, void* row, int index, float value) {
 
 // Where packed row r of a matrix comes from: a source matrix and its row, or nothing (a zero padding row).
 struct RowOrigin {
-  const cpu::MatrixSource* source;
+  const MatrixSource* source;
   int row;
 };
 
@@ -47,19 +47,19 @@ void uploadRows(char* destination, int rows, int k, int paddedK, DType dtype,
 
 }  // namespace
 
-DeviceBuffer uploadMatrices(const std::vector<cpu::MatrixSource>& sources, int rows, int paddedRows, int k,
+DeviceBuffer uploadMatrices(const std::vector<MatrixSource>& sources, int rows, int paddedRows, int k,
                             int paddedK, DType dtype, const char* what) {
   const size_t matrixBytes = static_cast<size_t>(paddedRows) * paddedK * dtypeBytes(dtype);
   DeviceBuffer buffer(matrixBytes * sources.size(), what);
   for (size_t e = 0; e < sources.size(); ++e) {
-    const cpu::MatrixSource* source = &sources[e];
+    const MatrixSource* source = &sources[e];
     uploadRows(buffer.as<char>() + e * matrixBytes, paddedRows, k, paddedK, dtype,
                [&](int r) { return RowOrigin{r < rows ? source : nullptr, r}; }, what);
   }
   return buffer;
 }
 
-DeviceBuffer uploadGateUp(const std::vector<cpu::MatrixSource>& gate, const std::vector<cpu::MatrixSource>& up,
+DeviceBuffer uploadGateUp(const std::vector<MatrixSource>& gate, const std::vector<MatrixSource>& up,
                           int ffn, int paddedFfn, int hidden, int paddedHidden, DType dtype, const char* what) {
   const int packedRows = 2 * paddedFfn;
   const size_t matrixBytes = static_cast<size_t>(packedRows) * paddedHidden * dtypeBytes(dtype);
@@ -69,7 +69,7 @@ DeviceBuffer uploadGateUp(const std::vector<cpu::MatrixSource>& gate, const std:
                [&](int r) {
                  // Rows 16b..16b+7 are gate features 8b..8b+7, rows 16b+8..16b+15 the up features.
                  const int feature = r / 16 * 8 + r % 8;
-                 const cpu::MatrixSource* source = r % 16 < 8 ? &gate[e] : &up[e];
+                 const MatrixSource* source = r % 16 < 8 ? &gate[e] : &up[e];
                  return RowOrigin{feature < ffn ? source : nullptr, feature};
                },
                what);

@@ -4,17 +4,17 @@
 
 #include <vector>
 
-#include "../native/cpu/packed_matrix.h"
+#include "../native/core/moe_config.h"
 #include "device_buffer.h"
 
 namespace dynamoe::cuda {
 
 // [experts][rows][paddedK]: row r of matrix e is sources[e] row r (zero past `rows` and past k), in `dtype`.
-DeviceBuffer uploadMatrices(const std::vector<cpu::MatrixSource>& sources, int rows, int paddedRows, int k,
+DeviceBuffer uploadMatrices(const std::vector<MatrixSource>& sources, int rows, int paddedRows, int k,
                             int paddedK, DType dtype, const char* what);
 
 // [experts][2 * paddedFfn][paddedHidden], gate and up interleaved in blocks of 8 rows (moe_kernels.h, SwiGlu).
-DeviceBuffer uploadGateUp(const std::vector<cpu::MatrixSource>& gate, const std::vector<cpu::MatrixSource>& up,
+DeviceBuffer uploadGateUp(const std::vector<MatrixSource>& gate, const std::vector<MatrixSource>& up,
                           int ffn, int paddedFfn, int hidden, int paddedHidden, DType dtype, const char* what);
 
 }  // namespace dynamoe::cuda

@@ -21,7 +21,7 @@ constexpr int kThreads = kWarpsPerBlock * kWarpSize;
 constexpr int kWeightRowsPerWarp = 4;
 constexpr int kFeaturesPerWarp = kWeightRowsPerWarp / 2;
 constexpr int kWeightRowsPerBlock = kWarpsPerBlock * kWeightRowsPerWarp;
-// SwiGLU weights interleave gate and up rows in blocks of this many (see GemmEpilogue::SwiGlu).
+// SwiGLU weights interleave gate and up rows in blocks of this many (see Epilogue::SwiGlu).
 constexpr int kSwiGluBlock = 8;
 constexpr unsigned kFullWarp = 0xffffffffu;
 
@@ -33,10 +33,10 @@ __device__ __forceinline__ int gateRowOf(int feature) {
 }
 
 // Epilogue of one plan row: the warp's 4 sums become 2 SwiGLU features (activation dtype) or 4 scaled columns (f32).
-template <typename T, GemmEpilogue kEpilogue>
+template <typename T, Epilogue kEpilogue>
 __device__ __forceinline__ void writeRowOutputs(const GroupedGemm& gemm, int row, int firstOutputColumn,
                                                 int validWeightRows, const float (&rowSum)[kWeightRowsPerWarp]) {
-  if constexpr (kEpilogue == GemmEpilogue::SwiGlu) {
+  if constexpr (kEpilogue == Epilogue::SwiGlu) {
     T* outputRow = static_cast<T*>(gemm.output) + static_cast<size_t>(row) * gemm.outputStride;
 #pragma unroll
     for (int f = 0; f < kFeaturesPerWarp; ++f) {
@@ -53,7 +53,7 @@ __device__ __forceinline__ void writeRowOutputs(const GroupedGemm& gemm, int row
   }
 }
 
-template <typename T, GemmEpilogue kEpilogue>
+template <typename T, Epilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
   constexpr int kVectorElements = kElementsPerVector<T>;
   __shared__ const T* rowInput[kGemvMaxRows];
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
   int weightRow[kWeightRowsPerWarp];
   int validWeightRows;
   int firstOutputColumn;
-  if constexpr (kEpilogue == GemmEpilogue::SwiGlu) {
+  if constexpr (kEpilogue == Epilogue::SwiGlu) {
     firstOutputColumn = warpIndex * kFeaturesPerWarp;  // a feature
     validWeightRows = firstOutputColumn < gemm.n / 2 ? kWeightRowsPerWarp : 0;
     for (int f = 0; f < kFeaturesPerWarp; ++f) {
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
 }
 
 template <typename T>
-void launchForElement(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, cudaStream_t stream) {
+void launchForElement(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream) {
   constexpr int kVectorElements = kElementsPerVector<T>;
   if (gemm.k % kVectorElements != 0 || gemm.inputStride % kVectorElements != 0 ||
       gemm.groupStride % kVectorElements != 0) {
@@ -170,22 +170,22 @@ void launchForElement(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue
                                  "of " + std::to_string(kVectorElements));
   }
   const dim3 grid((gemm.n + kWeightRowsPerBlock - 1) / kWeightRowsPerBlock, groups);
-  if (epilogue == GemmEpilogue::SwiGlu) {
-    expertGemvKernel<T, GemmEpilogue::SwiGlu><<<grid, kThreads, 0, stream>>>(gemm);
+  if (epilogue == Epilogue::SwiGlu) {
+    expertGemvKernel<T, Epilogue::SwiGlu><<<grid, kThreads, 0, stream>>>(gemm);
   } else {
-    expertGemvKernel<T, GemmEpilogue::Scaled><<<grid, kThreads, 0, stream>>>(gemm);
+    expertGemvKernel<T, Epilogue::Scaled><<<grid, kThreads, 0, stream>>>(gemm);
   }
   checkCuda(cudaGetLastError(), "launching the expert GEMV");
 }
 
 }  // namespace
 
-void launchExpertGemv(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, cudaStream_t stream) {
+void launchExpertGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream) {
   // Shape rules of this kernel; breaking one is a bug in the caller, not in the user's input.
   if (gemm.n <= 0 || gemm.k <= 0 || groups <= 0 || groups > 65535) {
     throw Error(code::kInternal, "expert GEMV needs n > 0, k > 0 and 1..65535 groups");
   }
-  if (epilogue == GemmEpilogue::SwiGlu && gemm.n % (2 * kSwiGluBlock) != 0) {
+  if (epilogue == Epilogue::SwiGlu && gemm.n % (2 * kSwiGluBlock) != 0) {
     throw Error(code::kInternal, "expert GEMV with SwiGLU needs n % 16 == 0");
   }
   switch (gemm.dtype) {

@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kScanThreads) planScanKernel(PlanLaunch plan, 
     rowOffset += carry[0];
     tileOffset += carry[1];
     if (e < plan.experts) {
-      plan.expertOffsets[e] = rowOffset;
+      plan.out.expertOffsets[e] = rowOffset;
       int32_t running = rowOffset;
 #pragma unroll 8
       for (int c = 0; c < chunks; ++c) {
@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(kScanThreads) planScanKernel(PlanLaunch plan, 
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    plan.expertOffsets[plan.experts] = carry[0];
+    plan.out.expertOffsets[plan.experts] = carry[0];
     *plan.tileCount = carry[1];
   }
 }
@@ -77,9 +77,9 @@ __global__ void __launch_bounds__(kScatterThreads) planScatterKernel(PlanLaunch 
       const int used = plan.counts[t];
       for (int s = 0; s < used; ++s) {
         if (plan.ids[slots + s] != e) continue;
-        plan.slotRow[slots + s] = row;
-        plan.rowToken[row] = t;
-        plan.rowWeight[row] = plan.weights[slots + s];
+        plan.out.slotRow[slots + s] = row;
+        plan.out.rowToken[row] = t;
+        plan.out.rowWeight[row] = plan.weights[slots + s];
         ++row;
         --remaining;
         break;  // an expert appears at most once per token
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kScatterThreads) planScatterKernel(PlanLaunch 
   for (int i = threadIdx.x; i < (lastToken - firstToken) * plan.kMax; i += blockDim.x) {
     const int t = firstToken + i / plan.kMax;
     const int s = i % plan.kMax;
-    if (s >= plan.counts[t]) plan.slotRow[static_cast<size_t>(t) * plan.kMax + s] = -1;
+    if (s >= plan.counts[t]) plan.out.slotRow[static_cast<size_t>(t) * plan.kMax + s] = -1;
   }
 }
 

@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) finalizeKernel(FinalizeLaunch launch
     for (int h = threadIdx.x; h < launch.paddedHidden; h += kThreads) {
       partial = fmaf(launch.sharedGateWeight[h], xRow[h], partial);
     }
-    sharedGate = 1.0f / (1.0f + expf(-blockSum(partial, warpSums)));
+    sharedGate = sharedExpertGate(blockSum(partial, warpSums));
   }
 
   // The router writes at most kMax slots; the clamp only guards against a corrupt count.

@@ -218,7 +218,7 @@ __device__ void storeScaled(const GroupedGemm& gemm, const WorkItem& work,
 template <int BM>
 constexpr int kMinResidentBlocks = BM == 64 ? 3 : 2;
 
-template <typename T, int BM, GemmEpilogue kEpilogue>
+template <typename T, int BM, Epilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads, kMinResidentBlocks<BM>)
     groupedGemmMma(const GroupedGemm gemm, int denseTiles) {
   extern __shared__ __align__(128) unsigned char stageMemory[];
@@ -320,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, kMinResidentBlocks<BM>)
       startPipeline(loader, aBase, bBase, kTiles);
     }
 
-    if constexpr (kEpilogue == GemmEpilogue::SwiGlu) {
+    if constexpr (kEpilogue == Epilogue::SwiGlu) {
       storeSwiGlu<T, BM>(gemm, finished, acc, warpRow, warpCol, lane);
     } else {
       storeScaled<BM>(gemm, finished, acc, warpRow, warpCol, lane);
@@ -365,7 +365,7 @@ int prepareKernel(const void* kernel, int smemBytes, std::atomic<int> (&cache)[k
   return blocks;
 }
 
-template <typename T, int BM, GemmEpilogue kEpilogue>
+template <typename T, int BM, Epilogue kEpilogue>
 void launchInstance(const GroupedGemm& gemm, cudaStream_t stream) {
   static std::atomic<int> blocksPerSmCache[kCachedDevices] = {};
   const auto kernel = groupedGemmMma<T, BM, kEpilogue>;
@@ -383,16 +383,16 @@ void launchInstance(const GroupedGemm& gemm, cudaStream_t stream) {
 }
 
 template <typename T, int BM>
-void launchForTile(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream) {
-  if (epilogue == GemmEpilogue::SwiGlu) {
-    launchInstance<T, BM, GemmEpilogue::SwiGlu>(gemm, stream);
+void launchForTile(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
+  if (epilogue == Epilogue::SwiGlu) {
+    launchInstance<T, BM, Epilogue::SwiGlu>(gemm, stream);
   } else {
-    launchInstance<T, BM, GemmEpilogue::Scaled>(gemm, stream);
+    launchInstance<T, BM, Epilogue::Scaled>(gemm, stream);
   }
 }
 
 template <typename T>
-void launchForType(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream) {
+void launchForType(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
   if (gemm.tileRows == 64) {
     launchForTile<T, 64>(gemm, epilogue, stream);
   } else {
@@ -405,7 +405,7 @@ void launchForType(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t 
 // 64-row tiles waste less on small groups; 128 halves the weight traffic per row once groups fill them.
 int mmaTileRows(int expectedRowsPerGroup) { return expectedRowsPerGroup <= 64 ? 64 : 128; }
 
-void launchGemmMma(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream) {
+void launchGemmMma(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
   requireArgument(gemm.dtype != DType::F32, "launchGemmMma: f32 has no tensor-core path (use launchGemmSimtF32)");
   requireArgument(gemm.tileRows == 64 || gemm.tileRows == 128, "launchGemmMma: tileRows must be 64 or 128");
   requireArgument(gemm.n > 0 && gemm.n % kTileCols == 0, "launchGemmMma: n must be a positive multiple of 128");
@@ -417,7 +417,7 @@ void launchGemmMma(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t 
                       aligned(gemm.weights, 16),
                   "launchGemmMma: input and weights must be 16-byte aligned with strides a multiple of 8");
   // The epilogues store two adjacent columns at once (4 bytes for SwiGLU, 8 for Scaled).
-  requireArgument(gemm.outputStride % 2 == 0 && aligned(gemm.output, epilogue == GemmEpilogue::SwiGlu ? 4 : 8),
+  requireArgument(gemm.outputStride % 2 == 0 && aligned(gemm.output, epilogue == Epilogue::SwiGlu ? 4 : 8),
                   "launchGemmMma: output must be aligned for paired stores with an even outputStride");
   if (gemm.dtype == DType::F16) {
     launchForType<__half>(gemm, epilogue, stream);

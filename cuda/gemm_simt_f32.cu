@@ -23,7 +23,7 @@ constexpr int kThreadGridColumns = kTileColumns / kThreadColumns;  // 16 threads
 // A staged row is 16 floats + 4 of padding: 8 consecutive rows then start in 8 different 4-bank groups, so the
 // 16-byte shared stores and loads of a quarter warp never conflict.
 constexpr int kStageStride = kTileDepth + 4;
-// SwiGLU weights interleave gate and up rows in blocks of this many (see GemmEpilogue::SwiGlu).
+// SwiGLU weights interleave gate and up rows in blocks of this many (see Epilogue::SwiGlu).
 constexpr int kSwiGluBlock = 8;
 constexpr int kTileFeatures = kTileColumns / 2;  // SwiGLU outputs per column tile
 
@@ -63,7 +63,7 @@ __device__ __forceinline__ TileExtent tileExtent(const GroupedGemm& gemm, int ti
 using StageA = float[kTileRows][kStageStride];
 using StageB = float[kTileColumns][kStageStride];
 
-template <GemmEpilogue kEpilogue>
+template <Epilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads) gemmSimtF32Kernel(GroupedGemm gemm) {
   __shared__ __align__(16) StageA stagedA[2];
   __shared__ __align__(16) StageB stagedB[2];
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads) gemmSimtF32Kernel(GroupedGemm gemm) 
       const int row = extent.rowBegin + threadRow * kThreadRows + i;
       if (row >= extent.rowEnd) continue;
       float* outputRow = output + static_cast<size_t>(row) * gemm.outputStride;
-      if constexpr (kEpilogue == GemmEpilogue::SwiGlu) {
+      if constexpr (kEpilogue == Epilogue::SwiGlu) {
         // Positions j and j + 2 are the gate and up rows of the same feature.
 #pragma unroll
         for (int j = 0; j < kThreadColumns / 2; ++j) {
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) gemmSimtF32Kernel(GroupedGemm gemm) 
 }
 
 // Blocks of one kernel that fit on a multiprocessor at once: the persistent grid never exceeds one wave.
-template <GemmEpilogue kEpilogue>
+template <Epilogue kEpilogue>
 int residentBlocksPerMultiprocessor() {
   static const int blocks = [] {
     int count = 0;
@@ -190,7 +190,7 @@ int residentBlocksPerMultiprocessor() {
   return blocks;
 }
 
-template <GemmEpilogue kEpilogue>
+template <Epilogue kEpilogue>
 void launchWithEpilogue(const GroupedGemm& gemm, cudaStream_t stream) {
   const long long columnTiles = (gemm.n + kTileColumns - 1) / kTileColumns;
   const long long tileBound =
@@ -207,7 +207,7 @@ void launchWithEpilogue(const GroupedGemm& gemm, cudaStream_t stream) {
 
 }  // namespace
 
-void launchGemmSimtF32(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream) {
+void launchGemmSimtF32(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
   // Shape rules of this kernel; breaking one is a bug in the caller, not in the user's input.
   if (gemm.dtype != DType::F32) throw Error(code::kInternal, "f32 SIMT GEMM given non-f32 tensors");
   if (gemm.n <= 0 || gemm.k <= 0 || gemm.k % kTileDepth != 0) {
@@ -219,13 +219,13 @@ void launchGemmSimtF32(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStrea
   if (gemm.tileGroup != nullptr && gemm.tileRows != kTileRows) {
     throw Error(code::kInternal, "f32 SIMT GEMM given a tile table built for another tile height");
   }
-  if (epilogue == GemmEpilogue::SwiGlu && gemm.n % (2 * kSwiGluBlock) != 0) {
+  if (epilogue == Epilogue::SwiGlu && gemm.n % (2 * kSwiGluBlock) != 0) {
     throw Error(code::kInternal, "f32 SIMT GEMM with SwiGLU needs n % 16 == 0");
   }
-  if (epilogue == GemmEpilogue::SwiGlu) {
-    launchWithEpilogue<GemmEpilogue::SwiGlu>(gemm, stream);
+  if (epilogue == Epilogue::SwiGlu) {
+    launchWithEpilogue<Epilogue::SwiGlu>(gemm, stream);
   } else {
-    launchWithEpilogue<GemmEpilogue::Scaled>(gemm, stream);
+    launchWithEpilogue<Epilogue::Scaled>(gemm, stream);
   }
 }
 

@@ -9,8 +9,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../native/dtype.h"
-#include "../native/routing_policy.h"
+#include "../native/core/dtype.h"
+#include "../native/core/moe_stages.h"
+#include "../native/core/routing_policy.h"
 
 namespace dynamoe::cuda {
 
@@ -59,10 +60,7 @@ struct PlanLaunch {
   const int32_t* expertLoad = nullptr;   // from the route kernel
   const int32_t* chunkCounts = nullptr;  // from the route kernel
   int32_t* chunkBase = nullptr;          // [chunkCount][experts] scratch: first plan row of each chunk per expert
-  int32_t* expertOffsets = nullptr;      // [experts + 1]
-  int32_t* rowToken = nullptr;           // [tokens * kMax] token each plan row reads
-  float* rowWeight = nullptr;            // [tokens * kMax] routing weight of each plan row
-  int32_t* slotRow = nullptr;            // [tokens][kMax] plan row of each used slot, -1 for unused slots
+  ExpertPlanLayout out;                  // the core's plan layout; rowToken and rowWeight hold tokens * kMax rows
   int32_t* tileExpert = nullptr;         // [maxTiles(tokens * kMax, experts, tileRows)]
   int32_t* tileRowStart = nullptr;
   int32_t* tileCount = nullptr;  // [1]
@@ -71,13 +69,9 @@ inline int maxTiles(int rows, int groups, int tileRows) { return rows / tileRows
 void launchPlan(const PlanLaunch& launch, cudaStream_t stream);
 
 // ---- grouped GEMMs (gemm_simt_f32.cu, gemm_mma.cu, expert_gemv.cu) -----------------------------------------
-enum class GemmEpilogue {
-  // weights are gate/up interleaved in blocks of 8 rows (rows 16b..16b+7: gate 8b..8b+7, rows 16b+8..16b+15: up
-  // 8b..8b+7); output column f = silu(gate f) * up f, n/2 columns, stored in the activation dtype.
-  SwiGlu,
-  // output = acc * rowScale[row] (1 when rowScale is null), n columns, stored as f32.
-  Scaled,
-};
+// The core's Epilogue kinds, as the CUDA GEMMs apply them. SwiGlu: weights are gate/up interleaved in blocks of 8
+// rows (rows 16b..16b+7: gate 8b..8b+7, rows 16b+8..16b+15: up 8b..8b+7); n/2 output columns, stored in the
+// activation dtype. Scaled: n columns, stored as f32.
 
 struct GroupedGemm {
   DType dtype = DType::F32;            // weights and activations (f32, f16 or bf16); accumulation is fp32
@@ -110,10 +104,10 @@ int mmaTileRows(int expectedRowsPerGroup);  // 64 or 128
 // Decode path: every group has at most this many rows (tokens <= this), weights streamed once.
 constexpr int kGemvMaxRows = 16;
 
-void launchGemmSimtF32(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream);
-void launchGemmMma(const GroupedGemm& gemm, GemmEpilogue epilogue, cudaStream_t stream);
+void launchGemmSimtF32(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream);
+void launchGemmMma(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream);
 // Decode: groupOffsets must be set (or rows <= kGemvMaxRows); ignores the tile table. Grid: column blocks x groups.
-void launchExpertGemv(const GroupedGemm& gemm, int groups, GemmEpilogue epilogue, cudaStream_t stream);
+void launchExpertGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream);
 
 // ---- input conversion and finalize (convert_input.cu, finalize_kernel.cu) ---------------------------------------
 // x [tokens][hidden] f32 -> xF32 [tokens][paddedHidden] (zero padded) and, for f16/bf16, xAct in that dtype.

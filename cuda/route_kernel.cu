@@ -5,7 +5,8 @@
 #include <algorithm>
 #include <climits>
 
-#include "../native/routing_math.h"
+#include "../native/core/routing_math.h"
+#include "../native/core/routing_rules.h"
 #include "cuda_check.h"
 #include "moe_kernels.h"
 
@@ -17,10 +18,6 @@ constexpr int kWarp = 32;
 constexpr int kMaxWarpsPerBlock = 8;
 constexpr size_t kSharedBytes = 48 * 1024;
 constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ inline bool ranksBefore(float p, int id, float q, int otherId) {
-  return p > q || (p == q && id < otherId);
-}
 
 // The best (probability, id) among this lane's experts e = lane, lane + 32, ...; taken experts hold -1.
 __device__ inline void laneBest(const float* probs, int experts, int lane, float* bestP, int* bestId) {
@@ -79,28 +76,25 @@ __global__ void routeKernel(RouteLaunch launch) {
 
   int32_t* ids = launch.ids + static_cast<size_t>(token) * launch.kMax;
   float* weights = launch.weights + static_cast<size_t>(token) * launch.kMax;
-  const int maxKept = policy.kind == PolicyKind::TopK ? policy.k : policy.maxKept(experts);
-  const bool cutsAtP = policy.kind == PolicyKind::TopP && policy.p < 1.0f;  // p = 1 keeps all, as on the CPU
   float bestP;
   int bestId;
   laneBest(probs, experts, lane, &bestP, &bestId);
-  double cumulative = 0.0;  // in sorted order and in double, as the CPU sums it
-  bool cut = false;
-  int kept = 0;
+  routing_rules::Selection selection;  // the CPU router's rules, in the same rank order and precision
   int32_t* chunkCounts = launch.chunkCounts + static_cast<size_t>(token / kTokensPerChunk) * experts;
-  while (kept < maxKept) {
-    if (policy.kind == PolicyKind::TopP && kept >= policy.minExperts && cut) break;
+  const int limit = routing_rules::keptLimit(policy, experts);
+  while (selection.kept < limit) {
     float p = bestP;
     int id = bestId;
     for (int offset = kWarp / 2; offset > 0; offset /= 2) {
       const float otherP = __shfl_xor_sync(kFullMask, p, offset);
       const int otherId = __shfl_xor_sync(kFullMask, id, offset);
-      if (ranksBefore(otherP, otherId, p, id)) {
+      if (routing_rules::ranksBefore(otherP, otherId, p, id)) {
         p = otherP;
         id = otherId;
       }
     }
-    if (policy.kind == PolicyKind::Threshold && kept >= policy.minExperts && !(p >= policy.tau)) break;
+    if (routing_rules::stopsBefore(policy, experts, selection, p)) break;
+    const int kept = selection.kept;
     if (lane == kept % kWarp) {
       ids[kept] = id;
       weights[kept] = p;  // the raw probability; scaled below
@@ -109,9 +103,7 @@ __global__ void routeKernel(RouteLaunch launch) {
       atomicAdd(&launch.expertLoad[id], 1);
       atomicAdd(&chunkCounts[id], 1);
     }
-    cumulative += static_cast<double>(p);
-    if (cutsAtP && cumulative > static_cast<double>(policy.p)) cut = true;
-    ++kept;
+    routing_rules::keep(policy, selection, p);
     if (lane == id % kWarp) {  // the owner marks it taken and finds its next best
       probs[id] = -1.0f;
       laneBest(probs, experts, lane, &bestP, &bestId);
@@ -119,9 +111,8 @@ __global__ void routeKernel(RouteLaunch launch) {
   }
   __syncwarp();  // the raw weights written by other lanes are visible below
 
-  // cpu routing's weight rule: factor = 1/sum(kept) when normalising (sum > 0), times scale for top-k.
-  double factor = policy.normalize && cumulative > 0.0 ? 1.0 / cumulative : 1.0;
-  if (policy.kind == PolicyKind::TopK) factor *= policy.scale;
+  const int kept = selection.kept;
+  const double factor = routing_rules::weightFactor(policy, selection.keptSum);
   for (int slot = lane; slot < launch.kMax; slot += kWarp) {
     if (slot < kept) {
       weights[slot] = static_cast<float>(static_cast<double>(weights[slot]) * factor);

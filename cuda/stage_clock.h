@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "../native/moe_block.h"
+#include "../native/core/moe_config.h"
 #include "cuda_check.h"
 
 namespace dynamoe::cuda {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "../thread_pool.h"
+#include "thread_pool.h"
 
 namespace dynamoe::cpu {
 
@@ -25,7 +25,7 @@ void combineExpertRows(const ExpertPlan& plan, const RoutingOutput& routing, int
       float* tokenOut = out + static_cast<size_t>(t) * outStride;
       std::fill(tokenOut, tokenOut + hidden, 0.0f);
       for (int s = 0; s < routing.counts[t]; ++s) {
-        const size_t row = static_cast<size_t>(plan.slotRow[static_cast<size_t>(t) * routing.kMax + s]);
+        const size_t row = static_cast<size_t>(plan.arrays.slotRow[static_cast<size_t>(t) * routing.kMax + s]);
         addRow(tokenOut, rowOutput + row * rowStride, hidden);
       }
       for (int extra = 0; extra < sharedRowsPerToken; ++extra) {

@@ -2,22 +2,22 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
-#include "routing.h"
+#include "../core/aligned_buffer.h"
+#include "../core/moe_stages.h"
+#include "../core/routing_output.h"
 
 namespace dynamoe::cpu {
 
 struct ExpertPlan {
-  std::vector<int32_t> offsets;    // [experts + 1]: rows of expert e are [offsets[e], offsets[e+1])
-  std::vector<int32_t> rowToken;   // token each row reads
-  std::vector<float> rowWeight;    // routing weight applied to each row's expert output
-  std::vector<int32_t> slotRow;    // [tokens][kMax]: row holding each used slot, -1 for unused slots
-  int routedRows = 0;              // rows [0, routedRows) are routed pairs; shared-expert rows follow
+  ExpertPlanLayout arrays;  // the core's plan layout, in `storage`
+  int routedRows = 0;       // rows [0, routedRows) are routed pairs; shared-expert rows follow
+  int rows = 0;             // routed and shared rows
+  AlignedBuffer storage;
 };
 
 // Counting sort of the routing result by expert; `extraRowsPerToken` reserves rows (one per token each) after the
-// routed ones, for always-on shared experts.
+// routed ones, for always-on shared experts (rowWeight 1 unless the caller sets it).
 ExpertPlan planExpertRows(const RoutingOutput& routing, int tokens, int experts, int extraRowsPerToken);
 
 }  // namespace dynamoe::cpu

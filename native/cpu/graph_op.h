@@ -5,18 +5,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "../routing_policy.h"
+#include "../core/model_step.h"
+#include "../core/routing_policy.h"
 #include "kv_cache.h"
-#include "moe_layer.h"
 
 namespace dynamoe::cpu {
-
-// Statistics one MoE op writes for one step (all optional).
-struct MoeStepStats {
-  int32_t* counts = nullptr;       // [tokens]: experts each token used
-  int32_t* expertLoad = nullptr;   // [experts]: tokens routed to each expert
-  RouterStatsSums sums;
-};
 
 struct GraphStep {
   int tokens = 0;

@@ -4,8 +4,9 @@
 #include <memory>
 #include <vector>
 
+#include "../core/backend.h"
+#include "../core/graph.h"
 #include "graph_op.h"
-#include "moe_layer.h"
 #include "packed_matrix.h"
 
 namespace dynamoe::cpu {
@@ -26,20 +27,11 @@ std::unique_ptr<GraphOp> makeLinearOp(int input, int output, std::shared_ptr<con
 std::unique_ptr<GraphOp> makeLogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab,
                                       bool ownsWeights);
 
-enum class RopeStyle {
-  Halves,  // Hugging Face Llama family, GPT-NeoX: dimension i rotates with i + headDim / 2
-  Pairs,   // GPT-J, llama.cpp's "llama" GGUFs (q/k rows permuted by the converter): 2i rotates with 2i + 1
-};
 std::unique_ptr<GraphOp> makeRopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style);
 
 // Causal grouped-query attention over the step's rows and the cached positions before them; appends k and v
 // to cache slot `slot`.
-struct AttentionShape {
-  int query = 0, key = 0, value = 0, output = 0;  // buffers
-  int heads = 0, kvHeads = 0, headDim = 0;
-  int slot = 0;
-};
-std::unique_ptr<GraphOp> makeAttentionOp(const AttentionShape& shape);
+std::unique_ptr<GraphOp> makeAttentionOp(const AttentionNode& shape);
 
 // out = a + b (the residual stream); out may be a.
 std::unique_ptr<GraphOp> makeAddOp(int a, int b, int output, int width);
@@ -47,7 +39,7 @@ std::unique_ptr<GraphOp> makeAddOp(int a, int b, int output, int width);
 // Dense SwiGLU MLP: down(silu(gate x) * up x).
 std::unique_ptr<GraphOp> makeDenseMlpOp(int input, int output, PackedMatrix gateUp, PackedMatrix down);
 
-// The MoE block; its routing policy is the step's policies[slot].
+// The MoE block (a layer of any backend's making); its routing policy is the step's policies[slot].
 std::unique_ptr<GraphOp> makeMoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer);
 
 }  // namespace dynamoe::cpu

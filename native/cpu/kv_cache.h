@@ -6,13 +6,14 @@
 #include <string>
 #include <vector>
 
-#include "../aligned_buffer.h"
-#include "../errors.h"
+#include "../core/aligned_buffer.h"
+#include "../core/errors.h"
+#include "../core/model_step.h"
 #include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
-class KvCache {
+class KvCache final : public Sequence {
  public:
   // kvWidths[slot]: floats per position of attention layer `slot` (kv heads x head dim). The step scratch comes
   // from `scratchPool` and goes back to it with the cache.
@@ -27,15 +28,15 @@ class KvCache {
       values_.emplace_back(bytes, AlignedBuffer::Fill::Uninitialized);
     }
   }
-  ~KvCache() { scratchPool_->give(std::move(stepScratch_)); }
+  ~KvCache() override { scratchPool_->give(std::move(stepScratch_)); }
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
-  int capacity() const { return capacity_; }
-  int length() const { return length_; }
+  int capacity() const override { return capacity_; }
+  int length() const override { return length_; }
   // Positions are committed only when a whole forward step succeeded.
   void commit(int tokens) { length_ += tokens; }
-  void reset() { length_ = 0; }
+  void reset() override { length_ = 0; }
   // Throws before a step that would not fit.
   void reserve(int tokens) const {
     if (length_ + tokens > capacity_) {
@@ -46,7 +47,7 @@ class KvCache {
   int width(int slot) const { return widths_[slot]; }
   float* keys(int slot) { return keys_[slot].as<float>(); }
   float* values(int slot) { return values_[slot].as<float>(); }
-  size_t bytes() const {
+  size_t bytes() const override {
     size_t total = 0;
     for (const AlignedBuffer& b : keys_) total += 2 * b.bytes();
     return total;

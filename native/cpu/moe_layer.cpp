@@ -5,11 +5,12 @@
 #include <cmath>
 #include <string>
 
-#include "check_finite.h"
+#include "../core/check_finite.h"
 #include "combine.h"
 #include "expert_plan.h"
 #include "grouped_gemm.h"
 #include "router_stats.h"
+#include "routing.h"
 #include "thread_scratch.h"
 
 namespace dynamoe::cpu {
@@ -22,7 +23,7 @@ size_t paddedColumns(const PackedMatrix& m, Epilogue epilogue) {
 
 }  // namespace
 
-MoeLayer::PackedExpert MoeLayer::packExpert(const ExpertSources& sources, int ffn, int hidden, DType dtype) {
+CpuMoeLayer::PackedExpert CpuMoeLayer::packExpert(const ExpertSources& sources, int ffn, int hidden, DType dtype) {
   PackedExpert packed;
   packed.ffn = ffn;
   packed.gateUp = packGateUp(sources.gate, sources.up, ffn, hidden, dtype);
@@ -30,17 +31,17 @@ MoeLayer::PackedExpert MoeLayer::packExpert(const ExpertSources& sources, int ff
   return packed;
 }
 
-MoeLayer::MoeLayer(const MoeLayerConfig& config, const float* router, const std::vector<ExpertSources>& experts,
-                   const SharedExpertSources* shared)
-    : config_(config) {
-  router_ = packColumns({router, DType::F32}, config.experts, config.hidden, DType::F32);
-  experts_.reserve(experts.size());
-  for (const ExpertSources& sources : experts) {
+CpuMoeLayer::CpuMoeLayer(const MoeWeights& weights) : config_(weights.config) {
+  const MoeLayerConfig& config = weights.config;
+  router_ = packColumns({weights.router, DType::F32}, config.experts, config.hidden, DType::F32);
+  experts_.reserve(weights.experts.size());
+  for (const ExpertSources& sources : weights.experts) {
     experts_.push_back(packExpert(sources, config.ffn, config.hidden, config.dtype));
   }
-  if (shared != nullptr) {
-    shared_ = std::make_unique<PackedExpert>(packExpert(shared->weights, shared->ffn, config.hidden, config.dtype));
-    if (shared->gateWeight != nullptr) sharedGate_.assign(shared->gateWeight, shared->gateWeight + config.hidden);
+  if (weights.hasShared) {
+    const SharedExpertSources& shared = weights.shared;
+    shared_ = std::make_unique<PackedExpert>(packExpert(shared.weights, shared.ffn, config.hidden, config.dtype));
+    if (shared.gateWeight != nullptr) sharedGate_.assign(shared.gateWeight, shared.gateWeight + config.hidden);
   }
   // Scratch row strides: every routed expert has the same ffn; the shared expert may be wider.
   intermediateStride_ = paddedColumns(experts_[0].gateUp, Epilogue::SwiGlu);
@@ -48,17 +49,19 @@ MoeLayer::MoeLayer(const MoeLayerConfig& config, const float* router, const std:
   outputStride_ = paddedColumns(experts_[0].down, Epilogue::Scaled);
 }
 
-size_t MoeLayer::weightBytes() const {
+size_t CpuMoeLayer::weightBytes() const {
   size_t bytes = router_.bytes() + sharedGate_.size() * sizeof(float);
   for (const PackedExpert& e : experts_) bytes += e.gateUp.bytes() + e.down.bytes();
   if (shared_) bytes += shared_->gateUp.bytes() + shared_->down.bytes();
   return bytes;
 }
 
-void MoeLayer::forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out,
-                       size_t outStride, const RoutingOutput& routing, const WorkCounters& work,
-                       const RouterStatsSums* stats, ScratchBuffers* scratch) const {
-  ScratchBuffers& buffers = scratch ? *scratch : threadScratchBuffers();
+void CpuMoeLayer::forward(const MoeForward& call) const {
+  const float* const x = call.x;
+  const size_t xStride = call.xStride;
+  const int tokens = call.tokens;
+  const RoutingOutput& routing = call.routing;
+  ScratchBuffers& buffers = call.workspace ? workspaceScratch(*call.workspace) : threadScratchBuffers();
   const int hidden = config_.hidden;
   const int experts = config_.experts;
   checkFinite(x, tokens, hidden, xStride, "x", "feature");
@@ -78,9 +81,9 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled, &buffers);
   checkFinite(logits, tokens, experts, logitStride, "router logits (x . router weights)", "expert");
-  routeTokens(logits, logitStride, tokens, experts, RouterInput::Logits, policy, routing);
-  if (stats != nullptr) {
-    accumulateRouterStats(logits, logitStride, tokens, experts, stats->probabilitySum, stats->entropySum);
+  routeTokens(logits, logitStride, tokens, experts, RouterInput::Logits, *call.policy, routing);
+  if (call.stats != nullptr) {
+    accumulateRouterStats(logits, logitStride, tokens, experts, call.stats->probabilitySum, call.stats->entropySum);
   }
 
   // 2. Rows grouped by expert; shared-expert rows (one per token) follow the routed ones.
@@ -91,14 +94,14 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
       const float* row = x + static_cast<size_t>(t) * xStride;
       float dot = 0.0f;
       for (int h = 0; h < hidden; ++h) dot += sharedGate_[h] * row[h];
-      plan.rowWeight[plan.routedRows + t] = 1.0f / (1.0f + std::exp(-dot));
+      plan.arrays.rowWeight[plan.routedRows + t] = sharedExpertGate(dot);
     }
   }
 
   // 3. Scratch sized by the rows actually routed, so dynamic routing pays only for what it uses.
   const size_t intermediateStride = intermediateStride_;
   const size_t outputStride = outputStride_;
-  const size_t rows = plan.rowToken.size();
+  const size_t rows = static_cast<size_t>(plan.rows);
   AlignedBuffer oversizeIntermediate;
   AlignedBuffer oversizeRowOutput;
   float* const intermediate = static_cast<float*>(
@@ -116,7 +119,7 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
     first.rows = rowCount;
     first.input = x;
     first.inputStride = xStride;
-    first.inputRowIndex = plan.rowToken.data() + firstRow;
+    first.inputRowIndex = plan.arrays.rowToken + firstRow;
     first.output = intermediate + static_cast<size_t>(firstRow) * intermediateStride;
     first.outputStride = intermediateStride;
     first.rowsComputed = &gateUpRows[counter];
@@ -129,22 +132,22 @@ void MoeLayer::forward(const float* x, size_t xStride, int tokens, const Routing
     second.inputStride = intermediateStride;
     second.output = rowOutput + static_cast<size_t>(firstRow) * outputStride;
     second.outputStride = outputStride;
-    second.rowScale = plan.rowWeight.data() + firstRow;
+    second.rowScale = plan.arrays.rowWeight + firstRow;
     second.rowsComputed = &downRows[counter];
     downGroups.push_back(second);
   };
   for (int e = 0; e < experts; ++e) {
-    addGroup(experts_[e], plan.offsets[e], plan.offsets[e + 1] - plan.offsets[e], e);
+    addGroup(experts_[e], plan.arrays.expertOffsets[e], plan.arrays.expertOffsets[e + 1] - plan.arrays.expertOffsets[e], e);
   }
   if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts);
 
   runGroupedGemm(gateUpGroups, Epilogue::SwiGlu, &buffers);
   runGroupedGemm(downGroups, Epilogue::Scaled, &buffers);
-  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, out, outStride);
+  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, call.out, call.outStride);
 
   for (int e = 0; e < experts; ++e) {
-    if (work.gateUpRows) work.gateUpRows[e] = gateUpRows[e].load();
-    if (work.downRows) work.downRows[e] = downRows[e].load();
+    if (call.work.gateUpRows) call.work.gateUpRows[e] = gateUpRows[e].load();
+    if (call.work.downRows) call.work.downRows[e] = downRows[e].load();
   }
 }
 

@@ -1,63 +1,25 @@
 // The MoE block on the CPU: route -> plan -> grouped GEMM 1 + SwiGLU -> grouped GEMM 2 x routing weight -> combine.
 #pragma once
 
-#include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "../core/backend.h"
 #include "packed_matrix.h"
-#include "routing.h"
-#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
-struct ExpertSources {
-  MatrixSource gate;  // [ffn][hidden]
-  MatrixSource up;    // [ffn][hidden]
-  MatrixSource down;  // [hidden][ffn]
-};
-
-struct SharedExpertSources {
-  int ffn = 0;
-  ExpertSources weights;
-  const float* gateWeight = nullptr;  // [hidden]; when set, the shared output is scaled by sigmoid(gateWeight . x)
-};
-
-struct MoeLayerConfig {
-  int hidden = 0;
-  int ffn = 0;
-  int experts = 0;
-  DType dtype = DType::F32;
-};
-
-// Router statistics summed over a forward's tokens (filled when requested).
-struct RouterStatsSums {
-  double* probabilitySum = nullptr;  // [experts]: sum over tokens of the full-softmax P_e
-  double* entropySum = nullptr;      // [1]: sum over tokens of -sum_e P_e log P_e
-};
-
-// Rows each expert's GEMMs multiplied in one forward (filled by the kernels, so tests can hold them to the routing).
-struct WorkCounters {
-  int32_t* gateUpRows = nullptr;  // [experts]
-  int32_t* downRows = nullptr;    // [experts]
-};
-
-class MoeLayer {
+class CpuMoeLayer final : public MoeLayer {
  public:
   // Packs the weights (converting to `config.dtype`); the sources are only read during construction.
-  MoeLayer(const MoeLayerConfig& config, const float* router, const std::vector<ExpertSources>& experts,
-           const SharedExpertSources* shared);
+  explicit CpuMoeLayer(const MoeWeights& weights);
 
-  const MoeLayerConfig& config() const { return config_; }
-  bool hasSharedExpert() const { return shared_ != nullptr; }
-  size_t weightBytes() const;
-
-  // x: [tokens][hidden] (finite) with row stride xStride, out: [tokens][hidden] with row stride outStride.
-  // `scratch`: the buffers this call reuses (a session's); null means the calling thread's.
-  // Safe to call from several threads at once (with different scratch).
-  void forward(const float* x, size_t xStride, int tokens, const RoutingPolicy& policy, float* out, size_t outStride,
-               const RoutingOutput& routing, const WorkCounters& work, const RouterStatsSums* stats = nullptr,
-               ScratchBuffers* scratch = nullptr) const;
+  const MoeLayerConfig& config() const override { return config_; }
+  size_t weightBytes() const override;
+  const char* device() const override { return "cpu"; }
+  // x must be finite. The workspace, when given, is a ScratchBuffers (a sequence's); null means the calling
+  // thread's. Safe to call from several threads at once (with different workspaces).
+  void forward(const MoeForward& call) const override;
 
  private:
   struct PackedExpert {

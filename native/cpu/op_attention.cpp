@@ -2,7 +2,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "../thread_pool.h"
+#include "thread_pool.h"
 #include "graph_ops.h"
 #include "tile_kernels.h"
 
@@ -25,7 +25,7 @@ inline float dot(const float* q, const float* k, int n) {
 
 class AttentionOp : public GraphOp {
  public:
-  explicit AttentionOp(const AttentionShape& shape) : s_(shape) {}
+  explicit AttentionOp(const AttentionNode& shape) : s_(shape) {}
 
   void run(GraphStep& step) const override {
     KvCache& cache = *step.cache;
@@ -69,7 +69,7 @@ class AttentionOp : public GraphOp {
   }
 
  private:
-  AttentionShape s_;
+  AttentionNode s_;
 };
 
 }  // namespace
@@ -96,6 +96,6 @@ void attendScalar(const AttendJob& job) {
   }
 }
 
-std::unique_ptr<GraphOp> makeAttentionOp(const AttentionShape& shape) { return std::make_unique<AttentionOp>(shape); }
+std::unique_ptr<GraphOp> makeAttentionOp(const AttentionNode& shape) { return std::make_unique<AttentionOp>(shape); }
 
 }  // namespace dynamoe::cpu

@@ -1,5 +1,5 @@
-#include "../errors.h"
-#include "../thread_pool.h"
+#include "../core/errors.h"
+#include "thread_pool.h"
 #include "graph_ops.h"
 
 namespace dynamoe::cpu {

@@ -20,11 +20,18 @@ class MoeOp : public GraphOp {
     std::vector<int32_t> counts(step.tokens);
     std::vector<int32_t> load(experts);
     const MoeStepStats* stats = step.moeStats ? &step.moeStats[slot_] : nullptr;
-    RoutingOutput routing{kMax, ids.data(), weights.data(), stats ? stats->counts : counts.data(),
-                          stats ? stats->expertLoad : load.data()};
-    layer_->forward(step.buffers[input_], step.strides[input_], step.tokens, policy, step.buffers[output_],
-                    step.strides[output_], routing, WorkCounters{}, stats ? &stats->sums : nullptr,
-                    &step.cache->stepScratch());
+    MoeForward call;
+    call.x = step.buffers[input_];
+    call.xStride = step.strides[input_];
+    call.tokens = step.tokens;
+    call.policy = &policy;
+    call.out = step.buffers[output_];
+    call.outStride = step.strides[output_];
+    call.routing = {kMax, ids.data(), weights.data(), stats ? stats->counts : counts.data(),
+                    stats ? stats->expertLoad : load.data()};
+    call.stats = stats ? &stats->sums : nullptr;
+    call.workspace = &step.cache->stepScratch();
+    layer_->forward(call);
   }
 
   size_t weightBytes() const override { return layer_->weightBytes(); }

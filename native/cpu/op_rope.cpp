@@ -1,6 +1,6 @@
 #include <cmath>
 
-#include "../thread_pool.h"
+#include "thread_pool.h"
 #include "graph_ops.h"
 
 namespace dynamoe::cpu {

@@ -3,17 +3,12 @@
 
 #include <cstddef>
 
-#include "../aligned_buffer.h"
-#include "../dtype.h"
+#include "../core/aligned_buffer.h"
+#include "../core/dtype.h"
+#include "../core/moe_config.h"
 #include "tile_kernels.h"
 
 namespace dynamoe::cpu {
-
-// A row-major [rows][cols] matrix in PyTorch Linear layout (out_features x in_features), read-only.
-struct MatrixSource {
-  const void* data = nullptr;
-  DType dtype = DType::F32;
-};
 
 class PackedMatrix {
  public:

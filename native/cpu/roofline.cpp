@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "../aligned_buffer.h"
-#include "../thread_pool.h"
+#include "../core/aligned_buffer.h"
+#include "thread_pool.h"
 
 namespace dynamoe::cpu {
 

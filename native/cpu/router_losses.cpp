@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "../thread_pool.h"
+#include "thread_pool.h"
 #include "router_stats.h"
 #include "routing.h"
 

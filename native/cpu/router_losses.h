@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "../routing_policy.h"
+#include "../core/routing_policy.h"
 
 namespace dynamoe::cpu {
 

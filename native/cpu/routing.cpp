@@ -5,8 +5,9 @@
 #include <numeric>
 #include <vector>
 
-#include "../routing_math.h"
-#include "../thread_pool.h"
+#include "../core/routing_math.h"
+#include "../core/routing_rules.h"
+#include "thread_pool.h"
 
 namespace dynamoe::cpu {
 
@@ -29,35 +30,6 @@ void softmaxRow(const float* logits, int experts, float* probs) {
   for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
 }
 
-// Number of sorted experts the policy keeps, clamps included.
-int keptCount(const RoutingPolicy& policy, const float* probs, const int* order, int experts) {
-  int kept = experts;
-  switch (policy.kind) {
-    case PolicyKind::TopK:
-      return policy.k;
-    case PolicyKind::TopP:
-      if (policy.p < 1.0f) {  // p = 1 keeps all, even where rounding takes the running sum past 1 early
-        // In double, in sorted order: exact enough that only a true tie with p sits on the boundary. Other
-        // backends (CUDA) must sum in this order and precision to cut at the same expert.
-        double cumulative = 0.0;
-        for (int j = 0; j < experts; ++j) {
-          cumulative += probs[order[j]];
-          if (cumulative > static_cast<double>(policy.p)) {
-            kept = j + 1;
-            break;
-          }
-        }
-      }
-      break;
-    case PolicyKind::Threshold:
-      kept = 0;
-      while (kept < experts && probs[order[kept]] >= policy.tau) ++kept;
-      break;
-  }
-  kept = std::max(kept, policy.minExperts);
-  return std::min(kept, policy.maxKept(experts));
-}
-
 void routeRow(const float* scores, int experts, RouterInput input, const RoutingPolicy& policy, int kMax,
               float* probs, int* order, int32_t* ids, float* weights, int32_t* count) {
   if (input == RouterInput::Logits) {
@@ -66,19 +38,19 @@ void routeRow(const float* scores, int experts, RouterInput input, const Routing
     std::copy(scores, scores + experts, probs);
   }
   std::iota(order, order + experts, 0);
-  // The one tie rule: probability descending, then lower expert id first.
-  const auto before = [probs](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); };
+  const auto before = [probs](int a, int b) { return routing_rules::ranksBefore(probs[a], a, probs[b], b); };
   if (policy.kind == PolicyKind::TopK) {
     std::partial_sort(order, order + policy.k, order + experts, before);
   } else {
     std::sort(order, order + experts, before);
   }
-  const int kept = keptCount(policy, probs, order, experts);
-  double keptSum = 0.0;
-  for (int j = 0; j < kept; ++j) keptSum += probs[order[j]];
-  // Kept probabilities that are all 0 (possible only with input 'probabilities') stay 0 instead of 0/0 = NaN.
-  double factor = policy.normalize && keptSum > 0.0 ? 1.0 / keptSum : 1.0;
-  if (policy.kind == PolicyKind::TopK) factor *= policy.scale;
+  routing_rules::Selection selection;
+  while (selection.kept < experts &&
+         !routing_rules::stopsBefore(policy, experts, selection, probs[order[selection.kept]])) {
+    routing_rules::keep(policy, selection, probs[order[selection.kept]]);
+  }
+  const int kept = selection.kept;
+  const double factor = routing_rules::weightFactor(policy, selection.keptSum);
   for (int j = 0; j < kMax; ++j) {
     const bool used = j < kept;
     ids[j] = used ? order[j] : -1;

@@ -5,6 +5,12 @@
 
 namespace dynamoe::cpu {
 
+ScratchBuffers& workspaceScratch(Workspace& workspace) {
+  auto* scratch = dynamic_cast<ScratchBuffers*>(&workspace);
+  if (scratch == nullptr) throw Error(code::kInternal, "a CPU layer was given another backend's workspace");
+  return *scratch;
+}
+
 void* ScratchBuffers::get(ScratchSlot slot, size_t bytes, AlignedBuffer& oversize) {
   if (bytes > retainedBytes_) {
     oversize = AlignedBuffer(bytes, AlignedBuffer::Fill::Uninitialized);

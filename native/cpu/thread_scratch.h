@@ -12,7 +12,8 @@
 #include <mutex>
 #include <vector>
 
-#include "../aligned_buffer.h"
+#include "../core/aligned_buffer.h"
+#include "../core/workspace.h"
 
 namespace dynamoe::cpu {
 
@@ -21,7 +22,7 @@ enum class ScratchSlot { Activations, RouterLogits, Intermediate, RowOutput, Sta
 
 constexpr size_t kRetainedScratchBytes = size_t{4} << 20;
 
-class ScratchBuffers {
+class ScratchBuffers final : public Workspace {
  public:
   explicit ScratchBuffers(size_t retainedBytes = std::numeric_limits<size_t>::max()) : retainedBytes_(retainedBytes) {}
 
@@ -35,6 +36,9 @@ class ScratchBuffers {
   size_t retainedBytes_;
   std::array<AlignedBuffer, static_cast<size_t>(ScratchSlot::Count)> buffers_;
 };
+
+// The CPU's workspaces are scratch sets; throws ERR_DYNAMOE_INTERNAL for another backend's.
+ScratchBuffers& workspaceScratch(Workspace& workspace);
 
 // The calling thread's buffers (retaining at most kRetainedScratchBytes per slot).
 ScratchBuffers& threadScratchBuffers();

@@ -2,7 +2,7 @@
 
 #include <atomic>
 
-#include "../errors.h"
+#include "../core/errors.h"
 
 namespace dynamoe::cpu {
 

@@ -12,7 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../dtype.h"
+#include "../core/dtype.h"
+#include "../core/moe_stages.h"
 #include "cpu_features.h"
 
 namespace dynamoe::cpu {
@@ -32,11 +33,7 @@ inline size_t panelElementIndex(DType dtype, size_t kk, int column) {
   return storesKPairs(dtype) ? (kk & ~size_t{1}) * kPanelWidth + 2 * c + (kk & 1) : kk * kPanelWidth + c;
 }
 
-enum class Epilogue {
-  SwiGlu,  // weights from packGateUp
-  Scaled,  // weights from packColumns
-};
-
+// The core's epilogue kinds: SwiGlu reads weights from packGateUp, Scaled from packColumns.
 // Output columns one panel writes with this epilogue.
 inline int epilogueColumns(Epilogue epilogue) { return epilogue == Epilogue::SwiGlu ? kSwiGluColumns : kPanelWidth; }
 

@@ -11,19 +11,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "../../native/core/errors.h"
+#include "../../native/cpu/cpu_backend.h"
 #include "../../native/cpu/cpu_features.h"
-#include "../../native/cpu/graph_ops.h"
-#include "../../native/cpu/model_graph.h"
-#include "../../native/cpu/moe_layer.h"
 #include "../../native/cpu/router_losses.h"
 #include "../../native/cpu/router_stats.h"
 #include "../../native/cpu/routing.h"
+#include "../../native/cpu/thread_pool.h"
 #include "../../native/cpu/tile_kernels.h"
-#include "../../native/errors.h"
-#include "../../native/thread_pool.h"
 
 using namespace dynamoe;
 using namespace dynamoe::cpu;
@@ -100,18 +99,30 @@ struct ExpertMatrices {
 
 constexpr int kHidden = 32, kFfn = 24, kExperts = 4, kSharedFfn = 40;
 
-// The sources only live during construction, as with the JS arrays a packing worker reads.
+// Random MoE weights; a backend reads them only while it builds a layer, as with the JS arrays a packing worker reads.
+struct MoeMatrices {
+  std::vector<float> router, sharedGate;
+  std::vector<ExpertMatrices> experts;
+  std::optional<ExpertMatrices> shared;
+  MoeMatrices(Rng& rng, DType source) : router(rng.floats(static_cast<size_t>(kExperts) * kHidden, 1.0f)) {
+    for (int e = 0; e < kExperts; ++e) experts.emplace_back(rng, kFfn, kHidden, source);
+    shared.emplace(rng, kSharedFfn, kHidden, source);
+    sharedGate = rng.floats(kHidden, 0.5f);
+  }
+  MoeWeights weights(DType target, bool withShared) const {
+    MoeWeights w;
+    w.config = {kHidden, kFfn, kExperts, target};
+    w.router = router.data();
+    for (const ExpertMatrices& m : experts) w.experts.push_back(m.sources());
+    w.hasShared = withShared;
+    w.shared = {kSharedFfn, shared->sources(), sharedGate.data()};
+    return w;
+  }
+};
+
 std::shared_ptr<const MoeLayer> makeMoeLayer(Rng& rng, DType target, DType source, bool withShared) {
-  const MoeLayerConfig config{kHidden, kFfn, kExperts, target};
-  const std::vector<float> router = rng.floats(static_cast<size_t>(kExperts) * kHidden, 1.0f);
-  std::vector<ExpertMatrices> matrices;
-  std::vector<ExpertSources> experts;
-  for (int e = 0; e < kExperts; ++e) matrices.emplace_back(rng, kFfn, kHidden, source);
-  for (const ExpertMatrices& m : matrices) experts.push_back(m.sources());
-  const ExpertMatrices sharedMatrices(rng, kSharedFfn, kHidden, source);
-  const std::vector<float> sharedGate = rng.floats(kHidden, 0.5f);
-  const SharedExpertSources shared{kSharedFfn, sharedMatrices.sources(), sharedGate.data()};
-  return std::make_shared<const MoeLayer>(config, router.data(), experts, withShared ? &shared : nullptr);
+  const MoeMatrices matrices(rng, source);
+  return cpuBackend().createMoeLayer(matrices.weights(target, withShared));
 }
 
 std::vector<RoutingPolicy> somePolicies() {
@@ -138,7 +149,7 @@ bool allFinite(const float* values, size_t n) {
   return true;
 }
 
-// One MoE forward with its caller-owned outputs, as ForwardWorker (native/moe_layer_binding.cpp) runs it.
+// One MoE forward with its caller-owned outputs, as ForwardWorker (native/napi/moe_layer_binding.cpp) runs it.
 void moeForward(const MoeLayer& layer, const std::vector<float>& x, int tokens, const RoutingPolicy& policy) {
   const int kMax = policy.kMax(kExperts);
   std::vector<float> out(x.size());
@@ -149,8 +160,17 @@ void moeForward(const MoeLayer& layer, const std::vector<float>& x, int tokens, 
   double entropySum = 0.0;
   const RoutingOutput routing{kMax, ids.data(), weights.data(), counts.data(), load.data()};
   const RouterStatsSums stats{probabilitySum.data(), &entropySum};
-  layer.forward(x.data(), kHidden, tokens, policy, out.data(), kHidden, routing, {gateUpRows.data(), downRows.data()},
-                &stats);
+  MoeForward call;
+  call.x = x.data();
+  call.xStride = kHidden;
+  call.tokens = tokens;
+  call.policy = &policy;
+  call.out = out.data();
+  call.outStride = kHidden;
+  call.routing = routing;
+  call.work = {gateUpRows.data(), downRows.data()};
+  call.stats = &stats;
+  layer.forward(call);
   require(allFinite(out.data(), out.size()), "MoE forward output is not finite");
 }
 
@@ -207,62 +227,117 @@ constexpr int kVocab = 50, kHeads = 4, kKvHeads = 2, kHeadDim = 8;
 constexpr int kKvWidth = kKvHeads * kHeadDim;
 enum Buffer { kResidual, kNormed, kQuery, kKey, kValue, kAttention, kBranch };
 
-std::shared_ptr<const PackedMatrix> packedLinear(Rng& rng, int out, int in, DType dtype) {
-  const SourceMatrix weights(rng, static_cast<size_t>(out) * in, DType::F32, 0.3f);
-  return std::make_shared<const PackedMatrix>(packColumns(weights.source(), out, in, dtype));
+// Adds nodes to a CPU model the way the addon does: the node's sources live only for the addNode call.
+class ModelBuilder {
+ public:
+  ModelBuilder(Rng& rng, Model& model) : rng_(rng), model_(model) {}
+  MatrixSource matrix(int rows, int cols) {
+    sources_.emplace_back(rng_, static_cast<size_t>(rows) * cols, DType::F32, 0.3f);
+    return sources_.back().source();
+  }
+  void add(const GraphNode& node) {
+    model_.addNode(node);
+    sources_.clear();
+  }
+  Rng& rng() { return rng_; }
+
+ private:
+  Rng& rng_;
+  Model& model_;
+  std::vector<SourceMatrix> sources_;
+};
+
+LinearNode linear(ModelBuilder& b, int input, int output, int out, int in, bool withBias) {
+  LinearNode n;
+  n.inFeatures = in;
+  n.outFeatures = out;
+  n.input = input;
+  n.output = output;
+  n.weight = b.matrix(out, in);
+  if (withBias) n.bias = b.rng().floats(out, 0.1f);
+  return n;
 }
 
-std::unique_ptr<ModelGraph> buildModel(Rng& rng, DType dtype, bool tiedHead) {
+RmsNormNode rmsNorm(ModelBuilder& b, int input, int output, int width, int groupSize) {
+  RmsNormNode n;
+  n.width = width;
+  n.groupSize = groupSize;
+  n.input = input;
+  n.output = output;
+  n.weight = b.rng().floats(groupSize, 1.0f);
+  return n;
+}
+
+std::unique_ptr<Model> buildModel(Rng& rng, DType dtype, bool tiedHead) {
   GraphLayout layout;
   layout.bufferWidths = {kHidden, kHidden, kHeads * kHeadDim, kKvWidth, kKvWidth, kHeads * kHeadDim, kHidden};
   layout.vocab = kVocab;
   layout.kvWidths = {kKvWidth, kKvWidth};
   layout.moeExperts = {kExperts};
-  auto graph = std::make_unique<ModelGraph>(layout);
+  std::unique_ptr<Model> model = cpuBackend().createModel(layout, dtype);
+  ModelBuilder b(rng, *model);
 
-  const std::shared_ptr<const PackedMatrix> table = packedLinear(rng, kVocab, kHidden, dtype);
-  graph->append(makeEmbeddingOp(table, kVocab, kHidden, kResidual));
+  EmbeddingNode embedding;
+  embedding.hidden = kHidden;
+  embedding.output = kResidual;
+  embedding.weight = b.matrix(kVocab, kHidden);
+  b.add(embedding);
   for (int layer = 0; layer < 2; ++layer) {
-    graph->append(makeRmsNormOp(kResidual, kNormed, kHidden, kHidden, rng.floats(kHidden, 1.0f), 1e-6f));
-    graph->append(makeLinearOp(kNormed, kQuery, packedLinear(rng, kHeads * kHeadDim, kHidden, dtype),
-                               kHeads * kHeadDim, rng.floats(kHeads * kHeadDim, 0.1f)));
-    graph->append(makeLinearOp(kNormed, kKey, packedLinear(rng, kKvWidth, kHidden, dtype), kKvWidth, {}));
-    graph->append(makeLinearOp(kNormed, kValue, packedLinear(rng, kKvWidth, kHidden, dtype), kKvWidth, {}));
-    graph->append(makeRmsNormOp(kQuery, kQuery, kHeads * kHeadDim, kHeadDim, rng.floats(kHeadDim, 1.0f), 1e-6f));
+    b.add(rmsNorm(b, kResidual, kNormed, kHidden, kHidden));
+    b.add(linear(b, kNormed, kQuery, kHeads * kHeadDim, kHidden, true));
+    b.add(linear(b, kNormed, kKey, kKvWidth, kHidden, false));
+    b.add(linear(b, kNormed, kValue, kKvWidth, kHidden, false));
+    b.add(rmsNorm(b, kQuery, kQuery, kHeads * kHeadDim, kHeadDim));
     const RopeStyle style = layer == 0 ? RopeStyle::Halves : RopeStyle::Pairs;
-    graph->append(makeRopeOp(kQuery, kHeads, kHeadDim, 10000.0, style));
-    graph->append(makeRopeOp(kKey, kKvHeads, kHeadDim, 10000.0, style));
-    AttentionShape shape;
-    shape.query = kQuery;
-    shape.key = kKey;
-    shape.value = kValue;
-    shape.output = kAttention;
-    shape.heads = kHeads;
-    shape.kvHeads = kKvHeads;
-    shape.headDim = kHeadDim;
-    shape.slot = layer;
-    graph->append(makeAttentionOp(shape));
-    graph->append(makeLinearOp(kAttention, kBranch, packedLinear(rng, kHidden, kHeads * kHeadDim, dtype), kHidden, {}));
-    graph->append(makeAddOp(kResidual, kBranch, kResidual, kHidden));
-    graph->append(makeRmsNormOp(kResidual, kNormed, kHidden, kHidden, rng.floats(kHidden, 1.0f), 1e-6f));
+    b.add(RopeNode{kQuery, kHeads, kHeadDim, 10000.0, style});
+    b.add(RopeNode{kKey, kKvHeads, kHeadDim, 10000.0, style});
+    AttentionNode attention;
+    attention.query = kQuery;
+    attention.key = kKey;
+    attention.value = kValue;
+    attention.output = kAttention;
+    attention.heads = kHeads;
+    attention.kvHeads = kKvHeads;
+    attention.headDim = kHeadDim;
+    attention.slot = layer;
+    b.add(attention);
+    b.add(linear(b, kAttention, kBranch, kHidden, kHeads * kHeadDim, false));
+    b.add(AddNode{kResidual, kBranch, kResidual, kHidden});
+    b.add(rmsNorm(b, kResidual, kNormed, kHidden, kHidden));
     if (layer == 0) {
-      graph->append(makeMoeOp(kNormed, kBranch, 0, makeMoeLayer(rng, dtype, dtype, true)));
+      const MoeMatrices matrices(rng, dtype);
+      MoeNode moe;
+      moe.input = kNormed;
+      moe.output = kBranch;
+      moe.slot = 0;
+      moe.weights = matrices.weights(dtype, true);
+      b.add(moe);
     } else {
-      const ExpertMatrices mlp(rng, kFfn, kHidden, DType::F32);
-      graph->append(makeDenseMlpOp(kNormed, kBranch, packGateUp(mlp.gate.source(), mlp.up.source(), kFfn, kHidden, dtype),
-                                   packColumns(mlp.down.source(), kHidden, kFfn, dtype)));
+      MlpNode mlp;
+      mlp.hidden = kHidden;
+      mlp.ffn = kFfn;
+      mlp.input = kNormed;
+      mlp.output = kBranch;
+      mlp.gate = b.matrix(kFfn, kHidden);
+      mlp.up = b.matrix(kFfn, kHidden);
+      mlp.down = b.matrix(kHidden, kFfn);
+      b.add(mlp);
     }
-    graph->append(makeAddOp(kResidual, kBranch, kResidual, kHidden));
+    b.add(AddNode{kResidual, kBranch, kResidual, kHidden});
   }
-  graph->append(makeRmsNormOp(kResidual, kNormed, kHidden, kHidden, rng.floats(kHidden, 1.0f), 1e-6f));
-  graph->append(tiedHead ? makeLogitsOp(kNormed, table, kVocab, false)
-                         : makeLogitsOp(kNormed, packedLinear(rng, kVocab, kHidden, dtype), kVocab, true));
-  require(graph->weightBytes() > 0, "model has no weights");
-  return graph;
+  b.add(rmsNorm(b, kResidual, kNormed, kHidden, kHidden));
+  LogitsNode head;
+  head.hidden = kHidden;
+  head.input = kNormed;
+  head.tied = tiedHead;
+  if (!tiedHead) head.weight = b.matrix(kVocab, kHidden);
+  b.add(head);
+  require(model->weightBytes() > 0, "model has no weights");
+  return model;
 }
 
-// What ForwardWorker (native/model_graph_binding.cpp) does for one step, with statistics.
-void step(const ModelGraph& graph, KvCache& cache, const std::vector<int32_t>& tokens, const RoutingPolicy& policy,
+// What ForwardWorker (native/napi/model_graph_binding.cpp) does for one step, with statistics.
+void step(const Model& graph, Sequence& cache, const std::vector<int32_t>& tokens, const RoutingPolicy& policy,
           bool lastRowLogits) {
   const int count = static_cast<int>(tokens.size());
   std::vector<float> logits(static_cast<size_t>(lastRowLogits ? 1 : count) * kVocab);
@@ -275,7 +350,7 @@ void step(const ModelGraph& graph, KvCache& cache, const std::vector<int32_t>& t
   StepRequest request;
   request.tokenIds = tokens.data();
   request.tokens = count;
-  request.cache = &cache;
+  request.sequence = &cache;
   request.policies = &policy;
   request.moeStats = &stats;
   request.logits = logits.data();
@@ -288,11 +363,10 @@ void exerciseModels(Rng& rng) {
   const std::vector<RoutingPolicy> policies = somePolicies();
   for (const DType dtype : {DType::F32, DType::F16, DType::BF16}) {
     for (const bool tied : {true, false}) {
-      const std::unique_ptr<ModelGraph> graph = buildModel(rng, dtype, tied);
+      const std::unique_ptr<Model> graph = buildModel(rng, dtype, tied);
       const RoutingPolicy& policy = policies[static_cast<size_t>(dtype) % policies.size()];
       // Sequences take step scratch from the model's pool and give it back when they go (ScratchPool).
-      const auto pool = std::make_shared<ScratchPool>();
-      auto cache = std::make_unique<KvCache>(graph->layout().kvWidths, 16, pool);
+      std::shared_ptr<Sequence> cache = graph->createSequence(16);
       step(*graph, *cache, {1, 7, 49, 0, 23}, policy, false);  // prefill
       for (int32_t token : {3, 14, 15}) step(*graph, *cache, {token}, policy, true);  // decode
       require(cache->length() == 8, "the cache did not keep the committed positions");
@@ -306,11 +380,11 @@ void exerciseModels(Rng& rng) {
       const std::vector<int32_t> tokens = {5, 6, 7, 8, 9};
       const std::vector<int32_t> targets = {6, 7, -1, 9, 0};
       std::vector<double> logProbs(tokens.size());
-      KvCache scratch(graph->layout().kvWidths, static_cast<int>(tokens.size()), pool);
+      const std::shared_ptr<Sequence> scratch = graph->createSequence(static_cast<int>(tokens.size()));
       StepRequest request;
       request.tokenIds = tokens.data();
       request.tokens = static_cast<int>(tokens.size());
-      request.cache = &scratch;
+      request.sequence = scratch.get();
       request.policies = &policy;
       request.targets = targets.data();
       request.targetLogProbs = logProbs.data();
@@ -319,9 +393,9 @@ void exerciseModels(Rng& rng) {
 
       // A new sequence on the scratch the first one gave back; then the model goes (dispose closes the pool).
       cache.reset();
-      cache = std::make_unique<KvCache>(graph->layout().kvWidths, 16, pool);
+      cache = graph->createSequence(16);
       step(*graph, *cache, {7, 1}, policy, false);
-      pool->close();
+      graph->close();
     }
   }
 }

@@ -20,14 +20,14 @@
 #include <limits>
 #include <vector>
 
-#include "../../native/cpu/check_finite.h"
+#include "../../native/core/check_finite.h"
 #include "../../native/cpu/combine.h"
 #include "../../native/cpu/expert_plan.h"
 #include "../../native/cpu/router_losses.h"
 #include "../../native/cpu/router_stats.h"
 #include "../../native/cpu/routing.h"
-#include "../../native/errors.h"
-#include "../../native/routing_policy.h"
+#include "../../native/core/errors.h"
+#include "../../native/core/routing_policy.h"
 
 using namespace dynamoe;
 
@@ -98,10 +98,10 @@ float decodeScore(int encoding, const uint8_t* payload, size_t payloadSize, size
 // The score check of RouteWorker::run (native/route_binding.cpp), which is inline there: logits finite (the same
 // predicate as checkFinite), probabilities in [0, 1].
 bool routeAcceptsScores(const std::vector<float>& scores, int tokens, int experts, size_t stride,
-                        cpu::RouterInput input) {
-  if (input == cpu::RouterInput::Logits) {
+                        RouterInput input) {
+  if (input == RouterInput::Logits) {
     try {
-      cpu::checkFinite(scores.data(), tokens, experts, stride, "logits", "expert");
+      checkFinite(scores.data(), tokens, experts, stride, "logits", "expert");
     } catch (const Error&) {
       return false;
     }
@@ -119,7 +119,7 @@ bool routeAcceptsScores(const std::vector<float>& scores, int tokens, int expert
 struct RoutingArrays {
   std::vector<int32_t> ids, counts, expertLoad;
   std::vector<float> weights;
-  cpu::RoutingOutput output;
+  RoutingOutput output;
 
   RoutingArrays(int tokens, int experts, int kMax)
       : ids(static_cast<size_t>(tokens) * kMax, 12345), counts(tokens, -7), expertLoad(experts, -7),
@@ -131,7 +131,7 @@ struct RoutingArrays {
 // The routing contract: per token, `count` distinct valid ids in the first slots (clamped as the policy says),
 // then -1 / 0; weights non-increasing along the slots, finite and non-negative; expertLoad counts the ids.
 void checkRouting(const RoutingArrays& r, int tokens, int experts, const RoutingPolicy& policy,
-                  cpu::RouterInput input) {
+                  RouterInput input) {
   const int kMax = policy.kMax(experts);
   std::vector<int32_t> load(experts, 0);
   std::vector<uint8_t> seen(experts, 0);
@@ -158,7 +158,7 @@ void checkRouting(const RoutingArrays& r, int tokens, int experts, const Routing
       ++load[id];
       FUZZ_CHECK(!std::isnan(w) && w >= 0.0f);
       // Logits give probabilities >= 1/E at the top, so a finite scale and normalisation keep weights finite.
-      if (input == cpu::RouterInput::Logits) FUZZ_CHECK(std::isfinite(w));
+      if (input == RouterInput::Logits) FUZZ_CHECK(std::isfinite(w));
       if (j > 0) FUZZ_CHECK(w <= r.weights[slot - 1]);  // descending probability, times one positive factor
     }
   }
@@ -167,7 +167,7 @@ void checkRouting(const RoutingArrays& r, int tokens, int experts, const Routing
 
 // Routing must not depend on how tokens are split into parallel items: each row routed alone gives the same bits.
 void checkRowsIndependent(const std::vector<float>& scores, size_t stride, int tokens, int experts,
-                          cpu::RouterInput input, const RoutingPolicy& policy, const RoutingArrays& batch) {
+                          RouterInput input, const RoutingPolicy& policy, const RoutingArrays& batch) {
   const int kMax = policy.kMax(experts);
   RoutingArrays single(1, experts, kMax);
   for (int t = 0; t < tokens; t += std::max(1, tokens / 8)) {  // a sample of rows keeps this cheap
@@ -183,44 +183,44 @@ void checkRowsIndependent(const std::vector<float>& scores, size_t stride, int t
 // The expert plan groups every used slot into its expert's rows, in token order; combine sums them back per token.
 void checkPlanAndCombine(const RoutingArrays& r, int tokens, int experts, int sharedRows) {
   const cpu::ExpertPlan plan = cpu::planExpertRows(r.output, tokens, experts, sharedRows);
-  FUZZ_CHECK(plan.offsets.size() == static_cast<size_t>(experts) + 1 && plan.offsets[0] == 0);
-  for (int e = 0; e < experts; ++e) FUZZ_CHECK(plan.offsets[e + 1] - plan.offsets[e] == r.expertLoad[e]);
+  FUZZ_CHECK(plan.arrays.expertOffsets[0] == 0);
+  for (int e = 0; e < experts; ++e) FUZZ_CHECK(plan.arrays.expertOffsets[e + 1] - plan.arrays.expertOffsets[e] == r.expertLoad[e]);
   int64_t used = 0;
   for (int t = 0; t < tokens; ++t) used += r.counts[t];
   FUZZ_CHECK(plan.routedRows == used);
-  FUZZ_CHECK(plan.rowToken.size() == static_cast<size_t>(used) + static_cast<size_t>(sharedRows) * tokens);
-  std::vector<uint8_t> rowUsed(plan.rowToken.size(), 0);
+  FUZZ_CHECK(static_cast<size_t>(plan.rows) == static_cast<size_t>(used) + static_cast<size_t>(sharedRows) * tokens);
+  std::vector<uint8_t> rowUsed(static_cast<size_t>(plan.rows), 0);
   const int kMax = r.output.kMax;
   for (int t = 0; t < tokens; ++t) {
     for (int j = 0; j < kMax; ++j) {
       const size_t slot = static_cast<size_t>(t) * kMax + j;
-      const int row = plan.slotRow[slot];
+      const int row = plan.arrays.slotRow[slot];
       if (j >= r.counts[t]) {
         FUZZ_CHECK(row == -1);
         continue;
       }
       const int id = r.ids[slot];
-      FUZZ_CHECK(row >= plan.offsets[id] && row < plan.offsets[id + 1]);
+      FUZZ_CHECK(row >= plan.arrays.expertOffsets[id] && row < plan.arrays.expertOffsets[id + 1]);
       FUZZ_CHECK(!rowUsed[row]);
       rowUsed[row] = 1;
-      FUZZ_CHECK(plan.rowToken[row] == t);
-      FUZZ_CHECK(std::memcmp(&plan.rowWeight[row], &r.weights[slot], sizeof(float)) == 0);
+      FUZZ_CHECK(plan.arrays.rowToken[row] == t);
+      FUZZ_CHECK(std::memcmp(&plan.arrays.rowWeight[row], &r.weights[slot], sizeof(float)) == 0);
     }
   }
   for (int e = 0; e < experts; ++e) {
-    for (int row = plan.offsets[e] + 1; row < plan.offsets[e + 1]; ++row) {
-      FUZZ_CHECK(plan.rowToken[row - 1] < plan.rowToken[row]);  // token order within an expert
+    for (int row = plan.arrays.expertOffsets[e] + 1; row < plan.arrays.expertOffsets[e + 1]; ++row) {
+      FUZZ_CHECK(plan.arrays.rowToken[row - 1] < plan.arrays.rowToken[row]);  // token order within an expert
     }
   }
   for (int s = 0; s < sharedRows; ++s) {
-    for (int t = 0; t < tokens; ++t) FUZZ_CHECK(plan.rowToken[plan.routedRows + static_cast<size_t>(s) * tokens + t] == t);
+    for (int t = 0; t < tokens; ++t) FUZZ_CHECK(plan.arrays.rowToken[plan.routedRows + static_cast<size_t>(s) * tokens + t] == t);
   }
 
   // Row i of the expert output holds i + 1 in column 0 and 1 in column 1, so each token's sums are known exactly.
   constexpr int kHidden = 2;
   constexpr size_t kRowStride = 3;  // wider than hidden, as the padded GEMM output is
-  std::vector<float> rowOutput(plan.rowToken.size() * kRowStride, 0.0f);
-  for (size_t row = 0; row < plan.rowToken.size(); ++row) {
+  std::vector<float> rowOutput(static_cast<size_t>(plan.rows) * kRowStride, 0.0f);
+  for (size_t row = 0; row < static_cast<size_t>(plan.rows); ++row) {
     rowOutput[row * kRowStride] = static_cast<float>(row + 1);
     rowOutput[row * kRowStride + 1] = 1.0f;
   }
@@ -228,7 +228,7 @@ void checkPlanAndCombine(const RoutingArrays& r, int tokens, int experts, int sh
   cpu::combineExpertRows(plan, r.output, tokens, kHidden, sharedRows, rowOutput.data(), kRowStride, out.data(), kHidden);
   for (int t = 0; t < tokens; ++t) {
     double rowSum = 0.0;
-    for (int j = 0; j < r.counts[t]; ++j) rowSum += plan.slotRow[static_cast<size_t>(t) * kMax + j] + 1;
+    for (int j = 0; j < r.counts[t]; ++j) rowSum += plan.arrays.slotRow[static_cast<size_t>(t) * kMax + j] + 1;
     for (int s = 0; s < sharedRows; ++s) rowSum += plan.routedRows + static_cast<double>(s) * tokens + t + 1;
     FUZZ_CHECK(out[static_cast<size_t>(t) * kHidden + 1] == static_cast<float>(r.counts[t] + sharedRows));
     // Row sums stay below 2^24 here, so the fp32 sum is exact.
@@ -251,7 +251,7 @@ void checkRouterLosses(const std::vector<float>& logits, int tokens, int experts
   out.dynamicLossGradient = gradients ? dynamicGradient.data() : nullptr;
   out.loadBalanceLossGradient = gradients ? balanceGradient.data() : nullptr;
   // The gate of RouterLossesWorker::run (native/router_losses_binding.cpp).
-  cpu::checkFinite(logits.data(), tokens, experts, experts, "logits", "expert");
+  checkFinite(logits.data(), tokens, experts, experts, "logits", "expert");
   const cpu::RouterLossValues values = cpu::computeRouterLosses(logits.data(), tokens, experts, policy, out);
 
   FUZZ_CHECK(std::equal(counts.begin(), counts.end(), routed.counts.begin()));
@@ -302,7 +302,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int experts = 1 + in.u16() % kMaxExperts;
   tokens = std::max(1, std::min<int>(tokens, static_cast<int>(kMaxScores / experts)));
   const uint8_t flags = in.u8();
-  const cpu::RouterInput input = (flags & 1) ? cpu::RouterInput::Probabilities : cpu::RouterInput::Logits;
+  const RouterInput input = (flags & 1) ? RouterInput::Probabilities : RouterInput::Logits;
   const int kind = (flags >> 1) & 3;
   const int encoding = in.u8() % 4;
 
@@ -351,7 +351,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   checkRowsIndependent(scores, stride, tokens, experts, input, policy, routed);
   checkPlanAndCombine(routed, tokens, experts, (flags & 0x80) ? 1 : 0);
 
-  if (input == cpu::RouterInput::Logits) {
+  if (input == RouterInput::Logits) {
     std::vector<float> contiguous(static_cast<size_t>(tokens) * experts);  // routerLosses takes unpadded rows
     for (int t = 0; t < tokens; ++t) {
       std::copy_n(scores.data() + static_cast<size_t>(t) * stride, experts,

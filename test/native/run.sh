@@ -39,7 +39,7 @@ X86_DEFINES=""
 echo "== native: building the routing fuzzer"
 # The routing core and what consumes its result; no N-API code.
 FUZZ_SOURCES=(
-  native/cpu/routing.cpp native/routing_policy.cpp native/thread_pool.cpp
+  native/cpu/routing.cpp native/core/routing_policy.cpp native/cpu/thread_pool.cpp
   native/cpu/expert_plan.cpp native/cpu/combine.cpp native/cpu/router_losses.cpp native/cpu/router_stats.cpp
 )
 # Beyond -fsanitize=undefined: a float division by zero (how a 0/0 weight arises) and implicit conversions that
@@ -49,10 +49,10 @@ clang++ $CXXFLAGS -fsanitize=fuzzer,address,undefined,float-divide-by-zero,impli
   -fno-sanitize-recover=all test/native/routing_fuzzer.cpp "${FUZZ_SOURCES[@]}" -o "$OUT/routing_fuzzer"
 
 echo "== native: building the leak check"
-# Every native/cpu source (the CPU backend has no N-API code) plus the two shared files it uses; the SIMD kernel
-# files get their own -m flags, as in binding.gyp.
+# Every native/core and native/cpu source (neither has N-API code); the SIMD kernel files get their own -m flags, as
+# in binding.gyp.
 mkdir -p "$OUT/leak-objects"
-LEAK_SOURCES=(native/thread_pool.cpp native/routing_policy.cpp)
+LEAK_SOURCES=(native/core/*.cpp)
 for source in native/cpu/*.cpp; do
   case "$source" in
     *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp) ;;
@@ -116,7 +116,7 @@ fi
 
 echo "== native: thread pool check (ThreadSanitizer)"
 # TSan cannot share a process with ASan, hence its own binary; halt_on_error turns the first race into a failure.
-g++ -std=c++17 -O1 -g -pthread -fsanitize=thread test/native/thread_pool_check.cpp native/thread_pool.cpp \
+g++ -std=c++17 -O1 -g -pthread -fsanitize=thread test/native/thread_pool_check.cpp native/cpu/thread_pool.cpp \
   -o "$OUT/thread_pool_check"
 # Without address randomisation: TSan's fixed shadow layout clashes with the high mmap randomisation of some kernels
 # ("unexpected memory mapping"); setarch -R is the documented workaround.

@@ -1,0 +1,34 @@
+#include "cuda_backend.h"
+
+#include "device_ops.h"
+
+namespace dynamoe::cuda {
+
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  void requireUsable() const override { requireDevice(); }
+  std::shared_ptr<const MoeLayer> createMoeLayer(const MoeWeights& weights) const override {
+    return uploadMoeLayer(weights);
+  }
+  void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
+             const RoutingPolicy& policy, const RoutingOutput& out) const override {
+    routeOnDevice(scores, stride, tokens, experts, input, policy, out);
+  }
+  std::unique_ptr<Model> createModel(const GraphLayout&, DType) const override {
+    requireDevice();
+    throw Error(code::kUnsupported,
+                "whole models run on the CPU for now (device 'cuda' runs single MoE layers and routing)");
+  }
+};
+
+}  // namespace
+
+const Backend& cudaBackend() {
+  static const CudaBackend backend;
+  return backend;
+}
+
+}  // namespace dynamoe::cuda

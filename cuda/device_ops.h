@@ -1,0 +1,22 @@
+// What the CUDA backend object is made of: the GPU probe's check, the resident MoE layer and route() on the GPU.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "../native/core/backend.h"
+
+namespace dynamoe::cuda {
+
+// Throws Error(ERR_DYNAMOE_DEVICE) saying why when no usable GPU was found.
+void requireDevice();
+
+// Packs and uploads the weights to GPU memory (one expert at a time through a host staging buffer); the
+// returned layer holds device memory only. Throws ERR_DYNAMOE_OUT_OF_MEMORY when the GPU cannot hold them.
+std::shared_ptr<const MoeLayer> uploadMoeLayer(const MoeWeights& weights);
+
+// route() on the GPU: the fused routing kernel on host scores (row stride `stride`, copied in and out).
+void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
+                   const RoutingPolicy& policy, const RoutingOutput& out);
+
+}  // namespace dynamoe::cuda

@@ -1,0 +1,74 @@
+// The backend interface: what a backend (CPU, CUDA) implements to hold weights and run routing, a MoE layer and a
+// whole model step. The addon picks a backend by device name and knows nothing else of it; backends know nothing of
+// the addon or of each other.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "graph.h"
+#include "model_step.h"
+#include "moe_config.h"
+#include "routing_output.h"
+#include "routing_policy.h"
+#include "workspace.h"
+
+namespace dynamoe {
+
+// One MoE forward: x [tokens][hidden] (row stride xStride) -> out [tokens][hidden] (row stride outStride), all in
+// host memory, with the routing result and the optional counters and statistics.
+struct MoeForward {
+  const float* x = nullptr;
+  size_t xStride = 0;
+  int tokens = 0;
+  const RoutingPolicy* policy = nullptr;
+  float* out = nullptr;
+  size_t outStride = 0;
+  RoutingOutput routing;
+  WorkCounters work;
+  const RouterStatsSums* stats = nullptr;
+  Workspace* workspace = nullptr;  // a sequence's scratch, or null for the backend's own
+};
+
+// A MoE layer whose weights a backend holds. Thread-safe: forwards may run at once (with different workspaces).
+class MoeLayer {
+ public:
+  virtual ~MoeLayer() = default;
+  virtual const MoeLayerConfig& config() const = 0;
+  virtual size_t weightBytes() const = 0;
+  virtual const char* device() const = 0;  // the backend's name
+  virtual void forward(const MoeForward& call) const = 0;
+  // Times `runs` forwards stage by stage (after one warm-up run); backends that cannot time stages throw.
+  virtual StageTimes profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const;
+};
+
+// A whole model on a backend (its graph executor): built node by node, then run one step at a time.
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const GraphLayout& layout() const = 0;
+  // Packs or uploads the node's weights (read only during the call). Never concurrent with forward.
+  virtual void addNode(const GraphNode& node) = 0;
+  virtual size_t weightBytes() const = 0;
+  // A sequence of up to `capacity` tokens.
+  virtual std::shared_ptr<Sequence> createSequence(int capacity) = 0;
+  // Runs every op in order; the sequence keeps the step's positions only when all of them succeed.
+  virtual void forward(const StepRequest& request) const = 0;
+  // Frees what the model pools for its sequences (on dispose; sequences alive keep what they hold).
+  virtual void close() = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Throws Error(ERR_DYNAMOE_DEVICE) saying why when this backend cannot run here.
+  virtual void requireUsable() const = 0;
+  virtual std::shared_ptr<const MoeLayer> createMoeLayer(const MoeWeights& weights) const = 0;
+  // Routes `tokens` rows of `experts` finite scores (row stride `stride`) into `out`.
+  virtual void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
+                     const RoutingPolicy& policy, const RoutingOutput& out) const = 0;
+  virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype) const = 0;
+};
+
+}  // namespace dynamoe

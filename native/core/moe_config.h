@@ -1,0 +1,69 @@
+// A MoE layer as every backend receives it: its shape, the weight sources it packs or uploads from, and what a
+// forward may report besides its output.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "dtype.h"
+
+namespace dynamoe {
+
+// A row-major [rows][cols] matrix in PyTorch Linear layout (out_features x in_features), read-only.
+struct MatrixSource {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+};
+
+struct ExpertSources {
+  MatrixSource gate;  // [ffn][hidden]
+  MatrixSource up;    // [ffn][hidden]
+  MatrixSource down;  // [hidden][ffn]
+};
+
+struct SharedExpertSources {
+  int ffn = 0;
+  ExpertSources weights;
+  const float* gateWeight = nullptr;  // [hidden]; when set, the shared output is scaled by sigmoid(gateWeight . x)
+};
+
+struct MoeLayerConfig {
+  int hidden = 0;
+  int ffn = 0;
+  int experts = 0;
+  DType dtype = DType::F32;  // of the experts in memory; the router is always f32
+};
+
+// Everything a backend needs to build a MoE layer; the pointed-to data is only read while the layer is built.
+struct MoeWeights {
+  MoeLayerConfig config;
+  const float* router = nullptr;  // [experts][hidden]
+  std::vector<ExpertSources> experts;
+  bool hasShared = false;
+  SharedExpertSources shared;
+};
+
+// Router statistics summed over a forward's tokens (filled when requested).
+struct RouterStatsSums {
+  double* probabilitySum = nullptr;  // [experts]: sum over tokens of the full-softmax P_e
+  double* entropySum = nullptr;      // [1]: sum over tokens of -sum_e P_e log P_e
+};
+
+// Rows each expert's GEMMs multiplied in one forward (filled by the kernels, so tests can hold them to the routing).
+struct WorkCounters {
+  int32_t* gateUpRows = nullptr;  // [experts]
+  int32_t* downRows = nullptr;    // [experts]
+};
+
+// Kernel time of each stage of one forward, in microseconds, averaged over the profiled runs.
+struct StageTimes {
+  double routeUs = 0;     // router logits GEMM + fused softmax/selection
+  double planUs = 0;      // expert offsets, row plan and tile table
+  double gemm1Us = 0;     // grouped GEMM 1 + SwiGLU
+  double gemm2Us = 0;     // grouped GEMM 2 x routing weight
+  double finalizeUs = 0;  // per-token sum (+ shared expert)
+  double totalUs = 0;     // the whole forward on the device, copies excluded
+  int runs = 0;
+};
+
+}  // namespace dynamoe

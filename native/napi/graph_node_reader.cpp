@@ -1,0 +1,196 @@
+#include "graph_node_reader.h"
+
+#include <string>
+
+#include "js_args.h"
+#include "js_errors.h"
+#include "moe_layer_sources.h"
+
+namespace dynamoe {
+
+namespace {
+
+constexpr int kMaxDimension = 1 << 20;
+
+class NodeReader {
+ public:
+  NodeReader(const Napi::Object& node, const GraphLayout& layout, DType dtype, ReadNode& read)
+      : node_(node), layout_(layout), dtype_(dtype), read_(read), op_(readString("op")) {}
+
+  const std::string& op() const { return op_; }
+  Napi::Env env() const { return node_.Env(); }
+
+  std::string readString(const char* key) const {
+    Napi::Value value = node_.Get(key);
+    if (!value.IsString()) throwJs(env(), code::kType, std::string("graph node ") + key + " must be a string");
+    return value.As<Napi::String>().Utf8Value();
+  }
+  int dimension(const char* key) const { return readInt(node_, key, 1, kMaxDimension); }
+
+  // A buffer index whose width must be `width` (when width > 0).
+  int buffer(const char* key, int width) const {
+    const int index = readInt(node_, key, 0, static_cast<int>(layout_.bufferWidths.size()) - 1);
+    if (width > 0 && layout_.bufferWidths[index] != width) {
+      fail(std::string(key) + " buffer " + std::to_string(index) + " holds " +
+           std::to_string(layout_.bufferWidths[index]) + " floats per token, the op needs " + std::to_string(width));
+    }
+    return index;
+  }
+
+  MatrixSource matrix(const char* key, size_t length) {
+    MatrixSource source;
+    source.data = requireWeights(node_.Get(key), length, dtype_, op_ + "." + key, &source.dtype);
+    keep(node_.Get(key));
+    return source;
+  }
+
+  std::vector<float> floats(const char* key, size_t length) const {
+    Napi::Float32Array array = requireFloat32Array(node_.Get(key), length, op_ + "." + key);
+    return std::vector<float>(array.Data(), array.Data() + length);
+  }
+
+  [[noreturn]] void fail(const std::string& message) const { throwJs(env(), code::kShape, op_ + " node: " + message); }
+
+ private:
+  void keep(const Napi::Value& value) { read_.arrays.push_back(Napi::Persistent(value.As<Napi::Object>())); }
+
+  Napi::Object node_;
+  const GraphLayout& layout_;
+  DType dtype_;
+  ReadNode& read_;
+  std::string op_;
+};
+
+EmbeddingNode readEmbedding(NodeReader& r, const GraphLayout& layout) {
+  EmbeddingNode n;
+  n.hidden = r.dimension("hidden");
+  n.output = r.buffer("output", n.hidden);
+  n.weight = r.matrix("weight", static_cast<size_t>(layout.vocab) * n.hidden);
+  return n;
+}
+
+LogitsNode readLogits(NodeReader& r, const GraphLayout& layout, const Napi::Object& node) {
+  LogitsNode n;
+  n.hidden = r.dimension("hidden");
+  n.input = r.buffer("input", n.hidden);
+  n.tied = readBool(node, "tied", false);
+  if (!n.tied) n.weight = r.matrix("weight", static_cast<size_t>(layout.vocab) * n.hidden);
+  return n;
+}
+
+LinearNode readLinear(NodeReader& r, const Napi::Object& node) {
+  LinearNode n;
+  n.inFeatures = r.dimension("inFeatures");
+  n.outFeatures = r.dimension("outFeatures");
+  n.input = r.buffer("input", n.inFeatures);
+  n.output = r.buffer("output", n.outFeatures);
+  if (n.input == n.output) r.fail("input and output must be different buffers");
+  n.weight = r.matrix("weight", static_cast<size_t>(n.outFeatures) * n.inFeatures);
+  if (!node.Get("bias").IsUndefined()) n.bias = r.floats("bias", n.outFeatures);
+  return n;
+}
+
+RmsNormNode readRmsNorm(NodeReader& r, const Napi::Object& node) {
+  RmsNormNode n;
+  n.width = r.dimension("width");
+  n.groupSize = r.dimension("groupSize");
+  if (n.width % n.groupSize != 0) r.fail("width " + std::to_string(n.width) + " is not a multiple of groupSize");
+  n.input = r.buffer("input", n.width);
+  n.output = r.buffer("output", n.width);
+  n.weight = r.floats("weight", n.groupSize);
+  const double epsilon = readNumber(node, "epsilon", 1e-6);
+  if (!(epsilon > 0)) r.fail("epsilon must be positive");
+  n.epsilon = static_cast<float>(epsilon);
+  return n;
+}
+
+RopeNode readRope(NodeReader& r, const Napi::Object& node) {
+  RopeNode n;
+  n.heads = r.dimension("heads");
+  n.headDim = r.dimension("headDim");
+  if (n.headDim % 2 != 0) r.fail("headDim must be even");
+  n.buffer = r.buffer("buffer", n.heads * n.headDim);
+  n.theta = readNumber(node, "theta", 10000.0);
+  if (!(n.theta > 1.0)) r.fail("theta must be greater than 1");
+  const std::string style = r.readString("style");
+  if (style != "halves" && style != "pairs") r.fail("style must be 'halves' or 'pairs'");
+  n.style = style == "halves" ? RopeStyle::Halves : RopeStyle::Pairs;
+  return n;
+}
+
+AttentionNode readAttention(NodeReader& r, const GraphLayout& layout, const Napi::Object& node) {
+  AttentionNode s;
+  s.heads = r.dimension("heads");
+  s.kvHeads = r.dimension("kvHeads");
+  s.headDim = r.dimension("headDim");
+  if (s.heads % s.kvHeads != 0) r.fail("heads must be a multiple of kvHeads");
+  s.query = r.buffer("query", s.heads * s.headDim);
+  s.key = r.buffer("key", s.kvHeads * s.headDim);
+  s.value = r.buffer("value", s.kvHeads * s.headDim);
+  s.output = r.buffer("output", s.heads * s.headDim);
+  if (s.output == s.query) r.fail("output must not be the query buffer");
+  s.slot = readInt(node, "slot", 0, static_cast<int>(layout.kvWidths.size()) - 1);
+  if (layout.kvWidths[s.slot] != s.kvHeads * s.headDim) r.fail("cache slot width does not match kvHeads * headDim");
+  return s;
+}
+
+AddNode readAdd(NodeReader& r) {
+  AddNode n;
+  n.width = r.dimension("width");
+  n.a = r.buffer("a", n.width);
+  n.b = r.buffer("b", n.width);
+  n.output = r.buffer("output", n.width);
+  return n;
+}
+
+MlpNode readMlp(NodeReader& r) {
+  MlpNode n;
+  n.hidden = r.dimension("hidden");
+  n.ffn = r.dimension("ffn");
+  n.input = r.buffer("input", n.hidden);
+  n.output = r.buffer("output", n.hidden);
+  if (n.input == n.output) r.fail("input and output must be different buffers");
+  const size_t elements = static_cast<size_t>(n.ffn) * n.hidden;
+  n.gate = r.matrix("gate", elements);
+  n.up = r.matrix("up", elements);
+  n.down = r.matrix("down", elements);
+  return n;
+}
+
+MoeNode readMoe(NodeReader& r, const GraphLayout& layout, DType dtype, const Napi::Object& node, ReadNode& read) {
+  MoeLayerSources sources = readMoeLayerSources(node);
+  MoeNode n;
+  n.weights = std::move(sources.weights);
+  if (n.weights.config.dtype != dtype) r.fail("dtype must be the model's dtype");
+  n.slot = readInt(node, "slot", 0, static_cast<int>(layout.moeExperts.size()) - 1);
+  if (layout.moeExperts[n.slot] != n.weights.config.experts) r.fail("experts does not match the layout's MoE slot");
+  n.input = r.buffer("input", n.weights.config.hidden);
+  n.output = r.buffer("output", n.weights.config.hidden);
+  if (n.input == n.output) r.fail("input and output must be different buffers");
+  for (auto& array : sources.arrays) read.arrays.push_back(std::move(array));
+  return n;
+}
+
+}  // namespace
+
+ReadNode readGraphNode(const Napi::Value& value, const GraphLayout& layout, DType dtype) {
+  Napi::Object node = requireObject(value, "graph node");
+  ReadNode read;
+  NodeReader r(node, layout, dtype, read);
+  OpKind kind;
+  if (!parseOpKind(r.op(), &kind)) throwJs(value.Env(), code::kType, "unknown graph op '" + r.op() + "'");
+  switch (kind) {
+    case OpKind::Embedding: read.node = readEmbedding(r, layout); break;
+    case OpKind::Logits: read.node = readLogits(r, layout, node); break;
+    case OpKind::Linear: read.node = readLinear(r, node); break;
+    case OpKind::RmsNorm: read.node = readRmsNorm(r, node); break;
+    case OpKind::Rope: read.node = readRope(r, node); break;
+    case OpKind::Attention: read.node = readAttention(r, layout, node); break;
+    case OpKind::Add: read.node = readAdd(r); break;
+    case OpKind::Mlp: read.node = readMlp(r); break;
+    case OpKind::Moe: read.node = readMoe(r, layout, dtype, node, read); break;
+  }
+  return read;
+}
+
+}  // namespace dynamoe

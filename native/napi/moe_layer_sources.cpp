@@ -1,0 +1,92 @@
+#include "moe_layer_sources.h"
+
+#include <string>
+
+#include "backends.h"
+#include "js_args.h"
+#include "js_errors.h"
+
+namespace dynamoe {
+
+namespace {
+
+constexpr int kMaxDimension = 1 << 20;
+
+class SourceReader {
+ public:
+  explicit SourceReader(MoeLayerSources& sources) : sources_(sources) {}
+
+  MatrixSource weights(const Napi::Value& value, size_t length, const std::string& what) {
+    MatrixSource source;
+    source.data = requireWeights(value, length, sources_.weights.config.dtype, what, &source.dtype);
+    sources_.arrays.push_back(Napi::Persistent(value.As<Napi::Object>()));
+    return source;
+  }
+
+  const float* floats(const Napi::Value& value, size_t length, const std::string& what) {
+    const float* data = requireFloat32Array(value, length, what).Data();
+    sources_.arrays.push_back(Napi::Persistent(value.As<Napi::Object>()));
+    return data;
+  }
+
+  // Per-expert matrices given as an array of `experts` typed arrays of `length` elements each.
+  std::vector<MatrixSource> perExpert(const Napi::Object& options, const char* key, size_t length) {
+    const int experts = sources_.weights.config.experts;
+    Napi::Value value = options.Get(key);
+    if (!value.IsArray() || value.As<Napi::Array>().Length() != static_cast<uint32_t>(experts)) {
+      throwJs(options.Env(), code::kShape,
+              std::string(key) + " must be an array of " + std::to_string(experts) + " per-expert typed arrays");
+    }
+    Napi::Array array = value.As<Napi::Array>();
+    std::vector<MatrixSource> matrices;
+    for (int e = 0; e < experts; ++e) {
+      matrices.push_back(weights(array.Get(static_cast<uint32_t>(e)), length,
+                                 std::string(key) + "[" + std::to_string(e) + "]"));
+    }
+    return matrices;
+  }
+
+ private:
+  MoeLayerSources& sources_;
+};
+
+}  // namespace
+
+MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
+  Napi::Env env = value.Env();
+  Napi::Object options = requireObject(value, "MoELayer options");
+  MoeLayerSources sources;
+  MoeLayerConfig& config = sources.weights.config;
+  config.hidden = readInt(options, "hidden", 1, kMaxDimension);
+  config.ffn = readInt(options, "ffn", 1, kMaxDimension);
+  config.experts = readInt(options, "experts", 1, 1 << 16);
+  Napi::Value dtype = options.Get("dtype");
+  if (!dtype.IsString() || !parseDType(dtype.As<Napi::String>().Utf8Value(), &config.dtype)) {
+    throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
+  }
+  sources.backend = &backendForDevice(options.Get("device"));
+  translateErrors(env, [&] { sources.backend->requireUsable(); });  // fail before reading weights
+  SourceReader read(sources);
+  const size_t expertElements = static_cast<size_t>(config.ffn) * config.hidden;
+  sources.weights.router = read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
+  const auto gate = read.perExpert(options, "gate", expertElements);
+  const auto up = read.perExpert(options, "up", expertElements);
+  const auto down = read.perExpert(options, "down", expertElements);
+  for (int e = 0; e < config.experts; ++e) sources.weights.experts.push_back({gate[e], up[e], down[e]});
+
+  sources.weights.hasShared = !options.Get("shared").IsUndefined();
+  if (sources.weights.hasShared) {
+    Napi::Object shared = requireObject(options.Get("shared"), "shared");
+    sources.weights.shared.ffn = readInt(shared, "ffn", 1, kMaxDimension);
+    const size_t sharedElements = static_cast<size_t>(sources.weights.shared.ffn) * config.hidden;
+    sources.weights.shared.weights = {read.weights(shared.Get("gate"), sharedElements, "shared.gate"),
+                              read.weights(shared.Get("up"), sharedElements, "shared.up"),
+                              read.weights(shared.Get("down"), sharedElements, "shared.down")};
+    if (!shared.Get("gateWeight").IsUndefined()) {
+      sources.weights.shared.gateWeight = read.floats(shared.Get("gateWeight"), config.hidden, "shared.gateWeight");
+    }
+  }
+  return sources;
+}
+
+}  // namespace dynamoe

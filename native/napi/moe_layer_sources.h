@@ -1,0 +1,24 @@
+// Reads MoELayer options (shape, dtype, weight typed arrays, device) into the core's MoeWeights.
+#pragma once
+
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "../core/backend.h"
+
+namespace dynamoe {
+
+struct MoeLayerSources {
+  MoeWeights weights;
+  // Every typed array read, held so a packing worker thread can read them after this call returns.
+  std::vector<Napi::ObjectReference> arrays;
+  const Backend* backend = nullptr;  // where the JS MoELayer's weights live (options.device, default 'cpu')
+};
+
+// Checks and reads `options`; throws a coded JS error on bad input (and ERR_DYNAMOE_DEVICE, before reading the
+// weights, when the device cannot run here).
+MoeLayerSources readMoeLayerSources(const Napi::Value& options);
+
+}  // namespace dynamoe
