@@ -5,8 +5,8 @@
 //   npm run build:cuda && DYNAMOE_ADDON=build-cuda/Release/dynamoe.node npm run bench:cuda
 // Without a usable GPU it prints why on one line and exits 0. Profiling with Nsight: cuda/PROFILING.md.
 import { backendInfo, MoELayer, MoELayerWeights, route, RoutingPolicy, StageTimes } from '../lib';
-import { policyLabel } from '../lib/policy';
-import { SeededRandom } from '../lib/synthetic';
+import { policyLabel } from '../lib/policy/short-form';
+import { SeededRandom } from '../lib/seeded-random';
 
 interface Shape {
   name: string;

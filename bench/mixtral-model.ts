@@ -2,7 +2,7 @@
 // and llama.cpp: one decoder layer per MoE layer, random attention of 128-wide heads, the tiny test model's
 // tokenizer and vocabulary (269 tokens), top-2 routing.
 import { MoELayerWeights } from '../lib';
-import { SeededRandom } from '../lib/synthetic';
+import { SeededRandom } from '../lib/seeded-random';
 import { makeTinyModel, TinyModel } from '../test/model-fixtures';
 
 const HEAD_DIM = 128;

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cpuInfo, loadModel } from '../lib';
-import { syntheticLayerWeights } from '../lib/synthetic';
+import { syntheticLayerWeights } from '../lib/layer/synthetic-layer';
 import { FileDtype, writeGgufCheckpoint } from '../test/model-fixtures';
 import { mixtralModel } from './mixtral-model';
 import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';

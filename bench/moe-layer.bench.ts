@@ -7,9 +7,9 @@
 // BENCH_SHAPES=small keeps only the H=1024 shapes.
 import { cpuInfo, CpuIsa, MoELayer, RoutingPolicy, setCpuIsa } from '../lib';
 import { DType } from '../lib/dtype';
-import { measureRoofline } from '../lib/native-internals';
-import { policyLabel } from '../lib/policy';
-import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
+import { measureRoofline } from '../lib/backend/internals';
+import { policyLabel } from '../lib/policy/short-form';
+import { syntheticActivations, syntheticLayerWeights } from '../lib/layer/synthetic-layer';
 import { maxRelativeError } from '../test/reference/layer';
 import { createLlamaCppMoe, LlamaCppMoe } from './llama-cpp-moe-peer';
 import { createOrtMoeLayer, OrtMoeLayer } from './onnx-moe-peer';

@@ -1,8 +1,22 @@
-// Element types and conversions between f32 and the 16-bit formats (round to nearest, ties to even).
-import { typeError } from './validate';
+// Element types: the one parser of dtype names, and conversions between f32 and the 16-bit formats (round to
+// nearest, ties to even).
+import { NameMessage, requireName, typeError } from './validate';
 
 /** Weight element types. f16/bf16 weights are stored as 16-bit patterns; all math accumulates in fp32. */
 export type DType = 'f32' | 'f16' | 'bf16';
+
+/** The element type names, in the order messages list them. */
+export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
+
+/** Whether `value` names an element type. */
+export function isDType(value: unknown): value is DType {
+  return (DTYPES as readonly unknown[]).includes(value);
+}
+
+/** `value` as a DType; otherwise ERR_DYNAMOE_DTYPE naming `what` ("dtype must be 'f32', 'f16' or 'bf16', ..."). */
+export function parseDType(value: unknown, what: string, message?: NameMessage): DType {
+  return requireName(value, DTYPES, what, 'ERR_DYNAMOE_DTYPE', message);
+}
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

@@ -1,3 +1,5 @@
+// DynamoeError, its stable codes, and the conversion of the native addon's errors to it.
+
 /** Stable error codes carried by every {@link DynamoeError} (the same codes the native addon uses). */
 export type ErrorCode =
   | 'ERR_DYNAMOE_TYPE'

@@ -4,13 +4,13 @@
  */
 export { DynamoeError } from './errors';
 export type { ErrorCode } from './errors';
-export { route } from './routing';
-export type { RoutingResult, RouteOptions } from './routing';
-export { routerLosses } from './router-losses';
-export type { RouterLosses, RouterLossOptions } from './router-losses';
-export { parsePolicy, policyLabel } from './policy';
-export type { RoutingPolicy, TopKPolicy, TopPPolicy, ThresholdPolicy } from './policy';
-export { MoELayer } from './moe-layer';
+export { route } from './layer/route';
+export type { RoutingResult, RouteOptions } from './layer/route';
+export { routerLosses } from './layer/router-losses';
+export type { RouterLosses, RouterLossOptions } from './layer/router-losses';
+export { parsePolicy, policyLabel } from './policy/short-form';
+export type { RoutingPolicy, TopKPolicy, TopPPolicy, ThresholdPolicy } from './policy/routing-policy';
+export { MoELayer } from './layer/moe-layer';
 export type {
   MoELayerWeights,
   SharedExpertWeights,
@@ -20,14 +20,15 @@ export type {
   MoEForwardResult,
   MoELayerOptions,
   ProfileOptions,
-} from './moe-layer';
-export type { StageTimes } from './native';
+} from './layer/moe-layer';
+export type { StageTimes } from './addon/native-surface';
 export { toBf16, fromBf16, toF16, fromF16 } from './dtype';
 export type { DType } from './dtype';
-export { setThreads, getThreads, cpuInfo, setCpuIsa } from './runtime';
-export type { CpuInfo, CpuIsa } from './runtime';
-export { backendInfo, loadBackend } from './backend';
-export type { BackendInfo, BinaryInfo, Device, GpuInfo } from './backend';
+export { setThreads, getThreads, cpuInfo, setCpuIsa } from './backend/cpu-settings';
+export type { CpuInfo, CpuIsa } from './backend/cpu-settings';
+export { backendInfo, loadBackend } from './backend/backend-info';
+export type { BackendInfo, BinaryInfo, GpuInfo } from './backend/backend-info';
+export type { Device } from './device';
 export { loadModel } from './model/load-model';
 export type { LoadModelOptions } from './model/load-model';
 export { Model, Generation } from './model/model';
@@ -39,11 +40,11 @@ export type {
   GenerationSummary,
   ModelInfo,
 } from './model/model';
-export type { PolicyOption } from './model/policies';
+export type { PolicyOption } from './policy/per-layer';
 export type { RoutingStats, LayerRoutingStats } from './model/routing-stats';
 export type { SamplingOptions } from './model/sampling';
 export type { ModelSpec, FeedForwardSpec, MoELayerSpec, DenseLayerSpec } from './model/spec';
-export type { Tokenizer, ChatMessage, StreamDecoder } from './tokenizer';
+export type { Tokenizer, ChatMessage, StreamDecoder } from './tokenizer/tokenizer';
 export type { ScoreOptions, ScoreResult } from './model/model';
 export { createSyntheticModel } from './model/synthetic-model';
 export type { SyntheticModelOptions } from './model/synthetic-model';
@@ -54,8 +55,8 @@ export type { PolicyEvaluation } from './toolkit/evaluate-policy';
 export { runSweep } from './toolkit/sweep';
 export type { SweepPoint, SweepReport, SweepProgress } from './toolkit/sweep';
 export { sweepChart } from './toolkit/sweep-chart';
-export { parsePolicyList } from './toolkit/policy-list';
+export { parsePolicyList } from './policy/policy-list';
 export { calibrate } from './toolkit/calibrate';
 export type { CalibrateOptions, CalibrationResult, CalibrationCandidate, LayerSensitivity } from './toolkit/calibrate';
-export { readPolicyFile, writePolicyFile } from './toolkit/policy-file';
-export type { PolicyFile } from './toolkit/policy-file';
+export { readPolicyFile, writePolicyFile } from './policy/policy-file';
+export type { PolicyFile } from './policy/policy-file';

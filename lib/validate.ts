@@ -1,5 +1,5 @@
 // Argument checks shared by the public entry points; each failure is a DynamoeError saying expected vs given.
-import { DynamoeError } from './errors';
+import { DynamoeError, ErrorCode } from './errors';
 
 /** Describes a value for an error message. */
 export function describe(value: unknown): string {
@@ -42,4 +42,26 @@ export function requireFloat32Array(value: unknown, length: number, what: string
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${what} must have ${length} elements, got ${value.length}`);
   }
   return value;
+}
+
+/** How {@link requireName} words its error: the names quoted or bare, and the rejected value as `shown` writes it. */
+export interface NameMessage {
+  /** Environment variables and CLI flags list the names bare: `cpu, cuda or auto`. */
+  bareNames?: boolean;
+  /** Writes the rejected value (default {@link describe}). */
+  shown?: (value: unknown) => string;
+}
+
+/** `value` when it is one of `names`; otherwise `code`: "<what> must be 'a', 'b' or 'c', got <value>". */
+export function requireName<T extends string>(
+  value: unknown,
+  names: readonly T[],
+  what: string,
+  code: ErrorCode,
+  message: NameMessage = {},
+): T {
+  if ((names as readonly unknown[]).includes(value)) return value as T;
+  const listed = names.map((name) => (message.bareNames ? name : `'${name}'`));
+  const list = `${listed.slice(0, -1).join(', ')} or ${listed[listed.length - 1]}`;
+  throw new DynamoeError(code, `${what} must be ${list}, got ${(message.shown ?? describe)(value)}`);
 }

@@ -3,7 +3,7 @@
 // ids must match exactly except on "fragile" tokens (fp32 may legitimately cut elsewhere); those are still held
 // to every structural rule, are counted, and must stay rare.
 import { cpuInfo, route, RoutingPolicy, RoutingResult } from '../lib';
-import { setCpuIsa } from '../lib/native-internals';
+import { setCpuIsa } from '../lib/backend/internals';
 import { typedArrayTag } from './helpers';
 import {
   describePolicy,

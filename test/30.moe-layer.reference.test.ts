@@ -14,7 +14,7 @@ import {
   toBf16,
   toF16,
 } from '../lib';
-import { measureRoofline } from '../lib/native-internals';
+import { measureRoofline } from '../lib/backend/internals';
 import { expectThrow, typedArrayTag } from './helpers';
 import {
   buildLayer,

@@ -3,7 +3,7 @@
 // last panel (ffn and hidden not multiples of 16 / 32), and rows 2 KiB apart, which the GEMMs stage once per GEMM.
 // Checked against the float64 reference on every ISA.
 import { cpuInfo, MoELayer, RoutingPolicy } from '../lib';
-import { setCpuIsa } from '../lib/native-internals';
+import { setCpuIsa } from '../lib/backend/internals';
 import { buildLayer, checkCpuForward, LayerSpec, makeInput, makeRawWeights, referenceWeights } from './layer-fixtures';
 import { WeightDtype } from './reference';
 

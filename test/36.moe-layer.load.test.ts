@@ -2,7 +2,7 @@
 // and rejects bad input with the same coded errors.
 import { monitorEventLoopDelay } from 'perf_hooks';
 import { DynamoeError, MoELayer, MoELayerWeights } from '../lib';
-import { syntheticActivations, syntheticLayerWeights } from '../lib/synthetic';
+import { syntheticActivations, syntheticLayerWeights } from '../lib/layer/synthetic-layer';
 
 describe('MoELayer.load', () => {
   it('resolves to a layer whose forward is bit-identical to fromWeights (bf16, shared expert)', async () => {

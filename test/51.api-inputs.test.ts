@@ -28,7 +28,7 @@ import {
   writePolicyFile,
 } from '../lib';
 import { callNative } from '../lib/errors';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { Code, expectRejection, expectThrow } from './helpers';
 
 /** A bad call: `run` returns a promise for async entry points (which must reject) or throws for sync ones. */
@@ -269,7 +269,7 @@ describe('the native boundary checks again (TypeScript bypassed)', () => {
       problems.push(...(await walk('routerLosses', [logits, { tokens: 2, experts: 8, gradients: true }, TOP2], (a, b, c) => addon.routerLosses(a as never, b as never, c as never))));
       problems.push(...(await walk('new MoeLayer', [layerOptions], (a) => new addon.MoeLayer(a as never))));
       problems.push(...(await walk('MoeLayer.pack', [layerOptions], (a) => addon.MoeLayer.pack(a as never))));
-      const layer = new addon.MoeLayer(layerOptions);
+      const layer = new addon.MoeLayer(layerOptions as never);
       problems.push(...(await walk('MoeLayer.forward', [new Float32Array(4), { tokens: 2, policy: TOP2 }], (a, b) => layer.forward(a as never, b as never))));
       layer.dispose();
       problems.push(...(await walk('new ModelGraph', [layout], (a) => new addon.ModelGraph(a as never))));

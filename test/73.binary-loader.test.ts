@@ -6,10 +6,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { backendInfo } from '../lib';
-import { cpuFix, cudaFix } from '../lib/binary-diagnosis';
-import { BinaryCandidate, chooseBinary, LoadOutcome, missingGlibc } from '../lib/binary-loader';
-import type { NativeAddon } from '../lib/native';
-import type { SystemFacts } from '../lib/system-facts';
+import { cpuFix, cudaFix } from '../lib/addon/binary-diagnosis';
+import { BinaryCandidate, chooseBinary, LoadOutcome, missingGlibc } from '../lib/addon/binary-choice';
+import type { NativeAddon } from '../lib/addon/native-surface';
+import type { SystemFacts } from '../lib/addon/system-facts';
 
 const root = path.resolve(__dirname, '..');
 

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DynamoeError } from '../lib/errors';
-import { loadTokenizerFromDirectory, Tokenizer, tokenizerFromGgufMetadata } from '../lib/tokenizer';
+import { loadTokenizerFromDirectory, Tokenizer, tokenizerFromGgufMetadata } from '../lib/tokenizer/tokenizer';
 import {
   CHATML_TEMPLATE,
   tinyTokenizerConfig,

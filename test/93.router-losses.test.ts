@@ -11,7 +11,7 @@ import {
   RoutingResult,
   setThreads,
 } from '../lib';
-import { native } from '../lib/native';
+import { native } from '../lib/addon/native';
 import { typedArrayTag } from './helpers';
 import { describePolicy, fragileToken, refRoute, Rng, softmax64 } from './reference';
 
@@ -581,7 +581,7 @@ describe('routerLosses() rejects bad input with stable codes', () => {
     native().routerLosses(
       logits as Float32Array,
       options as typeof sizes,
-      (policyArgument.length > 0 ? policyArgument[0] : policy) as object,
+      (policyArgument.length > 0 ? policyArgument[0] : policy) as never,
     );
   const nativeBad: Array<{ name: string; call: () => unknown; code: string; message: RegExp }> = [
     {

@@ -1,7 +1,7 @@
 // Whole models: every architecture's native forward against the float64 reference, from safetensors and GGUF.
 import * as path from 'path';
 import { cpuInfo, loadModel } from '../lib';
-import { setCpuIsa } from '../lib/native-internals';
+import { setCpuIsa } from '../lib/backend/internals';
 import { maxRelativeError } from './reference/layer';
 import { refModelForward } from './reference/model';
 import { ARCHITECTURES, GGUF_ARCHITECTURES, makeTinyModel, tempDir, writeGgufCheckpoint, writeHfCheckpoint } from './model-fixtures';

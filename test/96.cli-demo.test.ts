@@ -1,7 +1,7 @@
 // The demo (runDemo), the synthetic model behind it, and the compiled CLI (inspect, run, errors) on a tiny checkpoint.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { DEFAULT_DEMO, DemoOptions, runDemo } from '../lib/demo';
+import { DEFAULT_DEMO, DemoOptions, runDemo } from '../lib/cli/demo';
 import { createSyntheticModel } from '../lib/model/synthetic-model';
 import { makeTinyModel, tempDir, writeHfCheckpoint } from './model-fixtures';
 

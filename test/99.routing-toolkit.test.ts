@@ -8,8 +8,8 @@ import { loadModel, Model, ModelForwardResult, parsePolicy, policyLabel } from '
 import { solveBudget } from '../lib/toolkit/budget-solver';
 import { calibrate } from '../lib/toolkit/calibrate';
 import { evaluatePolicy, expertFlopsPerExpert } from '../lib/toolkit/evaluate-policy';
-import { readPolicyFile, writePolicyFile } from '../lib/toolkit/policy-file';
-import { parsePolicyList } from '../lib/toolkit/policy-list';
+import { readPolicyFile, writePolicyFile } from '../lib/policy/policy-file';
+import { parsePolicyList } from '../lib/policy/policy-list';
 import { runSweep } from '../lib/toolkit/sweep';
 import { sweepChart } from '../lib/toolkit/sweep-chart';
 import { textWindows } from '../lib/toolkit/text-windows';

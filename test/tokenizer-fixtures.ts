@@ -3,7 +3,7 @@
 // bytes); 'spm' is SentencePiece BPE with byte fallback as in Llama / Mixtral (ids 3-258 are <0x00>-<0xFF>).
 import * as fs from 'fs';
 import * as path from 'path';
-import { byteLevelAlphabet } from '../lib/byte-level-alphabet';
+import { byteLevelAlphabet } from '../lib/tokenizer/byte-level-alphabet';
 import { GgufTypedValue } from '../lib/formats/gguf';
 
 /** The two tiny tokenizer kinds. */

@@ -1,8 +1,8 @@
 // Command-line flag parsing shared by the dynamoe commands: checked numbers, dtypes, policies and the model argument.
-import { DType } from '../dtype';
+import { DType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
-import { PolicyOption } from '../model/policies';
-import { readPolicyFile } from '../toolkit/policy-file';
+import { PolicyOption } from '../policy/per-layer';
+import { readPolicyFile } from '../policy/policy-file';
 
 /** Parsed flag values of one command. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -24,8 +24,7 @@ export function numberFlag(values: Values, name: string, fallback: number, integ
 
 export function dtypeFlag(values: Values): DType | undefined {
   const dtype = values.dtype as string | undefined;
-  if (dtype === undefined || dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') return dtype;
-  throw new DynamoeError('ERR_DYNAMOE_DTYPE', `--dtype must be f32, f16 or bf16, got '${dtype}'`);
+  return dtype === undefined ? undefined : parseDType(dtype, '--dtype', { bareNames: true });
 }
 
 /** `top-p:0.4` (every MoE layer) or `top-k:4,top-p:0.4` (one per MoE layer), or a policy file from `calibrate`. */

@@ -1,7 +1,7 @@
 // `dynamoe calibrate`: per-layer thresholds for an experts-per-token budget, saved as a policy file.
 import { calibrate, CalibrationCandidate } from '../toolkit/calibrate';
-import { writePolicyFile } from '../toolkit/policy-file';
-import { parsePolicyList } from '../toolkit/policy-list';
+import { writePolicyFile } from '../policy/policy-file';
+import { parsePolicyList } from '../policy/policy-list';
 import { fail, numberFlag, Values } from './args';
 import { openEvaluation } from './evaluation-input';
 import { taskProgress } from './progress';

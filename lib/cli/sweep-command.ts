@@ -1,7 +1,7 @@
 // `dynamoe sweep`: runs a text under many policies, prints a table, writes the JSON report and the SVG chart.
 import { promises as fs } from 'fs';
 import { DynamoeError } from '../errors';
-import { parsePolicyList } from '../toolkit/policy-list';
+import { parsePolicyList } from '../policy/policy-list';
 import { runSweep, SweepPoint } from '../toolkit/sweep';
 import { sweepChart } from '../toolkit/sweep-chart';
 import { Values } from './args';

@@ -3,10 +3,11 @@
 // handed to the writers.
 import { endianness } from 'os';
 import { FileHandle, open, rename, unlink } from 'fs/promises';
+import { DType, isDType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
 
 /** Element types that {@link TensorStore.read} returns. */
-export type TensorDType = 'f32' | 'f16' | 'bf16';
+export type TensorDType = DType;
 
 /** Where one tensor lives in a checkpoint file, as its header describes it (checked against the file's size). */
 export interface TensorInfo {
@@ -270,9 +271,7 @@ export function checkTensorInputs(tensors: readonly TensorInput[], writer: strin
     }
     if (names.has(name)) throw new DynamoeError('ERR_DYNAMOE_VALUE', `${label}: duplicate tensor name`);
     names.add(name);
-    if (dtype !== 'f32' && dtype !== 'f16' && dtype !== 'bf16') {
-      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `${label}: dtype must be f32, f16 or bf16, got ${String(dtype)}`);
-    }
+    parseDType(dtype, `${label}: dtype`, { bareNames: true, shown: String });
     const expected = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     if (arrayTag(data) !== expected) {
       const message = `${label}: ${dtype} data must be a ${expected}, got ${arrayTag(data)}`;
@@ -313,7 +312,7 @@ export class FileTensorStore implements TensorStore {
         files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
       formatError(`no tensor '${name}' in ${shown}`);
     }
-    if (info.dtype !== 'f32' && info.dtype !== 'f16' && info.dtype !== 'bf16') {
+    if (!isDType(info.dtype)) {
       throw new DynamoeError(
         'ERR_DYNAMOE_UNSUPPORTED',
         `${info.file}: tensor '${name}' has type ${info.dtype}; only f32, f16 and bf16 tensors can be read`,

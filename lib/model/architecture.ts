@@ -1,5 +1,5 @@
 // What one supported architecture provides: how to recognise its config, read its spec, and name its tensors.
-import { RoutingPolicy } from '../policy';
+import { RoutingPolicy } from '../policy/routing-policy';
 import { ConfigReader } from './config-reader';
 import { CheckpointNaming } from './naming';
 import { FeedForwardSpec, ModelSpec } from './spec';

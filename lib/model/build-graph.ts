@@ -1,8 +1,9 @@
 // Turns a ModelSpec and a checkpoint into the native graph: one node per op, weights read and packed node by node,
 // so a checkpoint's tensors are never all in JS memory at once.
+import { native } from '../addon/native';
+import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
-import { native, NativeModelGraph } from '../native';
 import { LayerTensor } from './naming';
 import { moeLayers, ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
@@ -20,7 +21,7 @@ const OUT = 6; // projection or MLP output added to the residual (hidden)
 export type ProgressCallback = (done: number, total: number) => void;
 
 /** One graph node, made when called: its weights are read from the checkpoint only then. */
-type NodeMaker = () => Promise<object>;
+type NodeMaker = () => Promise<GraphNode>;
 
 /** The model's nodes in execution order (the whole graph; weights not read yet). */
 function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeMaker[] {
@@ -30,7 +31,7 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
   const names = weights.naming;
   const nodes: NodeMaker[] = [];
   const node = (make: NodeMaker) => nodes.push(make);
-  const fixed = (value: object) => node(async () => value);
+  const fixed = (value: GraphNode) => node(async () => value);
   const norm = (input: number, output: number, width: number, groupSize: number, weight: string) =>
     node(async () => ({
       op: 'rms_norm', input, output, width, groupSize, epsilon: spec.rmsNormEpsilon,

@@ -1,12 +1,15 @@
 // loadModel: a Hugging Face directory (config.json + safetensors + tokenizer.json) or a .gguf file -> Model.
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import { DType } from '../dtype';
+import { resolveDevice } from '../backend/device-placement';
+import { Device, parseDevice } from '../device';
+import { DType, isDType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { openGguf } from '../formats/gguf';
 import { openSafetensors } from '../formats/safetensors';
 import { TensorStore } from '../formats/tensor-store';
-import { loadTokenizerFromDirectory, tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer';
+import { PolicyOption } from '../policy/per-layer';
+import { loadTokenizerFromDirectory, tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer/tokenizer';
 import { architectureForHfConfig } from './architectures';
 import { buildModelGraph, ProgressCallback } from './build-graph';
 import { ConfigReader } from './config-reader';
@@ -14,14 +17,17 @@ import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
 import { requireMemory, weightBytes } from './memory-need';
 import { CheckpointNaming, ggufNaming } from './naming';
-import { PolicyOption } from './policies';
 import { ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** 'cpu' and 'auto' run on the CPU; whole models do not run on 'cuda' yet (single MoELayer objects do). */
-  device?: 'cpu' | 'cuda' | 'auto';
+  /**
+   * Where the model runs (default 'auto'). 'auto' is the CUDA backend when it is usable for whole models, else the
+   * CPU; no build runs whole models on CUDA yet, so 'auto' and 'cpu' run on the CPU and 'cuda' throws
+   * ERR_DYNAMOE_UNSUPPORTED (single MoELayer objects do run on 'cuda').
+   */
+  device?: Device;
   /** Element type weights are packed in (default: the checkpoint's). Math accumulates in fp32. */
   dtype?: DType;
   /** Default routing policy (default: the one the model was trained with). */
@@ -73,7 +79,7 @@ async function openGgufFile(file: string): Promise<Checkpoint> {
 
 function checkpointDtype(store: TensorStore, naming: CheckpointNaming, source: string): DType {
   const dtype = store.tensors.get(naming.embed)?.dtype;
-  if (dtype === 'f32' || dtype === 'f16' || dtype === 'bf16') return dtype;
+  if (isDType(dtype)) return dtype;
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${source}: tensor '${naming.embed}' has type ${String(dtype)}; dynamoe loads f32, f16 and bf16 weights`,
@@ -88,16 +94,11 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
   if (typeof location !== 'string' || location === '') {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', 'loadModel needs the path of a model directory or a .gguf file');
   }
-  const device = options.device ?? 'auto';
-  if (device === 'cuda') {
-    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', "whole models run on the CPU for now (device 'cuda' runs single MoE layers: MoELayer.fromWeights(weights, { device: 'cuda' })); use 'cpu' or 'auto'");
-  }
-  if (device !== 'cpu' && device !== 'auto') {
-    throw new DynamoeError('ERR_DYNAMOE_VALUE', `device must be 'cpu', 'cuda' or 'auto', got ${String(device)}`);
-  }
-  if (options.dtype !== undefined && !['f32', 'f16', 'bf16'].includes(options.dtype)) {
-    throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${String(options.dtype)}`);
-  }
+  // loadModel's messages have always shown a rejected value bare (String), not quoted.
+  const device = parseDevice(options.device ?? 'auto', 'device', { shown: String });
+  // Refuses 'cuda' while whole models cannot run on CUDA; until backendInfo's cudaWholeModels, models run on the CPU.
+  resolveDevice(device, 'model');
+  if (options.dtype !== undefined) parseDType(options.dtype, 'dtype', { shown: String });
   let stat;
   try {
     stat = await fs.stat(location);

@@ -1,12 +1,13 @@
 // A loaded model: forward passes over whole token sequences and streaming generation, routed by any policy.
+import type { NativeKvSession, NativeModelGraph, NativeMoeStepStats } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { DynamoeError, fromNativeError } from '../errors';
+import { PolicyOption, resolvePolicies } from '../policy/per-layer';
+import { RoutingPolicy } from '../policy/routing-policy';
+import { policyLabel } from '../policy/short-form';
+import { Tokenizer } from '../tokenizer/tokenizer';
 import { describe, typeError } from '../validate';
-import { NativeKvSession, NativeModelGraph, NativeMoeStepStats } from '../native';
-import { policyLabel, RoutingPolicy } from '../policy';
-import { Tokenizer } from '../tokenizer';
 import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
-import { PolicyOption, resolvePolicies } from './policies';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { checkSampling, Sampler, SamplingOptions } from './sampling';
 import { moeLayers, ModelSpec } from './spec';

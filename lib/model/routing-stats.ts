@@ -1,6 +1,7 @@
 // Routing statistics of a forward or a generation: what the paper's analyses are made of (ROUTING.md).
-import { NativeMoeStepStats } from '../native';
-import { policyLabel, RoutingPolicy } from '../policy';
+import type { NativeMoeStepStats } from '../addon/native-surface';
+import { RoutingPolicy } from '../policy/routing-policy';
+import { policyLabel } from '../policy/short-form';
 
 /** Statistics of one MoE layer over the tokens seen. */
 export interface LayerRoutingStats {

@@ -1,6 +1,6 @@
 // Choosing the next token from logits: greedy, or temperature / top-k / top-p sampling with a seeded generator.
 import { DynamoeError } from '../errors';
-import { SeededRandom } from '../synthetic';
+import { SeededRandom } from '../seeded-random';
 
 /** How the next token is chosen. temperature 0 (the default) is greedy and deterministic. */
 export interface SamplingOptions {

@@ -1,5 +1,5 @@
 // What a decoder-only MoE transformer is made of, independent of the checkpoint format it came from.
-import { RoutingPolicy } from '../policy';
+import { RoutingPolicy } from '../policy/routing-policy';
 
 /** A dense SwiGLU MLP layer. */
 export interface DenseLayerSpec {

@@ -3,14 +3,14 @@
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
-import { byteLevelAlphabet } from '../byte-level-alphabet';
-import { SeededRandom } from '../synthetic';
-import { tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer';
+import { PolicyOption } from '../policy/per-layer';
+import { SeededRandom } from '../seeded-random';
+import { byteLevelAlphabet } from '../tokenizer/byte-level-alphabet';
+import { tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer/tokenizer';
 import { mixtral } from './architectures/mixtral';
 import { ProgressCallback } from './build-graph';
 import { modelFromCheckpoint } from './load-model';
 import { Model } from './model';
-import { PolicyOption } from './policies';
 import { ModelSpec } from './spec';
 
 /** Options of {@link createSyntheticModel}. */

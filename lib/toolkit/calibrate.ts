@@ -2,7 +2,7 @@
 import { DynamoeError } from '../errors';
 import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
-import { TopPPolicy } from '../policy';
+import { TopPPolicy } from '../policy/routing-policy';
 import { solveBudget } from './budget-solver';
 import { requireObject, typeError } from '../validate';
 import { checkEvaluationInput, PolicyEvaluation, scoreWindows } from './evaluate-policy';

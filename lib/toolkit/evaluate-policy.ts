@@ -1,9 +1,9 @@
 // Runs a routing policy over evaluation windows: perplexity, routing statistics, speed and expert compute.
 import { DynamoeError } from '../errors';
 import { Model } from '../model/model';
-import { PolicyOption } from '../model/policies';
 import { RoutingStats } from '../model/routing-stats';
 import { moeLayers } from '../model/spec';
+import { PolicyOption } from '../policy/per-layer';
 import { typeError } from '../validate';
 
 /** What one policy did on a text. */

@@ -1,7 +1,8 @@
 // `dynamoe sweep`: the same text under many routing policies — quality, experts per token, speed, compute saved.
 import { Model } from '../model/model';
 import { moeLayers } from '../model/spec';
-import { policyLabel, RoutingPolicy } from '../policy';
+import { RoutingPolicy } from '../policy/routing-policy';
+import { policyLabel } from '../policy/short-form';
 import { typeError } from '../validate';
 import { checkEvaluationInput, PolicyEvaluation, scoreWindows } from './evaluate-policy';
 

@@ -1,6 +1,6 @@
 // Splits an evaluation text into the token windows perplexity is measured on.
 import { DynamoeError } from '../errors';
-import { Tokenizer } from '../tokenizer';
+import { Tokenizer } from '../tokenizer/tokenizer';
 import { describe, requireObject, typeError } from '../validate';
 
 /** Options of {@link textWindows}. */

@@ -68,22 +68,24 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   translateErrors(env, [&] { sources.backend->requireUsable(); });  // fail before reading weights
   SourceReader read(sources);
   const size_t expertElements = static_cast<size_t>(config.ffn) * config.hidden;
-  sources.weights.router = read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
+  sources.weights.router =
+      read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
   const auto gate = read.perExpert(options, "gate", expertElements);
   const auto up = read.perExpert(options, "up", expertElements);
   const auto down = read.perExpert(options, "down", expertElements);
   for (int e = 0; e < config.experts; ++e) sources.weights.experts.push_back({gate[e], up[e], down[e]});
 
-  sources.weights.hasShared = !options.Get("shared").IsUndefined();
-  if (sources.weights.hasShared) {
+  MoeWeights& weights = sources.weights;
+  weights.hasShared = !options.Get("shared").IsUndefined();
+  if (weights.hasShared) {
     Napi::Object shared = requireObject(options.Get("shared"), "shared");
-    sources.weights.shared.ffn = readInt(shared, "ffn", 1, kMaxDimension);
-    const size_t sharedElements = static_cast<size_t>(sources.weights.shared.ffn) * config.hidden;
-    sources.weights.shared.weights = {read.weights(shared.Get("gate"), sharedElements, "shared.gate"),
+    weights.shared.ffn = readInt(shared, "ffn", 1, kMaxDimension);
+    const size_t sharedElements = static_cast<size_t>(weights.shared.ffn) * config.hidden;
+    weights.shared.weights = {read.weights(shared.Get("gate"), sharedElements, "shared.gate"),
                               read.weights(shared.Get("up"), sharedElements, "shared.up"),
                               read.weights(shared.Get("down"), sharedElements, "shared.down")};
     if (!shared.Get("gateWeight").IsUndefined()) {
-      sources.weights.shared.gateWeight = read.floats(shared.Get("gateWeight"), config.hidden, "shared.gateWeight");
+      weights.shared.gateWeight = read.floats(shared.Get("gateWeight"), config.hidden, "shared.gateWeight");
     }
   }
   return sources;

@@ -1,12 +1,12 @@
 // @ts-check
 // Fuzz target: tokenizers built from model files, then used. A GGUF file goes through openGguf and
-// tokenizerFromGgufMetadata (lib/tokenizer-json.ts); a multi-file input (see harness.joinFiles) is a Hugging Face
+// tokenizerFromGgufMetadata (lib/tokenizer/tokenizer-json.ts); a multi-file input (see harness.joinFiles) is a Hugging Face
 // tokenizer directory for loadTokenizerFromDirectory, its files in the order of TOKENIZER_FILES (an empty or missing
 // part: no such file). Each tokenizer then encodes, decodes (whole and streamed) and renders its chat template.
 'use strict';
 const path = require('path');
 const { openGguf } = require('../../dist/lib/formats/gguf');
-const { loadTokenizerFromDirectory, tokenizerFromGgufMetadata } = require('../../dist/lib/tokenizer');
+const { loadTokenizerFromDirectory, tokenizerFromGgufMetadata } = require('../../dist/lib/tokenizer/tokenizer');
 const { finding, fuzzTarget, isGguf, settle, splitFiles } = require('./harness');
 
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'chat_template.jinja', 'chat_template.json'];
@@ -39,7 +39,7 @@ async function ggufTokenizer(file) {
 }
 
 /** Uses the tokenizer as generation does; ids it hands out must lie in its vocabulary. */
-async function exercise(/** @type {import('../../dist/lib/tokenizer').Tokenizer} */ tokenizer) {
+async function exercise(/** @type {import('../../dist/lib/tokenizer/tokenizer').Tokenizer} */ tokenizer) {
   const inVocabulary = (/** @type {number} */ id) => Number.isInteger(id) && id >= 0 && id < tokenizer.vocabSize;
   const special = [...(tokenizer.bosTokenId === null ? [] : [tokenizer.bosTokenId]), ...tokenizer.eosTokenIds];
   if (!special.every(inVocabulary)) finding(`special token ids [${special}] outside the vocabulary of ${tokenizer.vocabSize}`);

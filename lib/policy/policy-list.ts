@@ -1,6 +1,7 @@
 // The sweep's policy list: `top-k:1,top-k:2+norm,top-p:0.2..0.8:0.1` expands ranges into single policies.
 import { DynamoeError } from '../errors';
-import { NORMALIZE_SUFFIX, parsePolicy, RoutingPolicy } from '../policy';
+import { RoutingPolicy } from './routing-policy';
+import { NORMALIZE_SUFFIX, parsePolicy } from './short-form';
 
 // Range values are rounded to this many decimals so 0.1 steps give 0.3, not 0.30000000000000004.
 const DECIMALS = 6;

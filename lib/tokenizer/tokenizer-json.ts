@@ -1,7 +1,7 @@
 // GGUF tokenizer metadata (as llama.cpp writes it) -> the equivalent Hugging Face tokenizer.json object, which
 // @huggingface/tokenizers then runs. Internal: the public API is in tokenizer.ts.
-import { DynamoeError } from './errors';
-import { describe } from './validate';
+import { DynamoeError } from '../errors';
+import { describe } from '../validate';
 
 /** The pieces of a tokenizer that the GGUF metadata describes, ready for {@link tokenizer.ts}. */
 export interface GgufTokenizerParts {

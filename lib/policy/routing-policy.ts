@@ -1,6 +1,6 @@
-// Routing policies (ROUTING.md): their types, their checks, and the short text form the CLI uses.
-import { DynamoeError } from './errors';
-import { describe, MAX_EXPERTS, requireObject, typeError } from './validate';
+// Routing policies (ROUTING.md): their types and their checks against an expert count.
+import { DynamoeError } from '../errors';
+import { describe, requireObject } from '../validate';
 
 /** Keep the `k` most probable experts (Switch k=1, Mixtral k=2, OLMoE k=8, ...). */
 export interface TopKPolicy {
@@ -104,35 +104,4 @@ export function checkPolicy(policy: unknown, experts: number): RoutingPolicy {
 /** Slots per token in a routing result under `policy`. */
 export function policySlots(policy: RoutingPolicy, experts: number): number {
   return policy.kind === 'top-k' ? policy.k : (policy.maxExperts ?? experts);
-}
-
-/** Suffix of the short form that sets `normalize` (renormalise the kept weights): `top-p:0.4+norm`. */
-export const NORMALIZE_SUFFIX = '+norm';
-
-/**
- * Parses the CLI form: `top-k:2`, `top-p:0.4`, `threshold:0.1`, each optionally ending in `+norm` (validated
- * later against the expert count).
- */
-export function parsePolicy(text: string): RoutingPolicy {
-  if (typeof text !== 'string') typeError('a policy short form', "a string such as 'top-p:0.4'", text);
-  const normalize = text.endsWith(NORMALIZE_SUFFIX);
-  const [kind, value] = (normalize ? text.slice(0, -NORMALIZE_SUFFIX.length) : text).split(':');
-  const number = Number(value);
-  if (value === undefined || value === '' || Number.isNaN(number)) {
-    fail(`policy '${text}' must look like top-k:2, top-p:0.4 or threshold:0.1 (optionally ending in +norm)`);
-  }
-  const flags = normalize ? { normalize } : {};
-  if (kind === 'top-k') return { kind, k: number, ...flags };
-  if (kind === 'top-p') return { kind, p: number, ...flags };
-  if (kind === 'threshold') return { kind, tau: number, ...flags };
-  return fail(`policy '${text}' must start with top-k, top-p or threshold`);
-}
-
-/** A short label for tables, the short form plus a scale: `top-p:0.4`, `top-k:2+norm`, `top-k:6+norm*2.5`. */
-export function policyLabel(policy: RoutingPolicy): string {
-  checkPolicy(policy, MAX_EXPERTS);
-  const base =
-    policy.kind === 'top-k' ? `top-k:${policy.k}` : policy.kind === 'top-p' ? `top-p:${policy.p}` : `threshold:${policy.tau}`;
-  const scale = policy.kind === 'top-k' && policy.scale !== undefined && policy.scale !== 1 ? `*${policy.scale}` : '';
-  return `${base}${policy.normalize ? NORMALIZE_SUFFIX : ''}${scale}`;
 }

@@ -1,9 +1,10 @@
 // route(): routing on its own, for inspecting policies on logits from anywhere.
-import { Device, resolveDevice } from './backend';
-import { DynamoeError, fromNativeError } from './errors';
-import { native } from './native';
-import { checkPolicy, RoutingPolicy } from './policy';
-import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
+import { native } from '../addon/native';
+import { resolveDevice } from '../backend/device-placement';
+import { Device, parseDevice } from '../device';
+import { DynamoeError, fromNativeError } from '../errors';
+import { checkPolicy, RoutingPolicy } from '../policy/routing-policy';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from '../validate';
 
 /** Fixed-shape routing output (ROUTING.md). */
 export interface RoutingResult {
@@ -26,7 +27,10 @@ export interface RouteOptions {
   policy: RoutingPolicy;
   /** What `scores` holds: router logits (softmax applied, the default) or probabilities (used as they are). */
   input?: 'logits' | 'probabilities';
-  /** Run the CPU router (default) or the CUDA routing kernel; both select the same experts, bit for bit. */
+  /**
+   * Run the CPU router ('cpu', the default) or the CUDA routing kernel ('cuda'); both select the same experts, bit
+   * for bit. 'auto' is 'cuda' when the CUDA backend is usable ({@link backendInfo}().backend), else 'cpu'.
+   */
   device?: Device;
 }
 
@@ -44,7 +48,7 @@ export async function route(scores: Float32Array, options: RouteOptions): Promis
   if (input !== 'logits' && input !== 'probabilities') {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', `input must be 'logits' or 'probabilities', got ${describe(input)}`);
   }
-  const device = resolveDevice(opts.device);
+  const device = resolveDevice(parseDevice(opts.device ?? 'cpu', 'device'), 'layer');
   try {
     return await native().route(scores, { tokens, experts }, policy, input, device);
   } catch (error) {

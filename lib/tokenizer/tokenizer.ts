@@ -4,9 +4,9 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { DynamoeError } from './errors';
+import { DynamoeError } from '../errors';
+import { describe } from '../validate';
 import { ggufTokenizerParts } from './tokenizer-json';
-import { describe } from './validate';
 
 /** One chat message, as chat templates expect it. */
 export interface ChatMessage {

@@ -1,12 +1,12 @@
 // The demo behind `npm start`: a seeded synthetic Mixtral-style model generating text with top-2 and with top-p
 // routing, showing how many experts each token used and what that did to prefill and decode speed.
-import { DType } from './dtype';
-import { ProgressCallback } from './model/build-graph';
-import { GenerationSummary } from './model/model';
-import { PolicyOption } from './model/policies';
-import { RoutingStats } from './model/routing-stats';
-import { createSyntheticModel, SYNTHETIC_DEFAULTS } from './model/synthetic-model';
-import { cpuInfo } from './runtime';
+import { cpuInfo } from '../backend/cpu-settings';
+import { DType } from '../dtype';
+import { ProgressCallback } from '../model/build-graph';
+import { GenerationSummary } from '../model/model';
+import { RoutingStats } from '../model/routing-stats';
+import { createSyntheticModel, SYNTHETIC_DEFAULTS } from '../model/synthetic-model';
+import { PolicyOption } from '../policy/per-layer';
 
 /** Demo settings (the CLI's flags). */
 export interface DemoOptions {

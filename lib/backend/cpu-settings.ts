@@ -1,6 +1,7 @@
 // Process-wide CPU settings: the thread pool size and which SIMD kernels run.
-import { callNative } from './errors';
-import { CpuIsa, native, NativeCpuInfo } from './native';
+import { native } from '../addon/native';
+import type { CpuIsa, NativeCpuInfo } from '../addon/native-surface';
+import { callNative } from '../errors';
 
 export type { CpuIsa };
 

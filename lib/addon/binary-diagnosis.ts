@@ -2,6 +2,8 @@
 // loader throws when nothing fits, and the `dynamoe doctor` report.
 import * as fs from 'fs';
 import * as path from 'path';
+import { Device, isDevice } from '../device';
+import { DynamoeError } from '../errors';
 import {
   BinaryCandidate,
   BinaryChoice,
@@ -9,13 +11,10 @@ import {
   cpuCandidate,
   cudaCandidates,
   cudaPrebuildDir,
-  isRequestedDevice,
   missingGlibc,
-  RequestedDevice,
   SkippedBinary,
   tryLoad,
-} from './binary-loader';
-import { DynamoeError } from './errors';
+} from './binary-choice';
 import { describeSystem, SystemFacts, systemFacts } from './system-facts';
 
 const REBUILD = 'npm rebuild dynamoe --build-from-source';
@@ -98,7 +97,7 @@ function skippedLines(skipped: SkippedBinary[]): string[] {
 }
 
 /** The error for a request no binary fits: what was tried, the machine's facts, and the fix. */
-export function noBinaryError(device: RequestedDevice, requestedBy: string, choice: BinaryChoice): DynamoeError {
+export function noBinaryError(device: Device, requestedBy: string, choice: BinaryChoice): DynamoeError {
   const facts = systemFacts();
   const failure = choice.failure!;
   const what =
@@ -121,7 +120,7 @@ function binaryLine(candidate: BinaryCandidate, manifest: ManifestEntry[], root:
   return `  ${candidate.kind.padEnd(4)}  ${relative} (${needs}): ${loads}`;
 }
 
-function choiceLine(device: RequestedDevice, choice: BinaryChoice, facts: SystemFacts, requested: boolean): string {
+function choiceLine(device: Device, choice: BinaryChoice, facts: SystemFacts, requested: boolean): string {
   const label = `${requested ? '*' : ' '} device '${device}'`.padEnd(18);
   if (choice.chosen) {
     const info = choice.chosen.addon.backendInfo();
@@ -143,8 +142,8 @@ export function doctorReport(root: string, env: NodeJS.ProcessEnv = process.env)
   const cpu = cpuCandidate(root);
   const lines = [`dynamoe doctor (package at ${root})`, ...describeSystem(facts)];
   const setting = env.DYNAMOE_DEVICE;
-  const valid = setting === undefined || setting === '' || isRequestedDevice(setting);
-  const requested: RequestedDevice = isRequestedDevice(setting) ? setting : 'auto';
+  const valid = setting === undefined || setting === '' || isDevice(setting);
+  const requested: Device = isDevice(setting) ? setting : 'auto';
   lines.push(
     !valid
       ? `requested DYNAMOE_DEVICE=${setting} is not one of cpu, cuda, auto: dynamoe refuses to load (ERR_DYNAMOE_VALUE)`

@@ -1,8 +1,8 @@
 // Policy files: per-MoE-layer routing policies saved by `dynamoe calibrate`, accepted by `run --policy` and the API.
 import { promises as fs } from 'fs';
 import { DynamoeError } from '../errors';
-import { checkPolicy, RoutingPolicy } from '../policy';
 import { MAX_EXPERTS, requireObject, typeError } from '../validate';
+import { checkPolicy, RoutingPolicy } from './routing-policy';
 
 /** The `format` field that marks a dynamoe policy file. */
 export const POLICY_FILE_FORMAT = 'dynamoe-policy';

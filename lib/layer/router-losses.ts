@@ -1,8 +1,11 @@
 // routerLosses(): the seed paper's dynamic (entropy) and load-balance router losses, with logit gradients.
-import { DynamoeError, fromNativeError } from './errors';
-import { native } from './native';
-import { checkPolicy, RoutingPolicy } from './policy';
-import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
+import { native } from '../addon/native';
+import type { RouterLosses } from '../addon/native-surface';
+import { DynamoeError, fromNativeError } from '../errors';
+import { checkPolicy, RoutingPolicy } from '../policy/routing-policy';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from '../validate';
+
+export type { RouterLosses };
 
 /** Options of {@link routerLosses}. */
 export interface RouterLossOptions {
@@ -12,32 +15,6 @@ export interface RouterLossOptions {
   policy: RoutingPolicy;
   /** Also return the gradients of both losses with respect to the logits. Default false. */
   gradients?: boolean;
-}
-
-/**
- * The two router losses of one batch, with what they are made of. T = tokens, E = experts,
- * P = softmax(logits) per token (double), S_t = the experts the policy selects for token t.
- */
-export interface RouterLosses {
-  /** L_d = mean_t H_t, H_t = -sum_i P_ti log P_ti (0 log 0 = 0). The paper weights it 1e-4. */
-  dynamicLoss: number;
-  /**
-   * L_b = E * sum_i f_i Q_i; equals expertsPerToken when Q is uniform (so 1 for balanced top-1).
-   * The paper weights it 1e-2.
-   */
-  loadBalanceLoss: number;
-  /** mean_t |S_t|. */
-  expertsPerToken: number;
-  /** [E] f_i: the fraction of tokens whose selected set contains expert i. */
-  fraction: Float64Array;
-  /** [E] Q_i: mean over tokens of P_ti (full softmax, not only the selected experts). */
-  meanProbability: Float64Array;
-  /** [T] |S_t|: experts selected per token (equal to route()'s counts). */
-  counts: Int32Array;
-  /** [T * E] dL_d/dz_tj = -(1/T) P_tj (log P_tj + H_t); only with `gradients: true`. */
-  dynamicLossGradient?: Float32Array;
-  /** [T * E] dL_b/dz_tj = (E/T) P_tj (f_j - sum_i f_i P_ti), f held constant; only with `gradients: true`. */
-  loadBalanceLossGradient?: Float32Array;
 }
 
 /**

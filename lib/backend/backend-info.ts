@@ -1,27 +1,19 @@
-// Devices: what the CUDA backend found (backendInfo) and how a `device` option resolves to 'cpu' or 'cuda'.
-import { cudaFix } from './binary-diagnosis';
-import { isRequestedDevice } from './binary-loader';
-import { DynamoeError } from './errors';
-import { environmentRequest, isBinaryLoaded, LoadedBinary, loadedBinary, native } from './native';
-import { cpuInfo, CpuInfo } from './runtime';
-import { systemFacts } from './system-facts';
-import { describe } from './validate';
+// The backend a process runs on: which binary loaded and why (backendInfo), and choosing it up front (loadBackend).
+import { environmentRequest, isBinaryLoaded, LoadedBinary, loadedBinary, native } from '../addon/native';
+import type { GpuInfo } from '../addon/native-surface';
+import { Device, parseDevice } from '../device';
+import { DynamoeError } from '../errors';
+import { cpuInfo, CpuInfo } from './cpu-settings';
+import { requireCuda } from './device-placement';
 
-/** Where a layer's weights live and its kernels run. `'auto'` is `'cuda'` when {@link backendInfo} says so. */
-export type Device = 'cpu' | 'cuda' | 'auto';
-
-/** The GPU the CUDA backend runs on (device 0). */
-export interface GpuInfo {
-  name: string;
-  /** e.g. '9.0' for Hopper. */
-  computeCapability: string;
-  multiprocessors: number;
-  memoryBytes: number;
-}
+export type { GpuInfo };
 
 /** What this dynamoe binary can run on here. */
 export interface BackendInfo {
-  /** The backend `device: 'auto'` picks: 'cuda' when this binary has CUDA kernels and a usable GPU and driver. */
+  /**
+   * The backend `device: 'auto'` picks for a MoELayer or route(): 'cuda' when this binary has CUDA kernels and a
+   * usable GPU and driver. Whole models (loadModel) run on the CPU in every build for now.
+   */
   backend: 'cpu' | 'cuda';
   /** Whether this binary contains the CUDA kernels (`npm run build:cuda`). */
   cudaBuilt: boolean;
@@ -71,11 +63,6 @@ export function backendInfo(): BackendInfo {
   return { ...native().backendInfo(), cpu: cpuInfo(), binary: binaryInfo(loadedBinary()) };
 }
 
-function checkDevice(value: unknown, name: string): Device {
-  if (isRequestedDevice(value)) return value;
-  throw new DynamoeError('ERR_DYNAMOE_VALUE', `${name} must be 'cpu', 'cuda' or 'auto', got ${describe(value)}`);
-}
-
 /**
  * Loads the native binary for `device` now and describes it: 'cuda' and 'auto' try the CUDA binary and keep it
  * only when it finds a usable GPU and driver ('cuda' throws ERR_DYNAMOE_DEVICE saying why otherwise; 'auto' falls
@@ -84,7 +71,8 @@ function checkDevice(value: unknown, name: string): Device {
  * call asking for what that binary cannot give throws ERR_DYNAMOE_DEVICE.
  */
 export function loadBackend(device?: Device): BackendInfo {
-  const request = device === undefined ? environmentRequest() : { device: checkDevice(device, 'device'), by: `loadBackend('${device}')` };
+  const request =
+    device === undefined ? environmentRequest() : { device: parseDevice(device, 'device'), by: `loadBackend('${device}')` };
   if (isBinaryLoaded()) {
     const current = loadedBinary();
     if (request.device === 'cpu' && current.kind === 'cuda') {
@@ -94,43 +82,9 @@ export function loadBackend(device?: Device): BackendInfo {
           `(${current.requestedBy}). Fix: call loadBackend('cpu') before any other dynamoe call, or set DYNAMOE_DEVICE=cpu.`,
       );
     }
-    if (request.device === 'cuda') cudaUnavailable(current, request.by);
+    if (request.device === 'cuda') requireCuda(current, request.by);
   } else {
     loadedBinary(request);
   }
   return backendInfo();
-}
-
-/** Throws ERR_DYNAMOE_DEVICE saying why `binary` cannot run on a GPU, when it cannot. */
-function cudaUnavailable(binary: LoadedBinary, asker: string): void {
-  const info = binary.addon.backendInfo();
-  if (info.backend === 'cuda') return;
-  if (binary.kind === 'cuda') {
-    const reason = `${info.cudaError} (${info.cudaErrorMessage})`;
-    throw new DynamoeError('ERR_DYNAMOE_DEVICE', `${asker} is not available: ${reason}. Fix: ${cudaFix(reason, systemFacts())}.`);
-  }
-  const skipped = binary.skipped.find((s) => s.kind === 'cuda');
-  const why =
-    binary.requested === 'cpu'
-      ? `${binary.requestedBy} chose it`
-      : skipped
-        ? `the CUDA binary ${skipped.path} was passed over: ${skipped.reason}`
-        : 'no CUDA binary was found';
-  const fix =
-    binary.requested === 'cpu'
-      ? "set DYNAMOE_DEVICE=auto or cuda, or call loadBackend('cuda') before any other dynamoe call"
-      : cudaFix(skipped?.reason ?? 'no CUDA binary was found', systemFacts());
-  throw new DynamoeError(
-    'ERR_DYNAMOE_DEVICE',
-    `${asker} needs the CUDA binary, but this process uses the CPU-only one (cudaError: ${info.cudaError}, ${binary.path}) ` +
-      `because ${why}. Fix: ${fix}.`,
-  );
-}
-
-/** Resolves a `device` option (default 'cpu') to the device to run on; 'cuda' throws when no GPU is usable. */
-export function resolveDevice(option: unknown): 'cpu' | 'cuda' {
-  const device = checkDevice(option ?? 'cpu', 'device');
-  if (device === 'auto') return native().backendInfo().backend;
-  if (device === 'cuda') cudaUnavailable(loadedBinary(), "device 'cuda'");
-  return device;
 }

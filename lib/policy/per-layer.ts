@@ -1,9 +1,16 @@
 // The routing policy option of loadModel / forward / score / generate: one policy for every MoE layer, one per
-// layer, or a policy file's content.
+// layer, or a policy file's content, resolved to one checked policy per MoE layer.
 import { DynamoeError } from '../errors';
-import { checkPolicy, parsePolicy, RoutingPolicy } from '../policy';
-import { POLICY_FILE_FORMAT, PolicyFile } from '../toolkit/policy-file';
-import { MoELayerSpec } from './spec';
+import { POLICY_FILE_FORMAT, PolicyFile } from './policy-file';
+import { checkPolicy, RoutingPolicy } from './routing-policy';
+import { parsePolicy } from './short-form';
+
+/** An MoE layer as policy resolution sees it: its decoder layer index, expert count and trained policy. */
+export interface PolicyLayer {
+  layer: number;
+  experts: number;
+  policy: RoutingPolicy;
+}
 
 /**
  * A policy object or its short form ('top-p:0.4'); an array, or short forms joined by commas ('top-k:1,top-p:0.5'),
@@ -21,7 +28,7 @@ function isPolicyFile(option: PolicyOption): option is PolicyFile {
 /** One checked policy per MoE layer; the layers' trained policies when `option` is undefined. */
 export function resolvePolicies(
   option: PolicyOption | undefined,
-  layers: Array<MoELayerSpec & { layer: number }>,
+  layers: PolicyLayer[],
 ): RoutingPolicy[] {
   if (option === undefined) return layers.map((l) => l.policy);
   if (typeof option === 'string' && option.includes(',')) option = option.split(',').map((part) => part.trim());

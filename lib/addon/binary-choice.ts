@@ -3,15 +3,10 @@
 // loader and `dynamoe doctor` reach the same answer.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { NativeAddon } from './native';
+import type { Device } from '../device';
+import type { NativeAddon } from './native-surface';
 
 export type BinaryKind = 'cpu' | 'cuda';
-export type RequestedDevice = 'cpu' | 'cuda' | 'auto';
-
-/** Whether `value` names a device: the values of DYNAMOE_DEVICE, loadBackend() and the `device` options. */
-export function isRequestedDevice(value: unknown): value is RequestedDevice {
-  return value === 'cpu' || value === 'cuda' || value === 'auto';
-}
 
 /** Where a binary came from: shipped in the package, compiled on this machine, or named by DYNAMOE_ADDON. */
 export type BinarySource = 'prebuild' | 'compiled' | 'DYNAMOE_ADDON';
@@ -32,12 +27,12 @@ export function cudaPrebuildDir(root: string): string {
   return path.join(root, 'prebuilds', `${process.platform}-${process.arch}-cuda`);
 }
 
-// The package root holds binding.gyp whether this file runs from lib/ (ts-jest) or dist/lib/ (compiled).
+// The package root holds binding.gyp whether this file runs from lib/addon/ (ts-jest) or dist/lib/addon/ (compiled).
 export function packageRoot(): string {
   let dir = __dirname;
   while (!fs.existsSync(path.join(dir, 'binding.gyp'))) {
     const parent = path.dirname(dir);
-    if (parent === dir) return path.join(__dirname, '..');
+    if (parent === dir) return path.join(__dirname, '..', '..');
     dir = parent;
   }
   return dir;
@@ -113,7 +108,7 @@ export interface BinaryChoice {
  * a 'cpu' request never loads a CUDA binary, and 'auto' loads the CPU one only when no CUDA binary is usable.
  */
 export function chooseBinary(
-  device: RequestedDevice,
+  device: Device,
   cuda: BinaryCandidate[],
   cpu: BinaryCandidate | { missing: string },
   load: (file: string) => LoadOutcome = tryLoad,

@@ -1,11 +1,13 @@
 // MoELayer: one Mixture-of-Experts block with SwiGLU experts, run by the native CPU or CUDA kernels.
-import { Device, resolveDevice } from './backend';
-import { DType } from './dtype';
-import { callNative, DynamoeError, fromNativeError } from './errors';
-import { native, NativeMoeLayer, StageTimes } from './native';
-import { checkPolicy, RoutingPolicy } from './policy';
-import { RoutingResult } from './routing';
-import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from './validate';
+import { native } from '../addon/native';
+import type { NativeMoeLayer, NativeMoeLayerOptions, NativeSharedExpert, StageTimes } from '../addon/native-surface';
+import { resolveDevice } from '../backend/device-placement';
+import { Device, parseDevice } from '../device';
+import { DType, parseDType } from '../dtype';
+import { callNative, DynamoeError, fromNativeError } from '../errors';
+import { checkPolicy, RoutingPolicy } from '../policy/routing-policy';
+import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from '../validate';
+import { RoutingResult } from './route';
 
 /** Weight data: f32 values, or (for f16/bf16 layers) 16-bit patterns. */
 export type WeightData = Float32Array | Uint16Array;
@@ -47,7 +49,8 @@ export interface MoELayerWeights {
 export interface MoELayerOptions {
   /**
    * Where the weights live and the kernels run (default 'cpu'). 'cuda' uploads the weights to the GPU once (they are
-   * not kept on the host) and needs the CUDA build and a GPU; 'auto' is 'cuda' when {@link backendInfo} says so.
+   * not kept on the host) and needs the CUDA build and a GPU; 'auto' is 'cuda' when the CUDA backend is usable
+   * ({@link backendInfo}().backend), else 'cpu'.
    */
   device?: Device;
 }
@@ -80,8 +83,6 @@ export interface MoEForwardResult {
   work: ForwardWork;
 }
 
-const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
-
 // Per-expert views of a weight tensor (subarrays: no copies).
 function perExpert(value: unknown, experts: number, length: number, what: string): WeightData[] {
   if (Array.isArray(value)) {
@@ -106,22 +107,21 @@ function perExpert(value: unknown, experts: number, length: number, what: string
 }
 
 // Checks the weights and options and builds the options the native layer reads.
-function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions | undefined): Record<string, unknown> {
-  const device = resolveDevice(layerOptions === undefined ? undefined : requireObject(layerOptions, 'options').device);
+function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions | undefined): NativeMoeLayerOptions {
+  const option = layerOptions === undefined ? undefined : requireObject(layerOptions, 'options').device;
+  const device = resolveDevice(parseDevice(option ?? 'cpu', 'device'), 'layer');
   const w = requireObject(weights, 'weights');
   const hidden = requireSize(w.hidden, 'hidden', 1 << 20);
   const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
   const experts = requireSize(w.experts, 'experts', MAX_EXPERTS);
-  if (typeof w.dtype !== 'string' || !DTYPES.includes(w.dtype as DType)) {
-    throw new DynamoeError('ERR_DYNAMOE_DTYPE', `dtype must be 'f32', 'f16' or 'bf16', got ${describe(w.dtype)}`);
-  }
-  requireFloat32Array(w.router, experts * hidden, 'router');
-  const options: Record<string, unknown> = {
+  const dtype = parseDType(w.dtype, 'dtype');
+  const router = requireFloat32Array(w.router, experts * hidden, 'router');
+  const options: NativeMoeLayerOptions = {
     hidden,
     ffn,
     experts,
-    dtype: w.dtype,
-    router: w.router,
+    dtype,
+    router,
     gate: perExpert(w.gate, experts, ffn * hidden, 'gate'),
     up: perExpert(w.up, experts, ffn * hidden, 'up'),
     down: perExpert(w.down, experts, hidden * ffn, 'down'),
@@ -130,7 +130,7 @@ function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions |
   if (w.shared !== undefined) {
     const shared = requireObject(w.shared, 'shared');
     requireSize(shared.ffn, 'shared.ffn', 1 << 20);
-    options.shared = shared;
+    options.shared = shared as unknown as NativeSharedExpert; // its arrays are checked natively
   }
   return options;
 }

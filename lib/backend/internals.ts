@@ -1,7 +1,8 @@
 // Internal hooks for tests and benchmarks; not part of the public API.
-import { native, Roofline } from './native';
+import { native } from '../addon/native';
+import type { Roofline } from '../addon/native-surface';
 
-export { setCpuIsa } from './runtime';
+export { setCpuIsa } from './cpu-settings';
 
 /** Measures this machine's fp32 FMA peak (active kernel family) and read bandwidth; takes about a second. */
 export function measureRoofline(): Promise<Roofline> {

@@ -1,0 +1,329 @@
+// The typed surface of the native addon: every function and class dynamoe.node exports, what each takes and returns.
+// It imports only leaf types, so the loader and every caller can depend on it without an import cycle.
+import type { DType } from '../dtype';
+import type { RoutingPolicy } from '../policy/routing-policy';
+
+/** Weight data as the addon reads it: f32 values, or 16-bit patterns of the layer's (or graph's) dtype. */
+export type NativeWeights = Float32Array | Uint16Array;
+
+/** What the native route() resolves to. */
+export interface NativeRoutingResult {
+  kMax: number;
+  ids: Int32Array;
+  weights: Float32Array;
+  counts: Int32Array;
+  expertLoad: Int32Array;
+}
+
+/**
+ * The two router losses of one batch, with what they are made of. T = tokens, E = experts,
+ * P = softmax(logits) per token (double), S_t = the experts the policy selects for token t.
+ */
+export interface RouterLosses {
+  /** L_d = mean_t H_t, H_t = -sum_i P_ti log P_ti (0 log 0 = 0). The paper weights it 1e-4. */
+  dynamicLoss: number;
+  /**
+   * L_b = E * sum_i f_i Q_i; equals expertsPerToken when Q is uniform (so 1 for balanced top-1).
+   * The paper weights it 1e-2.
+   */
+  loadBalanceLoss: number;
+  /** mean_t |S_t|. */
+  expertsPerToken: number;
+  /** [E] f_i: the fraction of tokens whose selected set contains expert i. */
+  fraction: Float64Array;
+  /** [E] Q_i: mean over tokens of P_ti (full softmax, not only the selected experts). */
+  meanProbability: Float64Array;
+  /** [T] |S_t|: experts selected per token (equal to route()'s counts). */
+  counts: Int32Array;
+  /** [T * E] dL_d/dz_tj = -(1/T) P_tj (log P_tj + H_t); only with `gradients: true`. */
+  dynamicLossGradient?: Float32Array;
+  /** [T * E] dL_b/dz_tj = (E/T) P_tj (f_j - sum_i f_i P_ti), f held constant; only with `gradients: true`. */
+  loadBalanceLossGradient?: Float32Array;
+}
+
+/** An always-on shared expert as the addon reads it (MoELayer options and `moe` graph nodes). */
+export interface NativeSharedExpert {
+  ffn: number;
+  /** [ffn][hidden] */
+  gate: NativeWeights;
+  /** [ffn][hidden] */
+  up: NativeWeights;
+  /** [hidden][ffn] */
+  down: NativeWeights;
+  /** [hidden]: scales the shared output by sigmoid(gateWeight . x). */
+  gateWeight?: Float32Array;
+}
+
+/** The options a native MoE layer is packed from: sizes, dtype, and per-expert weight arrays. */
+export interface NativeMoeLayerOptions {
+  hidden: number;
+  ffn: number;
+  experts: number;
+  dtype: DType;
+  /** Where the layer's weights live (default 'cpu'). */
+  device?: 'cpu' | 'cuda';
+  /** [experts][hidden], always f32. */
+  router: Float32Array;
+  /** One [ffn][hidden] array per expert. */
+  gate: NativeWeights[];
+  /** One [ffn][hidden] array per expert. */
+  up: NativeWeights[];
+  /** One [hidden][ffn] array per expert. */
+  down: NativeWeights[];
+  shared?: NativeSharedExpert;
+}
+
+export interface NativeForwardResult {
+  output: Float32Array;
+  routing: NativeRoutingResult;
+  work: { gateUpRows: Int32Array; downRows: Int32Array };
+}
+
+/** Kernel time of each stage of a forward on the GPU, in microseconds (mean over `runs`). */
+export interface StageTimes {
+  routeUs: number;
+  planUs: number;
+  gemm1Us: number;
+  gemm2Us: number;
+  finalizeUs: number;
+  totalUs: number;
+  runs: number;
+}
+
+export interface NativeMoeLayer {
+  forward(x: Float32Array, options: { tokens: number; policy: RoutingPolicy }): Promise<NativeForwardResult>;
+  profile(x: Float32Array, options: { tokens: number; policy: RoutingPolicy; runs?: number }): Promise<StageTimes>;
+  readonly device: 'cpu' | 'cuda';
+  dispose(): void;
+  readonly weightBytes: number;
+  readonly disposed: boolean;
+}
+
+/** Per-MoE-layer routing statistics of one forward step (sums over its tokens). */
+export interface NativeMoeStepStats {
+  counts: Int32Array;
+  expertLoad: Int32Array;
+  probabilitySum: Float64Array;
+  entropySum: Float64Array;
+}
+
+export interface NativeKvSession {
+  readonly length: number;
+  readonly capacity: number;
+  reset(): void;
+  dispose(): void;
+}
+
+/** Sizes a model graph's nodes are checked against. */
+export interface NativeGraphLayout {
+  /** Floats per token of each activation buffer; nodes name buffers by index into this list. */
+  bufferWidths: number[];
+  vocab: number;
+  /** Floats per token of each KV cache slot (one per attention layer). */
+  kvWidths: number[];
+  /** Experts of each MoE slot. */
+  moeExperts: number[];
+  dtype: DType;
+}
+
+/** Looks up token rows of the [vocab][hidden] table into buffer `output`. */
+export interface EmbeddingNode {
+  op: 'embedding';
+  hidden: number;
+  output: number;
+  /** [vocab][hidden] */
+  weight: NativeWeights;
+}
+
+/** The LM head: logits of buffer `input`, by its own [vocab][hidden] weight or the embedding table (`tied`). */
+export type LogitsNode =
+  | { op: 'logits'; input: number; hidden: number; tied: true }
+  | { op: 'logits'; input: number; hidden: number; tied?: false; /** [vocab][hidden] */ weight: NativeWeights };
+
+/** `output = input W^T (+ bias)`, between two different buffers. */
+export interface LinearNode {
+  op: 'linear';
+  input: number;
+  output: number;
+  inFeatures: number;
+  outFeatures: number;
+  /** [outFeatures][inFeatures] */
+  weight: NativeWeights;
+  /** [outFeatures] */
+  bias?: Float32Array;
+}
+
+/** RMSNorm over each group of `groupSize` floats of a `width`-float row (a whole row, or each head). */
+export interface RmsNormNode {
+  op: 'rms_norm';
+  input: number;
+  output: number;
+  width: number;
+  groupSize: number;
+  /** [groupSize] */
+  weight: Float32Array;
+  /** Default 1e-6. */
+  epsilon?: number;
+}
+
+/** Rotary position embedding of buffer `buffer` in place: halves of each head rotate together, or adjacent pairs. */
+export interface RopeNode {
+  op: 'rope';
+  buffer: number;
+  heads: number;
+  headDim: number;
+  /** Default 10000. */
+  theta?: number;
+  style: 'halves' | 'pairs';
+}
+
+/** Causal attention over the sequence's KV cache slot `slot` (grouped-query when kvHeads < heads). */
+export interface AttentionNode {
+  op: 'attention';
+  query: number;
+  key: number;
+  value: number;
+  output: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  slot: number;
+}
+
+/** `output = a + b`, elementwise over `width` floats per token. */
+export interface AddNode {
+  op: 'add';
+  a: number;
+  b: number;
+  output: number;
+  width: number;
+}
+
+/** A dense SwiGLU MLP: `down(silu(gate x) * up x)`. */
+export interface MlpNode {
+  op: 'mlp';
+  input: number;
+  output: number;
+  hidden: number;
+  ffn: number;
+  /** [ffn][hidden] */
+  gate: NativeWeights;
+  /** [ffn][hidden] */
+  up: NativeWeights;
+  /** [hidden][ffn] */
+  down: NativeWeights;
+}
+
+/** An MoE block read like MoELayer options; `slot` indexes the layout's moeExperts and the step statistics. */
+export interface MoeNode extends Omit<NativeMoeLayerOptions, 'device'> {
+  op: 'moe';
+  input: number;
+  output: number;
+  slot: number;
+}
+
+/** One op of a model graph, as ModelGraph.addNode reads it (native/graph_node_reader.cpp); buffers are indices. */
+export type GraphNode =
+  | EmbeddingNode
+  | LogitsNode
+  | LinearNode
+  | RmsNormNode
+  | RopeNode
+  | AttentionNode
+  | AddNode
+  | MlpNode
+  | MoeNode;
+
+export interface NativeModelGraph {
+  /** Packs one node's weights on a worker thread and appends the op. */
+  addNode(node: GraphNode): Promise<void>;
+  createSession(capacity: number): NativeKvSession;
+  forward(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    options: { policies: RoutingPolicy[]; lastRowLogits: boolean; stats: boolean },
+  ): Promise<{ logits: Float32Array; stats?: NativeMoeStepStats[] }>;
+  /** Scoring: log P(targets[t]) at each position (NaN where targets[t] is -1) instead of logits. */
+  forward(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    options: { policies: RoutingPolicy[]; lastRowLogits: false; stats: boolean; targets: Int32Array },
+  ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }>;
+  dispose(): void;
+  readonly weightBytes: number;
+  readonly disposed: boolean;
+}
+
+/** The CPU kernel families; 'avx512bf16' is chosen only by setCpuIsa (see there). */
+export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512bf16';
+
+export interface NativeCpuInfo {
+  isa: CpuIsa;
+  supportedIsas: CpuIsa[];
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean };
+  threads: number;
+}
+
+/** Measured limits of this machine for the active kernel family. */
+export interface Roofline {
+  isa: string;
+  threads: number;
+  /** Peak fp32 FMA throughput over all pool threads. */
+  fmaGflops: number;
+  /** Streaming read bandwidth over all pool threads. */
+  readGBps: number;
+  /** Peak bf16 dot-product throughput (AVX512_BF16) over all pool threads; 0 where the CPU has none. */
+  bf16DotGflops: number;
+}
+
+/** The GPU the CUDA backend runs on (device 0). */
+export interface GpuInfo {
+  name: string;
+  /** e.g. '9.0' for Hopper. */
+  computeCapability: string;
+  multiprocessors: number;
+  memoryBytes: number;
+}
+
+/** What the native backendInfo() returns (the public BackendInfo adds the CPU facts and the binary). */
+export interface NativeBackendInfo {
+  /** 'cuda' when this binary has CUDA kernels and a usable GPU and driver. */
+  backend: 'cpu' | 'cuda';
+  cudaBuilt: boolean;
+  cudaError?: string;
+  cudaErrorMessage?: string;
+  cudaRuntimeVersion?: number;
+  cudaDriverVersion?: number;
+  gpu?: GpuInfo;
+  cudaArchitectures: string[];
+  /** Whether whole models can run on the CUDA backend; absent (as in builds that predate it) means false. */
+  cudaWholeModels?: boolean;
+}
+
+/** Everything dynamoe.node exports. */
+export interface NativeAddon {
+  route(
+    scores: Float32Array,
+    sizes: { tokens: number; experts: number },
+    policy: RoutingPolicy,
+    input: 'logits' | 'probabilities',
+    device?: 'cpu' | 'cuda',
+  ): Promise<NativeRoutingResult>;
+  routerLosses(
+    logits: Float32Array,
+    options: { tokens: number; experts: number; gradients: boolean },
+    policy: RoutingPolicy,
+  ): Promise<RouterLosses>;
+  MoeLayer: {
+    new (options: NativeMoeLayerOptions): NativeMoeLayer;
+    /** Packs on a worker thread. */
+    pack(options: NativeMoeLayerOptions): Promise<NativeMoeLayer>;
+  };
+  ModelGraph: new (layout: NativeGraphLayout) => NativeModelGraph;
+  setThreads(threads: number): void;
+  getThreads(): number;
+  cpuInfo(): NativeCpuInfo;
+  setCpuIsa(isa: string): void;
+  measureRoofline(): Promise<Roofline>;
+  backendInfo(): NativeBackendInfo;
+}

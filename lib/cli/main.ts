@@ -1,0 +1,146 @@
+// The `dynamoe` command line: the usage, each command's flags, and the dispatch to `demo` (the default, what
+// `npm start` runs), `run`, `sweep`, `calibrate`, `inspect`, `info` and `doctor`.
+import { parseArgs, ParseArgsConfig } from 'util';
+import { packageRoot } from '../addon/binary-choice';
+import { doctorReport } from '../addon/binary-diagnosis';
+import { cpuInfo, setThreads } from '../backend/cpu-settings';
+import { fail, numberFlag, Values } from './args';
+import { calibrateCommand } from './calibrate-command';
+import { DEFAULT_DEMO } from './demo';
+import { demoCommand } from './demo-command';
+import { inspectCommand } from './inspect-command';
+import { runCommand } from './run-command';
+import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './sweep-command';
+
+const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded synthetic MoE model under several routing policies
+       dynamoe run <model> --prompt <text> [options]   generate text with a checkpoint, streamed to stdout
+       dynamoe sweep <model>|--demo --text <file> [options]   perplexity, experts/token and speed under many policies
+       dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
+       dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
+       dynamoe info                                    show the CPU backend: SIMD kernels, threads
+       dynamoe doctor                                  which native binary loads here, what each device would do,
+                                                       and the fix when one cannot (exit code 1 when the
+                                                       requested device, DYNAMOE_DEVICE or 'auto', cannot run)
+<model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+
+demo options:
+  --policy <p>      a routing policy, repeatable: top-k:2, top-p:0.4, threshold:0.1 (default: top-k:2 and top-p:0.4);
+                    a comma-separated list gives each MoE layer its own
+  --tokens <n>      tokens generated per policy (default ${DEFAULT_DEMO.tokens})
+  --prompt <text>   the prompt (default: a fixed sentence)
+  --layers <n> --hidden <n> --heads <n> --kv-heads <n> --experts <n> --ffn <n>
+                    synthetic model shape (default ${[DEFAULT_DEMO.layers, DEFAULT_DEMO.hidden, DEFAULT_DEMO.heads,
+                      DEFAULT_DEMO.kvHeads, DEFAULT_DEMO.experts, DEFAULT_DEMO.ffn].join(', ')})
+  --seed <n>        weight seed (default ${DEFAULT_DEMO.seed})
+  --repeats <n>     timed generations per policy, the median is shown (default ${DEFAULT_DEMO.repeats})
+run options:
+  --prompt <text>   the prompt (required)
+  --chat            wrap the prompt as one user message in the model's chat template
+  --policy <p>      routing policy for every MoE layer, a comma-separated list (one per MoE layer), or a
+                    policy file from 'calibrate' (*.json) (default: the policy the model was trained with)
+  --max-tokens <n>  most tokens to generate (default 128)
+  --temperature <t> 0 (default) is greedy; --top-k <k>, --top-p <p>, --seed <n> shape the sampling
+sweep and calibrate options:
+  --text <file>     the text to measure on (with --demo: a built-in paragraph when left out)
+  --demo            measure the demo's synthetic model instead of a checkpoint
+  --window <n>      tokens per window, each a fresh sequence (default 512, or the model's context if smaller)
+  --max-tokens <n>  measure only the text's first n tokens
+sweep options:
+  --policies <list> policies and ranges, each for every MoE layer
+                    (default ${DEFAULT_SWEEP_POLICIES})
+  --json <file>     the report (default sweep.json); --svg <file> the chart (default sweep.svg)
+calibrate options:
+  --experts-per-token <n>  the budget: mean experts per token over the MoE layers (required)
+  --grid <list>     candidate p per layer, e.g. 0.1..0.9:0.1 (the default) or 0.2,0.4,0.6
+  --out <file>      the policy file written (default policy.json)
+common options:
+  --dtype <t>       f32 | f16 | bf16 weights (default: the checkpoint's; demo: f32)
+  --threads <n>     CPU threads (default: all cores)
+  -h, --help        this text`;
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+const COMMON: Options = { dtype: { type: 'string' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' } };
+const COMMANDS: Record<string, Options> = {
+  demo: {
+    ...COMMON,
+    policy: { type: 'string', multiple: true },
+    tokens: { type: 'string' },
+    prompt: { type: 'string' },
+    layers: { type: 'string' },
+    hidden: { type: 'string' },
+    heads: { type: 'string' },
+    'kv-heads': { type: 'string' },
+    experts: { type: 'string' },
+    ffn: { type: 'string' },
+    seed: { type: 'string' },
+    repeats: { type: 'string' },
+  },
+  run: {
+    ...COMMON,
+    prompt: { type: 'string' },
+    chat: { type: 'boolean' },
+    policy: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-k': { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+  },
+  sweep: {
+    ...COMMON,
+    text: { type: 'string' },
+    demo: { type: 'boolean' },
+    window: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    policies: { type: 'string' },
+    json: { type: 'string' },
+    svg: { type: 'string' },
+  },
+  calibrate: {
+    ...COMMON,
+    text: { type: 'string' },
+    demo: { type: 'boolean' },
+    window: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    'experts-per-token': { type: 'string' },
+    grid: { type: 'string' },
+    out: { type: 'string' },
+  },
+  inspect: COMMON,
+  info: COMMON,
+  doctor: { help: COMMON.help },
+};
+
+/** Runs one dynamoe command line (the arguments after `dynamoe`). */
+export async function main(argv: string[]): Promise<void> {
+  const named = argv[0] !== undefined && !argv[0].startsWith('-');
+  const command = named ? argv[0] : 'demo';
+  if (!Object.hasOwn(COMMANDS, command)) fail(`unknown command '${command}' (dynamoe --help shows the usage)`);
+  const options = COMMANDS[command];
+  let parsed;
+  try {
+    const allowPositionals = command !== 'demo' && command !== 'info' && command !== 'doctor';
+    parsed = parseArgs({ args: named ? argv.slice(1) : argv, options, allowPositionals });
+  } catch (error) {
+    fail(`dynamoe ${command}: ${(error as Error).message} (dynamoe --help shows the usage)`);
+  }
+  const values = parsed.values as Values;
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (command === 'doctor') {
+    // Diagnoses without loading through the normal path, so it also works where that path would throw.
+    const report = doctorReport(packageRoot());
+    console.log(report.text);
+    if (!report.ok) process.exitCode = 1;
+    return;
+  }
+  if (values.threads !== undefined) setThreads(numberFlag(values, 'threads', 1));
+  if (command === 'info') console.log(JSON.stringify(cpuInfo(), null, 2));
+  else if (command === 'run') await runCommand(values, parsed.positionals);
+  else if (command === 'inspect') await inspectCommand(values, parsed.positionals);
+  else if (command === 'sweep') await sweepCommand(values, parsed.positionals);
+  else if (command === 'calibrate') await calibrateCommand(values, parsed.positionals);
+  else await demoCommand(values);
+}
