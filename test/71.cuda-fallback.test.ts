@@ -57,6 +57,8 @@ describe('backendInfo()', () => {
   it('has the documented shape', () => {
     expect(['cpu', 'cuda']).toContain(INFO.backend);
     expect(typeof INFO.cudaBuilt).toBe('boolean');
+    // no build runs whole models on CUDA yet: loadModel's 'auto' stays on the CPU even with a GPU
+    expect(INFO.cudaWholeModels).toBe(false);
     expect(Array.isArray(INFO.cudaArchitectures)).toBe(true);
     for (const arch of INFO.cudaArchitectures) expect(arch).toMatch(/^(sm|compute)_\d{2,3}[a-z]?$/);
     expect(new Set(INFO.cudaArchitectures).size).toBe(INFO.cudaArchitectures.length);

@@ -12,11 +12,16 @@ export type { GpuInfo };
 export interface BackendInfo {
   /**
    * The backend `device: 'auto'` picks for a MoELayer or route(): 'cuda' when this binary has CUDA kernels and a
-   * usable GPU and driver. Whole models (loadModel) run on the CPU in every build for now.
+   * usable GPU and driver. A whole model (loadModel) goes there too only when `cudaWholeModels` is true.
    */
   backend: 'cpu' | 'cuda';
   /** Whether this binary contains the CUDA kernels (`npm run build:cuda`). */
   cudaBuilt: boolean;
+  /**
+   * Whether whole models (loadModel) run on the CUDA backend here. False in every build for now: single MoE
+   * layers and route() run on CUDA, whole models on the CPU.
+   */
+  cudaWholeModels: boolean;
   /**
    * Why CUDA is not used: a CUDA error name (`'cudaErrorInsufficientDriver'`: no NVIDIA driver,
    * `'cudaErrorNoDevice'`: no GPU, `'cudaErrorNoKernelImageForDevice'`: a GPU this binary has no code for) or
@@ -60,7 +65,8 @@ function binaryInfo(binary: LoadedBinary): BinaryInfo {
 
 /** Which backends this binary has and which one `device: 'auto'` uses, with the reason when it is not CUDA. */
 export function backendInfo(): BackendInfo {
-  return { ...native().backendInfo(), cpu: cpuInfo(), binary: binaryInfo(loadedBinary()) };
+  const info = native().backendInfo();
+  return { ...info, cudaWholeModels: info.cudaWholeModels === true, cpu: cpuInfo(), binary: binaryInfo(loadedBinary()) };
 }
 
 /**
