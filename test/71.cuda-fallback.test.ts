@@ -4,7 +4,8 @@
 // Runs in every CI job against whatever addon is loaded: the CPU build (node-gyp) or the CUDA build
 // (DYNAMOE_ADDON=build-cuda/Release/dynamoe.node) on a machine without a GPU. Where a GPU is usable
 // (backendInfo().backend === 'cuda'), the no-GPU cases are skipped and the file checks that 'auto' picks CUDA;
-// the CPU-vs-CUDA numerics are test/72.cuda-backend.test.ts.
+// the CPU-vs-CUDA numerics are test/72.backend-parity.test.ts, the CUDA layer's own behaviour
+// test/74.cuda-layer.test.ts.
 import { backendInfo, cpuInfo, MoELayer, route, RoutingPolicy, RoutingResult } from '../lib';
 import type { BackendInfo, Device } from '../lib';
 import { expectDynamoeError, expectRejection, expectThrow, typedArrayTag } from './helpers';
