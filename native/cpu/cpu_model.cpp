@@ -1,7 +1,6 @@
 #include "cpu_model.h"
 
 #include <cstring>
-#include <type_traits>
 
 #include "graph_ops.h"
 #include "kv_cache.h"
@@ -11,46 +10,10 @@ namespace dynamoe::cpu {
 CpuModel::CpuModel(const Backend& backend, GraphLayout layout, DType dtype)
     : backend_(backend), layout_(std::move(layout)), dtype_(dtype) {}
 
-std::unique_ptr<GraphOp> CpuModel::makeOp(const GraphNode& node) {
-  const int vocab = layout_.vocab;
-  const DType dtype = dtype_;
-  return std::visit(
-      [&](const auto& n) -> std::unique_ptr<GraphOp> {
-        using Node = std::decay_t<decltype(n)>;
-        if constexpr (std::is_same_v<Node, EmbeddingNode>) {
-          embeddingTable_ = std::make_shared<const PackedMatrix>(packColumns(n.weight, vocab, n.hidden, dtype));
-          return makeEmbeddingOp(embeddingTable_, vocab, n.hidden, n.output);
-        } else if constexpr (std::is_same_v<Node, LogitsNode>) {
-          if (n.tied) {
-            if (!embeddingTable_) throw Error(code::kShape, "a tied LM head needs the embedding node first");
-            return makeLogitsOp(n.input, embeddingTable_, vocab, false);
-          }
-          auto packed = std::make_shared<const PackedMatrix>(packColumns(n.weight, vocab, n.hidden, dtype));
-          return makeLogitsOp(n.input, std::move(packed), vocab, true);
-        } else if constexpr (std::is_same_v<Node, LinearNode>) {
-          auto packed = std::make_shared<const PackedMatrix>(packColumns(n.weight, n.outFeatures, n.inFeatures, dtype));
-          return makeLinearOp(n.input, n.output, std::move(packed), n.outFeatures, n.bias);
-        } else if constexpr (std::is_same_v<Node, RmsNormNode>) {
-          return makeRmsNormOp(n.input, n.output, n.width, n.groupSize, n.weight, n.epsilon);
-        } else if constexpr (std::is_same_v<Node, RopeNode>) {
-          return makeRopeOp(n.buffer, n.heads, n.headDim, n.theta, n.style);
-        } else if constexpr (std::is_same_v<Node, AttentionNode>) {
-          return makeAttentionOp(n);
-        } else if constexpr (std::is_same_v<Node, AddNode>) {
-          return makeAddOp(n.a, n.b, n.output, n.width);
-        } else if constexpr (std::is_same_v<Node, MlpNode>) {
-          return makeDenseMlpOp(n.input, n.output, packGateUp(n.gate, n.up, n.ffn, n.hidden, dtype),
-                                packColumns(n.down, n.hidden, n.ffn, dtype));
-        } else {
-          static_assert(std::is_same_v<Node, MoeNode>, "every op kind has a CPU op");
-          return makeMoeOp(n.input, n.output, n.slot, backend_.createMoeLayer(n.weights));
-        }
-      },
-      node);
-}
-
 void CpuModel::addNode(const GraphNode& node) {
-  std::unique_ptr<GraphOp> op = makeOp(node);
+  OpContext context{layout_, dtype_, backend_, embeddingTable_};
+  // Each op kind's factory is found by overload: a new op needs no case here.
+  std::unique_ptr<GraphOp> op = std::visit([&](const auto& n) { return makeOp(n, context); }, node);
   std::lock_guard<std::mutex> lock(opsMutex_);
   ops_.push_back(std::move(op));
 }

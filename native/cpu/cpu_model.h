@@ -26,8 +26,6 @@ class CpuModel final : public Model {
   void close() override { scratchPool_->close(); }
 
  private:
-  std::unique_ptr<GraphOp> makeOp(const GraphNode& node);
-
   const Backend& backend_;
   GraphLayout layout_;
   DType dtype_;

@@ -1,8 +1,8 @@
-// Factories of the ops a model graph is made of. Buffer arguments are indices into GraphStep::buffers.
+// Factories of the CPU ops a model graph is made of: one per op kind of the core's graph description (graph.h, which
+// says what each op computes), each defined in its op file. Buffer fields of the nodes index GraphStep::buffers.
 #pragma once
 
 #include <memory>
-#include <vector>
 
 #include "../core/backend.h"
 #include "../core/graph.h"
@@ -11,35 +11,23 @@
 
 namespace dynamoe::cpu {
 
-// token ids -> rows of `table` ([vocab][hidden] packed by packColumns, shared with a tied LM head).
-std::unique_ptr<GraphOp> makeEmbeddingOp(std::shared_ptr<const PackedMatrix> table, int vocab, int hidden,
-                                         int output);
+// What a factory may use besides its node: the model the op joins.
+struct OpContext {
+  const GraphLayout& layout;
+  DType dtype;                                          // the model's weight dtype, packed weights are converted to it
+  const Backend& backend;                               // builds the MoE layers (the ones MoELayer objects use)
+  std::shared_ptr<const PackedMatrix>& embeddingTable;  // packed by the embedding op, shared with a tied LM head
+};
 
-// RMSNorm over groups of `groupSize` columns (the whole row, or each attention head): x / rms(x) * weight.
-std::unique_ptr<GraphOp> makeRmsNormOp(int input, int output, int width, int groupSize, std::vector<float> weight,
-                                       float epsilon);
-
-// out = in . W^T (+ bias); W packed by packColumns from [outFeatures][inFeatures].
-std::unique_ptr<GraphOp> makeLinearOp(int input, int output, std::shared_ptr<const PackedMatrix> weights,
-                                      int outFeatures, std::vector<float> bias);
-
-// LM head: logits of every position, or of the last one only. `ownsWeights` is false when tied to the embedding.
-std::unique_ptr<GraphOp> makeLogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab,
-                                      bool ownsWeights);
-
-std::unique_ptr<GraphOp> makeRopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style);
-
-// Causal grouped-query attention over the step's rows and the cached positions before them; appends k and v
-// to cache slot `slot`.
-std::unique_ptr<GraphOp> makeAttentionOp(const AttentionNode& shape);
-
-// out = a + b (the residual stream); out may be a.
-std::unique_ptr<GraphOp> makeAddOp(int a, int b, int output, int width);
-
-// Dense SwiGLU MLP: down(silu(gate x) * up x).
-std::unique_ptr<GraphOp> makeDenseMlpOp(int input, int output, PackedMatrix gateUp, PackedMatrix down);
-
-// The MoE block (a layer of any backend's making); its routing policy is the step's policies[slot].
-std::unique_ptr<GraphOp> makeMoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer);
+// Each packs its node's weights (read only during the call) into the op.
+std::unique_ptr<GraphOp> makeOp(const EmbeddingNode& node, OpContext& context);  // op_embedding.cpp
+std::unique_ptr<GraphOp> makeOp(const LogitsNode& node, OpContext& context);     // op_linear.cpp
+std::unique_ptr<GraphOp> makeOp(const LinearNode& node, OpContext& context);     // op_linear.cpp
+std::unique_ptr<GraphOp> makeOp(const RmsNormNode& node, OpContext& context);    // op_rms_norm.cpp
+std::unique_ptr<GraphOp> makeOp(const RopeNode& node, OpContext& context);       // op_rope.cpp
+std::unique_ptr<GraphOp> makeOp(const AttentionNode& node, OpContext& context);  // op_attention.cpp
+std::unique_ptr<GraphOp> makeOp(const AddNode& node, OpContext& context);        // op_add.cpp
+std::unique_ptr<GraphOp> makeOp(const MlpNode& node, OpContext& context);        // op_dense_mlp.cpp
+std::unique_ptr<GraphOp> makeOp(const MoeNode& node, OpContext& context);        // op_moe.cpp
 
 }  // namespace dynamoe::cpu

@@ -23,8 +23,8 @@ class AddOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeAddOp(int a, int b, int output, int width) {
-  return std::make_unique<AddOp>(a, b, output, width);
+std::unique_ptr<GraphOp> makeOp(const AddNode& node, OpContext&) {
+  return std::make_unique<AddOp>(node.a, node.b, node.output, node.width);
 }
 
 }  // namespace dynamoe::cpu

@@ -96,6 +96,6 @@ void attendScalar(const AttendJob& job) {
   }
 }
 
-std::unique_ptr<GraphOp> makeAttentionOp(const AttentionNode& shape) { return std::make_unique<AttentionOp>(shape); }
+std::unique_ptr<GraphOp> makeOp(const AttentionNode& node, OpContext&) { return std::make_unique<AttentionOp>(node); }
 
 }  // namespace dynamoe::cpu

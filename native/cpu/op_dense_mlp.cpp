@@ -43,8 +43,10 @@ class DenseMlpOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeDenseMlpOp(int input, int output, PackedMatrix gateUp, PackedMatrix down) {
-  return std::make_unique<DenseMlpOp>(input, output, std::move(gateUp), std::move(down));
+std::unique_ptr<GraphOp> makeOp(const MlpNode& node, OpContext& context) {
+  return std::make_unique<DenseMlpOp>(node.input, node.output,
+                                      packGateUp(node.gate, node.up, node.ffn, node.hidden, context.dtype),
+                                      packColumns(node.down, node.hidden, node.ffn, context.dtype));
 }
 
 }  // namespace dynamoe::cpu

@@ -42,9 +42,11 @@ class EmbeddingOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeEmbeddingOp(std::shared_ptr<const PackedMatrix> table, int vocab, int hidden,
-                                         int output) {
-  return std::make_unique<EmbeddingOp>(std::move(table), vocab, hidden, output);
+std::unique_ptr<GraphOp> makeOp(const EmbeddingNode& node, OpContext& context) {
+  const int vocab = context.layout.vocab;
+  context.embeddingTable =
+      std::make_shared<const PackedMatrix>(packColumns(node.weight, vocab, node.hidden, context.dtype));
+  return std::make_unique<EmbeddingOp>(context.embeddingTable, vocab, node.hidden, node.output);
 }
 
 }  // namespace dynamoe::cpu

@@ -115,14 +115,20 @@ class LogitsOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeLinearOp(int input, int output, std::shared_ptr<const PackedMatrix> weights,
-                                      int outFeatures, std::vector<float> bias) {
-  return std::make_unique<LinearOp>(input, output, std::move(weights), outFeatures, std::move(bias));
+std::unique_ptr<GraphOp> makeOp(const LinearNode& node, OpContext& context) {
+  auto packed = std::make_shared<const PackedMatrix>(
+      packColumns(node.weight, node.outFeatures, node.inFeatures, context.dtype));
+  return std::make_unique<LinearOp>(node.input, node.output, std::move(packed), node.outFeatures, node.bias);
 }
 
-std::unique_ptr<GraphOp> makeLogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab,
-                                      bool ownsWeights) {
-  return std::make_unique<LogitsOp>(input, std::move(weights), vocab, ownsWeights);
+std::unique_ptr<GraphOp> makeOp(const LogitsNode& node, OpContext& context) {
+  const int vocab = context.layout.vocab;
+  if (node.tied) {
+    if (!context.embeddingTable) throw Error(code::kShape, "a tied LM head needs the embedding node first");
+    return std::make_unique<LogitsOp>(node.input, context.embeddingTable, vocab, false);
+  }
+  auto packed = std::make_shared<const PackedMatrix>(packColumns(node.weight, vocab, node.hidden, context.dtype));
+  return std::make_unique<LogitsOp>(node.input, std::move(packed), vocab, true);
 }
 
 }  // namespace dynamoe::cpu

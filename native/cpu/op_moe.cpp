@@ -43,8 +43,8 @@ class MoeOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeMoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer) {
-  return std::make_unique<MoeOp>(input, output, slot, std::move(layer));
+std::unique_ptr<GraphOp> makeOp(const MoeNode& node, OpContext& context) {
+  return std::make_unique<MoeOp>(node.input, node.output, node.slot, context.backend.createMoeLayer(node.weights));
 }
 
 }  // namespace dynamoe::cpu

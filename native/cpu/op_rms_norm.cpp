@@ -46,9 +46,8 @@ class RmsNormOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeRmsNormOp(int input, int output, int width, int groupSize, std::vector<float> weight,
-                                       float epsilon) {
-  return std::make_unique<RmsNormOp>(input, output, width, groupSize, std::move(weight), epsilon);
+std::unique_ptr<GraphOp> makeOp(const RmsNormNode& node, OpContext&) {
+  return std::make_unique<RmsNormOp>(node.input, node.output, node.width, node.groupSize, node.weight, node.epsilon);
 }
 
 }  // namespace dynamoe::cpu

@@ -48,8 +48,8 @@ class RopeOp : public GraphOp {
 
 }  // namespace
 
-std::unique_ptr<GraphOp> makeRopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style) {
-  return std::make_unique<RopeOp>(buffer, heads, headDim, theta, style);
+std::unique_ptr<GraphOp> makeOp(const RopeNode& node, OpContext&) {
+  return std::make_unique<RopeOp>(node.buffer, node.heads, node.headDim, node.theta, node.style);
 }
 
 }  // namespace dynamoe::cpu
