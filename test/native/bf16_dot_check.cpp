@@ -137,6 +137,7 @@ bool checkCase(std::mt19937& rng, int rowCount, int k, int split, Epilogue epilo
 }  // namespace dynamoe::cpu
 
 int main(int argc, char** argv) {
+  using namespace dynamoe;
   using namespace dynamoe::cpu;
   const int cases = argc > 1 ? std::atoi(argv[1]) : 400;
   std::mt19937 rng(20261122);
