@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "../../native/thread_pool.h"
+#include "../../native/cpu/thread_pool.h"
 
 using namespace dynamoe;
 
