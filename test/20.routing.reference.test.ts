@@ -4,19 +4,14 @@
 // to every structural rule, are counted, and must stay rare.
 import { cpuInfo, route, RoutingPolicy, RoutingResult } from '../lib';
 import { setCpuIsa } from '../lib/backend/internals';
-import { typedArrayTag } from './helpers';
+import { checkRouteAgainstReference } from './route-checks';
 import {
   describePolicy,
-  fragileToken,
-  idHistogram,
-  kMaxOf,
   makeScores,
   refRoute,
   Rng,
   ScoreDistribution,
   sortedExperts,
-  sumOf,
-  weightsForSet,
 } from './reference';
 
 type Distribution = Extract<ScoreDistribution, 'normal' | 'ties' | 'extreme80' | 'spread1e3' | 'onehot' | 'probabilities'>;
@@ -29,11 +24,6 @@ interface Case {
   distribution: Distribution;
   seed: number;
 }
-
-// Weights agree to 1e-6 relative; the absolute floor covers probabilities so small (< 1e-3) that fp32's rounding
-// of (z - max) before exp moves them by more than 1e-6 of themselves while staying far below 1e-9 absolute.
-const WEIGHT_RELATIVE_TOLERANCE = 1e-6;
-const WEIGHT_ABSOLUTE_TOLERANCE = 1e-9;
 
 const P_GRID = Array.from({ length: 20 }, (_, i) => Math.round((i + 1) * 5) / 100); // 0.05, 0.10, .., 1.00
 
@@ -132,75 +122,8 @@ const tallies: Record<string, Tally> = {};
 
 /** Checks one routing result against the reference; returns how many tokens were fragile. */
 function checkAgainstReference(c: Case, scores: Float32Array, result: RoutingResult): number {
-  const { experts: E, tokens: T, policy } = c;
   const input = c.distribution === 'probabilities' ? 'probabilities' : 'logits';
-  const ref = refRoute(scores, T, E, policy, input);
-  const kMax = kMaxOf(policy, E);
-  expect(result.kMax).toBe(kMax);
-  expect(typedArrayTag(result.ids)).toBe('Int32Array');
-  expect(typedArrayTag(result.weights)).toBe('Float32Array');
-  expect(result.ids.length).toBe(T * kMax);
-  expect(result.weights.length).toBe(T * kMax);
-  expect(result.counts.length).toBe(T);
-  expect(result.expertLoad.length).toBe(E);
-
-  const lo = policy.kind === 'top-k' ? policy.k : policy.minExperts ?? 1;
-  const hi = policy.kind === 'top-k' ? policy.k : policy.maxExperts ?? E;
-  let fragile = 0;
-  const problems: string[] = [];
-  const report = (t: number, what: string) => {
-    if (problems.length < 5) {
-      const row = Array.from(scores.subarray(t * E, (t + 1) * E));
-      problems.push(`token ${t}: ${what}; scores=[${row.join(', ')}]`);
-    }
-  };
-
-  for (let t = 0; t < T; t++) {
-    const count = result.counts[t];
-    const ids = Array.from(result.ids.subarray(t * kMax, t * kMax + kMax));
-    const weights = Array.from(result.weights.subarray(t * kMax, t * kMax + kMax));
-    const probs = ref.probs.subarray(t * E, (t + 1) * E);
-    // structure: count within clamps, ids valid and distinct, padding -1 / 0
-    if (!(count >= lo && count <= hi && count >= 1)) report(t, `count ${count} outside [${lo}, ${hi}]`);
-    const used = ids.slice(0, count);
-    if (used.some((e) => !(e >= 0 && e < E)) || new Set(used).size !== used.length) report(t, `bad ids ${ids}`);
-    if (ids.slice(count).some((e) => e !== -1)) report(t, `padding ids not -1: ${ids}`);
-    if (weights.slice(count).some((w) => w !== 0)) report(t, `padding weights not 0: ${weights}`);
-    if (problems.length) continue;
-
-    const isFragile = fragileToken(probs, policy, input === 'logits' ? { logits: scores.subarray(t * E, (t + 1) * E) } : {});
-    if (isFragile) {
-      fragile++;
-      // a fragile token may cut or order differently, but must still be a top prefix in P order
-      const usedProbs = used.map((e) => probs[e]);
-      const minKept = Math.min(...usedProbs);
-      for (let e = 0; e < E; e++) {
-        if (!used.includes(e) && probs[e] > minKept * (1 + 1e-4) + 1e-30) report(t, `fragile token skipped a larger P`);
-      }
-      for (let s = 1; s < count; s++) {
-        if (usedProbs[s] > usedProbs[s - 1] * (1 + 1e-4) + 1e-30) report(t, `fragile token out of order`);
-      }
-    } else {
-      const refIds = Array.from(ref.ids.subarray(t * kMax, t * kMax + kMax));
-      if (ids.join() !== refIds.join()) report(t, `ids [${ids}] != reference [${refIds}]`);
-      if (count !== ref.counts[t]) report(t, `count ${count} != reference ${ref.counts[t]}`);
-    }
-    // weights: the policy's weights of the set actually chosen
-    const expected = weightsForSet(probs, used, policy);
-    for (let s = 0; s < count; s++) {
-      const diff = Math.abs(weights[s] - expected[s]);
-      if (!(diff <= WEIGHT_RELATIVE_TOLERANCE * Math.abs(expected[s]) + WEIGHT_ABSOLUTE_TOLERANCE)) {
-        report(t, `slot ${s} weight ${weights[s]} != reference ${expected[s]} (diff ${diff.toExponential(2)})`);
-      }
-    }
-  }
-  expect(problems).toEqual([]);
-
-  // expertLoad is the histogram of the ids, and sums to the slots used
-  expect(Array.from(result.expertLoad)).toEqual(Array.from(idHistogram(result.ids, E)));
-  expect(sumOf(result.expertLoad)).toBe(sumOf(result.counts));
-  if (fragile === 0) expect(Array.from(result.expertLoad)).toEqual(Array.from(ref.expertLoad));
-  return fragile;
+  return checkRouteAgainstReference(scores, c.tokens, c.experts, c.policy, input, result);
 }
 
 const CASES = buildCases();
