@@ -298,6 +298,13 @@ export async function loadTokenizerFromDirectory(dir: string): Promise<Tokenizer
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
     throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${tokenizerFile}: 'added_tokens' must be an array, got ${describe(json.added_tokens)}`);
   }
+  // Their ids become BOS/EOS and encode() output as they are: a fractional or negative id must not get that far.
+  for (const token of (json.added_tokens ?? []) as unknown[]) {
+    const id = (token as { id?: unknown } | null)?.id;
+    if (!(typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < 2 ** 31)) {
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${tokenizerFile}: an added token's id must be an integer in [0, 2^31), got ${describe(id)}`);
+    }
+  }
   // tokenizers.js requires every component key to be present (null when unused).
   const fullJson = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json, added_tokens: json.added_tokens ?? [] };
   const extra = config.additional_special_tokens;
