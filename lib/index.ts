@@ -60,3 +60,6 @@ export { calibrate } from './toolkit/calibrate';
 export type { CalibrateOptions, CalibrationResult, CalibrationCandidate, LayerSensitivity } from './toolkit/calibrate';
 export { readPolicyFile, writePolicyFile } from './policy/policy-file';
 export type { PolicyFile } from './policy/policy-file';
+export { startServer } from './serve/server';
+export type { RunningServer } from './serve/server';
+export type { ServeOptions, RequestRecord } from './serve/serve-options';

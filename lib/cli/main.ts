@@ -1,5 +1,5 @@
 // The `dynamoe` command line: the usage, each command's flags, and the dispatch to `demo` (the default, what
-// `npm start` runs), `run`, `sweep`, `calibrate`, `inspect`, `info` and `doctor`.
+// `npm start` runs), `run`, `serve`, `sweep`, `calibrate`, `inspect`, `info` and `doctor`.
 import { parseArgs, ParseArgsConfig } from 'util';
 import { packageRoot } from '../addon/binary-choice';
 import { doctorReport } from '../addon/binary-diagnosis';
@@ -10,10 +10,13 @@ import { DEFAULT_DEMO } from './demo';
 import { demoCommand } from './demo-command';
 import { inspectCommand } from './inspect-command';
 import { runCommand } from './run-command';
+import { serveCommand } from './serve-command';
 import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './sweep-command';
 
 const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded synthetic MoE model under several routing policies
        dynamoe run <model> --prompt <text> [options]   generate text with a checkpoint, streamed to stdout
+       dynamoe serve [<model>] [options]               an OpenAI-compatible HTTP server (without a model: the
+                                                       demo's synthetic model); SIGINT/SIGTERM drain and stop
        dynamoe sweep <model>|--demo --text <file> [options]   perplexity, experts/token and speed under many policies
        dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
        dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
@@ -40,6 +43,16 @@ run options:
                     policy file from 'calibrate' (*.json) (default: the policy the model was trained with)
   --max-tokens <n>  most tokens to generate (default 128)
   --temperature <t> 0 (default) is greedy; --top-k <k>, --top-p <p>, --seed <n> shape the sampling
+serve options:
+  --host <h>        interface to listen on (default 127.0.0.1); --port <n> (default 8080, 0: any free port)
+  --device <d>      cpu | cuda | auto (default auto); --policy <p> the default routing policy, as for run
+  --max-sequences <n>  generations running at once, taking turns at each decode step (default 4)
+  --max-queue <n>   requests waiting for a sequence, beyond it 429 (default 64)
+  --context <n>     most prompt + max_tokens per request (default: the model's context)
+  --default-max-tokens <n>  max_tokens of a chat request that gives none (default 1024; completions: 16)
+  --model-name <s>  the model id of /v1/models and responses (default: the checkpoint's basename)
+  --max-body-bytes <n>  largest request body, beyond it 413 (default 1048576)
+  --drain-timeout <s>   seconds running generations get to finish after SIGINT/SIGTERM (default 30)
 sweep and calibrate options:
   --text <file>     the text to measure on (with --demo: a built-in paragraph when left out)
   --demo            measure the demo's synthetic model instead of a checkpoint
@@ -85,6 +98,20 @@ const COMMANDS: Record<string, Options> = {
     'top-k': { type: 'string' },
     'top-p': { type: 'string' },
     seed: { type: 'string' },
+  },
+  serve: {
+    ...COMMON,
+    host: { type: 'string' },
+    port: { type: 'string' },
+    device: { type: 'string' },
+    policy: { type: 'string' },
+    'max-sequences': { type: 'string' },
+    'max-queue': { type: 'string' },
+    context: { type: 'string' },
+    'default-max-tokens': { type: 'string' },
+    'model-name': { type: 'string' },
+    'max-body-bytes': { type: 'string' },
+    'drain-timeout': { type: 'string' },
   },
   sweep: {
     ...COMMON,
@@ -139,6 +166,7 @@ export async function main(argv: string[]): Promise<void> {
   if (values.threads !== undefined) setThreads(numberFlag(values, 'threads', 1));
   if (command === 'info') console.log(JSON.stringify(cpuInfo(), null, 2));
   else if (command === 'run') await runCommand(values, parsed.positionals);
+  else if (command === 'serve') await serveCommand(values, parsed.positionals);
   else if (command === 'inspect') await inspectCommand(values, parsed.positionals);
   else if (command === 'sweep') await sweepCommand(values, parsed.positionals);
   else if (command === 'calibrate') await calibrateCommand(values, parsed.positionals);
