@@ -159,6 +159,10 @@ describe('concurrency', () => {
         ...Array.from({ length: 8 }, (_, i) => collect(heavy[i % 2].generate(`prompt number ${i}`, { maxTokens: 16 }))),
       ]);
       await collect((loaded as Model).generate('and the loaded one', { maxTokens: 8 }));
+      // A fast CPU got through all that in 89 ms once: more forwards until the window is long enough to measure.
+      for (let round = 0; performance.now() - started < 200 && round < 50; round++) {
+        await Promise.all(heavy.map((m) => m.forward(long)));
+      }
       const elapsed = performance.now() - started;
       histogram.disable();
       (loaded as Model).dispose();
