@@ -3,8 +3,9 @@
 import { connect } from 'net';
 import type { AddressInfo } from 'net';
 import type { Server } from 'http';
-import type { GenerateOptions, GenerationSummary, GeneratedToken, Model, RoutingStats } from '../dist/lib';
+import type { Model } from '../dist/lib';
 import { createSyntheticModel } from '../dist/lib/model/synthetic-model';
+import { slowed, until } from './serve-helpers';
 
 // The example is plain JavaScript (// @ts-check); these are the parts of it the tests use.
 interface ExpertUsage {
@@ -82,16 +83,6 @@ const SMALL = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, experts: 8, ffn: 64
 const PROMPT = 'Hello, world!';
 const DONE = Symbol('[DONE]');
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` until true (fails after `ms`). */
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** Starts a server on 127.0.0.1, port 0; returns it with its base URL and its access log. */
 async function start(model: Model, limits: { maxActive?: number; maxQueued?: number } = {}) {
@@ -162,33 +153,6 @@ async function expectError(response: Response, status: number, code: string): Pr
   expect({ status: response.status, code: body.error?.code }).toEqual({ status, code });
   expect(typeof body.error.message).toBe('string');
   return body;
-}
-
-/**
- * The same model, each generated token held back `msPerToken`: long enough generations to queue behind and abort
- * at a known point, without a large model. Everything else (info, tokenizer) is the model's own.
- */
-function slowed(model: Model, msPerToken: number): Model {
-  const slow = Object.create(model) as Model;
-  slow.generate = (prompt: string | Int32Array | number[], options?: GenerateOptions) => {
-    const inner = model.generate(prompt, options);
-    const wrapper = {
-      get summary(): GenerationSummary | undefined {
-        return inner.summary;
-      },
-      get stats(): RoutingStats | undefined {
-        return inner.stats;
-      },
-      async *[Symbol.asyncIterator](): AsyncGenerator<GeneratedToken> {
-        for await (const token of inner) {
-          await sleep(msPerToken);
-          yield token;
-        }
-      },
-    };
-    return wrapper as unknown as ReturnType<Model['generate']>;
-  };
-  return slow;
 }
 
 describe('FairQueue', () => {

@@ -96,10 +96,12 @@ export async function summaryOf(
  * The same model, each generated token held back `msPerToken`: generations long enough to queue behind, abort or
  * drain at a known point, without a large model. Everything else (info, spec, tokenizer) is the model's own.
  */
-export function slowed(model: Model, msPerToken: number): Model {
+export function slowed<M extends object>(model: M, msPerToken: number): M {
+  // Generic: test 98 passes the built library's Model (dist/), the serve tests the source's (lib/).
+  const source = model as unknown as Model;
   const slow = Object.create(model) as Model;
   slow.generate = (prompt: string | Int32Array | number[], options?: GenerateOptions) => {
-    const inner = model.generate(prompt, options);
+    const inner = source.generate(prompt, options);
     const wrapper = {
       get summary(): GenerationSummary | undefined {
         return inner.summary;
@@ -116,7 +118,7 @@ export function slowed(model: Model, msPerToken: number): Model {
     };
     return wrapper as unknown as ReturnType<Model['generate']>;
   };
-  return slow;
+  return slow as unknown as M;
 }
 
 /** The samples of a Prometheus text body: `name{labels}` -> value (the labels as written). */
