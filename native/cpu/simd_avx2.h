@@ -41,10 +41,12 @@ struct Avx2 {
     const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
   }
+  // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): the order storeSums8 adds each register's lanes in, so a
+  // dot product has the same bits whichever of the two finished it (batch invariance of attention scores).
   static float sum(Reg v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+    const __m256 pairs = _mm256_hadd_ps(v, v);
+    const __m256 quads = _mm256_hadd_ps(pairs, pairs);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
   }
   // out[j] = sum of the lanes of v[j], for 8 registers at once.
   static void storeSums8(float* out, const Reg (&v)[8]) {

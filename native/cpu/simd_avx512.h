@@ -37,7 +37,8 @@ struct Avx512 {
   static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
   static Reg roundNearest(Reg v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static Reg scaleByPow2(Reg y, Reg n) { return _mm512_scalef_ps(y, n); }  // y * 2^n
-  static float sum(Reg v) { return _mm512_reduce_add_ps(v); }
+  // Halves added, then the AVX2 order: the same as storeSums8 (batch invariance of attention scores).
+  static float sum(Reg v) { return Avx2::sum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))); }
   // out[j] = sum of the lanes of v[j], for 8 registers at once: halves added, then the AVX2 transpose-add.
   static void storeSums8(float* out, const Reg (&v)[8]) {
     __m256 halves[8];

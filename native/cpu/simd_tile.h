@@ -67,13 +67,11 @@ inline void fetchAhead(const void* panel, const char* prefetch, size_t prefetchL
   }
 }
 
-// Independent FMA chains needed to keep both FMA pipes busy through the FMA latency.
-constexpr int kFmaChains = 8;
-
-// Accumulator sets of a tile with MR x R accumulators: more than one (each over its own part of K) when a tile of
-// few rows has fewer than kFmaChains accumulators. (Two sets for AVX-512 tiles of 3-4 rows as well made f32 at 16
-// tokens ~7% slower on a Sapphire Rapids host.)
-constexpr int accumulatorSets(int accumulators) { return accumulators >= kFmaChains ? 1 : kFmaChains / accumulators; }
+// Accumulator sets of a tile: always one, so every output element adds its K products in k order whatever the
+// tile's row count, and a row's bits do not depend on how many rows share its step (batch invariance). Several
+// sets over parts of K kept more misses in flight for tiles of 1-2 rows, but made a decode row's sum differ from
+// the same row's sum in a prefill tile.
+constexpr int accumulatorSets(int) { return 1; }
 
 // Calls step(i, s) for steps i in [0, steps), set s walking its own contiguous part of the range: a small tile
 // streams its panel from memory, and several streams per core keep more misses in flight than one (bf16 decode
