@@ -17,7 +17,7 @@ class CudaBackend final : public Backend {
              const RoutingPolicy& policy, const RoutingOutput& out) const override {
     routeOnDevice(scores, stride, tokens, experts, input, policy, out);
   }
-  std::unique_ptr<Model> createModel(const GraphLayout&, DType) const override {
+  std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override {
     requireDevice();
     throw Error(code::kUnsupported,
                 "whole models run on the CPU for now (device 'cuda' runs single MoE layers and routing)");

@@ -23,7 +23,7 @@ class UnavailableBackend final : public Backend {
   void route(const float*, size_t, int, int, RouterInput, const RoutingPolicy&, const RoutingOutput&) const override {
     notBuilt();
   }
-  std::unique_ptr<Model> createModel(const GraphLayout&, DType) const override { notBuilt(); }
+  std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override { notBuilt(); }
 };
 
 }  // namespace

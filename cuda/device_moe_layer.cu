@@ -417,6 +417,9 @@ void DeviceMoeLayer::forward(const MoeForward& call) const {
     throw Error(code::kUnsupported, "a CUDA MoE layer reads and writes contiguous rows (stride = hidden)");
   }
   if (call.stats != nullptr) throw Error(code::kUnsupported, "router statistics are not computed on device 'cuda' yet");
+  if (call.ranges != nullptr) {
+    throw Error(code::kUnsupported, "per-row-range routing policies are not run on device 'cuda' yet");
+  }
   run(call.x, call.tokens, *call.policy, call.out, call.routing, call.work, nullptr);
 }
 

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'ERR_DYNAMOE_UNSUPPORTED'
   | 'ERR_DYNAMOE_DEVICE'
   | 'ERR_DYNAMOE_ABORTED'
+  | 'ERR_DYNAMOE_BUSY'
   | 'ERR_DYNAMOE_INTERNAL';
 
 /** The error every dynamoe entry point throws (or rejects with); `code` is stable across versions. */

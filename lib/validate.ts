@@ -65,3 +65,13 @@ export function requireName<T extends string>(
   const list = `${listed.slice(0, -1).join(', ')} or ${listed[listed.length - 1]}`;
   throw new DynamoeError(code, `${what} must be ${list}, got ${(message.shown ?? describe)(value)}`);
 }
+
+/** An optional integer option in [min, max]: `fallback` when undefined, else ERR_DYNAMOE_TYPE / ERR_DYNAMOE_VALUE. */
+export function integerOption(value: unknown, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') typeError(name, 'an integer', value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new DynamoeError('ERR_DYNAMOE_VALUE', `${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}

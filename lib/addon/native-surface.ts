@@ -94,6 +94,9 @@ export interface NativeMoeLayer {
   forward(x: Float32Array, options: { tokens: number; policy: RoutingPolicy }): Promise<NativeForwardResult>;
   profile(x: Float32Array, options: { tokens: number; policy: RoutingPolicy; runs?: number }): Promise<StageTimes>;
   readonly device: 'cpu' | 'cuda';
+  /** One step over many sequences (each segment a different session); one result per segment. */
+  step(segments: NativeStepSegment[]): Promise<NativeStepResult[]>;
+  readonly kvPool: NativeKvPool;
   dispose(): void;
   readonly weightBytes: number;
   readonly disposed: boolean;
@@ -105,6 +108,33 @@ export interface NativeMoeStepStats {
   expertLoad: Int32Array;
   probabilitySum: Float64Array;
   entropySum: Float64Array;
+}
+
+/** One sequence's rows of a multi-sequence step. */
+export interface NativeStepSegment {
+  session: NativeKvSession;
+  tokens: Int32Array;
+  policies: RoutingPolicy[];
+  /** Logits of the segment's last row only (generation). */
+  lastRowLogits: boolean;
+  stats: boolean;
+  /** Scoring: one next-token id or -1 per token; the result has logProbs instead of logits. */
+  targets?: Int32Array;
+}
+
+/** A segment's results: logits ([tokens or 1][vocab]) or, when scoring, log-probabilities ([tokens]). */
+export interface NativeStepResult {
+  logits?: Float32Array;
+  logProbs?: Float64Array;
+  stats?: NativeMoeStepStats[];
+}
+
+/** The KV pool of a model graph. */
+export interface NativeKvPool {
+  blockTokens: number;
+  blocks: number;
+  freeBlocks: number;
+  blockBytes: number;
 }
 
 export interface NativeKvSession {
@@ -124,6 +154,8 @@ export interface NativeGraphLayout {
   /** Experts of each MoE slot. */
   moeExperts: number[];
   dtype: DType;
+  /** Positions of every attention layer the model's KV pool holds (rounded up to whole blocks). */
+  kvPoolTokens: number;
 }
 
 /** Looks up token rows of the [vocab][hidden] table into buffer `output`. */
@@ -249,6 +281,9 @@ export interface NativeModelGraph {
     tokens: Int32Array,
     options: { policies: RoutingPolicy[]; lastRowLogits: false; stats: boolean; targets: Int32Array },
   ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }>;
+  /** One step over many sequences (each segment a different session); one result per segment. */
+  step(segments: NativeStepSegment[]): Promise<NativeStepResult[]>;
+  readonly kvPool: NativeKvPool;
   dispose(): void;
   readonly weightBytes: number;
   readonly disposed: boolean;

@@ -108,6 +108,7 @@ export async function buildModelGraph(
   spec: ModelSpec,
   weights: WeightReader,
   dtype: DType,
+  kvPoolTokens: number,
   onProgress?: ProgressCallback,
 ): Promise<NativeModelGraph> {
   const qWidth = spec.heads * spec.headDim;
@@ -120,6 +121,7 @@ export async function buildModelGraph(
         kvWidths: spec.layers.map(() => kvWidth),
         moeExperts: moeLayers(spec).map((l) => l.moe.experts),
         dtype,
+        kvPoolTokens,
       }),
   );
   const nodes = graphNodes(spec, weights, dtype);

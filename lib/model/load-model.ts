@@ -16,12 +16,13 @@ import { ConfigReader } from './config-reader';
 import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
 import { requireMemory, weightBytes } from './memory-need';
+import { SchedulerOptions, schedulerLimits } from './scheduler-limits';
 import { CheckpointNaming, ggufNaming } from './naming';
 import { ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
-/** Options of {@link loadModel}. */
-export interface LoadModelOptions {
+/** Options of {@link loadModel}; the scheduler's limits are {@link SchedulerOptions}. */
+export interface LoadModelOptions extends SchedulerOptions {
   /**
    * Where the model runs (default 'auto'). 'auto' is the CUDA backend when it is usable for whole models, else the
    * CPU; no build runs whole models on CUDA yet, so 'auto' and 'cpu' run on the CPU and 'cuda' throws
@@ -120,14 +121,16 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
 export async function modelFromCheckpoint(
   checkpoint: Checkpoint,
   source: string,
-  options: Pick<LoadModelOptions, 'dtype' | 'policy' | 'onProgress'> = {},
+  options: Omit<LoadModelOptions, 'device'> = {},
 ): Promise<Model> {
   const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, source);
-  requireMemory(weightBytes(checkpoint.spec, dtype), `loading ${source} with ${dtype} weights`);
+  const bytes = weightBytes(checkpoint.spec, dtype);
+  requireMemory(bytes, `loading ${source} with ${dtype} weights`);
+  const { kvPoolTokens, ...limits } = schedulerLimits(checkpoint.spec, bytes, options);
   const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source);
-  const graph = await buildModelGraph(checkpoint.spec, weights, dtype, options.onProgress);
+  const graph = await buildModelGraph(checkpoint.spec, weights, dtype, kvPoolTokens, options.onProgress);
   try {
-    return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy);
+    return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy, limits);
   } catch (error) {
     graph.dispose();
     throw error;

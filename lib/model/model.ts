@@ -7,10 +7,16 @@ import { RoutingPolicy } from '../policy/routing-policy';
 import { policyLabel } from '../policy/short-form';
 import { Tokenizer } from '../tokenizer/tokenizer';
 import { describe, typeError } from '../validate';
-import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
-import { checkSampling, Sampler, SamplingOptions } from './sampling';
+import { Generation, GenerateOptions } from './generation';
+import { requireMemory, stepBytes } from './memory-need';
+import { PrefillJob, PrefillResult } from './prefill-job';
+import { checkSampling } from './sampling';
 import { moeLayers, ModelSpec } from './spec';
+import { SchedulerLimits, SchedulerState, StepJob, StepScheduler } from './step-scheduler';
+
+export { Generation } from './generation';
+export type { GenerateOptions, GeneratedToken, GenerationSummary } from './generation';
 
 /** Options of {@link Model.forward}. */
 export interface ModelForwardOptions {
@@ -46,39 +52,6 @@ export interface ScoreResult {
   stats?: RoutingStats;
 }
 
-/** Options of {@link Model.generate}. */
-export interface GenerateOptions extends SamplingOptions {
-  /** Most tokens to generate (default 128). */
-  maxTokens?: number;
-  /** Generation stops when the text contains one of these (the stop text is not returned). */
-  stop?: string[];
-  /** Routing policy for this generation (default: the model's). */
-  policy?: PolicyOption;
-  /** Cancels the generation: the iterator throws ERR_DYNAMOE_ABORTED and the model stays usable. */
-  signal?: AbortSignal;
-  /** Add the tokenizer's BOS/EOS to a text prompt (default true). */
-  addSpecialTokens?: boolean;
-}
-
-/** One streamed token. */
-export interface GeneratedToken {
-  id: number;
-  /** Text this token completes (may be '' inside a multi-byte character). */
-  text: string;
-}
-
-/** What a finished generation did. */
-export interface GenerationSummary {
-  text: string;
-  tokenIds: number[];
-  promptTokens: number;
-  stopReason: 'eos' | 'stop' | 'maxTokens';
-  prefillMs: number;
-  decodeMs: number;
-  /** Routing statistics over the prompt and the generated tokens. */
-  stats: RoutingStats;
-}
-
 /** Sizes and choices of a loaded model, as `dynamoe inspect` prints them. */
 export interface ModelInfo extends ModelSpec {
   dtype: DType;
@@ -87,6 +60,10 @@ export interface ModelInfo extends ModelSpec {
   /** Policy label per MoE layer (the model's default). */
   defaultPolicy: string[];
   source: string;
+  /** The scheduler's limits (continuous batching). */
+  limits: SchedulerLimits;
+  /** The KV pool every sequence takes its cache from. */
+  kvPool: { positions: number; blockTokens: number; bytes: number };
 }
 
 /** Longest sequence one forward or generation runs (the native step and KV cache limit), whatever the context. */
@@ -95,6 +72,7 @@ export const MAX_SEQUENCE = 1 << 20;
 export class Model {
   private readonly moe;
   private readonly defaultPolicies: RoutingPolicy[];
+  private readonly scheduler: StepScheduler;
 
   /** @internal Use {@link loadModel}. */
   constructor(
@@ -104,19 +82,30 @@ export class Model {
     readonly dtype: DType,
     readonly source: string,
     policy: PolicyOption | undefined,
+    limits: SchedulerLimits,
   ) {
     this.moe = moeLayers(spec).map((l) => ({ ...l.moe, layer: l.layer }));
     this.defaultPolicies = resolvePolicies(policy, this.moe);
+    this.scheduler = new StepScheduler(graph as NativeModelGraph, limits);
   }
 
   get info(): ModelInfo {
+    const graph = this.requireGraph();
+    const pool = graph.kvPool;
     return {
       ...this.spec,
       dtype: this.dtype,
-      weightBytes: this.requireGraph().weightBytes,
+      weightBytes: graph.weightBytes,
       defaultPolicy: this.defaultPolicies.map(policyLabel),
       source: this.source,
+      limits: this.scheduler.limits,
+      kvPool: { positions: pool.blocks * pool.blockTokens, blockTokens: pool.blockTokens, bytes: pool.blocks * pool.blockBytes },
     };
+  }
+
+  /** What the model's scheduler is running now: sequences, queue, KV blocks, the last step's size. */
+  get load(): SchedulerState {
+    return this.scheduler.state;
   }
 
   get disposed(): boolean {
@@ -128,13 +117,9 @@ export class Model {
     const ids = this.checkTokens(tokens);
     requireMemory(stepBytes(this.spec, ids.length, ids.length), `a forward over ${ids.length} tokens`);
     const policies = this.policies(options.policy);
-    const result = await this.step(null, ids, policies, false, options.stats === true);
-    const out: ModelForwardResult = { logits: result.logits };
-    if (result.stats) {
-      const stats = this.statsAccumulator(policies);
-      stats.add(result.stats);
-      out.stats = stats.result();
-    }
+    const result = await this.prefill(new PrefillJob(ids, policies, options.stats === true, this.spec.vocab));
+    const out: ModelForwardResult = { logits: result.logits as Float32Array };
+    if (options.stats === true) out.stats = this.statsOf(policies, result.stats);
     return out;
   }
 
@@ -152,33 +137,27 @@ export class Model {
     let nll = 0;
     for (const lp of logProbs) nll -= lp;
     const out: ScoreResult = { logProbs, nll, perplexity: Math.exp(nll / logProbs.length) };
-    if (result.stats) {
-      const stats = this.statsAccumulator(policies);
-      stats.add(result.stats);
-      out.stats = stats.result();
-    }
+    if (options.stats === true) out.stats = this.statsOf(policies, result.stats);
     return out;
   }
 
-  /** @internal One native scoring step over a fresh sequence: log P(ids[t + 1]) per position (NaN at the end). */
+  /** @internal Scores a fresh sequence: log P(ids[t + 1]) per position (NaN at the end), with each step's stats. */
   async scoreStep(
     ids: Int32Array,
     policies: RoutingPolicy[],
     stats: boolean,
-  ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }> {
+  ): Promise<{ logProbs: Float64Array; stats: NativeMoeStepStats[][] }> {
     const targets = new Int32Array(ids.length);
     targets.set(ids.subarray(1));
     targets[ids.length - 1] = -1;
-    try {
-      return await this.requireGraph().forward(null, ids, { policies, lastRowLogits: false, stats, targets });
-    } catch (error) {
-      fromNativeError(error);
-    }
+    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab, targets));
+    return { logProbs: result.logProbs as Float64Array, stats: result.stats };
   }
 
   /**
-   * Streams generated tokens for a prompt (text, or token ids): the prompt in one batched forward, then one token
-   * per step. After the loop, {@link Generation.summary} says what happened.
+   * Streams generated tokens for a prompt (text, or token ids). The generation joins the model's scheduler: its
+   * prompt is prefilled in chunks and its tokens decoded one per step beside the other requests, with the same
+   * results as alone. After the loop, {@link Generation.summary} says what happened.
    */
   generate(prompt: string | Int32Array | number[], options: GenerateOptions = {}): Generation {
     checkSampling(options);
@@ -202,20 +181,26 @@ export class Model {
     if (ids.length === 0) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'the prompt encodes to no tokens');
     const needed = ids.length + maxTokens;
     this.checkSequenceLength(needed, `prompt (${ids.length} tokens) + maxTokens (${maxTokens}) = ${needed} exceeds`);
-    requireMemory(
-      kvCacheBytes(this.spec, needed) + stepBytes(this.spec, ids.length, 1),
-      `a generation of ${needed} positions (its KV cache and prefill)`,
-    );
-    return new Generation(this, ids, this.policies(options.policy), options, maxTokens);
+    this.checkPoolFits(needed, `prompt (${ids.length} tokens) + maxTokens (${maxTokens})`);
+    const policies = this.policies(options.policy);
+    const host = {
+      tokenizer: this.tokenizer,
+      vocab: this.spec.vocab,
+      statsAccumulator: (p: RoutingPolicy[]) => this.statsAccumulator(p),
+      submit: (job: StepJob) => this.submit(job),
+    };
+    return new Generation(host, ids, policies, options, maxTokens);
   }
 
-  /** Frees the native weights; running calls finish first. */
+  /** Frees the native weights and KV pool; requests still waiting or running end with ERR_DYNAMOE_DISPOSED. */
   dispose(): void {
-    this.graph?.dispose();
+    if (!this.graph) return;
+    this.scheduler.close(new DynamoeError('ERR_DYNAMOE_DISPOSED', 'the model was disposed while the request ran'));
+    this.graph.dispose();
     this.graph = null;
   }
 
-  /** @internal */
+  /** @internal A KV session of the model's pool, outside the scheduler (benchmarks and tests step it directly). */
   createSession(capacity: number): NativeKvSession {
     try {
       return this.requireGraph().createSession(capacity);
@@ -224,7 +209,7 @@ export class Model {
     }
   }
 
-  /** @internal One native forward step. */
+  /** @internal One native forward step on a session, outside the scheduler. */
   async step(
     session: NativeKvSession | null,
     tokens: Int32Array,
@@ -251,9 +236,40 @@ export class Model {
     return option === undefined ? this.defaultPolicies : resolvePolicies(option, this.moe);
   }
 
+  private submit(job: StepJob): void {
+    this.requireGraph();
+    this.scheduler.submit(job);
+  }
+
+  private async prefill(job: PrefillJob): Promise<PrefillResult> {
+    this.checkPoolFits(job.positions, `${job.positions} tokens`);
+    this.submit(job);
+    return job.result;
+  }
+
+  private statsOf(policies: RoutingPolicy[], steps: NativeMoeStepStats[][]): RoutingStats {
+    const stats = this.statsAccumulator(policies);
+    for (const step of steps) stats.add(step);
+    return stats.result();
+  }
+
   private requireGraph(): NativeModelGraph {
     if (!this.graph) throw new DynamoeError('ERR_DYNAMOE_DISPOSED', 'this model was disposed; load it again');
     return this.graph;
+  }
+
+  // Throws ERR_DYNAMOE_OUT_OF_MEMORY at the call (not later in the queue) when `positions` exceed the KV pool.
+  private checkPoolFits(positions: number, what: string): void {
+    if (!this.graph) return; // a disposed model says so when the request is submitted
+    const pool = this.graph.kvPool;
+    const capacity = pool.blocks * pool.blockTokens;
+    if (Math.ceil(positions / pool.blockTokens) > pool.blocks) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_OUT_OF_MEMORY',
+        `${what} need ${positions} KV positions, more than the model's KV pool holds (${capacity} positions); ` +
+          'load the model with a larger kvPoolTokens',
+      );
+    }
   }
 
   private checkTokens(tokens: Int32Array | number[]): Int32Array {
@@ -284,123 +300,4 @@ export class Model {
       throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${exceeds} the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`);
     }
   }
-}
-
-/** A streaming generation: iterate it with `for await`; read {@link summary} afterwards. */
-export class Generation implements AsyncIterable<GeneratedToken> {
-  /** Set when the iteration finished (not when it was aborted or failed). */
-  summary: GenerationSummary | undefined;
-  private started = false;
-  private accumulator: RoutingStatsAccumulator | undefined;
-
-  /** @internal */
-  constructor(
-    private readonly model: Model,
-    private readonly prompt: Int32Array,
-    private readonly policies: RoutingPolicy[],
-    private readonly options: GenerateOptions,
-    private readonly maxTokens: number,
-  ) {}
-
-  /**
-   * Routing statistics of the steps run so far (undefined until the iteration starts): readable during it and
-   * after it ended for any reason, so an aborted or failed generation still says what it used.
-   */
-  get stats(): RoutingStats | undefined {
-    return this.accumulator?.result();
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<GeneratedToken> {
-    if (this.started) throw new DynamoeError('ERR_DYNAMOE_VALUE', 'a generation can be iterated only once');
-    this.started = true;
-    return this.run();
-  }
-
-  private async *run(): AsyncGenerator<GeneratedToken> {
-    const { model, prompt, options } = this;
-    const tokenizer = model.tokenizer;
-    const sampler = new Sampler(options);
-    const stats = model.statsAccumulator(this.policies);
-    this.accumulator = stats;
-    const decoder = tokenizer.createStreamDecoder({ skipSpecialTokens: true });
-    const stops = options.stop ?? [];
-    const session = model.createSession(prompt.length + this.maxTokens);
-    const generated: number[] = [];
-    let text = ''; // decoded so far, cut at a stop string
-    let released = 0; // characters of `text` already yielded
-    let pending = -1; // last token id, yielded one step late so held-back text can still join it
-    const release = (id: number, upTo: number): GeneratedToken => {
-      const piece = text.slice(released, upTo);
-      released = upTo;
-      return { id, text: piece };
-    };
-    let stopReason: GenerationSummary['stopReason'] = 'maxTokens';
-    let prefillMs = 0;
-    const started = performance.now();
-    // Ids past the tokenizer's vocabulary (padded embedding rows) can never be decoded: never sample them.
-    const decodable = Math.min(tokenizer.vocabSize, model.spec.vocab);
-    try {
-      let input = prompt;
-      while (generated.length < this.maxTokens) {
-        if (options.signal?.aborted) throw new DynamoeError('ERR_DYNAMOE_ABORTED', 'the generation was aborted');
-        const step = await model.step(session, input, this.policies, true, true);
-        if (step.stats) stats.add(step.stats);
-        if (generated.length === 0) prefillMs = performance.now() - started;
-        const id = sampler.next(decodable < step.logits.length ? step.logits.subarray(0, decodable) : step.logits);
-        if (tokenizer.eosTokenIds.includes(id)) {
-          stopReason = 'eos';
-          break;
-        }
-        text += decoder.push(id);
-        const stopAt = firstStop(text, stops, released);
-        if (stopAt >= 0) {
-          text = text.slice(0, stopAt);
-          stopReason = 'stop';
-          break;
-        }
-        generated.push(id);
-        if (pending >= 0) yield release(pending, heldBackFrom(text, stops, released));
-        pending = id;
-        input = Int32Array.of(id);
-      }
-      if (stopReason !== 'stop') text += decoder.flush();
-      if (pending >= 0) yield release(pending, text.length);
-      this.summary = {
-        text,
-        tokenIds: generated,
-        promptTokens: prompt.length,
-        stopReason,
-        prefillMs,
-        decodeMs: performance.now() - started - prefillMs,
-        stats: stats.result(),
-      };
-    } finally {
-      session.dispose();
-    }
-  }
-}
-
-// Start of the text that may still turn into a stop string (a suffix that is a stop's prefix): held back.
-function heldBackFrom(text: string, stops: string[], from: number): number {
-  let hold = 0;
-  for (const stop of stops) {
-    for (let k = Math.min(stop.length - 1, text.length); k > hold; k--) {
-      if (text.endsWith(stop.slice(0, k))) {
-        hold = k;
-        break;
-      }
-    }
-  }
-  return Math.max(from, text.length - hold);
-}
-
-// Index of the earliest stop string in `text` that ends after `from` (-1 when none).
-function firstStop(text: string, stops: string[], from: number): number {
-  let best = -1;
-  for (const stop of stops) {
-    if (!stop) continue;
-    const at = text.indexOf(stop, Math.max(0, from - stop.length + 1));
-    if (at >= 0 && (best < 0 || at < best)) best = at;
-  }
-  return best;
 }

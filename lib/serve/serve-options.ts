@@ -1,8 +1,7 @@
 // The options of startServer: their documentation, defaults and checks.
 import * as path from 'path';
-import { DynamoeError } from '../errors';
 import { Model } from '../model/model';
-import { typeError } from '../validate';
+import { integerOption, typeError } from '../validate';
 import { DEFAULT_MAX_BODY_BYTES } from './http-json';
 
 /** One access-log record per request, given to {@link ServeOptions.log} when the request ends. */
@@ -63,15 +62,6 @@ export const SERVE_DEFAULTS = {
 };
 
 export type ResolvedServeOptions = Required<Omit<ServeOptions, 'log'>> & Pick<ServeOptions, 'log'>;
-
-function integerOption(value: unknown, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number') typeError(name, 'an integer', value);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new DynamoeError('ERR_DYNAMOE_VALUE', `${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
-  }
-  return value;
-}
 
 /** The model id a checkpoint is served under by default: the last part of its path. */
 export function defaultModelName(model: Model): string {

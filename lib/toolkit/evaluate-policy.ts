@@ -78,7 +78,7 @@ export async function scoreWindows(
     for (let t = 0; t + 1 < window.length; t++) nll -= step.logProbs[t];
     predicted += window.length - 1;
     tokens += window.length;
-    if (step.stats) stats.add(step.stats);
+    for (const chunk of step.stats) stats.add(chunk);
     onWindow();
   }
   const result = stats.result();

@@ -15,6 +15,16 @@
 
 namespace dynamoe {
 
+// Rows [first, first + rows) of a MoE forward, routed by `policy`, their router statistics added to `stats` (if not
+// null) and their expert loads written to `expertLoad` ([experts], if not null).
+struct MoeRowRange {
+  int first = 0;
+  int rows = 0;
+  const RoutingPolicy* policy = nullptr;
+  const RouterStatsSums* stats = nullptr;
+  int32_t* expertLoad = nullptr;
+};
+
 // One MoE forward: x [tokens][hidden] (row stride xStride) -> out [tokens][hidden] (row stride outStride), all in
 // host memory, with the routing result and the optional counters and statistics.
 struct MoeForward {
@@ -22,6 +32,9 @@ struct MoeForward {
   size_t xStride = 0;
   int tokens = 0;
   const RoutingPolicy* policy = nullptr;
+  // Row ranges routed by policies of their own (a step of many sequences); null: every row by `policy`, with `stats`.
+  const MoeRowRange* ranges = nullptr;
+  int rangeCount = 0;
   float* out = nullptr;
   size_t outStride = 0;
   RoutingOutput routing;
@@ -50,9 +63,11 @@ class Model {
   // Packs or uploads the node's weights (read only during the call). Never concurrent with forward.
   virtual void addNode(const GraphNode& node) = 0;
   virtual size_t weightBytes() const = 0;
-  // A sequence of up to `capacity` tokens.
+  // A sequence of up to `capacity` tokens; it takes KV blocks from the model's pool as it grows.
   virtual std::shared_ptr<Sequence> createSequence(int capacity) = 0;
-  // Runs every op in order; the sequence keeps the step's positions only when all of them succeed.
+  virtual KvPoolState kvPool() const = 0;
+  // Runs every op in order over all segments' rows; each sequence keeps the step's positions only when all of them
+  // succeed. Throws ERR_DYNAMOE_OUT_OF_MEMORY, before any op runs, when the pool lacks the blocks the step needs.
   virtual void forward(const StepRequest& request) const = 0;
   // Frees what the model pools for its sequences (on dispose; sequences alive keep what they hold).
   virtual void close() = 0;
@@ -68,7 +83,8 @@ class Backend {
   // Routes `tokens` rows of `experts` finite scores (row stride `stride`) into `out`.
   virtual void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
                      const RoutingPolicy& policy, const RoutingOutput& out) const = 0;
-  virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype) const = 0;
+  // A model whose KV pool holds `kvPoolTokens` positions of every attention layer (rounded up to whole blocks).
+  virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const = 0;
 };
 
 }  // namespace dynamoe

@@ -10,33 +10,51 @@
 
 namespace dynamoe {
 
-// One sequence on a backend: its KV cache and the scratch its steps reuse. One step at a time runs on it.
+// One sequence on a backend: its KV cache, in blocks of its model's KV pool. One step at a time runs on it.
 class Sequence {
  public:
   virtual ~Sequence() = default;
-  virtual int capacity() const = 0;  // tokens the cache holds
+  virtual int capacity() const = 0;  // most tokens it may hold
   virtual int length() const = 0;    // tokens committed so far
+  // Forgets its tokens and gives its KV blocks back to the pool.
   virtual void reset() = 0;
-  virtual size_t bytes() const = 0;  // of its KV cache
+  virtual size_t bytes() const = 0;  // of the KV blocks it holds now
 };
 
-// Statistics one MoE layer writes for one step (all optional).
+// Statistics one MoE layer writes for one segment of a step (all optional).
 struct MoeStepStats {
   int32_t* counts = nullptr;      // [tokens]: experts each token used
   int32_t* expertLoad = nullptr;  // [experts]: tokens routed to each expert
   RouterStatsSums sums;
 };
 
-struct StepRequest {
+// One sequence's rows of a step: a chunk of its prompt, or its next token. Each segment has its own policies,
+// statistics and outputs, so requests batched together stay apart.
+struct StepSegment {
+  Sequence* sequence = nullptr;             // appended to; positions continue from its length
   const int32_t* tokenIds = nullptr;
   int tokens = 0;
-  Sequence* sequence = nullptr;             // appended to; positions continue from its length
   const RoutingPolicy* policies = nullptr;  // one per MoE slot
   const MoeStepStats* moeStats = nullptr;   // one per MoE slot, or null
   float* logits = nullptr;                  // [tokens or 1][vocab]
   bool lastRowLogits = false;
   const int32_t* targets = nullptr;         // scoring: [tokens] ids whose log-probabilities replace the logits
   double* targetLogProbs = nullptr;         // scoring: [tokens] out
+};
+
+// One step: the rows of every segment, run through every op together (a row's results do not depend on the rows
+// beside it). Each segment has a different sequence.
+struct StepRequest {
+  const StepSegment* segments = nullptr;
+  int count = 0;
+};
+
+// The KV pool of a model: every sequence's keys and values, in blocks of `blockTokens` positions.
+struct KvPoolState {
+  int blockTokens = 0;
+  int blocks = 0;      // in the pool
+  int freeBlocks = 0;  // held by no sequence
+  size_t blockBytes = 0;
 };
 
 }  // namespace dynamoe

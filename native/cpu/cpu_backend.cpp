@@ -19,8 +19,8 @@ class CpuBackend final : public Backend {
              const RoutingPolicy& policy, const RoutingOutput& out) const override {
     routeTokens(scores, stride, tokens, experts, input, policy, out);
   }
-  std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype) const override {
-    return std::make_unique<CpuModel>(*this, layout, dtype);
+  std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
+    return std::make_unique<CpuModel>(*this, layout, dtype, kvPoolTokens);
   }
 };
 

@@ -8,22 +8,28 @@
 #include "../core/model_step.h"
 #include "../core/routing_policy.h"
 #include "kv_cache.h"
+#include "thread_scratch.h"
 
 namespace dynamoe::cpu {
 
-struct GraphStep {
-  int tokens = 0;
-  int position = 0;                  // absolute position of the step's first token
-  const int32_t* tokenIds = nullptr;
-  std::vector<float*> buffers;       // activation buffer b: [tokens][strides[b]]
-  std::vector<size_t> strides;
+// One segment's rows of a step (StepSegment): rows [firstRow, firstRow + rows), at positions position ...
+struct SegmentRows {
+  const StepSegment* request = nullptr;
   KvCache* cache = nullptr;
-  const RoutingPolicy* policies = nullptr;  // one per MoE slot
-  const MoeStepStats* moeStats = nullptr;   // one per MoE slot, or null
-  float* logits = nullptr;                  // [logitRows][vocab]
-  bool lastRowLogits = false;               // logits of the last position only (generation)
-  const int32_t* targets = nullptr;         // [tokens] next-token ids to score instead of writing logits (-1: none)
-  double* targetLogProbs = nullptr;         // [tokens] log P(targets[t]) (NaN where targets[t] < 0)
+  int firstRow = 0;
+  int rows = 0;
+  int position = 0;  // of its first row in its sequence
+};
+
+struct GraphStep {
+  int tokens = 0;                        // rows of all segments
+  std::vector<int32_t> tokenIds;         // [tokens]
+  std::vector<int32_t> rowPositions;     // [tokens]: each row's position in its sequence
+  std::vector<int32_t> rowSegments;      // [tokens]: each row's segment
+  std::vector<SegmentRows> segments;
+  std::vector<float*> buffers;           // activation buffer b: [tokens][strides[b]]
+  std::vector<size_t> strides;
+  ScratchBuffers* scratch = nullptr;     // the step's kernel scratch
 };
 
 class GraphOp {

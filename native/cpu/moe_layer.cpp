@@ -81,9 +81,23 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled, &buffers);
   checkFinite(logits, tokens, experts, logitStride, "router logits (x . router weights)", "expert");
-  routeTokens(logits, logitStride, tokens, experts, RouterInput::Logits, *call.policy, routing);
-  if (call.stats != nullptr) {
-    accumulateRouterStats(logits, logitStride, tokens, experts, call.stats->probabilitySum, call.stats->entropySum);
+  const MoeRowRange whole{0, tokens, call.policy, call.stats, nullptr};
+  const MoeRowRange* const ranges = call.ranges ? call.ranges : &whole;
+  const int rangeCount = call.ranges ? call.rangeCount : 1;
+  std::fill(routing.expertLoad, routing.expertLoad + experts, 0);
+  std::vector<int32_t> rangeLoad(experts);
+  for (int r = 0; r < rangeCount; ++r) {
+    const MoeRowRange& range = ranges[r];
+    const size_t slots = static_cast<size_t>(range.first) * routing.kMax;
+    const RoutingOutput rows{routing.kMax, routing.ids + slots, routing.weights + slots, routing.counts + range.first,
+                             range.expertLoad ? range.expertLoad : rangeLoad.data()};
+    const float* rangeLogits = logits + static_cast<size_t>(range.first) * logitStride;
+    routeTokens(rangeLogits, logitStride, range.rows, experts, RouterInput::Logits, *range.policy, rows);
+    for (int e = 0; e < experts; ++e) routing.expertLoad[e] += rows.expertLoad[e];
+    if (range.stats != nullptr) {
+      accumulateRouterStats(rangeLogits, logitStride, range.rows, experts, range.stats->probabilitySum,
+                            range.stats->entropySum);
+    }
   }
 
   // 2. Rows grouped by expert; shared-expert rows (one per token) follow the routed ones.

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "thread_pool.h"
 #include "graph_ops.h"
@@ -28,21 +29,31 @@ class AttentionOp : public GraphOp {
   explicit AttentionOp(const AttentionNode& shape) : s_(shape) {}
 
   void run(GraphStep& step) const override {
-    KvCache& cache = *step.cache;
     const int kvWidth = s_.kvHeads * s_.headDim;
-    float* keys = cache.keys(s_.slot);
-    float* values = cache.values(s_.slot);
     for (int t = 0; t < step.tokens; ++t) {
-      const size_t position = static_cast<size_t>(step.position + t);
-      std::memcpy(keys + position * kvWidth, step.buffers[s_.key] + t * step.strides[s_.key], kvWidth * sizeof(float));
-      std::memcpy(values + position * kvWidth, step.buffers[s_.value] + t * step.strides[s_.value],
+      const KvCache& cache = *step.segments[step.rowSegments[t]].cache;
+      const int position = step.rowPositions[t];
+      std::memcpy(cache.keyAt(s_.slot, position), step.buffers[s_.key] + t * step.strides[s_.key],
                   kvWidth * sizeof(float));
+      std::memcpy(cache.valueAt(s_.slot, position), step.buffers[s_.value] + t * step.strides[s_.value],
+                  kvWidth * sizeof(float));
+    }
+    // Each segment's blocks of this layer, as the kernels read them.
+    std::vector<std::vector<const float*>> keyBlocks(step.segments.size());
+    std::vector<std::vector<const float*>> valueBlocks(step.segments.size());
+    for (size_t s = 0; s < step.segments.size(); ++s) {
+      const KvCache& cache = *step.segments[s].cache;
+      for (int32_t block : cache.blocks()) {
+        keyBlocks[s].push_back(cache.pool().keys(s_.slot, block));
+        valueBlocks[s].push_back(cache.pool().values(s_.slot, block));
+      }
     }
     const int groupSize = s_.heads / s_.kvHeads;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
     const AttendFn attend = activeTileKernels().attend;
     // One item per (query row, key/value head), taking every query head of its group, so each key and value read
-    // serves them all; with too few such items to keep the threads busy (decode), one per (query row, head).
+    // serves them all; with too few such items to keep the threads busy (decode), one per (query row, head). Either
+    // way a row's results have the same bits (the kernels add in one order).
     const size_t threads = static_cast<size_t>(cpuThreadPool().threads());
     const bool wholeGroups = static_cast<size_t>(step.tokens) * s_.kvHeads >= 4 * threads;
     const int headsPerItem = wholeGroups ? groupSize : 1;
@@ -51,14 +62,17 @@ class AttentionOp : public GraphOp {
       const int t = static_cast<int>(item / itemsPerRow);
       const int h = static_cast<int>(item % itemsPerRow) * headsPerItem;  // the item's first head
       const int kvHead = h / groupSize;
+      const int segment = step.rowSegments[t];
       AttendJob job;
       job.query = step.buffers[s_.query] + t * step.strides[s_.query] + h * s_.headDim;
       job.out = step.buffers[s_.output] + t * step.strides[s_.output] + h * s_.headDim;
       job.queries = headsPerItem;
-      job.keys = keys + kvHead * s_.headDim;
-      job.values = values + kvHead * s_.headDim;
+      job.keyBlocks = keyBlocks[segment].data();
+      job.valueBlocks = valueBlocks[segment].data();
+      job.blockTokens = KvBlockPool::kBlockTokens;
+      job.headOffset = static_cast<size_t>(kvHead) * s_.headDim;
       job.kvStride = kvWidth;
-      job.visible = step.position + t + 1;  // causal: positions 0 .. its own
+      job.visible = step.rowPositions[t] + 1;  // causal: positions 0 .. its own
       job.headDim = s_.headDim;
       job.scale = scale;
       thread_local std::vector<float> scores;
@@ -75,13 +89,17 @@ class AttentionOp : public GraphOp {
 }  // namespace
 
 void attendScalar(const AttendJob& job) {
+  const auto key = [&](int p) { return attendKeys(job, p / job.blockTokens) + (p % job.blockTokens) * job.kvStride; };
+  const auto value = [&](int p) {
+    return attendValues(job, p / job.blockTokens) + (p % job.blockTokens) * job.kvStride;
+  };
   for (int g = 0; g < job.queries; ++g) {
     const float* query = job.query + static_cast<size_t>(g) * job.headDim;
     float* out = job.out + static_cast<size_t>(g) * job.headDim;
     float* scores = job.scores + static_cast<size_t>(g) * attendScratchFloats(job.visible);
     float maxScore = -INFINITY;
     for (int p = 0; p < job.visible; ++p) {
-      scores[p] = dot(query, job.keys + p * job.kvStride, job.headDim) * job.scale;
+      scores[p] = dot(query, key(p), job.headDim) * job.scale;
       maxScore = std::max(maxScore, scores[p]);
     }
     double sum = 0.0;
@@ -89,7 +107,7 @@ void attendScalar(const AttendJob& job) {
     const float inverse = static_cast<float>(1.0 / sum);
     std::fill(out, out + job.headDim, 0.0f);
     for (int p = 0; p < job.visible; ++p) {
-      const float* v = job.values + p * job.kvStride;
+      const float* v = value(p);
       const float w = scores[p] * inverse;
       for (int d = 0; d < job.headDim; ++d) out[d] += w * v[d];
     }

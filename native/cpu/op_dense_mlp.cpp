@@ -12,7 +12,7 @@ class DenseMlpOp : public GraphOp {
 
   void run(GraphStep& step) const override {
     const size_t intermediateStride = static_cast<size_t>(gateUp_.panels()) * kSwiGluColumns;
-    ScratchBuffers& scratch = step.cache->stepScratch();
+    ScratchBuffers& scratch = *step.scratch;
     float* const intermediate = static_cast<float*>(
         scratch.get(ScratchSlot::Intermediate, step.tokens * intermediateStride * sizeof(float)));
     GemmGroup first;

@@ -21,7 +21,7 @@ void multiply(GraphStep& step, const PackedMatrix& weights, const float* input, 
   group.inputStride = inputStride;
   group.output = output;
   group.outputStride = outputStride;
-  runGroupedGemm({group}, Epilogue::Scaled, &step.cache->stepScratch());
+  runGroupedGemm({group}, Epilogue::Scaled, step.scratch);
 }
 
 class LinearOp : public GraphOp {
@@ -50,8 +50,8 @@ class LinearOp : public GraphOp {
   std::vector<float> bias_;
 };
 
-// Rows of logits held at once while scoring targets.
-constexpr int kScoreRows = 64;
+// Rows of logits held at once: scratch stays bounded for any vocabulary and step.
+constexpr int kLogitRows = 64;
 
 // log softmax(logits)[target], in double so long texts' summed log-likelihoods stay exact.
 double logSoftmaxAt(const float* logits, int vocab, int target) {
@@ -61,46 +61,67 @@ double logSoftmaxAt(const float* logits, int vocab, int target) {
   return static_cast<double>(logits[target]) - maxLogit - std::log(sum);
 }
 
+// A row whose logits a segment asks for: written to `logits` ([vocab]) or scored at `target` into `logProb`.
+struct LogitRow {
+  int32_t row;
+  float* logits;
+  int32_t target;
+  double* logProb;
+};
+
 class LogitsOp : public GraphOp {
  public:
   LogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab, bool ownsWeights)
       : input_(input), weights_(std::move(weights)), vocab_(vocab), ownsWeights_(ownsWeights) {}
 
+  // Every segment's asked-for rows (its last row when generating), kLogitRows at a time through one GEMM that
+  // gathers them, so a step of many decoding sequences reads the head's weights once.
   void run(GraphStep& step) const override {
-    if (step.targets) return score(step);
-    const int rows = step.lastRowLogits ? 1 : step.tokens;
-    const size_t inputStride = step.strides[input_];
-    const float* input = step.buffers[input_] + static_cast<size_t>(step.tokens - rows) * inputStride;
-    // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
-    const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
-    float* const scratch = rowScratch(step, rows * padded);
-    multiply(step, *weights_, input, inputStride, rows, scratch, padded);
-    for (int r = 0; r < rows; ++r) {
-      std::memcpy(step.logits + static_cast<size_t>(r) * vocab_, scratch + r * padded, vocab_ * sizeof(float));
-    }
-  }
-
-  // Log-probabilities of the target ids, a block of rows at a time, so scratch stays bounded for any vocabulary.
-  void score(GraphStep& step) const {
-    const size_t inputStride = step.strides[input_];
-    const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
-    const int block = std::min(step.tokens, kScoreRows);
-    float* const scratch = rowScratch(step, block * padded);
-    for (int first = 0; first < step.tokens; first += block) {
-      const int rows = std::min(block, step.tokens - first);
-      multiply(step, *weights_, step.buffers[input_] + first * inputStride, inputStride, rows, scratch, padded);
-      for (int r = 0; r < rows; ++r) {
-        const int target = step.targets[first + r];
-        const float* logits = scratch + r * padded;
-        step.targetLogProbs[first + r] =
-            target < 0 ? std::numeric_limits<double>::quiet_NaN() : logSoftmaxAt(logits, vocab_, target);
+    std::vector<LogitRow> wanted;
+    for (const SegmentRows& segment : step.segments) {
+      const StepSegment& request = *segment.request;
+      const int first = request.lastRowLogits && !request.targets ? segment.rows - 1 : 0;
+      for (int r = first; r < segment.rows; ++r) {
+        LogitRow row{segment.firstRow + r, nullptr, -1, nullptr};
+        if (request.targets) {
+          row.target = request.targets[r];
+          row.logProb = request.targetLogProbs + r;
+        } else {
+          row.logits = request.logits + static_cast<size_t>(r - first) * vocab_;
+        }
+        wanted.push_back(row);
       }
     }
-  }
-
-  // `floats` of the sequence's scratch for logit rows (no MoE op runs at the same time to use the slot).
-  static float* rowScratch(GraphStep& step, size_t floats) {
-    return static_cast<float*>(step.cache->stepScratch().get(ScratchSlot::RowOutput, floats * sizeof(float)));
+    const size_t padded = static_cast<size_t>(weights_->panels()) * kPanelWidth;
+    const int block = std::min(static_cast<int>(wanted.size()), kLogitRows);
+    // No MoE op runs at the same time to use the slot.
+    float* const scratch =
+        static_cast<float*>(step.scratch->get(ScratchSlot::RowOutput, block * padded * sizeof(float)));
+    std::vector<int32_t> rowIndex(block);
+    for (size_t first = 0; first < wanted.size(); first += block) {
+      const int rows = static_cast<int>(std::min(wanted.size() - first, static_cast<size_t>(block)));
+      for (int r = 0; r < rows; ++r) rowIndex[r] = wanted[first + r].row;
+      GemmGroup group;
+      group.weights = weights_.get();
+      group.rows = rows;
+      group.input = step.buffers[input_];
+      group.inputStride = step.strides[input_];
+      group.inputRowIndex = rowIndex.data();
+      group.output = scratch;
+      group.outputStride = padded;
+      runGroupedGemm({group}, Epilogue::Scaled, step.scratch);
+      for (int r = 0; r < rows; ++r) {
+        const LogitRow& row = wanted[first + r];
+        const float* logits = scratch + r * padded;
+        if (row.logits) {
+          // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
+          std::memcpy(row.logits, logits, vocab_ * sizeof(float));
+        } else {
+          *row.logProb =
+              row.target < 0 ? std::numeric_limits<double>::quiet_NaN() : logSoftmaxAt(logits, vocab_, row.target);
+        }
+      }
+    }
   }
 
   // A head tied to the embedding shares its table, which the embedding op already counts.

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <vector>
 
 #include "graph_ops.h"
@@ -11,27 +12,43 @@ class MoeOp : public GraphOp {
   MoeOp(int input, int output, int slot, std::shared_ptr<const MoeLayer> layer)
       : input_(input), output_(output), slot_(slot), layer_(std::move(layer)) {}
 
+  // One forward over every segment's rows (the experts' weights read once for all of them), each segment's rows
+  // routed by its own policy, with its own statistics.
   void run(GraphStep& step) const override {
     const int experts = layer_->config().experts;
-    const RoutingPolicy& policy = step.policies[slot_];
-    const int kMax = policy.kMax(experts);
+    int kMax = 1;
+    for (const SegmentRows& segment : step.segments) {
+      kMax = std::max(kMax, segment.request->policies[slot_].kMax(experts));
+    }
     std::vector<int32_t> ids(static_cast<size_t>(step.tokens) * kMax);
     std::vector<float> weights(ids.size());
     std::vector<int32_t> counts(step.tokens);
     std::vector<int32_t> load(experts);
-    const MoeStepStats* stats = step.moeStats ? &step.moeStats[slot_] : nullptr;
+    std::vector<MoeRowRange> ranges;
+    for (const SegmentRows& segment : step.segments) {
+      const StepSegment& request = *segment.request;
+      const MoeStepStats* stats = request.moeStats ? &request.moeStats[slot_] : nullptr;
+      ranges.push_back({segment.firstRow, segment.rows, &request.policies[slot_], stats ? &stats->sums : nullptr,
+                        stats ? stats->expertLoad : nullptr});
+    }
     MoeForward call;
     call.x = step.buffers[input_];
     call.xStride = step.strides[input_];
     call.tokens = step.tokens;
-    call.policy = &policy;
+    call.policy = ranges[0].policy;
+    call.ranges = ranges.data();
+    call.rangeCount = static_cast<int>(ranges.size());
     call.out = step.buffers[output_];
     call.outStride = step.strides[output_];
-    call.routing = {kMax, ids.data(), weights.data(), stats ? stats->counts : counts.data(),
-                    stats ? stats->expertLoad : load.data()};
-    call.stats = stats ? &stats->sums : nullptr;
-    call.workspace = &step.cache->stepScratch();
+    call.routing = {kMax, ids.data(), weights.data(), counts.data(), load.data()};
+    call.workspace = step.scratch;
     layer_->forward(call);
+    for (const SegmentRows& segment : step.segments) {
+      const MoeStepStats* stats = segment.request->moeStats;
+      if (stats && stats[slot_].counts) {
+        std::copy_n(counts.data() + segment.firstRow, segment.rows, stats[slot_].counts);
+      }
+    }
   }
 
   size_t weightBytes() const override { return layer_->weightBytes(); }

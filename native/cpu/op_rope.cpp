@@ -22,7 +22,7 @@ class RopeOp : public GraphOp {
     // Tokens in parallel: the sines and cosines cost more than the rotations.
     cpuThreadPool().parallelFor(step.tokens, [&](size_t t) {
       float* row = step.buffers[buffer_] + t * step.strides[buffer_];
-      const double position = step.position + t;
+      const double position = step.rowPositions[t];
       for (int i = 0; i < half; ++i) {
         // Angles in double: positions of long contexts keep their precision.
         const double angle = position * inverseFrequency_[i];

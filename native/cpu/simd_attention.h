@@ -30,37 +30,43 @@ struct SimdAttend {
   template <int Q>
   static void dots(const AttendJob& job, int first) {
     constexpr int P = kAccumulators / Q;
+    static_assert(16 % P == 0, "key runs of P positions stay inside a block (a multiple of 16 positions)");
     const int n = job.headDim;
     const size_t stride = job.kvStride;
-    int p = 0;
-    for (; p + P <= job.visible; p += P) {
-      const float* k = job.keys + static_cast<size_t>(p) * stride;
-      Reg acc[Q * P];
+    for (int start = 0; start < job.visible; start += job.blockTokens) {
+      const int end = std::min(job.visible, start + job.blockTokens);
+      const float* const block = attendKeys(job, start / job.blockTokens);
+      int p = start;
+      for (; p + P <= end; p += P) {
+        const float* k = block + static_cast<size_t>(p - start) * stride;
+        Reg acc[Q * P];
 #pragma GCC unroll 16
-      for (int j = 0; j < Q * P; ++j) acc[j] = V::zero();
-      for (int d = 0; d < n; d += L) {
-        Reg q[Q];
+        for (int j = 0; j < Q * P; ++j) acc[j] = V::zero();
+        for (int d = 0; d < n; d += L) {
+          Reg q[Q];
 #pragma GCC unroll 4
-        for (int g = 0; g < Q; ++g) q[g] = V::load(queryOf(job, first + g) + d);
+          for (int g = 0; g < Q; ++g) q[g] = V::load(queryOf(job, first + g) + d);
 #pragma GCC unroll 16
-        for (int j = 0; j < P; ++j) {
-          const Reg key = V::load(k + j * stride + d);
+          for (int j = 0; j < P; ++j) {
+            const Reg key = V::load(k + j * stride + d);
 #pragma GCC unroll 4
-          for (int g = 0; g < Q; ++g) acc[g * P + j] = V::fmadd(q[g], key, acc[g * P + j]);
+            for (int g = 0; g < Q; ++g) acc[g * P + j] = V::fmadd(q[g], key, acc[g * P + j]);
+          }
         }
-      }
-      float sums[Q * P];
+        float sums[Q * P];
 #pragma GCC unroll 2
-      for (int i = 0; i < Q * P; i += 8) V::storeSums8(sums + i, *reinterpret_cast<const Reg(*)[8]>(acc + i));
+        for (int i = 0; i < Q * P; i += 8) V::storeSums8(sums + i, *reinterpret_cast<const Reg(*)[8]>(acc + i));
 #pragma GCC unroll 4
-      for (int g = 0; g < Q; ++g) std::copy_n(sums + g * P, P, scoresOf(job, first + g) + p);
-    }
-    for (; p < job.visible; ++p) {
-      const float* k = job.keys + static_cast<size_t>(p) * stride;
-      for (int g = first; g < first + Q; ++g) {
-        Reg acc = V::zero();
-        for (int d = 0; d < n; d += L) acc = V::fmadd(V::load(queryOf(job, g) + d), V::load(k + d), acc);
-        scoresOf(job, g)[p] = V::sum(acc);
+        for (int g = 0; g < Q; ++g) std::copy_n(sums + g * P, P, scoresOf(job, first + g) + p);
+      }
+      // The last positions of the sequence: lane sums in the same order as storeSums8, so the same bits.
+      for (; p < end; ++p) {
+        const float* k = block + static_cast<size_t>(p - start) * stride;
+        for (int g = first; g < first + Q; ++g) {
+          Reg acc = V::zero();
+          for (int d = 0; d < n; d += L) acc = V::fmadd(V::load(queryOf(job, g) + d), V::load(k + d), acc);
+          scoresOf(job, g)[p] = V::sum(acc);
+        }
       }
     }
   }
@@ -93,16 +99,20 @@ struct SimdAttend {
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) acc[g][j] = V::zero();
     }
-    for (int p = 0; p < job.visible; ++p) {
-      const float* v = job.values + static_cast<size_t>(p) * job.kvStride + d;
-      Reg value[N];
+    for (int start = 0; start < job.visible; start += job.blockTokens) {
+      const int end = std::min(job.visible, start + job.blockTokens);
+      const float* const block = attendValues(job, start / job.blockTokens) + d;
+      for (int p = start; p < end; ++p) {
+        const float* v = block + static_cast<size_t>(p - start) * job.kvStride;
+        Reg value[N];
 #pragma GCC unroll 16
-      for (int j = 0; j < N; ++j) value[j] = V::load(v + j * L);
+        for (int j = 0; j < N; ++j) value[j] = V::load(v + j * L);
 #pragma GCC unroll 4
-      for (int g = 0; g < Q; ++g) {
-        const Reg w = V::broadcast(scoresOf(job, first + g) + p);
+        for (int g = 0; g < Q; ++g) {
+          const Reg w = V::broadcast(scoresOf(job, first + g) + p);
 #pragma GCC unroll 16
-        for (int j = 0; j < N; ++j) acc[g][j] = V::fmadd(w, value[j], acc[g][j]);
+          for (int j = 0; j < N; ++j) acc[g][j] = V::fmadd(w, value[j], acc[g][j]);
+        }
       }
     }
 #pragma GCC unroll 4

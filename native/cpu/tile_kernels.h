@@ -65,8 +65,12 @@ struct AttendJob {
   const float* query;  // queries x headDim floats: head g's query at query + g * headDim
   float* out;          // queries x headDim floats, laid out as query
   int queries;
-  const float* keys;    // position p's key at keys + p * kvStride
-  const float* values;  // position p's value at values + p * kvStride
+  // Keys and values in blocks of blockTokens positions (a multiple of 16): position p's key at
+  // keyBlocks[p / blockTokens] + headOffset + (p % blockTokens) * kvStride, its value likewise.
+  const float* const* keyBlocks;
+  const float* const* valueBlocks;
+  int blockTokens;
+  size_t headOffset;
   size_t kvStride;
   int visible;  // positions 0 .. visible - 1
   int headDim;
@@ -74,6 +78,9 @@ struct AttendJob {
   float* scores;  // scratch: queries x attendScratchFloats(visible) floats, head g's at g * attendScratchFloats
 };
 using AttendFn = void (*)(const AttendJob& job);
+// The first key (value) of block b of a job's head: blockTokens positions kvStride apart follow it.
+inline const float* attendKeys(const AttendJob& job, int b) { return job.keyBlocks[b] + job.headOffset; }
+inline const float* attendValues(const AttendJob& job, int b) { return job.valueBlocks[b] + job.headOffset; }
 // Scratch floats an AttendJob needs per query head: the visible scores, padded to a whole register of the widest
 // family.
 inline size_t attendScratchFloats(int visible) { return (static_cast<size_t>(visible) + 15) / 16 * 16; }

@@ -13,9 +13,24 @@
 
 namespace dynamoe {
 
+// One segment of a step as the worker holds it: its sequence, inputs, and the result arrays (allocated on the JS
+// thread, filled by the worker).
+struct SegmentCall {
+  std::shared_ptr<Sequence> cache;
+  std::shared_ptr<std::atomic<bool>> busy;  // of the session, cleared when the step ends; null for a fresh sequence
+  std::vector<int32_t> tokens;
+  std::vector<RoutingPolicy> policies;
+  bool lastRowLogits = false;
+  std::vector<int32_t> targets;  // scoring mode when not empty
+  float* logits = nullptr;
+  double* logProbs = nullptr;
+  std::vector<MoeStepStats> stats;
+};
+
 namespace {
 
 constexpr int kMaxTokensPerStep = 1 << 20;
+constexpr int kMaxSegmentsPerStep = 4096;
 
 std::vector<int> readDimensions(const Napi::Object& options, const char* key, int min, int max) {
   Napi::Value value = options.Get(key);
@@ -53,84 +68,94 @@ class AddNodeWorker : public PromiseWorker {
   ReadNode node_;
 };
 
-// One forward step; result arrays are allocated here on the JS thread and filled by the worker.
-class ForwardWorker : public PromiseWorker {
+// One step over many segments; resolves to one result object per segment.
+class StepWorker : public PromiseWorker {
  public:
-  ForwardWorker(Napi::Env env, std::shared_ptr<const Model> graph, std::shared_ptr<Sequence> cache,
-                std::shared_ptr<std::atomic<bool>> busy, std::vector<int32_t> tokens,
-                std::vector<RoutingPolicy> policies, bool lastRowLogits, bool withStats, std::vector<int32_t> targets)
-      : PromiseWorker(env), graph_(std::move(graph)), cache_(std::move(cache)), busy_(std::move(busy)),
-        tokens_(std::move(tokens)), policies_(std::move(policies)), lastRowLogits_(lastRowLogits),
-        targets_(std::move(targets)) {
+  StepWorker(Napi::Env env, std::shared_ptr<const Model> graph, std::vector<SegmentCall> segments, bool asArray)
+      : PromiseWorker(env), graph_(std::move(graph)), segments_(std::move(segments)) {
     const GraphLayout& layout = graph_->layout();
-    const int count = static_cast<int>(tokens_.size());
-    Napi::Object result = Napi::Object::New(env);
-    if (targets_.empty()) {
-      Napi::Float32Array logits =
-          Napi::Float32Array::New(env, static_cast<size_t>(lastRowLogits ? 1 : count) * layout.vocab);
-      result.Set("logits", logits);
-      logits_ = logits.Data();
-    } else {
-      Napi::Float64Array logProbs = Napi::Float64Array::New(env, count);
-      result.Set("logProbs", logProbs);
-      logProbs_ = logProbs.Data();
-    }
-    if (withStats) {
-      Napi::Array stats = Napi::Array::New(env, layout.moeExperts.size());
-      for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
-        const int experts = layout.moeExperts[slot];
-        Napi::Int32Array counts = Napi::Int32Array::New(env, count);
-        Napi::Int32Array load = Napi::Int32Array::New(env, experts);
-        Napi::Float64Array probabilitySum = Napi::Float64Array::New(env, experts);
-        Napi::Float64Array entropySum = Napi::Float64Array::New(env, 1);
-        Napi::Object entry = Napi::Object::New(env);
-        entry.Set("counts", counts);
-        entry.Set("expertLoad", load);
-        entry.Set("probabilitySum", probabilitySum);
-        entry.Set("entropySum", entropySum);
-        stats.Set(static_cast<uint32_t>(slot), entry);
-        MoeStepStats s;
-        s.counts = counts.Data();
-        s.expertLoad = load.Data();
-        s.sums = {probabilitySum.Data(), entropySum.Data()};
-        stats_.push_back(s);
+    Napi::Array results = Napi::Array::New(env, segments_.size());
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      SegmentCall& segment = segments_[i];
+      const int count = static_cast<int>(segment.tokens.size());
+      Napi::Object result = Napi::Object::New(env);
+      if (segment.targets.empty()) {
+        Napi::Float32Array logits =
+            Napi::Float32Array::New(env, static_cast<size_t>(segment.lastRowLogits ? 1 : count) * layout.vocab);
+        result.Set("logits", logits);
+        segment.logits = logits.Data();
+      } else {
+        Napi::Float64Array logProbs = Napi::Float64Array::New(env, count);
+        result.Set("logProbs", logProbs);
+        segment.logProbs = logProbs.Data();
       }
-      result.Set("stats", stats);
+      if (!segment.stats.empty()) {
+        Napi::Array stats = Napi::Array::New(env, layout.moeExperts.size());
+        for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
+          const int experts = layout.moeExperts[slot];
+          Napi::Int32Array counts = Napi::Int32Array::New(env, count);
+          Napi::Int32Array load = Napi::Int32Array::New(env, experts);
+          Napi::Float64Array probabilitySum = Napi::Float64Array::New(env, experts);
+          Napi::Float64Array entropySum = Napi::Float64Array::New(env, 1);
+          Napi::Object entry = Napi::Object::New(env);
+          entry.Set("counts", counts);
+          entry.Set("expertLoad", load);
+          entry.Set("probabilitySum", probabilitySum);
+          entry.Set("entropySum", entropySum);
+          stats.Set(static_cast<uint32_t>(slot), entry);
+          MoeStepStats& s = segment.stats[slot];
+          s.counts = counts.Data();
+          s.expertLoad = load.Data();
+          s.sums = {probabilitySum.Data(), entropySum.Data()};
+        }
+        result.Set("stats", stats);
+      }
+      results.Set(static_cast<uint32_t>(i), result);
     }
-    result_ = Napi::Persistent(result);
+    result_ = Napi::Persistent(asArray ? results.As<Napi::Object>() : results.Get(0u).As<Napi::Object>());
   }
-  ~ForwardWorker() override {
-    if (busy_) busy_->store(false);
+  ~StepWorker() override {
+    for (SegmentCall& segment : segments_) {
+      if (segment.busy) segment.busy->store(false);
+    }
   }
 
  protected:
   void run() override {
-    StepRequest request;
-    request.tokenIds = tokens_.data();
-    request.tokens = static_cast<int>(tokens_.size());
-    request.sequence = cache_.get();
-    request.policies = policies_.data();
-    request.moeStats = stats_.empty() ? nullptr : stats_.data();
-    request.logits = logits_;
-    request.lastRowLogits = lastRowLogits_;
-    request.targets = targets_.empty() ? nullptr : targets_.data();
-    request.targetLogProbs = logProbs_;
-    graph_->forward(request);
+    std::vector<StepSegment> request(segments_.size());
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      SegmentCall& segment = segments_[i];
+      StepSegment& out = request[i];
+      out.sequence = segment.cache.get();
+      out.tokenIds = segment.tokens.data();
+      out.tokens = static_cast<int>(segment.tokens.size());
+      out.policies = segment.policies.data();
+      out.moeStats = segment.stats.empty() ? nullptr : segment.stats.data();
+      out.logits = segment.logits;
+      out.lastRowLogits = segment.lastRowLogits;
+      out.targets = segment.targets.empty() ? nullptr : segment.targets.data();
+      out.targetLogProbs = segment.logProbs;
+    }
+    graph_->forward({request.data(), static_cast<int>(request.size())});
   }
   Napi::Value result(Napi::Env) override { return result_.Value(); }
 
  private:
   std::shared_ptr<const Model> graph_;
-  std::shared_ptr<Sequence> cache_;
-  std::shared_ptr<std::atomic<bool>> busy_;
-  std::vector<int32_t> tokens_;
-  std::vector<RoutingPolicy> policies_;
-  bool lastRowLogits_;
-  std::vector<int32_t> targets_;  // scoring mode when not empty
-  float* logits_ = nullptr;
-  double* logProbs_ = nullptr;
-  std::vector<MoeStepStats> stats_;
+  std::vector<SegmentCall> segments_;
   Napi::ObjectReference result_;
+};
+
+// Clears the busy flags of sessions taken for a step that never started.
+struct BusyRelease {
+  std::vector<SegmentCall>* segments;
+  bool armed = true;
+  ~BusyRelease() {
+    if (!armed) return;
+    for (SegmentCall& segment : *segments) {
+      if (segment.busy) segment.busy->store(false);
+    }
+  }
 };
 
 }  // namespace
@@ -141,12 +166,14 @@ Napi::Function ModelGraphBinding::define(Napi::Env env) {
                      {InstanceMethod<&ModelGraphBinding::addNode>("addNode"),
                       InstanceMethod<&ModelGraphBinding::createSession>("createSession"),
                       InstanceMethod<&ModelGraphBinding::forward>("forward"),
+                      InstanceMethod<&ModelGraphBinding::step>("step"),
+                      InstanceAccessor<&ModelGraphBinding::kvPool>("kvPool"),
                       InstanceMethod<&ModelGraphBinding::dispose>("dispose"),
                       InstanceAccessor<&ModelGraphBinding::weightBytes>("weightBytes"),
                       InstanceAccessor<&ModelGraphBinding::disposed>("disposed")});
 }
 
-// new ModelGraph({ bufferWidths, vocab, kvWidths, moeExperts, dtype, device? })
+// new ModelGraph({ bufferWidths, vocab, kvWidths, moeExperts, dtype, kvPoolTokens, device? })
 ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelGraphBinding>(info) {
   Napi::Env env = info.Env();
   Napi::Object options = requireObject(info[0], "graph layout");
@@ -155,6 +182,7 @@ ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::Obj
   layout.vocab = readInt(options, "vocab", 1, 1 << 24);
   layout.kvWidths = readDimensions(options, "kvWidths", 1, 1 << 20);
   layout.moeExperts = readDimensions(options, "moeExperts", 1, 1 << 16);
+  const int kvPoolTokens = readInt(options, "kvPoolTokens", 1, 1 << 30);
   Napi::Value dtype = options.Get("dtype");
   if (!dtype.IsString() || !parseDType(dtype.As<Napi::String>().Utf8Value(), &dtype_)) {
     throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
@@ -162,7 +190,7 @@ ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::Obj
   const Backend& backend = backendForDevice(options.Get("device"));
   translateErrors(env, [&] {
     backend.requireUsable();
-    graph_ = backend.createModel(layout, dtype_);
+    graph_ = backend.createModel(layout, dtype_, kvPoolTokens);
   });
 }
 
@@ -208,73 +236,122 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }
 
-// forward(session | null, tokens: Int32Array, { policies, lastRowLogits, stats, targets? })
-// With `targets` (Int32Array, one next-token id or -1 per token) it returns { logProbs } instead of { logits }.
-Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const std::shared_ptr<Model>& graph = requireGraph(env);
-  if (building_) throwJs(env, code::kValue, "the model is still being built");
-  const GraphLayout& layout = graph->layout();
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+// A segment's inputs (tokens, { policies, lastRowLogits, stats, targets? }), read and checked on the JS thread.
+void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue, const Napi::Value& optionValue,
+                                    SegmentCall& segment) const {
+  const GraphLayout& layout = graph_->layout();
+  if (!tokenValue.IsTypedArray() || tokenValue.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
     throwJs(env, code::kType, "tokens must be an Int32Array");
   }
-  Napi::Int32Array tokenArray = info[1].As<Napi::Int32Array>();
+  Napi::Int32Array tokenArray = tokenValue.As<Napi::Int32Array>();
   if (tokenArray.ElementLength() == 0 || tokenArray.ElementLength() > static_cast<size_t>(kMaxTokensPerStep)) {
     throwJs(env, code::kShape, "tokens must hold 1 to 2^20 token ids");
   }
-  std::vector<int32_t> tokens(tokenArray.Data(), tokenArray.Data() + tokenArray.ElementLength());
-  Napi::Object options = requireObject(info[2], "forward options");
+  segment.tokens.assign(tokenArray.Data(), tokenArray.Data() + tokenArray.ElementLength());
+  Napi::Object options = requireObject(optionValue, "forward options");
   Napi::Value policyList = options.Get("policies");
   if (!policyList.IsArray() || policyList.As<Napi::Array>().Length() != layout.moeExperts.size()) {
     throwJs(env, code::kPolicy, "policies must be an array with one policy per MoE layer");
   }
-  std::vector<RoutingPolicy> policies;
   for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
-    policies.push_back(readPolicy(policyList.As<Napi::Array>().Get(static_cast<uint32_t>(slot)), layout.moeExperts[slot]));
+    segment.policies.push_back(
+        readPolicy(policyList.As<Napi::Array>().Get(static_cast<uint32_t>(slot)), layout.moeExperts[slot]));
   }
-  const bool lastRowLogits = readBool(options, "lastRowLogits", false);
-  const bool withStats = readBool(options, "stats", false);
-  std::vector<int32_t> targets;
+  segment.lastRowLogits = readBool(options, "lastRowLogits", false);
+  if (readBool(options, "stats", false)) segment.stats.resize(layout.moeExperts.size());
   Napi::Value targetValue = options.Get("targets");
   if (!targetValue.IsUndefined()) {
     if (!targetValue.IsTypedArray() || targetValue.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
       throwJs(env, code::kType, "targets must be an Int32Array");
     }
     Napi::Int32Array targetArray = targetValue.As<Napi::Int32Array>();
-    if (targetArray.ElementLength() != tokens.size()) throwJs(env, code::kShape, "targets must have one id per token");
-    targets.assign(targetArray.Data(), targetArray.Data() + targetArray.ElementLength());
-    for (int32_t id : targets) {
+    if (targetArray.ElementLength() != segment.tokens.size()) {
+      throwJs(env, code::kShape, "targets must have one id per token");
+    }
+    segment.targets.assign(targetArray.Data(), targetArray.Data() + targetArray.ElementLength());
+    for (int32_t id : segment.targets) {
       if (id < -1 || id >= layout.vocab) {
         throwJs(env, code::kValue, "targets must be token ids in [0, vocab) or -1, got " + std::to_string(id));
       }
     }
   }
+}
 
-  std::shared_ptr<Sequence> cache;
-  std::shared_ptr<std::atomic<bool>> busy;
-  if (info[0].IsNull() || info[0].IsUndefined()) {
+// The session's sequence, taken for one step (a fresh sequence of the segment's length for null).
+void ModelGraphBinding::takeSession(Napi::Env env, const Napi::Value& session, SegmentCall& segment) const {
+  if (session.IsNull() || session.IsUndefined()) {
     translateErrors(env, [&] {
-      cache = graph->createSequence(static_cast<int>(tokens.size()));
+      segment.cache = graph_->createSequence(static_cast<int>(segment.tokens.size()));
     });
-  } else {
-    if (!info[0].IsObject()) throwJs(env, code::kType, "session must be a session from model.createSession()");
-    Napi::Object sessionObject = info[0].As<Napi::Object>();
-    if (!sessionObject.InstanceOf(addonData(env).kvSession.Value())) {
-      throwJs(env, code::kType, "session must be a session from model.createSession()");
-    }
-    KvSessionBinding* session = KvSessionBinding::Unwrap(sessionObject);
-    cache = session->acquire(env, graph.get());
-    busy = session->busy();
+    return;
   }
+  if (!session.IsObject() || !session.As<Napi::Object>().InstanceOf(addonData(env).kvSession.Value())) {
+    throwJs(env, code::kType, "session must be a session from model.createSession()");
+  }
+  KvSessionBinding* binding = KvSessionBinding::Unwrap(session.As<Napi::Object>());
+  segment.cache = binding->acquire(env, graph_.get());
+  segment.busy = binding->busy();
+}
+
+Napi::Value ModelGraphBinding::startStep(Napi::Env env, std::vector<SegmentCall> segments, bool asArray) {
   sealed_ = true;
-  try {
-    auto* worker = new ForwardWorker(env, graph, std::move(cache), busy, std::move(tokens), std::move(policies),
-                                     lastRowLogits, withStats, std::move(targets));
-    return worker->start();
-  } catch (...) {
-    if (busy) busy->store(false);  // the session stays usable when the step could not even start
-    throw;
+  BusyRelease release{&segments};
+  auto* worker = new StepWorker(env, graph_, std::move(segments), asArray);
+  release.armed = false;  // the worker clears the flags when it ends
+  return worker->start();
+}
+
+// forward(session | null, tokens: Int32Array, { policies, lastRowLogits, stats, targets? })
+// With `targets` (Int32Array, one next-token id or -1 per token) it returns { logProbs } instead of { logits }.
+Napi::Value ModelGraphBinding::forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireGraph(env);
+  if (building_) throwJs(env, code::kValue, "the model is still being built");
+  std::vector<SegmentCall> segments(1);
+  readSegment(env, info[1], info[2], segments[0]);
+  takeSession(env, info[0], segments[0]);
+  return startStep(env, std::move(segments), false);
+}
+
+// step([{ session, tokens, policies, lastRowLogits, stats, targets? }, ...]): one step over every segment's rows;
+// resolves to one { logits } or { logProbs } (and stats) per segment. Each segment has a different session.
+Napi::Value ModelGraphBinding::step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  requireGraph(env);
+  if (building_) throwJs(env, code::kValue, "the model is still being built");
+  if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0) {
+    throwJs(env, code::kType, "step takes a non-empty array of segments");
   }
+  Napi::Array list = info[0].As<Napi::Array>();
+  if (list.Length() > static_cast<uint32_t>(kMaxSegmentsPerStep)) {
+    throwJs(env, code::kShape, "a step holds at most " + std::to_string(kMaxSegmentsPerStep) + " segments");
+  }
+  std::vector<SegmentCall> segments(list.Length());
+  BusyRelease release{&segments};  // sessions taken before a later segment fails are given back
+  size_t rows = 0;
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Object entry = requireObject(list.Get(i), "step segment");
+    readSegment(env, entry.Get("tokens"), entry, segments[i]);
+    rows += segments[i].tokens.size();
+    if (rows > static_cast<size_t>(kMaxTokensPerStep)) throwJs(env, code::kShape, "a step holds at most 2^20 tokens");
+    if (entry.Get("session").IsNull() || entry.Get("session").IsUndefined()) {
+      throwJs(env, code::kType, "every segment of a step needs its session");
+    }
+    takeSession(env, entry.Get("session"), segments[i]);
+  }
+  release.armed = false;
+  return startStep(env, std::move(segments), true);
+}
+
+Napi::Value ModelGraphBinding::kvPool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const KvPoolState state = requireGraph(env)->kvPool();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("blockTokens", state.blockTokens);
+  out.Set("blocks", state.blocks);
+  out.Set("freeBlocks", state.freeBlocks);
+  out.Set("blockBytes", static_cast<double>(state.blockBytes));
+  return out;
 }
 
 Napi::Value ModelGraphBinding::dispose(const Napi::CallbackInfo& info) {

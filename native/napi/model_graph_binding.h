@@ -5,10 +5,13 @@
 #include <napi.h>
 
 #include <memory>
+#include <vector>
 
 #include "../core/backend.h"
 
 namespace dynamoe {
+
+struct SegmentCall;
 
 class ModelGraphBinding : public Napi::ObjectWrap<ModelGraphBinding> {
  public:
@@ -24,6 +27,11 @@ class ModelGraphBinding : public Napi::ObjectWrap<ModelGraphBinding> {
   Napi::Value addNode(const Napi::CallbackInfo& info);
   Napi::Value createSession(const Napi::CallbackInfo& info);
   Napi::Value forward(const Napi::CallbackInfo& info);
+  Napi::Value step(const Napi::CallbackInfo& info);
+  Napi::Value kvPool(const Napi::CallbackInfo& info);
+  void readSegment(Napi::Env env, const Napi::Value& tokens, const Napi::Value& options, SegmentCall& segment) const;
+  void takeSession(Napi::Env env, const Napi::Value& session, SegmentCall& segment) const;
+  Napi::Value startStep(Napi::Env env, std::vector<SegmentCall> segments, bool asArray);
   Napi::Value dispose(const Napi::CallbackInfo& info);
   Napi::Value weightBytes(const Napi::CallbackInfo& info);
   Napi::Value disposed(const Napi::CallbackInfo& info);

@@ -1,0 +1,44 @@
+// The scheduler limits of a model (loadModel's maxSequences, tokensPerStep, kvPoolTokens, maxQueue): checked, with
+// defaults sized from the machine's threads and memory.
+import { getThreads } from '../backend/cpu-settings';
+import { integerOption } from '../validate';
+import { kvCacheBytes, usableMemory } from './memory-need';
+import { ModelSpec } from './spec';
+import { SchedulerLimits } from './step-scheduler';
+
+/** The options of loadModel that size its scheduler and KV pool. */
+export interface SchedulerOptions {
+  /** Sequences one step runs at once (default: 8 per thread, 8 to 64). */
+  maxSequences?: number;
+  /** Tokens one step runs, decodes first, then prompt chunks (default: 128 per thread, 256 to 2048). */
+  tokensPerStep?: number;
+  /**
+   * Positions the KV pool holds over all sequences (default: maxSequences contexts of up to 8192 positions, at
+   * least one whole context, within half the memory the weights leave). Memory is taken as blocks are first used.
+   */
+  kvPoolTokens?: number;
+  /** Requests that may wait for admission; more are refused with ERR_DYNAMOE_BUSY (default 1024). */
+  maxQueue?: number;
+}
+
+/** The checked limits and KV pool size of a model with `weightBytes` of weights. */
+export function schedulerLimits(
+  spec: ModelSpec,
+  weightBytes: number,
+  options: SchedulerOptions,
+): SchedulerLimits & { kvPoolTokens: number } {
+  const threads = getThreads();
+  const maxSequences = integerOption(options.maxSequences, 'maxSequences', clamp(8 * threads, 8, 64), 1, 4096);
+  const tokensPerStep = integerOption(options.tokensPerStep, 'tokensPerStep', clamp(128 * threads, 256, 2048), 1, 1 << 20);
+  const maxQueue = integerOption(options.maxQueue, 'maxQueue', 1024, 0);
+  const perPosition = kvCacheBytes(spec, 1);
+  const affordable = Math.floor(Math.max(0, usableMemory() - weightBytes) / 2 / perPosition);
+  const wanted = Math.max(spec.maxContext, maxSequences * Math.min(spec.maxContext, 8192));
+  const fallback = clamp(Math.min(wanted, affordable), 1, 1 << 30);
+  const kvPoolTokens = integerOption(options.kvPoolTokens, 'kvPoolTokens', fallback, 1, 1 << 30);
+  return { maxSequences, tokensPerStep, maxQueue, kvPoolTokens };
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
