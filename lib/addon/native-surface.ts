@@ -118,8 +118,16 @@ export interface NativeStepSegment {
   /** Logits of the segment's last row only (generation). */
   lastRowLogits: boolean;
   stats: boolean;
+  /** With stats: per MoE layer, running sums the step adds its tokens to (and returns as its stats' sums). */
+  sums?: RouterSums[];
   /** Scoring: one next-token id or -1 per token; the result has logProbs instead of logits. */
   targets?: Int32Array;
+}
+
+/** Running router sums of one MoE layer: each expert's probabilities, and the entropies, over the tokens so far. */
+export interface RouterSums {
+  probabilitySum: Float64Array;
+  entropySum: Float64Array;
 }
 
 /** A segment's results: logits ([tokens or 1][vocab]) or, when scoring, log-probabilities ([tokens]). */

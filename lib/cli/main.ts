@@ -46,7 +46,9 @@ run options:
 serve options:
   --host <h>        interface to listen on (default 127.0.0.1); --port <n> (default 8080, 0: any free port)
   --device <d>      cpu | cuda | auto (default auto); --policy <p> the default routing policy, as for run
-  --max-sequences <n>  generations running at once, taking turns at each decode step (default 4)
+  --max-sequences <n>  generations batched in each model step (default: 8 per CPU thread, 8 to 64)
+  --tokens-per-step <n>  tokens per model step: decodes, then prompt chunks (default: 128 per thread, >= 256)
+  --kv-pool-tokens <n>  KV cache positions shared by all sequences (default: sized from memory)
   --max-queue <n>   requests waiting for a sequence, beyond it 429 (default 64)
   --context <n>     most prompt + max_tokens per request (default: the model's context)
   --default-max-tokens <n>  max_tokens of a chat request that gives none (default 1024; completions: 16)
@@ -107,6 +109,8 @@ const COMMANDS: Record<string, Options> = {
     policy: { type: 'string' },
     'max-sequences': { type: 'string' },
     'max-queue': { type: 'string' },
+    'tokens-per-step': { type: 'string' },
+    'kv-pool-tokens': { type: 'string' },
     context: { type: 'string' },
     'default-max-tokens': { type: 'string' },
     'model-name': { type: 'string' },

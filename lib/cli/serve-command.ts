@@ -2,6 +2,7 @@
 import { resolveDevice } from '../backend/device-placement';
 import { parseDevice } from '../device';
 import { loadModel } from '../model/load-model';
+import { SchedulerOptions } from '../model/scheduler-limits';
 import { Model } from '../model/model';
 import { createSyntheticModel } from '../model/synthetic-model';
 import { PolicyOption } from '../policy/per-layer';
@@ -11,6 +12,11 @@ import { dtypeFlag, fail, numberFlag, policyOrFileFlag, Values } from './args';
 import { DEFAULT_DEMO } from './demo';
 import { loadingProgress } from './progress';
 
+// An integer flag >= min, or undefined when absent (the library then sizes it from the machine).
+function optionalNumber(values: Values, name: string, min: number): number | undefined {
+  return values[name] === undefined ? undefined : numberFlag(values, name, 0, true, min);
+}
+
 /** Default of --drain-timeout, in seconds. */
 const DRAIN_TIMEOUT_SECONDS = SERVE_DEFAULTS.drainTimeoutMs / 1000;
 
@@ -18,6 +24,7 @@ async function loadServedModel(
   values: Values,
   positionals: string[],
   policy: PolicyOption | undefined,
+  limits: SchedulerOptions,
 ): Promise<Model> {
   if (positionals.length > 1) {
     fail(`'serve' takes at most one model path, got ${positionals.length} (dynamoe --help shows the usage)`);
@@ -29,13 +36,13 @@ async function loadServedModel(
   try {
     let model: Model;
     if (location !== undefined) {
-      model = await loadModel(location, { dtype, device, policy, onProgress: progress.onProgress });
+      model = await loadModel(location, { dtype, device, policy, onProgress: progress.onProgress, ...limits });
     } else {
       resolveDevice(device, 'model'); // the synthetic model is a whole model too: 'cuda' is refused alike
       const { layers, hidden, heads, kvHeads, experts, ffn, seed } = DEFAULT_DEMO;
       const shape = { layers, hidden, heads, kvHeads, experts, ffn, seed };
       const onProgress = progress.onProgress;
-      model = await createSyntheticModel({ ...shape, dtype: dtype ?? DEFAULT_DEMO.dtype, policy, onProgress });
+      model = await createSyntheticModel({ ...shape, dtype: dtype ?? DEFAULT_DEMO.dtype, policy, onProgress, ...limits });
     }
     progress.done();
     return model;
@@ -75,7 +82,7 @@ export async function serveCommand(values: Values, positionals: string[]): Promi
   const options = {
     host: (values.host as string | undefined) ?? SERVE_DEFAULTS.host,
     port: numberFlag(values, 'port', SERVE_DEFAULTS.port, true, 0),
-    maxSequences: numberFlag(values, 'max-sequences', SERVE_DEFAULTS.maxSequences),
+    maxSequences: optionalNumber(values, 'max-sequences', 1),
     maxQueue: numberFlag(values, 'max-queue', SERVE_DEFAULTS.maxQueue, true, 0),
     maxBodyBytes: numberFlag(values, 'max-body-bytes', SERVE_DEFAULTS.maxBodyBytes),
     drainTimeoutMs: Math.round(numberFlag(values, 'drain-timeout', DRAIN_TIMEOUT_SECONDS, false) * 1000),
@@ -87,7 +94,12 @@ export async function serveCommand(values: Values, positionals: string[]): Promi
   if (options.drainTimeoutMs < 0) {
     fail(`--drain-timeout must be a number of seconds >= 0, got '${String(values['drain-timeout'])}'`);
   }
-  const model = await loadServedModel(values, positionals, policy);
+  const limits: SchedulerOptions = {
+    maxSequences: options.maxSequences,
+    tokensPerStep: optionalNumber(values, 'tokens-per-step', 1),
+    kvPoolTokens: optionalNumber(values, 'kv-pool-tokens', 1),
+  };
+  const model = await loadServedModel(values, positionals, policy, limits);
   let server;
   try {
     server = await startServer(model, options);
@@ -99,7 +111,8 @@ export async function serveCommand(values: Values, positionals: string[]): Promi
   console.log(
     `dynamoe serve: ${options.modelName ?? defaultModelName(model)} (${info.architecture}, ${info.dtype}, policy ` +
       `${[...new Set(info.defaultPolicy)].join(',')}) on ${server.url}  (OpenAI API: ${server.url}/v1; ` +
-      `${options.maxSequences} sequences, queue ${options.maxQueue})`,
+      `${info.limits.maxSequences} sequences of ${info.limits.tokensPerStep} tokens per step, KV pool ` +
+      `${info.kvPool.positions} positions, queue ${options.maxQueue})`,
   );
   const signal = await untilSignal(() => {
     console.log('second signal: aborting running generations');

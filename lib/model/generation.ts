@@ -165,7 +165,7 @@ class GenerationJob implements StepJob {
       this.pendingPrompt = Math.min(budget, this.prompt.length - this.prefilled);
       tokens = this.prompt.subarray(this.prefilled, this.prefilled + this.pendingPrompt);
     }
-    return { tokens, policies: this.policies, lastRowLogits: true, stats: true };
+    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums() };
   }
 
   accept(result: NativeStepResult): boolean {

@@ -117,9 +117,10 @@ export class Model {
     const ids = this.checkTokens(tokens);
     requireMemory(stepBytes(this.spec, ids.length, ids.length), `a forward over ${ids.length} tokens`);
     const policies = this.policies(options.policy);
-    const result = await this.prefill(new PrefillJob(ids, policies, options.stats === true, this.spec.vocab));
+    const stats = options.stats === true ? this.statsAccumulator(policies) : undefined;
+    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab));
     const out: ModelForwardResult = { logits: result.logits as Float32Array };
-    if (options.stats === true) out.stats = this.statsOf(policies, result.stats);
+    if (stats) out.stats = stats.result();
     return out;
   }
 
@@ -132,26 +133,25 @@ export class Model {
     if (ids.length < 2) throw new DynamoeError('ERR_DYNAMOE_SHAPE', 'score needs at least 2 tokens');
     requireMemory(stepBytes(this.spec, ids.length, 0) + ids.length * 8, `scoring ${ids.length} tokens`);
     const policies = this.policies(options.policy);
-    const result = await this.scoreStep(ids, policies, options.stats === true);
-    const logProbs = result.logProbs.subarray(0, ids.length - 1);
+    const stats = options.stats === true ? this.statsAccumulator(policies) : undefined;
+    const logProbs = (await this.scoreStep(ids, policies, stats)).subarray(0, ids.length - 1);
     let nll = 0;
     for (const lp of logProbs) nll -= lp;
     const out: ScoreResult = { logProbs, nll, perplexity: Math.exp(nll / logProbs.length) };
-    if (options.stats === true) out.stats = this.statsOf(policies, result.stats);
+    if (stats) out.stats = stats.result();
     return out;
   }
 
-  /** @internal Scores a fresh sequence: log P(ids[t + 1]) per position (NaN at the end), with each step's stats. */
-  async scoreStep(
-    ids: Int32Array,
-    policies: RoutingPolicy[],
-    stats: boolean,
-  ): Promise<{ logProbs: Float64Array; stats: NativeMoeStepStats[][] }> {
+  /**
+   * @internal Scores a fresh sequence: log P(ids[t + 1]) per position (NaN at the end); its routing statistics are
+   * added to `stats`.
+   */
+  async scoreStep(ids: Int32Array, policies: RoutingPolicy[], stats?: RoutingStatsAccumulator): Promise<Float64Array> {
     const targets = new Int32Array(ids.length);
     targets.set(ids.subarray(1));
     targets[ids.length - 1] = -1;
     const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab, targets));
-    return { logProbs: result.logProbs as Float64Array, stats: result.stats };
+    return result.logProbs as Float64Array;
   }
 
   /**
@@ -245,12 +245,6 @@ export class Model {
     this.checkPoolFits(job.positions, `${job.positions} tokens`);
     this.submit(job);
     return job.result;
-  }
-
-  private statsOf(policies: RoutingPolicy[], steps: NativeMoeStepStats[][]): RoutingStats {
-    const stats = this.statsAccumulator(policies);
-    for (const step of steps) stats.add(step);
-    return stats.result();
   }
 
   private requireGraph(): NativeModelGraph {

@@ -1,15 +1,14 @@
 // A forward or a scoring request as a scheduler job: its tokens run through a fresh sequence in chunks, and the
 // chunks' logits (or log-probabilities of the next tokens) are put back together.
-import type { NativeMoeStepStats, NativeStepResult, NativeStepSegment } from '../addon/native-surface';
+import type { NativeStepResult, NativeStepSegment } from '../addon/native-surface';
 import { RoutingPolicy } from '../policy/routing-policy';
+import { RoutingStatsAccumulator } from './routing-stats';
 import { StepJob } from './step-scheduler';
 
 /** What a prefill job resolves to: [tokens][vocab] logits, or [tokens] log-probabilities when scoring. */
 export interface PrefillResult {
   logits?: Float32Array;
   logProbs?: Float64Array;
-  /** One entry per step the job ran in. */
-  stats: NativeMoeStepStats[][];
 }
 
 export class PrefillJob implements StepJob {
@@ -18,15 +17,14 @@ export class PrefillJob implements StepJob {
   private done = 0;
   private pending = 0;
   private readonly parts: (Float32Array | Float64Array)[] = [];
-  private readonly stats: NativeMoeStepStats[][] = [];
   private resolve!: (result: PrefillResult) => void;
   private reject!: (error: unknown) => void;
 
-  /** `targets` (one next-token id or -1 per token) makes it a scoring job. */
+  /** `stats` collects its routing statistics; `targets` (a next-token id or -1 per token) makes it a scoring job. */
   constructor(
     private readonly ids: Int32Array,
     private readonly policies: RoutingPolicy[],
-    private readonly withStats: boolean,
+    private readonly stats: RoutingStatsAccumulator | undefined,
     private readonly vocab: number,
     private readonly targets?: Int32Array,
   ) {
@@ -47,18 +45,19 @@ export class PrefillJob implements StepJob {
       tokens: this.ids.subarray(this.done, end),
       policies: this.policies,
       lastRowLogits: false,
-      stats: this.withStats,
+      stats: this.stats !== undefined,
     };
+    if (this.stats) segment.sums = this.stats.runningSums();
     if (this.targets) segment.targets = this.targets.subarray(this.done, end);
     return segment;
   }
 
   accept(result: NativeStepResult): boolean {
     this.parts.push((this.targets ? result.logProbs : result.logits) as Float32Array | Float64Array);
-    if (result.stats) this.stats.push(result.stats);
+    if (result.stats) this.stats?.add(result.stats);
     this.done += this.pending;
     if (this.done < this.ids.length) return false;
-    const out: PrefillResult = { stats: this.stats };
+    const out: PrefillResult = {};
     if (this.targets) out.logProbs = joined(this.parts as Float64Array[], Float64Array, this.ids.length);
     else out.logits = joined(this.parts as Float32Array[], Float32Array, this.ids.length * this.vocab);
     this.resolve(out);

@@ -1,5 +1,5 @@
 // Routing statistics of a forward or a generation: what the paper's analyses are made of (ROUTING.md).
-import type { NativeMoeStepStats } from '../addon/native-surface';
+import type { NativeMoeStepStats, RouterSums } from '../addon/native-surface';
 import { RoutingPolicy } from '../policy/routing-policy';
 import { policyLabel } from '../policy/short-form';
 
@@ -42,7 +42,7 @@ interface LayerSums {
   histogram: number[];
   load: Float64Array;
   probabilitySum: Float64Array;
-  entropySum: number;
+  entropySum: Float64Array;
 }
 
 /** Sums the native per-step statistics of every MoE layer over many steps. */
@@ -57,8 +57,16 @@ export class RoutingStatsAccumulator {
       histogram: [],
       load: new Float64Array(experts),
       probabilitySum: new Float64Array(experts),
-      entropySum: 0,
+      entropySum: new Float64Array(1),
     }));
+  }
+
+  /**
+   * The running sums, per MoE layer, for native steps to add their tokens to: the sums then grow token by token,
+   * so they have the same bits however the tokens were split into steps (and whatever shared those steps).
+   */
+  runningSums(): RouterSums[] {
+    return this.sums.map(({ probabilitySum, entropySum }) => ({ probabilitySum, entropySum }));
   }
 
   add(step: NativeMoeStepStats[]): void {
@@ -70,8 +78,10 @@ export class RoutingStatsAccumulator {
         sums.histogram[count]++;
       }
       s.expertLoad.forEach((n, e) => (sums.load[e] += n));
+      // A step that added into runningSums() already did its part.
+      if (s.probabilitySum === sums.probabilitySum) return;
       s.probabilitySum.forEach((p, e) => (sums.probabilitySum[e] += p));
-      sums.entropySum += s.entropySum[0];
+      sums.entropySum[0] += s.entropySum[0];
     });
   }
 
@@ -89,7 +99,7 @@ export class RoutingStatsAccumulator {
         expertsPerToken: routed / tokens,
         histogram: [...s.histogram],
         expertLoad: Array.from(s.load),
-        entropy: s.entropySum / tokens,
+        entropy: s.entropySum[0] / tokens,
         loadBalanceLoss: experts * balance,
       };
     });

@@ -26,8 +26,9 @@ export interface SchedulerLimits {
 export interface SchedulerState {
   running: number;
   waiting: number;
-  /** KV pool blocks reserved by running jobs, and in the pool. */
+  /** KV pool blocks reserved by running jobs, held by no sequence now, and in the pool. */
   reservedBlocks: number;
+  freeBlocks: number;
   poolBlocks: number;
   blockTokens: number;
   steps: number;
@@ -76,11 +77,12 @@ export class StepScheduler {
   ) {}
 
   get state(): SchedulerState {
-    const pool = this.graph.disposed ? { blocks: 0, blockTokens: 0 } : this.graph.kvPool;
+    const pool = this.graph.disposed ? { blocks: 0, blockTokens: 0, freeBlocks: 0 } : this.graph.kvPool;
     return {
       running: this.running.length,
       waiting: this.waiting.length,
       reservedBlocks: this.reservedBlocks,
+      freeBlocks: pool.freeBlocks,
       poolBlocks: pool.blocks,
       blockTokens: pool.blockTokens,
       steps: this.steps,
@@ -117,7 +119,7 @@ export class StepScheduler {
   close(error: unknown): void {
     this.closedWith = error;
     for (const job of this.waiting.splice(0)) job.fail(error);
-    for (const admitted of this.running.splice(0)) this.finish(admitted, error);
+    for (const admitted of [...this.running]) this.finish(admitted, error);
   }
 
   private async loop(): Promise<void> {

@@ -10,11 +10,12 @@ import { tokenizerFromGgufMetadata, Tokenizer } from '../tokenizer/tokenizer';
 import { mixtral } from './architectures/mixtral';
 import { ProgressCallback } from './build-graph';
 import { modelFromCheckpoint } from './load-model';
+import { SchedulerOptions } from './scheduler-limits';
 import { Model } from './model';
 import { ModelSpec } from './spec';
 
 /** Options of {@link createSyntheticModel}. */
-export interface SyntheticModelOptions {
+export interface SyntheticModelOptions extends SchedulerOptions {
   /** Weight seed: the same seed gives the same weights (and logits) on every machine (default 42). */
   seed?: number;
   /** Decoder layers, all MoE (default 4). */
@@ -218,6 +219,10 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
       dtype: options.dtype ?? 'f32',
       policy: options.policy,
       onProgress: options.onProgress,
+      maxSequences: options.maxSequences,
+      tokensPerStep: options.tokensPerStep,
+      kvPoolTokens: options.kvPoolTokens,
+      maxQueue: options.maxQueue,
     });
   } finally {
     await store.close();

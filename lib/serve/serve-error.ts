@@ -73,7 +73,9 @@ export function describeError(error: unknown): DescribedError {
   if (typeof code === 'string' && code.startsWith('ERR_DYNAMOE_')) {
     const status = CLIENT_ERROR_CODES.has(code)
       ? 400
-      : code === 'ERR_DYNAMOE_ABORTED'
+      : code === 'ERR_DYNAMOE_BUSY'
+        ? 429
+        : code === 'ERR_DYNAMOE_ABORTED'
         ? 499 // nginx's "client closed request": the client is gone and never sees it
         : code === 'ERR_DYNAMOE_DISPOSED' || code === 'ERR_DYNAMOE_OUT_OF_MEMORY'
           ? 503

@@ -27,7 +27,10 @@ export interface ServeOptions {
   port?: number;
   /** The model id of /v1/models and of responses; requests naming another get 404 (default: the checkpoint's basename). */
   modelName?: string;
-  /** Generations running at once, each its own sequence (default 4). They take turns at each decode step. */
+  /**
+   * Generations running at once, each its own sequence, batched into the model's steps (default: the model's
+   * maxSequences). More than the model's own limit wait in the model's queue.
+   */
   maxSequences?: number;
   /** Requests waiting for a sequence slot, first come first served; beyond it, 429 (default 64). */
   maxQueue?: number;
@@ -54,7 +57,6 @@ export interface ServeOptions {
 export const SERVE_DEFAULTS = {
   host: '127.0.0.1',
   port: 8080,
-  maxSequences: 4,
   maxQueue: 64,
   maxBodyBytes: DEFAULT_MAX_BODY_BYTES,
   defaultMaxTokens: 1024,
@@ -81,7 +83,7 @@ export function resolveServeOptions(model: Model, options: ServeOptions): Resolv
     host,
     port: integerOption(options.port, 'port', SERVE_DEFAULTS.port, 0, 65535),
     modelName,
-    maxSequences: integerOption(options.maxSequences, 'maxSequences', SERVE_DEFAULTS.maxSequences, 1),
+    maxSequences: integerOption(options.maxSequences, 'maxSequences', model.info.limits.maxSequences, 1),
     maxQueue: integerOption(options.maxQueue, 'maxQueue', SERVE_DEFAULTS.maxQueue, 0),
     maxBodyBytes: integerOption(options.maxBodyBytes, 'maxBodyBytes', SERVE_DEFAULTS.maxBodyBytes, 1),
     contextTokens: integerOption(options.contextTokens, 'contextTokens', maxContext, 2, maxContext),

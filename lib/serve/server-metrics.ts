@@ -11,6 +11,11 @@ export interface QueueState {
   readonly waiting: number;
   readonly maxRunning: number;
   readonly maxWaiting: number;
+  /** Sequences and tokens of the model's last step, and its KV pool blocks reserved and in all. */
+  readonly stepSequences: number;
+  readonly stepTokens: number;
+  readonly kvBlocksReserved: number;
+  readonly kvBlocks: number;
 }
 
 const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -51,10 +56,15 @@ export class ServerMetrics {
     r.add(
       new Gauge(
         'dynamoe_batch_size',
-        'Sequences per native model step: running sequences take turns, one per step, until continuous batching.',
-        () => Math.min(queue.running, 1),
+        'Sequences in the last native model step (continuous batching: decodes and prompt chunks together).',
+        () => queue.stepSequences,
       ),
     );
+    r.add(new Gauge('dynamoe_step_tokens', 'Token rows of the last native model step.', () => queue.stepTokens));
+    r.add(
+      new Gauge('dynamoe_kv_blocks_reserved', 'KV pool blocks reserved by running sequences.', () => queue.kvBlocksReserved),
+    );
+    r.add(new Gauge('dynamoe_kv_blocks', 'KV pool blocks in all.', () => queue.kvBlocks));
     this.timeToFirstToken = r.add(
       new Histogram(
         'dynamoe_time_to_first_token_seconds',

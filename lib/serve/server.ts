@@ -82,6 +82,18 @@ export async function startServer(model: Model, options: ServeOptions = {}): Pro
       },
       maxRunning: settings.maxSequences,
       maxWaiting: settings.maxQueue,
+      get stepSequences() {
+        return model.disposed ? 0 : model.load.lastStepSequences;
+      },
+      get stepTokens() {
+        return model.disposed ? 0 : model.load.lastStepTokens;
+      },
+      get kvBlocksReserved() {
+        return model.disposed ? 0 : model.load.reservedBlocks;
+      },
+      get kvBlocks() {
+        return model.disposed ? 0 : model.load.poolBlocks;
+      },
     },
     moeLayers(model.spec).map((l) => l.layer),
   );

@@ -73,12 +73,11 @@ export async function scoreWindows(
   let seconds = 0;
   for (const window of windows) {
     const started = performance.now();
-    const step = await model.scoreStep(window, policies, true);
+    const logProbs = await model.scoreStep(window, policies, stats);
     seconds += (performance.now() - started) / 1000;
-    for (let t = 0; t + 1 < window.length; t++) nll -= step.logProbs[t];
+    for (let t = 0; t + 1 < window.length; t++) nll -= logProbs[t];
     predicted += window.length - 1;
     tokens += window.length;
-    for (const chunk of step.stats) stats.add(chunk);
     onWindow();
   }
   const result = stats.result();

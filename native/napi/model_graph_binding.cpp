@@ -25,6 +25,9 @@ struct SegmentCall {
   float* logits = nullptr;
   double* logProbs = nullptr;
   std::vector<MoeStepStats> stats;
+  // Per MoE slot, the caller's running { probabilitySum, entropySum } the step adds to (token by token, so a
+  // request's sums have the same bits however its tokens were split into steps); empty: fresh zeroed sums.
+  std::vector<Napi::ObjectReference> runningSums;
 };
 
 namespace {
@@ -95,8 +98,12 @@ class StepWorker : public PromiseWorker {
           const int experts = layout.moeExperts[slot];
           Napi::Int32Array counts = Napi::Int32Array::New(env, count);
           Napi::Int32Array load = Napi::Int32Array::New(env, experts);
-          Napi::Float64Array probabilitySum = Napi::Float64Array::New(env, experts);
-          Napi::Float64Array entropySum = Napi::Float64Array::New(env, 1);
+          const bool running = !segment.runningSums.empty();
+          Napi::Float64Array probabilitySum =
+              running ? segment.runningSums[slot].Get("probabilitySum").As<Napi::Float64Array>()
+                      : Napi::Float64Array::New(env, experts);
+          Napi::Float64Array entropySum = running ? segment.runningSums[slot].Get("entropySum").As<Napi::Float64Array>()
+                                                  : Napi::Float64Array::New(env, 1);
           Napi::Object entry = Napi::Object::New(env);
           entry.Set("counts", counts);
           entry.Set("expertLoad", load);
@@ -236,7 +243,8 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }
 
-// A segment's inputs (tokens, { policies, lastRowLogits, stats, targets? }), read and checked on the JS thread.
+// A segment's inputs (tokens, { policies, lastRowLogits, stats, sums?, targets? }), read and checked on the JS
+// thread.
 void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue, const Napi::Value& optionValue,
                                     SegmentCall& segment) const {
   const GraphLayout& layout = graph_->layout();
@@ -259,6 +267,27 @@ void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue
   }
   segment.lastRowLogits = readBool(options, "lastRowLogits", false);
   if (readBool(options, "stats", false)) segment.stats.resize(layout.moeExperts.size());
+  Napi::Value sums = options.Get("sums");
+  if (!sums.IsUndefined()) {
+    const auto isFloat64Array = [](const Napi::Value& v, size_t length) {
+      return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+             v.As<Napi::TypedArray>().ElementLength() == length;
+    };
+    if (segment.stats.empty() || !sums.IsArray() || sums.As<Napi::Array>().Length() != layout.moeExperts.size()) {
+      throwJs(env, code::kType, "sums must be an array with one entry per MoE layer, given with stats: true");
+    }
+    for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
+      Napi::Value entry = sums.As<Napi::Array>().Get(static_cast<uint32_t>(slot));
+      if (!entry.IsObject() ||
+          !isFloat64Array(entry.As<Napi::Object>().Get("probabilitySum"), layout.moeExperts[slot]) ||
+          !isFloat64Array(entry.As<Napi::Object>().Get("entropySum"), 1)) {
+        throwJs(env, code::kType,
+                "sums[" + std::to_string(slot) + "] must be { probabilitySum: Float64Array(" +
+                    std::to_string(layout.moeExperts[slot]) + "), entropySum: Float64Array(1) }");
+      }
+      segment.runningSums.push_back(Napi::Persistent(entry.As<Napi::Object>()));
+    }
+  }
   Napi::Value targetValue = options.Get("targets");
   if (!targetValue.IsUndefined()) {
     if (!targetValue.IsTypedArray() || targetValue.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
