@@ -2,8 +2,9 @@
 // and llama.cpp: one decoder layer per MoE layer, random attention of 128-wide heads, the tiny test model's
 // tokenizer and vocabulary (269 tokens), top-2 routing.
 import { MoELayerWeights } from '../lib';
+import { syntheticLayerWeights } from '../lib/layer/synthetic-layer';
 import { SeededRandom } from '../lib/seeded-random';
-import { makeTinyModel, TinyModel } from '../test/model-fixtures';
+import { FileDtype, makeTinyModel, TinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
 
 const HEAD_DIM = 128;
 
@@ -61,4 +62,16 @@ export function mixtralModel(layers: MoELayerWeights[], ffn: number, kvHeads?: n
     lmHead: random.normals(template.vocab * hidden, 1 / Math.sqrt(hidden)),
     layers: layers.map(layer),
   };
+}
+
+/** The whole-model benchmarks' model: 4 MoE layers, hidden 1024 (8 query heads), 2 key/value heads, 8 experts of ffn 2816. */
+export const BENCH_MODEL = { layers: 4, hidden: 1024, ffn: 2816, experts: 8, kvHeads: 2 };
+
+/** Writes {@link BENCH_MODEL} (seeded synthetic weights, the same every run) as a GGUF file in `dtype`. */
+export async function writeBenchModelGguf(file: string, dtype: FileDtype): Promise<void> {
+  const { layers, hidden, ffn, experts, kvHeads } = BENCH_MODEL;
+  const weights = Array.from({ length: layers }, (_, l) =>
+    syntheticLayerWeights({ hidden, ffn, experts, dtype: 'f32', routerLogitStd: 2 }, 100 + l),
+  );
+  await writeGgufCheckpoint(file, mixtralModel(weights, ffn, kvHeads), dtype);
 }

@@ -7,18 +7,13 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cpuInfo, loadModel } from '../lib';
-import { syntheticLayerWeights } from '../lib/layer/synthetic-layer';
-import { FileDtype, writeGgufCheckpoint } from '../test/model-fixtures';
-import { mixtralModel } from './mixtral-model';
+import { FileDtype } from '../test/model-fixtures';
+import { BENCH_MODEL, writeBenchModelGguf } from './mixtral-model';
 import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';
 import { importPeer } from './peer-loader';
 import { quantile, timeMs } from './timing';
 
-const LAYERS = 4;
-const HIDDEN = 1024;
-const FFN = 2816;
-const EXPERTS = 8;
-const KV_HEADS = 2;
+const { layers: LAYERS, hidden: HIDDEN, ffn: FFN, experts: EXPERTS, kvHeads: KV_HEADS } = BENCH_MODEL;
 const PROMPT = 256;
 const DECODE = 64;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -89,11 +84,8 @@ async function llamaRunner(file: string, threads: number): Promise<Runner | { mi
 }
 
 async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promise<string[]> {
-  const layers = Array.from({ length: LAYERS }, (_, l) =>
-    syntheticLayerWeights({ hidden: HIDDEN, ffn: FFN, experts: EXPERTS, dtype: 'f32', routerLogitStd: 2 }, 100 + l),
-  );
   const file = path.join(dir, `mixtral-${dtype}.gguf`);
-  await writeGgufCheckpoint(file, mixtralModel(layers, FFN, KV_HEADS), dtype);
+  await writeBenchModelGguf(file, dtype);
   const runners: Runner[] = [await dynamoeRunner(file, 'top-k:2'), await dynamoeRunner(file, 'top-p:0.4')];
   const llama = await llamaRunner(file, threads);
   if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);

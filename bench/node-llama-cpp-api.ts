@@ -3,6 +3,8 @@
 export type EvaluateItem = number | [number, { generateNext: { logits: true } }];
 
 export interface LlamaSequence {
+  /** usedOutputTokens: tokens sampled on this sequence so far (an end-of-generation token included). */
+  readonly tokenMeter: { readonly usedOutputTokens: number };
   controlledEvaluate(input: EvaluateItem[]): Promise<Array<{ next?: { logits?: Map<number, number> } } | undefined>>;
   clearHistory(): Promise<void>;
 }
@@ -13,8 +15,18 @@ export interface LlamaContext {
 }
 
 export interface LlamaModel {
-  createContext(options: { contextSize: number; batchSize?: number; threads?: number }): Promise<LlamaContext>;
+  /** `contextSize` is per sequence; the sequences of one context are evaluated together in llama.cpp's batches. */
+  createContext(options: { contextSize: number; batchSize?: number; threads?: number; sequences?: number }): Promise<LlamaContext>;
   dispose(): Promise<void>;
+}
+
+/** Text completion on one context sequence (greedy at temperature 0); a token prompt gets BOS put before it. */
+export interface LlamaCompletion {
+  generateCompletionWithMeta(
+    input: number[],
+    options: { maxTokens: number; temperature: number; repeatPenalty: false; onTextChunk?: (text: string) => void },
+  ): Promise<{ response: string; metadata: { stopReason: string } }>;
+  dispose(): void;
 }
 
 export interface Llama {
@@ -25,4 +37,5 @@ export interface Llama {
 export interface NodeLlamaCpp {
   getLlama(options: { gpu: false; build: 'never'; logLevel?: string }): Promise<Llama>;
   LlamaLogLevel: Record<string, string>;
+  LlamaCompletion: new (options: { contextSequence: LlamaSequence }) => LlamaCompletion;
 }
