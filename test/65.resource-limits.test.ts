@@ -82,12 +82,19 @@ describe('a model whose config claims an absurd context (2^40 positions)', () =>
     expectThrow(() => model.generate('hi', { maxTokens: 2 ** 30 }), 'ERR_DYNAMOE_SHAPE', /1048576 positions/);
   });
 
-  test('on a machine with 64 MiB, a generation whose KV cache would not fit is refused naming its size', async () => {
+  test('on a machine with 64 MiB, the KV pool is sized to fit and a generation past it is refused naming its size', async () => {
     const positions = 500_000;
     const needed = kvCacheBytes(model.spec, positions);
     expect(needed).toBeGreaterThan(64 * MiB);
-    await withMemory(64 * MiB, () => {
-      expectThrow(() => model.generate(Int32Array.of(1), { maxTokens: positions - 1 }), 'ERR_DYNAMOE_OUT_OF_MEMORY', /KV cache/);
+    await withMemory(64 * MiB, async () => {
+      const small = await loadModel(await checkpointWithConfig('long-context-small', (c) => (c.max_position_embeddings = 2 ** 40)));
+      try {
+        // Half of what the weights leave of 64 MiB, at most.
+        expect(kvCacheBytes(small.spec, small.info.kvPool.positions)).toBeLessThanOrEqual(32 * MiB);
+        expectThrow(() => small.generate(Int32Array.of(1), { maxTokens: positions - 1 }), 'ERR_DYNAMOE_OUT_OF_MEMORY', /244.1 MiB.*KV pool holds \(\d+ positions, [\d.]+ MiB\)/);
+      } finally {
+        small.dispose();
+      }
     });
   });
 

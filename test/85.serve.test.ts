@@ -328,7 +328,7 @@ describe('with raw HTTP', () => {
     expect(unknown.message).toContain(`'llama-3'`);
     expect(await health(server.url)).toEqual({
       status: 200,
-      body: { status: 'ok', model: MODEL, active_sequences: 0, queue_depth: 0, max_sequences: 4, max_queue: 64 },
+      body: { status: 'ok', model: MODEL, active_sequences: 0, queue_depth: 0, max_sequences: model.info.limits.maxSequences, max_queue: 64 },
     });
   });
 

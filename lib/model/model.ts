@@ -9,7 +9,8 @@ import { Tokenizer } from '../tokenizer/tokenizer';
 import { describe, typeError } from '../validate';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { Generation, GenerateOptions } from './generation';
-import { requireMemory, stepBytes } from './memory-need';
+import { formatBytes } from '../format-bytes';
+import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { PrefillJob, PrefillResult } from './prefill-job';
 import { checkSampling } from './sampling';
 import { moeLayers, ModelSpec } from './spec';
@@ -260,7 +261,8 @@ export class Model {
     if (Math.ceil(positions / pool.blockTokens) > pool.blocks) {
       throw new DynamoeError(
         'ERR_DYNAMOE_OUT_OF_MEMORY',
-        `${what} need ${positions} KV positions, more than the model's KV pool holds (${capacity} positions); ` +
+        `${what} need ${positions} KV positions (${formatBytes(kvCacheBytes(this.spec, positions))}), more than ` +
+          `the model's KV pool holds (${capacity} positions, ${formatBytes(kvCacheBytes(this.spec, capacity))}); ` +
           'load the model with a larger kvPoolTokens',
       );
     }
