@@ -23,9 +23,12 @@ export interface ServeTarget {
 
 const MODEL_NAME = 'bench-model';
 
-/** dynamoe's server on a free loopback port, a sequence slot per client, the model loaded for this target alone. */
+/**
+ * dynamoe's server on a free loopback port, a sequence slot per client (batched in the model's steps, as llama.cpp
+ * batches its sequences), the model loaded for this target alone.
+ */
 export async function openDynamoe(file: string, clients: number): Promise<ServeTarget> {
-  const model = await loadModel(file);
+  const model = await loadModel(file, { maxSequences: clients });
   const server = await startServer(model, { host: '127.0.0.1', port: 0, modelName: MODEL_NAME, maxSequences: clients, maxQueue: clients });
   const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
   const bos = model.tokenizer.bosTokenId;

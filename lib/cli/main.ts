@@ -46,7 +46,7 @@ run options:
 serve options:
   --host <h>        interface to listen on (default 127.0.0.1); --port <n> (default 8080, 0: any free port)
   --device <d>      cpu | cuda | auto (default auto); --policy <p> the default routing policy, as for run
-  --max-sequences <n>  generations batched in each model step (default: 8 per CPU thread, 8 to 64)
+  --max-sequences <n>  generations batched in each model step (default: 16 per CPU thread, 32 to 256)
   --tokens-per-step <n>  tokens per model step: decodes, then prompt chunks (default: 128 per thread, >= 256)
   --kv-pool-tokens <n>  KV cache positions shared by all sequences (default: sized from memory)
   --max-queue <n>   requests waiting for a sequence, beyond it 429 (default 64)

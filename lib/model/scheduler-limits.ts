@@ -8,7 +8,7 @@ import { SchedulerLimits } from './step-scheduler';
 
 /** The options of loadModel that size its scheduler and KV pool. */
 export interface SchedulerOptions {
-  /** Sequences one step runs at once (default: 8 per thread, 8 to 64). */
+  /** Sequences one step runs at once (default: 16 per thread, 32 to 256). */
   maxSequences?: number;
   /** Tokens one step runs, decodes first, then prompt chunks (default: 128 per thread, 256 to 2048). */
   tokensPerStep?: number;
@@ -28,7 +28,7 @@ export function schedulerLimits(
   options: SchedulerOptions,
 ): SchedulerLimits & { kvPoolTokens: number } {
   const threads = getThreads();
-  const maxSequences = integerOption(options.maxSequences, 'maxSequences', clamp(8 * threads, 8, 64), 1, 4096);
+  const maxSequences = integerOption(options.maxSequences, 'maxSequences', clamp(16 * threads, 32, 256), 1, 4096);
   const tokensPerStep = integerOption(options.tokensPerStep, 'tokensPerStep', clamp(128 * threads, 256, 2048), 1, 1 << 20);
   const maxQueue = integerOption(options.maxQueue, 'maxQueue', 1024, 0);
   const perPosition = kvCacheBytes(spec, 1);
