@@ -136,6 +136,24 @@ test('aborting a waiting or a running request ends it with ERR_DYNAMOE_ABORTED a
   expect(model.load.poolBlocks * model.load.blockTokens).toBe(pool.positions);
 });
 
+test('forward and score take an AbortSignal: aborted while waiting or between chunks, or before they start', async () => {
+  const model = await open({ maxSequences: 1, tokensPerStep: 4 });
+  const blocker = model.forward(ids(1, 40));
+  const controller = new AbortController();
+  const waiting = model.score(ids(2, 20), { signal: controller.signal });
+  const running = new AbortController();
+  const chunked = model.forward(ids(3, 40), { signal: running.signal });
+  controller.abort();
+  expect(await codeOf(waiting)).toBe('ERR_DYNAMOE_ABORTED');
+  await blocker;
+  await untilSteps(model, model.load.steps + 2); // the chunked forward has started
+  running.abort();
+  expect(await codeOf(chunked)).toBe('ERR_DYNAMOE_ABORTED');
+  expect(await codeOf(model.forward([1], { signal: AbortSignal.abort() }))).toBe('ERR_DYNAMOE_ABORTED');
+  expect(await codeOf(model.forward([1], { signal: {} as AbortSignal }))).toBe('ERR_DYNAMOE_TYPE');
+  expect(model.load.reservedBlocks).toBe(0);
+});
+
 test('a caller that stops iterating early frees the sequence', async () => {
   const model = await open({ maxSequences: 2 });
   for await (const token of model.generate(ids(7, 4), { maxTokens: 40 })) {

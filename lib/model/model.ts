@@ -25,6 +25,8 @@ export interface ModelForwardOptions {
   policy?: PolicyOption;
   /** Return routing statistics. */
   stats?: boolean;
+  /** Cancels the call (waiting, or between its steps): it rejects with ERR_DYNAMOE_ABORTED. */
+  signal?: AbortSignal;
 }
 
 /** Result of {@link Model.forward}. */
@@ -40,6 +42,8 @@ export interface ScoreOptions {
   policy?: PolicyOption;
   /** Return routing statistics. */
   stats?: boolean;
+  /** Cancels the call (waiting, or between its steps): it rejects with ERR_DYNAMOE_ABORTED. */
+  signal?: AbortSignal;
 }
 
 /** Result of {@link Model.score}: how well the model predicts each next token of a sequence. */
@@ -119,7 +123,8 @@ export class Model {
     requireMemory(stepBytes(this.spec, ids.length, ids.length), `a forward over ${ids.length} tokens`);
     const policies = this.policies(options.policy);
     const stats = options.stats === true ? this.statsAccumulator(policies) : undefined;
-    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab));
+    const signal = checkSignal(options.signal);
+    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab, undefined, signal));
     const out: ModelForwardResult = { logits: result.logits as Float32Array };
     if (stats) out.stats = stats.result();
     return out;
@@ -135,7 +140,7 @@ export class Model {
     requireMemory(stepBytes(this.spec, ids.length, 0) + ids.length * 8, `scoring ${ids.length} tokens`);
     const policies = this.policies(options.policy);
     const stats = options.stats === true ? this.statsAccumulator(policies) : undefined;
-    const logProbs = (await this.scoreStep(ids, policies, stats)).subarray(0, ids.length - 1);
+    const logProbs = (await this.scoreStep(ids, policies, stats, checkSignal(options.signal))).subarray(0, ids.length - 1);
     let nll = 0;
     for (const lp of logProbs) nll -= lp;
     const out: ScoreResult = { logProbs, nll, perplexity: Math.exp(nll / logProbs.length) };
@@ -147,11 +152,16 @@ export class Model {
    * @internal Scores a fresh sequence: log P(ids[t + 1]) per position (NaN at the end); its routing statistics are
    * added to `stats`.
    */
-  async scoreStep(ids: Int32Array, policies: RoutingPolicy[], stats?: RoutingStatsAccumulator): Promise<Float64Array> {
+  async scoreStep(
+    ids: Int32Array,
+    policies: RoutingPolicy[],
+    stats?: RoutingStatsAccumulator,
+    signal?: AbortSignal,
+  ): Promise<Float64Array> {
     const targets = new Int32Array(ids.length);
     targets.set(ids.subarray(1));
     targets[ids.length - 1] = -1;
-    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab, targets));
+    const result = await this.prefill(new PrefillJob(ids, policies, stats, this.spec.vocab, targets, signal));
     return result.logProbs as Float64Array;
   }
 
@@ -166,11 +176,7 @@ export class Model {
     if (stop !== undefined && !(Array.isArray(stop) && stop.every((s) => typeof s === 'string'))) {
       throw new DynamoeError('ERR_DYNAMOE_TYPE', `stop must be an array of strings, got ${describe(stop)}`);
     }
-    const signal: unknown = options.signal;
-    // Checked by shape: an AbortSignal from another realm (vm contexts, jest) is not an instance of this one's.
-    if (signal !== undefined && typeof (signal as AbortSignal | null)?.aborted !== 'boolean') {
-      typeError('signal', 'an AbortSignal', signal);
-    }
+    checkSignal(options.signal);
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
       throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be a positive integer, got ${String(maxTokens)}`);
@@ -244,6 +250,7 @@ export class Model {
 
   private async prefill(job: PrefillJob): Promise<PrefillResult> {
     this.checkPoolFits(job.positions, `${job.positions} tokens`);
+    if (job.signal?.aborted) throw new DynamoeError('ERR_DYNAMOE_ABORTED', 'the request was aborted');
     this.submit(job);
     return job.result;
   }
@@ -296,4 +303,13 @@ export class Model {
       throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${exceeds} the longest sequence dynamoe runs (${MAX_SEQUENCE} positions)`);
     }
   }
+}
+
+// The signal of a call's options, checked by shape: an AbortSignal from another realm (vm contexts, jest) is not an
+// instance of this one's.
+function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal !== undefined && typeof (signal as AbortSignal | null)?.aborted !== 'boolean') {
+    typeError('signal', 'an AbortSignal', signal);
+  }
+  return signal as AbortSignal | undefined;
 }

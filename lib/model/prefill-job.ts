@@ -27,6 +27,7 @@ export class PrefillJob implements StepJob {
     private readonly stats: RoutingStatsAccumulator | undefined,
     private readonly vocab: number,
     private readonly targets?: Int32Array,
+    readonly signal?: AbortSignal,
   ) {
     this.result = new Promise((resolve, reject) => {
       this.resolve = resolve;
