@@ -98,13 +98,22 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   }
   requireFreeMemory(bytes, "the MoE layer's weights");
 
+  const auto quantized = [](const ExpertSources& e) {
+    return e.gate.quant != QuantType::None || e.up.quant != QuantType::None || e.down.quant != QuantType::None;
+  };
+  for (const ExpertSources& e : weights.experts) {
+    if (quantized(e)) throw Error(code::kUnsupported, "quantized expert weights do not run on device 'cuda' yet");
+  }
+  if (shared && quantized(shared->weights)) {
+    throw Error(code::kUnsupported, "quantized expert weights do not run on device 'cuda' yet");
+  }
   std::vector<MatrixSource> gate, up, down;
   for (const ExpertSources& e : weights.experts) {
     gate.push_back(e.gate);
     up.push_back(e.up);
     down.push_back(e.down);
   }
-  router_ = uploadMatrices({{router, DType::F32}}, config.experts, config.experts, config.hidden, paddedHidden_,
+  router_ = uploadMatrices({{router, DType::F32, QuantType::None}}, config.experts, config.experts, config.hidden, paddedHidden_,
                            DType::F32, "uploading the router weights");
   gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, config.dtype,
                          "uploading the gate/up weights");

@@ -2,9 +2,11 @@
 // It imports only leaf types, so the loader and every caller can depend on it without an import cycle.
 import type { DType } from '../dtype';
 import type { RoutingPolicy } from '../policy/routing-policy';
+import type { QuantizedMatrix } from '../formats/quant-types';
 
 /** Weight data as the addon reads it: f32 values, or 16-bit patterns of the layer's (or graph's) dtype. */
-export type NativeWeights = Float32Array | Uint16Array;
+/** A weight matrix: f32 values, 16-bit patterns of the layer's dtype, or GGUF quantized blocks. */
+export type NativeWeights = Float32Array | Uint16Array | QuantizedMatrix;
 
 /** What the native route() resolves to. */
 export interface NativeRoutingResult {
@@ -369,4 +371,6 @@ export interface NativeAddon {
   setCpuIsa(isa: string): void;
   measureRoofline(): Promise<Roofline>;
   backendInfo(): NativeBackendInfo;
+  /** GGUF quantized rows of `type` to f32 (at most 2^22 values: router and norm weights, tests). */
+  dequantize(type: string, data: Uint8Array, rows: number, cols: number): Float32Array;
 }

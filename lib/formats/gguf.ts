@@ -6,6 +6,7 @@
 // (string name, u32 n_dims, u64 ne[n_dims] fastest-varying first, u32 ggml_type, u64 offset into the data
 // section), padding to `general.alignment` (default 32), the data section. Strings are u64 length + UTF-8.
 import { DynamoeError } from '../errors';
+import { GGML_QUANT_TYPES, QuantType } from './quant-types';
 import {
   checkTensorInputs,
   CURSOR_CHUNK_BYTES,
@@ -13,6 +14,7 @@ import {
   FileCursor,
   FileTensorStore,
   openForRead,
+  TensorDType,
   TensorInfo,
   TensorInput,
   TensorStore,
@@ -83,7 +85,7 @@ const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = 
   29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
   40: ['NVFP4', 64, 36], 41: ['Q1_0', 128, 18],
 };
-const SUPPORTED: Readonly<Record<number, 'f32' | 'f16' | 'bf16'>> = { 0: 'f32', 1: 'f16', 30: 'bf16' };
+const SUPPORTED: Readonly<Record<number, TensorDType | QuantType>> = { 0: 'f32', 1: 'f16', 30: 'bf16', ...GGML_QUANT_TYPES };
 const WRITE_TYPE = { f32: 0, f16: 1, bf16: 30 } as const;
 
 const MAX_DIMS = 4; // GGML_MAX_DIMS

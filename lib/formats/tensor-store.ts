@@ -5,8 +5,9 @@ import { endianness } from 'os';
 import { FileHandle, open, rename, unlink } from 'fs/promises';
 import { DType, isDType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
+import { isQuantType, QuantType } from './quant-types';
 
-/** Element types that {@link TensorStore.read} returns. */
+/** Element types that {@link TensorStore.read} returns as values (quantized types come back as raw blocks). */
 export type TensorDType = DType;
 
 /** Where one tensor lives in a checkpoint file, as its header describes it (checked against the file's size). */
@@ -26,10 +27,10 @@ export interface TensorInfo {
 /** One tensor's data, in freshly allocated memory. */
 export interface TensorData {
   name: string;
-  dtype: TensorDType;
+  dtype: TensorDType | QuantType;
   shape: number[];
-  /** Float32Array for f32; Uint16Array of bit patterns for f16 and bf16. */
-  data: Float32Array | Uint16Array;
+  /** Float32Array for f32; Uint16Array of bit patterns for f16 and bf16; Uint8Array of blocks when quantized. */
+  data: Float32Array | Uint16Array | Uint8Array;
 }
 
 /** An open checkpoint: its tensor catalogue, read on demand. */
@@ -312,10 +313,11 @@ export class FileTensorStore implements TensorStore {
         files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
       formatError(`no tensor '${name}' in ${shown}`);
     }
-    if (!isDType(info.dtype)) {
+    if (!isDType(info.dtype) && !isQuantType(info.dtype)) {
       throw new DynamoeError(
         'ERR_DYNAMOE_UNSUPPORTED',
-        `${info.file}: tensor '${name}' has type ${info.dtype}; only f32, f16 and bf16 tensors can be read`,
+        `${info.file}: tensor '${name}' has type ${info.dtype}; dynamoe reads f32, f16, bf16 and the quantized ` +
+          'types q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs and mxfp4',
       );
     }
     // Both formats store little-endian values; the bytes are handed out as they are.
@@ -324,7 +326,11 @@ export class FileTensorStore implements TensorStore {
     }
     const bytes = allocate(info.byteLength, `tensor '${name}'`);
     await readFully(this.handles.get(info.file) as FileHandle, info.file, new Uint8Array(bytes), info.byteOffset);
-    const data = info.dtype === 'f32' ? new Float32Array(bytes) : new Uint16Array(bytes);
+    const data = isQuantType(info.dtype)
+      ? new Uint8Array(bytes)
+      : info.dtype === 'f32'
+        ? new Float32Array(bytes)
+        : new Uint16Array(bytes);
     return { name, dtype: info.dtype, shape: [...info.shape], data };
   }
 

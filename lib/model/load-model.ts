@@ -6,6 +6,7 @@ import { Device, parseDevice } from '../device';
 import { DType, isDType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { openGguf } from '../formats/gguf';
+import { isQuantType } from '../formats/quant-types';
 import { openSafetensors } from '../formats/safetensors';
 import { TensorStore } from '../formats/tensor-store';
 import { PolicyOption } from '../policy/per-layer';
@@ -15,7 +16,7 @@ import { buildModelGraph, ProgressCallback } from './build-graph';
 import { ConfigReader } from './config-reader';
 import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
-import { requireMemory, weightBytes } from './memory-need';
+import { quantizedWeightBytes, requireMemory, weightBytes } from './memory-need';
 import { SchedulerOptions, schedulerLimits } from './scheduler-limits';
 import { CheckpointNaming, ggufNaming } from './naming';
 import { ModelSpec } from './spec';
@@ -81,9 +82,15 @@ async function openGgufFile(file: string): Promise<Checkpoint> {
 function checkpointDtype(store: TensorStore, naming: CheckpointNaming, source: string): DType {
   const dtype = store.tensors.get(naming.embed)?.dtype;
   if (isDType(dtype)) return dtype;
+  // A quantized file keeps its quantized tensors; its other matrices keep their own type (f32 when it has none).
+  if (isQuantType(dtype)) {
+    const other = [...store.tensors.values()].find((t) => t.shape.length > 1 && isDType(t.dtype))?.dtype;
+    return isDType(other) ? other : 'f32';
+  }
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
-    `${source}: tensor '${naming.embed}' has type ${String(dtype)}; dynamoe loads f32, f16 and bf16 weights`,
+    `${source}: tensor '${naming.embed}' has type ${String(dtype)}; dynamoe loads f32, f16, bf16 and GGUF's ` +
+      'q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs and mxfp4 weights',
   );
 }
 
@@ -124,7 +131,7 @@ export async function modelFromCheckpoint(
   options: Omit<LoadModelOptions, 'device'> = {},
 ): Promise<Model> {
   const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, source);
-  const bytes = weightBytes(checkpoint.spec, dtype);
+  const bytes = quantizedWeightBytes(checkpoint.store, dtype) ?? weightBytes(checkpoint.spec, dtype);
   requireMemory(bytes, `loading ${source} with ${dtype} weights`);
   const { kvPoolTokens, ...limits } = schedulerLimits(checkpoint.spec, bytes, options);
   const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source);

@@ -3,7 +3,8 @@
 import * as os from 'os';
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
-import { ELEMENT_BYTES } from '../formats/tensor-store';
+import { isQuantType } from '../formats/quant-types';
+import { ELEMENT_BYTES, TensorStore } from '../formats/tensor-store';
 import { formatBytes } from '../format-bytes';
 import { ModelSpec } from './spec';
 
@@ -27,6 +28,22 @@ export function weightBytes(spec: ModelSpec, dtype: DType): number {
     }
   }
   return matrices * element + floats * F32;
+}
+
+/**
+ * Bytes of packed weights of a checkpoint with quantized tensors (undefined when it has none): quantized tensors
+ * stay at their size in the file, other matrices take `dtype`, vectors f32.
+ */
+export function quantizedWeightBytes(store: TensorStore, dtype: DType): number | undefined {
+  const tensors = [...store.tensors.values()];
+  if (!tensors.some((t) => isQuantType(t.dtype))) return undefined;
+  let bytes = 0;
+  for (const tensor of tensors) {
+    const elements = tensor.shape.reduce((a, b) => a * b, 1);
+    if (isQuantType(tensor.dtype)) bytes += tensor.byteLength;
+    else bytes += elements * (tensor.shape.length > 1 ? ELEMENT_BYTES[dtype] : F32);
+  }
+  return bytes;
 }
 
 /** Bytes of a KV cache holding `capacity` positions. */

@@ -1,15 +1,30 @@
 // Reads a model's tensors from a checkpoint, checks their shapes against the spec, and converts them to what the
-// native graph takes (f32, or the model's 16-bit type as bit patterns).
+// native graph takes (f32, or the model's 16-bit type as bit patterns; quantized matrices as their blocks).
+import { native } from '../addon/native';
 import { DType, fromBf16, fromF16 } from '../dtype';
-import { DynamoeError } from '../errors';
+import { callNative, DynamoeError } from '../errors';
+import { isQuantType, QuantizedMatrix, quantBytes } from '../formats/quant-types';
 import { TensorData, TensorStore } from '../formats/tensor-store';
 import { CheckpointNaming, ExpertMatrix } from './naming';
 
-export type WeightArray = Float32Array | Uint16Array;
+export type WeightArray = Float32Array | Uint16Array | QuantizedMatrix;
 
+// f32 values of a tensor (quantized ones dequantized natively: only vectors and routers take this path).
 function widen(tensor: TensorData): Float32Array {
+  if (isQuantType(tensor.dtype)) {
+    const cols = tensor.shape[tensor.shape.length - 1];
+    const rows = tensor.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    return callNative(() => native().dequantize(tensor.dtype as string, tensor.data as Uint8Array, rows, cols));
+  }
   if (tensor.dtype === 'f32') return tensor.data as Float32Array;
   return tensor.dtype === 'bf16' ? fromBf16(tensor.data as Uint16Array) : fromF16(tensor.data as Uint16Array);
+}
+
+// A matrix as the native graph takes it: quantized blocks as they are, f32 and the model's dtype as they are,
+// another 16-bit type widened to f32.
+function asWeights(tensor: TensorData, dtype: DType): WeightArray {
+  if (isQuantType(tensor.dtype)) return { quant: tensor.dtype, data: tensor.data as Uint8Array };
+  return tensor.dtype === 'f32' || tensor.dtype === dtype ? (tensor.data as Float32Array | Uint16Array) : widen(tensor);
 }
 
 export class WeightReader {
@@ -26,8 +41,7 @@ export class WeightReader {
 
   /** A [rows][cols] matrix in the model's dtype (16-bit data of another 16-bit type is widened to f32). */
   async matrix(name: string, rows: number, cols: number): Promise<WeightArray> {
-    const tensor = await this.read(name, [rows, cols]);
-    return tensor.dtype === 'f32' || tensor.dtype === this.dtype ? tensor.data : widen(tensor);
+    return asWeights(await this.read(name, [rows, cols]), this.dtype);
   }
 
   /** A vector (norm weight, bias, gate) of `length` values, always f32. */
@@ -49,7 +63,13 @@ export class WeightReader {
       return out;
     }
     const stacked = await this.read(naming.name(layer, matrix), [experts, rows, cols]);
-    const data = stacked.dtype === 'f32' || stacked.dtype === this.dtype ? stacked.data : widen(stacked);
+    if (isQuantType(stacked.dtype)) {
+      const quant = stacked.dtype;
+      const bytes = quantBytes(quant, rows, cols);
+      const blocks = stacked.data as Uint8Array;
+      return Array.from({ length: experts }, (_, e) => ({ quant, data: blocks.subarray(e * bytes, (e + 1) * bytes) }));
+    }
+    const data = asWeights(stacked, this.dtype) as Float32Array | Uint16Array;
     const size = rows * cols;
     return Array.from({ length: experts }, (_, e) => data.subarray(e * size, (e + 1) * size));
   }

@@ -6,13 +6,17 @@
 #include <vector>
 
 #include "dtype.h"
+#include "quant.h"
 
 namespace dynamoe {
 
 // A row-major [rows][cols] matrix in PyTorch Linear layout (out_features x in_features), read-only.
+// A [rows][cols] weight matrix as the caller holds it: f32 / 16-bit values of `dtype`, or, when `quant` is set, rows
+// of GGUF quantized blocks (quant.h).
 struct MatrixSource {
   const void* data = nullptr;
   DType dtype = DType::F32;
+  QuantType quant = QuantType::None;
 };
 
 struct ExpertSources {

@@ -1,6 +1,7 @@
 #include "grouped_gemm.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "thread_pool.h"
 #include "thread_scratch.h"
@@ -57,6 +58,7 @@ enum class Staging {
 // Dot-product tiles always read rounded copies: rounding once per GEMM instead of once per panel item and K slice
 // (every item of a row chunk rounded the same rows again: about 8% of the dot tile's instructions in prefill).
 Staging stagingFor(const GemmGroup& group, const TileKernels& kernels) {
+  if (group.weights->quantized()) return Staging::None;  // the quantized dot reads rows where they are
   if (roundsRows(kernels, group.weights->dtype())) return Staging::RoundBf16;
   if (group.rows > kernels.maxStreamingRows && group.inputStride * sizeof(float) % 2048 == 0) return Staging::Copy;
   return Staging::None;
@@ -90,9 +92,47 @@ struct ItemScratch {
   std::vector<float> widened;     // one K slice of a 16-bit panel widened to f32
 };
 
+// An item of quantized weights: kQuantRows rows at a time, the dot products of every weight row of the panel, then
+// the epilogue (the same for every row count, so a row's results do not depend on the rows beside it).
+void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue) {
+  const PackedMatrix& weights = *group.weights;
+  const size_t rowBytes = weights.rowBytes();
+  const uint8_t* const panel = static_cast<const uint8_t*>(weights.panel(item.panel));
+  const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
+  float sums[kPanelWidth][kQuantRows];
+  const float* rows[kQuantRows];
+  QuantJob job{weights.quant(), nullptr, weights.k(), rows, 0, nullptr};
+  for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kQuantRows) {
+    job.rowCount = std::min(kQuantRows, item.firstRow + item.rowCount - first);
+    for (int r = 0; r < job.rowCount; ++r) {
+      const size_t row = group.inputRowIndex ? static_cast<size_t>(group.inputRowIndex[first + r]) : first + r;
+      rows[r] = group.input + row * group.inputStride;
+    }
+    for (int column = 0; column < kPanelWidth; ++column) {
+      job.weights = panel + column * rowBytes;
+      job.out = sums[column];
+      kernels.quantDot(job);
+    }
+    for (int r = 0; r < job.rowCount; ++r) {
+      float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
+      if (epilogue == Epilogue::SwiGlu) {
+        for (int j = 0; j < kSwiGluColumns; ++j) {
+          const float gate = sums[j][r];
+          out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
+        }
+      } else {
+        const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
+        for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
+      }
+    }
+  }
+  if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
+}
+
 void runItem(const TileKernels& kernels, const StagedGroup& staged, const WorkItem& item, Epilogue epilogue,
              ItemScratch& scratch) {
   const GemmGroup& group = staged.gemm;
+  if (group.weights->quantized()) return runQuantItem(kernels, group, item, epilogue);
   const PackedMatrix& weights = *group.weights;
   const DType dtype = weights.dtype();
   const size_t elementBytes = dtypeBytes(dtype);

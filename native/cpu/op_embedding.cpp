@@ -23,10 +23,16 @@ class EmbeddingOp : public GraphOp {
     const size_t stride = step.strides[output_];
     cpuThreadPool().parallelFor(step.tokens, [&](size_t t) {
       const int id = step.tokenIds[t];
+      float* row = out + t * stride;
+      if (table_->quantized()) {
+        // Row id % 32 of panel id / 32: a quantized table keeps the file's rows, dequantized as they are looked up.
+        const auto* panel = static_cast<const uint8_t*>(table_->panel(id / kPanelWidth));
+        dequantizeRow(table_->quant(), panel + (id % kPanelWidth) * table_->rowBytes(), hidden_, row);
+        return;
+      }
       // Column (id % 32) of panel id / 32: the table shares the LM head's packed layout.
       const void* panel = table_->panel(id / kPanelWidth);
       const int column = id % kPanelWidth;
-      float* row = out + t * stride;
       for (int h = 0; h < hidden_; ++h) {
         row[h] = loadAsF32(panel, panelElementIndex(table_->dtype(), static_cast<size_t>(h), column), table_->dtype());
       }

@@ -1,6 +1,8 @@
 #include "packed_matrix.h"
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "thread_pool.h"
 
@@ -51,8 +53,13 @@ void packRowsTo(MatrixSource source, size_t firstRow, int count, int k, void* pa
   }
 }
 
+// Quantized rows dequantized one at a time to f32, then packed as f32 rows are.
+void packDequantizedRows(MatrixSource source, size_t firstRow, int count, int k, void* panel, DType target,
+                         int firstColumn);
+
 void packRows(MatrixSource source, size_t firstRow, int count, int k, void* panel, DType target, int firstColumn) {
   if (count <= 0) return;
+  if (source.quant != QuantType::None) return packDequantizedRows(source, firstRow, count, k, panel, target, firstColumn);
   switch (target) {
     case DType::F32: return packRowsTo<DType::F32>(source, firstRow, count, k, panel, firstColumn);
     case DType::F16: return packRowsTo<DType::F16>(source, firstRow, count, k, panel, firstColumn);
@@ -60,9 +67,41 @@ void packRows(MatrixSource source, size_t firstRow, int count, int k, void* pane
   }
 }
 
+void packDequantizedRows(MatrixSource source, size_t firstRow, int count, int k, void* panel, DType target,
+                         int firstColumn) {
+  const size_t rowBytes = quantRowBytes(source.quant, k);
+  std::vector<float> row(k);
+  const MatrixSource floats{row.data(), DType::F32, QuantType::None};
+  for (int j = 0; j < count; ++j) {
+    dequantizeRow(source.quant, static_cast<const uint8_t*>(source.data) + (firstRow + j) * rowBytes, k, row.data());
+    packRows(floats, 0, 1, k, panel, target, firstColumn + j);
+  }
+}
+
+// Copies `count` quantized rows from `firstRow` to rows [firstColumn, firstColumn + count) of a quantized panel.
+void copyQuantizedRows(MatrixSource source, size_t firstRow, int count, int k, void* panel, int firstColumn) {
+  const size_t rowBytes = quantRowBytes(source.quant, k);
+  if (count <= 0) return;
+  std::memcpy(static_cast<char*>(panel) + firstColumn * rowBytes,
+              static_cast<const char*>(source.data) + firstRow * rowBytes, count * rowBytes);
+}
+
+// Rows past the matrix's end stay zero bytes, which every type decodes to zeros.
+PackedMatrix keepQuantized(MatrixSource source, int n, int k) {
+  const int panels = (n + kPanelWidth - 1) / kPanelWidth;
+  PackedMatrix packed(panels, k, source.quant);
+  std::memset(packed.panel(0), 0, packed.bytes());
+  cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
+    const int firstRow = static_cast<int>(p) * kPanelWidth;
+    copyQuantizedRows(source, firstRow, std::min(kPanelWidth, n - firstRow), k, packed.panel(static_cast<int>(p)), 0);
+  });
+  return packed;
+}
+
 }  // namespace
 
 PackedMatrix packColumns(MatrixSource source, int n, int k, DType target) {
+  if (source.quant != QuantType::None) return keepQuantized(source, n, k);
   const int panels = (n + kPanelWidth - 1) / kPanelWidth;
   PackedMatrix packed(panels, k, target);
   cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
@@ -74,6 +113,18 @@ PackedMatrix packColumns(MatrixSource source, int n, int k, DType target) {
 
 PackedMatrix packGateUp(MatrixSource gate, MatrixSource up, int ffn, int hidden, DType target) {
   const int panels = (ffn + kSwiGluColumns - 1) / kSwiGluColumns;
+  if (gate.quant != QuantType::None && gate.quant == up.quant) {
+    PackedMatrix packed(panels, hidden, gate.quant);
+    std::memset(packed.panel(0), 0, packed.bytes());
+    cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
+      const int firstRow = static_cast<int>(p) * kSwiGluColumns;
+      const int count = std::min(kSwiGluColumns, ffn - firstRow);
+      void* panel = packed.panel(static_cast<int>(p));
+      copyQuantizedRows(gate, firstRow, count, hidden, panel, 0);
+      copyQuantizedRows(up, firstRow, count, hidden, panel, kSwiGluColumns);
+    });
+    return packed;
+  }
   PackedMatrix packed(panels, hidden, target);
   cpuThreadPool().parallelFor(static_cast<size_t>(panels), [&](size_t p) {
     const int firstRow = static_cast<int>(p) * kSwiGluColumns;

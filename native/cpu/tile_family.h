@@ -24,7 +24,7 @@ void runTile(const TileJob& job) {
 
 // Widen<W>::run may be a null WidenFn constant: that dtype's tiles read the stored panel directly.
 template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows, int MaxStreamingRows = MaxRows>
-TileKernels tileFamily(Isa isa, AttendFn attend, RoundRowFn roundRowBf16 = nullptr) {
+TileKernels tileFamily(Isa isa, AttendFn attend, QuantDotFn quantDot, RoundRowFn roundRowBf16 = nullptr) {
   return {isa,
           MaxRows,
           MaxStreamingRows,
@@ -32,7 +32,8 @@ TileKernels tileFamily(Isa isa, AttendFn attend, RoundRowFn roundRowBf16 = nullp
            runTile<Tile, DType::BF16, MaxRows>},
           {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run},
           attend,
-          roundRowBf16};
+          roundRowBf16,
+          quantDot};
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "../core/dtype.h"
 #include "../core/moe_stages.h"
+#include "../core/quant.h"
 #include "cpu_features.h"
 
 namespace dynamoe::cpu {
@@ -91,6 +92,19 @@ using WidenFn = void (*)(const void* panel, int k, float* out);
 // Rounds k floats to bf16 (round to nearest even), then a zero if k is odd: the rows a bf16 dot-product tile reads.
 using RoundRowFn = void (*)(const float* row, int k, uint16_t* out);
 
+// Dot products of one quantized weight row (K values of GGUF blocks) with up to kQuantRows activation rows:
+// out[r] = rows[r] . dequantize(weights). Each product is added in one order whatever rowCount is (batch invariance).
+constexpr int kQuantRows = 8;
+struct QuantJob {
+  QuantType type;
+  const uint8_t* weights;
+  int k;
+  const float* const* rows;  // rowCount rows of k floats
+  int rowCount;              // 1..kQuantRows
+  float* out;                // rowCount sums
+};
+using QuantDotFn = void (*)(const QuantJob& job);
+
 struct TileKernels {
   Isa isa;
   int maxRows;
@@ -102,6 +116,7 @@ struct TileKernels {
   AttendFn attend;   // attention rows of the model graphs, with the same instruction set
   // Non-null for families whose bf16 tiles are dot products on bf16 activations: they round each row first.
   RoundRowFn roundRowBf16;
+  QuantDotFn quantDot;  // quantized weights, with the same instruction set
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }

@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C tile kernels (only called when the CPU reports AVX2 and FMA).
 #include "simd_avx2.h"
 #include "simd_attention.h"
+#include "simd_quant.h"
 #include "simd_tile.h"
 #include "tile_family.h"
 
@@ -23,7 +24,7 @@ using Widen = SimdWiden<Avx2, W>;
 
 const TileKernels& avx2TileKernels() {
   static const TileKernels kernels =
-      tileFamily<Tile, Widen, kMaxRows, kMaxStreamingRows>(Isa::Avx2, SimdAttend<Avx2>::run);
+      tileFamily<Tile, Widen, kMaxRows, kMaxStreamingRows>(Isa::Avx2, SimdAttend<Avx2>::run, SimdQuantDot<Avx2>::run);
   return kernels;
 }
 

@@ -2,6 +2,7 @@
 // the AVX2 family (simd_tile.h); this file only picks the registers and the row count.
 #include "simd_avx512.h"
 #include "simd_attention.h"
+#include "simd_quant.h"
 #include "simd_tile.h"
 #include "tile_family.h"
 
@@ -17,7 +18,7 @@ using Widen = SimdWiden<Avx512, W>;
 }  // namespace
 
 const TileKernels& avx512TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512, SimdAttend<Avx512>::run);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512, SimdAttend<Avx512>::run, SimdQuantDot<Avx512>::run);
   return kernels;
 }
 

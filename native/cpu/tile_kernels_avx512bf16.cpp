@@ -3,6 +3,7 @@
 // round the activations to bf16, a different accuracy contract from the other families' exact widening. f32 and
 // f16 weights use the AVX-512 family's tiles.
 #include "simd_attention.h"
+#include "simd_quant.h"
 #include "simd_avx512bf16.h"
 #include "simd_dot_tile.h"
 #include "tile_family.h"
@@ -25,7 +26,8 @@ struct Widen {
 
 const TileKernels& avx512Bf16TileKernels() {
   static const TileKernels kernels =
-      tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512Bf16, SimdAttend<Avx512>::run, Avx512Bf16Dot::roundRow);
+      tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512Bf16, SimdAttend<Avx512>::run, SimdQuantDot<Avx512>::run,
+                                        Avx512Bf16Dot::roundRow);
   return kernels;
 }
 

@@ -59,10 +59,28 @@ struct Widen {
   }
 };
 
+// Quantized dot products: each row's products in 8 interleaved partial sums (k mod 8), added in one fixed order.
+void quantDotScalar(const QuantJob& job) {
+  const QuantTraits traits = quantTraits(job.type);
+  float block[256];
+  float partial[kQuantRows][8] = {};
+  const uint8_t* weights = job.weights;
+  for (int c = 0; c < job.k; c += traits.blockElements, weights += traits.blockBytes) {
+    dequantizeBlock(job.type, weights, block);
+    for (int r = 0; r < job.rowCount; ++r) {
+      for (int i = 0; i < traits.blockElements; ++i) partial[r][i % 8] += block[i] * job.rows[r][c + i];
+    }
+  }
+  for (int r = 0; r < job.rowCount; ++r) {
+    const float* p = partial[r];
+    job.out[r] = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+  }
+}
+
 }  // namespace
 
 const TileKernels& scalarTileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar, attendScalar);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar, attendScalar, quantDotScalar);
   return kernels;
 }
 

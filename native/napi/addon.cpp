@@ -3,6 +3,7 @@
 
 #include "model_graph_binding.h"
 #include "moe_layer_binding.h"
+#include "quant_binding.h"
 #include "route_binding.h"
 #include "router_losses_binding.h"
 #include "runtime_binding.h"
@@ -20,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuIsa", Napi::Function::New<SetCpuIsa>(env, "setCpuIsa"));
   exports.Set("measureRoofline", Napi::Function::New<MeasureRoofline>(env, "measureRoofline"));
   exports.Set("backendInfo", Napi::Function::New<BackendInfo>(env, "backendInfo"));
+  exports.Set("dequantize", Napi::Function::New<Dequantize>(env, "dequantize"));
   return exports;
 }
 

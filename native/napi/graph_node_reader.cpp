@@ -37,10 +37,10 @@ class NodeReader {
     return index;
   }
 
-  MatrixSource matrix(const char* key, size_t length) {
-    MatrixSource source;
-    source.data = requireWeights(node_.Get(key), length, dtype_, op_ + "." + key, &source.dtype);
-    keep(node_.Get(key));
+  MatrixSource matrix(const char* key, int rows, int cols) {
+    MatrixSource source = requireWeights(node_.Get(key), rows, cols, dtype_, op_ + "." + key);
+    Napi::Value value = node_.Get(key);
+    keep(source.quant == QuantType::None ? value : value.As<Napi::Object>().Get("data"));
     return source;
   }
 
@@ -65,7 +65,7 @@ EmbeddingNode readEmbedding(NodeReader& r, const GraphLayout& layout) {
   EmbeddingNode n;
   n.hidden = r.dimension("hidden");
   n.output = r.buffer("output", n.hidden);
-  n.weight = r.matrix("weight", static_cast<size_t>(layout.vocab) * n.hidden);
+  n.weight = r.matrix("weight", layout.vocab, n.hidden);
   return n;
 }
 
@@ -74,7 +74,7 @@ LogitsNode readLogits(NodeReader& r, const GraphLayout& layout, const Napi::Obje
   n.hidden = r.dimension("hidden");
   n.input = r.buffer("input", n.hidden);
   n.tied = readBool(node, "tied", false);
-  if (!n.tied) n.weight = r.matrix("weight", static_cast<size_t>(layout.vocab) * n.hidden);
+  if (!n.tied) n.weight = r.matrix("weight", layout.vocab, n.hidden);
   return n;
 }
 
@@ -85,7 +85,7 @@ LinearNode readLinear(NodeReader& r, const Napi::Object& node) {
   n.input = r.buffer("input", n.inFeatures);
   n.output = r.buffer("output", n.outFeatures);
   if (n.input == n.output) r.fail("input and output must be different buffers");
-  n.weight = r.matrix("weight", static_cast<size_t>(n.outFeatures) * n.inFeatures);
+  n.weight = r.matrix("weight", n.outFeatures, n.inFeatures);
   if (!node.Get("bias").IsUndefined()) n.bias = r.floats("bias", n.outFeatures);
   return n;
 }
@@ -150,10 +150,9 @@ MlpNode readMlp(NodeReader& r) {
   n.input = r.buffer("input", n.hidden);
   n.output = r.buffer("output", n.hidden);
   if (n.input == n.output) r.fail("input and output must be different buffers");
-  const size_t elements = static_cast<size_t>(n.ffn) * n.hidden;
-  n.gate = r.matrix("gate", elements);
-  n.up = r.matrix("up", elements);
-  n.down = r.matrix("down", elements);
+  n.gate = r.matrix("gate", n.ffn, n.hidden);
+  n.up = r.matrix("up", n.ffn, n.hidden);
+  n.down = r.matrix("down", n.hidden, n.ffn);
   return n;
 }
 

@@ -6,7 +6,6 @@
 
 namespace dynamoe {
 
-namespace {
 std::string describe(const Napi::Value& value) {
   if (value.IsUndefined()) return "undefined";
   if (value.IsNull()) return "null";
@@ -16,7 +15,7 @@ std::string describe(const Napi::Value& value) {
   if (value.IsString()) return "'" + value.As<Napi::String>().Utf8Value() + "'";
   return "a value of type " + std::string(value.IsObject() ? "object" : "other");
 }
-}  // namespace
+
 
 int readInt(const Napi::Object& options, const char* key, int min, int max, int fallback) {
   Napi::Value value = options.Get(key);
@@ -68,29 +67,66 @@ Napi::Float32Array requireFloat32Array(const Napi::Value& value, size_t length, 
   return array;
 }
 
-const void* requireWeights(const Napi::Value& value, size_t length, DType dtype, const std::string& what,
-                           DType* sourceDtype) {
+QuantType requireQuantType(const Napi::Value& value, const std::string& what) {
+  QuantType type = QuantType::None;
+  if (!value.IsString() || !parseQuantType(value.As<Napi::String>().Utf8Value(), &type)) {
+    throwJs(value.Env(), code::kDtype,
+            what + " must name a quantized type dynamoe runs: q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
+                   "q6_k, iq4_nl, iq4_xs or mxfp4, got " + describe(value));
+  }
+  return type;
+}
+
+MatrixSource requireWeights(const Napi::Value& value, size_t rows, size_t cols, DType dtype, const std::string& what) {
   Napi::Env env = value.Env();
-  if (!value.IsTypedArray()) throwJs(env, code::kType, what + " must be a Float32Array or Uint16Array, got " + describe(value));
+  MatrixSource source;
+  if (value.IsObject() && !value.IsTypedArray() && !value.IsArray()) {
+    Napi::Object object = value.As<Napi::Object>();
+    source.quant = requireQuantType(object.Get("quant"), what + ".quant");
+    const QuantTraits traits = quantTraits(source.quant);
+    if (cols % static_cast<size_t>(traits.blockElements) != 0) {
+      throwJs(env, code::kShape,
+              what + " has rows of " + std::to_string(cols) + " values, not a whole number of " + traits.name +
+                  " blocks of " + std::to_string(traits.blockElements));
+    }
+    Napi::Value data = object.Get("data");
+    if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throwJs(env, code::kType, what + ".data must be a Uint8Array of quantized blocks, got " + describe(data));
+    }
+    const size_t bytes = rows * (cols / traits.blockElements) * traits.blockBytes;
+    if (data.As<Napi::Uint8Array>().ElementLength() != bytes) {
+      throwJs(env, code::kShape,
+              what + " must hold " + std::to_string(bytes) + " bytes (" + std::to_string(rows) + " rows of " +
+                  std::to_string(cols) + " " + traits.name + " values), got " +
+                  std::to_string(data.As<Napi::Uint8Array>().ElementLength()));
+    }
+    source.data = data.As<Napi::Uint8Array>().Data();
+    return source;
+  }
+  if (!value.IsTypedArray()) {
+    throwJs(env, code::kType, what + " must be a Float32Array, a Uint16Array or quantized blocks, got " + describe(value));
+  }
   Napi::TypedArray array = value.As<Napi::TypedArray>();
   if (array.TypedArrayType() == napi_float32_array) {
-    *sourceDtype = DType::F32;
+    source.dtype = DType::F32;
   } else if (array.TypedArrayType() == napi_uint16_array) {
     if (dtype == DType::F32) {
       throwJs(env, code::kDtype,
               what + " is a Uint16Array (f16/bf16 bit patterns) but the layer dtype is 'f32': pass a Float32Array");
     }
-    *sourceDtype = dtype;
+    source.dtype = dtype;
   } else {
     throwJs(env, code::kType, what + " must be a Float32Array or Uint16Array, got another typed array");
   }
+  const size_t length = rows * cols;
   if (array.ElementLength() != length) {
     throwJs(env, code::kShape,
             what + " must have " + std::to_string(length) + " elements, got " + std::to_string(array.ElementLength()));
   }
   // TypedArrayOf::Data() also works for arrays backed by a SharedArrayBuffer.
-  if (*sourceDtype == DType::F32) return value.As<Napi::Float32Array>().Data();
-  return value.As<Napi::Uint16Array>().Data();
+  source.data = source.dtype == DType::F32 ? static_cast<const void*>(value.As<Napi::Float32Array>().Data())
+                                           : static_cast<const void*>(value.As<Napi::Uint16Array>().Data());
+  return source;
 }
 
 RoutingPolicy readPolicy(const Napi::Value& value, int experts) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "../core/moe_config.h"
 #include "../core/routing_policy.h"
 
 namespace dynamoe {
@@ -20,10 +21,15 @@ Napi::Object requireObject(const Napi::Value& value, const std::string& what);
 // A Float32Array of exactly `length` elements.
 Napi::Float32Array requireFloat32Array(const Napi::Value& value, size_t length, const std::string& what);
 
-// A weight matrix of `length` elements: Float32Array (converted to `dtype` when packed) or, for f16/bf16 layers,
-// a Uint16Array of bit patterns. Sets *sourceDtype to the element type of the data.
-const void* requireWeights(const Napi::Value& value, size_t length, DType dtype, const std::string& what,
-                           DType* sourceDtype);
+// What a JS value is, for error messages ("a string", "undefined", "an Int32Array", ...).
+std::string describe(const Napi::Value& value);
+
+// A [rows][cols] weight matrix: a Float32Array (converted to `dtype` when packed), for f16/bf16 layers a
+// Uint16Array of bit patterns, or { quant: 'q4_k' | ..., data: Uint8Array } of GGUF quantized rows.
+MatrixSource requireWeights(const Napi::Value& value, size_t rows, size_t cols, DType dtype, const std::string& what);
+
+// The quantized type named by `value` (a string such as 'q4_k'); ERR_DYNAMOE_DTYPE otherwise.
+QuantType requireQuantType(const Napi::Value& value, const std::string& what);
 
 // { kind: 'top-k' | 'top-p' | 'threshold', ... } checked against `experts`.
 RoutingPolicy readPolicy(const Napi::Value& value, int experts);

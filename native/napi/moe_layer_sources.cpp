@@ -16,9 +16,9 @@ class SourceReader {
  public:
   explicit SourceReader(MoeLayerSources& sources) : sources_(sources) {}
 
-  MatrixSource weights(const Napi::Value& value, size_t length, const std::string& what) {
-    MatrixSource source;
-    source.data = requireWeights(value, length, sources_.weights.config.dtype, what, &source.dtype);
+  MatrixSource weights(const Napi::Value& value, int rows, int cols, const std::string& what) {
+    MatrixSource source = requireWeights(value, rows, cols, sources_.weights.config.dtype, what);
+    // Kept alive while the layer packs; for quantized blocks, the object holding them.
     sources_.arrays.push_back(Napi::Persistent(value.As<Napi::Object>()));
     return source;
   }
@@ -29,8 +29,8 @@ class SourceReader {
     return data;
   }
 
-  // Per-expert matrices given as an array of `experts` typed arrays of `length` elements each.
-  std::vector<MatrixSource> perExpert(const Napi::Object& options, const char* key, size_t length) {
+  // Per-expert [rows][cols] matrices given as an array of `experts` weight matrices.
+  std::vector<MatrixSource> perExpert(const Napi::Object& options, const char* key, int rows, int cols) {
     const int experts = sources_.weights.config.experts;
     Napi::Value value = options.Get(key);
     if (!value.IsArray() || value.As<Napi::Array>().Length() != static_cast<uint32_t>(experts)) {
@@ -40,7 +40,7 @@ class SourceReader {
     Napi::Array array = value.As<Napi::Array>();
     std::vector<MatrixSource> matrices;
     for (int e = 0; e < experts; ++e) {
-      matrices.push_back(weights(array.Get(static_cast<uint32_t>(e)), length,
+      matrices.push_back(weights(array.Get(static_cast<uint32_t>(e)), rows, cols,
                                  std::string(key) + "[" + std::to_string(e) + "]"));
     }
     return matrices;
@@ -67,12 +67,11 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   sources.backend = &backendForDevice(options.Get("device"));
   translateErrors(env, [&] { sources.backend->requireUsable(); });  // fail before reading weights
   SourceReader read(sources);
-  const size_t expertElements = static_cast<size_t>(config.ffn) * config.hidden;
   sources.weights.router =
       read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
-  const auto gate = read.perExpert(options, "gate", expertElements);
-  const auto up = read.perExpert(options, "up", expertElements);
-  const auto down = read.perExpert(options, "down", expertElements);
+  const auto gate = read.perExpert(options, "gate", config.ffn, config.hidden);
+  const auto up = read.perExpert(options, "up", config.ffn, config.hidden);
+  const auto down = read.perExpert(options, "down", config.hidden, config.ffn);
   for (int e = 0; e < config.experts; ++e) sources.weights.experts.push_back({gate[e], up[e], down[e]});
 
   MoeWeights& weights = sources.weights;
@@ -80,10 +79,10 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   if (weights.hasShared) {
     Napi::Object shared = requireObject(options.Get("shared"), "shared");
     weights.shared.ffn = readInt(shared, "ffn", 1, kMaxDimension);
-    const size_t sharedElements = static_cast<size_t>(weights.shared.ffn) * config.hidden;
-    weights.shared.weights = {read.weights(shared.Get("gate"), sharedElements, "shared.gate"),
-                              read.weights(shared.Get("up"), sharedElements, "shared.up"),
-                              read.weights(shared.Get("down"), sharedElements, "shared.down")};
+    const int sharedFfn = weights.shared.ffn;
+    weights.shared.weights = {read.weights(shared.Get("gate"), sharedFfn, config.hidden, "shared.gate"),
+                              read.weights(shared.Get("up"), sharedFfn, config.hidden, "shared.up"),
+                              read.weights(shared.Get("down"), config.hidden, sharedFfn, "shared.down")};
     if (!shared.Get("gateWeight").IsUndefined()) {
       weights.shared.gateWeight = read.floats(shared.Get("gateWeight"), config.hidden, "shared.gateWeight");
     }
