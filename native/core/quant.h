@@ -58,6 +58,10 @@ inline size_t quantRowBytes(QuantType t, int cols) {
   return static_cast<size_t>(cols / traits.blockElements) * traits.blockBytes;
 }
 
+// The decoders have internal linkage: each file that includes this header compiles its own copy with its own flags,
+// so the SIMD kernel files get vectorized decoders and the linker never swaps in another file's baseline copy.
+namespace {
+
 namespace quant_detail {
 
 inline float half(const uint8_t* p) { return f16ToF32(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
@@ -249,4 +253,5 @@ inline void dequantizeRow(QuantType t, const uint8_t* row, int cols, float* y) {
   for (int c = 0; c < cols; c += traits.blockElements, row += traits.blockBytes) dequantizeBlock(t, row, y + c);
 }
 
+}  // namespace
 }  // namespace dynamoe
