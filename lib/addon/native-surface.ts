@@ -373,4 +373,6 @@ export interface NativeAddon {
   backendInfo(): NativeBackendInfo;
   /** GGUF quantized rows of `type` to f32 (at most 2^22 values: router and norm weights, tests). */
   dequantize(type: string, data: Uint8Array, rows: number, cols: number): Float32Array;
+  /** f32 (or `dtype` bit patterns) [rows][cols] to GGUF blocks of `type` (q8_0, q4_0, q4_k, q6_k), off the event loop. */
+  quantize(type: string, data: Float32Array | Uint16Array, rows: number, cols: number, dtype?: DType): Promise<Uint8Array>;
 }

@@ -86,7 +86,12 @@ const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = 
   40: ['NVFP4', 64, 36], 41: ['Q1_0', 128, 18],
 };
 const SUPPORTED: Readonly<Record<number, TensorDType | QuantType>> = { 0: 'f32', 1: 'f16', 30: 'bf16', ...GGML_QUANT_TYPES };
-const WRITE_TYPE = { f32: 0, f16: 1, bf16: 30 } as const;
+const WRITE_TYPE: Readonly<Record<TensorDType | QuantType, number>> = {
+  f32: 0,
+  f16: 1,
+  bf16: 30,
+  ...(Object.fromEntries(Object.entries(GGML_QUANT_TYPES).map(([id, type]) => [type, Number(id)])) as Record<QuantType, number>),
+};
 
 const MAX_DIMS = 4; // GGML_MAX_DIMS
 const MAX_NAME_BYTES = 63; // GGML_MAX_NAME is 64 including the terminating NUL

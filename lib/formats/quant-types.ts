@@ -51,6 +51,45 @@ export const QUANT_BLOCKS: Readonly<Record<QuantType, { elements: number; bytes:
   mxfp4: { elements: 32, bytes: 17 },
 };
 
+// Byte offsets of each block's f16 scales (and mins) in each type; MXFP4's one scale is an E8M0 byte at 0.
+const F16_SCALES: Readonly<Record<QuantType, readonly number[]>> = {
+  q8_0: [0],
+  q4_0: [0],
+  q4_1: [0, 2],
+  q5_0: [0],
+  q5_1: [0, 2],
+  q2_k: [80, 82],
+  q3_k: [108],
+  q4_k: [0, 2],
+  q5_k: [0, 2],
+  q6_k: [208],
+  iq4_nl: [0],
+  iq4_xs: [0],
+  mxfp4: [],
+};
+
+/** The index of the first block whose scale is Infinity or NaN (f16 exponent all ones; E8M0 0xFF), or -1. */
+export function firstNonFiniteBlock(type: QuantType, data: Uint8Array): number {
+  const { bytes } = QUANT_BLOCKS[type];
+  const offsets = F16_SCALES[type];
+  const blocks = data.length / bytes;
+  for (let b = 0, at = 0; b < blocks; b++, at += bytes) {
+    if (type === 'mxfp4' && data[at] === 0xff) return b;
+    for (const offset of offsets) {
+      if ((data[at + offset + 1] & 0x7c) === 0x7c) return b;
+    }
+  }
+  return -1;
+}
+
+/** The quantized types dynamoe writes (quantizing on load and `dynamoe quantize`). */
+export type WritableQuantType = 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+export const WRITABLE_QUANT_TYPES: readonly WritableQuantType[] = ['q8_0', 'q4_0', 'q4_k', 'q6_k'];
+
+export function isWritableQuantType(value: unknown): value is WritableQuantType {
+  return (WRITABLE_QUANT_TYPES as readonly unknown[]).includes(value);
+}
+
 export function isQuantType(value: unknown): value is QuantType {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(QUANT_BLOCKS, value);
 }

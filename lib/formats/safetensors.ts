@@ -6,6 +6,7 @@
 // offsets are relative to the start of the data section.
 import { mkdir, stat } from 'fs/promises';
 import { isAbsolute, join, dirname } from 'path';
+import { isDType } from '../dtype';
 import { DynamoeError } from '../errors';
 import {
   checkTensorInputs,
@@ -235,7 +236,12 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const views = checkTensorInputs(tensors, 'writeSafetensors');
-  const size = (i: number) => ELEMENT_BYTES[tensors[i].dtype];
+  for (const { name, dtype } of tensors) {
+    if (!isDType(dtype)) {
+      throw new DynamoeError('ERR_DYNAMOE_DTYPE', `writeSafetensors: tensor '${name}' is ${dtype}; safetensors holds f32, f16 and bf16`);
+    }
+  }
+  const size = (i: number) => ELEMENT_BYTES[tensors[i].dtype as TensorDType];
   const order = tensors.map((_, i) => i).sort((a, b) => size(b) - size(a) || a - b);
   // Built by hand, not from an object: a tensor named "__proto__" must stay an ordinary key.
   const fields: string[] = [];
@@ -251,7 +257,7 @@ export async function writeSafetensors(
     if (name === '__metadata__') {
       throw new DynamoeError('ERR_DYNAMOE_VALUE', 'writeSafetensors: "__metadata__" is reserved');
     }
-    const entry = { dtype: FILE_DTYPE[dtype], shape, data_offsets: [offset, offset + views[i].length] };
+    const entry = { dtype: FILE_DTYPE[dtype as TensorDType], shape, data_offsets: [offset, offset + views[i].length] };
     fields.push(`${JSON.stringify(name)}:${JSON.stringify(entry)}`);
     offset += views[i].length;
   }

@@ -5,7 +5,7 @@ import { endianness } from 'os';
 import { FileHandle, open, rename, unlink } from 'fs/promises';
 import { DType, isDType, parseDType } from '../dtype';
 import { DynamoeError } from '../errors';
-import { isQuantType, QuantType } from './quant-types';
+import { isQuantType, QUANT_BLOCKS, quantBytes, QuantType } from './quant-types';
 
 /** Element types that {@link TensorStore.read} returns as values (quantized types come back as raw blocks). */
 export type TensorDType = DType;
@@ -43,13 +43,13 @@ export interface TensorStore {
   close(): Promise<void>;
 }
 
-/** A tensor handed to a writer. */
+/** A tensor handed to a writer (quantized types: GGUF only, as blocks of whole rows). */
 export interface TensorInput {
   name: string;
-  dtype: TensorDType;
+  dtype: TensorDType | QuantType;
   /** Row-major, outermost first. */
   shape: number[];
-  data: Float32Array | Uint16Array;
+  data: Float32Array | Uint16Array | Uint8Array;
 }
 
 /** Element size in bytes of each supported dtype. */
@@ -257,6 +257,23 @@ function arrayTag(value: unknown): string {
   return Object.prototype.toString.call(value).slice(8, -1);
 }
 
+// Quantized data: a Uint8Array of whole blocks along the innermost dimension.
+function checkQuantizedInput(label: string, type: QuantType, shape: number[], data: unknown): void {
+  if (arrayTag(data) !== 'Uint8Array') {
+    throw new DynamoeError('ERR_DYNAMOE_DTYPE', `${label}: ${type} data must be a Uint8Array of blocks, got ${arrayTag(data)}`);
+  }
+  const cols = shape[shape.length - 1] ?? 0;
+  const { elements } = QUANT_BLOCKS[type];
+  if (cols % elements !== 0) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${label}: rows of ${cols} values are not whole ${type} blocks of ${elements}`);
+  }
+  const rows = (elementCount(shape) ?? 0) / Math.max(cols, 1);
+  const bytes = quantBytes(type, rows, cols);
+  if ((data as Uint8Array).length !== bytes) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${label}: shape [${shape.join(', ')}] needs ${bytes} bytes of ${type}, data has ${(data as Uint8Array).length}`);
+  }
+}
+
 /**
  * Checks tensors handed to a writer (unique non-empty names, dtype matching the array kind, shape matching the
  * length) and returns a byte view of each one's data.
@@ -272,14 +289,18 @@ export function checkTensorInputs(tensors: readonly TensorInput[], writer: strin
     }
     if (names.has(name)) throw new DynamoeError('ERR_DYNAMOE_VALUE', `${label}: duplicate tensor name`);
     names.add(name);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${label}: shape must be an array of non-negative integers`);
+    }
+    if (isQuantType(dtype)) {
+      checkQuantizedInput(label, dtype, shape, data);
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    }
     parseDType(dtype, `${label}: dtype`, { bareNames: true, shown: String });
     const expected = dtype === 'f32' ? 'Float32Array' : 'Uint16Array';
     if (arrayTag(data) !== expected) {
       const message = `${label}: ${dtype} data must be a ${expected}, got ${arrayTag(data)}`;
       throw new DynamoeError('ERR_DYNAMOE_DTYPE', message);
-    }
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${label}: shape must be an array of non-negative integers`);
     }
     if (elementCount(shape) !== data.length) {
       throw new DynamoeError(

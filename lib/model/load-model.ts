@@ -3,10 +3,11 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { resolveDevice } from '../backend/device-placement';
 import { Device, parseDevice } from '../device';
-import { DType, isDType, parseDType } from '../dtype';
+import { DType, DTYPES, isDType } from '../dtype';
 import { DynamoeError } from '../errors';
+import { requireName } from '../validate';
 import { openGguf } from '../formats/gguf';
-import { isQuantType } from '../formats/quant-types';
+import { isQuantType, isWritableQuantType, WRITABLE_QUANT_TYPES, WritableQuantType } from '../formats/quant-types';
 import { openSafetensors } from '../formats/safetensors';
 import { TensorStore } from '../formats/tensor-store';
 import { PolicyOption } from '../policy/per-layer';
@@ -30,8 +31,12 @@ export interface LoadModelOptions extends SchedulerOptions {
    * ERR_DYNAMOE_UNSUPPORTED (single MoELayer objects do run on 'cuda').
    */
   device?: Device;
-  /** Element type weights are packed in (default: the checkpoint's). Math accumulates in fp32. */
-  dtype?: DType;
+  /**
+   * Element type weights are packed in (default: the checkpoint's; a quantized GGUF keeps each tensor's own type).
+   * A quantized type ('q8_0', 'q4_0', 'q4_k', 'q6_k') quantizes the experts' matrices as they load; the other
+   * tensors keep the checkpoint's type. Math accumulates in fp32.
+   */
+  dtype?: DType | WritableQuantType;
   /** Default routing policy (default: the one the model was trained with). */
   policy?: PolicyOption;
   /** Called as weights are packed: nodes done out of the total. */
@@ -106,7 +111,9 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
   const device = parseDevice(options.device ?? 'auto', 'device', { shown: String });
   // Refuses 'cuda' while whole models cannot run on CUDA; until backendInfo's cudaWholeModels, models run on the CPU.
   resolveDevice(device, 'model');
-  if (options.dtype !== undefined) parseDType(options.dtype, 'dtype', { shown: String });
+  if (options.dtype !== undefined) {
+    requireName(options.dtype, [...DTYPES, ...WRITABLE_QUANT_TYPES], 'dtype', 'ERR_DYNAMOE_DTYPE', { shown: String });
+  }
   let stat;
   try {
     stat = await fs.stat(location);
@@ -130,11 +137,13 @@ export async function modelFromCheckpoint(
   source: string,
   options: Omit<LoadModelOptions, 'device'> = {},
 ): Promise<Model> {
-  const dtype = options.dtype ?? checkpointDtype(checkpoint.store, checkpoint.naming, source);
-  const bytes = quantizedWeightBytes(checkpoint.store, dtype) ?? weightBytes(checkpoint.spec, dtype);
-  requireMemory(bytes, `loading ${source} with ${dtype} weights`);
+  const quantizeExperts = isWritableQuantType(options.dtype) ? options.dtype : undefined;
+  const dtype = (quantizeExperts ? undefined : (options.dtype as DType | undefined)) ??
+    checkpointDtype(checkpoint.store, checkpoint.naming, source);
+  const bytes = quantizedWeightBytes(checkpoint.store, dtype) ?? weightBytes(checkpoint.spec, dtype, quantizeExperts);
+  requireMemory(bytes, `loading ${source} with ${quantizeExperts ?? dtype} weights`);
   const { kvPoolTokens, ...limits } = schedulerLimits(checkpoint.spec, bytes, options);
-  const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source);
+  const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source, quantizeExperts);
   const graph = await buildModelGraph(checkpoint.spec, weights, dtype, kvPoolTokens, options.onProgress);
   try {
     return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy, limits);

@@ -3,31 +3,38 @@
 import * as os from 'os';
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
-import { isQuantType } from '../formats/quant-types';
+import { isQuantType, QUANT_BLOCKS, QuantType } from '../formats/quant-types';
 import { ELEMENT_BYTES, TensorStore } from '../formats/tensor-store';
 import { formatBytes } from '../format-bytes';
 import { ModelSpec } from './spec';
 
 const F32 = 4;
 
-/** Bytes of packed weights a spec needs in `dtype` (routers and norms stay f32). */
-export function weightBytes(spec: ModelSpec, dtype: DType): number {
+/**
+ * Bytes of packed weights a spec needs in `dtype` (routers and norms stay f32), with the experts' matrices in
+ * `experts` when they are quantized as they load.
+ */
+export function weightBytes(spec: ModelSpec, dtype: DType, experts?: QuantType): number {
   const { hidden, heads, kvHeads, headDim, vocab } = spec;
   const element = ELEMENT_BYTES[dtype];
   const attention = hidden * (heads + 2 * kvHeads) * headDim + heads * headDim * hidden;
   let matrices = vocab * hidden * (spec.tiedEmbeddings ? 1 : 2);
   let floats = hidden; // final norm
+  let quantized = 0;
   for (const layer of spec.layers) {
     matrices += attention;
     floats += 2 * hidden + (spec.attentionBias ? (heads + 2 * kvHeads) * headDim : 0) + 2 * heads * headDim;
     if (layer.kind === 'dense') {
       matrices += 3 * hidden * layer.ffn;
     } else {
-      matrices += layer.experts * 3 * hidden * layer.ffn + (layer.shared ? 3 * hidden * layer.shared.ffn : 0);
+      const expertValues = layer.experts * 3 * hidden * layer.ffn;
+      if (experts) quantized += (expertValues / QUANT_BLOCKS[experts].elements) * QUANT_BLOCKS[experts].bytes;
+      else matrices += expertValues;
+      matrices += layer.shared ? 3 * hidden * layer.shared.ffn : 0;
       floats += layer.experts * hidden + (layer.shared?.gated ? hidden : 0);
     }
   }
-  return matrices * element + floats * F32;
+  return matrices * element + floats * F32 + quantized;
 }
 
 /**

@@ -2,8 +2,15 @@
 // native graph takes (f32, or the model's 16-bit type as bit patterns; quantized matrices as their blocks).
 import { native } from '../addon/native';
 import { DType, fromBf16, fromF16 } from '../dtype';
-import { callNative, DynamoeError } from '../errors';
-import { isQuantType, QuantizedMatrix, quantBytes } from '../formats/quant-types';
+import { callNative, DynamoeError, fromNativeError } from '../errors';
+import {
+  firstNonFiniteBlock,
+  isQuantType,
+  QUANT_BLOCKS,
+  QuantizedMatrix,
+  quantBytes,
+  WritableQuantType,
+} from '../formats/quant-types';
 import { TensorData, TensorStore } from '../formats/tensor-store';
 import { CheckpointNaming, ExpertMatrix } from './naming';
 
@@ -22,8 +29,18 @@ function widen(tensor: TensorData): Float32Array {
 
 // A matrix as the native graph takes it: quantized blocks as they are, f32 and the model's dtype as they are,
 // another 16-bit type widened to f32.
-function asWeights(tensor: TensorData, dtype: DType): WeightArray {
-  if (isQuantType(tensor.dtype)) return { quant: tensor.dtype, data: tensor.data as Uint8Array };
+function asWeights(tensor: TensorData, dtype: DType, source: string): WeightArray {
+  if (isQuantType(tensor.dtype)) {
+    const data = tensor.data as Uint8Array;
+    const bad = firstNonFiniteBlock(tensor.dtype, data);
+    if (bad >= 0) {
+      throw new DynamoeError(
+        'ERR_DYNAMOE_FORMAT',
+        `${source}: tensor '${tensor.name}' (${tensor.dtype}) has a non-finite scale in block ${bad}`,
+      );
+    }
+    return { quant: tensor.dtype, data };
+  }
   return tensor.dtype === 'f32' || tensor.dtype === dtype ? (tensor.data as Float32Array | Uint16Array) : widen(tensor);
 }
 
@@ -33,6 +50,8 @@ export class WeightReader {
     readonly naming: CheckpointNaming,
     private readonly dtype: DType,
     private readonly source: string,
+    /** When set, the experts' float matrices are quantized to it as they are read (whole blocks only). */
+    private readonly quantizeExperts?: WritableQuantType,
   ) {}
 
   has(name: string): boolean {
@@ -41,7 +60,7 @@ export class WeightReader {
 
   /** A [rows][cols] matrix in the model's dtype (16-bit data of another 16-bit type is widened to f32). */
   async matrix(name: string, rows: number, cols: number): Promise<WeightArray> {
-    return asWeights(await this.read(name, [rows, cols]), this.dtype);
+    return asWeights(await this.read(name, [rows, cols]), this.dtype, this.source);
   }
 
   /** A vector (norm weight, bias, gate) of `length` values, always f32. */
@@ -56,6 +75,33 @@ export class WeightReader {
 
   /** Every expert's [rows][cols] matrix, from per-expert tensors or one stacked tensor. */
   async experts(layer: number, matrix: ExpertMatrix, experts: number, rows: number, cols: number): Promise<WeightArray[]> {
+    const out = await this.expertsAsStored(layer, matrix, experts, rows, cols);
+    const target = this.quantizeExperts;
+    if (!target || cols % QUANT_BLOCKS[target].elements !== 0) return out;
+    const quantized: WeightArray[] = [];
+    for (const weights of out) {
+      if ('quant' in weights) {
+        quantized.push(weights); // already quantized in the file
+        continue;
+      }
+      // By element size: typed arrays from the addon's realm fail `instanceof` in another one (jest, vm).
+      const dtype = weights.BYTES_PER_ELEMENT === 4 ? 'f32' : this.dtype;
+      try {
+        quantized.push({ quant: target, data: await native().quantize(target, weights, rows, cols, dtype) });
+      } catch (error) {
+        fromNativeError(error);
+      }
+    }
+    return quantized;
+  }
+
+  private async expertsAsStored(
+    layer: number,
+    matrix: ExpertMatrix,
+    experts: number,
+    rows: number,
+    cols: number,
+  ): Promise<WeightArray[]> {
     const naming = this.naming.experts;
     if (!naming.stacked) {
       const out: WeightArray[] = [];
@@ -66,10 +112,10 @@ export class WeightReader {
     if (isQuantType(stacked.dtype)) {
       const quant = stacked.dtype;
       const bytes = quantBytes(quant, rows, cols);
-      const blocks = stacked.data as Uint8Array;
+      const blocks = (asWeights(stacked, this.dtype, this.source) as QuantizedMatrix).data;
       return Array.from({ length: experts }, (_, e) => ({ quant, data: blocks.subarray(e * bytes, (e + 1) * bytes) }));
     }
-    const data = asWeights(stacked, this.dtype) as Float32Array | Uint16Array;
+    const data = asWeights(stacked, this.dtype, this.source) as Float32Array | Uint16Array;
     const size = rows * cols;
     return Array.from({ length: experts }, (_, e) => data.subarray(e * size, (e + 1) * size));
   }

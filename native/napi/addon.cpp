@@ -22,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("measureRoofline", Napi::Function::New<MeasureRoofline>(env, "measureRoofline"));
   exports.Set("backendInfo", Napi::Function::New<BackendInfo>(env, "backendInfo"));
   exports.Set("dequantize", Napi::Function::New<Dequantize>(env, "dequantize"));
+  exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   return exports;
 }
 

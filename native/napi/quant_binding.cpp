@@ -2,7 +2,11 @@
 
 #include <string>
 
+#include <vector>
+
 #include "../core/quant.h"
+#include "../core/quant_encode.h"
+#include "promise_worker.h"
 #include "js_args.h"
 #include "js_errors.h"
 
@@ -13,7 +17,66 @@ namespace {
 // Values dequantized on the JS thread at most: about a millisecond of work, so the event loop never waits long.
 constexpr size_t kMaxValues = size_t{1} << 22;
 
+// Quantizes rows on a worker thread into a Uint8Array made on the JS thread.
+class QuantizeWorker : public PromiseWorker {
+ public:
+  QuantizeWorker(Napi::Env env, QuantType type, MatrixSource source, Napi::Object sourceArray, int rows, int cols)
+      : PromiseWorker(env), type_(type), source_(source), sourceRef_(Napi::Persistent(sourceArray)), rows_(rows),
+        cols_(cols) {
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, static_cast<size_t>(rows) * quantRowBytes(type, cols));
+    out_ = out.Data();
+    result_ = Napi::Persistent(out.As<Napi::Object>());
+  }
+
+ protected:
+  void run() override {
+    std::vector<float> row(cols_);
+    const size_t rowBytes = quantRowBytes(type_, cols_);
+    for (int r = 0; r < rows_; ++r) {
+      const size_t first = static_cast<size_t>(r) * cols_;
+      for (int c = 0; c < cols_; ++c) row[c] = loadAsF32(source_.data, first + c, source_.dtype);
+      quantizeRow(type_, row.data(), cols_, out_ + r * rowBytes);
+    }
+  }
+  Napi::Value result(Napi::Env) override { return result_.Value(); }
+
+ private:
+  QuantType type_;
+  MatrixSource source_;
+  Napi::ObjectReference sourceRef_;  // keeps the source alive while the worker reads it
+  int rows_, cols_;
+  uint8_t* out_ = nullptr;
+  Napi::ObjectReference result_;
+};
+
 }  // namespace
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const QuantType type = requireQuantType(info[0], "type");
+  if (!canQuantize(type)) {
+    throwJs(env, code::kUnsupported,
+            std::string("dynamoe writes q8_0, q4_0, q4_k and q6_k; it reads ") + quantTraits(type).name + " only");
+  }
+  Napi::Object shape = Napi::Object::New(env);
+  shape.Set("rows", info[2]);
+  shape.Set("cols", info[3]);
+  const int rows = readInt(shape, "rows", 1, 1 << 30);
+  const int cols = readInt(shape, "cols", 1, 1 << 30);
+  if (cols % quantTraits(type).blockElements != 0) {
+    throwJs(env, code::kShape,
+            "cols (" + std::to_string(cols) + ") must be a multiple of the " + quantTraits(type).name +
+                " block size " + std::to_string(quantTraits(type).blockElements));
+  }
+  DType dtype = DType::F32;
+  if (info[4].IsString() && !parseDType(info[4].As<Napi::String>().Utf8Value(), &dtype)) {
+    throwJs(env, code::kDtype, "dtype must be 'f32', 'f16' or 'bf16'");
+  }
+  const MatrixSource source = requireWeights(info[1], rows, cols, dtype, "data");
+  if (source.quant != QuantType::None) throwJs(env, code::kType, "data must be f32 or 16-bit values, not blocks");
+  auto* worker = new QuantizeWorker(env, type, source, info[1].As<Napi::Object>(), rows, cols);
+  return worker->start();
+}
 
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -274,7 +274,7 @@ std::unique_ptr<Model> buildModel(Rng& rng, DType dtype, bool tiedHead) {
   layout.vocab = kVocab;
   layout.kvWidths = {kKvWidth, kKvWidth};
   layout.moeExperts = {kExperts};
-  std::unique_ptr<Model> model = cpuBackend().createModel(layout, dtype);
+  std::unique_ptr<Model> model = cpuBackend().createModel(layout, dtype, 256);
   ModelBuilder b(rng, *model);
 
   EmbeddingNode embedding;
@@ -336,7 +336,7 @@ std::unique_ptr<Model> buildModel(Rng& rng, DType dtype, bool tiedHead) {
   return model;
 }
 
-// What ForwardWorker (native/napi/model_graph_binding.cpp) does for one step, with statistics.
+// What StepWorker (native/napi/model_graph_binding.cpp) does for a one-segment step, with statistics.
 void step(const Model& graph, Sequence& cache, const std::vector<int32_t>& tokens, const RoutingPolicy& policy,
           bool lastRowLogits) {
   const int count = static_cast<int>(tokens.size());
@@ -347,16 +347,36 @@ void step(const Model& graph, Sequence& cache, const std::vector<int32_t>& token
   stats.counts = counts.data();
   stats.expertLoad = load.data();
   stats.sums = {probabilitySum.data(), entropySum.data()};
-  StepRequest request;
-  request.tokenIds = tokens.data();
-  request.tokens = count;
-  request.sequence = &cache;
-  request.policies = &policy;
-  request.moeStats = &stats;
-  request.logits = logits.data();
-  request.lastRowLogits = lastRowLogits;
-  graph.forward(request);
+  StepSegment segment;
+  segment.tokenIds = tokens.data();
+  segment.tokens = count;
+  segment.sequence = &cache;
+  segment.policies = &policy;
+  segment.moeStats = &stats;
+  segment.logits = logits.data();
+  segment.lastRowLogits = lastRowLogits;
+  graph.forward({&segment, 1});
   require(allFinite(logits.data(), logits.size()), "model logits are not finite");
+}
+
+// Two sequences in one step: a prompt chunk of one beside a decode token of the other.
+void stepTwo(const Model& graph, Sequence& first, Sequence& second, const RoutingPolicy& policy) {
+  const std::vector<int32_t> chunk = {2, 9, 11}, decode = {5};
+  std::vector<float> logitsA(kVocab), logitsB(kVocab);
+  StepSegment segments[2];
+  segments[0].tokenIds = chunk.data();
+  segments[0].tokens = 3;
+  segments[0].sequence = &first;
+  segments[0].policies = &policy;
+  segments[0].logits = logitsA.data();
+  segments[0].lastRowLogits = true;
+  segments[1] = segments[0];
+  segments[1].tokenIds = decode.data();
+  segments[1].tokens = 1;
+  segments[1].sequence = &second;
+  segments[1].logits = logitsB.data();
+  graph.forward({segments, 2});
+  require(allFinite(logitsA.data(), kVocab) && allFinite(logitsB.data(), kVocab), "batched logits are not finite");
 }
 
 void exerciseModels(Rng& rng) {
@@ -365,7 +385,7 @@ void exerciseModels(Rng& rng) {
     for (const bool tied : {true, false}) {
       const std::unique_ptr<Model> graph = buildModel(rng, dtype, tied);
       const RoutingPolicy& policy = policies[static_cast<size_t>(dtype) % policies.size()];
-      // Sequences take step scratch from the model's pool and give it back when they go (ScratchPool).
+      // Sequences take KV blocks from the model's pool and give them back when they go; steps take scratch sets.
       std::shared_ptr<Sequence> cache = graph->createSequence(16);
       step(*graph, *cache, {1, 7, 49, 0, 23}, policy, false);  // prefill
       for (int32_t token : {3, 14, 15}) step(*graph, *cache, {token}, policy, true);  // decode
@@ -381,20 +401,25 @@ void exerciseModels(Rng& rng) {
       const std::vector<int32_t> targets = {6, 7, -1, 9, 0};
       std::vector<double> logProbs(tokens.size());
       const std::shared_ptr<Sequence> scratch = graph->createSequence(static_cast<int>(tokens.size()));
-      StepRequest request;
+      StepSegment request;
       request.tokenIds = tokens.data();
       request.tokens = static_cast<int>(tokens.size());
       request.sequence = scratch.get();
       request.policies = &policy;
       request.targets = targets.data();
       request.targetLogProbs = logProbs.data();
-      graph->forward(request);
+      graph->forward({&request, 1});
       require(std::isnan(logProbs[2]) && logProbs[0] <= 0.0 && std::isfinite(logProbs[4]), "scores are wrong");
 
-      // A new sequence on the scratch the first one gave back; then the model goes (dispose closes the pool).
+      // A new sequence on the KV blocks the first one gave back, batched with another; then the model goes
+      // (dispose closes the scratch pool).
       cache.reset();
       cache = graph->createSequence(16);
       step(*graph, *cache, {7, 1}, policy, false);
+      std::shared_ptr<Sequence> other = graph->createSequence(16);
+      step(*graph, *other, {3}, policy, true);
+      stepTwo(*graph, *cache, *other, policy);
+      require(cache->length() == 5 && other->length() == 2, "a batched step did not commit both sequences");
       graph->close();
     }
   }
