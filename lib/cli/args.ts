@@ -1,8 +1,10 @@
 // Command-line flag parsing shared by the dynamoe commands: checked numbers, dtypes, policies and the model argument.
-import { DType, parseDType } from '../dtype';
+import { DType, DTYPES } from '../dtype';
 import { DynamoeError } from '../errors';
+import { WRITABLE_QUANT_TYPES, WritableQuantType } from '../formats/quant-types';
 import { PolicyOption } from '../policy/per-layer';
 import { readPolicyFile } from '../policy/policy-file';
+import { requireName } from '../validate';
 
 /** Parsed flag values of one command. */
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -22,9 +24,11 @@ export function numberFlag(values: Values, name: string, fallback: number, integ
   return n;
 }
 
-export function dtypeFlag(values: Values): DType | undefined {
+/** --dtype: f32, f16, bf16, or a quantized type the experts are quantized to as they load. */
+export function dtypeFlag(values: Values): DType | WritableQuantType | undefined {
   const dtype = values.dtype as string | undefined;
-  return dtype === undefined ? undefined : parseDType(dtype, '--dtype', { bareNames: true });
+  if (dtype === undefined) return undefined;
+  return requireName(dtype, [...DTYPES, ...WRITABLE_QUANT_TYPES], '--dtype', 'ERR_DYNAMOE_DTYPE', { bareNames: true });
 }
 
 /** `top-p:0.4` (every MoE layer) or `top-k:4,top-p:0.4` (one per MoE layer), or a policy file from `calibrate`. */

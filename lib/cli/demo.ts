@@ -2,6 +2,7 @@
 // routing, showing how many experts each token used and what that did to prefill and decode speed.
 import { cpuInfo } from '../backend/cpu-settings';
 import { DType } from '../dtype';
+import { WritableQuantType } from '../formats/quant-types';
 import { ProgressCallback } from '../model/build-graph';
 import { GenerationSummary } from '../model/model';
 import { RoutingStats } from '../model/routing-stats';
@@ -17,7 +18,7 @@ export interface DemoOptions {
   kvHeads: number;
   experts: number;
   ffn: number;
-  dtype: DType;
+  dtype: DType | WritableQuantType;
   /** Weight seed. */
   seed: number;
   /** Routing policies compared; each is one policy for all layers, or one per MoE layer. */

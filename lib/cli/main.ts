@@ -9,6 +9,7 @@ import { calibrateCommand } from './calibrate-command';
 import { DEFAULT_DEMO } from './demo';
 import { demoCommand } from './demo-command';
 import { inspectCommand } from './inspect-command';
+import { quantizeCommand } from './quantize-command';
 import { runCommand } from './run-command';
 import { serveCommand } from './serve-command';
 import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './sweep-command';
@@ -20,6 +21,8 @@ const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded syn
        dynamoe sweep <model>|--demo --text <file> [options]   perplexity, experts/token and speed under many policies
        dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
        dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
+       dynamoe quantize <model.gguf> --type q4_k_m --out <file.gguf>   a quantized copy (q4_k_m, q8_0, q4_0,
+                                                       q4_k, q6_k) that llama.cpp and dynamoe load
        dynamoe info                                    show the CPU backend: SIMD kernels, threads
        dynamoe doctor                                  which native binary loads here, what each device would do,
                                                        and the fix when one cannot (exit code 1 when the
@@ -138,6 +141,7 @@ const COMMANDS: Record<string, Options> = {
     out: { type: 'string' },
   },
   inspect: COMMON,
+  quantize: { type: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   info: COMMON,
   doctor: { help: COMMON.help },
 };
@@ -172,6 +176,7 @@ export async function main(argv: string[]): Promise<void> {
   else if (command === 'run') await runCommand(values, parsed.positionals);
   else if (command === 'serve') await serveCommand(values, parsed.positionals);
   else if (command === 'inspect') await inspectCommand(values, parsed.positionals);
+  else if (command === 'quantize') await quantizeCommand(values, parsed.positionals);
   else if (command === 'sweep') await sweepCommand(values, parsed.positionals);
   else if (command === 'calibrate') await calibrateCommand(values, parsed.positionals);
   else await demoCommand(values);

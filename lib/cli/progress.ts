@@ -2,6 +2,7 @@
 import { SingleBar } from 'cli-progress';
 import { DType } from '../dtype';
 import { ProgressCallback } from '../model/build-graph';
+import { WritableQuantType } from '../formats/quant-types';
 import { loadModel } from '../model/load-model';
 import { Model } from '../model/model';
 
@@ -52,7 +53,7 @@ export function loadingProgress(what: string): { onProgress: ProgressCallback; d
 }
 
 /** Loads a checkpoint with a loading progress display. */
-export async function loadWithProgress(location: string, dtype: DType | undefined): Promise<Model> {
+export async function loadWithProgress(location: string, dtype: DType | WritableQuantType | undefined): Promise<Model> {
   const progress = loadingProgress(location);
   try {
     const model = await loadModel(location, { dtype, onProgress: progress.onProgress });

@@ -53,6 +53,8 @@ export interface GgufFile extends TensorStore {
   readonly metadata: ReadonlyMap<string, GgufValue>;
   /** The type of each metadata value ('array' for arrays). */
   readonly metadataTypes: ReadonlyMap<string, GgufValueType>;
+  /** The item type of each array value. */
+  readonly metadataItemTypes: ReadonlyMap<string, GgufValueType>;
 }
 
 /** Options of {@link writeGguf}. */
@@ -149,7 +151,13 @@ function valueType(c: FileCursor, id: number, where: string): GgufValueType {
   return type;
 }
 
-async function readValue(c: FileCursor, type: GgufValueType, where: string, depth: number): Promise<GgufValue> {
+async function readValue(
+  c: FileCursor,
+  type: GgufValueType,
+  where: string,
+  depth: number,
+  onItemType?: (itemType: GgufValueType) => void,
+): Promise<GgufValue> {
   if (type === 'string') return readString(c, where);
   const fixed = FIXED_BYTES[type];
   if (fixed !== undefined) {
@@ -157,6 +165,7 @@ async function readValue(c: FileCursor, type: GgufValueType, where: string, dept
     return scalar(c, type);
   }
   const itemType = valueType(c, await c.u32At(`${where} item type`), `${where} (array)`);
+  onItemType?.(itemType);
   if (itemType === 'array' && depth >= MAX_ARRAY_DEPTH) c.fail(`${where} nests arrays deeper than ${MAX_ARRAY_DEPTH}`);
   const itemBytes = FIXED_BYTES[itemType];
   const n = await c.count(`${where} array length`, itemBytes ?? (itemType === 'string' ? 8 : 12));
@@ -249,11 +258,12 @@ export async function openGguf(path: string): Promise<GgufFile> {
     }
     const metadata = new Map<string, GgufValue>();
     const metadataTypes = new Map<string, GgufValueType>();
+    const metadataItemTypes = new Map<string, GgufValueType>();
     for (let i = 0; i < kvCount; i++) {
       const key = await readString(c, `metadata key ${i}`);
       if (metadata.has(key)) c.fail(`metadata key '${key}' appears twice`);
       const type = valueType(c, await c.u32At(`metadata '${key}' value type`), `metadata '${key}'`);
-      metadata.set(key, await readValue(c, type, `metadata '${key}'`, 0));
+      metadata.set(key, await readValue(c, type, `metadata '${key}'`, 0, (item) => metadataItemTypes.set(key, item)));
       metadataTypes.set(key, type);
     }
     const alignment = (metadata.get('general.alignment') ?? DEFAULT_ALIGNMENT) as number;
@@ -279,7 +289,7 @@ export async function openGguf(path: string): Promise<GgufFile> {
       tensors.set(info.name, { ...info, byteOffset });
     }
     const store = new FileTensorStore('gguf', tensors, new Map([[path, handle]]));
-    return Object.assign(store, { version, alignment, dataOffset, metadata, metadataTypes }) as GgufFile;
+    return Object.assign(store, { version, alignment, dataOffset, metadata, metadataTypes, metadataItemTypes }) as GgufFile;
   } catch (error) {
     await handle.close().catch(() => undefined);
     throw error;

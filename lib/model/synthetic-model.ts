@@ -11,6 +11,7 @@ import { mixtral } from './architectures/mixtral';
 import { ProgressCallback } from './build-graph';
 import { modelFromCheckpoint } from './load-model';
 import { SchedulerOptions } from './scheduler-limits';
+import { WritableQuantType } from '../formats/quant-types';
 import { Model } from './model';
 import { ModelSpec } from './spec';
 
@@ -30,8 +31,8 @@ export interface SyntheticModelOptions extends SchedulerOptions {
   experts?: number;
   /** Expert intermediate size (default 512). */
   ffn?: number;
-  /** Element type the weights are packed in (default f32). */
-  dtype?: DType;
+  /** Element type the weights are packed in (default f32), or a quantized type for the experts (as loadModel). */
+  dtype?: DType | WritableQuantType;
   /** Default routing policy (default: top-k 2, renormalised, as Mixtral). */
   policy?: PolicyOption;
   /** Called as weights are packed: nodes done out of the total. */
