@@ -115,17 +115,17 @@ function weightErrors(actual: unknown, original: unknown, path = 'model'): Array
   return Object.entries(actual).flatMap(([key, value]) => weightErrors(value, others[key], `${path}.${key}`));
 }
 
-// File type -> the tensor type its expert matrices get (llama.cpp mixes others in: Q6_K output, Q8_0 attention, ...).
-const FILE_TYPES: ReadonlyArray<readonly [QuantizedFileType, string]> = [
-  ['Q8_0', 'Q8_0'], ['Q4_0', 'Q4_0'], ['Q4_1', 'Q4_1'], ['Q5_0', 'Q5_0'], ['Q5_1', 'Q5_1'], ['Q2_K', 'Q2_K'],
-  ['Q3_K_M', 'Q3_K'], ['Q4_K_M', 'Q4_K'], ['Q5_K_M', 'Q5_K'], ['Q6_K', 'Q6_K'], ['IQ4_NL', 'IQ4_NL'], ['IQ4_XS', 'IQ4_XS'],
-  ['MXFP4_MOE', 'MXFP4'],
+// File type -> the tensor type its expert matrices get (compared in lower case: the reader may name either way) (llama.cpp mixes others in: Q6_K output, Q8_0 attention, ...).
+const FILE_TYPES: ReadonlyArray<readonly [QuantizedFileType, QuantType]> = [
+  ['Q8_0', 'q8_0'], ['Q4_0', 'q4_0'], ['Q4_1', 'q4_1'], ['Q5_0', 'q5_0'], ['Q5_1', 'q5_1'], ['Q2_K', 'q2_k'],
+  ['Q3_K_M', 'q3_k'], ['Q4_K_M', 'q4_k'], ['Q5_K_M', 'q5_k'], ['Q6_K', 'q6_k'], ['IQ4_NL', 'iq4_nl'], ['IQ4_XS', 'iq4_xs'],
+  ['MXFP4_MOE', 'mxfp4'],
 ];
 // Every file type on the llama-architecture model; the usual download and gpt-oss's experts on the other GGUF
 // architectures (shared experts and a dense layer in qwen2moe, q/k norms in qwen3moe and olmoe).
-const CASES: ReadonlyArray<readonly [ArchName, QuantizedFileType, string]> = [
+const CASES: ReadonlyArray<readonly [ArchName, QuantizedFileType, QuantType]> = [
   ...FILE_TYPES.map(([fileType, expertType]) => ['mixtral', fileType, expertType] as const),
-  ...(['qwen2-moe', 'qwen3-moe', 'olmoe'] as const).flatMap((arch) => [[arch, 'Q4_K_M', 'Q4_K'], [arch, 'MXFP4_MOE', 'MXFP4']] as const),
+  ...(['qwen2-moe', 'qwen3-moe', 'olmoe'] as const).flatMap((arch) => [[arch, 'Q4_K_M', 'q4_k'], [arch, 'MXFP4_MOE', 'mxfp4']] as const),
 ];
 
 const unavailable = llamaCppUnavailable();
@@ -155,7 +155,7 @@ if (unavailable !== null) {
     const { reference, unused } = await dequantizedModel(file, model);
     expect(unused).toEqual([]);
     const gguf = await openGguf(file);
-    const expertTypes = new Set([...gguf.tensors.values()].filter((t) => t.name.includes('_exps.')).map((t) => t.dtype));
+    const expertTypes = new Set([...gguf.tensors.values()].filter((t) => t.name.includes('_exps.')).map((t) => t.dtype.toLowerCase()));
     await gguf.close();
     expect([...expertTypes]).toContain(expertType);
     const expected = refModelForward(reference, TOKENS).logits;
