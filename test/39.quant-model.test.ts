@@ -1,9 +1,13 @@
-// Whole quantized models: GGUF files quantized by llama.cpp's own quantizer (one per llama.cpp file type), loaded as
-// they are, against the float64 reference model built from the file's tensors dequantized by the reference written
-// from the format definitions. dynamoe computes in f32 from exactly dequantized weights, so the logits must match as
-// closely as an f32 model's do (test 94). Needs node-llama-cpp's libraries and python3 (skipped, loudly, without).
+// Whole quantized models, loaded as they are, against the float64 reference model built from the file's tensors
+// dequantized by the reference written from the format definitions. dynamoe computes in f32 from exactly dequantized
+// weights, so the logits must match as closely as an f32 model's do (test 94). Files come from three places:
+// - made here with every type's random blocks in the experts and attention (runs everywhere);
+// - dynamoe's own quantizer (`dynamoe quantize`: q8_0, q4_0, q4_k, q6_k, q4_k_m), also checked for its error;
+// - llama.cpp's quantizer, one per llama.cpp file type (needs node-llama-cpp's libraries and python3; skipped,
+//   loudly, without).
 import * as fs from 'fs/promises';
-import { loadModel } from '../lib';
+import { cpuInfo, loadModel, setCpuIsa } from '../lib';
+import type { CpuIsa } from '../lib';
 import { GgufFile, openGguf } from '../lib/formats/gguf';
 import { f16BitsToF32 } from './reference/dtype';
 import { maxRelativeError } from './reference/layer';
@@ -11,6 +15,11 @@ import { RefDecoderLayer, RefModel, refModelForward } from './reference/model';
 import { dequantizeReference, QUANT_TYPES, QuantType } from './reference/quant-formats';
 import { ArchName, GGUF_ARCHITECTURES, tempDir, TinyModel } from './model-fixtures';
 import { llamaCppUnavailable, makeQuantizedGguf, QuantizedFileType, wideTinyModel } from './quant-fixtures';
+import { quantizeGguf, QUANTIZE_TARGETS, rewriteGguf } from '../lib/formats/quantize-gguf';
+import { randomBlocks } from './reference/quant-formats';
+import { Rng } from './reference/random';
+import { writeGgufCheckpoint } from './model-fixtures';
+import * as path from 'path';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 const SEED = 39;
@@ -127,6 +136,79 @@ const CASES: ReadonlyArray<readonly [ArchName, QuantizedFileType, QuantType]> = 
   ...FILE_TYPES.map(([fileType, expertType]) => ['mixtral', fileType, expertType] as const),
   ...(['qwen2-moe', 'qwen3-moe', 'olmoe'] as const).flatMap((arch) => [[arch, 'Q4_K_M', 'q4_k'], [arch, 'MXFP4_MOE', 'mxfp4']] as const),
 ];
+
+describe('files quantized here (every type, no llama.cpp needed)', () => {
+  let temp: ReturnType<typeof tempDir>;
+  let f32File: string;
+  const model = wideTinyModel('mixtral', SEED);
+  beforeAll(async () => {
+    temp = tempDir('dynamoe-quant-here-');
+    f32File = path.join(temp.dir, 'mixtral-f32.gguf');
+    await writeGgufCheckpoint(f32File, model, 'f32');
+  });
+  afterAll(() => temp.cleanup());
+
+  const expectMatch = async (file: string) => {
+    const { reference, unused } = await dequantizedModel(file, model);
+    expect(unused).toEqual([]);
+    const expected = refModelForward(reference, TOKENS).logits;
+    const loaded = await loadModel(file);
+    try {
+      const { logits } = await loaded.forward(TOKENS);
+      expect(maxRelativeError(logits, expected)).toBeLessThan(1e-4);
+    } finally {
+      loaded.dispose();
+    }
+    return reference;
+  };
+
+  test.each(QUANT_TYPES.map((t) => [t] as [QuantType]))('%s random blocks in the experts and attention', async (type) => {
+    const rng = new Rng(SEED + QUANT_TYPES.indexOf(type));
+    const file = path.join(temp.dir, `random-${type}.gguf`);
+    await rewriteGguf(f32File, file, async (tensor) => {
+      const cols = tensor.shape[tensor.shape.length - 1];
+      const rows = tensor.shape.reduce((n, d) => n * d, 1) / cols;
+      const quantize = /_exps\.|attn_(q|k|v|output)\./.test(tensor.name);
+      return quantize
+        ? { name: tensor.name, dtype: type, shape: tensor.shape, data: randomBlocks(type, rows, cols, rng) }
+        : { name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, data: tensor.data };
+    });
+    await expectMatch(file);
+  });
+
+  test.each(QUANTIZE_TARGETS.map((t) => [t]))('dynamoe quantize --type %s: logits match, weights near the originals', async (target) => {
+    const file = path.join(temp.dir, `ours-${target}.gguf`);
+    const report = await quantizeGguf(f32File, file, target);
+    expect(Object.values(report.quantized).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    const reference = await expectMatch(file);
+    // Quantization error only: a scale or code written in the wrong place would be far off.
+    const limit = target === 'q8_0' ? 0.02 : target === 'q6_k' ? 0.05 : 0.2;
+    expect(weightErrors(reference, model).filter(([, error]) => !(error < limit))).toEqual([]);
+  });
+
+  test.each(cpuInfo().supportedIsas.map((isa) => [isa] as [CpuIsa]))(
+    '%s: quantized requests batched together have the bits they have alone',
+    async (isa) => {
+      const file = path.join(temp.dir, `invariance-${isa}.gguf`);
+      await quantizeGguf(f32File, file, 'q4_k_m');
+      const active = cpuInfo().isa;
+      setCpuIsa(isa);
+      const alone = await loadModel(file, { maxSequences: 1 });
+      const batched = await loadModel(file, { maxSequences: 16, tokensPerStep: 7 });
+      try {
+        const requests = Array.from({ length: 6 }, (_, i) => TOKENS.slice(0, 2 + i * 2));
+        const lone: Float32Array[] = [];
+        for (const ids of requests) lone.push((await alone.forward(ids)).logits);
+        const together = await Promise.all(requests.map((ids) => batched.forward(ids)));
+        together.forEach(({ logits }, i) => expect(Buffer.from(logits.buffer).equals(Buffer.from(lone[i].buffer))).toBe(true));
+      } finally {
+        alone.dispose();
+        batched.dispose();
+        setCpuIsa(active);
+      }
+    },
+  );
+});
 
 const unavailable = llamaCppUnavailable();
 if (unavailable !== null) {

@@ -43,10 +43,16 @@ function typedValue(key: string, value: GgufValue, type: string, itemType: strin
   return { type: 'array', itemType, value: value as (number | bigint | boolean | string)[] } as GgufTypedValue;
 }
 
-/** Writes `output`: `input` with every 2-D or larger weight matrix quantized (not the routers). */
-export async function quantizeGguf(input: string, output: string, target: QuantizeTarget): Promise<QuantizeReport> {
+/**
+ * Writes `output`: `input`'s metadata and tensors, each tensor as `transform` gives it back (read one at a time;
+ * what `transform` returns is held until the file is written).
+ */
+export async function rewriteGguf(
+  input: string,
+  output: string,
+  transform: (tensor: TensorData) => Promise<TensorInput>,
+): Promise<void> {
   const file = await openGguf(input);
-  const report: QuantizeReport = { tensors: 0, quantized: {}, kept: 0, bytesIn: 0, bytesOut: 0 };
   try {
     const metadata: [string, GgufTypedValue][] = [];
     for (const [key, value] of file.metadata) {
@@ -54,34 +60,39 @@ export async function quantizeGguf(input: string, output: string, target: Quanti
       metadata.push([key, typedValue(key, value, file.metadataTypes.get(key) as string, file.metadataItemTypes.get(key))]);
     }
     const tensors: TensorInput[] = [];
-    for (const [name, info] of file.tensors) {
-      report.tensors++;
-      report.bytesIn += info.byteLength;
-      const tensor = await file.read(name);
-      const cols = tensor.shape[tensor.shape.length - 1];
-      const rows = tensor.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-      const type = tensor.shape.length > 1 && !isQuantType(tensor.dtype) && !name.includes('ffn_gate_inp')
-        ? typeFor(name, cols, target)
-        : undefined;
-      if (type === undefined) {
-        report.kept++;
-        report.bytesOut += tensor.data.byteLength;
-        tensors.push({ name, dtype: tensor.dtype, shape: tensor.shape, data: tensor.data });
-        continue;
-      }
-      let data: Uint8Array;
-      try {
-        data = await native().quantize(type, floats(tensor), rows, cols);
-      } catch (error) {
-        fromNativeError(error);
-      }
-      report.quantized[type] = (report.quantized[type] ?? 0) + 1;
-      report.bytesOut += data.byteLength;
-      tensors.push({ name, dtype: type, shape: tensor.shape, data });
-    }
+    for (const name of file.tensors.keys()) tensors.push(await transform(await file.read(name)));
     await writeGguf(output, { metadata, tensors, alignment: file.alignment });
-    return report;
   } finally {
     await file.close();
   }
+}
+
+/** Writes `output`: `input` with every 2-D or larger weight matrix quantized (not the routers). */
+export async function quantizeGguf(input: string, output: string, target: QuantizeTarget): Promise<QuantizeReport> {
+  const report: QuantizeReport = { tensors: 0, quantized: {}, kept: 0, bytesIn: 0, bytesOut: 0 };
+  await rewriteGguf(input, output, async (tensor) => {
+    const { name } = tensor;
+    report.tensors++;
+    report.bytesIn += tensor.data.byteLength;
+    const cols = tensor.shape[tensor.shape.length - 1];
+    const rows = tensor.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const type = tensor.shape.length > 1 && !isQuantType(tensor.dtype) && !name.includes('ffn_gate_inp')
+      ? typeFor(name, cols, target)
+      : undefined;
+    if (type === undefined) {
+      report.kept++;
+      report.bytesOut += tensor.data.byteLength;
+      return { name, dtype: tensor.dtype, shape: tensor.shape, data: tensor.data };
+    }
+    let data: Uint8Array;
+    try {
+      data = await native().quantize(type, floats(tensor), rows, cols);
+    } catch (error) {
+      fromNativeError(error);
+    }
+    report.quantized[type] = (report.quantized[type] ?? 0) + 1;
+    report.bytesOut += data.byteLength;
+    return { name, dtype: type, shape: tensor.shape, data };
+  });
+  return report;
 }
