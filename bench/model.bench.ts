@@ -1,12 +1,16 @@
 // Whole-model benchmark: prefill and decode tokens/s of dynamoe and of llama.cpp (node-llama-cpp's CPU build) on
-// the same Mixtral-style GGUF file, written by the bench in f32 and in bf16 (4 MoE layers, hidden 1024, 8 query /
-// 2 key-value heads, 8 experts of ffn 2816, top-2). Each round runs a 256-token prefill then 64 decode steps in
+// the same Mixtral-style GGUF file, written by the bench in f32 and in bf16 and quantized to Q8_0, Q4_K_M and
+// MXFP4_MOE by llama.cpp's own quantizer (4 MoE layers, hidden 1024, 8 query / 2 key-value heads, 8 experts of
+// ffn 2816, top-2). BENCH_WEIGHTS=bf16,Q4_K_M picks rows. Each round runs a 256-token prefill then 64 decode steps in
 // each runtime, the runtimes taking turns; medians over the rounds. dynamoe also runs top-p 0.4 on the same model.
 // Run: npm run bench:peers && npm run bench:model
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cpuInfo, loadModel } from '../lib';
+import { measureRoofline } from '../lib/backend/internals';
+import { openGguf } from '../lib/formats/gguf';
+import { llamaCppUnavailable, QuantizedFileType, runQuantTool } from '../test/quant-fixtures';
 import { FileDtype } from '../test/model-fixtures';
 import { BENCH_MODEL, writeBenchModelGguf } from './mixtral-model';
 import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';
@@ -83,9 +87,40 @@ async function llamaRunner(file: string, threads: number): Promise<Runner | { mi
   };
 }
 
-async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promise<string[]> {
-  const file = path.join(dir, `mixtral-${dtype}.gguf`);
-  await writeBenchModelGguf(file, dtype);
+// The rows: the model written in f32 and bf16, and quantized from bf16 by llama.cpp's own quantizer.
+type Variant = FileDtype | QuantizedFileType;
+const QUANTIZED: readonly QuantizedFileType[] = ['Q8_0', 'Q4_K_M', 'MXFP4_MOE'];
+
+// Writes the variant's file; null when it needs llama.cpp's quantizer and that is not installed.
+async function writeVariant(variant: Variant, dir: string): Promise<string | null> {
+  const file = path.join(dir, `mixtral-${variant}.gguf`);
+  if (variant === 'f32' || variant === 'bf16' || variant === 'f16') {
+    await writeBenchModelGguf(file, variant);
+    return file;
+  }
+  if (llamaCppUnavailable() !== null) return null;
+  const source = path.join(dir, 'mixtral-bf16-source.gguf');
+  await writeBenchModelGguf(source, 'bf16');
+  runQuantTool('quantize-gguf.py', [source, file, variant]);
+  fs.rmSync(source);
+  return file;
+}
+
+// Bytes one decode token reads: every weight but the experts, and the experts its top-2 routing picks.
+async function decodeBytes(file: string): Promise<number> {
+  const gguf = await openGguf(file);
+  let bytes = 0;
+  for (const info of gguf.tensors.values()) {
+    bytes += info.name.includes('_exps.') ? (info.byteLength * 2) / EXPERTS : info.byteLength;
+  }
+  await gguf.close();
+  return bytes;
+}
+
+async function benchDtype(dtype: Variant, dir: string, threads: number, readGBps: number): Promise<string[]> {
+  const file = await writeVariant(dtype, dir);
+  if (file === null) return [`| ${dtype} | (needs llama.cpp's quantizer: npm run bench:peers) | | |`];
+  const bytesPerToken = await decodeBytes(file);
   const runners: Runner[] = [await dynamoeRunner(file, 'top-k:2'), await dynamoeRunner(file, 'top-p:0.4')];
   const llama = await llamaRunner(file, threads);
   if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
@@ -106,7 +141,10 @@ async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promi
   const rates = times.map((t) => ({ prefill: (PROMPT * 1000) / quantile(t.prefill, 0.5), decode: (DECODE * 1000) / quantile(t.decode, 0.5) }));
   const lines = runners.map((runner, r) => {
     const ratio = (key: 'prefill' | 'decode') => (r === 0 || runner === llama ? '' : ` (${(rates[r][key] / rates[0][key]).toFixed(2)}x top-k:2)`);
-    return `| ${dtype} | ${runner.name} | ${rates[r].prefill.toFixed(0)}${ratio('prefill')} | ${rates[r].decode.toFixed(1)}${ratio('decode')} |`;
+    // Top-2 rows read two experts a layer per token; top-p rows fewer, so their GB/s is not shown.
+    const gbps = (rates[r].decode * bytesPerToken) / 1e9;
+    const bandwidth = runner.name.includes('top-k:2') ? `${gbps.toFixed(1)} GB/s, ${((100 * gbps) / readGBps).toFixed(0)}% of read` : '';
+    return `| ${dtype} | ${runner.name} | ${rates[r].prefill.toFixed(0)}${ratio('prefill')} | ${rates[r].decode.toFixed(1)}${ratio('decode')} | ${bandwidth} |`;
   });
   if (!('missing' in llama)) {
     const last = rates.length - 1;
@@ -115,7 +153,7 @@ async function benchDtype(dtype: FileDtype, dir: string, threads: number): Promi
     lines.push(
       `| ${dtype} | **dynamoe top-k:2 / llama.cpp** | **${prefill.toFixed(2)}x** (goal ${GOALS.prefill}x: ` +
         `${prefill >= GOALS.prefill ? 'met' : 'not met'}) | **${decode.toFixed(2)}x** (goal ${GOALS.decode}x: ` +
-        `${decode >= GOALS.decode ? 'met' : 'not met'}) |`,
+        `${decode >= GOALS.decode ? 'met' : 'not met'}) | |`,
     );
   }
   for (const runner of runners) await runner.release();
@@ -129,12 +167,15 @@ async function main(): Promise<void> {
       `${EXPERTS} experts x ffn ${FFN}; prefill ${PROMPT} tokens then ${DECODE} decode steps; ${threads} threads, ` +
       `${isa} kernels; medians of ${ROUNDS} interleaved rounds (tokens/s, higher is better)`,
   );
-  console.log('| dtype | runtime | prefill tokens/s | decode tokens/s |');
-  console.log('|---|---|---|---|');
+  const { readGBps } = await measureRoofline();
+  console.log(`read bandwidth (roofline probe): ${readGBps.toFixed(1)} GB/s`);
+  console.log('| weights | runtime | prefill tokens/s | decode tokens/s | decode weight reads |');
+  console.log('|---|---|---|---|---|');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-model-bench-'));
+  const variants = (process.env.BENCH_WEIGHTS?.split(',') ?? ['f32', 'bf16', ...QUANTIZED]) as Variant[];
   try {
-    for (const dtype of ['f32', 'bf16'] as FileDtype[]) {
-      for (const line of await benchDtype(dtype, dir, threads)) console.log(line);
+    for (const dtype of variants) {
+      for (const line of await benchDtype(dtype, dir, threads, readGBps)) console.log(line);
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

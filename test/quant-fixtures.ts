@@ -8,11 +8,19 @@ import { RefDecoderLayer, RefFeedForward } from './reference/model';
 import { Rng } from './reference/random';
 import { ArchName, makeTinyModel, TinyModel, writeGgufCheckpoint } from './model-fixtures';
 
+// The repository root: the first directory above this file with a package.json (this file also runs compiled, from
+// dist/test/, for the benchmarks).
+function repositoryRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+
 /** node-llama-cpp's CPU build of llama.cpp (`npm run bench:peers`; absent on CI machines). */
 export const LLAMA_CPP_LIB_DIR = path.join(
-  __dirname, '..', 'bench', 'peers', 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64',
+  repositoryRoot(), 'bench', 'peers', 'node_modules', '@node-llama-cpp', 'linux-x64', 'bins', 'linux-x64',
 );
-const TOOLS_DIR = path.join(__dirname, 'quant-tools');
+const TOOLS_DIR = path.join(repositoryRoot(), 'test', 'quant-tools');
 
 /** Why llama.cpp's libraries cannot be called from here, or null when they can. */
 export function llamaCppUnavailable(): string | null {

@@ -72,7 +72,8 @@ calibrate options:
   --grid <list>     candidate p per layer, e.g. 0.1..0.9:0.1 (the default) or 0.2,0.4,0.6
   --out <file>      the policy file written (default policy.json)
 common options:
-  --dtype <t>       f32 | f16 | bf16 weights (default: the checkpoint's; demo: f32)
+  --dtype <t>       f32 | f16 | bf16 weights, or q8_0 | q4_0 | q4_k | q6_k experts quantized as they load
+                    (default: the checkpoint's; a quantized GGUF keeps its types; demo: f32)
   --threads <n>     CPU threads (default: all cores)
   -h, --help        this text`;
 
