@@ -55,7 +55,7 @@ function tensor(rng: Rng, name: string, dtype: TensorInput['dtype'], shape: numb
   return { name, dtype, shape, data: dtype === 'f32' ? f32Data(rng, n) : bitsData(rng, n) };
 }
 
-function bytesOf(data: Float32Array | Uint16Array): Buffer {
+function bytesOf(data: Float32Array | Uint16Array | Uint8Array): Buffer {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
@@ -442,23 +442,29 @@ describe('GGUF round trips', () => {
     await gguf.close();
   });
 
-  it('reads a v2 file built by hand: alignment 16, reversed ne, a quantized tensor sized but refused', async () => {
-    const raw = ggufStart(3, 1, 2).str('general.alignment').u32(4).u32(16);
+  it('reads a v2 file built by hand: alignment 16, reversed ne, quantized tensors as their blocks, others refused', async () => {
+    const raw = ggufStart(4, 1, 2).str('general.alignment').u32(4).u32(16);
     tensorInfo(raw, 'w', [3, 2], 0, 0);
     tensorInfo(raw, 'q', [256, 2], 12, 32); // Q4_K: 144 bytes per 256 elements
     tensorInfo(raw, 'q8', [64], 8, 320); // Q8_0: 34 bytes per 32 elements
+    tensorInfo(raw, 'q81', [32], 9, 400); // Q8_1: a type dynamoe does not run
     const w = Float32Array.from([1, 2, 3, 4, 5, 6]);
-    raw.padTo(16).put(bytesOf(w)).put(Buffer.alloc(8)).put(Buffer.alloc(288)).put(Buffer.alloc(68));
+    raw.padTo(16).put(bytesOf(w)).put(Buffer.alloc(8)).put(Buffer.alloc(288, 7)).put(Buffer.alloc(68)).put(Buffer.alloc(12))
+      .put(Buffer.alloc(36));
     const file = writeBytes('hand.gguf', raw.bytes());
     const gguf = await openGguf(file);
     expect(gguf.version).toBe(2);
     expect(gguf.alignment).toBe(16);
     expect(gguf.tensors.get('w')).toMatchObject({ dtype: 'f32', shape: [2, 3], byteLength: 24 });
-    const q = { dtype: 'Q4_K', shape: [2, 256], byteLength: 288, byteOffset: gguf.dataOffset + 32 };
+    const q = { dtype: 'q4_k', shape: [2, 256], byteLength: 288, byteOffset: gguf.dataOffset + 32 };
     expect(gguf.tensors.get('q')).toMatchObject(q);
-    expect(gguf.tensors.get('q8')).toMatchObject({ dtype: 'Q8_0', shape: [64], byteLength: 68 });
+    expect(gguf.tensors.get('q8')).toMatchObject({ dtype: 'q8_0', shape: [64], byteLength: 68 });
+    expect(gguf.tensors.get('q81')).toMatchObject({ dtype: 'Q8_1', shape: [32], byteLength: 36 });
     expect(Array.from((await gguf.read('w')).data)).toEqual([1, 2, 3, 4, 5, 6]);
-    await expectError(gguf.read('q'), 'ERR_DYNAMOE_UNSUPPORTED', file, "'q'", 'Q4_K');
+    const blocks = await gguf.read('q');
+    expect(blocks.dtype).toBe('q4_k');
+    expect(Array.from(blocks.data as Uint8Array)).toEqual(new Array(288).fill(7));
+    await expectError(gguf.read('q81'), 'ERR_DYNAMOE_UNSUPPORTED', file, "'q81'", 'Q8_1');
     await gguf.close();
   });
 

@@ -102,7 +102,7 @@ describe('bad checkpoints fail with a coded error naming the file and what is wr
   test('a GGUF with a quantized tensor is refused naming the type; an unknown architecture too', async () => {
     const file = path.join(temp.dir, 'q.gguf');
     await writeGgufCheckpoint(file, base, 'f32');
-    // Rewrite one tensor's type id in place: Q8_0 (8) for token_embd.weight.
+    // Rewrite one tensor's type id in place: Q8_1 (9, a type dynamoe does not run) for token_embd.weight.
     const gguf = await openGguf(file);
     const info = gguf.tensors.get('token_embd.weight')!;
     await gguf.close();
@@ -111,9 +111,9 @@ describe('bad checkpoints fail with a coded error naming the file and what is wr
     const name = Buffer.from('token_embd.weight');
     const at = bytes.indexOf(name) + name.length; // then u32 n_dims, u64 ne[n_dims], u32 type
     const nDims = bytes.readUInt32LE(at);
-    bytes.writeUInt32LE(8, at + 4 + 8 * nDims);
+    bytes.writeUInt32LE(9, at + 4 + 8 * nDims);
     fs.writeFileSync(file, bytes);
-    await expect(loadModel(file)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining('Q8_0') });
+    await expect(loadModel(file)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining('Q8_1') });
 
     const other = path.join(temp.dir, 'gpt2.gguf');
     await writeGguf(other, { metadata: [['general.architecture', { type: 'string', value: 'gpt2' }]], tensors: [] });

@@ -67,6 +67,14 @@ async function ggufCorpus() {
         alignment: 64,
         tensors: [f32('vector', [5]), f16('matrix', [2, 3]), bf16('cube', [2, 1, 2]), f32('rank4', [1, 2, 1, 2]), f32('empty', [0, 3])],
       })),
+    // Quantized blocks of a 32-value and a 256-value type: the reader sizes them by block.
+    'quantized-tensors.gguf': await written((file) =>
+      writeGguf(file, {
+        tensors: [
+          { name: 'q8', dtype: 'q8_0', shape: [2, 32], data: new Uint8Array(2 * 34).fill(1) },
+          { name: 'q4k', dtype: 'q4_k', shape: [1, 256], data: new Uint8Array(144).fill(2) },
+        ],
+      })),
     'metadata-types.gguf': await written((file) =>
       writeGguf(file, {
         metadata: [
