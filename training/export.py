@@ -12,6 +12,9 @@ import torch
 
 from safetensors_writer import write_safetensors
 
+# The model is not chat-tuned: a chat request is the messages' texts, one per line, for the model to continue.
+CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] + '\\n' }}{% endfor %}"
+
 # Mixtral's names for an expert's gate, up and down projections.
 MIXTRAL_MATRICES = {'gate_proj': 'w1', 'up_proj': 'w3', 'down_proj': 'w2'}
 
@@ -46,7 +49,7 @@ def hf_name(name, routing):
     return '.'.join(parts)
 
 
-def export(checkpoint, tokenizer, out, dtype='float16'):
+def export(checkpoint, tokenizer, out, dtype='float16', heldout=None):
     state = torch.load(checkpoint)
     c = state['config']
     torch_dtype = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}[dtype]
@@ -59,7 +62,10 @@ def export(checkpoint, tokenizer, out, dtype='float16'):
     write_safetensors(out / 'model.safetensors', tensors, {'format': 'pt'})
     (out / 'config.json').write_text(json.dumps(hf_config(c, dtype), indent=2) + '\n')
     shutil.copyfile(tokenizer, out / 'tokenizer.json')
-    (out / 'tokenizer_config.json').write_text(json.dumps({'eos_token': '<|endoftext|>', 'model_max_length': c['context']}, indent=2) + '\n')
+    tokenizer_config = {'eos_token': '<|endoftext|>', 'model_max_length': c['context'], 'chat_template': CHAT_TEMPLATE}
+    (out / 'tokenizer_config.json').write_text(json.dumps(tokenizer_config, indent=2) + '\n')
+    if heldout:
+        shutil.copyfile(heldout, out / 'heldout.txt')
     return out
 
 
@@ -69,8 +75,9 @@ def main():
     parser.add_argument('--tokenizer', required=True)
     parser.add_argument('--out', required=True)
     parser.add_argument('--dtype', choices=['float16', 'bfloat16', 'float32'], default='float16')
+    parser.add_argument('--heldout', help='held-out text to ship with the model (what sweep --demo measures)')
     args = parser.parse_args()
-    print(f'exported -> {export(args.checkpoint, args.tokenizer, args.out, args.dtype)}')
+    print(f'exported -> {export(args.checkpoint, args.tokenizer, args.out, args.dtype, args.heldout)}')
 
 
 if __name__ == '__main__':

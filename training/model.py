@@ -91,7 +91,9 @@ def select(probs, c: ModelConfig):
     sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
     if c.routing == 'top-p':
         # Keep sorted positions up to the first whose running sum exceeds p: those whose preceding sum is <= p.
-        keep_sorted = (sorted_p.cumsum(-1) - sorted_p) <= c.top_p
+        # p is compared in fp32 as dynamoe's router does (fp32 0.4 is a little above the double 0.4).
+        before = torch.cat([torch.zeros_like(sorted_p[:, :1]), sorted_p.cumsum(-1)[:, :-1]], dim=-1)
+        keep_sorted = before <= torch.tensor(c.top_p, dtype=sorted_p.dtype)
     else:
         keep_sorted = torch.zeros_like(sorted_p, dtype=torch.bool)
         keep_sorted[:, : c.top_k] = True
