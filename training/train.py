@@ -110,6 +110,10 @@ def train(args):
         optimizer.load_state_dict(state['optimizer'])
         generator.set_state(state['generator'])
         step, elapsed = state['step'], state['elapsed']
+        # Steps logged after the checkpoint are trained again: their records go.
+        log_file = out / 'log.jsonl'
+        kept = [line for line in log_file.read_text().splitlines() if json.loads(line)['step'] <= step]
+        log_file.write_text(''.join(line + '\n' for line in kept))
         print(f'resumed at step {step}')
     params = sum(p.numel() for p in model.parameters())
     print(f'{args.routing}: {params / 1e6:.2f}M parameters, {len(train_ids)} train tokens, {args.threads} thread(s)')
