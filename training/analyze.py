@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 from model import ModelConfig, MoeLm
 
+# Tokens in the byte-level alphabet: a space is shown as U+0120 and a line feed as U+010A (both count as letters
+# for str.isalpha, so letters are tested as ASCII).
 KINDS = {
-    'word start': lambda t: t.startswith('\u0120') and t[1:].isalpha(),
-    'inside a word': lambda t: t.isalpha(),
+    'word start': lambda t: t.startswith('\u0120') and t[1:].isascii() and t[1:].isalpha(),
+    'inside a word': lambda t: t.isascii() and t.isalpha(),
     'punctuation': lambda t: all(not c.isalnum() and c not in '\u0120\u010a' for c in t),
     'line break': lambda t: '\u010a' in t,
 }

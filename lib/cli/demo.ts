@@ -57,7 +57,7 @@ export const DEFAULT_DEMO: DemoOptions = {
   tokens: 40,
   // The shipped model learnt English from the King James Bible: a prompt in its style.
   prompt: 'And the LORD said unto Moses,',
-  repeats: 5,
+  repeats: 3,
 };
 
 /** What one policy did. */
