@@ -196,6 +196,21 @@ describe('dynamoe CLI', () => {
     expect(cli('run', '--demo', dir, '--prompt', 'hi').stderr).toContain("'run --demo' takes no model path");
   });
 
+  test('sweep --demo measures the shipped model on its held-out text; --synthetic the random model on a paragraph', () => {
+    const out = (name: string) => ['--json', path.join(temp.dir, `${name}.json`), '--svg', path.join(temp.dir, `${name}.svg`)];
+    const shipped = cli('sweep', '--demo', '--max-tokens', '300', '--policies', 'top-k:1', ...out('shipped'));
+    expect(shipped.status).toBe(0);
+    expect(shipped.stdout).toMatch(/predicted tokens of the shipped model's held-out text/);
+    expect(shipped.stdout).toMatch(/top-p:0\.4 \(trained\)/);
+    const synthetic = cli('sweep', '--demo', '--synthetic', '--max-tokens', '300', '--policies', 'top-k:1', ...out('synthetic'));
+    expect(synthetic.status).toBe(0);
+    expect(synthetic.stdout).toMatch(/predicted tokens of the built-in demo text/);
+    expect(synthetic.stdout).toMatch(/top-k:2\+norm \(trained\)/);
+    const alone = cli('sweep', '--synthetic', '--text', __filename);
+    expect(alone.status).toBe(1);
+    expect(alone.stderr).toContain('--synthetic goes with --demo');
+  });
+
   test('demo runs from the command line with small options', () => {
     const r = cli('demo', '--synthetic', '--layers', '1', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--experts', '4',
       '--ffn', '16', '--tokens', '3', '--repeats', '1', '--policy', 'top-k:1');
