@@ -1,4 +1,5 @@
-// The demo (runDemo), the synthetic model behind it, and the compiled CLI (inspect, run, errors) on a tiny checkpoint.
+// The demo (runDemo) on the synthetic model, the synthetic model itself, and the compiled CLI (the default demo on
+// the shipped trained model, inspect, run, errors) on a tiny checkpoint.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { DEFAULT_DEMO, DemoOptions, runDemo } from '../lib/cli/demo';
@@ -8,6 +9,8 @@ import { makeTinyModel, tempDir, writeHfCheckpoint } from './model-fixtures';
 const CLI = path.join(__dirname, '..', 'dist', 'lib', 'cli.js');
 const SMALL = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, experts: 8, ffn: 32 };
 const TOKENS = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33];
+/** A prompt long enough for the synthetic routers' per-layer spread to show. */
+const SYNTHETIC_PROMPT = 'Harder tasks need more experts: a router that picks experts until their probability passes p.';
 
 function cli(...args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60000 });
@@ -16,7 +19,7 @@ function cli(...args: string[]) {
 describe('runDemo', () => {
   test('prints per-policy speed, experts per token and generated ids', async () => {
     const lines: string[] = [];
-    const options: DemoOptions = { ...DEFAULT_DEMO, ...SMALL, tokens: 6, repeats: 1, policies: ['top-k:2', 'top-p:0.4'] };
+    const options: DemoOptions = { ...DEFAULT_DEMO, ...SMALL, synthetic: true, tokens: 6, repeats: 1, policies: ['top-k:2', 'top-p:0.4'] };
     const results = await runDemo(options, (line) => lines.push(line));
     const text = lines.join('\n');
 
@@ -73,7 +76,7 @@ describe('createSyntheticModel', () => {
   test('top-p:0.4 uses a varying number of experts per token, more in the lower layer', async () => {
     const model = await createSyntheticModel(SMALL);
     try {
-      const prompt = model.tokenizer.encode(DEFAULT_DEMO.prompt);
+      const prompt = model.tokenizer.encode(SYNTHETIC_PROMPT);
       const { stats } = await model.forward(prompt, { policy: 'top-p:0.4', stats: true });
       const layers = stats!.layers.map((l) => l.expertsPerToken);
       expect(stats!.expertsPerToken).toBeGreaterThan(1);
@@ -168,26 +171,55 @@ describe('dynamoe CLI', () => {
     expect(badCommand.stderr).toContain("unknown command 'frobnicate'");
   });
 
-  // The default model is built in a child process: weight generation is many times slower inside jest's vm context.
-  test("npm start's model: top-p:0.4 uses 1.2-2.5 experts per token, more in lower layers", () => {
-    const r = cli('demo', '--tokens', '4', '--repeats', '1');
+  test("npm start's model: the shipped trained model writes English and its routing summary", () => {
+    const r = cli('demo', '--tokens', '24', '--repeats', '1');
     expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^dynamoe demo: dynamoe-tiny-topp, a trained dynamic-moe model \(4 layers/);
+    expect(r.stdout).toMatch(/trained policy top-p:0\.4/);
     const block = r.stdout.split('\npolicy top-p:0.4')[1] ?? '';
     const mean = Number(/experts\/token\s+([\d.]+) mean/.exec(block)?.[1]);
     const layers = (/per layer\s+([\d. ]+)/.exec(block)?.[1] ?? '').trim().split(' ').map(Number);
-    expect(mean).toBeGreaterThan(1.2);
-    expect(mean).toBeLessThan(2.5);
-    expect(layers).toHaveLength(DEFAULT_DEMO.layers);
-    expect(layers[0]).toBeGreaterThan(layers[layers.length - 1]);
-    // A fractional mean: tokens of one layer used different numbers of experts.
-    for (const value of layers) expect(Number.isInteger(value)).toBe(false);
+    expect(mean).toBeGreaterThan(1);
+    expect(mean).toBeLessThan(8); // the shipped model's experts per layer
+    expect(layers).toHaveLength(4);
+    // Greedy text of a model trained on English prose: words and spaces, not byte soup.
+    const text = JSON.parse(/text\s+(".*")/.exec(block)?.[1] ?? '""') as string;
+    expect(text.match(/[A-Za-z]+/g)?.length ?? 0).toBeGreaterThanOrEqual(8);
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f\ufffd]/);
+  });
+
+  test('run --demo generates with the shipped model', () => {
+    const r = cli('run', '--demo', '--prompt', 'In the beginning', '--max-tokens', '8');
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/policy\s+top-p:0\.4/);
+    expect(r.stdout).toMatch(/[A-Za-z]+/);
+    expect(cli('run', '--demo', dir, '--prompt', 'hi').stderr).toContain("'run --demo' takes no model path");
+  });
+
+  test('sweep --demo measures the shipped model on its held-out text; --synthetic the random model on a paragraph', () => {
+    const out = (name: string) => ['--json', path.join(temp.dir, `${name}.json`), '--svg', path.join(temp.dir, `${name}.svg`)];
+    const shipped = cli('sweep', '--demo', '--max-tokens', '300', '--policies', 'top-k:1', ...out('shipped'));
+    expect(shipped.status).toBe(0);
+    expect(shipped.stdout).toMatch(/predicted tokens of the shipped model's held-out text/);
+    expect(shipped.stdout).toMatch(/top-p:0\.4 \(trained\)/);
+    const synthetic = cli('sweep', '--demo', '--synthetic', '--max-tokens', '300', '--policies', 'top-k:1', ...out('synthetic'));
+    expect(synthetic.status).toBe(0);
+    expect(synthetic.stdout).toMatch(/predicted tokens of the built-in demo text/);
+    expect(synthetic.stdout).toMatch(/top-k:2\+norm \(trained\)/);
+    const alone = cli('sweep', '--synthetic', '--text', __filename);
+    expect(alone.status).toBe(1);
+    expect(alone.stderr).toContain('--synthetic goes with --demo');
   });
 
   test('demo runs from the command line with small options', () => {
-    const r = cli('demo', '--layers', '1', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--experts', '4', '--ffn', '16',
-      '--tokens', '3', '--repeats', '1', '--policy', 'top-k:1');
+    const r = cli('demo', '--synthetic', '--layers', '1', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--experts', '4',
+      '--ffn', '16', '--tokens', '3', '--repeats', '1', '--policy', 'top-k:1');
     expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^dynamoe demo: synthetic Mixtral-style MoE \(1 layers/);
     expect(r.stdout).toContain('policy top-k:1');
     expect(r.stdout).toContain('experts/token  1.00 mean');
+    const shapeWithoutSynthetic = cli('demo', '--layers', '1');
+    expect(shapeWithoutSynthetic.status).toBe(1);
+    expect(shapeWithoutSynthetic.stderr).toContain('--layers shapes the synthetic model: add --synthetic');
   });
 });

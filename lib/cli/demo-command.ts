@@ -1,15 +1,23 @@
 // `dynamoe demo`: the demo's flags turned into its settings, with a loading bar while the weights are packed.
-import { dtypeFlag, numberFlag, Values } from './args';
+import { dtypeFlag, fail, numberFlag, Values } from './args';
 import { DEFAULT_DEMO, runDemo } from './demo';
 import { loadingProgress } from './progress';
 
-/** `dynamoe demo` (the default command): the demo with the shape, policies and prompt its flags give. */
+/** Flags that shape the synthetic model, meaningless for the trained one. */
+const SHAPE_FLAGS = ['layers', 'hidden', 'heads', 'kv-heads', 'experts', 'ffn', 'seed'];
+
+/** `dynamoe demo` (the default command): the shipped model, or with --synthetic a random one of the flags' shape. */
 export async function demoCommand(values: Values): Promise<void> {
-  const progress = process.stderr.isTTY ? loadingProgress('synthetic model') : undefined;
+  const synthetic = values.synthetic === true;
+  const shapeFlag = SHAPE_FLAGS.find((name) => values[name] !== undefined);
+  if (!synthetic && shapeFlag !== undefined) fail(`--${shapeFlag} shapes the synthetic model: add --synthetic`);
+  const progress = process.stderr.isTTY ? loadingProgress(synthetic ? 'synthetic model' : 'trained model') : undefined;
   const policies = values.policy as string[] | undefined;
   try {
     await runDemo(
       {
+        model: DEFAULT_DEMO.model,
+        synthetic,
         layers: numberFlag(values, 'layers', DEFAULT_DEMO.layers),
         hidden: numberFlag(values, 'hidden', DEFAULT_DEMO.hidden),
         heads: numberFlag(values, 'heads', DEFAULT_DEMO.heads),

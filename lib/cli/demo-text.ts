@@ -1,4 +1,4 @@
-// The text `sweep --demo` and `calibrate --demo` measure when no --text file is given.
+// The text `sweep --demo --synthetic` and `calibrate --demo --synthetic` measure when no --text file is given.
 export const DEMO_TEXT = `A mixture-of-experts layer keeps many small feed-forward networks and a router that sends each token to a few
 of them. Most engines give every token the same number of experts, two or eight, whatever the token is. Dynamic
 routing lets the router decide: it keeps adding the most probable experts until their summed probability passes a

@@ -1,16 +1,24 @@
-// The demo behind `npm start`: a seeded synthetic Mixtral-style model generating text with top-2 and with top-p
-// routing, showing how many experts each token used and what that did to prefill and decode speed.
+// The demo behind `npm start`: the shipped trained MoE (or, with --synthetic, a seeded random Mixtral-style one)
+// generating text with top-2 and with top-p routing, showing how many experts each token used and what that did
+// to prefill and decode speed.
+import * as path from 'path';
 import { cpuInfo } from '../backend/cpu-settings';
 import { DType } from '../dtype';
 import { WritableQuantType } from '../formats/quant-types';
 import { ProgressCallback } from '../model/build-graph';
-import { GenerationSummary } from '../model/model';
+import { loadModel } from '../model/load-model';
+import { GenerationSummary, Model } from '../model/model';
 import { RoutingStats } from '../model/routing-stats';
 import { createSyntheticModel, SYNTHETIC_DEFAULTS } from '../model/synthetic-model';
 import { PolicyOption } from '../policy/per-layer';
+import { shippedModelDir } from './shipped-model';
 
 /** Demo settings (the CLI's flags). */
 export interface DemoOptions {
+  /** A trained checkpoint folder to run (default: the shipped model); ignored when `synthetic` is set. */
+  model: string;
+  /** Run a seeded random model of the shape below instead of the checkpoint. */
+  synthetic: boolean;
   /** Synthetic model shape (see createSyntheticModel). */
   layers: number;
   hidden: number;
@@ -33,6 +41,8 @@ export interface DemoOptions {
 
 /** The settings `npm start` uses. */
 export const DEFAULT_DEMO: DemoOptions = {
+  model: shippedModelDir(),
+  synthetic: false,
   layers: SYNTHETIC_DEFAULTS.layers,
   hidden: SYNTHETIC_DEFAULTS.hidden,
   heads: SYNTHETIC_DEFAULTS.heads,
@@ -45,9 +55,10 @@ export const DEFAULT_DEMO: DemoOptions = {
     { kind: 'top-k', k: 2 },
     { kind: 'top-p', p: 0.4 },
   ],
-  tokens: 32,
-  prompt: 'Harder tasks need more experts: a router that picks experts until their probability passes p.',
-  repeats: 5,
+  tokens: 40,
+  // The shipped model learnt English from the King James Bible: a prompt in its style.
+  prompt: 'And the LORD said unto Moses,',
+  repeats: 3,
 };
 
 /** What one policy did. */
@@ -74,34 +85,53 @@ function median(values: number[]): number {
   return sorted[sorted.length >> 1];
 }
 
-/** Short, JSON-escaped text (random weights produce arbitrary bytes). */
-function shortText(text: string, max = 60): string {
+/** JSON-escaped text, cut at `max` characters (random weights produce arbitrary bytes). */
+function shortText(text: string, max: number): string {
   const chars = Array.from(text);
   return JSON.stringify(chars.length > max ? `${chars.slice(0, max).join('')}...` : text);
 }
 
+/** Loads the checkpoint, or builds the synthetic model, and prints what it is and how long that took. */
+async function openDemoModel(options: DemoOptions, print: (line: string) => void, onProgress?: ProgressCallback): Promise<Model> {
+  const { layers, hidden, heads, kvHeads, experts, ffn, dtype } = options;
+  const cpu = cpuInfo();
+  const started = performance.now();
+  const seconds = () => ((performance.now() - started) / 1000).toFixed(2);
+  if (options.synthetic) {
+    print(
+      `dynamoe demo: synthetic Mixtral-style MoE (${layers} layers, hidden ${hidden}, ${heads}/${kvHeads} heads, ` +
+        `${experts} experts x ffn ${ffn}, ${dtype}), ${cpu.threads} threads, ${cpu.isa} kernels`,
+    );
+    const model = await createSyntheticModel({ ...options, onProgress });
+    const mib = model.info.weightBytes / 2 ** 20;
+    print(`built seeded weights (seed ${options.seed}, ${mib.toFixed(1)} MiB packed) in ${seconds()} s`);
+    return model;
+  }
+  const model = await loadModel(options.model, { dtype, onProgress });
+  const spec = model.spec;
+  const moe = spec.layers.find((l) => l.kind === 'moe');
+  const shape = moe?.kind === 'moe' ? `, ${moe.experts} experts x ffn ${moe.ffn}` : '';
+  print(
+    `dynamoe demo: ${path.basename(options.model)}, a trained ${spec.architecture} model (${spec.layers.length} layers, ` +
+      `hidden ${spec.hidden}, ${spec.heads}/${spec.kvHeads} heads${shape}, ${model.info.dtype}), ${cpu.threads} threads, ` +
+      `${cpu.isa} kernels`,
+  );
+  print(`loaded ${(model.info.weightBytes / 2 ** 20).toFixed(1)} MiB of weights in ${seconds()} s; trained policy ${model.info.defaultPolicy[0]}`);
+  return model;
+}
+
 /**
- * Builds the synthetic model, generates `tokens` tokens greedily with each policy (`repeats` timed runs, median
- * time) and prints per-policy figures through `print`. `onProgress` follows the weight packing.
+ * Opens the demo model, generates `tokens` tokens greedily with each policy (`repeats` timed runs, median time)
+ * and prints per-policy figures through `print`. `onProgress` follows the weight packing.
  */
 export async function runDemo(
   options: DemoOptions,
   print: (line: string) => void,
   onProgress?: ProgressCallback,
 ): Promise<DemoPolicyResult[]> {
-  const { layers, hidden, heads, kvHeads, experts, ffn, dtype } = options;
-  const cpu = cpuInfo();
-  print(
-    `dynamoe demo: synthetic Mixtral-style MoE (${layers} layers, hidden ${hidden}, ${heads}/${kvHeads} heads, ` +
-      `${experts} experts x ffn ${ffn}, ${dtype}), ${cpu.threads} threads, ${cpu.isa} kernels`,
-  );
-  const started = performance.now();
-  const model = await createSyntheticModel({ ...options, onProgress });
+  const model = await openDemoModel(options, print, onProgress);
   const results: DemoPolicyResult[] = [];
   try {
-    const mib = model.info.weightBytes / 2 ** 20;
-    const seconds = (performance.now() - started) / 1000;
-    print(`built seeded weights (seed ${options.seed}, ${mib.toFixed(1)} MiB packed) in ${seconds.toFixed(2)} s`);
     const prompt = model.tokenizer.encode(options.prompt);
     print(`prompt ${shortText(options.prompt, 100)} (${prompt.length} tokens)`);
     print(`${options.tokens} tokens generated greedily per policy; times: median of ${options.repeats} run(s)`);
@@ -120,7 +150,8 @@ export async function runDemo(
   } finally {
     model.dispose();
   }
-  printResults(results, print);
+  // A trained model's text is worth reading whole; random weights' is shown only as a short sample.
+  printResults(results, print, options.synthetic ? 60 : 400);
   return results;
 }
 
@@ -153,7 +184,7 @@ function routedPairs(stats: RoutingStats): number {
   return stats.layers.reduce((sum, l) => sum + l.expertsPerToken * l.tokens, 0);
 }
 
-function printResults(results: DemoPolicyResult[], print: (line: string) => void): void {
+function printResults(results: DemoPolicyResult[], print: (line: string) => void, textChars: number): void {
   for (const r of results) {
     const decodeSteps = Math.max(0, r.generatedTokens - 1);
     print('');
@@ -165,7 +196,7 @@ function printResults(results: DemoPolicyResult[], print: (line: string) => void
     print(`  experts/token  ${r.expertsPerToken.toFixed(2)} mean (prompt + generated)`);
     print(`  per layer      ${r.expertsPerTokenByLayer.map((e) => e.toFixed(2)).join(' ')}`);
     print(`  token ids      ${r.tokenIds.join(' ')}`);
-    print(`  text           ${shortText(r.text)}`);
+    print(`  text           ${shortText(r.text, textChars)}`);
   }
   if (results.length < 2) return;
   const [base, ...others] = results;

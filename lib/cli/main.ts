@@ -12,12 +12,14 @@ import { inspectCommand } from './inspect-command';
 import { quantizeCommand } from './quantize-command';
 import { runCommand } from './run-command';
 import { serveCommand } from './serve-command';
+import { SHIPPED_MODEL_NAME } from './shipped-model';
 import { DEFAULT_SWEEP_POLICIES, sweepCommand } from './sweep-command';
 
-const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded synthetic MoE model under several routing policies
-       dynamoe run <model> --prompt <text> [options]   generate text with a checkpoint, streamed to stdout
+const USAGE = `usage: dynamoe [demo] [options]        generate with the shipped trained MoE model under several routing policies
+       dynamoe run <model>|--demo --prompt <text> [options]   generate text with a checkpoint (--demo: the shipped
+                                                       model), streamed to stdout
        dynamoe serve [<model>] [options]               an OpenAI-compatible HTTP server (without a model: the
-                                                       demo's synthetic model); SIGINT/SIGTERM drain and stop
+                                                       shipped model); SIGINT/SIGTERM drain and stop
        dynamoe sweep <model>|--demo --text <file> [options]   perplexity, experts/token and speed under many policies
        dynamoe calibrate <model>|--demo --text <file> --experts-per-token <n>   per-layer thresholds for a budget
        dynamoe inspect <model> [--dtype t]             show a checkpoint's architecture, sizes and tokenizer
@@ -27,19 +29,23 @@ const USAGE = `usage: dynamoe [demo] [options]        generate with a seeded syn
        dynamoe doctor                                  which native binary loads here, what each device would do,
                                                        and the fix when one cannot (exit code 1 when the
                                                        requested device, DYNAMOE_DEVICE or 'auto', cannot run)
-<model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+<model> is a Hugging Face directory (config.json, *.safetensors, tokenizer.json) or a .gguf file. The shipped model
+(models/${SHIPPED_MODEL_NAME}) is a small MoE trained with top-p routing on the King James Bible; --synthetic
+swaps in a seeded random Mixtral-style model (for benchmarks and tests).
 
 demo options:
   --policy <p>      a routing policy, repeatable: top-k:2, top-p:0.4, threshold:0.1 (default: top-k:2 and top-p:0.4);
                     a comma-separated list gives each MoE layer its own
   --tokens <n>      tokens generated per policy (default ${DEFAULT_DEMO.tokens})
-  --prompt <text>   the prompt (default: a fixed sentence)
+  --prompt <text>   the prompt (default: ${JSON.stringify(DEFAULT_DEMO.prompt)})
+  --synthetic       the seeded synthetic model instead of the shipped one
   --layers <n> --hidden <n> --heads <n> --kv-heads <n> --experts <n> --ffn <n>
-                    synthetic model shape (default ${[DEFAULT_DEMO.layers, DEFAULT_DEMO.hidden, DEFAULT_DEMO.heads,
-                      DEFAULT_DEMO.kvHeads, DEFAULT_DEMO.experts, DEFAULT_DEMO.ffn].join(', ')})
-  --seed <n>        weight seed (default ${DEFAULT_DEMO.seed})
+                    synthetic model shape, with --synthetic (default ${[DEFAULT_DEMO.layers, DEFAULT_DEMO.hidden,
+                      DEFAULT_DEMO.heads, DEFAULT_DEMO.kvHeads, DEFAULT_DEMO.experts, DEFAULT_DEMO.ffn].join(', ')})
+  --seed <n>        synthetic weight seed, with --synthetic (default ${DEFAULT_DEMO.seed})
   --repeats <n>     timed generations per policy, the median is shown (default ${DEFAULT_DEMO.repeats})
 run options:
+  --demo            run the shipped model (no model path)
   --prompt <text>   the prompt (required)
   --chat            wrap the prompt as one user message in the model's chat template
   --policy <p>      routing policy for every MoE layer, a comma-separated list (one per MoE layer), or a
@@ -47,6 +53,7 @@ run options:
   --max-tokens <n>  most tokens to generate (default 128)
   --temperature <t> 0 (default) is greedy; --top-k <k>, --top-p <p>, --seed <n> shape the sampling
 serve options:
+  --synthetic       serve the demo's seeded synthetic model (no model path)
   --host <h>        interface to listen on (default 127.0.0.1); --port <n> (default 8080, 0: any free port)
   --device <d>      cpu | cuda | auto (default auto); --policy <p> the default routing policy, as for run
   --max-sequences <n>  generations batched in each model step (default: 16 per CPU thread, 32 to 256)
@@ -59,8 +66,9 @@ serve options:
   --max-body-bytes <n>  largest request body, beyond it 413 (default 1048576)
   --drain-timeout <s>   seconds running generations get to finish after SIGINT/SIGTERM (default 30)
 sweep and calibrate options:
-  --text <file>     the text to measure on (with --demo: a built-in paragraph when left out)
-  --demo            measure the demo's synthetic model instead of a checkpoint
+  --text <file>     the text to measure on (with --demo: the shipped model's held-out text when left out)
+  --demo            measure the shipped model instead of a checkpoint
+  --synthetic       with --demo: the seeded synthetic model, on a built-in paragraph when --text is left out
   --window <n>      tokens per window, each a fresh sequence (default 512, or the model's context if smaller)
   --max-tokens <n>  measure only the text's first n tokens
 sweep options:
@@ -93,9 +101,11 @@ const COMMANDS: Record<string, Options> = {
     ffn: { type: 'string' },
     seed: { type: 'string' },
     repeats: { type: 'string' },
+    synthetic: { type: 'boolean' },
   },
   run: {
     ...COMMON,
+    demo: { type: 'boolean' },
     prompt: { type: 'string' },
     chat: { type: 'boolean' },
     policy: { type: 'string' },
@@ -107,6 +117,7 @@ const COMMANDS: Record<string, Options> = {
   },
   serve: {
     ...COMMON,
+    synthetic: { type: 'boolean' },
     host: { type: 'string' },
     port: { type: 'string' },
     device: { type: 'string' },
@@ -125,6 +136,7 @@ const COMMANDS: Record<string, Options> = {
     ...COMMON,
     text: { type: 'string' },
     demo: { type: 'boolean' },
+    synthetic: { type: 'boolean' },
     window: { type: 'string' },
     'max-tokens': { type: 'string' },
     policies: { type: 'string' },
@@ -135,6 +147,7 @@ const COMMANDS: Record<string, Options> = {
     ...COMMON,
     text: { type: 'string' },
     demo: { type: 'boolean' },
+    synthetic: { type: 'boolean' },
     window: { type: 'string' },
     'max-tokens': { type: 'string' },
     'experts-per-token': { type: 'string' },

@@ -4,6 +4,7 @@ import { GenerateOptions } from '../model/model';
 import { RoutingStats } from '../model/routing-stats';
 import { dtypeFlag, fail, modelArgument, numberFlag, policyOrFileFlag, Values } from './args';
 import { loadWithProgress } from './progress';
+import { shippedModelDir } from './shipped-model';
 
 function routingSummary(stats: RoutingStats): string[] {
   return [
@@ -13,9 +14,16 @@ function routingSummary(stats: RoutingStats): string[] {
   ];
 }
 
-/** `dynamoe run <model> --prompt <text>`: streams a generation to stdout and its figures to stderr. */
+/** The checkpoint to run: the one positional, or the shipped model with --demo. */
+function runLocation(values: Values, positionals: string[]): string {
+  if (!values.demo) return modelArgument(positionals, 'run');
+  if (positionals.length > 0) fail(`'run --demo' takes no model path`);
+  return shippedModelDir();
+}
+
+/** `dynamoe run <model>|--demo --prompt <text>`: streams a generation to stdout and its figures to stderr. */
 export async function runCommand(values: Values, positionals: string[]): Promise<void> {
-  const location = modelArgument(positionals, 'run');
+  const location = runLocation(values, positionals);
   const promptText = values.prompt as string | undefined;
   if (promptText === undefined) fail(`'run' needs --prompt <text>`);
   const options: GenerateOptions = {

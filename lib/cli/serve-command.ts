@@ -1,4 +1,5 @@
-// `dynamoe serve`: a checkpoint (or the demo's synthetic model) behind the OpenAI-compatible server until a signal.
+// `dynamoe serve`: a checkpoint (without one: the shipped trained model, or with --synthetic the demo's random one)
+// behind the OpenAI-compatible server until a signal.
 import { resolveDevice } from '../backend/device-placement';
 import { parseDevice } from '../device';
 import { loadModel } from '../model/load-model';
@@ -11,6 +12,7 @@ import { defaultModelName, RequestRecord, SERVE_DEFAULTS } from '../serve/serve-
 import { dtypeFlag, fail, numberFlag, policyOrFileFlag, Values } from './args';
 import { DEFAULT_DEMO } from './demo';
 import { loadingProgress } from './progress';
+import { shippedModelDir } from './shipped-model';
 
 // An integer flag >= min, or undefined when absent (the library then sizes it from the machine).
 function optionalNumber(values: Values, name: string, min: number): number | undefined {
@@ -31,7 +33,8 @@ async function loadServedModel(
   }
   const device = parseDevice(values.device ?? 'auto', '--device', { bareNames: true, shown: (v) => `'${String(v)}'` });
   const dtype = dtypeFlag(values);
-  const location = positionals[0];
+  if (values.synthetic && positionals.length > 0) fail(`'serve --synthetic' takes no model path`);
+  const location = values.synthetic ? undefined : (positionals[0] ?? shippedModelDir());
   const progress = loadingProgress(location ?? 'the synthetic demo model');
   try {
     let model: Model;

@@ -90,7 +90,9 @@ describe('npm pack + npm install <tarball>', () => {
     console.log(`tarball ${packed[0].filename}: ${(packed[0].size / 1e6).toFixed(2)} MB packed, ` +
       `${(packed[0].unpackedSize / 1e6).toFixed(2)} MB unpacked, ${files.length} files`);
     // Only what users need: compiled JS and types, the prebuilds, and the sources binding.gyp compiles.
-    for (const file of files) expect(file).toMatch(/^(dist\/lib\/.*\.(js|d\.ts)|native\/.*|cuda\/cuda_(backend\.h|unavailable\.cpp)|prebuilds\/.*|binding\.gyp|package\.json|README\.md|LICENSE)$/);
+    for (const file of files) expect(file).toMatch(/^(dist\/lib\/.*\.(js|d\.ts)|native\/.*|cuda\/cuda_(backend\.h|unavailable\.cpp)|prebuilds\/.*|models\/.*|binding\.gyp|package\.json|README\.md|LICENSE)$/);
+    // The trained model `npm start`, `run --demo` and `serve` default to.
+    expect(files).toContain('models/dynamoe-tiny-topp/model.safetensors');
     expect(files).toContain(`prebuilds/${platformArch}/dynamoe.glibc.node`);
 
     const bin = nodeOnlyBin(work);
