@@ -21,7 +21,9 @@ const { layers: LAYERS, hidden: HIDDEN, ffn: FFN, experts: EXPERTS, kvHeads: KV_
 const PROMPT = 256;
 const DECODE = 64;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+// The goals against llama.cpp: float files, and the quantized ones (issue figures).
 const GOALS = { prefill: 2, decode: 1.1 };
+const QUANTIZED_GOALS = { prefill: 1.5, decode: 1.2 };
 
 /** One runtime on the model: a prefill of the prompt from an empty context, then decode steps after it. */
 interface Runner {
@@ -150,10 +152,11 @@ async function benchDtype(dtype: Variant, dir: string, threads: number, readGBps
     const last = rates.length - 1;
     const prefill = rates[0].prefill / rates[last].prefill;
     const decode = rates[0].decode / rates[last].decode;
+    const goals = (QUANTIZED as readonly string[]).includes(dtype) ? QUANTIZED_GOALS : GOALS;
     lines.push(
-      `| ${dtype} | **dynamoe top-k:2 / llama.cpp** | **${prefill.toFixed(2)}x** (goal ${GOALS.prefill}x: ` +
-        `${prefill >= GOALS.prefill ? 'met' : 'not met'}) | **${decode.toFixed(2)}x** (goal ${GOALS.decode}x: ` +
-        `${decode >= GOALS.decode ? 'met' : 'not met'}) | |`,
+      `| ${dtype} | **dynamoe top-k:2 / llama.cpp** | **${prefill.toFixed(2)}x** (goal ${goals.prefill}x: ` +
+        `${prefill >= goals.prefill ? 'met' : 'not met'}) | **${decode.toFixed(2)}x** (goal ${goals.decode}x: ` +
+        `${decode >= goals.decode ? 'met' : 'not met'}) | |`,
     );
   }
   for (const runner of runners) await runner.release();
@@ -169,7 +172,8 @@ async function main(): Promise<void> {
   );
   const { readGBps } = await measureRoofline();
   console.log(`read bandwidth (roofline probe): ${readGBps.toFixed(1)} GB/s`);
-  console.log('| weights | runtime | prefill tokens/s | decode tokens/s | decode weight reads |');
+  // Weight reads assume two distinct experts a layer per decode token; over 100% means caches served part of them.
+  console.log('| weights | runtime | prefill tokens/s | decode tokens/s | decode weight reads (est.) |');
   console.log('|---|---|---|---|---|');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-model-bench-'));
   const variants = (process.env.BENCH_WEIGHTS?.split(',') ?? ['f32', 'bf16', ...QUANTIZED]) as Variant[];
