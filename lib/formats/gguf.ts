@@ -6,7 +6,7 @@
 // (string name, u32 n_dims, u64 ne[n_dims] fastest-varying first, u32 ggml_type, u64 offset into the data
 // section), padding to `general.alignment` (default 32), the data section. Strings are u64 length + UTF-8.
 import { DynamoeError } from '../errors';
-import { GGML_QUANT_TYPES, QuantType } from './quant-types';
+import { GGML_QUANT_TYPES, GGML_TYPES, QuantType } from './quant-types';
 import {
   checkTensorInputs,
   CURSOR_CHUNK_BYTES,
@@ -76,17 +76,6 @@ const INT_RANGES: Partial<Record<GgufValueType, [number, number]>> = {
 };
 const BIG_RANGES = { u64: [0n, 2n ** 64n - 1n], i64: [-(2n ** 63n), 2n ** 63n - 1n] } as const;
 
-// ggml type id -> [name, elements per block, bytes per block] (ggml's type traits; ids 4, 5, 31-33, 36-38 removed).
-const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = {
-  0: ['F32', 1, 4], 1: ['F16', 1, 2], 2: ['Q4_0', 32, 18], 3: ['Q4_1', 32, 20], 6: ['Q5_0', 32, 22],
-  7: ['Q5_1', 32, 24], 8: ['Q8_0', 32, 34], 9: ['Q8_1', 32, 36], 10: ['Q2_K', 256, 84], 11: ['Q3_K', 256, 110],
-  12: ['Q4_K', 256, 144], 13: ['Q5_K', 256, 176], 14: ['Q6_K', 256, 210], 15: ['Q8_K', 256, 292],
-  16: ['IQ2_XXS', 256, 66], 17: ['IQ2_XS', 256, 74], 18: ['IQ3_XXS', 256, 98], 19: ['IQ1_S', 256, 50],
-  20: ['IQ4_NL', 32, 18], 21: ['IQ3_S', 256, 110], 22: ['IQ2_S', 256, 82], 23: ['IQ4_XS', 256, 136],
-  24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
-  29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
-  40: ['NVFP4', 64, 36], 41: ['Q1_0', 128, 18],
-};
 const SUPPORTED: Readonly<Record<number, TensorDType | QuantType>> = { 0: 'f32', 1: 'f16', 30: 'bf16', ...GGML_QUANT_TYPES };
 const WRITE_TYPE: Readonly<Record<TensorDType | QuantType, number>> = {
   f32: 0,

@@ -34,22 +34,25 @@ export const GGML_QUANT_TYPES: Readonly<Record<number, QuantType>> = {
   39: 'mxfp4',
 };
 
-/** Values per block and bytes per block of each type. */
-export const QUANT_BLOCKS: Readonly<Record<QuantType, { elements: number; bytes: number }>> = {
-  q8_0: { elements: 32, bytes: 34 },
-  q4_0: { elements: 32, bytes: 18 },
-  q4_1: { elements: 32, bytes: 20 },
-  q5_0: { elements: 32, bytes: 22 },
-  q5_1: { elements: 32, bytes: 24 },
-  q2_k: { elements: 256, bytes: 84 },
-  q3_k: { elements: 256, bytes: 110 },
-  q4_k: { elements: 256, bytes: 144 },
-  q5_k: { elements: 256, bytes: 176 },
-  q6_k: { elements: 256, bytes: 210 },
-  iq4_nl: { elements: 32, bytes: 18 },
-  iq4_xs: { elements: 256, bytes: 136 },
-  mxfp4: { elements: 32, bytes: 17 },
+// ggml type id -> [name, elements per block, bytes per block] (ggml's type traits; ids 4, 5, 31-33, 36-38 removed).
+export const GGML_TYPES: Readonly<Record<number, readonly [string, number, number]>> = {
+  0: ['F32', 1, 4], 1: ['F16', 1, 2], 2: ['Q4_0', 32, 18], 3: ['Q4_1', 32, 20], 6: ['Q5_0', 32, 22],
+  7: ['Q5_1', 32, 24], 8: ['Q8_0', 32, 34], 9: ['Q8_1', 32, 36], 10: ['Q2_K', 256, 84], 11: ['Q3_K', 256, 110],
+  12: ['Q4_K', 256, 144], 13: ['Q5_K', 256, 176], 14: ['Q6_K', 256, 210], 15: ['Q8_K', 256, 292],
+  16: ['IQ2_XXS', 256, 66], 17: ['IQ2_XS', 256, 74], 18: ['IQ3_XXS', 256, 98], 19: ['IQ1_S', 256, 50],
+  20: ['IQ4_NL', 32, 18], 21: ['IQ3_S', 256, 110], 22: ['IQ2_S', 256, 82], 23: ['IQ4_XS', 256, 136],
+  24: ['I8', 1, 1], 25: ['I16', 1, 2], 26: ['I32', 1, 4], 27: ['I64', 1, 8], 28: ['F64', 1, 8],
+  29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2], 34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
+  40: ['NVFP4', 64, 36], 41: ['Q1_0', 128, 18],
 };
+
+/** Values per block and bytes per block of each quantized type dynamoe runs (from {@link GGML_TYPES}). */
+export const QUANT_BLOCKS = Object.fromEntries(
+  Object.entries(GGML_QUANT_TYPES).map(([id, type]) => {
+    const [, elements, bytes] = GGML_TYPES[Number(id)];
+    return [type, { elements, bytes }];
+  }),
+) as Readonly<Record<QuantType, { elements: number; bytes: number }>>;
 
 // Byte offsets of each block's f16 scales (and mins) in each type; MXFP4's one scale is an E8M0 byte at 0.
 const F16_SCALES: Readonly<Record<QuantType, readonly number[]>> = {
