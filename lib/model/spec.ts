@@ -7,6 +7,35 @@ export interface DenseLayerSpec {
   ffn: number;
 }
 
+/**
+ * How a MoE layer's router turns logits into the scores it selects by, as the model family defines it (README,
+ * "Routers"). Absent: a softmax over all experts, weights as the policy says (Mixtral, Qwen, OLMoE, DeepSeek v1).
+ */
+export interface RouterSpec {
+  /**
+   * 'softmax' over all experts; 'sigmoid' of each logit (DeepSeek-V3, Kimi K2, GLM-4.5); 'softmax-of-kept': ranked
+   * by logit, weighted by a softmax over the kept experts' logits only (gpt-oss, Granite MoE).
+   */
+  scoring: 'softmax' | 'sigmoid' | 'softmax-of-kept';
+  /** A per-expert bias added to the scores for selection only (`e_score_correction_bias`); tensor `router_selection_bias`. */
+  selectionBias?: boolean;
+  /** Group-limited selection: experts split into `count` equal groups, only the `keep` best groups compete. */
+  groups?: { count: number; keep: number; score: 'top2-sum' | 'max' };
+  /** The family's weight rule, applied whatever the policy: renormalise the kept scores (`norm_topk_prob`). */
+  normalize?: boolean;
+  /** The family's weight scale, times the policy's (`routed_scaling_factor`). */
+  scale?: number;
+}
+
+/**
+ * Routed slots that cost no GEMM (LongCat-Flash's zero-computation experts): router ids experts..experts+count-1.
+ * 'zero' adds nothing, 'identity' adds weight * x.
+ */
+export interface ZeroExpertsSpec {
+  count: number;
+  kind: 'zero' | 'identity';
+}
+
 /** An MoE layer: routed SwiGLU experts, optionally an always-on shared expert. */
 export interface MoELayerSpec {
   kind: 'moe';
@@ -15,6 +44,10 @@ export interface MoELayerSpec {
   shared?: { ffn: number; gated: boolean };
   /** The policy the model was trained with for this layer. */
   policy: RoutingPolicy;
+  /** The family's router; absent means a softmax over all experts. */
+  router?: RouterSpec;
+  /** Routed experts that do no FFN compute; the router scores experts + zeroExperts.count slots. */
+  zeroExperts?: ZeroExpertsSpec;
 }
 
 export type FeedForwardSpec = DenseLayerSpec | MoELayerSpec;
