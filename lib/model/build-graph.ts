@@ -5,7 +5,7 @@ import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
-import { moeLayers, ModelSpec } from './spec';
+import { moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightReader } from './weight-reader';
 
 // Activation buffers (floats per token in parentheses).
@@ -72,11 +72,28 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
         down: await weights.matrix(name('mlp_down'), hidden, ffn),
       }));
     } else {
-      const { experts, ffn, shared } = layer;
+      const { experts, ffn, shared, router, zeroExperts } = layer;
       const slot = moeSlot++;
+      const slots = routedSlots(layer);
       node(async () => ({
         op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
-        router: await weights.f32Matrix(name('router'), experts, hidden),
+        router: await weights.f32Matrix(name('router'), slots, hidden),
+        ...(router
+          ? {
+              routerRule: {
+                scoring: router.scoring,
+                ...(router.groups
+                  ? { groups: router.groups.count, keptGroups: router.groups.keep, groupScore: router.groups.score }
+                  : {}),
+                normalize: router.normalize ?? false,
+                scale: router.scale ?? 1,
+                ...(router.selectionBias
+                  ? { selectionBias: await weights.vector(name('router_selection_bias'), slots) }
+                  : {}),
+              },
+            }
+          : {}),
+        ...(zeroExperts ? { zeroExperts } : {}),
         gate: await weights.experts(i, 'gate', experts, ffn, hidden),
         up: await weights.experts(i, 'up', experts, ffn, hidden),
         down: await weights.experts(i, 'down', experts, hidden, ffn),
@@ -119,7 +136,7 @@ export async function buildModelGraph(
         bufferWidths: [spec.hidden, spec.hidden, qWidth, kvWidth, kvWidth, qWidth, spec.hidden],
         vocab: spec.vocab,
         kvWidths: spec.layers.map(() => kvWidth),
-        moeExperts: moeLayers(spec).map((l) => l.moe.experts),
+        moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,
       }),

@@ -85,3 +85,8 @@ export function moeLayers(spec: ModelSpec): { layer: number; moe: MoELayerSpec }
   });
   return out;
 }
+
+/** What a MoE layer's router scores and its policies count: FFN experts and zero-computation experts. */
+export function routedSlots(moe: MoELayerSpec): number {
+  return moe.experts + (moe.zeroExperts?.count ?? 0);
+}

@@ -162,7 +162,9 @@ MoeNode readMoe(NodeReader& r, const GraphLayout& layout, DType dtype, const Nap
   n.weights = std::move(sources.weights);
   if (n.weights.config.dtype != dtype) r.fail("dtype must be the model's dtype");
   n.slot = readInt(node, "slot", 0, static_cast<int>(layout.moeExperts.size()) - 1);
-  if (layout.moeExperts[n.slot] != n.weights.config.experts) r.fail("experts does not match the layout's MoE slot");
+  if (layout.moeExperts[n.slot] != n.weights.config.routedSlots()) {
+    r.fail("experts + zero experts do not match the layout's MoE slot");
+  }
   n.input = r.buffer("input", n.weights.config.hidden);
   n.output = r.buffer("output", n.weights.config.hidden);
   if (n.input == n.output) r.fail("input and output must be different buffers");
