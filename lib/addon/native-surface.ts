@@ -228,6 +228,8 @@ export interface RopeNode {
   buffer: number;
   heads: number;
   headDim: number;
+  /** Leading dimensions of each head that rotate (default headDim). */
+  rotaryDim?: number;
   /** Default 10000. */
   theta?: number;
   style: 'halves' | 'pairs';

@@ -57,8 +57,9 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
     }
-    fixed({ op: 'rope', buffer: Q, heads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    const rotaryDim = spec.rotaryDim ?? headDim;
+    fixed({ op: 'rope', buffer: Q, heads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
     fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
     linear(ATTN, OUT, qWidth, hidden, name('o'));
     fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });

@@ -64,6 +64,8 @@ export interface ModelSpec {
   ropeTheta: number;
   /** Which dimensions rotate together: Hugging Face checkpoints rotate halves, llama.cpp "llama" GGUFs pairs. */
   ropeStyle: 'halves' | 'pairs';
+  /** Leading dimensions of each head that rotate (partial rotary: GLM-4.5 rotates half); default all of headDim. */
+  rotaryDim?: number;
   rmsNormEpsilon: number;
   /** RMSNorm of q and k before RoPE: over each head (Qwen3-MoE) or over the whole projection (OLMoE). */
   qkNorm: 'none' | 'per-head' | 'full';

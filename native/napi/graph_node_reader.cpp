@@ -110,6 +110,8 @@ RopeNode readRope(NodeReader& r, const Napi::Object& node) {
   n.headDim = r.dimension("headDim");
   if (n.headDim % 2 != 0) r.fail("headDim must be even");
   n.buffer = r.buffer("buffer", n.heads * n.headDim);
+  n.rotaryDim = readInt(node, "rotaryDim", 2, n.headDim, n.headDim);
+  if (n.rotaryDim % 2 != 0) r.fail("rotaryDim must be even");
   n.theta = readNumber(node, "theta", 10000.0);
   if (!(n.theta > 1.0)) r.fail("theta must be greater than 1");
   const std::string style = r.readString("style");
