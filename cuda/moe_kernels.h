@@ -11,6 +11,7 @@
 
 #include "../native/core/dtype.h"
 #include "../native/core/moe_stages.h"
+#include "../native/core/router_rule.h"
 #include "../native/core/routing_policy.h"
 
 namespace dynamoe::cuda {

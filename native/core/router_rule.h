@@ -3,6 +3,7 @@
 // weight rule. The default rule is the plain softmax router every older architecture uses.
 #pragma once
 
+#include "host_device.h"
 #include "routing_policy.h"
 
 namespace dynamoe {
@@ -29,10 +30,10 @@ struct RouterRule {
   const float* selectionBias = nullptr;  // [experts] added to the scores for ranking only, or null
 
   // The rule of the softmax router the contract's first policies were written for (its fast path).
-  bool plain() const {
+  DYNAMOE_HOST_DEVICE bool plain() const {
     return scoring == RouterScoring::Softmax && groups <= 1 && !normalize && scale == 1.0f && selectionBias == nullptr;
   }
-  bool grouped() const { return groups > 1; }
+  DYNAMOE_HOST_DEVICE bool grouped() const { return groups > 1; }
 };
 
 const char* routerScoringName(RouterScoring scoring);
