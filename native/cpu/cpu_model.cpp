@@ -12,7 +12,7 @@ CpuModel::CpuModel(const Backend& backend, GraphLayout layout, DType dtype, int 
       layout_(std::move(layout)),
       dtype_(dtype),
       kvPool_(std::make_shared<KvBlockPool>(
-          layout_.kvWidths, (kvPoolTokens + KvBlockPool::kBlockTokens - 1) / KvBlockPool::kBlockTokens)) {}
+          layout_.kvWidths, layout_.kvValueWidths.empty() ? layout_.kvWidths : layout_.kvValueWidths, (kvPoolTokens + KvBlockPool::kBlockTokens - 1) / KvBlockPool::kBlockTokens)) {}
 
 void CpuModel::addNode(const GraphNode& node) {
   OpContext context{layout_, dtype_, backend_, embeddingTable_};
