@@ -269,3 +269,47 @@ describe('bad checkpoints fail with a code naming the tensor', () => {
     await expectCode(loadModel(file), 'ERR_DYNAMOE_FORMAT', 'blk.1.attn_v_b.weight');
   });
 });
+
+describe('the mla_attention node and keys-only cache slots, as the addon reads them', () => {
+  // Buffers: 0 queryNope (2 heads x 4), 1 queryRope (2 x 2), 2 latent (6), 3 keyRope (2), 4 output (2 x 3), 5 (8).
+  const layout = { bufferWidths: [8, 4, 6, 2, 6, 8], vocab: 4, kvWidths: [8], kvValueWidths: [0], moeExperts: [], dtype: 'f32', kvPoolTokens: 64 };
+  const good = {
+    op: 'mla_attention', queryNope: 0, queryRope: 1, latent: 2, keyRope: 3, output: 4, heads: 2, nopeDim: 4, ropeDim: 2,
+    kvLoraRank: 6, valueDim: 3, slot: 0, keyUp: new Float32Array(2 * 6 * 4), valueUp: new Float32Array(2 * 3 * 6),
+  };
+  const outcome = async (make: () => Promise<unknown> | unknown): Promise<string> => {
+    try {
+      await make();
+      return 'ok';
+    } catch (error) {
+      return (error as { code?: string }).code ?? `uncoded: ${String(error)}`;
+    }
+  };
+
+  test('a well-formed node is taken; each bad field is refused with a code', async () => {
+    const { native } = await import('../lib/addon/native');
+    const graph = new (native().ModelGraph)(layout as never);
+    try {
+      expect(await outcome(() => graph.addNode(good as never))).toBe('ok');
+      const bad: Array<[Record<string, unknown>, string]> = [
+        [{ slot: 1 }, 'ERR_DYNAMOE_SHAPE'],
+        [{ kvLoraRank: 5, latent: 2 }, 'ERR_DYNAMOE_SHAPE'],
+        [{ ropeDim: 3 }, 'ERR_DYNAMOE_SHAPE'],
+        [{ output: 0 }, 'ERR_DYNAMOE_SHAPE'],
+        [{ keyUp: new Float32Array(7) }, 'ERR_DYNAMOE_SHAPE'],
+        [{ valueUp: undefined }, 'ERR_DYNAMOE_TYPE'],
+        [{ heads: 2 ** 20 }, 'ERR_DYNAMOE_SHAPE'],
+        [{ scale: -1 }, 'ERR_DYNAMOE_SHAPE'],
+      ];
+      const found = [];
+      for (const [change] of bad) found.push(await outcome(() => graph.addNode({ ...good, ...change } as never)));
+      expect(found).toEqual(bad.map(([, code]) => code));
+      // An ordinary attention node cannot use a slot without values.
+      const attention = { op: 'attention', query: 0, key: 0, value: 0, output: 5, heads: 1, kvHeads: 1, headDim: 8, slot: 0 };
+      expect(await outcome(() => graph.addNode(attention as never))).toBe('ERR_DYNAMOE_SHAPE');
+    } finally {
+      graph.dispose();
+    }
+    expect(await outcome(() => new (native().ModelGraph)({ ...layout, kvValueWidths: [0, 0] } as never))).toBe('ERR_DYNAMOE_SHAPE');
+  });
+});

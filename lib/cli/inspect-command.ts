@@ -52,6 +52,10 @@ export async function inspectCommand(values: Values, positionals: string[]): Pro
       `layers          ${info.layers.length} (${moe} MoE, ${info.layers.length - moe} dense)`,
       ...layerRuns(info.layers),
       `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}`,
+      ...(info.mla
+        ? [`attention       MLA: kv_lora_rank ${info.mla.kvLoraRank}, q_lora_rank ${info.mla.qLoraRank ?? 'none'}, ` +
+            `nope/rope/value head dims ${info.mla.nopeDim}/${info.mla.ropeDim}/${info.mla.valueDim}`]
+        : []),
       `vocab           ${info.vocab}`,
       `context         ${info.maxContext}`,
       `default policy  ${perLayer(info.defaultPolicy)}`,
