@@ -9,6 +9,7 @@ import { architectureForHfConfig } from '../lib/model/architectures';
 import { ConfigReader } from '../lib/model/config-reader';
 import { maxRelativeError } from './reference/layer';
 import { refMlaForward } from './reference/mla-model';
+import { dequantizeReference } from './reference/quant-formats';
 import { tempDir } from './model-fixtures';
 import { makeTinyDeepseekV2, TinyMlaModel, writeDeepseekGguf, writeDeepseekHf } from './mla-fixtures';
 
@@ -68,6 +69,57 @@ describe.each([
     try {
       expect(loaded.info.architecture).toBe('deepseek-v2');
       expect(loaded.info.mla).toEqual({ ...options, kvLoraRank: 24, nopeDim: 16, ropeDim: 8, valueDim: 12 });
+      const { logits } = await loaded.forward(TOKENS);
+      expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});
+
+// Q8_0 attention matrices (as llama.cpp's Q8_0 files hold them): split k_b/v_b rows are nopeDim and kvLoraRank long,
+// whole kv_b rows kvLoraRank; the reference runs on the values the file holds.
+describe.each([true, false])('Q8_0 MLA matrices in a GGUF (split k_b/v_b: %s)', (split) => {
+  test('logits match the float64 reference of the dequantized file', async () => {
+    const { native } = await import('../lib/addon/native');
+    const model = makeTinyDeepseekV2(14, { qLoraRank: 64, kvLoraRank: 64, nopeDim: 32, ropeDim: 32, valueDim: 32 });
+    const file = path.join(temp.dir, `q8-${split}.gguf`);
+    const R = model.kvLoraRank;
+    const N = model.nopeDim;
+    const V = model.valueDim;
+    let quantized = 0;
+    await writeDeepseekGguf(file, model, 'f32', split, async (_metadata, tensors) => {
+      for (const t of tensors) {
+        const match = /^blk\.(\d+)\.(attn_q_a|attn_q_b|attn_kv_a_mqa|attn_kv_b|attn_k_b|attn_v_b|attn_output)\.weight$/.exec(t.name);
+        if (!match) continue;
+        const cols = t.shape[t.shape.length - 1];
+        const rows = t.shape.reduce((n, d) => n * d, 1) / cols;
+        const blocks = await native().quantize('q8_0', t.data as Float32Array, rows, cols);
+        const values = Float32Array.from(dequantizeReference('q8_0', blocks, rows, cols));
+        Object.assign(t, { dtype: 'q8_0', data: blocks });
+        quantized++;
+        const layer = model.layers[Number(match[1])];
+        const kind = match[2];
+        if (kind === 'attn_q_a') layer.qA = values;
+        if (kind === 'attn_q_b') layer.qB = values;
+        if (kind === 'attn_kv_a_mqa') layer.kvA = values;
+        if (kind === 'attn_kv_b') layer.kvB = values;
+        if (kind === 'attn_output') layer.o = values;
+        // k_b [heads][rank][nope] and v_b [heads][value][rank] back into kv_b's [heads][nope + value][rank].
+        for (let h = 0; h < model.heads; h++) {
+          const head = h * (N + V) * R;
+          if (kind === 'attn_k_b') {
+            for (let n = 0; n < N; n++) for (let r = 0; r < R; r++) layer.kvB[head + n * R + r] = values[(h * R + r) * N + n];
+          }
+          if (kind === 'attn_v_b') layer.kvB.set(values.subarray(h * V * R, (h + 1) * V * R), head + N * R);
+        }
+      }
+    });
+    // q_a, q_b, kv_a, output, and k_b + v_b or kv_b, in each of 3 layers.
+    expect(quantized).toBe(3 * (split ? 6 : 5));
+    const reference = refMlaForward(model, TOKENS);
+    const loaded = await loadModel(file);
+    try {
       const { logits } = await loaded.forward(TOKENS);
       expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
     } finally {

@@ -23,6 +23,7 @@ export interface TinyMlaModel extends RefMlaModel {
 }
 
 export interface TinyMlaOptions {
+  hidden?: number;
   /** Low-rank query (q_a_proj, q_b_proj) of this rank; absent: one q_proj (V2-Lite). */
   qLoraRank?: number;
   heads?: number;
@@ -40,7 +41,7 @@ export function makeTinyDeepseekV2(seed: number, o: TinyMlaOptions = {}): TinyMl
   const matrix = (rows: number, cols: number, std = 1 / Math.sqrt(cols)) =>
     Float32Array.from({ length: rows * cols }, () => rng.normal() * std);
   const norm = (n: number) => Float32Array.from({ length: n }, () => 1 + 0.1 * rng.normal());
-  const hidden = 64;
+  const hidden = o.hidden ?? 64;
   const heads = o.heads ?? 4;
   // Widths off the 32-column panels and unlike each other, so a mixed-up dimension fails.
   const kvLoraRank = o.kvLoraRank ?? 24;
@@ -187,7 +188,7 @@ export async function writeDeepseekGguf(
   m: TinyMlaModel,
   dtype: FileDtype = 'f32',
   split = true,
-  edit?: (metadata: Array<[string, GgufTypedValue]>, tensors: TensorInput[]) => void,
+  edit?: (metadata: Array<[string, GgufTypedValue]>, tensors: TensorInput[]) => void | Promise<void>,
 ): Promise<void> {
   const arch = 'deepseek2';
   const H = m.hidden;
@@ -283,6 +284,6 @@ export async function writeDeepseekGguf(
       tensor(at('ffn_down_shexp.weight'), [H, s.ffn], s.down, dtype),
     );
   });
-  edit?.(metadata, t);
+  await edit?.(metadata, t);
   await writeGguf(file, { metadata, tensors: t });
 }
