@@ -5,8 +5,10 @@ import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
 import type { CpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
+import { GgufTypedValue } from '../lib/formats/gguf';
 import { architectureForHfConfig } from '../lib/model/architectures';
 import { ConfigReader } from '../lib/model/config-reader';
+import { ggufNaming } from '../lib/model/naming';
 import { maxRelativeError } from './reference/layer';
 import { refMlaForward } from './reference/mla-model';
 import { dequantizeReference } from './reference/quant-formats';
@@ -267,6 +269,28 @@ describe('DeepSeek-V2/V3 configs', () => {
       return tensors;
     });
     await expectCode(loadModel(dir), 'ERR_DYNAMOE_UNSUPPORTED', 'routes by');
+  });
+
+  test('the selection bias tensor is named as HF and llama.cpp write it', () => {
+    const c = ConfigReader.fromJson({ ...base, model_type: 'deepseek_v3' }, 'config.json');
+    expect(architectureForHfConfig(c).hfNaming.layer(3, 'router_selection_bias')).toBe('model.layers.3.mlp.gate.e_score_correction_bias');
+    expect(ggufNaming.layer(3, 'router_selection_bias')).toBe('blk.3.exp_probs_b.bias');
+  });
+
+  test('a deepseek2 GGUF gated by sigmoid reads as DeepSeek-V3 with its router, and is refused at load for now', async () => {
+    const file = path.join(temp.dir, 'v3-router.gguf');
+    await writeDeepseekGguf(file, makeTinyDeepseekV2(2, { qLoraRank: 32 }), 'f32', true, (metadata) => {
+      const set = (key: string, value: GgufTypedValue) => {
+        const entry = metadata.find(([k]) => k === key);
+        if (entry) entry[1] = value;
+        else metadata.push([key, value]);
+      };
+      set('deepseek2.expert_gating_func', { type: 'u32', value: 2 });
+      set('deepseek2.expert_weights_norm', { type: 'bool', value: true });
+      set('deepseek2.expert_group_count', { type: 'u32', value: 4 });
+      set('deepseek2.expert_group_used_count', { type: 'u32', value: 2 });
+    });
+    await expectCode(loadModel(file), 'ERR_DYNAMOE_UNSUPPORTED', 'deepseek-v3: layer 1 routes by {"scoring":"sigmoid","selectionBias":true,"normalize":true,"scale":1.5,"groups":{"count":4,"keep":2,"score":"top2-sum"}}');
   });
 
   test.each([
