@@ -5,7 +5,6 @@ import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
 import type { CpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
-import { GgufTypedValue } from '../lib/formats/gguf';
 import { architectureForHfConfig } from '../lib/model/architectures';
 import { ConfigReader } from '../lib/model/config-reader';
 import { ggufNaming } from '../lib/model/naming';
@@ -124,6 +123,44 @@ describe.each([true, false])('Q8_0 MLA matrices in a GGUF (split k_b/v_b: %s)', 
     try {
       const { logits } = await loaded.forward(TOKENS);
       expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    } finally {
+      loaded.dispose();
+    }
+  });
+});
+
+// The routers of V2's group_limited_greedy and V3's noaux_tc, run natively, against the reference's router rules.
+describe.each([
+  ['group_limited_greedy (V2)', 'group_limited_greedy', 'deepseek-v2'],
+  ['noaux_tc (V3: sigmoid, selection bias, groups by their two best)', 'noaux_tc', 'deepseek-v3'],
+] as const)('DeepSeek routing %s', (_name, routing, architecture) => {
+  const model = makeTinyDeepseekV2(15, { qLoraRank: 32, routing });
+  const reference = refMlaForward(model, TOKENS);
+  const moe = model.layers[1].ffn;
+  const rule = moe.kind === 'moe' ? moe.routerRule! : undefined;
+  const expected = {
+    scoring: rule!.scoring,
+    ...(rule!.selectionBias ? { selectionBias: true, normalize: true, scale: model.routedScale } : {}),
+    groups: { count: 4, keep: 2, score: rule!.groupScore },
+  };
+
+  test.each([
+    ['safetensors', false],
+    ['GGUF', true],
+  ])('from %s: the router spec, logits and routing match the float64 reference', async (format, gguf) => {
+    const location = path.join(temp.dir, `${routing}-${format}${gguf ? '.gguf' : ''}`);
+    if (gguf) await writeDeepseekGguf(location, model);
+    else await writeDeepseekHf(location, model);
+    const loaded = await loadModel(location);
+    try {
+      expect(loaded.info.architecture).toBe(architecture);
+      const layer = loaded.info.layers[1];
+      expect(layer.kind === 'moe' && layer.router).toEqual(expected);
+      const { logits, stats } = await loaded.forward(TOKENS, { stats: true });
+      expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+      expect(stats!.layers.map((l) => l.histogram.reduce((sum, n, c) => sum + n * c, 0))).toEqual(
+        reference.counts.map((c) => c.reduce((sum, n) => sum + n, 0)),
+      );
     } finally {
       loaded.dispose();
     }
@@ -262,35 +299,10 @@ describe('DeepSeek-V2/V3 configs', () => {
     });
   });
 
-  test('a model whose router dynamoe does not run yet is refused at load, not routed by softmax', async () => {
-    const dir = path.join(temp.dir, 'v3-router-hf');
-    await writeDeepseekHf(dir, makeTinyDeepseekV2(1, { qLoraRank: 32 }), 'f32', (config, tensors) => {
-      Object.assign(config, { topk_method: 'group_limited_greedy', n_group: 4, topk_group: 2 });
-      return tensors;
-    });
-    await expectCode(loadModel(dir), 'ERR_DYNAMOE_UNSUPPORTED', 'routes by');
-  });
-
   test('the selection bias tensor is named as HF and llama.cpp write it', () => {
     const c = ConfigReader.fromJson({ ...base, model_type: 'deepseek_v3' }, 'config.json');
     expect(architectureForHfConfig(c).hfNaming.layer(3, 'router_selection_bias')).toBe('model.layers.3.mlp.gate.e_score_correction_bias');
     expect(ggufNaming.layer(3, 'router_selection_bias')).toBe('blk.3.exp_probs_b.bias');
-  });
-
-  test('a deepseek2 GGUF gated by sigmoid reads as DeepSeek-V3 with its router, and is refused at load for now', async () => {
-    const file = path.join(temp.dir, 'v3-router.gguf');
-    await writeDeepseekGguf(file, makeTinyDeepseekV2(2, { qLoraRank: 32 }), 'f32', true, (metadata) => {
-      const set = (key: string, value: GgufTypedValue) => {
-        const entry = metadata.find(([k]) => k === key);
-        if (entry) entry[1] = value;
-        else metadata.push([key, value]);
-      };
-      set('deepseek2.expert_gating_func', { type: 'u32', value: 2 });
-      set('deepseek2.expert_weights_norm', { type: 'bool', value: true });
-      set('deepseek2.expert_group_count', { type: 'u32', value: 4 });
-      set('deepseek2.expert_group_used_count', { type: 'u32', value: 2 });
-    });
-    await expectCode(loadModel(file), 'ERR_DYNAMOE_UNSUPPORTED', 'deepseek-v3: layer 1 routes by {"scoring":"sigmoid","selectionBias":true,"normalize":true,"scale":1.5,"groups":{"count":4,"keep":2,"score":"top2-sum"}}');
   });
 
   test.each([

@@ -14,6 +14,7 @@ import { tinyTokenizerGgufMetadata, writeTinyTokenizer } from './tokenizer-fixtu
 
 export interface TinyMlaModel extends RefMlaModel {
   config: Record<string, unknown>;
+  routing: TinyMlaRouting;
   experts: number;
   k: number;
   routedScale: number;
@@ -22,7 +23,14 @@ export interface TinyMlaModel extends RefMlaModel {
   denseFfn: number;
 }
 
+/**
+ * The MoE router: DeepSeek-V2's greedy softmax top-k, its group_limited_greedy (4 groups of 2 experts, 2 kept, by
+ * their best expert), or DeepSeek-V3's noaux_tc (sigmoid, selection bias, groups by their two best, renormalised).
+ */
+export type TinyMlaRouting = 'greedy' | 'group_limited_greedy' | 'noaux_tc';
+
 export interface TinyMlaOptions {
+  routing?: TinyMlaRouting;
   hidden?: number;
   /** Low-rank query (q_a_proj, q_b_proj) of this rank; absent: one q_proj (V2-Lite). */
   qLoraRank?: number;
@@ -53,7 +61,10 @@ export function makeTinyDeepseekV2(seed: number, o: TinyMlaOptions = {}): TinyMl
   const sharedExperts = 2;
   const denseFfn = 96;
   const k = 3;
-  const routedScale = 1.5;
+  const routing = o.routing ?? 'greedy';
+  const v3 = routing === 'noaux_tc';
+  const routedScale = v3 ? 2.5 : 1.5;
+  const groups = { groups: 4, keptGroups: 2 };
   const qHead = nopeDim + ropeDim;
   const kinds = ['dense', 'moe', 'moe'] as const;
   const layers: RefMlaLayer[] = kinds.map((kind) => {
@@ -62,8 +73,17 @@ export function makeTinyDeepseekV2(seed: number, o: TinyMlaOptions = {}): TinyMl
         ? { kind, ffn: denseFfn, gate: matrix(denseFfn, hidden), up: matrix(denseFfn, hidden), down: matrix(hidden, denseFfn) }
         : {
             kind, experts, ffn: expertFfn,
-            // V2's greedy gate: softmax top-k, not renormalised, times routed_scaling_factor.
-            policy: { kind: 'top-k', k, normalize: false, scale: routedScale },
+            // V2's gates: softmax top-k, not renormalised, times routed_scaling_factor; V3's: the family's rule.
+            policy: v3 ? { kind: 'top-k', k } : { kind: 'top-k', k, normalize: false, scale: routedScale },
+            ...(routing === 'group_limited_greedy' ? { routerRule: { scoring: 'softmax', ...groups, groupScore: 'max' } } : {}),
+            ...(v3
+              ? {
+                  routerRule: {
+                    scoring: 'sigmoid', ...groups, groupScore: 'top2-sum', normalize: true, scale: routedScale,
+                    selectionBias: Float32Array.from({ length: experts }, () => 0.3 * rng.normal()),
+                  },
+                }
+              : {}),
             router: matrix(experts, hidden, 2 / Math.sqrt(hidden)),
             gate: Array.from({ length: experts }, () => matrix(expertFfn, hidden)),
             up: Array.from({ length: experts }, () => matrix(expertFfn, hidden)),
@@ -82,18 +102,19 @@ export function makeTinyDeepseekV2(seed: number, o: TinyMlaOptions = {}): TinyMl
     };
   });
   const config = {
-    model_type: 'deepseek_v2', vocab_size: VOCAB, hidden_size: hidden, intermediate_size: denseFfn,
+    model_type: v3 ? 'deepseek_v3' : 'deepseek_v2', vocab_size: VOCAB, hidden_size: hidden, intermediate_size: denseFfn,
     moe_intermediate_size: expertFfn, num_hidden_layers: kinds.length, num_attention_heads: heads,
     num_key_value_heads: heads, n_shared_experts: sharedExperts, n_routed_experts: experts,
     routed_scaling_factor: routedScale, kv_lora_rank: kvLoraRank, q_lora_rank: o.qLoraRank ?? null,
-    qk_rope_head_dim: ropeDim, v_head_dim: valueDim, qk_nope_head_dim: nopeDim, topk_method: 'greedy',
-    n_group: 1, topk_group: 1, num_experts_per_tok: k, moe_layer_freq: 1, first_k_dense_replace: 1,
-    norm_topk_prob: false, scoring_func: 'softmax', aux_loss_alpha: 0.001, seq_aux: true,
+    qk_rope_head_dim: ropeDim, v_head_dim: valueDim, qk_nope_head_dim: nopeDim, topk_method: routing,
+    n_group: routing === 'greedy' ? 1 : groups.groups, topk_group: routing === 'greedy' ? 1 : groups.keptGroups,
+    num_experts_per_tok: k, moe_layer_freq: 1, first_k_dense_replace: 1, norm_topk_prob: v3,
+    scoring_func: v3 ? 'sigmoid' : 'softmax', aux_loss_alpha: 0.001, seq_aux: true,
     max_position_embeddings: 512, rms_norm_eps: 1e-6, rope_theta: 10000, rope_scaling: null,
     attention_bias: false, tie_word_embeddings: false, torch_dtype: 'float32',
   };
   return {
-    config, experts, k, routedScale, sharedExperts, expertFfn, denseFfn,
+    config, routing, experts, k, routedScale, sharedExperts, expertFfn, denseFfn,
     vocab: VOCAB, hidden, heads, ...(o.qLoraRank ? { qLoraRank: o.qLoraRank } : {}), kvLoraRank, nopeDim, ropeDim,
     valueDim, ropeTheta: 10000, rmsNormEpsilon: 1e-6, embed: matrix(VOCAB, hidden, 1), finalNorm: norm(hidden),
     lmHead: matrix(VOCAB, hidden), layers,
@@ -143,6 +164,8 @@ export function deepseekHfTensors(m: TinyMlaModel, dtype: FileDtype): TensorInpu
       return;
     }
     out.push(tensor(at('mlp.gate.weight'), [f.experts, H], f.router, dtype));
+    // modeling_deepseek.py keeps e_score_correction_bias in f32.
+    if (f.routerRule?.selectionBias) out.push(tensor(at('mlp.gate.e_score_correction_bias'), [f.experts], Float32Array.from(f.routerRule.selectionBias), 'f32'));
     for (let e = 0; e < f.experts; e++) {
       out.push(
         tensor(at(`mlp.experts.${e}.gate_proj.weight`), [f.ffn, H], f.gate[e], dtype),
@@ -226,8 +249,11 @@ export async function writeDeepseekGguf(
     [`${arch}.expert_count`, u32(m.experts)],
     [`${arch}.expert_shared_count`, u32(m.sharedExperts)],
     [`${arch}.expert_weights_scale`, f32(m.routedScale)],
-    [`${arch}.expert_weights_norm`, { type: 'bool', value: false }],
-    [`${arch}.expert_gating_func`, u32(1)],
+    [`${arch}.expert_weights_norm`, { type: 'bool', value: m.routing === 'noaux_tc' }],
+    [`${arch}.expert_gating_func`, u32(m.routing === 'noaux_tc' ? 2 : 1)],
+    ...(m.routing === 'greedy'
+      ? []
+      : ([[`${arch}.expert_group_count`, u32(4)], [`${arch}.expert_group_used_count`, u32(2)]] as Array<[string, GgufTypedValue]>)),
     [`${arch}.rope.dimension_count`, u32(m.ropeDim)],
     ...tinyTokenizerGgufMetadata('spm'),
   ];
@@ -283,6 +309,7 @@ export async function writeDeepseekGguf(
       tensor(at('ffn_gate_shexp.weight'), [s.ffn, H], s.gate, dtype), tensor(at('ffn_up_shexp.weight'), [s.ffn, H], s.up, dtype),
       tensor(at('ffn_down_shexp.weight'), [H, s.ffn], s.down, dtype),
     );
+    if (moe.routerRule?.selectionBias) t.push(tensor(at('exp_probs_b.bias'), [moe.experts], Float32Array.from(moe.routerRule.selectionBias), 'f32'));
   });
   await edit?.(metadata, t);
   await writeGguf(file, { metadata, tensors: t });

@@ -3,9 +3,9 @@
 import { native } from '../addon/native';
 import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
-import { callNative, DynamoeError, fromNativeError } from '../errors';
+import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
-import { MlaSpec, moeLayers, ModelSpec } from './spec';
+import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightArray, WeightReader } from './weight-reader';
 
 // Activation buffers (floats per token in parentheses).
@@ -85,8 +85,9 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
     }
-    fixed({ op: 'rope', buffer: Q, heads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    const rotaryDim = spec.rotaryDim ?? headDim;
+    fixed({ op: 'rope', buffer: Q, heads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
     fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
     linear(ATTN, OUT, qWidth, hidden, name('o'));
   };
@@ -134,11 +135,28 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
         down: await weights.matrix(name('mlp_down'), hidden, ffn),
       }));
     } else {
-      const { experts, ffn, shared } = layer;
+      const { experts, ffn, shared, router, zeroExperts } = layer;
       const slot = moeSlot++;
+      const slots = routedSlots(layer);
       node(async () => ({
         op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
-        router: await weights.f32Matrix(name('router'), experts, hidden),
+        router: await weights.f32Matrix(name('router'), slots, hidden),
+        ...(router
+          ? {
+              routerRule: {
+                scoring: router.scoring,
+                ...(router.groups
+                  ? { groups: router.groups.count, keptGroups: router.groups.keep, groupScore: router.groups.score }
+                  : {}),
+                normalize: router.normalize ?? false,
+                scale: router.scale ?? 1,
+                ...(router.selectionBias
+                  ? { selectionBias: await weights.vector(name('router_selection_bias'), slots) }
+                  : {}),
+              },
+            }
+          : {}),
+        ...(zeroExperts ? { zeroExperts } : {}),
         gate: await weights.experts(i, 'gate', experts, ffn, hidden),
         up: await weights.experts(i, 'up', experts, ffn, hidden),
         down: await weights.experts(i, 'down', experts, hidden, ffn),
@@ -173,15 +191,6 @@ export async function buildModelGraph(
   kvPoolTokens: number,
   onProgress?: ProgressCallback,
 ): Promise<NativeModelGraph> {
-  // The family routers (RouterSpec: sigmoid, selection bias, groups) do not reach the native MoE op yet: refuse
-  // such a model rather than route it by a plain softmax.
-  const routed = moeLayers(spec).find((l) => l.moe.router);
-  if (routed) {
-    throw new DynamoeError(
-      'ERR_DYNAMOE_UNSUPPORTED',
-      `${spec.architecture}: layer ${routed.layer} routes by ${JSON.stringify(routed.moe.router)}, which dynamoe does not run yet`,
-    );
-  }
   const kv = kvRowWidths(spec);
   const graph = callNative(
     () =>
@@ -190,7 +199,7 @@ export async function buildModelGraph(
         vocab: spec.vocab,
         kvWidths: spec.layers.map(() => kv.key),
         kvValueWidths: spec.layers.map(() => kv.value),
-        moeExperts: moeLayers(spec).map((l) => l.moe.experts),
+        moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,
       }),

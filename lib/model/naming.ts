@@ -17,6 +17,7 @@ export type LayerTensor =
   | 'mlp_up'
   | 'mlp_down'
   | 'router'
+  | 'router_selection_bias'
   | 'shared_gate'
   | 'shared_up'
   | 'shared_down'
@@ -29,9 +30,7 @@ export type LayerTensor =
   | 'kv_a_norm'
   | 'kv_b'
   | 'k_b'
-  | 'v_b'
-  // The router's per-expert bias for selection only (DeepSeek-V3's e_score_correction_bias).
-  | 'router_selection_bias';
+  | 'v_b';
 
 export type ExpertMatrix = 'gate' | 'up' | 'down';
 
@@ -74,6 +73,7 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     mlp_up: `${ffn.dense}.up_proj.weight`,
     mlp_down: `${ffn.dense}.down_proj.weight`,
     router: `${ffn.router}.weight`,
+    router_selection_bias: `${ffn.router}.e_score_correction_bias`,
     shared_gate: `${ffn.shared}.gate_proj.weight`,
     shared_up: `${ffn.shared}.up_proj.weight`,
     shared_down: `${ffn.shared}.down_proj.weight`,
@@ -84,7 +84,6 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     kv_a: 'self_attn.kv_a_proj_with_mqa.weight',
     kv_a_norm: 'self_attn.kv_a_layernorm.weight',
     kv_b: 'self_attn.kv_b_proj.weight',
-    router_selection_bias: `${ffn.router}.e_score_correction_bias`,
   };
   return {
     embed: 'model.embed_tokens.weight',
@@ -123,6 +122,7 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   mlp_up: 'ffn_up.weight',
   mlp_down: 'ffn_down.weight',
   router: 'ffn_gate_inp.weight',
+  router_selection_bias: 'exp_probs_b.bias',
   shared_gate: 'ffn_gate_shexp.weight',
   shared_up: 'ffn_up_shexp.weight',
   shared_down: 'ffn_down_shexp.weight',
@@ -136,8 +136,6 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   kv_b: 'attn_kv_b.weight',
   k_b: 'attn_k_b.weight',
   v_b: 'attn_v_b.weight',
-  // llama.cpp's name has no ffn_ prefix (llama-arch.cpp: "blk.%d.exp_probs_b").
-  router_selection_bias: 'exp_probs_b.bias',
 };
 
 /** Names llama.cpp's converter writes, the same for every architecture. */

@@ -58,6 +58,7 @@ enum class RopeStyle {
 // Rotary position embedding of `buffer` in place, at the step's positions.
 struct RopeNode {
   int buffer = 0, heads = 0, headDim = 0;
+  int rotaryDim = 0;  // leading dimensions of each head that rotate (partial rotary, GLM-4.5); the rest pass through
   double theta = 10000.0;
   RopeStyle style = RopeStyle::Halves;
 };

@@ -34,6 +34,7 @@ class CpuMoeLayer final : public MoeLayer {
   std::vector<PackedExpert> experts_;
   std::unique_ptr<PackedExpert> shared_;
   std::vector<float> sharedGate_;
+  std::vector<float> selectionBias_;  // [routedSlots] or empty; config_.router points at it
   size_t intermediateStride_ = 0;  // floats per row of the SwiGLU output scratch
   size_t outputStride_ = 0;        // floats per row of the expert output scratch
 };

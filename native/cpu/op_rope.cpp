@@ -9,13 +9,14 @@ namespace {
 
 class RopeOp : public GraphOp {
  public:
-  RopeOp(int buffer, int heads, int headDim, double theta, RopeStyle style)
+  RopeOp(int buffer, int heads, int headDim, int rotaryDim, double theta, RopeStyle style)
       : buffer_(buffer), heads_(heads), headDim_(headDim), style_(style) {
-    for (int i = 0; i < headDim / 2; ++i) inverseFrequency_.push_back(std::pow(theta, -2.0 * i / headDim));
+    // Frequencies over the rotated dimensions only: a partial rotary head is a rotaryDim-wide head for RoPE.
+    for (int i = 0; i < rotaryDim / 2; ++i) inverseFrequency_.push_back(std::pow(theta, -2.0 * i / rotaryDim));
   }
 
   void run(GraphStep& step) const override {
-    const int half = headDim_ / 2;
+    const int half = static_cast<int>(inverseFrequency_.size());
     // Partner of dimension i in each rotated pair, and the stride between pairs.
     const int partner = style_ == RopeStyle::Halves ? half : 1;
     const int pairStride = style_ == RopeStyle::Halves ? 1 : 2;
@@ -49,7 +50,8 @@ class RopeOp : public GraphOp {
 }  // namespace
 
 std::unique_ptr<GraphOp> makeOp(const RopeNode& node, OpContext&) {
-  return std::make_unique<RopeOp>(node.buffer, node.heads, node.headDim, node.theta, node.style);
+  return std::make_unique<RopeOp>(node.buffer, node.heads, node.headDim, node.rotaryDim > 0 ? node.rotaryDim : node.headDim,
+                                  node.theta, node.style);
 }
 
 }  // namespace dynamoe::cpu

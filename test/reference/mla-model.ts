@@ -1,9 +1,8 @@
 // Float64 test reference: a DeepSeek-V2 decoder (multi-head latent attention, MoE with shared experts), written from
 // Hugging Face's modeling_deepseek.py in its plain (non-absorbed) form, independent of lib/: keys and values are
 // expanded from the latent for every head, and RoPE de-interleaves q and k before rotate_half as HF does.
-import { refLayerOutput } from './layer';
-import { RefFeedForward } from './model';
-import { refRoute } from './routing';
+// The feed-forward (dense, or MoE under its router rule) is the Llama-family reference's.
+import { feedForward, RefFeedForward } from './model';
 
 type Values = ArrayLike<number>;
 
@@ -87,16 +86,6 @@ function hfRope(x: Values, position: number, theta: number): Float64Array {
   return out;
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 function mlaAttention(m: RefMlaModel, l: RefMlaLayer, h: Float64Array, T: number): Float64Array {
   const { hidden: H, heads, kvLoraRank: R, nopeDim: N, ropeDim: P, valueDim: V, rmsNormEpsilon: eps } = m;
   const qHead = N + P;
@@ -143,21 +132,6 @@ function mlaAttention(m: RefMlaModel, l: RefMlaLayer, h: Float64Array, T: number
     }
   }
   return linear(out, T, heads * V, l.o, H);
-}
-
-function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hidden: number): { out: Float64Array; counts?: Int32Array } {
-  if (f.kind === 'dense') {
-    const gate = linear(x, rows, hidden, f.gate, f.ffn);
-    const up = linear(x, rows, hidden, f.up, f.ffn);
-    const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]);
-    return { out: linear(act, rows, f.ffn, f.down, hidden) };
-  }
-  const routing = refRoute(linear(x, rows, hidden, f.router, f.experts), rows, f.experts, f.policy);
-  const weights = {
-    hidden, ffn: f.ffn, experts: f.experts, router: f.router,
-    gate: concat(f.gate), up: concat(f.up), down: concat(f.down), shared: f.shared,
-  };
-  return { out: refLayerOutput(weights, x, rows, routing.kMax, routing.ids, routing.weights), counts: routing.counts };
 }
 
 /** Logits [tokens][vocab] of a fresh sequence, and the experts each token used in each MoE layer. */

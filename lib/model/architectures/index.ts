@@ -5,6 +5,7 @@ import { DynamoeError } from '../../errors';
 import { deepseekMoe } from './deepseek-moe';
 import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dynamicMoe } from './dynamic-moe';
+import { glm4Moe } from './glm4-moe';
 import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
 import { qwen2Moe } from './qwen2-moe';
@@ -12,7 +13,15 @@ import { qwen3Moe } from './qwen3-moe';
 
 // The Dynamic MoE check comes first: its configs carry another architecture's model_type.
 export const architectures: readonly Architecture[] = [
-  dynamicMoe, mixtral, qwen2Moe, qwen3Moe, olmoe, deepseekMoe, deepseekV2, deepseekV3,
+  dynamicMoe,
+  mixtral,
+  qwen2Moe,
+  qwen3Moe,
+  olmoe,
+  deepseekMoe,
+  glm4Moe,
+  deepseekV2,
+  deepseekV3,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -23,7 +32,7 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
-      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, and Dynamic MoE ` +
-      `configs with top_p_threshold)`,
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, and Dynamic ` +
+      `MoE configs with top_p_threshold)`,
   );
 }
