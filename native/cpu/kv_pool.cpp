@@ -31,8 +31,8 @@ void KvBlockPool::take(int count, std::vector<int32_t>& held) {
     auto chunk = std::make_unique<Chunk>();
     for (size_t slot = 0; slot < widths_[0].size(); ++slot) {
       for (int part = 0; part < 2; ++part) {
-        chunk->storage.emplace_back(static_cast<size_t>(kChunkBlocks) * kBlockTokens * widths_[part][slot] * sizeof(float),
-                                    AlignedBuffer::Fill::Uninitialized);
+        const size_t floats = static_cast<size_t>(kChunkBlocks) * kBlockTokens * widths_[part][slot];
+        chunk->storage.emplace_back(floats * sizeof(float), AlignedBuffer::Fill::Uninitialized);
       }
     }
     const int first = allocatedChunks_ * kChunkBlocks;

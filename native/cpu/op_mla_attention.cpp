@@ -15,8 +15,8 @@ namespace {
 
 // Rows [firstRow, firstRow + rows) of a [*][cols] source, as a source of their own.
 MatrixSource rowsOf(const MatrixSource& source, int firstRow, int cols) {
-  const size_t rowBytes =
-      source.quant != QuantType::None ? quantRowBytes(source.quant, cols) : static_cast<size_t>(cols) * dtypeBytes(source.dtype);
+  const size_t rowBytes = source.quant != QuantType::None ? quantRowBytes(source.quant, cols)
+                                                          : static_cast<size_t>(cols) * dtypeBytes(source.dtype);
   MatrixSource out = source;
   out.data = static_cast<const char*>(source.data) + static_cast<size_t>(firstRow) * rowBytes;
   return out;
@@ -31,7 +31,8 @@ class MlaAttentionOp : public GraphOp {
     s_.valueUp = {};
     // One packed matrix per head: a head's product is a GEMM of its own (groups of one grouped GEMM).
     for (int h = 0; h < s_.heads; ++h) {
-      keyUp_.push_back(packColumns(rowsOf(node.keyUp, h * s_.kvLoraRank, s_.nopeDim), s_.kvLoraRank, s_.nopeDim, dtype));
+      keyUp_.push_back(
+          packColumns(rowsOf(node.keyUp, h * s_.kvLoraRank, s_.nopeDim), s_.kvLoraRank, s_.nopeDim, dtype));
       valueUp_.push_back(
           packColumns(rowsOf(node.valueUp, h * s_.valueDim, s_.kvLoraRank), s_.valueDim, s_.kvLoraRank, dtype));
     }
@@ -45,7 +46,8 @@ class MlaAttentionOp : public GraphOp {
     // Absorbed queries [tokens][heads][width]: queryNope . W_uk (the GEMM writes whole panels, so through `absorbed`),
     // then the head's roped part.
     const size_t latentPad = padToPanels(s_.kvLoraRank);
-    AlignedBuffer absorbed(static_cast<size_t>(tokens) * s_.heads * latentPad * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    AlignedBuffer absorbed(static_cast<size_t>(tokens) * s_.heads * latentPad * sizeof(float),
+                           AlignedBuffer::Fill::Uninitialized);
     std::vector<GemmGroup> groups(s_.heads);
     for (int h = 0; h < s_.heads; ++h) {
       GemmGroup& g = groups[h];
@@ -76,7 +78,8 @@ class MlaAttentionOp : public GraphOp {
 
     // Head outputs: latent . W_uv^T, through padded panels again, then packed into the output rows.
     const size_t valuePad = padToPanels(s_.valueDim);
-    AlignedBuffer expanded(static_cast<size_t>(tokens) * s_.heads * valuePad * sizeof(float), AlignedBuffer::Fill::Uninitialized);
+    AlignedBuffer expanded(static_cast<size_t>(tokens) * s_.heads * valuePad * sizeof(float),
+                           AlignedBuffer::Fill::Uninitialized);
     for (int h = 0; h < s_.heads; ++h) {
       GemmGroup& g = groups[h];
       g.weights = &valueUp_[h];
@@ -90,7 +93,8 @@ class MlaAttentionOp : public GraphOp {
       float* out = step.buffers[s_.output] + t * step.strides[s_.output];
       for (int h = 0; h < s_.heads; ++h) {
         std::memcpy(out + static_cast<size_t>(h) * s_.valueDim,
-                    expanded.as<float>() + (static_cast<size_t>(t) * s_.heads + h) * valuePad, s_.valueDim * sizeof(float));
+                    expanded.as<float>() + (static_cast<size_t>(t) * s_.heads + h) * valuePad,
+                    s_.valueDim * sizeof(float));
       }
     }
   }

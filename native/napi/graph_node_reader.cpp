@@ -161,7 +161,9 @@ MlaAttentionNode readMlaAttention(NodeReader& r, const GraphLayout& layout, cons
     if (input == s.output) r.fail("output must not be an input buffer");
   }
   s.slot = readInt(node, "slot", 0, static_cast<int>(layout.kvWidths.size()) - 1);
-  if (layout.kvWidths[s.slot] != s.kvLoraRank + s.ropeDim) r.fail("cache slot width does not match kvLoraRank + ropeDim");
+  if (layout.kvWidths[s.slot] != s.kvLoraRank + s.ropeDim) {
+    r.fail("cache slot width does not match kvLoraRank + ropeDim");
+  }
   const double scale = readNumber(node, "scale", 1.0 / std::sqrt(static_cast<double>(s.nopeDim + s.ropeDim)));
   if (!(scale > 0) || !std::isfinite(scale)) r.fail("scale must be a positive finite number");
   s.scale = static_cast<float>(scale);
