@@ -173,8 +173,10 @@ export interface NativeGraphLayout {
   /** Floats per token of each activation buffer; nodes name buffers by index into this list. */
   bufferWidths: number[];
   vocab: number;
-  /** Floats per token of each KV cache slot (one per attention layer). */
+  /** Floats per token of each KV cache slot's keys (one slot per attention layer). */
   kvWidths: number[];
+  /** Floats per token of each slot's values (default: the kvWidths); 0 keeps keys only (an MLA layer's latent). */
+  kvValueWidths?: number[];
   /** Experts of each MoE slot. */
   moeExperts: number[];
   dtype: DType;
@@ -248,6 +250,32 @@ export interface AttentionNode {
   slot: number;
 }
 
+/**
+ * Multi-head latent attention (DeepSeek-V2/V3) over cache slot `slot`, whose rows are [latent | keyRope]
+ * (kvLoraRank + ropeDim floats): queryNope [heads][nopeDim] and queryRope [heads][ropeDim] (roped) attend the
+ * latent (normed) and keyRope (roped) of every position so far; output [heads][valueDim].
+ */
+export interface MlaAttentionNode {
+  op: 'mla_attention';
+  queryNope: number;
+  queryRope: number;
+  latent: number;
+  keyRope: number;
+  output: number;
+  heads: number;
+  nopeDim: number;
+  ropeDim: number;
+  kvLoraRank: number;
+  valueDim: number;
+  slot: number;
+  /** Of the scores; default 1 / sqrt(nopeDim + ropeDim). */
+  scale?: number;
+  /** [heads * kvLoraRank][nopeDim]: each head's W_uk transposed. */
+  keyUp: NativeWeights;
+  /** [heads * valueDim][kvLoraRank]: each head's W_uv. */
+  valueUp: NativeWeights;
+}
+
 /** `output = a + b`, elementwise over `width` floats per token. */
 export interface AddNode {
   op: 'add';
@@ -290,7 +318,8 @@ export type GraphNode =
   | AttentionNode
   | AddNode
   | MlpNode
-  | MoeNode;
+  | MoeNode
+  | MlaAttentionNode;
 
 export interface NativeModelGraph {
   /** Packs one node's weights on a worker thread and appends the op. */

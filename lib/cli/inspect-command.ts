@@ -65,6 +65,10 @@ export async function inspectCommand(values: Values, positionals: string[]): Pro
       ...layerRuns(info.layers),
       `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}` +
         (info.rotaryDim !== undefined && info.rotaryDim !== info.headDim ? ` (${info.rotaryDim} rotary)` : ''),
+      ...(info.mla
+        ? [`attention       MLA: kv_lora_rank ${info.mla.kvLoraRank}, q_lora_rank ${info.mla.qLoraRank ?? 'none'}, ` +
+            `nope/rope/value head dims ${info.mla.nopeDim}/${info.mla.ropeDim}/${info.mla.valueDim}`]
+        : []),
       `vocab           ${info.vocab}`,
       `context         ${info.maxContext}`,
       `default policy  ${perLayer(info.defaultPolicy)}`,

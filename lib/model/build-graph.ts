@@ -5,8 +5,8 @@ import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
-import { moeLayers, ModelSpec, routedSlots } from './spec';
-import { WeightReader } from './weight-reader';
+import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
+import { WeightArray, WeightReader } from './weight-reader';
 
 // Activation buffers (floats per token in parentheses).
 const X = 0; // residual stream (hidden)
@@ -16,6 +16,24 @@ const K = 3; // keys (kvHeads x headDim)
 const V = 4; // values (kvHeads x headDim)
 const ATTN = 5; // attention output (heads x headDim)
 const OUT = 6; // projection or MLP output added to the residual (hidden)
+// MLA models use the attention buffers this way: Q the heads' no-RoPE query parts (heads x nopeDim), K their RoPE
+// parts (heads x ropeDim), V the latent (kvLoraRank), ATTN the heads' values (heads x valueDim), and two more:
+const K_ROPE = 7; // the RoPE key part shared by all heads (ropeDim)
+const Q_LATENT = 8; // the query's low-rank projection (qLoraRank)
+
+/** Floats per token of each activation buffer. */
+function bufferWidths(spec: ModelSpec): number[] {
+  const { hidden, heads, kvHeads, headDim } = spec;
+  if (!spec.mla) return [hidden, hidden, heads * headDim, kvHeads * headDim, kvHeads * headDim, heads * headDim, hidden];
+  const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim } = spec.mla;
+  return [hidden, hidden, heads * nopeDim, heads * ropeDim, kvLoraRank, heads * valueDim, hidden, ropeDim, qLoraRank ?? 1];
+}
+
+/** Floats per position of a layer's cached keys and values: an MLA layer caches its latent row only. */
+export function kvRowWidths(spec: ModelSpec): { key: number; value: number } {
+  if (spec.mla) return { key: spec.mla.kvLoraRank + spec.mla.ropeDim, value: 0 };
+  return { key: spec.kvHeads * spec.headDim, value: spec.kvHeads * spec.headDim };
+}
 
 /** Reports build progress: nodes packed so far out of the total. */
 export type ProgressCallback = (done: number, total: number) => void;
@@ -44,11 +62,21 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       ...(bias && spec.attentionBias ? { bias: await weights.vector(bias, outFeatures) } : {}),
     }));
 
-  node(async () => ({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) }));
-  let moeSlot = 0;
-  spec.layers.forEach((layer, i) => {
+  // Two linear nodes from one matrix split by rows (see WeightReader.splitRows), the matrix read once.
+  const splitLinear = (input: number, outputs: [number, number], inFeatures: number, rows: number, weight: string, period: number, cut: number) => {
+    let parts: Promise<[WeightArray, WeightArray]> | undefined;
+    const read = () => (parts ??= weights.splitRows(weight, rows, inFeatures, period, cut));
+    const periods = rows / period;
+    node(async () => ({ op: 'linear', input, output: outputs[0], inFeatures, outFeatures: periods * cut, weight: (await read())[0] }));
+    node(async () => {
+      const second = (await read())[1];
+      parts = undefined;
+      return { op: 'linear', input, output: outputs[1], inFeatures, outFeatures: periods * (period - cut), weight: second };
+    });
+  };
+  // One layer's grouped-query attention, from the normed input H to its output projection in OUT.
+  const standardAttention = (i: number) => {
     const name = (t: LayerTensor) => names.layer(i, t);
-    norm(X, H, hidden, hidden, name('attn_norm'));
     linear(H, Q, hidden, qWidth, name('q'), name('q_bias'));
     linear(H, K, hidden, kvWidth, name('k'), name('k_bias'));
     linear(H, V, hidden, kvWidth, name('v'), name('v_bias'));
@@ -62,6 +90,40 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
     fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
     linear(ATTN, OUT, qWidth, hidden, name('o'));
+  };
+  // One layer's multi-head latent attention, from the normed input H to its output projection in OUT.
+  const mlaAttention = (i: number, mla: MlaSpec) => {
+    const name = (t: LayerTensor) => names.layer(i, t);
+    const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim } = mla;
+    const queryHead = nopeDim + ropeDim;
+    if (qLoraRank) {
+      linear(H, Q_LATENT, hidden, qLoraRank, name('q_a'));
+      norm(Q_LATENT, Q_LATENT, qLoraRank, qLoraRank, name('q_a_norm'));
+      splitLinear(Q_LATENT, [Q, K], qLoraRank, heads * queryHead, name('q_b'), queryHead, nopeDim);
+    } else {
+      splitLinear(H, [Q, K], hidden, heads * queryHead, name('q'), queryHead, nopeDim);
+    }
+    splitLinear(H, [V, K_ROPE], hidden, kvLoraRank + ropeDim, name('kv_a'), kvLoraRank + ropeDim, kvLoraRank);
+    norm(V, V, kvLoraRank, kvLoraRank, name('kv_a_norm'));
+    fixed({ op: 'rope', buffer: K, heads, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    fixed({ op: 'rope', buffer: K_ROPE, heads: 1, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    node(async () => ({
+      op: 'mla_attention', queryNope: Q, queryRope: K, latent: V, keyRope: K_ROPE, output: ATTN, heads, nopeDim,
+      ropeDim, kvLoraRank, valueDim, slot: i,
+      // YaRN scaling (not read yet) would multiply this by mscale^2.
+      scale: 1 / Math.sqrt(queryHead),
+      ...(await weights.mlaUpProjections({ kvUp: name('kv_b'), kUp: name('k_b'), vUp: name('v_b') }, heads, nopeDim, valueDim, kvLoraRank)),
+    }));
+    linear(ATTN, OUT, heads * valueDim, hidden, name('o'));
+  };
+
+  node(async () => ({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) }));
+  let moeSlot = 0;
+  spec.layers.forEach((layer, i) => {
+    const name = (t: LayerTensor) => names.layer(i, t);
+    norm(X, H, hidden, hidden, name('attn_norm'));
+    if (spec.mla) mlaAttention(i, spec.mla);
+    else standardAttention(i);
     fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
     norm(X, H, hidden, hidden, name('mlp_norm'));
     if (layer.kind === 'dense') {
@@ -129,14 +191,14 @@ export async function buildModelGraph(
   kvPoolTokens: number,
   onProgress?: ProgressCallback,
 ): Promise<NativeModelGraph> {
-  const qWidth = spec.heads * spec.headDim;
-  const kvWidth = spec.kvHeads * spec.headDim;
+  const kv = kvRowWidths(spec);
   const graph = callNative(
     () =>
       new (native().ModelGraph)({
-        bufferWidths: [spec.hidden, spec.hidden, qWidth, kvWidth, kvWidth, qWidth, spec.hidden],
+        bufferWidths: bufferWidths(spec),
         vocab: spec.vocab,
-        kvWidths: spec.layers.map(() => kvWidth),
+        kvWidths: spec.layers.map(() => kv.key),
+        kvValueWidths: spec.layers.map(() => kv.value),
         moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,

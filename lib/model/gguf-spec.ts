@@ -4,7 +4,7 @@ import { TensorInfo } from '../formats/tensor-store';
 import { topK } from './architecture';
 import { ConfigReader } from './config-reader';
 import { ggufNaming } from './naming';
-import { FeedForwardSpec, ModelSpec } from './spec';
+import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
 
 interface GgufArchitecture {
   architecture: string;
@@ -20,7 +20,60 @@ const known: Record<string, GgufArchitecture> = {
   qwen2moe: { architecture: 'qwen2-moe', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: false },
   qwen3moe: { architecture: 'qwen3-moe', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: true },
   olmoe: { architecture: 'olmoe', ropeStyle: 'halves', qkNorm: 'full', normalizeByDefault: false },
+  // DeepSeek-V2 and V3 (MLA); llama.cpp rotates adjacent pairs of their rope part, as HF does after de-interleaving.
+  deepseek2: { architecture: 'deepseek-v2', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },
 };
+
+// llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
+const GATING_SOFTMAX = 1;
+const GATING_SIGMOID = 2;
+
+/**
+ * MLA sizes of a deepseek2 GGUF. Converters since llama.cpp's MLA support write the cache's sizes as key_length
+ * (kvLoraRank + rope) and value_length (kvLoraRank), the heads' as key_length_mla / value_length_mla; older ones
+ * wrote the heads' as key_length / value_length.
+ */
+function ggufMla(meta: ConfigReader, arch: string, tensors: ReadonlyMap<string, TensorInfo>): MlaSpec {
+  const key = (name: string) => `${arch}.${name}`;
+  const split = meta.has(key('attention.key_length_mla'));
+  const queryHead = meta.int(key(split ? 'attention.key_length_mla' : 'attention.key_length'));
+  const valueDim = meta.int(key(split ? 'attention.value_length_mla' : 'attention.value_length'));
+  const ropeDim = meta.int(key('rope.dimension_count'));
+  const kvLoraRank = meta.int(key('attention.kv_lora_rank'));
+  const qLoraRank = meta.int(key('attention.q_lora_rank'), 0, true);
+  if (ropeDim >= queryHead || ropeDim % 2 !== 0) {
+    meta.refuse(key('rope.dimension_count'), `${ropeDim} must be even and less than the query head width ${queryHead}`);
+  }
+  // A q_lora_rank of 0 (V2-Lite) means one attn_q; the file's tensors must say the same.
+  const lowRank = tensors.has(ggufNaming.layer(0, 'q_a'));
+  if (lowRank !== qLoraRank > 0) {
+    const message = `${meta.source}: '${key('attention.q_lora_rank')}' is ${qLoraRank} but blk.0.attn_q_a is ` +
+      `${lowRank ? 'present' : 'absent'}`;
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', message);
+  }
+  return { ...(qLoraRank > 0 ? { qLoraRank } : {}), kvLoraRank, nopeDim: queryHead - ropeDim, ropeDim, valueDim };
+}
+
+/** The router of a deepseek2 MoE layer, from the gating function and group metadata (llama.cpp's keys). */
+function ggufDeepseekRouting(meta: ConfigReader, arch: string, k: number, normalize: boolean): Pick<MoELayerSpec, 'policy' | 'router'> {
+  const key = (name: string) => `${arch}.${name}`;
+  const scale = meta.number(key('expert_weights_scale'), 1);
+  const gating = meta.int(key('expert_gating_func'), GATING_SOFTMAX);
+  const count = meta.int(key('expert_group_count'), 1);
+  const keep = meta.int(key('expert_group_used_count'), count);
+  if (gating === GATING_SIGMOID) {
+    return {
+      policy: { kind: 'top-k', k },
+      router: {
+        scoring: 'sigmoid', selectionBias: true, normalize, scale,
+        ...(count > 1 ? { groups: { count, keep, score: 'top2-sum' } } : {}),
+      },
+    };
+  }
+  if (gating !== GATING_SOFTMAX) meta.refuse(key('expert_gating_func'), `gating function ${gating} is not supported`);
+  const policy = topK(k, normalize, scale);
+  return count > 1 ? { policy, router: { scoring: 'softmax', groups: { count, keep, score: 'max' } } } : { policy };
+}
 
 export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, TensorInfo>): ModelSpec {
   const arch = meta.string('general.architecture');
@@ -46,8 +99,9 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   };
   const hidden = meta.int(key('embedding_length'));
   const heads = meta.int(key('attention.head_count'));
-  const headDim = meta.int(key('attention.key_length'), Math.floor(hidden / heads));
-  const ropeDims = meta.int(key('rope.dimension_count'), headDim);
+  const mla = arch === 'deepseek2' ? ggufMla(meta, arch, tensors) : undefined;
+  const headDim = mla ? mla.nopeDim + mla.ropeDim : meta.int(key('attention.key_length'), Math.floor(hidden / heads));
+  const ropeDims = mla ? headDim : meta.int(key('rope.dimension_count'), headDim);
   if (ropeDims !== headDim) meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are not supported');
   const used = meta.int(key('expert_used_count'), 0, true);
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
@@ -61,7 +115,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     if (used < 1 || used > experts) {
       throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('expert_used_count')}' must be in [1, ${experts}]`);
     }
-    const moe: FeedForwardSpec = { kind: 'moe', experts, ffn, policy: topK(used, normalize) };
+    const routing = mla ? ggufDeepseekRouting(meta, arch, used, normalize) : { policy: topK(used, normalize) };
+    const moe: MoELayerSpec = { kind: 'moe', experts, ffn, ...routing };
     const sharedGate = ggufNaming.layer(index, 'shared_gate');
     if (tensors.has(sharedGate)) {
       moe.shared = { ffn: shape(sharedGate, 2)[0], gated: tensors.has(ggufNaming.layer(index, 'shared_gate_weight')) };
@@ -69,12 +124,15 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     return moe;
   };
 
+  const sigmoid = mla && meta.int(key('expert_gating_func'), GATING_SOFTMAX) === GATING_SIGMOID;
   return {
-    architecture: info.architecture,
+    // llama.cpp has one architecture for both; V3 is the one that gates by sigmoid.
+    architecture: sigmoid ? 'deepseek-v3' : info.architecture,
     vocab: shape(ggufNaming.embed, 2)[0],
     hidden,
     heads,
-    kvHeads: meta.int(key('attention.head_count_kv'), heads),
+    // An MLA file says 1 (the latent is one shared "head"); every query head reads it.
+    kvHeads: mla ? heads : meta.int(key('attention.head_count_kv'), heads),
     headDim,
     ropeTheta: meta.number(key('rope.freq_base'), 10000),
     ropeStyle: info.ropeStyle,
@@ -84,5 +142,6 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     tiedEmbeddings: !tensors.has(ggufNaming.lmHead),
     maxContext: meta.int(key('context_length'), 4096),
     layers: Array.from({ length: layerCount }, (_, index) => layer(index)),
+    ...(mla ? { mla } : {}),
   };
 }

@@ -17,13 +17,16 @@ const F32 = 4;
 export function weightBytes(spec: ModelSpec, dtype: DType, experts?: QuantType): number {
   const { hidden, heads, kvHeads, headDim, vocab } = spec;
   const element = ELEMENT_BYTES[dtype];
-  const attention = hidden * (heads + 2 * kvHeads) * headDim + heads * headDim * hidden;
+  const attention = spec.mla ? mlaMatrixValues(spec) : hidden * (heads + 2 * kvHeads) * headDim + heads * headDim * hidden;
+  const attentionFloats = spec.mla
+    ? (spec.mla.qLoraRank ?? 0) + spec.mla.kvLoraRank
+    : (spec.attentionBias ? (heads + 2 * kvHeads) * headDim : 0) + 2 * heads * headDim;
   let matrices = vocab * hidden * (spec.tiedEmbeddings ? 1 : 2);
   let floats = hidden; // final norm
   let quantized = 0;
   for (const layer of spec.layers) {
     matrices += attention;
-    floats += 2 * hidden + (spec.attentionBias ? (heads + 2 * kvHeads) * headDim : 0) + 2 * heads * headDim;
+    floats += 2 * hidden + attentionFloats;
     if (layer.kind === 'dense') {
       matrices += 3 * hidden * layer.ffn;
     } else {
@@ -35,6 +38,15 @@ export function weightBytes(spec: ModelSpec, dtype: DType, experts?: QuantType):
     }
   }
   return matrices * element + floats * F32 + quantized;
+}
+
+// Values of one MLA layer's matrices: q (low-rank or not), kv_a, the per-head W_uk and W_uv, o.
+function mlaMatrixValues(spec: ModelSpec): number {
+  const { hidden, heads } = spec;
+  const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim } = spec.mla!;
+  const q = heads * (nopeDim + ropeDim);
+  const query = qLoraRank ? hidden * qLoraRank + qLoraRank * q : hidden * q;
+  return query + hidden * (kvLoraRank + ropeDim) + heads * (nopeDim + valueDim) * kvLoraRank + heads * valueDim * hidden;
 }
 
 /**
@@ -55,14 +67,18 @@ export function quantizedWeightBytes(store: TensorStore, dtype: DType): number |
 
 /** Bytes of a KV cache holding `capacity` positions. */
 export function kvCacheBytes(spec: ModelSpec, capacity: number): number {
-  return spec.layers.length * capacity * 2 * spec.kvHeads * spec.headDim * F32;
+  // An MLA layer keeps one latent row per position (kvLoraRank + ropeDim floats) and no values.
+  const perLayer = spec.mla ? spec.mla.kvLoraRank + spec.mla.ropeDim : 2 * spec.kvHeads * spec.headDim;
+  return spec.layers.length * capacity * perLayer * F32;
 }
 
 /** Bytes one forward step over `tokens` positions allocates: activations, its KV rows and the returned logits. */
 export function stepBytes(spec: ModelSpec, tokens: number, logitRows: number): number {
   const qWidth = spec.heads * spec.headDim;
   const kvWidth = spec.kvHeads * spec.headDim;
-  const activations = tokens * (3 * spec.hidden + 2 * qWidth + 2 * kvWidth) * F32;
+  // MLA: its buffers, plus the op's absorbed queries and attended latents (heads x (kvLoraRank + ropeDim) each).
+  const mla = spec.mla ? 2 * spec.heads * (spec.mla.kvLoraRank + spec.mla.ropeDim) + (spec.mla.qLoraRank ?? 0) : 0;
+  const activations = tokens * (3 * spec.hidden + 2 * qWidth + 2 * kvWidth + mla) * F32;
   return activations + kvCacheBytes(spec, tokens) + logitRows * spec.vocab * F32;
 }
 

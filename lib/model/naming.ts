@@ -21,7 +21,16 @@ export type LayerTensor =
   | 'shared_gate'
   | 'shared_up'
   | 'shared_down'
-  | 'shared_gate_weight';
+  | 'shared_gate_weight'
+  // Multi-head latent attention (DeepSeek-V2/V3); 'q' is its q_proj when the query has no low-rank projection.
+  | 'q_a'
+  | 'q_a_norm'
+  | 'q_b'
+  | 'kv_a'
+  | 'kv_a_norm'
+  | 'kv_b'
+  | 'k_b'
+  | 'v_b';
 
 export type ExpertMatrix = 'gate' | 'up' | 'down';
 
@@ -69,6 +78,12 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     shared_up: `${ffn.shared}.up_proj.weight`,
     shared_down: `${ffn.shared}.down_proj.weight`,
     shared_gate_weight: `${ffn.sharedGate}.weight`,
+    q_a: 'self_attn.q_a_proj.weight',
+    q_a_norm: 'self_attn.q_a_layernorm.weight',
+    q_b: 'self_attn.q_b_proj.weight',
+    kv_a: 'self_attn.kv_a_proj_with_mqa.weight',
+    kv_a_norm: 'self_attn.kv_a_layernorm.weight',
+    kv_b: 'self_attn.kv_b_proj.weight',
   };
   return {
     embed: 'model.embed_tokens.weight',
@@ -112,6 +127,15 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   shared_up: 'ffn_up_shexp.weight',
   shared_down: 'ffn_down_shexp.weight',
   shared_gate_weight: 'ffn_gate_inp_shexp.weight',
+  q_a: 'attn_q_a.weight',
+  q_a_norm: 'attn_q_a_norm.weight',
+  q_b: 'attn_q_b.weight',
+  kv_a: 'attn_kv_a_mqa.weight',
+  kv_a_norm: 'attn_kv_a_norm.weight',
+  // Older converters wrote kv_b whole; newer ones split it per head into k_b (transposed) and v_b.
+  kv_b: 'attn_kv_b.weight',
+  k_b: 'attn_k_b.weight',
+  v_b: 'attn_v_b.weight',
 };
 
 /** Names llama.cpp's converter writes, the same for every architecture. */

@@ -52,6 +52,20 @@ export interface MoELayerSpec {
 
 export type FeedForwardSpec = DenseLayerSpec | MoELayerSpec;
 
+/**
+ * Multi-head latent attention (DeepSeek-V2/V3): keys and values come from one compressed latent per position, which
+ * is all the KV cache holds (kvLoraRank + ropeDim floats per position and layer). A query head is
+ * [nopeDim | ropeDim] wide, a value head valueDim; `headDim` of the spec is nopeDim + ropeDim.
+ */
+export interface MlaSpec {
+  /** Rank of the query's low-rank projection (q_a_proj, normed, then q_b_proj); absent: one q_proj. */
+  qLoraRank?: number;
+  kvLoraRank: number;
+  nopeDim: number;
+  ropeDim: number;
+  valueDim: number;
+}
+
 /** Sizes and choices of one model, read from config.json or GGUF metadata. */
 export interface ModelSpec {
   /** Architecture name as dynamoe knows it (e.g. 'mixtral', 'qwen2-moe'). */
@@ -77,6 +91,8 @@ export interface ModelSpec {
   maxContext: number;
   /** One entry per decoder layer. */
   layers: FeedForwardSpec[];
+  /** Every layer's attention is MLA (heads x [nope | rope] queries over a latent cache) instead of q/k/v. */
+  mla?: MlaSpec;
 }
 
 /** The MoE layers' specs, in layer order (their index is the layer's MoE slot). */

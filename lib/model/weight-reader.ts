@@ -73,6 +73,65 @@ export class WeightReader {
     return widen(await this.read(name, [rows, cols]));
   }
 
+  /**
+   * A [rows][cols] matrix split by rows: in each run of `period` rows the first `cut` go to the first matrix, the
+   * rest to the second (MLA's per-head [nope | rope] queries, its [latent | rope] kv_a). Quantized rows stay as stored.
+   */
+  async splitRows(name: string, rows: number, cols: number, period: number, cut: number): Promise<[WeightArray, WeightArray]> {
+    if (rows % period !== 0 || cut <= 0 || cut >= period) {
+      throw new DynamoeError('ERR_DYNAMOE_SHAPE', `${this.source}: tensor '${name}' cannot be split ${cut}/${period - cut} by rows`);
+    }
+    const weights = await this.matrix(name, rows, cols);
+    const quant = 'quant' in weights ? weights.quant : undefined;
+    const data = 'quant' in weights ? weights.data : weights;
+    const rowLength = quant ? quantBytes(quant, 1, cols) : cols;
+    // By element size: typed arrays from the addon's realm fail `instanceof` in another one (jest, vm).
+    const make = (n: number) =>
+      data.BYTES_PER_ELEMENT === 1 ? new Uint8Array(n) : data.BYTES_PER_ELEMENT === 2 ? new Uint16Array(n) : new Float32Array(n);
+    const periods = rows / period;
+    const first = make(periods * cut * rowLength);
+    const second = make(periods * (period - cut) * rowLength);
+    for (let p = 0; p < periods; p++) {
+      const at = p * period * rowLength;
+      first.set(data.subarray(at, at + cut * rowLength), p * cut * rowLength);
+      second.set(data.subarray(at + cut * rowLength, at + period * rowLength), p * (period - cut) * rowLength);
+    }
+    const wrap = (part: Uint8Array | Uint16Array | Float32Array): WeightArray =>
+      (quant ? { quant, data: part as Uint8Array } : (part as Float32Array | Uint16Array));
+    return [wrap(first), wrap(second)];
+  }
+
+  /**
+   * MLA's per-head up-projections of the latent: keyUp [heads][kvLoraRank][nopeDim] (W_uk transposed) and valueUp
+   * [heads][valueDim][kvLoraRank] (W_uv), from split `kUp`/`vUp` tensors (llama.cpp's attn_k_b/attn_v_b) when the
+   * checkpoint has them, else from the whole `kvUp` ([heads * (nopeDim + valueDim)][kvLoraRank], kv_b_proj).
+   */
+  async mlaUpProjections(
+    names: { kvUp: string; kUp: string; vUp: string },
+    heads: number,
+    nopeDim: number,
+    valueDim: number,
+    kvLoraRank: number,
+  ): Promise<{ keyUp: WeightArray; valueUp: WeightArray }> {
+    if (this.has(names.kUp) || this.has(names.vUp)) {
+      const keyUp = asWeights(await this.read(names.kUp, [heads, kvLoraRank, nopeDim]), this.dtype, this.source);
+      const valueUp = asWeights(await this.read(names.vUp, [heads, valueDim, kvLoraRank]), this.dtype, this.source);
+      return { keyUp, valueUp };
+    }
+    // W_uk is transposed per head, so the whole matrix is read as f32 (dequantized when the file has it quantized).
+    const kv = widen(await this.read(names.kvUp, [heads * (nopeDim + valueDim), kvLoraRank]));
+    const keyUp = new Float32Array(heads * kvLoraRank * nopeDim);
+    const valueUp = new Float32Array(heads * valueDim * kvLoraRank);
+    for (let h = 0; h < heads; h++) {
+      const head = h * (nopeDim + valueDim) * kvLoraRank;
+      for (let i = 0; i < nopeDim; i++) {
+        for (let r = 0; r < kvLoraRank; r++) keyUp[(h * kvLoraRank + r) * nopeDim + i] = kv[head + i * kvLoraRank + r];
+      }
+      valueUp.set(kv.subarray(head + nopeDim * kvLoraRank, head + (nopeDim + valueDim) * kvLoraRank), h * valueDim * kvLoraRank);
+    }
+    return { keyUp, valueUp };
+  }
+
   /** Every expert's [rows][cols] matrix, from per-expert tensors or one stacked tensor. */
   async experts(layer: number, matrix: ExpertMatrix, experts: number, rows: number, cols: number): Promise<WeightArray[]> {
     const out = await this.expertsAsStored(layer, matrix, experts, rows, cols);

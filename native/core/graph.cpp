@@ -4,7 +4,7 @@ namespace dynamoe {
 
 namespace {
 constexpr const char* kOpNames[] = {"embedding", "logits", "linear", "rms_norm", "rope",
-                                    "attention", "add",    "mlp",    "moe"};
+                                    "attention", "add",    "mlp",    "moe",      "mla_attention"};
 constexpr int kOpCount = static_cast<int>(sizeof(kOpNames) / sizeof(kOpNames[0]));
 static_assert(kOpCount == std::variant_size_v<GraphNode>, "one name per op kind");
 }  // namespace

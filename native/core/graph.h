@@ -14,7 +14,10 @@ namespace dynamoe {
 struct GraphLayout {
   std::vector<int> bufferWidths;  // floats per token of each activation buffer
   int vocab = 0;
-  std::vector<int> kvWidths;      // per attention slot: kv heads x head dim
+  std::vector<int> kvWidths;      // per attention slot: floats of a position's key (kv heads x head dim)
+  // Per attention slot: floats of a position's value; 0 when the slot keeps keys only (MLA's latent). Empty: the
+  // kvWidths.
+  std::vector<int> kvValueWidths;
   std::vector<int> moeExperts;    // per MoE slot: routed experts
 };
 
@@ -68,6 +71,19 @@ struct AttentionNode {
   int slot = 0;
 };
 
+// Multi-head latent attention (DeepSeek-V2 MLA), causal, in its absorbed form: the cache slot holds one latent row
+// per position, [latent (kvLoraRank, normed) | keyRope (ropeDim, roped)], shared by every head, and no values.
+// Each head's query is taken into the latent space (queryNope . W_uk), scored against the latent rows together with
+// queryRope . keyRope, and its softmax-weighted latent is taken out by W_uv. Appends the step's latent rows to `slot`.
+struct MlaAttentionNode {
+  int queryNope = 0, queryRope = 0, latent = 0, keyRope = 0, output = 0;
+  int heads = 0, nopeDim = 0, ropeDim = 0, kvLoraRank = 0, valueDim = 0;
+  int slot = 0;
+  float scale = 0.0f;    // of the scores: 1 / sqrt(nopeDim + ropeDim), times YaRN's mscale^2 where that applies
+  MatrixSource keyUp;    // [heads * kvLoraRank][nopeDim]: each head's W_uk transposed (llama.cpp's attn_k_b)
+  MatrixSource valueUp;  // [heads * valueDim][kvLoraRank]: each head's W_uv (llama.cpp's attn_v_b)
+};
+
 // out = a + b (the residual stream); out may be a.
 struct AddNode {
   int a = 0, b = 0, output = 0, width = 0;
@@ -87,9 +103,9 @@ struct MoeNode {
 };
 
 // The op kinds, in the order of GraphNode's alternatives.
-enum class OpKind { Embedding, Logits, Linear, RmsNorm, Rope, Attention, Add, Mlp, Moe };
-using GraphNode =
-    std::variant<EmbeddingNode, LogitsNode, LinearNode, RmsNormNode, RopeNode, AttentionNode, AddNode, MlpNode, MoeNode>;
+enum class OpKind { Embedding, Logits, Linear, RmsNorm, Rope, Attention, Add, Mlp, Moe, MlaAttention };
+using GraphNode = std::variant<EmbeddingNode, LogitsNode, LinearNode, RmsNormNode, RopeNode, AttentionNode, AddNode,
+                               MlpNode, MoeNode, MlaAttentionNode>;
 
 inline OpKind opKind(const GraphNode& node) { return static_cast<OpKind>(node.index()); }
 

@@ -11,8 +11,10 @@ CpuModel::CpuModel(const Backend& backend, GraphLayout layout, DType dtype, int 
     : backend_(backend),
       layout_(std::move(layout)),
       dtype_(dtype),
+      // Values as wide as keys unless the layout says otherwise (0: a keys-only slot).
       kvPool_(std::make_shared<KvBlockPool>(
-          layout_.kvWidths, (kvPoolTokens + KvBlockPool::kBlockTokens - 1) / KvBlockPool::kBlockTokens)) {}
+          layout_.kvWidths, layout_.kvValueWidths.empty() ? layout_.kvWidths : layout_.kvValueWidths,
+          (kvPoolTokens + KvBlockPool::kBlockTokens - 1) / KvBlockPool::kBlockTokens)) {}
 
 void CpuModel::addNode(const GraphNode& node) {
   OpContext context{layout_, dtype_, backend_, embeddingTable_};

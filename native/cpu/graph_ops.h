@@ -29,5 +29,6 @@ std::unique_ptr<GraphOp> makeOp(const AttentionNode& node, OpContext& context); 
 std::unique_ptr<GraphOp> makeOp(const AddNode& node, OpContext& context);        // op_add.cpp
 std::unique_ptr<GraphOp> makeOp(const MlpNode& node, OpContext& context);        // op_dense_mlp.cpp
 std::unique_ptr<GraphOp> makeOp(const MoeNode& node, OpContext& context);        // op_moe.cpp
+std::unique_ptr<GraphOp> makeOp(const MlaAttentionNode& node, OpContext& context);  // op_mla_attention.cpp
 
 }  // namespace dynamoe::cpu

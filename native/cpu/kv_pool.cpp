@@ -6,9 +6,14 @@
 
 namespace dynamoe::cpu {
 
-KvBlockPool::KvBlockPool(std::vector<int> kvWidths, int blocks)
-    : widths_(std::move(kvWidths)), blocks_(blocks), chunks_((blocks + kChunkBlocks - 1) / kChunkBlocks) {
-  for (int width : widths_) blockBytes_ += 2 * static_cast<size_t>(kBlockTokens) * width * sizeof(float);
+KvBlockPool::KvBlockPool(std::vector<int> kvWidths, std::vector<int> valueWidths, int blocks)
+    : widths_{std::move(kvWidths), std::move(valueWidths)}, blocks_(blocks),
+      chunks_((blocks + kChunkBlocks - 1) / kChunkBlocks) {
+  if (widths_[1].size() != widths_[0].size()) throw Error(code::kShape, "one value width per KV slot is needed");
+  // Only the floats a block holds count: a keys-only slot (MLA's latent) costs its key row alone.
+  for (const std::vector<int>& part : widths_) {
+    for (int width : part) blockBytes_ += static_cast<size_t>(kBlockTokens) * width * sizeof(float);
+  }
 }
 
 void KvBlockPool::take(int count, std::vector<int32_t>& held) {
@@ -24,10 +29,10 @@ void KvBlockPool::take(int count, std::vector<int32_t>& held) {
   while (static_cast<int>(free_.size()) < count) {
     // A new chunk; its blocks are pushed so that the lowest id is taken first.
     auto chunk = std::make_unique<Chunk>();
-    for (int width : widths_) {
+    for (size_t slot = 0; slot < widths_[0].size(); ++slot) {
       for (int part = 0; part < 2; ++part) {
-        chunk->storage.emplace_back(static_cast<size_t>(kChunkBlocks) * kBlockTokens * width * sizeof(float),
-                                    AlignedBuffer::Fill::Uninitialized);
+        const size_t floats = static_cast<size_t>(kChunkBlocks) * kBlockTokens * widths_[part][slot];
+        chunk->storage.emplace_back(floats * sizeof(float), AlignedBuffer::Fill::Uninitialized);
       }
     }
     const int first = allocatedChunks_ * kChunkBlocks;

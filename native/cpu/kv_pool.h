@@ -21,8 +21,9 @@ class KvBlockPool {
   static constexpr int kBlockTokens = 32;
   static constexpr int kChunkBlocks = 16;  // blocks allocated together
 
-  // kvWidths[slot]: floats per position of attention layer `slot`; room for `blocks` blocks.
-  KvBlockPool(std::vector<int> kvWidths, int blocks);
+  // kvWidths[slot]: floats per position of attention layer `slot`'s keys, valueWidths[slot] of its values (0: the
+  // slot keeps keys only and has no value storage); room for `blocks` blocks.
+  KvBlockPool(std::vector<int> kvWidths, std::vector<int> valueWidths, int blocks);
   KvBlockPool(const KvBlockPool&) = delete;
   KvBlockPool& operator=(const KvBlockPool&) = delete;
 
@@ -32,8 +33,9 @@ class KvBlockPool {
   void give(const std::vector<int32_t>& blocks);
   KvPoolState state() const;
 
-  int width(int slot) const { return widths_[slot]; }
-  // Block `block`'s keys (values) of layer `slot`: kBlockTokens rows of width(slot) floats.
+  int width(int slot) const { return widths_[0][slot]; }
+  int valueWidth(int slot) const { return widths_[1][slot]; }
+  // Block `block`'s keys (values) of layer `slot`: kBlockTokens rows of width(slot) (valueWidth(slot)) floats.
   float* keys(int slot, int32_t block) const { return at(slot, block, 0); }
   float* values(int slot, int32_t block) const { return at(slot, block, 1); }
 
@@ -43,11 +45,11 @@ class KvBlockPool {
   };
   float* at(int slot, int32_t block, int part) const {
     const Chunk& chunk = *chunks_[block / kChunkBlocks];
-    const size_t floatsPerBlock = static_cast<size_t>(kBlockTokens) * widths_[slot];
+    const size_t floatsPerBlock = static_cast<size_t>(kBlockTokens) * widths_[part][slot];
     return const_cast<float*>(chunk.storage[slot * 2 + part].as<float>()) + (block % kChunkBlocks) * floatsPerBlock;
   }
 
-  std::vector<int> widths_;
+  std::vector<int> widths_[2];  // [0 keys, 1 values][slot]
   int blocks_;
   size_t blockBytes_ = 0;
   mutable std::mutex mutex_;

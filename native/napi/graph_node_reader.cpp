@@ -1,5 +1,6 @@
 #include "graph_node_reader.h"
 
+#include <cmath>
 #include <string>
 
 #include "js_args.h"
@@ -133,6 +134,41 @@ AttentionNode readAttention(NodeReader& r, const GraphLayout& layout, const Napi
   if (s.output == s.query) r.fail("output must not be the query buffer");
   s.slot = readInt(node, "slot", 0, static_cast<int>(layout.kvWidths.size()) - 1);
   if (layout.kvWidths[s.slot] != s.kvHeads * s.headDim) r.fail("cache slot width does not match kvHeads * headDim");
+  if (!layout.kvValueWidths.empty() && layout.kvValueWidths[s.slot] != s.kvHeads * s.headDim) {
+    r.fail("cache slot value width does not match kvHeads * headDim");
+  }
+  return s;
+}
+
+MlaAttentionNode readMlaAttention(NodeReader& r, const GraphLayout& layout, const Napi::Object& node) {
+  MlaAttentionNode s;
+  s.heads = r.dimension("heads");
+  s.nopeDim = r.dimension("nopeDim");
+  s.ropeDim = r.dimension("ropeDim");
+  s.kvLoraRank = r.dimension("kvLoraRank");
+  s.valueDim = r.dimension("valueDim");
+  if (s.ropeDim % 2 != 0) r.fail("ropeDim must be even");  // RoPE rotates pairs
+  // Products below stay in int range: every buffer is at most kMaxDimension floats wide anyway.
+  for (int perHead : {s.nopeDim, s.ropeDim, s.valueDim, s.kvLoraRank}) {
+    if (static_cast<int64_t>(s.heads) * perHead > kMaxDimension) r.fail("heads x head width is too large");
+  }
+  s.queryNope = r.buffer("queryNope", s.heads * s.nopeDim);
+  s.queryRope = r.buffer("queryRope", s.heads * s.ropeDim);
+  s.latent = r.buffer("latent", s.kvLoraRank);
+  s.keyRope = r.buffer("keyRope", s.ropeDim);
+  s.output = r.buffer("output", s.heads * s.valueDim);
+  for (int input : {s.queryNope, s.queryRope, s.latent, s.keyRope}) {
+    if (input == s.output) r.fail("output must not be an input buffer");
+  }
+  s.slot = readInt(node, "slot", 0, static_cast<int>(layout.kvWidths.size()) - 1);
+  if (layout.kvWidths[s.slot] != s.kvLoraRank + s.ropeDim) {
+    r.fail("cache slot width does not match kvLoraRank + ropeDim");
+  }
+  const double scale = readNumber(node, "scale", 1.0 / std::sqrt(static_cast<double>(s.nopeDim + s.ropeDim)));
+  if (!(scale > 0) || !std::isfinite(scale)) r.fail("scale must be a positive finite number");
+  s.scale = static_cast<float>(scale);
+  s.keyUp = r.matrix("keyUp", s.heads * s.kvLoraRank, s.nopeDim);
+  s.valueUp = r.matrix("valueUp", s.heads * s.valueDim, s.kvLoraRank);
   return s;
 }
 
@@ -192,6 +228,7 @@ ReadNode readGraphNode(const Napi::Value& value, const GraphLayout& layout, DTyp
     case OpKind::Add: read.node = readAdd(r); break;
     case OpKind::Mlp: read.node = readMlp(r); break;
     case OpKind::Moe: read.node = readMoe(r, layout, dtype, node, read); break;
+    case OpKind::MlaAttention: read.node = readMlaAttention(r, layout, node); break;
   }
   return read;
 }

@@ -183,7 +183,7 @@ Napi::Function ModelGraphBinding::define(Napi::Env env) {
                       InstanceAccessor<&ModelGraphBinding::disposed>("disposed")});
 }
 
-// new ModelGraph({ bufferWidths, vocab, kvWidths, moeExperts, dtype, kvPoolTokens, device? })
+// new ModelGraph({ bufferWidths, vocab, kvWidths, kvValueWidths?, moeExperts, dtype, kvPoolTokens, device? })
 ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelGraphBinding>(info) {
   Napi::Env env = info.Env();
   Napi::Object options = requireObject(info[0], "graph layout");
@@ -191,6 +191,15 @@ ModelGraphBinding::ModelGraphBinding(const Napi::CallbackInfo& info) : Napi::Obj
   layout.bufferWidths = readDimensions(options, "bufferWidths", 1, 1 << 20);
   layout.vocab = readInt(options, "vocab", 1, 1 << 24);
   layout.kvWidths = readDimensions(options, "kvWidths", 1, 1 << 20);
+  // Values as wide as keys unless said otherwise; 0 gives a keys-only slot (an MLA layer's latent cache).
+  if (options.Get("kvValueWidths").IsUndefined()) {
+    layout.kvValueWidths = layout.kvWidths;
+  } else {
+    layout.kvValueWidths = readDimensions(options, "kvValueWidths", 0, 1 << 20);
+    if (layout.kvValueWidths.size() != layout.kvWidths.size()) {
+      throwJs(env, code::kShape, "kvValueWidths must have one entry per kvWidths entry");
+    }
+  }
   layout.moeExperts = readDimensions(options, "moeExperts", 1, 1 << 16);
   const int kvPoolTokens = readInt(options, "kvPoolTokens", 1, 1 << 30);
   Napi::Value dtype = options.Get("dtype");

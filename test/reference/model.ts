@@ -165,7 +165,7 @@ function concat(parts: Float32Array[]): Float32Array {
   return out;
 }
 
-function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hidden: number): { out: Float64Array; counts?: Int32Array } {
+export function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hidden: number): { out: Float64Array; counts?: Int32Array } {
   if (f.kind === 'dense') {
     const gate = linear(x, rows, hidden, f.gate, f.ffn);
     const up = linear(x, rows, hidden, f.up, f.ffn);

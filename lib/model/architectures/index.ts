@@ -3,6 +3,7 @@ import { Architecture } from '../architecture';
 import { ConfigReader } from '../config-reader';
 import { DynamoeError } from '../../errors';
 import { deepseekMoe } from './deepseek-moe';
+import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dynamicMoe } from './dynamic-moe';
 import { glm4Moe } from './glm4-moe';
 import { mixtral } from './mixtral';
@@ -19,6 +20,8 @@ export const architectures: readonly Architecture[] = [
   olmoe,
   deepseekMoe,
   glm4Moe,
+  deepseekV2,
+  deepseekV3,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -29,6 +32,7 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
-      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, glm4_moe, and Dynamic MoE configs with top_p_threshold)`,
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, and Dynamic ` +
+      `MoE configs with top_p_threshold)`,
   );
 }
