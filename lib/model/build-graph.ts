@@ -5,6 +5,7 @@ import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
+import { yarnRopeTable } from './rope-scaling';
 import { moeLayers, ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
@@ -41,26 +42,39 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     node(async () => ({
       op: 'linear', input, output, inFeatures, outFeatures,
       weight: await weights.matrix(weight, outFeatures, inFeatures),
-      ...(bias && spec.attentionBias ? { bias: await weights.vector(bias, outFeatures) } : {}),
+      ...(bias ? { bias: await weights.vector(bias, outFeatures) } : {}),
     }));
+  // A scaled RoPE's table, computed once for every layer.
+  const ropeTable = spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, headDim, spec.ropeTheta) : undefined;
+  const rope = (buffer: number, count: number) =>
+    fixed({
+      op: 'rope', buffer, heads: count, headDim, theta: spec.ropeTheta, style: spec.ropeStyle,
+      ...(ropeTable ? { inverseFrequencies: ropeTable.inverseFrequencies, scale: ropeTable.scale } : {}),
+    });
 
   node(async () => ({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) }));
   let moeSlot = 0;
   spec.layers.forEach((layer, i) => {
     const name = (t: LayerTensor) => names.layer(i, t);
     norm(X, H, hidden, hidden, name('attn_norm'));
-    linear(H, Q, hidden, qWidth, name('q'), name('q_bias'));
-    linear(H, K, hidden, kvWidth, name('k'), name('k_bias'));
-    linear(H, V, hidden, kvWidth, name('v'), name('v_bias'));
+    const qkvBias = (t: LayerTensor) => (spec.attentionBias ? name(t) : undefined);
+    linear(H, Q, hidden, qWidth, name('q'), qkvBias('q_bias'));
+    linear(H, K, hidden, kvWidth, name('k'), qkvBias('k_bias'));
+    linear(H, V, hidden, kvWidth, name('v'), qkvBias('v_bias'));
     if (spec.qkNorm !== 'none') {
       const perHead = spec.qkNorm === 'per-head';
       norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
     }
-    fixed({ op: 'rope', buffer: Q, heads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
-    linear(ATTN, OUT, qWidth, hidden, name('o'));
+    rope(Q, heads);
+    rope(K, kvHeads);
+    const window = spec.attentionWindows?.[i] ?? 0;
+    node(async () => ({
+      op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,
+      ...(window > 0 ? { window } : {}),
+      ...(spec.attentionSinks ? { sinks: await weights.vector(name('sinks'), heads) } : {}),
+    }));
+    linear(ATTN, OUT, qWidth, hidden, name('o'), spec.outputBias ? name('o_bias') : undefined);
     fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
     norm(X, H, hidden, hidden, name('mlp_norm'));
     if (layer.kind === 'dense') {
@@ -74,9 +88,20 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     } else {
       const { experts, ffn, shared } = layer;
       const slot = moeSlot++;
+      const expertBiases = async () =>
+        layer.expertBiases
+          ? {
+              gateBias: await weights.expertBiases(i, 'gate', experts, ffn),
+              upBias: await weights.expertBiases(i, 'up', experts, ffn),
+              downBias: await weights.expertBiases(i, 'down', experts, hidden),
+            }
+          : {};
       node(async () => ({
         op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
         router: await weights.f32Matrix(name('router'), experts, hidden),
+        ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), experts) } : {}),
+        ...(await expertBiases()),
+        ...(layer.activation ? { activation: layer.activation } : {}),
         gate: await weights.experts(i, 'gate', experts, ffn, hidden),
         up: await weights.experts(i, 'up', experts, ffn, hidden),
         down: await weights.experts(i, 'down', experts, hidden, ffn),

@@ -20,7 +20,10 @@ export type LayerTensor =
   | 'shared_gate'
   | 'shared_up'
   | 'shared_down'
-  | 'shared_gate_weight';
+  | 'shared_gate_weight'
+  | 'o_bias'
+  | 'sinks'
+  | 'router_bias';
 
 export type ExpertMatrix = 'gate' | 'up' | 'down';
 
@@ -33,6 +36,8 @@ export interface CheckpointNaming {
   experts:
     | { stacked: false; name(layer: number, matrix: ExpertMatrix, expert: number): string }
     | { stacked: true; name(layer: number, matrix: ExpertMatrix): string };
+  /** One [experts][rows] tensor per layer of the experts' biases, where the format has them (gpt-oss). */
+  expertBias?(layer: number, matrix: ExpertMatrix): string;
 }
 
 /** Module paths (under `model.layers.{i}.`) of an architecture's feed-forward weights. */
@@ -67,6 +72,9 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     shared_up: `${ffn.shared}.up_proj.weight`,
     shared_down: `${ffn.shared}.down_proj.weight`,
     shared_gate_weight: `${ffn.sharedGate}.weight`,
+    o_bias: 'self_attn.o_proj.bias',
+    sinks: 'self_attn.sinks',
+    router_bias: `${ffn.router}.bias`,
   };
   return {
     embed: 'model.embed_tokens.weight',
@@ -109,6 +117,9 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   shared_up: 'ffn_up_shexp.weight',
   shared_down: 'ffn_down_shexp.weight',
   shared_gate_weight: 'ffn_gate_inp_shexp.weight',
+  o_bias: 'attn_output.bias',
+  sinks: 'attn_sinks.weight',
+  router_bias: 'ffn_gate_inp.bias',
 };
 
 /** Names llama.cpp's converter writes, the same for every architecture. */
@@ -118,4 +129,15 @@ export const ggufNaming: CheckpointNaming = {
   lmHead: 'output.weight',
   layer: (index, tensor) => `blk.${index}.${ggufLayerNames[tensor]}`,
   experts: { stacked: true, name: (layer, matrix) => `blk.${layer}.ffn_${matrix}_exps.weight` },
+  expertBias: (layer, matrix) => `blk.${layer}.ffn_${matrix}_exps.bias`,
 };
+
+/** GGUF names of an architecture: llama.cpp's, with gpt-oss's pre-MLP norm under its own name. */
+export function ggufNamingFor(architecture: string): CheckpointNaming {
+  if (architecture !== 'gpt-oss') return ggufNaming;
+  return {
+    ...ggufNaming,
+    layer: (index, tensor) =>
+      tensor === 'mlp_norm' ? `blk.${index}.post_attention_norm.weight` : ggufNaming.layer(index, tensor),
+  };
+}

@@ -23,6 +23,10 @@ struct ExpertSources {
   MatrixSource gate;  // [ffn][hidden]
   MatrixSource up;    // [ffn][hidden]
   MatrixSource down;  // [hidden][ffn]
+  // Optional biases of each projection (gpt-oss): [ffn], [ffn], [hidden]; null means none.
+  const float* gateBias = nullptr;
+  const float* upBias = nullptr;
+  const float* downBias = nullptr;
 };
 
 struct SharedExpertSources {
@@ -31,21 +35,40 @@ struct SharedExpertSources {
   const float* gateWeight = nullptr;  // [hidden]; when set, the shared output is scaled by sigmoid(gateWeight . x)
 };
 
+// What an expert computes between its gate/up and down projections.
+enum class ExpertActivation {
+  SwiGlu,     // silu(gate) * up
+  SwiGluOai,  // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), (u + 1) * g * sigmoid(alpha * g)
+};
+
 struct MoeLayerConfig {
   int hidden = 0;
   int ffn = 0;
   int experts = 0;
   DType dtype = DType::F32;  // of the experts in memory; the router is always f32
+  ExpertActivation activation = ExpertActivation::SwiGlu;
+  float activationLimit = 7.0f;    // SwiGluOai's clamp
+  float activationAlpha = 1.702f;  // SwiGluOai's sigmoid slope
 };
 
 // Everything a backend needs to build a MoE layer; the pointed-to data is only read while the layer is built.
 struct MoeWeights {
   MoeLayerConfig config;
   const float* router = nullptr;  // [experts][hidden]
+  const float* routerBias = nullptr;  // [experts], added to the router logits before routing (gpt-oss); null: none
   std::vector<ExpertSources> experts;
   bool hasShared = false;
   SharedExpertSources shared;
 };
+
+// Whether a layer has a router bias, expert biases or an activation other than SwiGLU (backends without them refuse).
+inline bool hasBiasesOrActivation(const MoeWeights& weights) {
+  if (weights.routerBias != nullptr || weights.config.activation != ExpertActivation::SwiGlu) return true;
+  for (const ExpertSources& e : weights.experts) {
+    if (e.gateBias != nullptr || e.upBias != nullptr || e.downBias != nullptr) return true;
+  }
+  return false;
+}
 
 // Router statistics summed over a forward's tokens (filled when requested).
 struct RouterStatsSums {
