@@ -1,7 +1,7 @@
 // gpt-oss's Hugging Face experts as the stacked tensors the weight reader takes: each layer's fused
 // `mlp.experts.gate_up_proj` [E][H][2F] (x @ W layout, gate and up interleaved in the last dimension) becomes
-// `mlp.experts.gate.weight` and `mlp.experts.up.weight` [E][F][H]; `down_proj` [E][F][H] becomes
-// `mlp.experts.down.weight` [E][H][F]; the biases likewise ([E][F] gate and up, [E][H] down).
+// `mlp.experts.gate_up_proj[gate]` and `[up]` [E][F][H]; `down_proj` [E][F][H] is presented transposed, [E][H][F];
+// the biases likewise ([E][F] gate and up halves, [E][H] down as stored).
 import { DynamoeError } from '../../errors';
 import { TensorData, TensorInfo, TensorStore } from '../../formats/tensor-store';
 
@@ -17,9 +17,13 @@ interface Source {
 
 const EXPERTS = (layer: number) => `model.layers.${layer}.mlp.experts`;
 
-/** The stacked name of a layer's expert matrix (`bias` false) or bias, as gpt-oss's naming says it. */
+/**
+ * The stacked name of a layer's expert matrix (`bias` false) or bias: the checkpoint's own name, with `[gate]` or
+ * `[up]` for a half of the fused gate_up tensors, so errors name the tensor as the checkpoint spells it.
+ */
 export function gptOssExpertName(layer: number, part: Part, bias: boolean): string {
-  return `${EXPERTS(layer)}.${part}.${bias ? 'bias' : 'weight'}`;
+  const fused = part === 'down' ? 'down_proj' : 'gate_up_proj';
+  return `${EXPERTS(layer)}.${fused}${bias ? '_bias' : ''}${part === 'down' ? '' : `[${part}]`}`;
 }
 
 // An array of the same kind as `data` (by element size: arrays made in another realm fail `instanceof`).
