@@ -5,7 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
-import { makeTinyGptOss, TinyGptOss, writeGptOssGguf, writeGptOssHf } from './gpt-oss-fixtures';
+import { makeTinyGptOss, TinyGptOss, useMxfp4Experts, writeGptOssGguf, writeGptOssHf } from './gpt-oss-fixtures';
+import { dequantizeReference } from './reference/quant-formats';
 import { refGptOssForward } from './reference/gpt-oss';
 import { maxRelativeError } from './reference/layer';
 import { tempDir } from './model-fixtures';
@@ -109,6 +110,28 @@ test('without YaRN (plain RoPE) from both formats', async () => {
       loaded.dispose();
     }
   }
+});
+
+test('GGUF with MXFP4 experts (as the released conversions have) matches the reference of the decoded weights', async () => {
+  const quantized = makeTinyGptOss(5, { limit: 7, ffn: 64 });
+  const blocks = useMxfp4Experts(quantized, 6, (bytes, rows, cols) => dequantizeReference('mxfp4', bytes, rows, cols));
+  const file = path.join(temp.dir, 'mxfp4.gguf');
+  await writeGptOssGguf(file, quantized, [], blocks);
+  const loaded = await loadModel(file);
+  try {
+    const { logits } = await loaded.forward(TOKENS);
+    expect(maxRelativeError(logits, refGptOssForward(quantized, TOKENS))).toBeLessThan(1e-4);
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test('safetensors with MXFP4 experts are refused, naming the tensor', async () => {
+  const dir = path.join(temp.dir, 'mxfp4-hf');
+  // Only the name matters: the refusal comes before any of its bytes are read.
+  const blocksName = 'model.layers.0.mlp.experts.gate_up_proj_blocks';
+  await writeGptOssHf(dir, model, 'f32', { extra: [{ name: blocksName, shape: [1], dtype: 'f32', data: new Float32Array(1) }] });
+  await expect(loadModel(dir)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining(blocksName) });
 });
 
 test('bf16 safetensors match the reference of the bf16-rounded weights', async () => {
@@ -232,7 +255,7 @@ describe('bad checkpoints', () => {
     ];
     for (const [hfName, ggufName] of cases) {
       const dir = fs.mkdtempSync(path.join(temp.dir, 'missing-'));
-      await writeGptOssHf(dir, model, 'f32', [hfName]);
+      await writeGptOssHf(dir, model, 'f32', { omit: [hfName] });
       await expect(loadModel(dir)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_FORMAT', message: expect.stringContaining(hfName) });
       const file = path.join(dir, 'model.gguf');
       await writeGptOssGguf(file, ggufModel, [ggufName]);

@@ -24,6 +24,8 @@ export interface TinyGptOssOptions {
   yarn?: boolean;
   /** The SwiGLU clamp (default 2: small enough that the tiny model clamps often). */
   limit?: number;
+  /** Expert FFN width (default 40; MXFP4 experts need a multiple of 32). */
+  ffn?: number;
 }
 
 /** Three layers (sliding, full, sliding), 4 query heads on 2 key/value heads, 4 experts, top-2. */
@@ -34,7 +36,7 @@ export function makeTinyGptOss(seed = 1, options: TinyGptOssOptions = {}): TinyG
   const kvHeads = 2;
   const headDim = 16;
   const experts = 4;
-  const ffn = 40;
+  const ffn = options.ffn ?? 40;
   const window = options.window ?? 5;
   const limit = options.limit ?? 2;
   const types = ['sliding_attention', 'full_attention', 'sliding_attention'];
@@ -81,8 +83,14 @@ function tensor(name: string, shape: number[], values: Float32Array, dtype: File
   return { name, shape, dtype, data: toBf16(values) };
 }
 
-/** Writes the Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer), less `omit`'s tensors. */
-export async function writeGptOssHf(dir: string, m: TinyGptOss, dtype: FileDtype = 'f32', omit: string[] = []): Promise<void> {
+/** Writes the Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer), less `omit`'s tensors
+ * and with `extra` ones. */
+export async function writeGptOssHf(
+  dir: string,
+  m: TinyGptOss,
+  dtype: FileDtype = 'f32',
+  { omit = [], extra = [] }: { omit?: string[]; extra?: TensorInput[] } = {},
+): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(m.config, null, 2));
   writeTinyTokenizer(dir, 'byte-bpe');
@@ -113,7 +121,7 @@ export async function writeGptOssHf(dir: string, m: TinyGptOss, dtype: FileDtype
       tensor(at('mlp.experts.down_proj_bias'), [E, H], l.moe.downBias, dtype),
     );
   });
-  await writeSafetensors(path.join(dir, 'model.safetensors'), t.filter((x) => !omit.includes(x.name)));
+  await writeSafetensors(path.join(dir, 'model.safetensors'), [...t.filter((x) => !omit.includes(x.name)), ...extra]);
 }
 
 /** The experts as llama.cpp's GptOssModel converter writes them: gate, up [E][F][H], down [E][H][F] and biases. */
@@ -136,8 +144,58 @@ export function ggufExperts(l: RefGptOssModel['layers'][number]['moe']) {
   return { gate, up, down, gateBias, upBias, downBias: l.downBias };
 }
 
-/** Writes the model as a llama.cpp 'gpt-oss' GGUF (f32 tensors), less `omit`'s tensors. */
-export async function writeGptOssGguf(file: string, m: TinyGptOss, omit: string[] = []): Promise<void> {
+/** Each layer's experts as GGUF MXFP4 blocks: gate, up [E][F][H], down [E][H][F]. */
+export interface Mxfp4Experts {
+  gate: Uint8Array;
+  up: Uint8Array;
+  down: Uint8Array;
+}
+
+// Random MXFP4 blocks of a rows x cols matrix (GGUF's block: an E8M0 byte, then 16 bytes of two 4-bit codes), with
+// scales 2^-6..2^-3 so the codes (up to 6 in E2M1) give weights of the size the float model has.
+function randomMxfp4(rng: Rng, rows: number, cols: number): Uint8Array {
+  const bytes = new Uint8Array((rows * cols) / 32 * 17);
+  for (let at = 0; at < bytes.length; at += 17) {
+    bytes[at] = rng.int(121, 124);
+    for (let j = 1; j < 17; j++) bytes[at + j] = rng.int(0, 255);
+  }
+  return bytes;
+}
+
+/**
+ * Replaces `m`'s expert matrices by random MXFP4 ones: returns their blocks, with `m`'s float weights set to the
+ * blocks' values (decoded by `decode`, the tests' own dequantizer) in the Hugging Face layout.
+ */
+export function useMxfp4Experts(
+  m: TinyGptOss,
+  seed: number,
+  decode: (blocks: Uint8Array, rows: number, cols: number) => ArrayLike<number>,
+): Mxfp4Experts[] {
+  const rng = new Rng(seed);
+  return m.layers.map((l) => {
+    const { experts: E, hidden: H, ffn: F } = l.moe;
+    const blocks = { gate: randomMxfp4(rng, E * F, H), up: randomMxfp4(rng, E * F, H), down: randomMxfp4(rng, E * H, F) };
+    const gate = decode(blocks.gate, E * F, H);
+    const up = decode(blocks.up, E * F, H);
+    const down = decode(blocks.down, E * H, F);
+    for (let e = 0; e < E; e++) {
+      for (let n = 0; n < F; n++) {
+        for (let i = 0; i < H; i++) {
+          l.moe.gateUp[(e * H + i) * 2 * F + 2 * n] = gate[(e * F + n) * H + i];
+          l.moe.gateUp[(e * H + i) * 2 * F + 2 * n + 1] = up[(e * F + n) * H + i];
+          l.moe.down[(e * F + n) * H + i] = down[(e * H + i) * F + n];
+        }
+      }
+    }
+    return blocks;
+  });
+}
+
+/**
+ * Writes the model as a llama.cpp 'gpt-oss' GGUF (f32 tensors, or MXFP4 experts as the released conversions have),
+ * less `omit`'s tensors.
+ */
+export async function writeGptOssGguf(file: string, m: TinyGptOss, omit: string[] = [], mxfp4?: Mxfp4Experts[]): Promise<void> {
   const H = m.hidden;
   const qW = m.heads * m.headDim;
   const kvW = m.kvHeads * m.headDim;
@@ -189,9 +247,15 @@ export async function writeGptOssGguf(file: string, m: TinyGptOss, omit: string[
       tensor(at('attn_output.weight'), [H, qW], l.o, 'f32'), tensor(at('attn_output.bias'), [H], l.oBias, 'f32'),
       tensor(at('attn_sinks.weight'), [m.heads], l.sinks, 'f32'),
       tensor(at('ffn_gate_inp.weight'), [E, H], l.moe.router, 'f32'), tensor(at('ffn_gate_inp.bias'), [E], l.moe.routerBias, 'f32'),
-      tensor(at('ffn_gate_exps.weight'), [E, F, H], x.gate, 'f32'), tensor(at('ffn_gate_exps.bias'), [E, F], x.gateBias, 'f32'),
-      tensor(at('ffn_up_exps.weight'), [E, F, H], x.up, 'f32'), tensor(at('ffn_up_exps.bias'), [E, F], x.upBias, 'f32'),
-      tensor(at('ffn_down_exps.weight'), [E, H, F], x.down, 'f32'), tensor(at('ffn_down_exps.bias'), [E, H], x.downBias, 'f32'),
+      tensor(at('ffn_gate_exps.bias'), [E, F], x.gateBias, 'f32'),
+      tensor(at('ffn_up_exps.bias'), [E, F], x.upBias, 'f32'),
+      tensor(at('ffn_down_exps.bias'), [E, H], x.downBias, 'f32'),
+    );
+    const q = mxfp4?.[i];
+    t.push(
+      q ? { name: at('ffn_gate_exps.weight'), shape: [E, F, H], dtype: 'mxfp4', data: q.gate } : tensor(at('ffn_gate_exps.weight'), [E, F, H], x.gate, 'f32'),
+      q ? { name: at('ffn_up_exps.weight'), shape: [E, F, H], dtype: 'mxfp4', data: q.up } : tensor(at('ffn_up_exps.weight'), [E, F, H], x.up, 'f32'),
+      q ? { name: at('ffn_down_exps.weight'), shape: [E, H, F], dtype: 'mxfp4', data: q.down } : tensor(at('ffn_down_exps.weight'), [E, H, F], x.down, 'f32'),
     );
   });
   await writeGguf(file, { metadata, tensors: t.filter((x) => !omit.includes(x.name)) });

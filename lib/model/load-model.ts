@@ -69,8 +69,13 @@ async function openHfDirectory(dir: string): Promise<Checkpoint> {
   const spec = architecture.fromHfConfig(config);
   const tokenizer = await loadTokenizerFromDirectory(dir);
   const files = await openSafetensors(dir);
-  const store = architecture.hfStore ? architecture.hfStore(files, spec) : files;
-  return { store, spec, naming: architecture.hfNaming, tokenizer };
+  try {
+    const store = architecture.hfStore ? architecture.hfStore(files, spec) : files;
+    return { store, spec, naming: architecture.hfNaming, tokenizer };
+  } catch (error) {
+    await files.close();
+    throw error;
+  }
 }
 
 async function openGgufFile(file: string): Promise<Checkpoint> {
