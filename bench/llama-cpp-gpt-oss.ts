@@ -48,8 +48,8 @@ async function main(): Promise<void> {
   };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-gpt-oss-llama-'));
   try {
-    console.log('| tiny gpt-oss GGUF | dynamoe vs llama.cpp | dynamoe vs float64 | llama.cpp vs float64 | greedy agreement |');
-    console.log('|---|---|---|---|---|');
+    console.log('| tiny gpt-oss GGUF | dynamoe vs llama.cpp | dynamoe vs float64 | llama.cpp vs float64 | llama.cpp vs float64, YaRN ramp rounded | greedy agreement |');
+    console.log('|---|---|---|---|---|---|');
     for (const experts of ['f32', 'mxfp4'] as const) {
       for (const yarn of [false, true]) {
         // llama.cpp's graph clamps the SwiGLU at 7; MXFP4 rows need an FFN of whole 32-blocks.
@@ -64,12 +64,15 @@ async function main(): Promise<void> {
         ours.dispose();
         const theirs = await theirsOn(file, tiny.vocab);
         const reference = refGptOssForward(tiny, TOKENS);
+        // llama.cpp's YaRN: the ramp's bounds floored and ceiled to whole dims.
+        const rounded = refGptOssForward({ ...tiny, yarn: tiny.yarn && { ...tiny.yarn, truncate: true } }, TOKENS);
         const a = argmaxRows(logits, tiny.vocab);
         const b = argmaxRows(theirs, tiny.vocab);
         const agree = a.filter((id, i) => id === b[i]).length;
         console.log(
           `| ${experts} experts, ${yarn ? 'YaRN x8' : 'plain RoPE'} | ${maxRelativeError(logits, theirs).toExponential(2)} | ` +
             `${maxRelativeError(logits, reference).toExponential(2)} | ${maxRelativeError(theirs, reference).toExponential(2)} | ` +
+            `${maxRelativeError(theirs, rounded).toExponential(2)} | ` +
             `${agree}/${TOKENS.length} |`,
         );
       }
