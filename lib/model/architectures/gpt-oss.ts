@@ -39,7 +39,9 @@ export const gptOss: Architecture = {
   fromHfConfig: (c) => {
     const experts = c.int('num_local_experts');
     const k = c.has('num_experts_per_tok') ? c.int('num_experts_per_tok') : c.int('experts_per_token');
-    if (k > experts) c.refuse('num_experts_per_tok', `it is above num_local_experts (${experts})`);
+    if (k > experts) {
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: ${k} experts per token is above num_local_experts (${experts})`);
+    }
     const ffn = c.int('intermediate_size');
     const limit = c.number('swiglu_limit', 7);
     if (!(limit > 0)) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: 'swiglu_limit' must be positive`);
