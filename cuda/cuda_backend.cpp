@@ -19,8 +19,8 @@ class CudaBackend final : public Backend {
     return uploadMoeLayer(weights);
   }
   void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-             const RoutingPolicy& policy, const RoutingOutput& out) const override {
-    routeOnDevice(scores, stride, tokens, experts, input, policy, out);
+             const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
+    routeOnDevice(scores, stride, tokens, experts, input, policy, rule, out);
   }
   std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override {
     requireDevice();

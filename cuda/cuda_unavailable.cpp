@@ -20,7 +20,8 @@ class UnavailableBackend final : public Backend {
   const char* name() const override { return "cuda"; }
   void requireUsable() const override { notBuilt(); }
   std::shared_ptr<const MoeLayer> createMoeLayer(const MoeWeights&) const override { notBuilt(); }
-  void route(const float*, size_t, int, int, RouterInput, const RoutingPolicy&, const RoutingOutput&) const override {
+  void route(const float*, size_t, int, int, RouterInput, const RoutingPolicy&, const RouterRule&,
+             const RoutingOutput&) const override {
     notBuilt();
   }
   std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override { notBuilt(); }

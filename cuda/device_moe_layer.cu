@@ -78,6 +78,14 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   const float* router = weights.router;
   const SharedExpertSources* shared = weights.hasShared ? &weights.shared : nullptr;
   requireDevice();
+  // route() runs the families' router rules on the GPU; the fused layer pipeline routes by the plain softmax only.
+  if (!config.router.plain() || config.zeroExperts > 0) {
+    throw Error(code::kUnsupported, std::string("CUDA MoE layers route by the plain softmax router without "
+                                                "zero-computation experts; this layer has a ") +
+                                        routerScoringName(config.router.scoring) + " router" +
+                                        (config.zeroExperts > 0 ? " and zero-computation experts" : "") +
+                                        "; use device 'cpu'");
+  }
   if (config.experts > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
                                         " experts, this layer has " + std::to_string(config.experts) +

@@ -16,7 +16,8 @@ void requireDevice();
 std::shared_ptr<const MoeLayer> uploadMoeLayer(const MoeWeights& weights);
 
 // route() on the GPU: the fused routing kernel on host scores (row stride `stride`, copied in and out).
+// A family's router rule (rule.selectionBias in host memory) runs the core's per-token selection, one thread a token.
 void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-                   const RoutingPolicy& policy, const RoutingOutput& out);
+                   const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out);
 
 }  // namespace dynamoe::cuda

@@ -10,7 +10,7 @@
 namespace dynamoe::cuda {
 
 void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-                   const RoutingPolicy& policy, const RoutingOutput& out) {
+                   const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) {
   requireDevice();
   if (experts > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
@@ -21,8 +21,11 @@ void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, 
   const size_t scoreCount = static_cast<size_t>(tokens) * experts;
   const size_t slots = static_cast<size_t>(tokens) * out.kMax;
   const size_t chunkCells = static_cast<size_t>(chunkCount(tokens)) * experts;
-  // One allocation: scores, ids, weights, counts, expert load, chunk counts, the invalid-token flag.
-  const size_t bytes = (scoreCount + 2 * slots + tokens + experts + chunkCells + 1) * 4;
+  // One allocation: scores, ids, weights, counts, expert load, chunk counts, the invalid-token flag, and for a
+  // family's rule its selection bias and per-token scratch.
+  const bool byRule = !rule.plain();
+  const size_t ruleCells = byRule ? experts + scoreCount * 4 : 0;
+  const size_t bytes = (scoreCount + 2 * slots + tokens + experts + chunkCells + 1 + ruleCells) * 4;
   StreamBuffer buffer(bytes, stream.get(), "allocating GPU memory for route()");
   float* deviceScores = buffer.as<float>();
   int32_t* ids = reinterpret_cast<int32_t*>(deviceScores + scoreCount);
@@ -31,6 +34,14 @@ void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, 
   int32_t* expertLoad = counts + tokens;
   int32_t* chunkCounts = expertLoad + experts;
   int32_t* firstInvalidToken = chunkCounts + chunkCells;
+  float* selectionBias = reinterpret_cast<float*>(firstInvalidToken + 1);
+  RouterRule deviceRule = rule;
+  if (byRule && rule.selectionBias != nullptr) {
+    checkCuda(cudaMemcpyAsync(selectionBias, rule.selectionBias, static_cast<size_t>(experts) * 4,
+                              cudaMemcpyHostToDevice, stream.get()),
+              "copying the selection bias to the GPU");
+    deviceRule.selectionBias = selectionBias;
+  }
 
   const int32_t noInvalidToken = INT_MAX;
   checkCuda(cudaMemcpy2DAsync(deviceScores, static_cast<size_t>(experts) * 4, scores, stride * 4,
@@ -53,6 +64,8 @@ void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, 
   launch.expertLoad = expertLoad;
   launch.chunkCounts = chunkCounts;
   launch.firstInvalidToken = firstInvalidToken;
+  launch.rule = deviceRule;
+  launch.ruleScratch = byRule ? selectionBias + experts : nullptr;
   launchRoute(launch, stream.get());
   const auto copyBack = [&](void* host, const void* device, size_t count) {
     checkCuda(cudaMemcpyAsync(host, device, count * 4, cudaMemcpyDeviceToHost, stream.get()),

@@ -43,6 +43,10 @@ struct RouteLaunch {
   int32_t* expertLoad = nullptr;   // [experts] tokens routed to each expert
   int32_t* chunkCounts = nullptr;  // [chunkCount(tokens)][experts] tokens of each chunk routed to each expert
   int32_t* firstInvalidToken = nullptr;  // [1], INT_MAX on entry: lowest token whose logits are not all finite
+  // A family's rule (its selectionBias in device memory) other than the plain softmax: the core's router_select.h,
+  // one thread a token, with `ruleScratch` [tokens][4][experts] 4-byte values.
+  RouterRule rule;
+  void* ruleScratch = nullptr;
 };
 void launchRoute(const RouteLaunch& launch, cudaStream_t stream);
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "../native/core/router_select.h"
 #include "../native/core/routing_math.h"
 #include "../native/core/routing_rules.h"
 #include "cuda_check.h"
@@ -124,10 +125,42 @@ __global__ void routeKernel(RouteLaunch launch) {
   if (lane == 0) launch.counts[token] = kept;
 }
 
+// A family's router rule: each thread routes one token through the core's serial selection, the code the CPU runs.
+__global__ void routeByRuleKernel(RouteLaunch launch) {
+  const int token = blockIdx.x * blockDim.x + threadIdx.x;
+  if (token >= launch.tokens) return;
+  const int experts = launch.experts;
+  const float* logits = launch.scores + static_cast<size_t>(token) * launch.scoreStride;
+  for (int e = 0; e < experts; ++e) {
+    if (!isfinite(logits[e])) {
+      atomicMin(launch.firstInvalidToken, token);  // reported by the host; the binding checks before routing
+      return;
+    }
+  }
+  float* scratch = static_cast<float*>(launch.ruleScratch) + static_cast<size_t>(token) * 4 * experts;
+  const router_select::Scratch s{scratch, scratch + experts, scratch + 2 * experts,
+                                 reinterpret_cast<int32_t*>(scratch + 3 * experts)};
+  int32_t* ids = launch.ids + static_cast<size_t>(token) * launch.kMax;
+  float* weights = launch.weights + static_cast<size_t>(token) * launch.kMax;
+  const int kept = router_select::routeToken(logits, experts, launch.rule, launch.policy, launch.kMax, s, ids, weights);
+  launch.counts[token] = kept;
+  int32_t* chunkCounts = launch.chunkCounts + static_cast<size_t>(token / kTokensPerChunk) * experts;
+  for (int j = 0; j < kept; ++j) {
+    atomicAdd(&launch.expertLoad[ids[j]], 1);
+    atomicAdd(&chunkCounts[ids[j]], 1);
+  }
+}
+
 }  // namespace
 
 void launchRoute(const RouteLaunch& launch, cudaStream_t stream) {
   if (launch.tokens == 0) return;
+  if (!launch.rule.plain()) {
+    constexpr int kThreads = 128;
+    routeByRuleKernel<<<(launch.tokens + kThreads - 1) / kThreads, kThreads, 0, stream>>>(launch);
+    checkCuda(cudaGetLastError(), "the routing kernel launch");
+    return;
+  }
   const size_t bytesPerWarp = static_cast<size_t>(launch.experts) * sizeof(float);
   const int warps = static_cast<int>(std::min<size_t>(kMaxWarpsPerBlock, kSharedBytes / bytesPerWarp));
   const int blocks = (launch.tokens + warps - 1) / warps;

@@ -12,10 +12,11 @@ import { Rng } from './reference/random';
 import { RefDecoderLayer, RefFeedForward, RefModel } from './reference/model';
 import { quantise } from './reference/dtype';
 import { RefPolicy } from './reference/policy';
+import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -60,6 +61,9 @@ interface Plan {
   bias: boolean;
   tied: boolean;
   tokenizer: TinyTokenizerKind;
+  /** A family's router (without its bias, drawn per layer). */
+  router?: Omit<RefRouterRule, 'selectionBias'> & { selectionBias?: boolean };
+  rotaryDim?: number;
 }
 
 function planFor(arch: ArchName): Plan {
@@ -82,6 +86,11 @@ function planFor(arch: ArchName): Plan {
     case 'dynamic-moe':
       return { ...base, experts: 8, denseFfn: base.ffn, layers: ['moe', 'dense', 'moe', 'dense'], tied: true,
         policy: { kind: 'top-p', p: 0.4 }, tokenizer: 'spm' };
+    case 'glm4-moe':
+      // 8 experts in 4 groups, the best 2 groups compete; half of each head rotates.
+      return { ...base, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 32, gated: false }, bias: true,
+        policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe', rotaryDim: base.headDim / 2,
+        router: { scoring: 'sigmoid', selectionBias: true, groups: 4, keptGroups: 2, groupScore: 'top2-sum', normalize: true, scale: 2.5 } };
   }
 }
 
@@ -113,6 +122,11 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
     case 'dynamic-moe':
       return { ...common, model_type: 'llama', num_experts: p.experts, top_p_threshold: 0.4, expert_frequency: 2,
         intermediate_size: p.ffn };
+    case 'glm4-moe':
+      return { ...common, model_type: 'glm4_moe', head_dim: p.headDim, n_routed_experts: p.experts, n_shared_experts: 1,
+        num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, first_k_dense_replace: 1,
+        n_group: p.router!.groups, topk_group: p.router!.keptGroups, norm_topk_prob: true, routed_scaling_factor: 2.5,
+        partial_rotary_factor: p.rotaryDim! / p.headDim, attention_bias: true, use_qk_norm: false, num_nextn_predict_layers: 1 };
   }
 }
 
@@ -137,6 +151,9 @@ export function makeTinyModel(
         ? { kind, ffn: p.denseFfn, gate: w.matrix(p.denseFfn, p.hidden), up: w.matrix(p.denseFfn, p.hidden), down: w.matrix(p.hidden, p.denseFfn) }
         : {
             kind, experts: p.experts, ffn: p.ffn, policy: p.policy,
+            ...(p.router
+              ? { routerRule: { ...p.router, selectionBias: p.router.selectionBias ? w.matrix(1, p.experts, 0.05) : undefined } }
+              : {}),
             router: w.matrix(p.experts, p.hidden, 2 / Math.sqrt(p.hidden)),
             gate: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
             up: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
@@ -157,6 +174,7 @@ export function makeTinyModel(
   return {
     arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
     vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: 10000,
+    ...(p.rotaryDim ? { rotaryDim: p.rotaryDim } : {}),
     rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
     ...(p.tied ? {} : { lmHead: w.matrix(vocab, p.hidden) }),
     layers,
@@ -202,6 +220,8 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
       return;
     }
     out.push(tensor(at(`${n.router}.weight`), [f.experts, H], f.router, dtype));
+    const bias = f.routerRule?.selectionBias;
+    if (bias) out.push(tensor(at(`${n.router}.e_score_correction_bias`), [f.experts], Float32Array.from(bias), 'f32'));
     for (let e = 0; e < f.experts; e++) {
       out.push(
         tensor(at(`${n.experts}.${e}.${n.g}.weight`), [f.ffn, H], f.gate[e], dtype),

@@ -3,6 +3,7 @@
 import type { DType } from '../dtype';
 import type { RoutingPolicy } from '../policy/routing-policy';
 import type { QuantizedMatrix } from '../formats/quant-types';
+import type { RouterRule } from '../policy/router-rule';
 
 /** Weight data as the addon reads it: f32 values, or 16-bit patterns of the layer's (or graph's) dtype. */
 /** A weight matrix: f32 values, 16-bit patterns of the layer's dtype, or GGUF quantized blocks. */
@@ -56,6 +57,12 @@ export interface NativeSharedExpert {
   gateWeight?: Float32Array;
 }
 
+/** Zero-computation experts (LongCat-Flash): 'zero' adds nothing, 'identity' adds weight * x. */
+export interface ZeroExperts {
+  count: number;
+  kind: 'zero' | 'identity';
+}
+
 /** The options a native MoE layer is packed from: sizes, dtype, and per-expert weight arrays. */
 export interface NativeMoeLayerOptions {
   hidden: number;
@@ -64,8 +71,12 @@ export interface NativeMoeLayerOptions {
   dtype: DType;
   /** Where the layer's weights live (default 'cpu'). */
   device?: 'cpu' | 'cuda';
-  /** [experts][hidden], always f32. */
+  /** [experts + zero experts][hidden], always f32. */
   router: Float32Array;
+  /** The family's router rule; absent: the plain softmax router. */
+  routerRule?: RouterRule;
+  /** Routed slots that do no FFN compute, after the FFN experts' ids. */
+  zeroExperts?: ZeroExperts;
   /** One [ffn][hidden] array per expert. */
   gate: NativeWeights[];
   /** One [ffn][hidden] array per expert. */
@@ -116,7 +127,10 @@ export interface NativeMoeLayer {
 
 /** Per-MoE-layer routing statistics of one forward step (sums over its tokens). */
 export interface NativeMoeStepStats {
+  /** [tokens] routed slots each token used. */
   counts: Int32Array;
+  /** [tokens] FFN experts each token used (zero-computation experts left out). */
+  ffnCounts: Int32Array;
   expertLoad: Int32Array;
   probabilitySum: Float64Array;
   entropySum: Float64Array;
@@ -224,6 +238,8 @@ export interface RopeNode {
   buffer: number;
   heads: number;
   headDim: number;
+  /** Leading dimensions of each head that rotate (default headDim). */
+  rotaryDim?: number;
   /** Default 10000. */
   theta?: number;
   style: 'halves' | 'pairs';
@@ -371,6 +387,7 @@ export interface NativeAddon {
     policy: RoutingPolicy,
     input: 'logits' | 'probabilities',
     device?: 'cpu' | 'cuda',
+    routerRule?: RouterRule,
   ): Promise<NativeRoutingResult>;
   routerLosses(
     logits: Float32Array,

@@ -22,7 +22,8 @@ async function openModel(values: Values, positionals: string[], command: string)
   if (positionals.length > 0) fail(`'${command} --demo' takes no model path`);
   if (!values.synthetic) return loadWithProgress(shippedModelDir(), dtypeFlag(values));
   const progress = loadingProgress('synthetic demo model');
-  const model = await createSyntheticModel({ dtype: dtypeFlag(values), onProgress: progress.onProgress });
+  const zeroExperts = numberFlag(values, 'zero-experts', 0, true, 0);
+  const model = await createSyntheticModel({ dtype: dtypeFlag(values), onProgress: progress.onProgress, zeroExperts });
   progress.done();
   return model;
 }

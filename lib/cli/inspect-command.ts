@@ -1,7 +1,7 @@
 // `dynamoe inspect`: a checkpoint's architecture, layer kinds, sizes, default policy, weights and tokenizer.
 import { formatBytes } from '../format-bytes';
 import { Model } from '../model/model';
-import { FeedForwardSpec } from '../model/spec';
+import { FeedForwardSpec, MoELayerSpec } from '../model/spec';
 import { dtypeFlag, modelArgument, Values } from './args';
 import { loadWithProgress } from './progress';
 
@@ -10,10 +10,22 @@ function perLayer(values: string[]): string {
   return values.every((v) => v === values[0]) ? `${values[0]} (every layer)` : values.join(' ');
 }
 
+/** The router of a MoE layer: scoring, selection bias, groups, the family's weight rule. */
+export function routerText(layer: MoELayerSpec): string {
+  const r = layer.router;
+  const parts = [`${r?.scoring ?? 'softmax'} router`];
+  if (r?.selectionBias) parts.push('selection bias');
+  if (r?.groups) parts.push(`best ${r.groups.keep} of ${r.groups.count} groups (${r.groups.score})`);
+  if (r?.normalize) parts.push('renormalised');
+  if (r?.scale !== undefined && r.scale !== 1) parts.push(`x${r.scale}`);
+  if (layer.zeroExperts) parts.push(`${layer.zeroExperts.count} ${layer.zeroExperts.kind} zero-computation experts`);
+  return parts.join(', ');
+}
+
 function layerText(layer: FeedForwardSpec): string {
   if (layer.kind === 'dense') return `dense, ffn ${layer.ffn}`;
   const shared = layer.shared ? `, shared expert ffn ${layer.shared.ffn}${layer.shared.gated ? ' (gated)' : ''}` : '';
-  return `moe, ${layer.experts} experts x ffn ${layer.ffn}${shared}`;
+  return `moe, ${layer.experts} experts x ffn ${layer.ffn}${shared}; ${routerText(layer)}`;
 }
 
 /** Runs of equal layers: `0-1  moe, 8 experts x ffn 48`. */
@@ -51,7 +63,8 @@ export async function inspectCommand(values: Values, positionals: string[]): Pro
       `dtype           ${info.dtype}`,
       `layers          ${info.layers.length} (${moe} MoE, ${info.layers.length - moe} dense)`,
       ...layerRuns(info.layers),
-      `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}`,
+      `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}` +
+        (info.rotaryDim !== undefined && info.rotaryDim !== info.headDim ? ` (${info.rotaryDim} rotary)` : ''),
       `vocab           ${info.vocab}`,
       `context         ${info.maxContext}`,
       `default policy  ${perLayer(info.defaultPolicy)}`,

@@ -69,6 +69,7 @@ sweep and calibrate options:
   --text <file>     the text to measure on (with --demo: the shipped model's held-out text when left out)
   --demo            measure the shipped model instead of a checkpoint
   --synthetic       with --demo: the seeded synthetic model, on a built-in paragraph when --text is left out
+  --zero-experts <n>  with --synthetic: n identity zero-computation experts per MoE layer beside the 16 FFN ones
   --window <n>      tokens per window, each a fresh sequence (default 512, or the model's context if smaller)
   --max-tokens <n>  measure only the text's first n tokens
 sweep options:
@@ -137,6 +138,7 @@ const COMMANDS: Record<string, Options> = {
     text: { type: 'string' },
     demo: { type: 'boolean' },
     synthetic: { type: 'boolean' },
+    'zero-experts': { type: 'string' },
     window: { type: 'string' },
     'max-tokens': { type: 'string' },
     policies: { type: 'string' },
@@ -148,6 +150,7 @@ const COMMANDS: Record<string, Options> = {
     text: { type: 'string' },
     demo: { type: 'boolean' },
     synthetic: { type: 'boolean' },
+    'zero-experts': { type: 'string' },
     window: { type: 'string' },
     'max-tokens': { type: 'string' },
     'experts-per-token': { type: 'string' },

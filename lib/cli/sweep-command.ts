@@ -23,13 +23,14 @@ function histogramText(p: SweepPoint): string {
   return counts.map((n) => Math.round((100 * n) / total)).join('/');
 }
 
-function row(p: SweepPoint, label: string): string {
+function row(p: SweepPoint, label: string, zeroExperts: boolean): string {
   const sign = (v: number) => (v >= 0 ? '+' : '');
   return [
     label.padEnd(22),
     p.perplexity.toFixed(3).padStart(11),
     `${sign(p.perplexityChange)}${p.perplexityChange.toFixed(3)}`.padStart(9),
     p.stats.expertsPerToken.toFixed(3).padStart(8),
+    ...(zeroExperts ? [p.stats.ffnExpertsPerToken.toFixed(3).padStart(8)] : []),
     `  ${p.stats.layers.map((l) => l.expertsPerToken.toFixed(2)).join(' ')}`.padEnd(28),
     histogramText(p).padStart(12),
     `${(p.expertFlopsSaved * 100).toFixed(1)}%`.padStart(8),
@@ -56,12 +57,21 @@ export async function sweepCommand(values: Values, positionals: string[]): Promi
     progress.stop();
     const windowCount = `${windows.length} window${windows.length === 1 ? '' : 's'}`;
     console.log(`${report.text.predictedTokens} predicted tokens of ${textSource} in ${windowCount}`);
+    const zero = model.info.layers.some((l) => l.kind === 'moe' && l.zeroExperts !== undefined);
     console.log(
       `${'policy'.padEnd(22)} ${'perplexity'.padStart(11)} ${'change'.padStart(9)} ${'exp/tok'.padStart(8)}  ` +
+        (zero ? `${'ffn/tok'.padStart(8)} ` : '') +
         `${'per MoE layer'.padEnd(26)} ${'1/2/3/4+ %'.padStart(12)} ${'FLOPs'.padStart(8)} ${'tok/s'.padStart(9)}`,
     );
-    console.log(row(report.trained, `${report.trained.policy} (trained)`));
-    for (const p of report.points) console.log(row(p, p.policy));
+    console.log(row(report.trained, `${report.trained.policy} (trained)`, zero));
+    for (const p of report.points) console.log(row(p, p.policy, zero));
+    if (zero) {
+      const t = report.trained.stats;
+      const saved = 1 - t.ffnExpertsPerToken / t.expertsPerToken;
+      console.log('ffn/tok: FFN experts per token; the other routed slots were zero-computation experts (no GEMM)');
+      console.log(`zero-computation experts took ${(saved * 100).toFixed(1)}% of the trained policy's routed slots: ` +
+        'the expert FLOPs they saved against FFN experts in every slot');
+    }
     console.log('1/2/3/4+ %: share of token routings (all MoE layers) that used 1, 2, 3, 4 or more experts');
     console.log('FLOPs: routed-expert FLOPs saved against the trained policy (negative: more compute)');
     await write(jsonPath, `${JSON.stringify({ ...report, text: { source: textSource, ...report.text } }, null, 2)}\n`);

@@ -1,10 +1,17 @@
 // MoELayer: one Mixture-of-Experts block with SwiGLU experts, run by the native CPU or CUDA kernels.
 import { native } from '../addon/native';
-import type { NativeMoeLayer, NativeMoeLayerOptions, NativeSharedExpert, StageTimes } from '../addon/native-surface';
+import type {
+  NativeMoeLayer,
+  NativeMoeLayerOptions,
+  NativeSharedExpert,
+  StageTimes,
+  ZeroExperts,
+} from '../addon/native-surface';
 import { resolveDevice } from '../backend/device-placement';
 import { Device, parseDevice } from '../device';
 import { DType, parseDType } from '../dtype';
 import { callNative, DynamoeError, fromNativeError } from '../errors';
+import { checkPolicyUnderRule, checkRouterRule, RouterRule } from '../policy/router-rule';
 import { checkPolicy, RoutingPolicy } from '../policy/routing-policy';
 import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from '../validate';
 import { RoutingResult } from './route';
@@ -32,8 +39,12 @@ export interface MoELayerWeights {
   /** Intermediate size of each routed expert. */
   ffn: number;
   experts: number;
-  /** [experts][hidden] router weights, always f32 (router math runs in fp32). */
+  /** [experts + zero experts][hidden] router weights, always f32 (router math runs in fp32). */
   router: Float32Array;
+  /** A model family's router rule (sigmoid scores, selection bias, groups, weight rule); absent: plain softmax. */
+  routerRule?: RouterRule;
+  /** Routed slots after the FFN experts' ids that cost no GEMM: 'zero' adds nothing, 'identity' adds weight * x. */
+  zeroExperts?: ZeroExperts;
   /** [experts][ffn][hidden], contiguous or as one [ffn][hidden] array per expert. */
   gate: WeightData | WeightData[];
   /** [experts][ffn][hidden], contiguous or per expert. */
@@ -106,6 +117,16 @@ function perExpert(value: unknown, experts: number, length: number, what: string
   return Array.from({ length: experts }, (_, e) => value.subarray(e * length, (e + 1) * length));
 }
 
+function checkZeroExperts(value: unknown): ZeroExperts | undefined {
+  if (value === undefined) return undefined;
+  const zero = requireObject(value, 'zeroExperts');
+  requireSize(zero.count, 'zeroExperts.count', MAX_EXPERTS);
+  if (zero.kind !== 'zero' && zero.kind !== 'identity') {
+    throw new DynamoeError('ERR_DYNAMOE_TYPE', `zeroExperts.kind must be 'zero' or 'identity', got ${describe(zero.kind)}`);
+  }
+  return { count: zero.count as number, kind: zero.kind };
+}
+
 // Checks the weights and options and builds the options the native layer reads.
 function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions | undefined): NativeMoeLayerOptions {
   const option = layerOptions === undefined ? undefined : requireObject(layerOptions, 'options').device;
@@ -115,7 +136,10 @@ function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions |
   const ffn = requireSize(w.ffn, 'ffn', 1 << 20);
   const experts = requireSize(w.experts, 'experts', MAX_EXPERTS);
   const dtype = parseDType(w.dtype, 'dtype');
-  const router = requireFloat32Array(w.router, experts * hidden, 'router');
+  const zeroExperts = checkZeroExperts(w.zeroExperts);
+  const slots = experts + (zeroExperts?.count ?? 0);
+  const router = requireFloat32Array(w.router, slots * hidden, 'router');
+  const routerRule = checkRouterRule(w.routerRule, slots);
   const options: NativeMoeLayerOptions = {
     hidden,
     ffn,
@@ -126,6 +150,8 @@ function nativeOptions(weights: MoELayerWeights, layerOptions: MoELayerOptions |
     up: perExpert(w.up, experts, ffn * hidden, 'up'),
     down: perExpert(w.down, experts, hidden * ffn, 'down'),
     device,
+    ...(routerRule ? { routerRule } : {}),
+    ...(zeroExperts ? { zeroExperts } : {}),
   };
   if (w.shared !== undefined) {
     const shared = requireObject(w.shared, 'shared');
@@ -145,8 +171,10 @@ export class MoELayer {
   readonly hidden: number;
   /** Intermediate size of each routed expert. */
   readonly ffn: number;
-  /** Number of routed experts. */
+  /** Number of routed FFN experts. */
   readonly experts: number;
+  /** Zero-computation experts after them (router ids experts..experts+zeroExperts-1); policies count both. */
+  readonly zeroExperts: number;
   /** Expert weight element type. */
   readonly dtype: DType;
   /** Whether the layer has an always-on shared expert. */
@@ -154,11 +182,14 @@ export class MoELayer {
   /** Where the weights live and the kernels run. */
   readonly device: 'cpu' | 'cuda';
   readonly #native: NativeMoeLayer;
+  readonly #routerRule: RouterRule | undefined;
 
-  private constructor(weights: MoELayerWeights, handle: NativeMoeLayer) {
+  private constructor(weights: NativeMoeLayerOptions, handle: NativeMoeLayer) {
     this.hidden = weights.hidden;
     this.ffn = weights.ffn;
     this.experts = weights.experts;
+    this.zeroExperts = weights.zeroExperts?.count ?? 0;
+    this.#routerRule = weights.routerRule;
     this.dtype = weights.dtype;
     this.hasSharedExpert = weights.shared !== undefined;
     this.device = handle.device;
@@ -174,7 +205,7 @@ export class MoELayer {
    */
   static fromWeights(weights: MoELayerWeights, options?: MoELayerOptions): MoELayer {
     const nativeLayerOptions = nativeOptions(weights, options);
-    return new MoELayer(weights, callNative(() => new (native().MoeLayer)(nativeLayerOptions)));
+    return new MoELayer(nativeLayerOptions, callNative(() => new (native().MoeLayer)(nativeLayerOptions)));
   }
 
   /**
@@ -184,7 +215,7 @@ export class MoELayer {
   static async load(weights: MoELayerWeights, options?: MoELayerOptions): Promise<MoELayer> {
     const nativeLayerOptions = nativeOptions(weights, options);
     try {
-      return new MoELayer(weights, await native().MoeLayer.pack(nativeLayerOptions));
+      return new MoELayer(nativeLayerOptions, await native().MoeLayer.pack(nativeLayerOptions));
     } catch (error) {
       return fromNativeError(error);
     }
@@ -235,7 +266,10 @@ export class MoELayer {
     const opts = requireObject(options, 'options');
     const tokens = requireSize(opts.tokens, 'tokens');
     requireFloat32Array(x, tokens * this.hidden, 'x');
-    return { tokens, policy: checkPolicy(opts.policy, this.experts) };
+    const slots = this.experts + this.zeroExperts;
+    const policy = checkPolicy(opts.policy, slots);
+    checkPolicyUnderRule(policy, this.#routerRule, slots);
+    return { tokens, policy };
   }
 
   /** Frees the native weights now (a running forward keeps them until it ends). Safe to call twice. */

@@ -3,6 +3,7 @@ import { native } from '../addon/native';
 import { resolveDevice } from '../backend/device-placement';
 import { Device, parseDevice } from '../device';
 import { DynamoeError, fromNativeError } from '../errors';
+import { checkPolicyUnderRule, checkRouterRule, isPlainRouter, RouterRule } from '../policy/router-rule';
 import { checkPolicy, RoutingPolicy } from '../policy/routing-policy';
 import { describe, MAX_EXPERTS, requireFloat32Array, requireObject, requireSize } from '../validate';
 
@@ -32,6 +33,8 @@ export interface RouteOptions {
    * for bit. 'auto' is 'cuda' when the CUDA backend is usable ({@link backendInfo}().backend), else 'cpu'.
    */
   device?: Device;
+  /** A model family's router rule (sigmoid scores, selection bias, groups, weight rule); absent: plain softmax. */
+  routerRule?: RouterRule;
 }
 
 /**
@@ -48,9 +51,14 @@ export async function route(scores: Float32Array, options: RouteOptions): Promis
   if (input !== 'logits' && input !== 'probabilities') {
     throw new DynamoeError('ERR_DYNAMOE_TYPE', `input must be 'logits' or 'probabilities', got ${describe(input)}`);
   }
+  const rule = checkRouterRule(opts.routerRule, experts);
+  checkPolicyUnderRule(policy, rule, experts);
+  if (!isPlainRouter(rule) && input !== 'logits') {
+    throw new DynamoeError('ERR_DYNAMOE_POLICY', 'a router rule other than the plain softmax routes logits, not probabilities');
+  }
   const device = resolveDevice(parseDevice(opts.device ?? 'cpu', 'device'), 'layer');
   try {
-    return await native().route(scores, { tokens, experts }, policy, input, device);
+    return await native().route(scores, { tokens, experts }, policy, input, device, rule);
   } catch (error) {
     return fromNativeError(error);
   }

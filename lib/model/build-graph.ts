@@ -6,7 +6,7 @@ import { DType } from '../dtype';
 import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
 import { yarnRopeTable } from './rope-scaling';
-import { moeLayers, ModelSpec } from './spec';
+import { moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightReader } from './weight-reader';
 
 // Activation buffers (floats per token in parentheses).
@@ -44,11 +44,12 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       weight: await weights.matrix(weight, outFeatures, inFeatures),
       ...(bias ? { bias: await weights.vector(bias, outFeatures) } : {}),
     }));
-  // A scaled RoPE's table, computed once for every layer.
-  const ropeTable = spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, headDim, spec.ropeTheta) : undefined;
+  // A scaled RoPE's table over the rotated dimensions (YaRN's `dim`), computed once for every layer.
+  const rotaryDim = spec.rotaryDim ?? headDim;
+  const ropeTable = spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, rotaryDim, spec.ropeTheta) : undefined;
   const rope = (buffer: number, count: number) =>
     fixed({
-      op: 'rope', buffer, heads: count, headDim, theta: spec.ropeTheta, style: spec.ropeStyle,
+      op: 'rope', buffer, heads: count, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle,
       ...(ropeTable ? { inverseFrequencies: ropeTable.inverseFrequencies, scale: ropeTable.scale } : {}),
     });
 
@@ -86,8 +87,9 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
         down: await weights.matrix(name('mlp_down'), hidden, ffn),
       }));
     } else {
-      const { experts, ffn, shared } = layer;
+      const { experts, ffn, shared, router, zeroExperts } = layer;
       const slot = moeSlot++;
+      const slots = routedSlots(layer);
       const expertBiases = async () =>
         layer.expertBiases
           ? {
@@ -98,8 +100,24 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
           : {};
       node(async () => ({
         op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
-        router: await weights.f32Matrix(name('router'), experts, hidden),
-        ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), experts) } : {}),
+        router: await weights.f32Matrix(name('router'), slots, hidden),
+        ...(router
+          ? {
+              routerRule: {
+                scoring: router.scoring,
+                ...(router.groups
+                  ? { groups: router.groups.count, keptGroups: router.groups.keep, groupScore: router.groups.score }
+                  : {}),
+                normalize: router.normalize ?? false,
+                scale: router.scale ?? 1,
+                ...(router.selectionBias
+                  ? { selectionBias: await weights.vector(name('router_selection_bias'), slots) }
+                  : {}),
+              },
+            }
+          : {}),
+        ...(zeroExperts ? { zeroExperts } : {}),
+        ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), slots) } : {}),
         ...(await expertBiases()),
         ...(layer.activation ? { activation: layer.activation } : {}),
         gate: await weights.experts(i, 'gate', experts, ffn, hidden),
@@ -144,7 +162,7 @@ export async function buildModelGraph(
         bufferWidths: [spec.hidden, spec.hidden, qWidth, kvWidth, kvWidth, qWidth, spec.hidden],
         vocab: spec.vocab,
         kvWidths: spec.layers.map(() => kvWidth),
-        moeExperts: moeLayers(spec).map((l) => l.moe.experts),
+        moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,
       }),

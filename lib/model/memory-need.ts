@@ -6,7 +6,7 @@ import { DynamoeError } from '../errors';
 import { isQuantType, QUANT_BLOCKS, QuantType } from '../formats/quant-types';
 import { ELEMENT_BYTES, TensorStore } from '../formats/tensor-store';
 import { formatBytes } from '../format-bytes';
-import { ModelSpec } from './spec';
+import { ModelSpec, routedSlots } from './spec';
 
 const F32 = 4;
 
@@ -31,7 +31,7 @@ export function weightBytes(spec: ModelSpec, dtype: DType, experts?: QuantType):
       if (experts) quantized += (expertValues / QUANT_BLOCKS[experts].elements) * QUANT_BLOCKS[experts].bytes;
       else matrices += expertValues;
       matrices += layer.shared ? 3 * hidden * layer.shared.ffn : 0;
-      floats += layer.experts * hidden + (layer.shared?.gated ? hidden : 0);
+      floats += routedSlots(layer) * (hidden + 1) + (layer.shared?.gated ? hidden : 0);
     }
   }
   return matrices * element + floats * F32 + quantized;

@@ -13,7 +13,7 @@ import { formatBytes } from '../format-bytes';
 import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
 import { PrefillJob, PrefillResult } from './prefill-job';
 import { checkSampling } from './sampling';
-import { moeLayers, ModelSpec } from './spec';
+import { moeLayers, ModelSpec, routedSlots } from './spec';
 import { SchedulerLimits, SchedulerState, StepJob, StepScheduler } from './step-scheduler';
 
 export { Generation } from './generation';
@@ -234,7 +234,7 @@ export class Model {
   /** @internal */
   statsAccumulator(policies: RoutingPolicy[]): RoutingStatsAccumulator {
     return new RoutingStatsAccumulator(
-      this.moe.map((l, slot) => ({ layer: l.layer, experts: l.experts, policy: policies[slot] })),
+      this.moe.map((l, slot) => ({ layer: l.layer, experts: routedSlots(l), policy: policies[slot] })),
     );
   }
 

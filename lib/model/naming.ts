@@ -17,6 +17,7 @@ export type LayerTensor =
   | 'mlp_up'
   | 'mlp_down'
   | 'router'
+  | 'router_selection_bias'
   | 'shared_gate'
   | 'shared_up'
   | 'shared_down'
@@ -68,6 +69,7 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     mlp_up: `${ffn.dense}.up_proj.weight`,
     mlp_down: `${ffn.dense}.down_proj.weight`,
     router: `${ffn.router}.weight`,
+    router_selection_bias: `${ffn.router}.e_score_correction_bias`,
     shared_gate: `${ffn.shared}.gate_proj.weight`,
     shared_up: `${ffn.shared}.up_proj.weight`,
     shared_down: `${ffn.shared}.down_proj.weight`,
@@ -113,6 +115,7 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   mlp_up: 'ffn_up.weight',
   mlp_down: 'ffn_down.weight',
   router: 'ffn_gate_inp.weight',
+  router_selection_bias: 'exp_probs_b.bias',
   shared_gate: 'ffn_gate_shexp.weight',
   shared_up: 'ffn_up_shexp.weight',
   shared_down: 'ffn_down_shexp.weight',

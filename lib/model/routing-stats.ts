@@ -10,8 +10,10 @@ export interface LayerRoutingStats {
   /** The policy that ran, e.g. `top-p:0.4`. */
   policy: string;
   tokens: number;
-  /** Mean experts per token. */
+  /** Mean experts per token (routed slots, zero-computation experts included). */
   expertsPerToken: number;
+  /** Mean FFN experts per token: what the layer computed (equals expertsPerToken without zero-computation experts). */
+  ffnExpertsPerToken: number;
   /** histogram[n]: tokens that used n experts. */
   histogram: number[];
   /** Tokens routed to each expert. */
@@ -28,6 +30,8 @@ export interface RoutingStats {
   tokens: number;
   /** Mean experts per token over all MoE layers. */
   expertsPerToken: number;
+  /** Mean FFN experts per token over all MoE layers (zero-computation experts left out). */
+  ffnExpertsPerToken: number;
   /** Mean of the layers' dynamic (entropy) losses. */
   dynamicLoss: number;
   /** Mean of the layers' load-balance losses. */
@@ -40,6 +44,7 @@ interface LayerSums {
   policy: string;
   tokens: number;
   histogram: number[];
+  ffnRouted: number;
   load: Float64Array;
   probabilitySum: Float64Array;
   entropySum: Float64Array;
@@ -55,6 +60,7 @@ export class RoutingStatsAccumulator {
       policy: policyLabel(policy),
       tokens: 0,
       histogram: [],
+      ffnRouted: 0,
       load: new Float64Array(experts),
       probabilitySum: new Float64Array(experts),
       entropySum: new Float64Array(1),
@@ -77,6 +83,7 @@ export class RoutingStatsAccumulator {
         while (sums.histogram.length <= count) sums.histogram.push(0);
         sums.histogram[count]++;
       }
+      for (const count of s.ffnCounts) sums.ffnRouted += count;
       s.expertLoad.forEach((n, e) => (sums.load[e] += n));
       // A step that added into runningSums() already did its part.
       if (s.probabilitySum === sums.probabilitySum) return;
@@ -97,6 +104,7 @@ export class RoutingStatsAccumulator {
         policy: s.policy,
         tokens: s.tokens,
         expertsPerToken: routed / tokens,
+        ffnExpertsPerToken: s.ffnRouted / tokens,
         histogram: [...s.histogram],
         expertLoad: Array.from(s.load),
         entropy: s.entropySum[0] / tokens,
@@ -110,6 +118,7 @@ export class RoutingStatsAccumulator {
       policy: labels.every((l) => l === labels[0]) ? (labels[0] ?? '') : labels.join(','),
       tokens: layers.length ? layers[0].tokens : 0,
       expertsPerToken: mean((l) => l.expertsPerToken),
+      ffnExpertsPerToken: mean((l) => l.ffnExpertsPerToken),
       dynamicLoss: mean((l) => l.entropy),
       loadBalanceLoss: mean((l) => l.loadBalanceLoss),
       layers,

@@ -93,6 +93,8 @@ export interface ModelSpec {
   ropeTheta: number;
   /** Which dimensions rotate together: Hugging Face checkpoints rotate halves, llama.cpp "llama" GGUFs pairs. */
   ropeStyle: 'halves' | 'pairs';
+  /** Leading dimensions of each head that rotate (partial rotary: GLM-4.5 rotates half); default all of headDim. */
+  rotaryDim?: number;
   rmsNormEpsilon: number;
   /** RMSNorm of q and k before RoPE: over each head (Qwen3-MoE) or over the whole projection (OLMoE). */
   qkNorm: 'none' | 'per-head' | 'full';
@@ -121,4 +123,9 @@ export function moeLayers(spec: ModelSpec): { layer: number; moe: MoELayerSpec }
     if (layer.kind === 'moe') out.push({ layer: index, moe: layer });
   });
   return out;
+}
+
+/** What a MoE layer's router scores and its policies count: FFN experts and zero-computation experts. */
+export function routedSlots(moe: MoELayerSpec): number {
+  return moe.experts + (moe.zeroExperts?.count ?? 0);
 }

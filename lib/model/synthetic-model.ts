@@ -31,6 +31,8 @@ export interface SyntheticModelOptions extends SchedulerOptions {
   experts?: number;
   /** Expert intermediate size (default 512). */
   ffn?: number;
+  /** Identity zero-computation experts per layer, routed beside the FFN experts (default 0; LongCat-Flash style). */
+  zeroExperts?: number;
   /** Element type the weights are packed in (default f32), or a quantized type for the experts (as loadModel). */
   dtype?: DType | WritableQuantType;
   /** Default routing policy (default: top-k 2, renormalised, as Mixtral). */
@@ -125,7 +127,7 @@ function positiveInteger(value: number, name: string): number {
 }
 
 /** The spec of the synthetic model (Mixtral-style: every layer MoE, top-2 renormalised). */
-function syntheticSpec(o: typeof SYNTHETIC_DEFAULTS): ModelSpec {
+function syntheticSpec(o: typeof SYNTHETIC_DEFAULTS, zeroExperts: number): ModelSpec {
   return {
     architecture: 'mixtral',
     vocab: SYNTHETIC_TOKENS.vocab,
@@ -145,12 +147,13 @@ function syntheticSpec(o: typeof SYNTHETIC_DEFAULTS): ModelSpec {
       experts: o.experts,
       ffn: o.ffn,
       policy: { kind: 'top-k' as const, k: Math.min(2, o.experts), normalize: true },
+      ...(zeroExperts > 0 ? { zeroExperts: { count: zeroExperts, kind: 'identity' as const } } : {}),
     })),
   };
 }
 
 /** Every tensor of the model, by its Mixtral Hugging Face name. */
-function syntheticTensors(spec: ModelSpec, ffn: number, experts: number): Map<string, SyntheticTensor> {
+function syntheticTensors(spec: ModelSpec, ffn: number, experts: number, zeroExperts: number): Map<string, SyntheticTensor> {
   const { hidden: H, vocab, heads, kvHeads, headDim } = spec;
   const naming = mixtral.hfNaming;
   const expertName = naming.experts;
@@ -181,7 +184,7 @@ function syntheticTensors(spec: ModelSpec, ffn: number, experts: number): Map<st
     matrix(name('v'), kvHeads * headDim, H);
     matrix(name('o'), H, heads * headDim);
     const routerStd = ROUTER_STD_BOTTOM + ((ROUTER_STD_TOP - ROUTER_STD_BOTTOM) * l) / Math.max(1, layers - 1);
-    matrix(name('router'), experts, H, routerStd / Math.sqrt(H));
+    matrix(name('router'), experts + zeroExperts, H, routerStd / Math.sqrt(H));
     for (let e = 0; e < experts; e++) {
       matrix(expertName.name(l, 'gate', e), ffn, H);
       matrix(expertName.name(l, 'up', e), ffn, H);
@@ -212,8 +215,12 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   if (o.heads % o.kvHeads !== 0) {
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `heads (${o.heads}) must be a multiple of kvHeads (${o.kvHeads})`);
   }
-  const spec = syntheticSpec(o);
-  const store = new SyntheticTensorStore(o.seed, syntheticTensors(spec, o.ffn, o.experts));
+  const zeroExperts = options.zeroExperts ?? 0;
+  if (!Number.isInteger(zeroExperts) || zeroExperts < 0) {
+    throw new DynamoeError('ERR_DYNAMOE_SHAPE', `zeroExperts must be a non-negative integer, got ${String(zeroExperts)}`);
+  }
+  const spec = syntheticSpec(o, zeroExperts);
+  const store = new SyntheticTensorStore(o.seed, syntheticTensors(spec, o.ffn, o.experts, zeroExperts));
   const source = `synthetic:seed=${o.seed}`;
   try {
     return await modelFromCheckpoint({ store, spec, naming: mixtral.hfNaming, tokenizer: syntheticTokenizer() }, source, {

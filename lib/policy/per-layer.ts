@@ -2,6 +2,7 @@
 // layer, or a policy file's content, resolved to one checked policy per MoE layer.
 import { DynamoeError } from '../errors';
 import { POLICY_FILE_FORMAT, PolicyFile } from './policy-file';
+import { checkPolicyUnderRule } from './router-rule';
 import { checkPolicy, RoutingPolicy } from './routing-policy';
 import { parsePolicy } from './short-form';
 
@@ -10,6 +11,19 @@ export interface PolicyLayer {
   layer: number;
   experts: number;
   policy: RoutingPolicy;
+  /** Zero-computation experts: policies count them with the FFN experts. */
+  zeroExperts?: { count: number };
+  /** Group-limited routers: a policy may keep no more than the kept groups hold. */
+  router?: { groups?: { count: number; keep: number } };
+}
+
+// A policy checked against one layer: its routed slots and its router's kept groups.
+function checkForLayer(policy: RoutingPolicy, layer: PolicyLayer): RoutingPolicy {
+  const slots = layer.experts + (layer.zeroExperts?.count ?? 0);
+  const checked = checkPolicy(policy, slots);
+  const groups = layer.router?.groups;
+  checkPolicyUnderRule(checked, groups ? { groups: groups.count, keptGroups: groups.keep } : undefined, slots);
+  return checked;
 }
 
 /**
@@ -44,7 +58,7 @@ export function resolvePolicies(
         `the policy file is for MoE layers [${option.layers.join(', ')}], this model's are [${expected}]`,
       );
     }
-    return option.policies.map((p, i) => checkPolicy(p, layers[i].experts));
+    return option.policies.map((p, i) => checkForLayer(p, layers[i]));
   }
   if (Array.isArray(option)) {
     if (option.length !== layers.length) {
@@ -53,8 +67,8 @@ export function resolvePolicies(
         `a per-layer policy list needs one policy per MoE layer (${layers.length}), got ${option.length}`,
       );
     }
-    return option.map((p, i) => checkPolicy(one(p), layers[i].experts));
+    return option.map((p, i) => checkForLayer(one(p), layers[i]));
   }
   const policy = one(option);
-  return layers.map((l) => checkPolicy(policy, l.experts));
+  return layers.map((l) => checkForLayer(policy, l));
 }

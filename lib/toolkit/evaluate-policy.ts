@@ -88,7 +88,8 @@ export async function scoreWindows(
     nll: nll / predicted,
     predictedTokens: predicted,
     tokensPerSecond: tokens / seconds,
-    expertFlopsPerToken: result.layers.reduce((sum, l, slot) => sum + l.expertsPerToken * perExpert[slot], 0),
+    // FFN experts only: a zero-computation expert's slot costs no GEMM.
+    expertFlopsPerToken: result.layers.reduce((sum, l, slot) => sum + l.ffnExpertsPerToken * perExpert[slot], 0),
     stats: result,
   };
 }

@@ -80,9 +80,10 @@ class Backend {
   // Throws Error(ERR_DYNAMOE_DEVICE) saying why when this backend cannot run here.
   virtual void requireUsable() const = 0;
   virtual std::shared_ptr<const MoeLayer> createMoeLayer(const MoeWeights& weights) const = 0;
-  // Routes `tokens` rows of `experts` finite scores (row stride `stride`) into `out`.
+  // Routes `tokens` rows of `experts` finite scores (row stride `stride`) into `out` by `rule` (its selection bias,
+  // when set, in host memory) and `policy`.
   virtual void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-                     const RoutingPolicy& policy, const RoutingOutput& out) const = 0;
+                     const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const = 0;
   // A model whose KV pool holds `kvPoolTokens` positions of every attention layer (rounded up to whole blocks).
   virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const = 0;
 };

@@ -55,9 +55,10 @@ enum class RopeStyle {
 // Rotary position embedding of `buffer` in place, at the step's positions.
 struct RopeNode {
   int buffer = 0, heads = 0, headDim = 0;
+  int rotaryDim = 0;  // leading dimensions of each head that rotate (partial rotary, GLM-4.5); the rest pass through
   double theta = 10000.0;
   RopeStyle style = RopeStyle::Halves;
-  // A scaled RoPE (YaRN): each rotated pair's inverse frequency ([headDim / 2], replacing theta's) and a factor on
+  // A scaled RoPE (YaRN): each rotated pair's inverse frequency ([rotaryDim / 2], replacing theta's) and a factor on
   // cos and sin. Empty and 1 for the plain rotation.
   std::vector<double> inverseFrequencies;
   double scale = 1.0;

@@ -23,7 +23,8 @@ class Sequence {
 
 // Statistics one MoE layer writes for one segment of a step (all optional).
 struct MoeStepStats {
-  int32_t* counts = nullptr;      // [tokens]: experts each token used
+  int32_t* counts = nullptr;      // [tokens]: experts each token used (routed slots, zero-computation ones included)
+  int32_t* ffnCounts = nullptr;   // [tokens]: FFN experts each token used (slots of zero-computation experts left out)
   int32_t* expertLoad = nullptr;  // [experts]: tokens routed to each expert
   RouterStatsSums sums;
 };

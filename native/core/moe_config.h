@@ -7,6 +7,7 @@
 
 #include "dtype.h"
 #include "quant.h"
+#include "router_rule.h"
 
 namespace dynamoe {
 
@@ -35,6 +36,9 @@ struct SharedExpertSources {
   const float* gateWeight = nullptr;  // [hidden]; when set, the shared output is scaled by sigmoid(gateWeight . x)
 };
 
+// What a routed slot of a zero-computation expert adds (LongCat-Flash): nothing, or the input times its weight.
+enum class ZeroExpertKind { Zero, Identity };
+
 // What an expert computes between its gate/up and down projections.
 enum class ExpertActivation {
   SwiGlu,     // silu(gate) * up
@@ -44,18 +48,26 @@ enum class ExpertActivation {
 struct MoeLayerConfig {
   int hidden = 0;
   int ffn = 0;
-  int experts = 0;
+  int experts = 0;           // FFN experts (router ids 0..experts-1)
   DType dtype = DType::F32;  // of the experts in memory; the router is always f32
+  // The family's router rule; its selectionBias points at the holder's copy ([routedSlots()]) or is null.
+  RouterRule router;
+  int zeroExperts = 0;  // router ids experts..experts+zeroExperts-1 cost no GEMM
+  ZeroExpertKind zeroKind = ZeroExpertKind::Identity;
+
   ExpertActivation activation = ExpertActivation::SwiGlu;
   float activationLimit = 7.0f;    // SwiGluOai's clamp
   float activationAlpha = 1.702f;  // SwiGluOai's sigmoid slope
+
+  // What the router scores and routing policies count: FFN experts and zero-computation experts.
+  int routedSlots() const { return experts + zeroExperts; }
 };
 
 // Everything a backend needs to build a MoE layer; the pointed-to data is only read while the layer is built.
 struct MoeWeights {
   MoeLayerConfig config;
-  const float* router = nullptr;  // [experts][hidden]
-  const float* routerBias = nullptr;  // [experts], added to the router logits before routing (gpt-oss); null: none
+  const float* router = nullptr;  // [routedSlots][hidden]
+  const float* routerBias = nullptr;  // [routedSlots], added to the router logits before routing (gpt-oss); or null
   std::vector<ExpertSources> experts;
   bool hasShared = false;
   SharedExpertSources shared;

@@ -30,6 +30,14 @@ DYNAMOE_HOST_DEVICE inline float add(float a, float b) {
 #endif
 }
 
+DYNAMOE_HOST_DEVICE inline float div(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
 // 2^n for n in [-126, 127], from its bits.
 DYNAMOE_HOST_DEVICE inline float powerOfTwo(int n) {
   const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
@@ -62,12 +70,34 @@ DYNAMOE_HOST_DEVICE inline float routingExp(float x) {
   return mul(mul(y, powerOfTwo(exponent + 64)), powerOfTwo(-64));
 }
 
+// sigmoid(x) = 1 / (1 + e^-x), from routingExp of a non-positive argument only (its domain): e^x / (1 + e^x) below 0.
+DYNAMOE_HOST_DEVICE inline float routingSigmoid(float x) {
+  if (x >= 0.0f) return div(1.0f, add(1.0f, routingExp(-x)));
+  const float e = routingExp(x);
+  return div(e, add(1.0f, e));
+}
+
 // Order of the final 32-lane reduction: offsets 16, 8, 4, 2, 1 (a warp's xor butterfly leaves this value in lane 0).
 DYNAMOE_HOST_DEVICE inline double reduceLanes(double* lanes) {
   for (int offset = kLanes / 2; offset > 0; offset /= 2) {
     for (int l = 0; l < offset; ++l) lanes[l] = lanes[l] + lanes[l + offset];
   }
   return lanes[0];
+}
+
+// The fp32 softmax of one row of finite logits in expert order, as every router computes it: exponentials of logit
+// minus max, summed lane by lane (expert e into lane e % 32) in double, the lanes reduced in reduceLanes' order.
+// Sums are in double: in fp32 the small terms added after a dominant one are lost.
+DYNAMOE_HOST_DEVICE inline void softmaxRow(const float* logits, int experts, float* probs) {
+  float maxLogit = logits[0];
+  for (int e = 1; e < experts; ++e) maxLogit = logits[e] > maxLogit ? logits[e] : maxLogit;
+  double lanes[kLanes] = {};
+  for (int e = 0; e < experts; ++e) {
+    probs[e] = routingExp(add(logits[e], -maxLogit));
+    lanes[e % kLanes] += probs[e];
+  }
+  const double sum = reduceLanes(lanes);
+  for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
 }
 
 }  // namespace dynamoe::routing_math

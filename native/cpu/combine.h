@@ -1,5 +1,5 @@
-// Deterministic per-token combine: each token sums its expert rows in slot order (no atomics), then its
-// shared-expert rows.
+// Deterministic per-token combine: each token sums its expert rows in slot order (no atomics; zero-computation
+// experts in their slots), then its shared-expert rows.
 #pragma once
 
 #include <cstddef>
@@ -8,8 +8,16 @@
 
 namespace dynamoe::cpu {
 
+// Slots of zero-computation experts (ids from `experts` on): identity experts add weight * x, zero experts nothing.
+struct ZeroExpertRows {
+  int experts = 0;
+  bool identity = false;
+  const float* x = nullptr;
+  size_t xStride = 0;
+};
+
 void combineExpertRows(const ExpertPlan& plan, const RoutingOutput& routing, int tokens, int hidden,
-                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, float* out,
-                       size_t outStride);
+                       int sharedRowsPerToken, const float* rowOutput, size_t rowStride, const ZeroExpertRows& zero,
+                       float* out, size_t outStride);
 
 }  // namespace dynamoe::cpu

@@ -16,8 +16,8 @@ class CpuBackend final : public Backend {
     return std::make_shared<const CpuMoeLayer>(weights);
   }
   void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-             const RoutingPolicy& policy, const RoutingOutput& out) const override {
-    routeTokens(scores, stride, tokens, experts, input, policy, out);
+             const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
+    routeTokens(scores, stride, tokens, experts, input, policy, rule, out);
   }
   std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
     return std::make_unique<CpuModel>(*this, layout, dtype, kvPoolTokens);

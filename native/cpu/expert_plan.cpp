@@ -30,6 +30,7 @@ ExpertPlan planExpertRows(const RoutingOutput& routing, int tokens, int experts,
   for (int t = 0; t < tokens; ++t) {  // visiting tokens in order keeps each expert's rows in token order
     for (int s = 0; s < routing.counts[t]; ++s) {
       const size_t slot = static_cast<size_t>(t) * routing.kMax + s;
+      if (routing.ids[slot] >= experts) continue;  // a zero-computation expert: no GEMM row
       const int32_t row = cursor[routing.ids[slot]]++;
       a.rowToken[row] = t;
       a.rowWeight[row] = routing.weights[slot];

@@ -16,7 +16,8 @@ struct ExpertPlan {
   AlignedBuffer storage;
 };
 
-// Counting sort of the routing result by expert; `extraRowsPerToken` reserves rows (one per token each) after the
+// Counting sort of the routing result by expert (ids from `experts` on are zero-computation experts: they get no row
+// and their slotRow stays -1); `extraRowsPerToken` reserves rows (one per token each) after the
 // routed ones, for always-on shared experts (rowWeight 1 unless the caller sets it).
 ExpertPlan planExpertRows(const RoutingOutput& routing, int tokens, int experts, int extraRowsPerToken);
 

@@ -37,12 +37,16 @@ CpuMoeLayer::PackedExpert CpuMoeLayer::packExpert(const ExpertSources& sources, 
 
 CpuMoeLayer::CpuMoeLayer(const MoeWeights& weights) : config_(weights.config) {
   const MoeLayerConfig& config = weights.config;
-  router_ = packColumns({weights.router, DType::F32}, config.experts, config.hidden, DType::F32);
+  router_ = packColumns({weights.router, DType::F32}, config.routedSlots(), config.hidden, DType::F32);
+  if (config.router.selectionBias != nullptr) {
+    selectionBias_.assign(config.router.selectionBias, config.router.selectionBias + config.routedSlots());
+  }
+  config_.router.selectionBias = selectionBias_.empty() ? nullptr : selectionBias_.data();
   experts_.reserve(weights.experts.size());
   for (const ExpertSources& sources : weights.experts) {
     experts_.push_back(packExpert(sources, config.ffn, config.hidden, config.dtype));
   }
-  if (weights.routerBias != nullptr) routerBias_.assign(weights.routerBias, weights.routerBias + config.experts);
+  if (weights.routerBias != nullptr) routerBias_.assign(weights.routerBias, weights.routerBias + config.routedSlots());
   separateActivation_ = config.activation != ExpertActivation::SwiGlu;
   for (const PackedExpert& e : experts_) {
     separateActivation_ |= !e.gateBias.empty() || !e.upBias.empty();
@@ -82,7 +86,7 @@ void CpuMoeLayer::runSeparateActivation(const ExpertPlan& plan, std::vector<Gemm
 }
 
 size_t CpuMoeLayer::weightBytes() const {
-  size_t bytes = router_.bytes() + (sharedGate_.size() + routerBias_.size()) * sizeof(float);
+  size_t bytes = router_.bytes() + (sharedGate_.size() + selectionBias_.size() + routerBias_.size()) * sizeof(float);
   for (const PackedExpert& e : experts_) {
     bytes += e.gateUp.bytes() + e.down.bytes() + (e.gateBias.size() + e.upBias.size() + e.downBias.size()) * sizeof(float);
   }
@@ -98,6 +102,7 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   ScratchBuffers& buffers = call.workspace ? workspaceScratch(*call.workspace) : threadScratchBuffers();
   const int hidden = config_.hidden;
   const int experts = config_.experts;
+  const int routed = config_.routedSlots();
   checkFinite(x, tokens, hidden, xStride, "x", "feature");
 
   // 1. Router logits in fp32, then the routing policy.
@@ -117,26 +122,28 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   if (!routerBias_.empty()) {
     for (int t = 0; t < tokens; ++t) {
       float* row = logits + static_cast<size_t>(t) * logitStride;
-      for (int e = 0; e < experts; ++e) row[e] += routerBias_[e];
+      for (int e = 0; e < routed; ++e) row[e] += routerBias_[e];
     }
   }
-  checkFinite(logits, tokens, experts, logitStride, "router logits (x . router weights)", "expert");
+  checkFinite(logits, tokens, routed, logitStride, "router logits (x . router weights)", "expert");
   const MoeRowRange whole{0, tokens, call.policy, call.stats, nullptr};
   const MoeRowRange* const ranges = call.ranges ? call.ranges : &whole;
   const int rangeCount = call.ranges ? call.rangeCount : 1;
-  std::fill(routing.expertLoad, routing.expertLoad + experts, 0);
-  std::vector<int32_t> rangeLoad(experts);
+  std::fill(routing.expertLoad, routing.expertLoad + routed, 0);
+  std::vector<int32_t> rangeLoad(routed);
   for (int r = 0; r < rangeCount; ++r) {
     const MoeRowRange& range = ranges[r];
+    validateRouterRule(config_.router, *range.policy, routed);
     const size_t slots = static_cast<size_t>(range.first) * routing.kMax;
     const RoutingOutput rows{routing.kMax, routing.ids + slots, routing.weights + slots, routing.counts + range.first,
                              range.expertLoad ? range.expertLoad : rangeLoad.data()};
     const float* rangeLogits = logits + static_cast<size_t>(range.first) * logitStride;
-    routeTokens(rangeLogits, logitStride, range.rows, experts, RouterInput::Logits, *range.policy, rows);
-    for (int e = 0; e < experts; ++e) routing.expertLoad[e] += rows.expertLoad[e];
+    routeTokens(rangeLogits, logitStride, range.rows, routed, RouterInput::Logits, *range.policy, config_.router,
+                rows);
+    for (int e = 0; e < routed; ++e) routing.expertLoad[e] += rows.expertLoad[e];
     if (range.stats != nullptr) {
-      accumulateRouterStats(rangeLogits, logitStride, range.rows, experts, range.stats->probabilitySum,
-                            range.stats->entropySum);
+      accumulateRouterStats(rangeLogits, logitStride, range.rows, routed, config_.router.scoring,
+                            range.stats->probabilitySum, range.stats->entropySum);
     }
   }
 
@@ -202,7 +209,10 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   }
   runGroupedGemm(downGroups, Epilogue::Scaled, &buffers);
   if (hasDownBias_) addDownBiasRows(plan, experts, biases_, hidden, rowOutput, outputStride);
-  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, call.out, call.outStride);
+  const ZeroExpertRows zeroRows{experts, config_.zeroExperts > 0 && config_.zeroKind == ZeroExpertKind::Identity, x,
+                                xStride};
+  combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, zeroRows, call.out,
+                    call.outStride);
 
   for (int e = 0; e < experts; ++e) {
     if (call.work.gateUpRows) call.work.gateUpRows[e] = gateUpRows[e].load();

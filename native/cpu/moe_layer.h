@@ -40,7 +40,8 @@ class CpuMoeLayer final : public MoeLayer {
   std::vector<PackedExpert> experts_;
   std::unique_ptr<PackedExpert> shared_;
   std::vector<float> sharedGate_;
-  std::vector<float> routerBias_;  // [experts] or empty
+  std::vector<float> selectionBias_;  // [routedSlots] or empty; config_.router points at it
+  std::vector<float> routerBias_;  // [routedSlots] or empty
   // Gate/up sums written raw and finished by expert_activation.cpp (expert biases, or a non-SwiGLU activation).
   bool separateActivation_ = false;
   ExpertBiases biases_;  // views of experts_' bias vectors

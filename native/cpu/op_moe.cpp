@@ -16,14 +16,15 @@ class MoeOp : public GraphOp {
   // routed by its own policy, with its own statistics.
   void run(GraphStep& step) const override {
     const int experts = layer_->config().experts;
+    const int slots = layer_->config().routedSlots();
     int kMax = 1;
     for (const SegmentRows& segment : step.segments) {
-      kMax = std::max(kMax, segment.request->policies[slot_].kMax(experts));
+      kMax = std::max(kMax, segment.request->policies[slot_].kMax(slots));
     }
     std::vector<int32_t> ids(static_cast<size_t>(step.tokens) * kMax);
     std::vector<float> weights(ids.size());
     std::vector<int32_t> counts(step.tokens);
-    std::vector<int32_t> load(experts);
+    std::vector<int32_t> load(slots);
     std::vector<MoeRowRange> ranges;
     for (const SegmentRows& segment : step.segments) {
       const StepSegment& request = *segment.request;
@@ -47,6 +48,13 @@ class MoeOp : public GraphOp {
       const MoeStepStats* stats = segment.request->moeStats;
       if (stats && stats[slot_].counts) {
         std::copy_n(counts.data() + segment.firstRow, segment.rows, stats[slot_].counts);
+      }
+      if (stats && stats[slot_].ffnCounts) {
+        for (int r = 0; r < segment.rows; ++r) {
+          const int32_t* rowIds = ids.data() + static_cast<size_t>(segment.firstRow + r) * kMax;
+          stats[slot_].ffnCounts[r] = static_cast<int32_t>(std::count_if(
+              rowIds, rowIds + counts[segment.firstRow + r], [experts](int32_t id) { return id < experts; }));
+        }
       }
     }
   }

@@ -13,14 +13,16 @@ class RopeOp : public GraphOp {
   explicit RopeOp(const RopeNode& node)
       : buffer_(node.buffer), heads_(node.heads), headDim_(node.headDim), style_(node.style), scale_(node.scale),
         inverseFrequency_(node.inverseFrequencies) {
-    // A scaled RoPE brings its own table; the plain one derives it from theta.
+    // A scaled RoPE brings its own table; the plain one derives it from theta over the rotated dimensions only
+    // (a partial rotary head is a rotaryDim-wide head for RoPE).
+    const int rotaryDim = node.rotaryDim > 0 ? node.rotaryDim : node.headDim;
     if (inverseFrequency_.empty()) {
-      for (int i = 0; i < headDim_ / 2; ++i) inverseFrequency_.push_back(std::pow(node.theta, -2.0 * i / headDim_));
+      for (int i = 0; i < rotaryDim / 2; ++i) inverseFrequency_.push_back(std::pow(node.theta, -2.0 * i / rotaryDim));
     }
   }
 
   void run(GraphStep& step) const override {
-    const int half = headDim_ / 2;
+    const int half = static_cast<int>(inverseFrequency_.size());
     // Partner of dimension i in each rotated pair, and the stride between pairs.
     const int partner = style_ == RopeStyle::Halves ? half : 1;
     const int pairStride = style_ == RopeStyle::Halves ? 1 : 2;

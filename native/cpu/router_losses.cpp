@@ -33,7 +33,7 @@ std::vector<int64_t> selectExperts(const float* logits, int tokens, int experts,
     const int rows = std::min(blockTokens, tokens - first);
     const RoutingOutput output{kMax, ids.data(), weights.data(), counts + first, blockLoad.data()};
     routeTokens(logits + static_cast<size_t>(first) * experts, experts, rows, experts, RouterInput::Logits, policy,
-                output);
+                RouterRule{}, output);
     for (int e = 0; e < experts; ++e) load[e] += blockLoad[e];
   }
   return load;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../core/routing_math.h"
+#include "../core/router_select.h"
 #include "../core/routing_rules.h"
 #include "thread_pool.h"
 
@@ -15,25 +16,10 @@ namespace {
 
 constexpr int kTokensPerItem = 64;
 
-// Probabilities of one token, in fp32, in expert order, computed exactly as the CUDA router does (routing_math.h):
-// same exp, same lane-by-lane double sums. Sums are in double: in fp32 the small terms added after a dominant one
-// are lost (one logit of 18 among 100 zeros would give P = 1.0 instead of 0.9999985).
-void softmaxRow(const float* logits, int experts, float* probs) {
-  float maxLogit = logits[0];
-  for (int e = 1; e < experts; ++e) maxLogit = std::max(maxLogit, logits[e]);
-  double lanes[routing_math::kLanes] = {};
-  for (int e = 0; e < experts; ++e) {
-    probs[e] = routing_math::routingExp(logits[e] - maxLogit);
-    lanes[e % routing_math::kLanes] += probs[e];
-  }
-  const double sum = routing_math::reduceLanes(lanes);
-  for (int e = 0; e < experts; ++e) probs[e] = static_cast<float>(probs[e] / sum);
-}
-
 void routeRow(const float* scores, int experts, RouterInput input, const RoutingPolicy& policy, int kMax,
               float* probs, int* order, int32_t* ids, float* weights, int32_t* count) {
   if (input == RouterInput::Logits) {
-    softmaxRow(scores, experts, probs);
+    routing_math::softmaxRow(scores, experts, probs);
   } else {
     std::copy(scores, scores + experts, probs);
   }
@@ -62,18 +48,27 @@ void routeRow(const float* scores, int experts, RouterInput input, const Routing
 }  // namespace
 
 void routeTokens(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
-                 const RoutingPolicy& policy, const RoutingOutput& out) {
+                 const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) {
   const int kMax = out.kMax;
+  const bool plain = rule.plain();
   const size_t items = (static_cast<size_t>(tokens) + kTokensPerItem - 1) / kTokensPerItem;
   cpuThreadPool().parallelFor(items, [&](size_t item) {
     std::vector<float> probs(experts);
     std::vector<int> order(experts);
+    std::vector<float> keys(plain ? 0 : experts), shares(plain ? 0 : experts);
+    std::vector<int32_t> states(plain ? 0 : experts);
+    const router_select::Scratch scratch{probs.data(), keys.data(), shares.data(), states.data()};
     const int first = static_cast<int>(item) * kTokensPerItem;
     const int last = std::min(tokens, first + kTokensPerItem);
     for (int t = first; t < last; ++t) {
-      routeRow(scores + static_cast<size_t>(t) * stride, experts, input, policy, kMax, probs.data(), order.data(),
-               out.ids + static_cast<size_t>(t) * kMax, out.weights + static_cast<size_t>(t) * kMax,
-               out.counts + t);
+      const float* row = scores + static_cast<size_t>(t) * stride;
+      int32_t* ids = out.ids + static_cast<size_t>(t) * kMax;
+      float* weights = out.weights + static_cast<size_t>(t) * kMax;
+      if (plain) {
+        routeRow(row, experts, input, policy, kMax, probs.data(), order.data(), ids, weights, out.counts + t);
+      } else {
+        out.counts[t] = router_select::routeToken(row, experts, rule, policy, kMax, scratch, ids, weights);
+      }
     }
   });
   std::fill(out.expertLoad, out.expertLoad + experts, 0);

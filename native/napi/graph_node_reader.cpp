@@ -130,12 +130,14 @@ RopeNode readRope(NodeReader& r, const Napi::Object& node) {
   n.headDim = r.dimension("headDim");
   if (n.headDim % 2 != 0) r.fail("headDim must be even");
   n.buffer = r.buffer("buffer", n.heads * n.headDim);
+  n.rotaryDim = readInt(node, "rotaryDim", 2, n.headDim, n.headDim);
+  if (n.rotaryDim % 2 != 0) r.fail("rotaryDim must be even");
   n.theta = readNumber(node, "theta", 10000.0);
   if (!(n.theta > 1.0)) r.fail("theta must be greater than 1");
   const std::string style = r.readString("style");
   if (style != "halves" && style != "pairs") r.fail("style must be 'halves' or 'pairs'");
   n.style = style == "halves" ? RopeStyle::Halves : RopeStyle::Pairs;
-  if (!node.Get("inverseFrequencies").IsUndefined()) n.inverseFrequencies = r.doubles("inverseFrequencies", n.headDim / 2);
+  if (!node.Get("inverseFrequencies").IsUndefined()) n.inverseFrequencies = r.doubles("inverseFrequencies", n.rotaryDim / 2);
   n.scale = readNumber(node, "scale", 1.0);
   if (!(n.scale > 0)) r.fail("scale must be positive");
   return n;
@@ -187,7 +189,9 @@ MoeNode readMoe(NodeReader& r, const GraphLayout& layout, DType dtype, const Nap
   n.weights = std::move(sources.weights);
   if (n.weights.config.dtype != dtype) r.fail("dtype must be the model's dtype");
   n.slot = readInt(node, "slot", 0, static_cast<int>(layout.moeExperts.size()) - 1);
-  if (layout.moeExperts[n.slot] != n.weights.config.experts) r.fail("experts does not match the layout's MoE slot");
+  if (layout.moeExperts[n.slot] != n.weights.config.routedSlots()) {
+    r.fail("experts + zero experts do not match the layout's MoE slot");
+  }
   n.input = r.buffer("input", n.weights.config.hidden);
   n.output = r.buffer("output", n.weights.config.hidden);
   if (n.input == n.output) r.fail("input and output must be different buffers");

@@ -172,6 +172,42 @@ RoutingPolicy readPolicy(const Napi::Value& value, int experts) {
   return policy;
 }
 
+RouterRule readRouterRule(const Napi::Value& value, int slots, const std::string& what) {
+  RouterRule rule;
+  if (value.IsUndefined()) return rule;
+  Napi::Env env = value.Env();
+  Napi::Object options = requireObject(value, what);
+  Napi::Value scoring = options.Get("scoring");
+  const std::string name = scoring.IsUndefined() ? "softmax" : scoring.IsString() ? scoring.As<Napi::String>().Utf8Value() : "";
+  if (name == "softmax") {
+    rule.scoring = RouterScoring::Softmax;
+  } else if (name == "sigmoid") {
+    rule.scoring = RouterScoring::Sigmoid;
+  } else if (name == "softmax-of-kept") {
+    rule.scoring = RouterScoring::SoftmaxOfKept;
+  } else {
+    throwJs(env, code::kPolicy, what + ".scoring must be 'softmax', 'sigmoid' or 'softmax-of-kept', got " + describe(scoring));
+  }
+  rule.groups = readInt(options, "groups", 0, slots, 0);
+  rule.keptGroups = readInt(options, "keptGroups", 0, slots, rule.groups);
+  Napi::Value groupScore = options.Get("groupScore");
+  const std::string score = groupScore.IsString() ? groupScore.As<Napi::String>().Utf8Value() : "";
+  if (!groupScore.IsUndefined() && score != "max" && score != "top2-sum") {
+    throwJs(env, code::kPolicy, what + ".groupScore must be 'max' or 'top2-sum', got " + describe(groupScore));
+  }
+  rule.groupScore = score == "max" ? GroupScore::Max : GroupScore::Top2Sum;
+  rule.normalize = readBool(options, "normalize", false);
+  rule.scale = static_cast<float>(readNumber(options, "scale", 1.0));
+  if (!options.Get("selectionBias").IsUndefined()) {
+    Napi::Float32Array bias = requireFloat32Array(options.Get("selectionBias"), slots, what + ".selectionBias");
+    for (size_t e = 0; e < bias.ElementLength(); ++e) {
+      if (!std::isfinite(bias[e])) throwJs(env, code::kValue, what + ".selectionBias must be finite");
+    }
+    rule.selectionBias = bias.Data();
+  }
+  return rule;
+}
+
 RouterScores readRouterScores(const Napi::Value& scores, const Napi::Object& sizes) {
   RouterScores out;
   out.tokens = readInt(sizes, "tokens", 1, 1 << 24);

@@ -7,6 +7,7 @@
 
 #include "../core/dtype.h"
 #include "../core/moe_config.h"
+#include "../core/router_rule.h"
 #include "../core/routing_policy.h"
 
 namespace dynamoe {
@@ -33,6 +34,11 @@ QuantType requireQuantType(const Napi::Value& value, const std::string& what);
 
 // { kind: 'top-k' | 'top-p' | 'threshold', ... } checked against `experts`.
 RoutingPolicy readPolicy(const Napi::Value& value, int experts);
+
+// A family's router rule, { scoring?, groups?, keptGroups?, groupScore?, normalize?, scale?, selectionBias? }, for
+// `slots` router outputs; undefined is the plain softmax router. selectionBias points into the JS Float32Array (the
+// caller keeps it alive or copies it).
+RouterRule readRouterRule(const Napi::Value& value, int slots, const std::string& what);
 
 // Router scores of route() / routerLosses(): `sizes` gives { tokens, experts } (their product below 2^31) and
 // `scores` must be a Float32Array of tokens * experts values.

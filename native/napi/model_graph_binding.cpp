@@ -97,6 +97,7 @@ class StepWorker : public PromiseWorker {
         for (size_t slot = 0; slot < layout.moeExperts.size(); ++slot) {
           const int experts = layout.moeExperts[slot];
           Napi::Int32Array counts = Napi::Int32Array::New(env, count);
+          Napi::Int32Array ffnCounts = Napi::Int32Array::New(env, count);
           Napi::Int32Array load = Napi::Int32Array::New(env, experts);
           const bool running = !segment.runningSums.empty();
           Napi::Float64Array probabilitySum =
@@ -106,12 +107,14 @@ class StepWorker : public PromiseWorker {
                                                   : Napi::Float64Array::New(env, 1);
           Napi::Object entry = Napi::Object::New(env);
           entry.Set("counts", counts);
+          entry.Set("ffnCounts", ffnCounts);
           entry.Set("expertLoad", load);
           entry.Set("probabilitySum", probabilitySum);
           entry.Set("entropySum", entropySum);
           stats.Set(static_cast<uint32_t>(slot), entry);
           MoeStepStats& s = segment.stats[slot];
           s.counts = counts.Data();
+          s.ffnCounts = ffnCounts.Data();
           s.expertLoad = load.Data();
           s.sums = {probabilitySum.Data(), entropySum.Data()};
         }

@@ -36,7 +36,7 @@ void readMoeBiasesAndActivation(const Napi::Object& options, MoeLayerSources& so
   MoeLayerConfig& config = sources.weights.config;
   Napi::Value routerBias = options.Get("routerBias");
   if (!routerBias.IsUndefined()) {
-    sources.weights.routerBias = requireFloat32Array(routerBias, config.experts, "routerBias").Data();
+    sources.weights.routerBias = requireFloat32Array(routerBias, config.routedSlots(), "routerBias").Data();
     sources.arrays.push_back(Napi::Persistent(routerBias.As<Napi::Object>()));
   }
   readPerExpertBias(options, "gateBias", config.ffn, sources, &ExpertSources::gateBias);

@@ -40,7 +40,7 @@ class ForwardWorker : public PromiseWorker {
         x_(x.Data(), x.Data() + x.ElementLength()),  // a copy: JS may change its array while we run
         tokens_(tokens),
         policy_(policy),
-        routing_(env, tokens, layer_->config().experts, policy.kMax(layer_->config().experts)) {
+        routing_(env, tokens, layer_->config().routedSlots(), policy.kMax(layer_->config().routedSlots())) {
     const int experts = layer_->config().experts;
     Napi::Float32Array output = Napi::Float32Array::New(env, x.ElementLength());
     Napi::Int32Array gateUpRows = Napi::Int32Array::New(env, experts);
@@ -176,7 +176,9 @@ MoeLayerBinding::ForwardArguments MoeLayerBinding::readForwardArguments(const Na
     throwJs(env, code::kShape, "tokens * hidden must stay below 2^31");
   }
   Napi::Float32Array x = requireFloat32Array(info[0], static_cast<size_t>(tokens) * config.hidden, "x");
-  return {layer, x, tokens, readPolicy(options.Get("policy"), config.experts), options};
+  const RoutingPolicy policy = readPolicy(options.Get("policy"), config.routedSlots());
+  translateErrors(env, [&] { validateRouterRule(config.router, policy, config.routedSlots()); });
+  return {layer, x, tokens, policy, options};
 }
 
 Napi::Value MoeLayerBinding::forward(const Napi::CallbackInfo& info) {

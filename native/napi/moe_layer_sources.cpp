@@ -66,9 +66,24 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   }
   sources.backend = &backendForDevice(options.Get("device"));
   translateErrors(env, [&] { sources.backend->requireUsable(); });  // fail before reading weights
+  if (!options.Get("zeroExperts").IsUndefined()) {
+    Napi::Object zero = requireObject(options.Get("zeroExperts"), "zeroExperts");
+    config.zeroExperts = readInt(zero, "count", 0, 1 << 16);
+    Napi::Value kind = zero.Get("kind");
+    const std::string name = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "";
+    if (name != "zero" && name != "identity") {
+      throwJs(env, code::kType, "zeroExperts.kind must be 'zero' or 'identity', got " + describe(kind));
+    }
+    config.zeroKind = name == "zero" ? ZeroExpertKind::Zero : ZeroExpertKind::Identity;
+  }
+  config.router = readRouterRule(options.Get("routerRule"), config.routedSlots(), "routerRule");
   SourceReader read(sources);
+  if (config.router.selectionBias != nullptr) {
+    read.floats(options.Get("routerRule").As<Napi::Object>().Get("selectionBias"), config.routedSlots(),
+                "routerRule.selectionBias");
+  }
   sources.weights.router =
-      read.floats(options.Get("router"), static_cast<size_t>(config.experts) * config.hidden, "router");
+      read.floats(options.Get("router"), static_cast<size_t>(config.routedSlots()) * config.hidden, "router");
   const auto gate = read.perExpert(options, "gate", config.ffn, config.hidden);
   const auto up = read.perExpert(options, "up", config.ffn, config.hidden);
   const auto down = read.perExpert(options, "down", config.hidden, config.ffn);

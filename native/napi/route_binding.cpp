@@ -17,15 +17,21 @@ namespace {
 class RouteWorker : public PromiseWorker {
  public:
   RouteWorker(Napi::Env env, Napi::Float32Array scores, int tokens, int experts, const RoutingPolicy& policy,
-              RouterInput input, const Backend& backend)
+              const RouterRule& rule, RouterInput input, const Backend& backend)
       : PromiseWorker(env),
         scores_(scores.Data(), scores.Data() + scores.ElementLength()),  // a copy: JS may change its array meanwhile
         tokens_(tokens),
         experts_(experts),
         policy_(policy),
+        rule_(rule),
+        // A copy of the selection bias too; the rule points at it.
+        selectionBias_(rule.selectionBias ? rule.selectionBias : nullptr,
+                       rule.selectionBias ? rule.selectionBias + experts : nullptr),
         input_(input),
         backend_(backend),
-        result_(env, tokens, experts, policy.kMax(experts)) {}
+        result_(env, tokens, experts, policy.kMax(experts)) {
+    rule_.selectionBias = selectionBias_.empty() ? nullptr : selectionBias_.data();
+  }
 
  protected:
   void run() override {
@@ -40,7 +46,7 @@ class RouteWorker : public PromiseWorker {
                                       std::to_string(i / experts_) + ", expert " + std::to_string(i % experts_));
       }
     }
-    backend_.route(scores_.data(), experts_, tokens_, experts_, input_, policy_, result_.output());
+    backend_.route(scores_.data(), experts_, tokens_, experts_, input_, policy_, rule_, result_.output());
   }
   Napi::Value result(Napi::Env) override { return result_.value(); }
 
@@ -49,6 +55,8 @@ class RouteWorker : public PromiseWorker {
   int tokens_;
   int experts_;
   RoutingPolicy policy_;
+  RouterRule rule_;
+  std::vector<float> selectionBias_;
   RouterInput input_;
   const Backend& backend_;
   RoutingResultArrays result_;
@@ -65,9 +73,14 @@ Napi::Value Route(const Napi::CallbackInfo& info) {
   if (input != "logits" && input != "probabilities") {
     throwJs(env, code::kType, "input must be 'logits' or 'probabilities', got '" + input + "'");
   }
+  const RouterRule rule = readRouterRule(info[5], experts, "router");
+  if (!rule.plain() && input != "logits") {
+    throwJs(env, code::kPolicy, "a router rule other than the plain softmax routes logits, not probabilities");
+  }
+  translateErrors(env, [&] { validateRouterRule(rule, policy, experts); });
   const Backend& backend = backendForDevice(info[4].IsString() ? info[4] : env.Undefined());
   translateErrors(env, [&] { backend.requireUsable(); });
-  auto* worker = new RouteWorker(env, scores, tokens, experts, policy,
+  auto* worker = new RouteWorker(env, scores, tokens, experts, policy, rule,
                                  input == "logits" ? RouterInput::Logits : RouterInput::Probabilities,
                                  backend);
   return worker->start();

@@ -2,6 +2,7 @@
 // independent of lib/.
 import { refLayerOutput } from './layer';
 import { RefPolicy } from './policy';
+import { RefRouterRule, selectByRule } from './router-rule';
 import { refRoute } from './routing';
 
 type Values = ArrayLike<number>;
@@ -26,6 +27,8 @@ export type RefFeedForward =
       down: Float32Array[];
       shared?: RefSharedWeights;
       policy: RefPolicy;
+      /** A family's router (sigmoid, selection bias, groups, weight rule); absent: the plain softmax. */
+      routerRule?: RefRouterRule;
     };
 
 export interface RefDecoderLayer {
@@ -50,6 +53,8 @@ export interface RefModel {
   kvHeads: number;
   headDim: number;
   ropeTheta: number;
+  /** Leading dimensions of each head that rotate (default headDim). */
+  rotaryDim?: number;
   rmsNormEpsilon: number;
   qkNorm: 'none' | 'per-head' | 'full';
   embed: Float32Array;
@@ -86,12 +91,12 @@ function rmsNorm(x: Float64Array, rows: number, width: number, group: number, w:
   return out;
 }
 
-/** Hugging Face rotate_half RoPE: dimension i pairs with i + headDim/2. */
-function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number): void {
-  const half = headDim / 2;
+/** Hugging Face rotate_half RoPE over the first `rotaryDim` dimensions: i pairs with i + rotaryDim/2. */
+function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim): void {
+  const half = rotaryDim / 2;
   for (let t = 0; t < rows; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = t * theta ** ((-2 * i) / headDim);
+      const angle = t * theta ** ((-2 * i) / rotaryDim);
       const c = Math.cos(angle);
       const s = Math.sin(angle);
       for (let h = 0; h < heads; h++) {
@@ -131,6 +136,25 @@ function attention(q: Float64Array, k: Float64Array, v: Float64Array, rows: numb
   return out;
 }
 
+// The fixed-shape routing of a family's router rule (the reference's kMax: k, or every expert).
+function routeByRule(logits: Float64Array, rows: number, experts: number, rule: RefRouterRule, policy: RefPolicy) {
+  const kMax = policy.kind === 'top-k' ? policy.k : (policy.maxExperts ?? experts);
+  const ids = new Int32Array(rows * kMax).fill(-1);
+  const weights = new Float64Array(rows * kMax);
+  const counts = new Int32Array(rows);
+  for (let t = 0; t < rows; t++) {
+    // The router's logits are fp32 in the model: round them as the native router sees them.
+    const row = Float32Array.from(logits.subarray(t * experts, (t + 1) * experts));
+    const selection = selectByRule(row, rule, policy);
+    counts[t] = selection.ids.length;
+    selection.ids.forEach((e, s) => {
+      ids[t * kMax + s] = e;
+      weights[t * kMax + s] = selection.weights[s];
+    });
+  }
+  return { kMax, ids, weights, counts };
+}
+
 function concat(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
@@ -149,7 +173,7 @@ function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hidden: n
     return { out: linear(act, rows, f.ffn, f.down, hidden) };
   }
   const logits = linear(x, rows, hidden, f.router, f.experts);
-  const routing = refRoute(logits, rows, f.experts, f.policy);
+  const routing = f.routerRule ? routeByRule(logits, rows, f.experts, f.routerRule, f.policy) : refRoute(logits, rows, f.experts, f.policy);
   const weights = {
     hidden, ffn: f.ffn, experts: f.experts, router: f.router,
     gate: concat(f.gate), up: concat(f.up), down: concat(f.down), shared: f.shared,
@@ -177,8 +201,8 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
       q = rmsNorm(q, T, qW, m.qkNorm === 'per-head' ? headDim : qW, layer.qNorm!, eps);
       k = rmsNorm(k, T, kvW, m.qkNorm === 'per-head' ? headDim : kvW, layer.kNorm!, eps);
     }
-    rope(q, T, heads, headDim, m.ropeTheta);
-    rope(k, T, kvHeads, headDim, m.ropeTheta);
+    rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim);
+    rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim);
     const attn = linear(attention(q, k, v, T, m), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, H, layer.mlpNorm, eps), T, H);

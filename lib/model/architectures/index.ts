@@ -4,6 +4,7 @@ import { ConfigReader } from '../config-reader';
 import { DynamoeError } from '../../errors';
 import { deepseekMoe } from './deepseek-moe';
 import { dynamicMoe } from './dynamic-moe';
+import { glm4Moe } from './glm4-moe';
 import { gptOss } from './gpt-oss';
 import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
@@ -11,7 +12,16 @@ import { qwen2Moe } from './qwen2-moe';
 import { qwen3Moe } from './qwen3-moe';
 
 // The Dynamic MoE check comes first: its configs carry another architecture's model_type.
-export const architectures: readonly Architecture[] = [dynamicMoe, mixtral, qwen2Moe, qwen3Moe, olmoe, deepseekMoe, gptOss];
+export const architectures: readonly Architecture[] = [
+  dynamicMoe,
+  mixtral,
+  qwen2Moe,
+  qwen3Moe,
+  olmoe,
+  deepseekMoe,
+  glm4Moe,
+  gptOss,
+];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
 export function architectureForHfConfig(config: ConfigReader): Architecture {
@@ -21,6 +31,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
-      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, gpt_oss, and Dynamic MoE configs with top_p_threshold)`,
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, glm4_moe, gpt_oss, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
