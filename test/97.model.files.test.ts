@@ -84,7 +84,7 @@ describe('bad checkpoints fail with a coded error naming the file and what is wr
     ['config.json not JSON', async () => write('bad-json', (d) => fs.writeFileSync(path.join(d, 'config.json'), '{oops')), 'ERR_DYNAMOE_FORMAT', 'config.json'],
     ['unsupported architecture', async () => write('bert', (d) => editConfig(d, (c) => (c.model_type = 'bert'))), 'ERR_DYNAMOE_UNSUPPORTED', 'bert'],
     ['missing config key', async () => write('no-experts', (d) => editConfig(d, (c) => delete c.num_local_experts)), 'ERR_DYNAMOE_FORMAT', 'num_local_experts'],
-    ['rope scaling', async () => write('rope-scaling', (d) => editConfig(d, (c) => (c.rope_scaling = { type: 'yarn', factor: 4 }))), 'ERR_DYNAMOE_UNSUPPORTED', 'rope_scaling'],
+    ['rope scaling', async () => write('rope-scaling', (d) => editConfig(d, (c) => (c.rope_scaling = { type: 'linear', factor: 4 }))), 'ERR_DYNAMOE_UNSUPPORTED', 'rope_scaling'],
     ['shape not matching the config', async () => write('wrong-ffn', (d) => editConfig(d, (c) => (c.intermediate_size = 64))), 'ERR_DYNAMOE_FORMAT', "block_sparse_moe.experts.0.w1.weight' has shape [48, 64]"],
     ['more layers than tensors', async () => write('missing-layer', (d) => editConfig(d, (c) => (c.num_hidden_layers = 3))), 'ERR_DYNAMOE_FORMAT', 'model.layers.2.'],
     ['truncated safetensors', async () => write('truncated', (d) => {

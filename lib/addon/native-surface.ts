@@ -84,6 +84,16 @@ export interface NativeMoeLayerOptions {
   /** One [hidden][ffn] array per expert. */
   down: NativeWeights[];
   shared?: NativeSharedExpert;
+  /** [experts] added to the router logits before routing (CPU only). */
+  routerBias?: Float32Array;
+  /** One [ffn] gate bias per expert (CPU only). */
+  gateBias?: Float32Array[];
+  /** One [ffn] up bias per expert (CPU only). */
+  upBias?: Float32Array[];
+  /** One [hidden] down bias per expert (CPU only). */
+  downBias?: Float32Array[];
+  /** The experts' activation; default SwiGLU (CPU only for 'swiglu-oai'). */
+  activation?: { kind: 'swiglu' } | { kind: 'swiglu-oai'; limit?: number; alpha?: number };
 }
 
 export interface NativeForwardResult {
@@ -235,6 +245,10 @@ export interface RopeNode {
   /** Default 10000. */
   theta?: number;
   style: 'halves' | 'pairs';
+  /** A scaled RoPE's inverse frequency of each rotated pair ([headDim / 2], replacing theta's). */
+  inverseFrequencies?: Float64Array;
+  /** Factor on cos and sin (YaRN's attention factor); default 1. */
+  scale?: number;
 }
 
 /** Causal attention over the sequence's KV cache slot `slot` (grouped-query when kvHeads < heads). */
@@ -248,6 +262,10 @@ export interface AttentionNode {
   kvHeads: number;
   headDim: number;
   slot: number;
+  /** Sliding window: position i sees i - window < j <= i; absent or 0 for every earlier position. */
+  window?: number;
+  /** [heads] learned sink logits that join each softmax denominator (gpt-oss). */
+  sinks?: Float32Array;
 }
 
 /**

@@ -1,7 +1,9 @@
 // What one supported architecture provides: how to recognise its config, read its spec, and name its tensors.
+import { TensorStore } from '../formats/tensor-store';
 import { RoutingPolicy } from '../policy/routing-policy';
 import { ConfigReader } from './config-reader';
 import { CheckpointNaming } from './naming';
+import { hfRopeScaling } from './rope-scaling';
 import { FeedForwardSpec, ModelSpec } from './spec';
 
 export interface Architecture {
@@ -11,6 +13,8 @@ export interface Architecture {
   matchesHf(config: ConfigReader): boolean;
   fromHfConfig(config: ConfigReader): ModelSpec;
   hfNaming: CheckpointNaming;
+  /** Presents the checkpoint's tensors as the naming expects them, when the family stores them otherwise. */
+  hfStore?(store: TensorStore, spec: ModelSpec): TensorStore;
 }
 
 /** Attention and embedding fields every Llama-family config.json has; `layers` come from the architecture. */
@@ -20,10 +24,11 @@ export function llamaFamilySpec(
   layer: (index: number) => FeedForwardSpec,
   choices: Partial<Pick<ModelSpec, 'qkNorm' | 'attentionBias'>> = {},
 ): ModelSpec {
-  c.refuse('rope_scaling', 'RoPE scaling is not supported yet');
   const hidden = c.int('hidden_size');
   const heads = c.int('num_attention_heads');
   const layerCount = c.layerCount('num_hidden_layers');
+  const maxContext = c.int('max_position_embeddings', 4096);
+  const ropeScaling = hfRopeScaling(c, maxContext);
   return {
     architecture,
     vocab: c.int('vocab_size'),
@@ -37,8 +42,9 @@ export function llamaFamilySpec(
     qkNorm: choices.qkNorm ?? 'none',
     attentionBias: choices.attentionBias ?? c.bool('attention_bias', false),
     tiedEmbeddings: c.bool('tie_word_embeddings', false),
-    maxContext: c.int('max_position_embeddings', 4096),
+    maxContext,
     layers: Array.from({ length: layerCount }, (_, index) => layer(index)),
+    ...(ropeScaling ? { ropeScaling } : {}),
   };
 }
 

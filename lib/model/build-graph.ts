@@ -3,8 +3,9 @@
 import { native } from '../addon/native';
 import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
-import { callNative, fromNativeError } from '../errors';
+import { callNative, DynamoeError, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
+import { yarnRopeTable } from './rope-scaling';
 import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightArray, WeightReader } from './weight-reader';
 
@@ -59,8 +60,16 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     node(async () => ({
       op: 'linear', input, output, inFeatures, outFeatures,
       weight: await weights.matrix(weight, outFeatures, inFeatures),
-      ...(bias && spec.attentionBias ? { bias: await weights.vector(bias, outFeatures) } : {}),
+      ...(bias ? { bias: await weights.vector(bias, outFeatures) } : {}),
     }));
+  // A scaled RoPE's table over the rotated dimensions (YaRN's `dim`), computed once for every layer.
+  const rotaryDim = spec.rotaryDim ?? headDim;
+  const ropeTable = spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, rotaryDim, spec.ropeTheta) : undefined;
+  const rope = (buffer: number, count: number) =>
+    fixed({
+      op: 'rope', buffer, heads: count, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle,
+      ...(ropeTable ? { inverseFrequencies: ropeTable.inverseFrequencies, scale: ropeTable.scale } : {}),
+    });
 
   // Two linear nodes from one matrix split by rows (see WeightReader.splitRows), the matrix read once.
   const splitLinear = (input: number, outputs: [number, number], inFeatures: number, rows: number, weight: string, period: number, cut: number) => {
@@ -77,20 +86,29 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
   // One layer's grouped-query attention, from the normed input H to its output projection in OUT.
   const standardAttention = (i: number) => {
     const name = (t: LayerTensor) => names.layer(i, t);
-    linear(H, Q, hidden, qWidth, name('q'), name('q_bias'));
-    linear(H, K, hidden, kvWidth, name('k'), name('k_bias'));
-    linear(H, V, hidden, kvWidth, name('v'), name('v_bias'));
+    const qkvBias = (t: LayerTensor) => (spec.attentionBias ? name(t) : undefined);
+    linear(H, Q, hidden, qWidth, name('q'), qkvBias('q_bias'));
+    linear(H, K, hidden, kvWidth, name('k'), qkvBias('k_bias'));
+    linear(H, V, hidden, kvWidth, name('v'), qkvBias('v_bias'));
     if (spec.qkNorm !== 'none') {
       const perHead = spec.qkNorm === 'per-head';
       norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
     }
-    const rotaryDim = spec.rotaryDim ?? headDim;
-    fixed({ op: 'rope', buffer: Q, heads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'rope', buffer: K, heads: kvHeads, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i });
-    linear(ATTN, OUT, qWidth, hidden, name('o'));
+    rope(Q, heads);
+    rope(K, kvHeads);
+    const window = spec.attentionWindows?.[i] ?? 0;
+    node(async () => ({
+      op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,
+      ...(window > 0 ? { window } : {}),
+      ...(spec.attentionSinks ? { sinks: await weights.vector(name('sinks'), heads) } : {}),
+    }));
+    linear(ATTN, OUT, qWidth, hidden, name('o'), spec.outputBias ? name('o_bias') : undefined);
   };
+  // DeepSeek's YaRN also scales the MLA softmax by mscale^2: not read yet, so refused rather than run wrongly.
+  if (spec.mla && spec.ropeScaling) {
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'RoPE scaling (YaRN) of MLA attention (DeepSeek-V2/V3) is not supported yet');
+  }
   // One layer's multi-head latent attention, from the normed input H to its output projection in OUT.
   const mlaAttention = (i: number, mla: MlaSpec) => {
     const name = (t: LayerTensor) => names.layer(i, t);
@@ -138,6 +156,14 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       const { experts, ffn, shared, router, zeroExperts } = layer;
       const slot = moeSlot++;
       const slots = routedSlots(layer);
+      const expertBiases = async () =>
+        layer.expertBiases
+          ? {
+              gateBias: await weights.expertBiases(i, 'gate', experts, ffn),
+              upBias: await weights.expertBiases(i, 'up', experts, ffn),
+              downBias: await weights.expertBiases(i, 'down', experts, hidden),
+            }
+          : {};
       node(async () => ({
         op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
         router: await weights.f32Matrix(name('router'), slots, hidden),
@@ -157,6 +183,9 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
             }
           : {}),
         ...(zeroExperts ? { zeroExperts } : {}),
+        ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), slots) } : {}),
+        ...(await expertBiases()),
+        ...(layer.activation ? { activation: layer.activation } : {}),
         gate: await weights.experts(i, 'gate', experts, ffn, hidden),
         up: await weights.experts(i, 'up', experts, ffn, hidden),
         down: await weights.experts(i, 'down', experts, hidden, ffn),

@@ -3,7 +3,9 @@ import { DynamoeError } from '../errors';
 import { TensorInfo } from '../formats/tensor-store';
 import { topK } from './architecture';
 import { ConfigReader } from './config-reader';
-import { ggufNaming } from './naming';
+import { addGgufGptOss } from './gguf-gpt-oss';
+import { ggufNaming, ggufNamingFor } from './naming';
+import { ggufRopeScaling } from './rope-scaling';
 import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
 
 interface GgufArchitecture {
@@ -22,6 +24,7 @@ const known: Record<string, GgufArchitecture> = {
   olmoe: { architecture: 'olmoe', ropeStyle: 'halves', qkNorm: 'full', normalizeByDefault: false },
   // DeepSeek-V2 and V3 (MLA); llama.cpp rotates adjacent pairs of their rope part, as HF does after de-interleaving.
   deepseek2: { architecture: 'deepseek-v2', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },
+  'gpt-oss': { architecture: 'gpt-oss', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -85,8 +88,6 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     );
   }
   const key = (name: string) => `${arch}.${name}`;
-  const scaling = meta.string(key('rope.scaling.type'), 'none');
-  if (scaling !== 'none') meta.refuse(key('rope.scaling.type'), `RoPE scaling '${scaling}' is not supported yet`);
   const shape = (name: string, rank: number): number[] => {
     const tensor = tensors.get(name);
     if (!tensor) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: tensor '${name}' is missing`);
@@ -107,6 +108,10 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
   const layerCount = meta.layerCount(key('block_count'));
 
+  const naming = ggufNamingFor(info.architecture);
+  const maxContext = meta.int(key('context_length'), 4096);
+  // gpt-oss is defined by its Hugging Face model, whose YaRN ramp is not rounded.
+  const ropeScaling = ggufRopeScaling(meta, key, maxContext, info.architecture !== 'gpt-oss');
   const layer = (index: number): FeedForwardSpec => {
     if (!tensors.has(ggufNaming.layer(index, 'router'))) {
       return { kind: 'dense', ffn: shape(ggufNaming.layer(index, 'mlp_gate'), 2)[0] };
@@ -125,7 +130,7 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   };
 
   const sigmoid = mla && meta.int(key('expert_gating_func'), GATING_SOFTMAX) === GATING_SIGMOID;
-  return {
+  const spec: ModelSpec = {
     // llama.cpp has one architecture for both; V3 is the one that gates by sigmoid.
     architecture: sigmoid ? 'deepseek-v3' : info.architecture,
     vocab: shape(ggufNaming.embed, 2)[0],
@@ -138,10 +143,13 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ropeStyle: info.ropeStyle,
     rmsNormEpsilon: meta.number(key('attention.layer_norm_rms_epsilon'), 1e-6),
     qkNorm: info.qkNorm,
-    attentionBias: tensors.has(ggufNaming.layer(0, 'q_bias')),
+    attentionBias: tensors.has(naming.layer(0, 'q_bias')),
     tiedEmbeddings: !tensors.has(ggufNaming.lmHead),
-    maxContext: meta.int(key('context_length'), 4096),
+    maxContext,
     layers: Array.from({ length: layerCount }, (_, index) => layer(index)),
     ...(mla ? { mla } : {}),
+    ...(ropeScaling ? { ropeScaling } : {}),
   };
+  if (info.architecture === 'gpt-oss') addGgufGptOss(spec, meta, key, tensors);
+  return spec;
 }

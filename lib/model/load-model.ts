@@ -19,7 +19,7 @@ import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
 import { quantizedWeightBytes, requireMemory, weightBytes } from './memory-need';
 import { SchedulerOptions, schedulerLimits } from './scheduler-limits';
-import { CheckpointNaming, ggufNaming } from './naming';
+import { CheckpointNaming, ggufNamingFor } from './naming';
 import { ModelSpec } from './spec';
 import { WeightReader } from './weight-reader';
 
@@ -68,8 +68,14 @@ async function openHfDirectory(dir: string): Promise<Checkpoint> {
   const architecture = architectureForHfConfig(config);
   const spec = architecture.fromHfConfig(config);
   const tokenizer = await loadTokenizerFromDirectory(dir);
-  const store = await openSafetensors(dir);
-  return { store, spec, naming: architecture.hfNaming, tokenizer };
+  const files = await openSafetensors(dir);
+  try {
+    const store = architecture.hfStore ? architecture.hfStore(files, spec) : files;
+    return { store, spec, naming: architecture.hfNaming, tokenizer };
+  } catch (error) {
+    await files.close();
+    throw error;
+  }
 }
 
 async function openGgufFile(file: string): Promise<Checkpoint> {
@@ -77,7 +83,7 @@ async function openGgufFile(file: string): Promise<Checkpoint> {
   try {
     const spec = ggufModelSpec(new ConfigReader(gguf.metadata, file), gguf.tensors);
     const tokenizer = tokenizerFromGgufMetadata(gguf.metadata, file);
-    return { store: gguf, spec, naming: ggufNaming, tokenizer };
+    return { store: gguf, spec, naming: ggufNamingFor(spec.architecture), tokenizer };
   } catch (error) {
     await gguf.close();
     throw error;

@@ -30,7 +30,10 @@ export type LayerTensor =
   | 'kv_a_norm'
   | 'kv_b'
   | 'k_b'
-  | 'v_b';
+  | 'v_b'
+  | 'o_bias'
+  | 'sinks'
+  | 'router_bias';
 
 export type ExpertMatrix = 'gate' | 'up' | 'down';
 
@@ -43,6 +46,8 @@ export interface CheckpointNaming {
   experts:
     | { stacked: false; name(layer: number, matrix: ExpertMatrix, expert: number): string }
     | { stacked: true; name(layer: number, matrix: ExpertMatrix): string };
+  /** One [experts][rows] tensor per layer of the experts' biases, where the format has them (gpt-oss). */
+  expertBias?(layer: number, matrix: ExpertMatrix): string;
 }
 
 /** Module paths (under `model.layers.{i}.`) of an architecture's feed-forward weights. */
@@ -84,6 +89,9 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     kv_a: 'self_attn.kv_a_proj_with_mqa.weight',
     kv_a_norm: 'self_attn.kv_a_layernorm.weight',
     kv_b: 'self_attn.kv_b_proj.weight',
+    o_bias: 'self_attn.o_proj.bias',
+    sinks: 'self_attn.sinks',
+    router_bias: `${ffn.router}.bias`,
   };
   return {
     embed: 'model.embed_tokens.weight',
@@ -136,6 +144,9 @@ const ggufLayerNames: Record<LayerTensor, string> = {
   kv_b: 'attn_kv_b.weight',
   k_b: 'attn_k_b.weight',
   v_b: 'attn_v_b.weight',
+  o_bias: 'attn_output.bias',
+  sinks: 'attn_sinks.weight',
+  router_bias: 'ffn_gate_inp.bias',
 };
 
 /** Names llama.cpp's converter writes, the same for every architecture. */
@@ -145,4 +156,15 @@ export const ggufNaming: CheckpointNaming = {
   lmHead: 'output.weight',
   layer: (index, tensor) => `blk.${index}.${ggufLayerNames[tensor]}`,
   experts: { stacked: true, name: (layer, matrix) => `blk.${layer}.ffn_${matrix}_exps.weight` },
+  expertBias: (layer, matrix) => `blk.${layer}.ffn_${matrix}_exps.bias`,
 };
+
+/** GGUF names of an architecture: llama.cpp's, with gpt-oss's pre-MLP norm under its own name. */
+export function ggufNamingFor(architecture: string): CheckpointNaming {
+  if (architecture !== 'gpt-oss') return ggufNaming;
+  return {
+    ...ggufNaming,
+    layer: (index, tensor) =>
+      tensor === 'mlp_norm' ? `blk.${index}.post_attention_norm.weight` : ggufNaming.layer(index, tensor),
+  };
+}

@@ -48,6 +48,35 @@ export interface MoELayerSpec {
   router?: RouterSpec;
   /** Routed experts that do no FFN compute; the router scores experts + zeroExperts.count slots. */
   zeroExperts?: ZeroExpertsSpec;
+  /** The router has a bias [experts] added to its logits (gpt-oss); tensor `router_bias`. */
+  routerBias?: boolean;
+  /** Every expert's gate, up and down projections have biases (gpt-oss). */
+  expertBiases?: boolean;
+  /** What the experts compute between gate/up and down; absent means SwiGLU, silu(gate) * up. */
+  activation?: ExpertActivationSpec;
+}
+
+/** gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, +-limit), (u + 1) * g * sigmoid(alpha * g). */
+export interface ExpertActivationSpec {
+  kind: 'swiglu-oai';
+  limit: number;
+  alpha: number;
+}
+
+/**
+ * YaRN RoPE scaling (Hugging Face `rope_scaling` with rope_type 'yarn'): frequencies blended between interpolation
+ * (divided by `factor`) and extrapolation over the dims that `betaFast` and `betaSlow` rotations bound, cos and sin
+ * scaled by `attentionFactor`.
+ */
+export interface RopeScalingSpec {
+  kind: 'yarn';
+  factor: number;
+  betaFast: number;
+  betaSlow: number;
+  originalContext: number;
+  /** Whether the ramp's bounds are rounded to whole dims (HF's default; gpt-oss says false). */
+  truncate: boolean;
+  attentionFactor: number;
 }
 
 export type FeedForwardSpec = DenseLayerSpec | MoELayerSpec;
@@ -93,6 +122,14 @@ export interface ModelSpec {
   layers: FeedForwardSpec[];
   /** Every layer's attention is MLA (heads x [nope | rope] queries over a latent cache) instead of q/k/v. */
   mla?: MlaSpec;
+  /** Scaled RoPE; absent means the plain rotation. */
+  ropeScaling?: RopeScalingSpec;
+  /** Per decoder layer, the sliding window of its attention (0: full attention); absent means full everywhere. */
+  attentionWindows?: number[];
+  /** Every attention layer has a learned sink logit per head (gpt-oss); tensor `sinks`. */
+  attentionSinks?: boolean;
+  /** The attention output projection has a bias (gpt-oss); tensor `o_bias`. */
+  outputBias?: boolean;
 }
 
 /** The MoE layers' specs, in layer order (their index is the layer's MoE slot). */

@@ -154,6 +154,16 @@ export class WeightReader {
     return quantized;
   }
 
+  /** Every expert's bias of `length` values (f32), from the layer's stacked [experts][length] bias tensor. */
+  async expertBiases(layer: number, matrix: ExpertMatrix, experts: number, length: number): Promise<Float32Array[]> {
+    const name = this.naming.expertBias?.(layer, matrix);
+    if (name === undefined) {
+      throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${this.source}: this checkpoint format names no expert biases`);
+    }
+    const values = widen(await this.read(name, [experts, length]));
+    return Array.from({ length: experts }, (_, e) => values.subarray(e * length, (e + 1) * length));
+  }
+
   private async expertsAsStored(
     layer: number,
     matrix: ExpertMatrix,

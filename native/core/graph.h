@@ -61,6 +61,10 @@ struct RopeNode {
   int rotaryDim = 0;  // leading dimensions of each head that rotate (partial rotary, GLM-4.5); the rest pass through
   double theta = 10000.0;
   RopeStyle style = RopeStyle::Halves;
+  // A scaled RoPE (YaRN): each rotated pair's inverse frequency ([rotaryDim / 2], replacing theta's) and a factor on
+  // cos and sin. Empty and 1 for the plain rotation.
+  std::vector<double> inverseFrequencies;
+  double scale = 1.0;
 };
 
 // Causal grouped-query attention over the step's rows and the cached positions before them; appends k and v to
@@ -69,6 +73,10 @@ struct AttentionNode {
   int query = 0, key = 0, value = 0, output = 0;
   int heads = 0, kvHeads = 0, headDim = 0;
   int slot = 0;
+  // Sliding window: a query at position i sees keys at i - window < j <= i (0: every earlier position).
+  int window = 0;
+  // Attention sinks ([heads] or empty): a learned logit per head that joins each row's softmax denominator only.
+  std::vector<float> sinks;
 };
 
 // Multi-head latent attention (DeepSeek-V2 MLA), causal, in its absorbed form: the cache slot holds one latent row

@@ -24,6 +24,10 @@ struct ExpertSources {
   MatrixSource gate;  // [ffn][hidden]
   MatrixSource up;    // [ffn][hidden]
   MatrixSource down;  // [hidden][ffn]
+  // Optional biases of each projection (gpt-oss): [ffn], [ffn], [hidden]; null means none.
+  const float* gateBias = nullptr;
+  const float* upBias = nullptr;
+  const float* downBias = nullptr;
 };
 
 struct SharedExpertSources {
@@ -35,6 +39,12 @@ struct SharedExpertSources {
 // What a routed slot of a zero-computation expert adds (LongCat-Flash): nothing, or the input times its weight.
 enum class ZeroExpertKind { Zero, Identity };
 
+// What an expert computes between its gate/up and down projections.
+enum class ExpertActivation {
+  SwiGlu,     // silu(gate) * up
+  SwiGluOai,  // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), (u + 1) * g * sigmoid(alpha * g)
+};
+
 struct MoeLayerConfig {
   int hidden = 0;
   int ffn = 0;
@@ -45,6 +55,10 @@ struct MoeLayerConfig {
   int zeroExperts = 0;  // router ids experts..experts+zeroExperts-1 cost no GEMM
   ZeroExpertKind zeroKind = ZeroExpertKind::Identity;
 
+  ExpertActivation activation = ExpertActivation::SwiGlu;
+  float activationLimit = 7.0f;    // SwiGluOai's clamp
+  float activationAlpha = 1.702f;  // SwiGluOai's sigmoid slope
+
   // What the router scores and routing policies count: FFN experts and zero-computation experts.
   int routedSlots() const { return experts + zeroExperts; }
 };
@@ -53,10 +67,20 @@ struct MoeLayerConfig {
 struct MoeWeights {
   MoeLayerConfig config;
   const float* router = nullptr;  // [routedSlots][hidden]
+  const float* routerBias = nullptr;  // [routedSlots], added to the router logits before routing (gpt-oss); or null
   std::vector<ExpertSources> experts;
   bool hasShared = false;
   SharedExpertSources shared;
 };
+
+// Whether a layer has a router bias, expert biases or an activation other than SwiGLU (backends without them refuse).
+inline bool hasBiasesOrActivation(const MoeWeights& weights) {
+  if (weights.routerBias != nullptr || weights.config.activation != ExpertActivation::SwiGlu) return true;
+  for (const ExpertSources& e : weights.experts) {
+    if (e.gateBias != nullptr || e.upBias != nullptr || e.downBias != nullptr) return true;
+  }
+  return false;
+}
 
 // Router statistics summed over a forward's tokens (filled when requested).
 struct RouterStatsSums {

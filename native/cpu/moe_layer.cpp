@@ -7,6 +7,7 @@
 
 #include "../core/check_finite.h"
 #include "combine.h"
+#include "expert_activation.h"
 #include "expert_plan.h"
 #include "grouped_gemm.h"
 #include "router_stats.h"
@@ -28,6 +29,9 @@ CpuMoeLayer::PackedExpert CpuMoeLayer::packExpert(const ExpertSources& sources, 
   packed.ffn = ffn;
   packed.gateUp = packGateUp(sources.gate, sources.up, ffn, hidden, dtype);
   packed.down = packColumns(sources.down, hidden, ffn, dtype);
+  if (sources.gateBias != nullptr) packed.gateBias.assign(sources.gateBias, sources.gateBias + ffn);
+  if (sources.upBias != nullptr) packed.upBias.assign(sources.upBias, sources.upBias + ffn);
+  if (sources.downBias != nullptr) packed.downBias.assign(sources.downBias, sources.downBias + hidden);
   return packed;
 }
 
@@ -42,6 +46,16 @@ CpuMoeLayer::CpuMoeLayer(const MoeWeights& weights) : config_(weights.config) {
   for (const ExpertSources& sources : weights.experts) {
     experts_.push_back(packExpert(sources, config.ffn, config.hidden, config.dtype));
   }
+  if (weights.routerBias != nullptr) routerBias_.assign(weights.routerBias, weights.routerBias + config.routedSlots());
+  separateActivation_ = config.activation != ExpertActivation::SwiGlu;
+  for (const PackedExpert& e : experts_) {
+    separateActivation_ |= !e.gateBias.empty() || !e.upBias.empty();
+    hasDownBias_ |= !e.downBias.empty();
+    const auto data = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    biases_.gate.push_back(data(e.gateBias));
+    biases_.up.push_back(data(e.upBias));
+    biases_.down.push_back(data(e.downBias));
+  }
   if (weights.hasShared) {
     const SharedExpertSources& shared = weights.shared;
     shared_ = std::make_unique<PackedExpert>(packExpert(shared.weights, shared.ffn, config.hidden, config.dtype));
@@ -53,9 +67,29 @@ CpuMoeLayer::CpuMoeLayer(const MoeWeights& weights) : config_(weights.config) {
   outputStride_ = paddedColumns(experts_[0].down, Epilogue::Scaled);
 }
 
+void CpuMoeLayer::runSeparateActivation(const ExpertPlan& plan, std::vector<GemmGroup> groups, float* intermediate,
+                                        ScratchBuffers& buffers) const {
+  // Raw gate/up sums: a whole panel (16 gate + 16 up columns) per 16 intermediate columns.
+  const size_t rawStride = intermediateStride_ * 2;
+  AlignedBuffer oversizeRaw;
+  float* const raw = static_cast<float*>(buffers.get(
+      ScratchSlot::GateUpRaw, static_cast<size_t>(plan.rows) * rawStride * sizeof(float), oversizeRaw));
+  // Each group's first plan row, from where its output points in the intermediate rows.
+  for (GemmGroup& group : groups) {
+    const size_t firstRow = static_cast<size_t>(group.output - intermediate) / intermediateStride_;
+    group.output = raw + firstRow * rawStride;
+    group.outputStride = rawStride;
+  }
+  runGroupedGemm(groups, Epilogue::Scaled, &buffers);
+  activateGateUpRows(plan, config_.experts, biases_, config_, shared_ ? shared_->ffn : 0, raw, rawStride,
+                     intermediate, intermediateStride_);
+}
+
 size_t CpuMoeLayer::weightBytes() const {
-  size_t bytes = router_.bytes() + (sharedGate_.size() + selectionBias_.size()) * sizeof(float);
-  for (const PackedExpert& e : experts_) bytes += e.gateUp.bytes() + e.down.bytes();
+  size_t bytes = router_.bytes() + (sharedGate_.size() + selectionBias_.size() + routerBias_.size()) * sizeof(float);
+  for (const PackedExpert& e : experts_) {
+    bytes += e.gateUp.bytes() + e.down.bytes() + (e.gateBias.size() + e.upBias.size() + e.downBias.size()) * sizeof(float);
+  }
   if (shared_) bytes += shared_->gateUp.bytes() + shared_->down.bytes();
   return bytes;
 }
@@ -85,6 +119,12 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   routerGemm.output = logits;
   routerGemm.outputStride = logitStride;
   runGroupedGemm({routerGemm}, Epilogue::Scaled, &buffers);
+  if (!routerBias_.empty()) {
+    for (int t = 0; t < tokens; ++t) {
+      float* row = logits + static_cast<size_t>(t) * logitStride;
+      for (int e = 0; e < routed; ++e) row[e] += routerBias_[e];
+    }
+  }
   checkFinite(logits, tokens, routed, logitStride, "router logits (x . router weights)", "expert");
   const MoeRowRange whole{0, tokens, call.policy, call.stats, nullptr};
   const MoeRowRange* const ranges = call.ranges ? call.ranges : &whole;
@@ -162,8 +202,13 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   }
   if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts);
 
-  runGroupedGemm(gateUpGroups, Epilogue::SwiGlu, &buffers);
+  if (separateActivation_) {
+    runSeparateActivation(plan, gateUpGroups, intermediate, buffers);
+  } else {
+    runGroupedGemm(gateUpGroups, Epilogue::SwiGlu, &buffers);
+  }
   runGroupedGemm(downGroups, Epilogue::Scaled, &buffers);
+  if (hasDownBias_) addDownBiasRows(plan, experts, biases_, hidden, rowOutput, outputStride);
   const ZeroExpertRows zeroRows{experts, config_.zeroExperts > 0 && config_.zeroKind == ZeroExpertKind::Identity, x,
                                 xStride};
   combineExpertRows(plan, routing, tokens, hidden, sharedRows, rowOutput, outputStride, zeroRows, call.out,

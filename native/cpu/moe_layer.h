@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "../core/backend.h"
+#include "expert_activation.h"
+#include "grouped_gemm.h"
 #include "packed_matrix.h"
 
 namespace dynamoe::cpu {
@@ -26,8 +28,12 @@ class CpuMoeLayer final : public MoeLayer {
     int ffn = 0;
     PackedMatrix gateUp;
     PackedMatrix down;
+    std::vector<float> gateBias, upBias, downBias;  // empty when the expert has none
   };
   static PackedExpert packExpert(const ExpertSources& sources, int ffn, int hidden, DType dtype);
+  // Gate/up GEMM of `groups` (writing `intermediate`'s rows) with raw sums, then the activation pass over them.
+  void runSeparateActivation(const ExpertPlan& plan, std::vector<GemmGroup> groups, float* intermediate,
+                             ScratchBuffers& buffers) const;
 
   MoeLayerConfig config_;
   PackedMatrix router_;  // f32 whatever the expert dtype: router math runs in fp32
@@ -35,6 +41,11 @@ class CpuMoeLayer final : public MoeLayer {
   std::unique_ptr<PackedExpert> shared_;
   std::vector<float> sharedGate_;
   std::vector<float> selectionBias_;  // [routedSlots] or empty; config_.router points at it
+  std::vector<float> routerBias_;  // [routedSlots] or empty
+  // Gate/up sums written raw and finished by expert_activation.cpp (expert biases, or a non-SwiGLU activation).
+  bool separateActivation_ = false;
+  ExpertBiases biases_;  // views of experts_' bias vectors
+  bool hasDownBias_ = false;
   size_t intermediateStride_ = 0;  // floats per row of the SwiGLU output scratch
   size_t outputStride_ = 0;        // floats per row of the expert output scratch
 };

@@ -73,6 +73,9 @@ class AttentionOp : public GraphOp {
       job.headOffset = static_cast<size_t>(kvHead) * s_.headDim;
       job.kvStride = kvWidth;
       job.visible = step.rowPositions[t] + 1;  // causal: positions 0 .. its own
+      // A sliding window keeps the last `window` of them.
+      job.first = s_.window > 0 ? std::max(0, job.visible - s_.window) : 0;
+      job.sinks = s_.sinks.empty() ? nullptr : s_.sinks.data() + h;
       job.headDim = s_.headDim;
       job.scale = scale;
       thread_local std::vector<float> scores;
@@ -97,16 +100,16 @@ void attendScalar(const AttendJob& job) {
     const float* query = job.query + static_cast<size_t>(g) * job.headDim;
     float* out = job.out + static_cast<size_t>(g) * job.headDim;
     float* scores = job.scores + static_cast<size_t>(g) * attendScratchFloats(job.visible);
-    float maxScore = -INFINITY;
-    for (int p = 0; p < job.visible; ++p) {
+    float maxScore = job.sinks ? job.sinks[g] : -INFINITY;
+    for (int p = job.first; p < job.visible; ++p) {
       scores[p] = dot(query, key(p), job.headDim) * job.scale;
       maxScore = std::max(maxScore, scores[p]);
     }
-    double sum = 0.0;
-    for (int p = 0; p < job.visible; ++p) sum += scores[p] = std::exp(scores[p] - maxScore);
+    double sum = job.sinks ? std::exp(static_cast<double>(job.sinks[g] - maxScore)) : 0.0;
+    for (int p = job.first; p < job.visible; ++p) sum += scores[p] = std::exp(scores[p] - maxScore);
     const float inverse = static_cast<float>(1.0 / sum);
     std::fill(out, out + job.headDim, 0.0f);
-    for (int p = 0; p < job.visible; ++p) {
+    for (int p = job.first; p < job.visible; ++p) {
       const float* v = value(p);
       const float w = scores[p] * inverse;
       for (int d = 0; d < job.headDim; ++d) out[d] += w * v[d];

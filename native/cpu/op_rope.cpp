@@ -1,4 +1,5 @@
 #include <cmath>
+#include <vector>
 
 #include "thread_pool.h"
 #include "graph_ops.h"
@@ -9,10 +10,15 @@ namespace {
 
 class RopeOp : public GraphOp {
  public:
-  RopeOp(int buffer, int heads, int headDim, int rotaryDim, double theta, RopeStyle style)
-      : buffer_(buffer), heads_(heads), headDim_(headDim), style_(style) {
-    // Frequencies over the rotated dimensions only: a partial rotary head is a rotaryDim-wide head for RoPE.
-    for (int i = 0; i < rotaryDim / 2; ++i) inverseFrequency_.push_back(std::pow(theta, -2.0 * i / rotaryDim));
+  explicit RopeOp(const RopeNode& node)
+      : buffer_(node.buffer), heads_(node.heads), headDim_(node.headDim), style_(node.style), scale_(node.scale),
+        inverseFrequency_(node.inverseFrequencies) {
+    // A scaled RoPE brings its own table; the plain one derives it from theta over the rotated dimensions only
+    // (a partial rotary head is a rotaryDim-wide head for RoPE).
+    const int rotaryDim = node.rotaryDim > 0 ? node.rotaryDim : node.headDim;
+    if (inverseFrequency_.empty()) {
+      for (int i = 0; i < rotaryDim / 2; ++i) inverseFrequency_.push_back(std::pow(node.theta, -2.0 * i / rotaryDim));
+    }
   }
 
   void run(GraphStep& step) const override {
@@ -27,8 +33,8 @@ class RopeOp : public GraphOp {
       for (int i = 0; i < half; ++i) {
         // Angles in double: positions of long contexts keep their precision.
         const double angle = position * inverseFrequency_[i];
-        const float c = static_cast<float>(std::cos(angle));
-        const float s = static_cast<float>(std::sin(angle));
+        const float c = static_cast<float>(std::cos(angle) * scale_);
+        const float s = static_cast<float>(std::sin(angle) * scale_);
         for (int h = 0; h < heads_; ++h) {
           float* head = row + h * headDim_;
           float& a = head[i * pairStride];
@@ -44,14 +50,14 @@ class RopeOp : public GraphOp {
  private:
   int buffer_, heads_, headDim_;
   RopeStyle style_;
+  double scale_;  // YaRN's attention factor on cos and sin (1 for the plain rotation)
   std::vector<double> inverseFrequency_;
 };
 
 }  // namespace
 
 std::unique_ptr<GraphOp> makeOp(const RopeNode& node, OpContext&) {
-  return std::make_unique<RopeOp>(node.buffer, node.heads, node.headDim, node.rotaryDim > 0 ? node.rotaryDim : node.headDim,
-                                  node.theta, node.style);
+  return std::make_unique<RopeOp>(node);
 }
 
 }  // namespace dynamoe::cpu

@@ -24,6 +24,8 @@ struct SimdAttend {
   static float* scoresOf(const AttendJob& job, int g) {
     return job.scores + static_cast<size_t>(g) * attendScratchFloats(job.visible);
   }
+  // The start of the block holding the first visible position (a sliding window skips the blocks before it).
+  static int firstBlockStart(const AttendJob& job) { return job.first / job.blockTokens * job.blockTokens; }
 
   // scores of head g at p = query g . key p, for heads first .. first + Q - 1 and every visible position: P
   // positions at a time, each key register loaded serving Q heads.
@@ -33,10 +35,10 @@ struct SimdAttend {
     static_assert(16 % P == 0, "key runs of P positions stay inside a block (a multiple of 16 positions)");
     const int n = job.headDim;
     const size_t stride = job.kvStride;
-    for (int start = 0; start < job.visible; start += job.blockTokens) {
+    for (int start = firstBlockStart(job); start < job.visible; start += job.blockTokens) {
       const int end = std::min(job.visible, start + job.blockTokens);
       const float* const block = attendKeys(job, start / job.blockTokens);
-      int p = start;
+      int p = std::max(start, job.first);
       for (; p + P <= end; p += P) {
         const float* k = block + static_cast<size_t>(p - start) * stride;
         Reg acc[Q * P];
@@ -71,22 +73,27 @@ struct SimdAttend {
     }
   }
 
-  // Head g's scores = softmax(scale * scores).
+  // Head g's scores = softmax(scale * scores) over the visible positions (and the head's sink, when it has one).
   static void softmax(const AttendJob& job, int g) {
     float* const scores = scoresOf(job, g);
     float maxDot = -INFINITY;
-    for (int p = 0; p < job.visible; ++p) maxDot = std::max(maxDot, scores[p]);
+    for (int p = job.first; p < job.visible; ++p) maxDot = std::max(maxDot, scores[p]);
+    const int aligned = job.first / L * L;  // whole registers from here on
     const int padded = (job.visible + L - 1) / L * L;  // within attendScratchFloats
+    for (int p = aligned; p < job.first; ++p) scores[p] = 0.0f;
     for (int p = job.visible; p < padded; ++p) scores[p] = 0.0f;
     const Reg scale = V::set1(job.scale);
-    const Reg maxScore = V::set1(maxDot * job.scale);  // the largest scaled score: scale > 0
-    for (int p = 0; p < padded; p += L) {
+    // The largest scaled score (scale > 0), or the sink when it is larger: the sink's logit is not scaled.
+    const float maxScaled = job.sinks ? std::max(maxDot * job.scale, job.sinks[g]) : maxDot * job.scale;
+    const Reg maxScore = V::set1(maxScaled);
+    for (int p = aligned; p < padded; p += L) {
       V::store(scores + p, expPs<V>(V::sub(V::mul(V::load(scores + p), scale), maxScore)));
     }
-    double sum = 0.0;  // in double: hundreds of thousands of positions add up without losing the small ones
-    for (int p = 0; p < job.visible; ++p) sum += scores[p];
+    // In double: hundreds of thousands of positions add up without losing the small ones.
+    double sum = job.sinks ? std::exp(static_cast<double>(job.sinks[g] - maxScaled)) : 0.0;
+    for (int p = job.first; p < job.visible; ++p) sum += scores[p];
     const Reg inverse = V::set1(static_cast<float>(1.0 / sum));
-    for (int p = 0; p < padded; p += L) V::store(scores + p, V::mul(V::load(scores + p), inverse));
+    for (int p = aligned; p < padded; p += L) V::store(scores + p, V::mul(V::load(scores + p), inverse));
   }
 
   // out of heads first .. first + Q - 1, columns [d, d + N*L) = sum over positions of the head's score at p times
@@ -99,10 +106,10 @@ struct SimdAttend {
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) acc[g][j] = V::zero();
     }
-    for (int start = 0; start < job.visible; start += job.blockTokens) {
+    for (int start = firstBlockStart(job); start < job.visible; start += job.blockTokens) {
       const int end = std::min(job.visible, start + job.blockTokens);
       const float* const block = attendValues(job, start / job.blockTokens) + d;
-      for (int p = start; p < end; ++p) {
+      for (int p = std::max(start, job.first); p < end; ++p) {
         const float* v = block + static_cast<size_t>(p - start) * job.kvStride;
         Reg value[N];
 #pragma GCC unroll 16

@@ -18,7 +18,7 @@
 namespace dynamoe::cpu {
 
 // One per buffer a single call needs at the same time.
-enum class ScratchSlot { Activations, RouterLogits, Intermediate, RowOutput, StagedRows, Count };
+enum class ScratchSlot { Activations, RouterLogits, Intermediate, RowOutput, StagedRows, GateUpRaw, Count };
 
 constexpr size_t kRetainedScratchBytes = size_t{4} << 20;
 

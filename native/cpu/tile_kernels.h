@@ -73,10 +73,13 @@ struct AttendJob {
   int blockTokens;
   size_t headOffset;
   size_t kvStride;
-  int visible;  // positions 0 .. visible - 1
+  int visible;  // positions first .. visible - 1
   int headDim;
   float scale;
   float* scores;  // scratch: queries x attendScratchFloats(visible) floats, head g's at g * attendScratchFloats
+  int first = 0;  // the first visible position (a sliding window's start)
+  // Attention sinks: head g's logit sinks[g] joins its softmax denominator (and no value); null for none.
+  const float* sinks = nullptr;
 };
 using AttendFn = void (*)(const AttendJob& job);
 // The first key (value) of block b of a job's head: blockTokens positions kvStride apart follow it.

@@ -1,6 +1,7 @@
 #include "graph_node_reader.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "js_args.h"
@@ -48,6 +49,24 @@ class NodeReader {
   std::vector<float> floats(const char* key, size_t length) const {
     Napi::Float32Array array = requireFloat32Array(node_.Get(key), length, op_ + "." + key);
     return std::vector<float>(array.Data(), array.Data() + length);
+  }
+
+  // A Float64Array of `length` finite values.
+  std::vector<double> doubles(const char* key, size_t length) const {
+    Napi::Value value = node_.Get(key);
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throwJs(env(), code::kType, op_ + "." + key + " must be a Float64Array, got " + describe(value));
+    }
+    Napi::Float64Array array = value.As<Napi::Float64Array>();
+    if (array.ElementLength() != length) {
+      fail(std::string(key) + " must have " + std::to_string(length) + " values, got " +
+           std::to_string(array.ElementLength()));
+    }
+    std::vector<double> out(array.Data(), array.Data() + length);
+    for (double v : out) {
+      if (!std::isfinite(v)) throwJs(env(), code::kValue, op_ + "." + key + " must be finite");
+    }
+    return out;
   }
 
   [[noreturn]] void fail(const std::string& message) const { throwJs(env(), code::kShape, op_ + " node: " + message); }
@@ -118,6 +137,9 @@ RopeNode readRope(NodeReader& r, const Napi::Object& node) {
   const std::string style = r.readString("style");
   if (style != "halves" && style != "pairs") r.fail("style must be 'halves' or 'pairs'");
   n.style = style == "halves" ? RopeStyle::Halves : RopeStyle::Pairs;
+  if (!node.Get("inverseFrequencies").IsUndefined()) n.inverseFrequencies = r.doubles("inverseFrequencies", n.rotaryDim / 2);
+  n.scale = readNumber(node, "scale", 1.0);
+  if (!(n.scale > 0)) r.fail("scale must be positive");
   return n;
 }
 
@@ -137,6 +159,8 @@ AttentionNode readAttention(NodeReader& r, const GraphLayout& layout, const Napi
   if (!layout.kvValueWidths.empty() && layout.kvValueWidths[s.slot] != s.kvHeads * s.headDim) {
     r.fail("cache slot value width does not match kvHeads * headDim");
   }
+  s.window = readInt(node, "window", 0, std::numeric_limits<int>::max(), 0);
+  if (!node.Get("sinks").IsUndefined()) s.sinks = r.floats("sinks", s.heads);
   return s;
 }
 

@@ -88,6 +88,7 @@ MoeLayerSources readMoeLayerSources(const Napi::Value& value) {
   const auto up = read.perExpert(options, "up", config.ffn, config.hidden);
   const auto down = read.perExpert(options, "down", config.hidden, config.ffn);
   for (int e = 0; e < config.experts; ++e) sources.weights.experts.push_back({gate[e], up[e], down[e]});
+  readMoeBiasesAndActivation(options, sources);
 
   MoeWeights& weights = sources.weights;
   weights.hasShared = !options.Get("shared").IsUndefined();

@@ -21,4 +21,7 @@ struct MoeLayerSources {
 // weights, when the device cannot run here).
 MoeLayerSources readMoeLayerSources(const Napi::Value& options);
 
+// Reads the optional routerBias, gateBias/upBias/downBias and activation into `sources` (moe_bias_sources.cpp).
+void readMoeBiasesAndActivation(const Napi::Object& options, MoeLayerSources& sources);
+
 }  // namespace dynamoe

@@ -6,6 +6,7 @@ import { deepseekMoe } from './deepseek-moe';
 import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dynamicMoe } from './dynamic-moe';
 import { glm4Moe } from './glm4-moe';
+import { gptOss } from './gpt-oss';
 import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
 import { qwen2Moe } from './qwen2-moe';
@@ -22,6 +23,7 @@ export const architectures: readonly Architecture[] = [
   glm4Moe,
   deepseekV2,
   deepseekV3,
+  gptOss,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -32,7 +34,7 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
-      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, and Dynamic ` +
-      `MoE configs with top_p_threshold)`,
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, and ` +
+      `Dynamic MoE configs with top_p_threshold)`,
   );
 }

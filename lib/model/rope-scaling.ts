@@ -1,0 +1,105 @@
+// Scaled RoPE: reading Hugging Face's `rope_scaling` (YaRN only; other kinds are refused) and the per-dimension
+// frequency table and cos/sin factor the native rope op takes for it.
+import { DynamoeError } from '../errors';
+import { ConfigReader } from './config-reader';
+import { RopeScalingSpec } from './spec';
+
+// YaRN's default attention factor for a context `scale` times longer (HF get_mscale).
+function mscale(scale: number, m = 1): number {
+  return scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1;
+}
+
+/** The RoPE scaling of a config.json: undefined when it has none, YaRN's parameters, else ERR_DYNAMOE_UNSUPPORTED. */
+export function hfRopeScaling(c: ConfigReader, maxContext: number): RopeScalingSpec | undefined {
+  if (!c.has('rope_scaling')) return undefined;
+  const raw = c.raw('rope_scaling');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: 'rope_scaling' must be an object`);
+  }
+  const scaling = ConfigReader.fromJson(raw as Record<string, unknown>, `${c.source} rope_scaling`);
+  const kind = scaling.string('rope_type', scaling.string('type', 'default'));
+  if (kind === 'default') return undefined;
+  if (kind !== 'yarn') {
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${c.source}: 'rope_scaling' of type '${kind}' is not supported (only 'yarn')`);
+  }
+  const factor = scaling.number('factor');
+  if (!(factor > 0)) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: rope_scaling 'factor' must be positive`);
+  // DeepSeek-V3's mscale / mscale_all_dim ratio, else 0.1 ln(factor) + 1, unless the config gives the factor.
+  const m = scaling.number('mscale', 0);
+  const mAll = scaling.number('mscale_all_dim', 0);
+  const defaultAttention = m && mAll ? mscale(factor, m) / mscale(factor, mAll) : mscale(factor);
+  return {
+    kind: 'yarn',
+    factor,
+    // HF reads these with `or`: a 0 falls back to the default too.
+    betaFast: scaling.number('beta_fast', 32) || 32,
+    betaSlow: scaling.number('beta_slow', 1) || 1,
+    originalContext: scaling.int('original_max_position_embeddings', maxContext),
+    truncate: scaling.bool('truncate', true),
+    attentionFactor: scaling.number('attention_factor', defaultAttention),
+  };
+}
+
+/**
+ * YaRN's inverse frequency of each rotated pair i < headDim / 2 and its cos/sin factor (HF _compute_yarn_parameters):
+ * pairs that turn more than betaFast times over the original context keep theta^(-2i/d), pairs that turn fewer
+ * than betaSlow times are divided by the factor, and a linear ramp blends the ones between.
+ */
+export function yarnRopeTable(
+  scaling: RopeScalingSpec,
+  headDim: number,
+  theta: number,
+): { inverseFrequencies: Float64Array; scale: number } {
+  const dim = headDim;
+  // The dimension at which a pair turns `rotations` times over the original context.
+  const correctionDim = (rotations: number) =>
+    (dim * Math.log(scaling.originalContext / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+  let low = correctionDim(scaling.betaFast);
+  let high = correctionDim(scaling.betaSlow);
+  if (scaling.truncate) {
+    low = Math.floor(low);
+    high = Math.ceil(high);
+  }
+  low = Math.max(low, 0);
+  high = Math.min(high, dim - 1);
+  if (low === high) high += 0.001; // HF's guard against a zero-width ramp
+  const half = dim / 2;
+  const inverseFrequencies = new Float64Array(half);
+  for (let i = 0; i < half; i++) {
+    const extrapolation = theta ** ((-2 * i) / dim);
+    const interpolation = extrapolation / scaling.factor;
+    const ramp = Math.min(1, Math.max(0, (i - low) / (high - low)));
+    const extrapolationWeight = 1 - ramp;
+    inverseFrequencies[i] = interpolation * (1 - extrapolationWeight) + extrapolation * extrapolationWeight;
+  }
+  return { inverseFrequencies, scale: scaling.attentionFactor };
+}
+
+/**
+ * The RoPE scaling of GGUF metadata (llama.cpp's `<arch>.rope.scaling.*` keys): undefined for none, YaRN's
+ * parameters, else ERR_DYNAMOE_UNSUPPORTED. llama.cpp always rounds the ramp's bounds; `truncate` false keeps the
+ * Hugging Face model's exact ramp for families that define it so (gpt-oss).
+ */
+export function ggufRopeScaling(
+  meta: ConfigReader,
+  key: (name: string) => string,
+  maxContext: number,
+  truncate: boolean,
+): RopeScalingSpec | undefined {
+  const kind = meta.string(key('rope.scaling.type'), 'none');
+  if (kind === 'none') return undefined;
+  if (kind !== 'yarn') meta.refuse(key('rope.scaling.type'), `RoPE scaling '${kind}' is not supported (only 'yarn')`);
+  const factor = meta.number(key('rope.scaling.factor'));
+  if (!(factor > 0)) {
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('rope.scaling.factor')}' must be positive`);
+  }
+  return {
+    kind: 'yarn',
+    factor,
+    betaFast: meta.number(key('rope.scaling.yarn_beta_fast'), 32),
+    betaSlow: meta.number(key('rope.scaling.yarn_beta_slow'), 1),
+    originalContext: meta.int(key('rope.scaling.original_context_length'), maxContext),
+    truncate,
+    attentionFactor: mscale(factor),
+  };
+}
