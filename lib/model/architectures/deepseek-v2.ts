@@ -65,8 +65,9 @@ function routing(c: ConfigReader, v3: boolean): { policy: RoutingPolicy; router?
 }
 
 function deepseekSpec(c: ConfigReader, architecture: string, v3: boolean): ModelSpec {
-  // llamaFamilySpec refuses rope_scaling: YaRN (which DeepSeek-V2/V3 checkpoints use for long contexts) is not read
-  // yet. With it, MLA's softmax scale becomes mscale^2 / sqrt(qk_head_dim) (build-graph.ts, the mla_attention node).
+  // YaRN (which DeepSeek-V2/V3 checkpoints use for long contexts) is not read for MLA yet: with it, MLA's softmax
+  // scale becomes mscale^2 / sqrt(qk_head_dim) (build-graph.ts, the mla_attention node).
+  c.refuse('rope_scaling', 'RoPE scaling (YaRN) of MLA attention is not supported yet');
   const mla = mlaSpec(c);
   if (c.bool('attention_bias', false)) unsupported(c, 'attention_bias', 'MLA projections with biases are not supported');
   const experts = c.int('n_routed_experts');
