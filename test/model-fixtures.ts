@@ -23,6 +23,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'qwen2-moe': 'qwen2moe',
   'qwen3-moe': 'qwen3moe',
   olmoe: 'olmoe',
+  'glm4-moe': 'glm4moe',
 };
 
 export interface TinyModel extends RefModel {
@@ -270,6 +271,25 @@ function stack(parts: Float32Array[]): Float32Array {
   return out;
 }
 
+// llama.cpp's GLM-4.5 MoE keys: the sigmoid router's groups, scale and renormalisation, the shared experts, the
+// leading dense blocks, the rotary part of each head, and one (unused) multi-token-prediction block count of 0.
+function glmMetadata(m: TinyModel, moe: Extract<RefFeedForward, { kind: 'moe' }>): Array<[string, GgufTypedValue]> {
+  const u32 = (value: number): GgufTypedValue => ({ type: 'u32', value });
+  const rule = moe.routerRule!;
+  return [
+    ['glm4moe.expert_feed_forward_length', u32(moe.ffn)],
+    ['glm4moe.expert_shared_count', u32(moe.shared!.ffn / moe.ffn)],
+    ['glm4moe.leading_dense_block_count', u32(m.layers.findIndex((l) => l.ffn.kind === 'moe'))],
+    ['glm4moe.expert_gating_func', u32(2)],
+    ['glm4moe.expert_group_count', u32(rule.groups ?? 1)],
+    ['glm4moe.expert_group_used_count', u32(rule.keptGroups ?? 1)],
+    ['glm4moe.expert_weights_scale', { type: 'f32', value: rule.scale ?? 1 }],
+    ['glm4moe.expert_weights_norm', { type: 'bool', value: rule.normalize ?? false }],
+    ['glm4moe.rope.dimension_count', u32(m.rotaryDim ?? m.headDim)],
+    ['glm4moe.nextn_predict_layers', u32(0)],
+  ];
+}
+
 /** Writes the model as a GGUF file the way llama.cpp's converter would (names, stacked experts, metadata). */
 export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: FileDtype = 'f32'): Promise<void> {
   const arch = GGUF_ARCHITECTURES[m.arch];
@@ -297,7 +317,8 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.expert_count`, u32(moe.experts)],
     [`${arch}.expert_used_count`, u32(policy.k)],
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
-    ...(moe.shared ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
+    ...(moe.shared && arch !== 'glm4moe' ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
+    ...(arch === 'glm4moe' ? glmMetadata(m, moe) : []),
     ...tinyTokenizerGgufMetadata(m.tokenizer),
   ];
   const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];
@@ -307,7 +328,9 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     const q = pairs ? permuteForPairs(l.q, m.heads, m.headDim, H) : l.q;
     const k = pairs ? permuteForPairs(l.k, m.kvHeads, m.headDim, H) : l.k;
     t.push(
-      tensor(at('attn_norm.weight'), [H], l.attnNorm, dtype), tensor(at('ffn_norm.weight'), [H], l.mlpNorm, dtype),
+      tensor(at('attn_norm.weight'), [H], l.attnNorm, dtype),
+      // llama.cpp names GLM-4.5's MLP input norm after HF's post_attention_layernorm.
+      tensor(at(arch === 'glm4moe' ? 'post_attention_norm.weight' : 'ffn_norm.weight'), [H], l.mlpNorm, dtype),
       tensor(at('attn_q.weight'), [qW, H], q, dtype), tensor(at('attn_k.weight'), [kvW, H], k, dtype),
       tensor(at('attn_v.weight'), [kvW, H], l.v, dtype), tensor(at('attn_output.weight'), [H, qW], l.o, dtype),
     );
@@ -325,6 +348,8 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
       tensor(at('ffn_up_exps.weight'), [f.experts, f.ffn, H], stack(f.up), dtype),
       tensor(at('ffn_down_exps.weight'), [f.experts, H, f.ffn], stack(f.down), dtype),
     );
+    const bias = f.routerRule?.selectionBias;
+    if (bias) t.push(tensor(at('exp_probs_b.bias'), [f.experts], Float32Array.from(bias), 'f32'));
     if (f.shared) {
       const s = f.shared;
       t.push(tensor(at('ffn_gate_shexp.weight'), [s.ffn, H], s.gate, dtype), tensor(at('ffn_up_shexp.weight'), [s.ffn, H], s.up, dtype), tensor(at('ffn_down_shexp.weight'), [H, s.ffn], s.down, dtype));

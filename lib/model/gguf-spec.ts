@@ -25,6 +25,8 @@ const known: Record<string, GgufArchitecture> = {
   // DeepSeek-V2 and V3 (MLA); llama.cpp rotates adjacent pairs of their rope part, as HF does after de-interleaving.
   deepseek2: { architecture: 'deepseek-v2', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },
   'gpt-oss': { architecture: 'gpt-oss', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
+  // GLM-4.5 MoE: q/k norm only when the file has the tensors (use_qk_norm); llama.cpp rotates halves (NEOX).
+  glm4moe: { architecture: 'glm4-moe', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -58,10 +60,17 @@ function ggufMla(meta: ConfigReader, arch: string, tensors: ReadonlyMap<string, 
 }
 
 /** The router of a deepseek2 MoE layer, from the gating function and group metadata (llama.cpp's keys). */
-function ggufDeepseekRouting(meta: ConfigReader, arch: string, k: number, normalize: boolean): Pick<MoELayerSpec, 'policy' | 'router'> {
+function ggufDeepseekRouting(
+  meta: ConfigReader,
+  arch: string,
+  k: number,
+  normalize: boolean,
+  sigmoidByDefault = false,
+): Pick<MoELayerSpec, 'policy' | 'router'> {
   const key = (name: string) => `${arch}.${name}`;
   const scale = meta.number(key('expert_weights_scale'), 1);
-  const gating = meta.int(key('expert_gating_func'), GATING_SOFTMAX);
+  // llama.cpp gates GLM-4.5 MoE by sigmoid when the file does not say.
+  const gating = meta.int(key('expert_gating_func'), sigmoidByDefault ? GATING_SIGMOID : GATING_SOFTMAX);
   const count = meta.int(key('expert_group_count'), 1);
   const keep = meta.int(key('expert_group_used_count'), count);
   if (gating === GATING_SIGMOID) {
@@ -103,10 +112,16 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const mla = arch === 'deepseek2' ? ggufMla(meta, arch, tensors) : undefined;
   const headDim = mla ? mla.nopeDim + mla.ropeDim : meta.int(key('attention.key_length'), Math.floor(hidden / heads));
   const ropeDims = mla ? headDim : meta.int(key('rope.dimension_count'), headDim);
-  if (ropeDims !== headDim) meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are not supported');
+  const glm = arch === 'glm4moe';
+  // GLM-4.5 rotates part of each head; other architectures rotate all of it.
+  if (ropeDims !== headDim && !(glm && ropeDims >= 2 && ropeDims < headDim && ropeDims % 2 === 0)) {
+    meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe only');
+  }
   const used = meta.int(key('expert_used_count'), 0, true);
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
-  const layerCount = meta.layerCount(key('block_count'));
+  // GLM-4.5's last nextn_predict_layers blocks are multi-token-prediction heads llama.cpp does not run either.
+  const layerCount = meta.layerCount(key('block_count')) - (glm ? meta.int(key('nextn_predict_layers'), 0, true) : 0);
+  if (layerCount < 1) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: no decoder layers besides the nextn ones`);
 
   const naming = ggufNamingFor(info.architecture);
   const maxContext = meta.int(key('context_length'), 4096);
@@ -120,7 +135,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     if (used < 1 || used > experts) {
       throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('expert_used_count')}' must be in [1, ${experts}]`);
     }
-    const routing = mla ? ggufDeepseekRouting(meta, arch, used, normalize) : { policy: topK(used, normalize) };
+    const routing =
+      mla || glm ? ggufDeepseekRouting(meta, arch, used, normalize, glm) : { policy: topK(used, normalize) };
     const moe: MoELayerSpec = { kind: 'moe', experts, ffn, ...routing };
     const sharedGate = ggufNaming.layer(index, 'shared_gate');
     if (tensors.has(sharedGate)) {
@@ -142,7 +158,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ropeTheta: meta.number(key('rope.freq_base'), 10000),
     ropeStyle: info.ropeStyle,
     rmsNormEpsilon: meta.number(key('attention.layer_norm_rms_epsilon'), 1e-6),
-    qkNorm: info.qkNorm,
+    qkNorm: glm && tensors.has(naming.layer(0, 'q_norm')) ? 'per-head' : info.qkNorm,
+    ...(glm && ropeDims !== headDim ? { rotaryDim: ropeDims } : {}),
     attentionBias: tensors.has(naming.layer(0, 'q_bias')),
     tiedEmbeddings: !tensors.has(ggufNaming.lmHead),
     maxContext,

@@ -161,7 +161,8 @@ export const ggufNaming: CheckpointNaming = {
 
 /** GGUF names of an architecture: llama.cpp's, with gpt-oss's pre-MLP norm under its own name. */
 export function ggufNamingFor(architecture: string): CheckpointNaming {
-  if (architecture !== 'gpt-oss') return ggufNaming;
+  // gpt-oss and GLM-4.5 MoE name the MLP's input norm after HF's post_attention_layernorm.
+  if (architecture !== 'gpt-oss' && architecture !== 'glm4-moe') return ggufNaming;
   return {
     ...ggufNaming,
     layer: (index, tensor) =>
