@@ -167,6 +167,35 @@ describe.each([
   });
 });
 
+// DeepSeek's YaRN: the RoPE parts rotate by the blended frequency table, cos/sin times mscale / mscale_all_dim's
+// ratio, and the softmax scale times mscale_all_dim's mscale squared. A ramp inside the 8 rotated pairs, and a
+// cos/sin factor that is not 1.
+test('DeepSeek-V2 with YaRN rope_scaling matches the float64 reference of HF\'s YaRN', async () => {
+  const yarn = { factor: 40, originalContext: 4096, betaFast: 32, betaSlow: 1, mscale: 1, mscaleAllDim: 0.8 };
+  const base = makeTinyDeepseekV2(9, { qLoraRank: 32, ropeDim: 16 });
+  const model: TinyMlaModel = {
+    ...base,
+    yarn,
+    config: {
+      ...base.config,
+      rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 1, mscale_all_dim: 0.8 },
+    },
+  };
+  const reference = refMlaForward(model, LONG_TOKENS);
+  // The plain RoPE is not the answer: the test would pass without YaRN otherwise.
+  const plain = refMlaForward(base, LONG_TOKENS);
+  expect(maxRelativeError(plain.logits, reference.logits)).toBeGreaterThan(1e-2);
+  const dir = path.join(temp.dir, 'v2-yarn-hf');
+  await writeDeepseekHf(dir, model);
+  const loaded = await loadModel(dir);
+  try {
+    const { logits } = await loaded.forward(LONG_TOKENS);
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+  } finally {
+    loaded.dispose();
+  }
+});
+
 describe('the latent cache', () => {
   let model: TinyMlaModel;
   let dir: string;
@@ -306,7 +335,7 @@ describe('DeepSeek-V2/V3 configs', () => {
   });
 
   test.each([
-    ['rope_scaling (YaRN)', { rope_scaling: { type: 'yarn', factor: 40 } }, 'ERR_DYNAMOE_UNSUPPORTED', 'rope_scaling'],
+    ['rope_scaling other than YaRN', { rope_scaling: { type: 'linear', factor: 4 } }, 'ERR_DYNAMOE_UNSUPPORTED', 'rope_scaling'],
     ['an odd qk_rope_head_dim', { qk_rope_head_dim: 7 }, 'ERR_DYNAMOE_UNSUPPORTED', 'qk_rope_head_dim'],
     ['an unknown topk_method', { topk_method: 'random' }, 'ERR_DYNAMOE_UNSUPPORTED', 'topk_method'],
     ['a missing kv_lora_rank', { kv_lora_rank: null }, 'ERR_DYNAMOE_FORMAT', 'kv_lora_rank'],

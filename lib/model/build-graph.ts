@@ -3,7 +3,7 @@
 import { native } from '../addon/native';
 import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
-import { callNative, DynamoeError, fromNativeError } from '../errors';
+import { callNative, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
 import { yarnRopeTable } from './rope-scaling';
 import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
@@ -105,10 +105,13 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     }));
     linear(ATTN, OUT, qWidth, hidden, name('o'), spec.outputBias ? name('o_bias') : undefined);
   };
-  // DeepSeek's YaRN also scales the MLA softmax by mscale^2: not read yet, so refused rather than run wrongly.
-  if (spec.mla && spec.ropeScaling) {
-    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'RoPE scaling (YaRN) of MLA attention (DeepSeek-V2/V3) is not supported yet');
-  }
+  // MLA rotates only each head's RoPE part: a scaled RoPE's table is over those dimensions.
+  const mlaRopeTable = spec.mla && spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, spec.mla.ropeDim, spec.ropeTheta) : undefined;
+  const mlaRope = (buffer: number, count: number, ropeDim: number) =>
+    fixed({
+      op: 'rope', buffer, heads: count, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle,
+      ...(mlaRopeTable ? { inverseFrequencies: mlaRopeTable.inverseFrequencies, scale: mlaRopeTable.scale } : {}),
+    });
   // One layer's multi-head latent attention, from the normed input H to its output projection in OUT.
   const mlaAttention = (i: number, mla: MlaSpec) => {
     const name = (t: LayerTensor) => names.layer(i, t);
@@ -123,13 +126,13 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     }
     splitLinear(H, [V, K_ROPE], hidden, kvLoraRank + ropeDim, name('kv_a'), kvLoraRank + ropeDim, kvLoraRank);
     norm(V, V, kvLoraRank, kvLoraRank, name('kv_a_norm'));
-    fixed({ op: 'rope', buffer: K, heads, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle });
-    fixed({ op: 'rope', buffer: K_ROPE, heads: 1, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle });
+    mlaRope(K, heads, ropeDim);
+    mlaRope(K_ROPE, 1, ropeDim);
     node(async () => ({
       op: 'mla_attention', queryNope: Q, queryRope: K, latent: V, keyRope: K_ROPE, output: ATTN, heads, nopeDim,
       ropeDim, kvLoraRank, valueDim, slot: i,
-      // YaRN scaling (not read yet) would multiply this by mscale^2.
-      scale: 1 / Math.sqrt(queryHead),
+      // DeepSeek's YaRN multiplies the softmax scale by mscale(factor, mscale_all_dim)^2.
+      scale: (spec.ropeScaling?.softmaxFactor ?? 1) / Math.sqrt(queryHead),
       ...(await weights.mlaUpProjections({ kvUp: name('kv_b'), kUp: name('k_b'), vUp: name('v_b') }, heads, nopeDim, valueDim, kvLoraRank)),
     }));
     linear(ATTN, OUT, heads * valueDim, hidden, name('o'));

@@ -127,6 +127,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const maxContext = meta.int(key('context_length'), 4096);
   // gpt-oss is defined by its Hugging Face model, whose YaRN ramp is not rounded.
   const ropeScaling = ggufRopeScaling(meta, key, maxContext, info.architecture !== 'gpt-oss');
+  // llama.cpp folds DeepSeek's YaRN softmax factor into keys of its own (yarn_log_multiplier): not read yet.
+  if (mla && ropeScaling) meta.refuse(key('rope.scaling.type'), 'YaRN RoPE scaling of a deepseek2 GGUF is not supported yet');
   const layer = (index: number): FeedForwardSpec => {
     if (!tensors.has(ggufNaming.layer(index, 'router'))) {
       return { kind: 'dense', ffn: shape(ggufNaming.layer(index, 'mlp_gate'), 2)[0] };

@@ -37,6 +37,8 @@ export function hfRopeScaling(c: ConfigReader, maxContext: number): RopeScalingS
     originalContext: scaling.int('original_max_position_embeddings', maxContext),
     truncate: scaling.bool('truncate', true),
     attentionFactor: scaling.number('attention_factor', defaultAttention),
+    // DeepSeek-V2/V3 (HF DeepseekV2Attention): softmax_scale *= mscale(factor, mscale_all_dim)^2 when it is set.
+    ...(mAll ? { softmaxFactor: mscale(factor, mAll) ** 2 } : {}),
   };
 }
 

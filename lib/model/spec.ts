@@ -77,6 +77,8 @@ export interface RopeScalingSpec {
   /** Whether the ramp's bounds are rounded to whole dims (HF's default; gpt-oss says false). */
   truncate: boolean;
   attentionFactor: number;
+  /** DeepSeek's YaRN also multiplies the attention softmax scale by mscale(factor, mscale_all_dim)^2. */
+  softmaxFactor?: number;
 }
 
 export type FeedForwardSpec = DenseLayerSpec | MoELayerSpec;

@@ -25,6 +25,36 @@ export interface RefMlaLayer {
   ffn: RefFeedForward;
 }
 
+export interface RefDeepseekYarn {
+  factor: number;
+  originalContext: number;
+  betaFast: number;
+  betaSlow: number;
+  mscale: number;
+  mscaleAllDim: number;
+}
+
+// HF yarn_get_mscale.
+const yarnMscale = (scale: number, m: number): number => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+
+/** DeepSeek's YaRN inverse frequencies over `dim` rotated dims, its cos/sin factor and its softmax factor. */
+export function deepseekYarn(y: RefDeepseekYarn, dim: number, base: number): { inv: number[]; cosSin: number; softmax: number } {
+  const correction = (rotations: number) => (dim * Math.log(y.originalContext / (rotations * 2 * Math.PI))) / (2 * Math.log(base));
+  const low = Math.max(Math.floor(correction(y.betaFast)), 0);
+  let high = Math.min(Math.ceil(correction(y.betaSlow)), dim - 1);
+  if (low === high) high += 0.001;
+  const inv: number[] = [];
+  for (let i = 0; i < dim / 2; i++) {
+    const extrapolation = 1 / base ** ((2 * i) / dim);
+    const interpolation = extrapolation / y.factor;
+    const mask = 1 - Math.min(1, Math.max(0, (i - low) / (high - low)));
+    inv.push(interpolation * (1 - mask) + extrapolation * mask);
+  }
+  const cosSin = yarnMscale(y.factor, y.mscale) / yarnMscale(y.factor, y.mscaleAllDim);
+  const softmax = y.mscaleAllDim ? yarnMscale(y.factor, y.mscaleAllDim) ** 2 : 1;
+  return { inv, cosSin, softmax };
+}
+
 export interface RefMlaModel {
   vocab: number;
   hidden: number;
@@ -35,6 +65,8 @@ export interface RefMlaModel {
   ropeDim: number;
   valueDim: number;
   ropeTheta: number;
+  /** DeepSeek's YaRN (HF DeepseekV2YarnRotaryEmbedding), when the config has rope_scaling. */
+  yarn?: RefDeepseekYarn;
   rmsNormEpsilon: number;
   embed: Float32Array;
   finalNorm: Float32Array;
@@ -69,7 +101,7 @@ function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: n
  * HF DeepSeek-V2 apply_rotary_pos_emb on one vector of `d` values at `position`: x.view(d/2, 2).transpose(),
  * then x * cos + rotate_half(x) * sin with cos/sin of cat(freqs, freqs). Returns the rotated (de-interleaved) vector.
  */
-function hfRope(x: Values, position: number, theta: number): Float64Array {
+function hfRope(x: Values, position: number, theta: number, yarn?: { inv: number[]; cosSin: number }): Float64Array {
   const d = x.length;
   const half = d / 2;
   const y = new Float64Array(d);
@@ -79,9 +111,10 @@ function hfRope(x: Values, position: number, theta: number): Float64Array {
   }
   const out = new Float64Array(d);
   for (let i = 0; i < d; i++) {
-    const angle = position * theta ** ((-2 * (i % half)) / d);
+    const angle = position * (yarn ? yarn.inv[i % half] : theta ** ((-2 * (i % half)) / d));
     const rotated = i < half ? -y[i + half] : y[i - half];
-    out[i] = y[i] * Math.cos(angle) + rotated * Math.sin(angle);
+    const factor = yarn ? yarn.cosSin : 1;
+    out[i] = y[i] * Math.cos(angle) * factor + rotated * Math.sin(angle) * factor;
   }
   return out;
 }
@@ -89,6 +122,7 @@ function hfRope(x: Values, position: number, theta: number): Float64Array {
 function mlaAttention(m: RefMlaModel, l: RefMlaLayer, h: Float64Array, T: number): Float64Array {
   const { hidden: H, heads, kvLoraRank: R, nopeDim: N, ropeDim: P, valueDim: V, rmsNormEpsilon: eps } = m;
   const qHead = N + P;
+  const yarn = m.yarn ? deepseekYarn(m.yarn, P, m.ropeTheta) : undefined;
   const q = m.qLoraRank
     ? linear(rmsNorm(linear(h, T, H, l.qA!, m.qLoraRank), T, m.qLoraRank, l.qANorm!, eps), T, m.qLoraRank, l.qB!, heads * qHead)
     : linear(h, T, H, l.q!, heads * qHead);
@@ -101,19 +135,19 @@ function mlaAttention(m: RefMlaModel, l: RefMlaLayer, h: Float64Array, T: number
   const keys = new Float64Array(T * heads * qHead);
   const values = new Float64Array(T * heads * V);
   for (let t = 0; t < T; t++) {
-    const kPe = hfRope(ckv.subarray(t * (R + P) + R, (t + 1) * (R + P)), t, m.ropeTheta);
+    const kPe = hfRope(ckv.subarray(t * (R + P) + R, (t + 1) * (R + P)), t, m.ropeTheta, yarn);
     for (let hd = 0; hd < heads; hd++) {
       const qRow = q.subarray((t * heads + hd) * qHead, (t * heads + hd + 1) * qHead);
       const at = (t * heads + hd) * qHead;
       queries.set(qRow.subarray(0, N), at);
-      queries.set(hfRope(qRow.subarray(N), t, m.ropeTheta), at + N);
+      queries.set(hfRope(qRow.subarray(N), t, m.ropeTheta, yarn), at + N);
       const kvRow = kv.subarray((t * heads + hd) * (N + V), (t * heads + hd + 1) * (N + V));
       keys.set(kvRow.subarray(0, N), at);
       keys.set(kPe, at + N);
       values.set(kvRow.subarray(N), (t * heads + hd) * V);
     }
   }
-  const scale = 1 / Math.sqrt(qHead);
+  const scale = (yarn ? yarn.softmax : 1) / Math.sqrt(qHead);
   const out = new Float64Array(T * heads * V);
   for (let t = 0; t < T; t++) {
     for (let hd = 0; hd < heads; hd++) {

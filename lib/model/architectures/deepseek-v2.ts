@@ -65,9 +65,8 @@ function routing(c: ConfigReader, v3: boolean): { policy: RoutingPolicy; router?
 }
 
 function deepseekSpec(c: ConfigReader, architecture: string, v3: boolean): ModelSpec {
-  // YaRN (which DeepSeek-V2/V3 checkpoints use for long contexts) is not read for MLA yet: with it, MLA's softmax
-  // scale becomes mscale^2 / sqrt(qk_head_dim) (build-graph.ts, the mla_attention node).
-  c.refuse('rope_scaling', 'RoPE scaling (YaRN) of MLA attention is not supported yet');
+  // YaRN (the released checkpoints' long-context RoPE) rotates the RoPE parts by its table and scales MLA's softmax
+  // by mscale(factor, mscale_all_dim)^2 (rope-scaling.ts, build-graph.ts).
   const mla = mlaSpec(c);
   if (c.bool('attention_bias', false)) unsupported(c, 'attention_bias', 'MLA projections with biases are not supported');
   const experts = c.int('n_routed_experts');
