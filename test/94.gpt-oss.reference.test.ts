@@ -5,7 +5,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
-import { makeTinyGptOss, TinyGptOss, useMxfp4Experts, writeGptOssGguf, writeGptOssHf } from './gpt-oss-fixtures';
+import {
+  makeTinyGptOss,
+  TinyGptOss,
+  useHfMxfp4Experts,
+  useMxfp4Experts,
+  writeGptOssGguf,
+  writeGptOssHf,
+  writeGptOssHfMxfp4,
+} from './gpt-oss-fixtures';
 import { dequantizeReference } from './reference/quant-formats';
 import { refGptOssForward } from './reference/gpt-oss';
 import { maxRelativeError } from './reference/layer';
@@ -126,12 +134,42 @@ test('GGUF with MXFP4 experts (as the released conversions have) matches the ref
   }
 });
 
-test('safetensors with MXFP4 experts are refused, naming the tensor', async () => {
+test('safetensors with MXFP4 experts (the released checkpoints\' layout) stay MXFP4 and match the reference of the decoded weights', async () => {
+  const quantized = makeTinyGptOss(7, { limit: 7, ffn: 64 });
+  const experts = useHfMxfp4Experts(quantized, 8);
   const dir = path.join(temp.dir, 'mxfp4-hf');
-  // Only the name matters: the refusal comes before any of its bytes are read.
-  const blocksName = 'model.layers.0.mlp.experts.gate_up_proj_blocks';
-  await writeGptOssHf(dir, model, 'f32', { extra: [{ name: blocksName, shape: [1], dtype: 'f32', data: new Float32Array(1) }] });
-  await expect(loadModel(dir)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining(blocksName) });
+  await writeGptOssHfMxfp4(dir, quantized, experts);
+  const loaded = await loadModel(dir);
+  try {
+    const { logits } = await loaded.forward(TOKENS);
+    expect(maxRelativeError(logits, refGptOssForward(quantized, TOKENS))).toBeLessThan(1e-4);
+    // 4.25 bits a weight: against the same weights in f32, each expert weight saves more than 3 of its 4 bytes.
+    const expertValues = quantized.layers.reduce((n, l) => n + 3 * l.moe.experts * l.moe.ffn * l.moe.hidden, 0);
+    const f32Dir = path.join(temp.dir, 'mxfp4-as-f32-hf');
+    await writeGptOssHf(f32Dir, quantized, 'f32');
+    const f32 = await loadModel(f32Dir);
+    try {
+      expect(f32.info.weightBytes - loaded.info.weightBytes).toBeGreaterThan(expertValues * 3);
+    } finally {
+      f32.dispose();
+    }
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test('safetensors MXFP4 experts with a missing scales tensor are refused, naming it', async () => {
+  const quantized = makeTinyGptOss(7, { limit: 7, ffn: 64 });
+  const dir = path.join(temp.dir, 'mxfp4-hf-bad');
+  await writeGptOssHfMxfp4(dir, quantized, useHfMxfp4Experts(quantized, 8));
+  const index = path.join(dir, 'model.safetensors.index.json');
+  const json = JSON.parse(fs.readFileSync(index, 'utf8'));
+  delete json.weight_map['model.layers.1.mlp.experts.down_proj_scales'];
+  fs.writeFileSync(index, JSON.stringify(json));
+  await expect(loadModel(dir)).rejects.toMatchObject({
+    code: 'ERR_DYNAMOE_FORMAT',
+    message: expect.stringContaining('model.layers.1.mlp.experts.down_proj_scales'),
+  });
 });
 
 test('bf16 safetensors match the reference of the bf16-rounded weights', async () => {

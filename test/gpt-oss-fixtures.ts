@@ -260,3 +260,89 @@ export async function writeGptOssGguf(file: string, m: TinyGptOss, omit: string[
   });
   await writeGguf(file, { metadata, tensors: t.filter((x) => !omit.includes(x.name)) });
 }
+
+// E2M1 code -> value, as the OCP MX format and HF's gpt-oss define it.
+const FP4_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6];
+
+/** The released checkpoints' MXFP4 experts of one layer: `*_blocks` [E][rows][cols/32][16] and `*_scales`. */
+export interface HfMxfp4Experts {
+  gateUpBlocks: Uint8Array;
+  gateUpScales: Uint8Array;
+  downBlocks: Uint8Array;
+  downScales: Uint8Array;
+}
+
+/**
+ * Replaces `m`'s expert matrices by random MXFP4 ones in Hugging Face's layout (gate_up's rows interleave gate and
+ * up; byte k of a block holds elements 2k in its low nibble and 2k + 1 in its high one; weight = value * 2^(scale -
+ * 127)), setting `m`'s float weights to what they decode to.
+ */
+export function useHfMxfp4Experts(m: TinyGptOss, seed: number): HfMxfp4Experts[] {
+  const rng = new Rng(seed);
+  return m.layers.map((l) => {
+    const { experts: E, hidden: H, ffn: F } = l.moe;
+    const random = (rows: number, cols: number) => {
+      const blocks = Uint8Array.from({ length: (rows * cols) / 2 }, () => rng.int(0, 255));
+      const scales = Uint8Array.from({ length: (rows * cols) / 32 }, () => rng.int(121, 124));
+      return { blocks, scales };
+    };
+    // value of row r, column c of a [rows][cols] MXFP4 matrix
+    const decode = (q: { blocks: Uint8Array; scales: Uint8Array }, cols: number, r: number, c: number) => {
+      const index = r * cols + c;
+      const code = (q.blocks[index >> 1] >> ((index & 1) * 4)) & 15;
+      return FP4_VALUES[code] * 2 ** (q.scales[Math.floor(index / 32)] - 127);
+    };
+    const gateUp = random(E * 2 * F, H);
+    const down = random(E * H, F);
+    for (let e = 0; e < E; e++) {
+      for (let n = 0; n < 2 * F; n++) {
+        // HF's dequantized gate_up_proj is [E][H][2F]: the transpose of the blocks' [2F][H] rows.
+        for (let i = 0; i < H; i++) l.moe.gateUp[(e * H + i) * 2 * F + n] = decode(gateUp, H, e * 2 * F + n, i);
+      }
+      for (let i = 0; i < H; i++) {
+        for (let n = 0; n < F; n++) l.moe.down[(e * F + n) * H + i] = decode(down, F, e * H + i, n);
+      }
+    }
+    return { gateUpBlocks: gateUp.blocks, gateUpScales: gateUp.scales, downBlocks: down.blocks, downScales: down.scales };
+  });
+}
+
+/** A safetensors file of raw U8 tensors (the format's own layout: header length, JSON header, data). */
+function writeU8Safetensors(file: string, tensors: Array<{ name: string; shape: number[]; data: Uint8Array }>): void {
+  const header: Record<string, unknown> = {};
+  let at = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: 'U8', shape: t.shape, data_offsets: [at, at + t.data.length] };
+    at += t.data.length;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(file, Buffer.concat([length, Buffer.from(json), ...tensors.map((t) => Buffer.from(t.data))]));
+}
+
+/** The checkpoint with its experts as the released MXFP4 `*_blocks` / `*_scales`, in a second shard. */
+export async function writeGptOssHfMxfp4(dir: string, m: TinyGptOss, experts: HfMxfp4Experts[]): Promise<void> {
+  const expertNames = (i: number) => [`model.layers.${i}.mlp.experts.gate_up_proj`, `model.layers.${i}.mlp.experts.down_proj`];
+  await writeGptOssHf(dir, m, 'f32', { omit: m.layers.flatMap((_, i) => expertNames(i)) });
+  const first = 'model-00001-of-00002.safetensors';
+  const second = 'model-00002-of-00002.safetensors';
+  fs.renameSync(path.join(dir, 'model.safetensors'), path.join(dir, first));
+  const raw = fs.readFileSync(path.join(dir, first));
+  const names = Object.keys(JSON.parse(raw.subarray(8, 8 + Number(raw.readBigUInt64LE(0))).toString())).filter((n) => n !== '__metadata__');
+  const u8 = m.layers.flatMap((l, i) => {
+    const { experts: E, hidden: H, ffn: F } = l.moe;
+    const at = `model.layers.${i}.mlp.experts`;
+    const q = experts[i];
+    return [
+      { name: `${at}.gate_up_proj_blocks`, shape: [E, 2 * F, H / 32, 16], data: q.gateUpBlocks },
+      { name: `${at}.gate_up_proj_scales`, shape: [E, 2 * F, H / 32], data: q.gateUpScales },
+      { name: `${at}.down_proj_blocks`, shape: [E, H, F / 32, 16], data: q.downBlocks },
+      { name: `${at}.down_proj_scales`, shape: [E, H, F / 32], data: q.downScales },
+    ];
+  });
+  writeU8Safetensors(path.join(dir, second), u8);
+  const weightMap = Object.fromEntries([...names.map((n) => [n, first]), ...u8.map((t) => [t.name, second])]);
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+}

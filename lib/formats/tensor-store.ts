@@ -39,6 +39,8 @@ export interface TensorStore {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   /** Reads one tensor into new memory. Rejects unsupported dtypes with ERR_DYNAMOE_UNSUPPORTED. */
   read(name: string): Promise<TensorData>;
+  /** A tensor's bytes as stored, whatever its type (U8 blocks and scales that a model's own code decodes). */
+  readBytes?(name: string): Promise<Uint8Array>;
   /** Closes the files; later reads reject with ERR_DYNAMOE_DISPOSED. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -324,16 +326,7 @@ export class FileTensorStore implements TensorStore {
   ) {}
 
   async read(name: string): Promise<TensorData> {
-    if (this.closed) {
-      throw new DynamoeError('ERR_DYNAMOE_DISPOSED', `${this.format} store was closed; cannot read '${name}'`);
-    }
-    const info = this.tensors.get(name);
-    if (info === undefined) {
-      const files = [...this.handles.keys()];
-      const shown =
-        files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
-      formatError(`no tensor '${name}' in ${shown}`);
-    }
+    const info = this.info(name);
     if (!isDType(info.dtype) && !isQuantType(info.dtype)) {
       throw new DynamoeError(
         'ERR_DYNAMOE_UNSUPPORTED',
@@ -345,8 +338,7 @@ export class FileTensorStore implements TensorStore {
     if (endianness() !== 'LE') {
       throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'reading tensors needs a little-endian host');
     }
-    const bytes = allocate(info.byteLength, `tensor '${name}'`);
-    await readFully(this.handles.get(info.file) as FileHandle, info.file, new Uint8Array(bytes), info.byteOffset);
+    const bytes = (await this.readBytes(name)).buffer as ArrayBuffer;
     const data = isQuantType(info.dtype)
       ? new Uint8Array(bytes)
       : info.dtype === 'f32'
@@ -355,10 +347,32 @@ export class FileTensorStore implements TensorStore {
     return { name, dtype: info.dtype, shape: [...info.shape], data };
   }
 
+  async readBytes(name: string): Promise<Uint8Array> {
+    const info = this.info(name);
+    const bytes = allocate(info.byteLength, `tensor '${name}'`);
+    await readFully(this.handles.get(info.file) as FileHandle, info.file, new Uint8Array(bytes), info.byteOffset);
+    return new Uint8Array(bytes);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await closeAll(this.handles.values());
+  }
+
+  // The catalogue entry of `name`, while the store is open.
+  private info(name: string): TensorInfo {
+    if (this.closed) {
+      throw new DynamoeError('ERR_DYNAMOE_DISPOSED', `${this.format} store was closed; cannot read '${name}'`);
+    }
+    const info = this.tensors.get(name);
+    if (info === undefined) {
+      const files = [...this.handles.keys()];
+      const shown =
+        files.length > 4 ? `${files.slice(0, 4).join(', ')} and ${files.length - 4} more` : files.join(', ');
+      formatError(`no tensor '${name}' in ${shown}`);
+    }
+    return info;
   }
 }
 

@@ -1,7 +1,8 @@
 // gpt-oss's Hugging Face experts as the stacked tensors the weight reader takes: each layer's fused
 // `mlp.experts.gate_up_proj` [E][H][2F] (x @ W layout, gate and up interleaved in the last dimension) becomes
 // `mlp.experts.gate_up_proj[gate]` and `[up]` [E][F][H]; `down_proj` [E][F][H] is presented transposed, [E][H][F];
-// the biases likewise ([E][F] gate and up halves, [E][H] down as stored).
+// the biases likewise ([E][F] gate and up halves, [E][H] down as stored). MXFP4 experts (`*_blocks` + `*_scales`)
+// become GGUF MXFP4 blocks under the same names, still 4.25 bits a weight.
 import { DynamoeError } from '../../errors';
 import { TensorData, TensorInfo, TensorStore } from '../../formats/tensor-store';
 
@@ -13,6 +14,16 @@ interface Source {
   fused: string;
   part: Part;
   bias: boolean;
+}
+
+/** Where one MXFP4 expert matrix comes from: the checkpoint's blocks and scales, and which rows. */
+interface Mxfp4Source {
+  blocks: string;
+  scales: string;
+  part: Part;
+  experts: number;
+  rows: number;
+  groups: number;
 }
 
 const EXPERTS = (layer: number) => `model.layers.${layer}.mlp.experts`;
@@ -61,6 +72,7 @@ class GptOssExpertStore implements TensorStore {
   readonly format: TensorStore['format'];
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   private readonly sources = new Map<string, Source>();
+  private readonly mxfp4 = new Map<string, Mxfp4Source>();
   // The fused gate_up tensor last read: its gate and up halves are asked for one after the other.
   private cached?: { name: string; data: Promise<TensorData> };
 
@@ -69,12 +81,9 @@ class GptOssExpertStore implements TensorStore {
     const tensors = new Map(base.tensors);
     for (let layer = 0; layer < layers; layer++) {
       const at = EXPERTS(layer);
-      if (base.tensors.has(`${at}.gate_up_proj_blocks`)) {
-        throw new DynamoeError(
-          'ERR_DYNAMOE_UNSUPPORTED',
-          `tensor '${at}.gate_up_proj_blocks': gpt-oss checkpoints with MXFP4 experts are not supported from ` +
-            'safetensors yet; dequantize them to bf16, or load the GGUF conversion (its MXFP4 experts are supported)',
-        );
+      if (base.tensors.has(`${at}.gate_up_proj_blocks`) || base.tensors.has(`${at}.down_proj_blocks`)) {
+        this.addMxfp4(tensors, layer, 'gate_up_proj', ['gate', 'up']);
+        this.addMxfp4(tensors, layer, 'down_proj', ['down']);
       }
       this.add(tensors, layer, 'gate_up_proj', ['gate', 'up'], false, (s) => {
         if (s.length !== 3 || s[2] % 2 !== 0) return undefined;
@@ -112,7 +121,66 @@ class GptOssExpertStore implements TensorStore {
     }
   }
 
+  // The released checkpoints' MXFP4 experts: `<name>_blocks` U8 [E][rows][cols/32][16] (two E2M1 codes a byte, the
+  // even element in the low nibble) and `<name>_scales` U8 [E][rows][cols/32] (E8M0). Presented as GGUF MXFP4
+  // blocks of the Linear-layout rows (gate_up's rows interleave gate and up), which the kernels run as they are.
+  private addMxfp4(tensors: Map<string, TensorInfo>, layer: number, name: string, parts: Part[]): void {
+    const at = `${EXPERTS(layer)}.${name}`;
+    const blocks = tensors.get(`${at}_blocks`);
+    const scales = tensors.get(`${at}_scales`);
+    const bad = (why: string): never => {
+      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `tensor '${at}_blocks' / '${at}_scales': ${why}`);
+    };
+    if (!blocks || !scales) bad('MXFP4 experts need both tensors');
+    const [b, s] = [blocks as TensorInfo, scales as TensorInfo];
+    if (b.dtype !== 'U8' || s.dtype !== 'U8') bad(`expected U8 tensors, got ${b.dtype} and ${s.dtype}`);
+    const [experts, rows, groups, bytes] = b.shape;
+    if (b.shape.length !== 4 || bytes !== 16 || s.shape.join() !== [experts, rows, groups].join() || rows % parts.length) {
+      bad(`shapes [${b.shape.join(', ')}] and [${s.shape.join(', ')}] are not [E][rows][cols/32][16] and [E][rows][cols/32]`);
+    }
+    tensors.delete(`${at}_blocks`);
+    tensors.delete(`${at}_scales`);
+    const partRows = rows / parts.length;
+    for (const part of parts) {
+      const partName = gptOssExpertName(layer, part, false);
+      const shape = [experts, partRows, groups * 32];
+      tensors.set(partName, { ...b, name: partName, dtype: 'mxfp4', shape, byteLength: experts * partRows * groups * 17 });
+      this.mxfp4.set(partName, { blocks: b.name, scales: s.name, part, experts, rows, groups });
+    }
+  }
+
+  private async readMxfp4(name: string, source: Mxfp4Source): Promise<TensorData> {
+    if (!this.base.readBytes) throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `cannot read the bytes of '${source.blocks}'`);
+    const [codes, scales] = await Promise.all([this.base.readBytes(source.blocks), this.base.readBytes(source.scales)]);
+    const { experts, rows, groups, part } = source;
+    // gate_up's even rows are gate, odd rows up (HF's gate_up_proj[..., ::2] / [..., 1::2]); down takes them all.
+    const step = part === 'down' ? 1 : 2;
+    const offset = part === 'up' ? 1 : 0;
+    const partRows = rows / step;
+    const out = new Uint8Array(experts * partRows * groups * 17);
+    let to = 0;
+    for (let e = 0; e < experts; e++) {
+      for (let r = 0; r < partRows; r++) {
+        const row = e * rows + r * step + offset;
+        for (let g = 0; g < groups; g++) {
+          const block = (row * groups + g) * 16;
+          out[to] = scales[row * groups + g];
+          // GGUF's MXFP4 byte j holds elements j (low nibble) and j + 16 (high); HF's byte k holds 2k and 2k + 1.
+          for (let j = 0; j < 16; j++) {
+            const low = (codes[block + (j >> 1)] >> ((j & 1) * 4)) & 15;
+            const high = (codes[block + ((j + 16) >> 1)] >> (((j + 16) & 1) * 4)) & 15;
+            out[to + 1 + j] = low | (high << 4);
+          }
+          to += 17;
+        }
+      }
+    }
+    return { name, dtype: 'mxfp4', shape: [...(this.tensors.get(name) as TensorInfo).shape], data: out };
+  }
+
   async read(name: string): Promise<TensorData> {
+    const mxfp4 = this.mxfp4.get(name);
+    if (mxfp4) return this.readMxfp4(name, mxfp4);
     const source = this.sources.get(name);
     if (!source) return this.base.read(name);
     const info = this.tensors.get(name) as TensorInfo;
