@@ -4,6 +4,7 @@ import { TensorInfo } from '../formats/tensor-store';
 import { topK } from './architecture';
 import { ConfigReader } from './config-reader';
 import { addGgufGptOss } from './gguf-gpt-oss';
+import { addGgufGranite } from './gguf-granite';
 import { ggufNaming, ggufNamingFor } from './naming';
 import { ggufRopeScaling } from './rope-scaling';
 import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
@@ -25,6 +26,8 @@ const known: Record<string, GgufArchitecture> = {
   // DeepSeek-V2 and V3 (MLA); llama.cpp rotates adjacent pairs of their rope part, as HF does after de-interleaving.
   deepseek2: { architecture: 'deepseek-v2', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },
   'gpt-oss': { architecture: 'gpt-oss', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
+  // Granite MoE (and granitemoeshared, which the converter writes as this arch with ffn_*_shexp tensors).
+  granitemoe: { architecture: 'granite-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -151,5 +154,6 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ...(ropeScaling ? { ropeScaling } : {}),
   };
   if (info.architecture === 'gpt-oss') addGgufGptOss(spec, meta, key, tensors);
+  if (info.architecture === 'granite-moe') addGgufGranite(spec, meta, key, tensors);
   return spec;
 }
