@@ -283,4 +283,14 @@ describe('bad checkpoints', () => {
       await expect(loadModel(file)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining(key) });
     }
   });
+
+  test('a GGUF that switches RoPE off (Granite reads rope.scaling.finetuned so) is refused; switched on, it loads', async () => {
+    const key = 'granitemoe.rope.scaling.finetuned';
+    const off = path.join(temp.dir, 'rope-off.gguf');
+    await writeGraniteGguf(off, model, { extra: [[key, { type: 'bool', value: false }]] });
+    await expect(loadModel(off)).rejects.toMatchObject({ code: 'ERR_DYNAMOE_UNSUPPORTED', message: expect.stringContaining(key) });
+    const on = path.join(temp.dir, 'rope-on.gguf');
+    await writeGraniteGguf(on, model, { extra: [[key, { type: 'bool', value: true }]] });
+    expect(maxRelativeError(await logitsOf(on), reference)).toBeLessThan(1e-4);
+  });
 });

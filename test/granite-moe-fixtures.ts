@@ -164,12 +164,16 @@ function splitFused(w: Float32Array, slices: number, ffn: number, H: number): [F
 
 /**
  * Writes the model as llama.cpp's converter does (arch 'granitemoe', f32 tensors), less `omit`'s tensors and keys;
- * `attentionScale` false leaves attention.scale out (llama.cpp then takes 1 / sqrt(head dim)).
+ * `attentionScale` false leaves attention.scale out (llama.cpp then takes 1 / sqrt(head dim)); `extra` keys are added.
  */
 export async function writeGraniteGguf(
   file: string,
   m: TinyGranite,
-  { omit = [], attentionScale = true }: { omit?: string[]; attentionScale?: boolean } = {},
+  {
+    omit = [],
+    attentionScale = true,
+    extra = [],
+  }: { omit?: string[]; attentionScale?: boolean; extra?: Array<[string, GgufTypedValue]> } = {},
 ): Promise<void> {
   const H = m.hidden;
   const headDim = H / m.heads;
@@ -240,7 +244,7 @@ export async function writeGraniteGguf(
     }
   });
   await writeGguf(file, {
-    metadata: metadata.filter(([key]) => !omit.includes(key)),
+    metadata: [...metadata.filter(([key]) => !omit.includes(key)), ...extra],
     tensors: t.filter((x) => !omit.includes(x.name)),
   });
 }
