@@ -201,12 +201,17 @@ export interface EmbeddingNode {
   output: number;
   /** [vocab][hidden] */
   weight: NativeWeights;
+  /** Each looked-up row times this (Granite's embedding_multiplier); default 1. */
+  scale?: number;
 }
 
-/** The LM head: logits of buffer `input`, by its own [vocab][hidden] weight or the embedding table (`tied`). */
+/**
+ * The LM head: logits of buffer `input`, by its own [vocab][hidden] weight or the embedding table (`tied`), times
+ * `scale` (Granite: 1 / logits_scaling; default 1).
+ */
 export type LogitsNode =
-  | { op: 'logits'; input: number; hidden: number; tied: true }
-  | { op: 'logits'; input: number; hidden: number; tied?: false; /** [vocab][hidden] */ weight: NativeWeights };
+  | { op: 'logits'; input: number; hidden: number; tied: true; scale?: number }
+  | { op: 'logits'; input: number; hidden: number; tied?: false; /** [vocab][hidden] */ weight: NativeWeights; scale?: number };
 
 /** `output = input W^T (+ bias)`, between two different buffers. */
 export interface LinearNode {
@@ -266,6 +271,8 @@ export interface AttentionNode {
   window?: number;
   /** [heads] learned sink logits that join each softmax denominator (gpt-oss). */
   sinks?: Float32Array;
+  /** The softmax scale of q . k; default 1 / sqrt(headDim) (Granite's attention_multiplier replaces it). */
+  scale?: number;
 }
 
 /**
@@ -294,13 +301,15 @@ export interface MlaAttentionNode {
   valueUp: NativeWeights;
 }
 
-/** `output = a + b`, elementwise over `width` floats per token. */
+/** `output = a + scale * b`, elementwise over `width` floats per token. */
 export interface AddNode {
   op: 'add';
   a: number;
   b: number;
   output: number;
   width: number;
+  /** Of b (Granite's residual_multiplier); default 1. */
+  scale?: number;
 }
 
 /** A dense SwiGLU MLP: `down(silu(gate x) * up x)`. */

@@ -48,6 +48,10 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
   const qWidth = heads * headDim;
   const kvWidth = kvHeads * headDim;
   const names = weights.naming;
+  const { multipliers } = spec;
+  if (multipliers && spec.mla) {
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'Granite multipliers with MLA attention are not supported');
+  }
   const nodes: NodeMaker[] = [];
   const node = (make: NodeMaker) => nodes.push(make);
   const fixed = (value: GraphNode) => node(async () => value);
@@ -102,6 +106,7 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,
       ...(window > 0 ? { window } : {}),
       ...(spec.attentionSinks ? { sinks: await weights.vector(name('sinks'), heads) } : {}),
+      ...(multipliers?.attention ? { scale: multipliers.attention } : {}),
     }));
     linear(ATTN, OUT, qWidth, hidden, name('o'), spec.outputBias ? name('o_bias') : undefined);
   };
@@ -138,14 +143,19 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     linear(ATTN, OUT, heads * valueDim, hidden, name('o'));
   };
 
-  node(async () => ({ op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden) }));
+  node(async () => ({
+    op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden),
+    ...(multipliers ? { scale: multipliers.embedding } : {}),
+  }));
+  const residual = () =>
+    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden, ...(multipliers ? { scale: multipliers.residual } : {}) });
   let moeSlot = 0;
   spec.layers.forEach((layer, i) => {
     const name = (t: LayerTensor) => names.layer(i, t);
     norm(X, H, hidden, hidden, name('attn_norm'));
     if (spec.mla) mlaAttention(i, spec.mla);
     else standardAttention(i);
-    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+    residual();
     norm(X, H, hidden, hidden, name('mlp_norm'));
     if (layer.kind === 'dense') {
       const { ffn } = layer;
@@ -205,13 +215,14 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
           : {}),
       }));
     }
-    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+    residual();
   });
   norm(X, H, hidden, hidden, names.finalNorm);
+  const logitScale = multipliers ? { scale: 1 / multipliers.logitsDivisor } : {};
   node(async () =>
     spec.tiedEmbeddings
-      ? { op: 'logits', input: H, hidden, tied: true }
-      : { op: 'logits', input: H, hidden, weight: await weights.matrix(names.lmHead, vocab, hidden) },
+      ? { op: 'logits', input: H, hidden, tied: true, ...logitScale }
+      : { op: 'logits', input: H, hidden, weight: await weights.matrix(names.lmHead, vocab, hidden), ...logitScale },
   );
   return nodes;
 }

@@ -4,6 +4,7 @@ import { TensorInfo } from '../formats/tensor-store';
 import { topK } from './architecture';
 import { ConfigReader } from './config-reader';
 import { addGgufGptOss } from './gguf-gpt-oss';
+import { addGgufGranite } from './gguf-granite';
 import { ggufNaming, ggufNamingFor } from './naming';
 import { ggufRopeScaling } from './rope-scaling';
 import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
@@ -27,6 +28,8 @@ const known: Record<string, GgufArchitecture> = {
   'gpt-oss': { architecture: 'gpt-oss', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
   // GLM-4.5 MoE: q/k norm only when the file has the tensors (use_qk_norm); llama.cpp rotates halves (NEOX).
   glm4moe: { architecture: 'glm4-moe', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
+  // Granite MoE (and granitemoeshared, which the converter writes as this arch with ffn_*_shexp tensors).
+  granitemoe: { architecture: 'granite-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -170,5 +173,6 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ...(ropeScaling ? { ropeScaling } : {}),
   };
   if (info.architecture === 'gpt-oss') addGgufGptOss(spec, meta, key, tensors);
+  if (info.architecture === 'granite-moe') addGgufGranite(spec, meta, key, tensors);
   return spec;
 }

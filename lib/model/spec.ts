@@ -132,6 +132,23 @@ export interface ModelSpec {
   attentionSinks?: boolean;
   /** The attention output projection has a bias (gpt-oss); tensor `o_bias`. */
   outputBias?: boolean;
+  /** Granite's scalars; absent means none (every factor 1, the softmax scale 1 / sqrt(headDim)). */
+  multipliers?: MultipliersSpec;
+}
+
+/**
+ * Granite's multipliers (config.json `embedding_multiplier`, `residual_multiplier`, `attention_multiplier`,
+ * `logits_scaling`; GGUF `embedding_scale`, `residual_scale`, `attention.scale`, `logit_scale`).
+ */
+export interface MultipliersSpec {
+  /** The token embeddings times this. */
+  embedding: number;
+  /** Each attention and feed-forward output times this before it joins the residual stream. */
+  residual: number;
+  /** The attention softmax scale, replacing 1 / sqrt(headDim); absent: 1 / sqrt(headDim). */
+  attention?: number;
+  /** The logits divided by this. */
+  logitsDivisor: number;
 }
 
 /** The MoE layers' specs, in layer order (their index is the layer's MoE slot). */

@@ -27,6 +27,7 @@ struct GraphLayout {
 struct EmbeddingNode {
   int hidden = 0, output = 0;
   MatrixSource weight;
+  float scale = 1.0f;  // rows times this (Granite's embedding_multiplier); 1: the rows as stored
 };
 
 // LM head: logits of every position (or of the last one only, per step), or log-probabilities at target ids.
@@ -34,6 +35,7 @@ struct LogitsNode {
   int hidden = 0, input = 0;
   bool tied = false;    // reads the embedding node's table (which must come first) instead of `weight`
   MatrixSource weight;  // [vocab][hidden] when not tied
+  float scale = 1.0f;   // logits times this (Granite: 1 / logits_scaling); 1: as the head computes them
 };
 
 // out = in . W^T (+ bias).
@@ -77,6 +79,8 @@ struct AttentionNode {
   int window = 0;
   // Attention sinks ([heads] or empty): a learned logit per head that joins each row's softmax denominator only.
   std::vector<float> sinks;
+  // The softmax scale of q . k; 0: 1 / sqrt(headDim) (Granite's attention_multiplier replaces it).
+  float scale = 0.0f;
 };
 
 // Multi-head latent attention (DeepSeek-V2 MLA), causal, in its absorbed form: the cache slot holds one latent row
@@ -92,9 +96,10 @@ struct MlaAttentionNode {
   MatrixSource valueUp;  // [heads * valueDim][kvLoraRank]: each head's W_uv (llama.cpp's attn_v_b)
 };
 
-// out = a + b (the residual stream); out may be a.
+// out = a + scale * b (the residual stream; Granite's residual_multiplier scales b); out may be a.
 struct AddNode {
   int a = 0, b = 0, output = 0, width = 0;
+  float scale = 1.0f;
 };
 
 // Dense SwiGLU MLP: down(silu(gate x) * up x).

@@ -49,7 +49,8 @@ class AttentionOp : public GraphOp {
       }
     }
     const int groupSize = s_.heads / s_.kvHeads;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
+    const float scale =
+        s_.scale > 0.0f ? s_.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
     const AttendFn attend = activeTileKernels().attend;
     // One item per (query row, key/value head), taking every query head of its group, so each key and value read
     // serves them all; with too few such items to keep the threads busy (decode), one per (query row, head). Either

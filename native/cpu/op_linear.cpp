@@ -71,8 +71,8 @@ struct LogitRow {
 
 class LogitsOp : public GraphOp {
  public:
-  LogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab, bool ownsWeights)
-      : input_(input), weights_(std::move(weights)), vocab_(vocab), ownsWeights_(ownsWeights) {}
+  LogitsOp(int input, std::shared_ptr<const PackedMatrix> weights, int vocab, bool ownsWeights, float scale)
+      : input_(input), weights_(std::move(weights)), vocab_(vocab), ownsWeights_(ownsWeights), scale_(scale) {}
 
   // Every segment's asked-for rows (its last row when generating), kLogitRows at a time through one GEMM that
   // gathers them, so a step of many decoding sequences reads the head's weights once.
@@ -112,7 +112,10 @@ class LogitsOp : public GraphOp {
       runGroupedGemm({group}, Epilogue::Scaled, step.scratch);
       for (int r = 0; r < rows; ++r) {
         const LogitRow& row = wanted[first + r];
-        const float* logits = scratch + r * padded;
+        float* const logits = scratch + r * padded;
+        if (scale_ != 1.0f) {
+          for (int v = 0; v < vocab_; ++v) logits[v] *= scale_;
+        }
         if (row.logits) {
           // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
           std::memcpy(row.logits, logits, vocab_ * sizeof(float));
@@ -132,6 +135,7 @@ class LogitsOp : public GraphOp {
   std::shared_ptr<const PackedMatrix> weights_;
   int vocab_;
   bool ownsWeights_;
+  float scale_;  // of every logit (1: none)
 };
 
 }  // namespace
@@ -146,10 +150,10 @@ std::unique_ptr<GraphOp> makeOp(const LogitsNode& node, OpContext& context) {
   const int vocab = context.layout.vocab;
   if (node.tied) {
     if (!context.embeddingTable) throw Error(code::kShape, "a tied LM head needs the embedding node first");
-    return std::make_unique<LogitsOp>(node.input, context.embeddingTable, vocab, false);
+    return std::make_unique<LogitsOp>(node.input, context.embeddingTable, vocab, false, node.scale);
   }
   auto packed = std::make_shared<const PackedMatrix>(packColumns(node.weight, vocab, node.hidden, context.dtype));
-  return std::make_unique<LogitsOp>(node.input, std::move(packed), vocab, true);
+  return std::make_unique<LogitsOp>(node.input, std::move(packed), vocab, true, node.scale);
 }
 
 }  // namespace dynamoe::cpu

@@ -69,6 +69,15 @@ class NodeReader {
     return out;
   }
 
+  // An optional positive finite number (a scale), `fallback` when absent.
+  float positive(const Napi::Object& node, const char* key, double fallback) const {
+    const double value = readNumber(node, key, fallback);
+    if (!(value > 0) || !std::isfinite(value) || !std::isfinite(static_cast<float>(value))) {
+      fail(std::string(key) + " must be a positive finite number");
+    }
+    return static_cast<float>(value);
+  }
+
   [[noreturn]] void fail(const std::string& message) const { throwJs(env(), code::kShape, op_ + " node: " + message); }
 
  private:
@@ -81,11 +90,12 @@ class NodeReader {
   std::string op_;
 };
 
-EmbeddingNode readEmbedding(NodeReader& r, const GraphLayout& layout) {
+EmbeddingNode readEmbedding(NodeReader& r, const GraphLayout& layout, const Napi::Object& node) {
   EmbeddingNode n;
   n.hidden = r.dimension("hidden");
   n.output = r.buffer("output", n.hidden);
   n.weight = r.matrix("weight", layout.vocab, n.hidden);
+  n.scale = r.positive(node, "scale", 1.0);
   return n;
 }
 
@@ -95,6 +105,7 @@ LogitsNode readLogits(NodeReader& r, const GraphLayout& layout, const Napi::Obje
   n.input = r.buffer("input", n.hidden);
   n.tied = readBool(node, "tied", false);
   if (!n.tied) n.weight = r.matrix("weight", layout.vocab, n.hidden);
+  n.scale = r.positive(node, "scale", 1.0);
   return n;
 }
 
@@ -161,6 +172,7 @@ AttentionNode readAttention(NodeReader& r, const GraphLayout& layout, const Napi
   }
   s.window = readInt(node, "window", 0, std::numeric_limits<int>::max(), 0);
   if (!node.Get("sinks").IsUndefined()) s.sinks = r.floats("sinks", s.heads);
+  if (!node.Get("scale").IsUndefined()) s.scale = r.positive(node, "scale", 1.0);
   return s;
 }
 
@@ -196,12 +208,13 @@ MlaAttentionNode readMlaAttention(NodeReader& r, const GraphLayout& layout, cons
   return s;
 }
 
-AddNode readAdd(NodeReader& r) {
+AddNode readAdd(NodeReader& r, const Napi::Object& node) {
   AddNode n;
   n.width = r.dimension("width");
   n.a = r.buffer("a", n.width);
   n.b = r.buffer("b", n.width);
   n.output = r.buffer("output", n.width);
+  n.scale = r.positive(node, "scale", 1.0);
   return n;
 }
 
@@ -243,13 +256,13 @@ ReadNode readGraphNode(const Napi::Value& value, const GraphLayout& layout, DTyp
   OpKind kind;
   if (!parseOpKind(r.op(), &kind)) throwJs(value.Env(), code::kType, "unknown graph op '" + r.op() + "'");
   switch (kind) {
-    case OpKind::Embedding: read.node = readEmbedding(r, layout); break;
+    case OpKind::Embedding: read.node = readEmbedding(r, layout, node); break;
     case OpKind::Logits: read.node = readLogits(r, layout, node); break;
     case OpKind::Linear: read.node = readLinear(r, node); break;
     case OpKind::RmsNorm: read.node = readRmsNorm(r, node); break;
     case OpKind::Rope: read.node = readRope(r, node); break;
     case OpKind::Attention: read.node = readAttention(r, layout, node); break;
-    case OpKind::Add: read.node = readAdd(r); break;
+    case OpKind::Add: read.node = readAdd(r, node); break;
     case OpKind::Mlp: read.node = readMlp(r); break;
     case OpKind::Moe: read.node = readMoe(r, layout, dtype, node, read); break;
     case OpKind::MlaAttention: read.node = readMlaAttention(r, layout, node); break;

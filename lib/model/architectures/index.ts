@@ -7,6 +7,7 @@ import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dynamicMoe } from './dynamic-moe';
 import { glm4Moe } from './glm4-moe';
 import { gptOss } from './gpt-oss';
+import { graniteMoe } from './granite-moe';
 import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
 import { qwen2Moe } from './qwen2-moe';
@@ -24,6 +25,7 @@ export const architectures: readonly Architecture[] = [
   deepseekV2,
   deepseekV3,
   gptOss,
+  graniteMoe,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -34,7 +36,7 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
   throw new DynamoeError(
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
-      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, and ` +
-      `Dynamic MoE configs with top_p_threshold)`,
+      `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
+      `granitemoe, granitemoeshared, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
