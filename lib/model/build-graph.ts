@@ -3,7 +3,7 @@
 import { native } from '../addon/native';
 import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
-import { callNative, fromNativeError } from '../errors';
+import { callNative, DynamoeError, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
 import { yarnRopeTable } from './rope-scaling';
 import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
