@@ -6,7 +6,7 @@ import { DType } from '../dtype';
 import { callNative, DynamoeError, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
 import { yarnRopeTable } from './rope-scaling';
-import { MlaSpec, moeLayers, ModelSpec, routedSlots } from './spec';
+import { attentionSlots, MlaSpec, MoELayerSpec, moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightArray, WeightReader } from './weight-reader';
 
 // Activation buffers (floats per token in parentheses).
@@ -21,13 +21,16 @@ const OUT = 6; // projection or MLP output added to the residual (hidden)
 // parts (heads x ropeDim), V the latent (kvLoraRank), ATTN the heads' values (heads x valueDim), and two more:
 const K_ROPE = 7; // the RoPE key part shared by all heads (ropeDim)
 const Q_LATENT = 8; // the query's low-rank projection (qLoraRank)
+// LongCat-Flash's shortcut-connected layers keep the MoE block's output here until the layer's end (hidden).
+const MOE_OUT = 9;
 
 /** Floats per token of each activation buffer. */
 function bufferWidths(spec: ModelSpec): number[] {
   const { hidden, heads, kvHeads, headDim } = spec;
   if (!spec.mla) return [hidden, hidden, heads * headDim, kvHeads * headDim, kvHeads * headDim, heads * headDim, hidden];
   const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim } = spec.mla;
-  return [hidden, hidden, heads * nopeDim, heads * ropeDim, kvLoraRank, heads * valueDim, hidden, ropeDim, qLoraRank ?? 1];
+  const widths = [hidden, hidden, heads * nopeDim, heads * ropeDim, kvLoraRank, heads * valueDim, hidden, ropeDim, qLoraRank ?? 1];
+  return spec.shortcutMoe ? [...widths, hidden] : widths;
 }
 
 /** Floats per position of a layer's cached keys and values: an MLA layer caches its latent row only. */
@@ -55,11 +58,13 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
   const nodes: NodeMaker[] = [];
   const node = (make: NodeMaker) => nodes.push(make);
   const fixed = (value: GraphNode) => node(async () => value);
-  const norm = (input: number, output: number, width: number, groupSize: number, weight: string) =>
-    node(async () => ({
-      op: 'rms_norm', input, output, width, groupSize, epsilon: spec.rmsNormEpsilon,
-      weight: await weights.vector(weight, groupSize),
-    }));
+  // `scale` multiplies the norm's weight (LongCat-Flash's MLA LoRA scales).
+  const norm = (input: number, output: number, width: number, groupSize: number, weight: string, scale = 1) =>
+    node(async () => {
+      const values = await weights.vector(weight, groupSize);
+      if (scale !== 1) for (let j = 0; j < values.length; j++) values[j] *= scale;
+      return { op: 'rms_norm', input, output, width, groupSize, epsilon: spec.rmsNormEpsilon, weight: values };
+    });
   const linear = (input: number, output: number, inFeatures: number, outFeatures: number, weight: string, bias?: string) =>
     node(async () => ({
       op: 'linear', input, output, inFeatures, outFeatures,
@@ -117,25 +122,28 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       op: 'rope', buffer, heads: count, headDim: ropeDim, theta: spec.ropeTheta, style: spec.ropeStyle,
       ...(mlaRopeTable ? { inverseFrequencies: mlaRopeTable.inverseFrequencies, scale: mlaRopeTable.scale } : {}),
     });
-  // One layer's multi-head latent attention, from the normed input H to its output projection in OUT.
-  const mlaAttention = (i: number, mla: MlaSpec) => {
-    const name = (t: LayerTensor) => names.layer(i, t);
-    const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim } = mla;
+  // One multi-head latent attention, from the normed input H to its output projection in OUT, caching in `slot`.
+  const mlaAttention = (name: (t: LayerTensor) => string, slot: number, mla: MlaSpec) => {
+    const { qLoraRank, kvLoraRank, nopeDim, ropeDim, valueDim, loraScales } = mla;
     const queryHead = nopeDim + ropeDim;
+    if (loraScales && !qLoraRank) {
+      throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'MLA LoRA scales need a low-rank query (q_lora_rank)');
+    }
     if (qLoraRank) {
       linear(H, Q_LATENT, hidden, qLoraRank, name('q_a'));
-      norm(Q_LATENT, Q_LATENT, qLoraRank, qLoraRank, name('q_a_norm'));
+      // q_b is linear: scaling its input by the query's LoRA scale scales the whole query.
+      norm(Q_LATENT, Q_LATENT, qLoraRank, qLoraRank, name('q_a_norm'), loraScales?.query);
       splitLinear(Q_LATENT, [Q, K], qLoraRank, heads * queryHead, name('q_b'), queryHead, nopeDim);
     } else {
       splitLinear(H, [Q, K], hidden, heads * queryHead, name('q'), queryHead, nopeDim);
     }
     splitLinear(H, [V, K_ROPE], hidden, kvLoraRank + ropeDim, name('kv_a'), kvLoraRank + ropeDim, kvLoraRank);
-    norm(V, V, kvLoraRank, kvLoraRank, name('kv_a_norm'));
+    norm(V, V, kvLoraRank, kvLoraRank, name('kv_a_norm'), loraScales?.latent);
     mlaRope(K, heads, ropeDim);
     mlaRope(K_ROPE, 1, ropeDim);
     node(async () => ({
       op: 'mla_attention', queryNope: Q, queryRope: K, latent: V, keyRope: K_ROPE, output: ATTN, heads, nopeDim,
-      ropeDim, kvLoraRank, valueDim, slot: i,
+      ropeDim, kvLoraRank, valueDim, slot,
       // DeepSeek's YaRN multiplies the softmax scale by mscale(factor, mscale_all_dim)^2.
       scale: (spec.ropeScaling?.softmaxFactor ?? 1) / Math.sqrt(queryHead),
       ...(await weights.mlaUpProjections({ kvUp: name('kv_b'), kUp: name('k_b'), vUp: name('v_b') }, heads, nopeDim, valueDim, kvLoraRank)),
@@ -143,80 +151,116 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     linear(ATTN, OUT, heads * valueDim, hidden, name('o'));
   };
 
+  const residual = () =>
+    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden, ...(multipliers ? { scale: multipliers.residual } : {}) });
+  // LongCat-Flash's shortcut-connected layers (ShortcutMoeSpec): per layer, attention slots 2i and 2i + 1, MoE slot i.
+  function shortcutLayers(denseFfn: number): void {
+    const mla = spec.mla;
+    const sublayer = names.sublayer;
+    if (!mla || !sublayer) {
+      throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', 'shortcut-connected MoE layers need MLA attention and sublayer tensor names');
+    }
+    spec.layers.forEach((layer, i) => {
+      if (layer.kind !== 'moe') throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `shortcut-connected layer ${i} has no MoE block`);
+      const sub = (j: number) => (t: LayerTensor) => sublayer(i, j, t);
+      norm(X, H, hidden, hidden, sub(0)('attn_norm'));
+      mlaAttention(sub(0), 2 * i, mla);
+      fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+      // The MoE block and the first dense MLP read the same normed input.
+      norm(X, H, hidden, hidden, sub(0)('mlp_norm'));
+      moeBlock(i, layer, i, H, MOE_OUT);
+      denseMlp(sub(0), denseFfn, H, OUT);
+      fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+      norm(X, H, hidden, hidden, sub(1)('attn_norm'));
+      mlaAttention(sub(1), 2 * i + 1, mla);
+      fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+      norm(X, H, hidden, hidden, sub(1)('mlp_norm'));
+      denseMlp(sub(1), denseFfn, H, OUT);
+      // HF adds residual + mlp1 first, then the MoE output.
+      fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden });
+      fixed({ op: 'add', a: X, b: MOE_OUT, output: X, width: hidden });
+    });
+  }
+  // A dense SwiGLU MLP from `input` to `output`, its tensors named by `name`.
+  const denseMlp = (name: (t: LayerTensor) => string, ffn: number, input: number, output: number) =>
+    node(async () => ({
+      op: 'mlp', input, output, hidden, ffn,
+      gate: await weights.matrix(name('mlp_gate'), ffn, hidden),
+      up: await weights.matrix(name('mlp_up'), ffn, hidden),
+      down: await weights.matrix(name('mlp_down'), hidden, ffn),
+    }));
+  // Layer i's MoE block (MoE slot `slot`) from `input` to `output`.
+  const moeBlock = (i: number, layer: MoELayerSpec, slot: number, input: number, output: number) => {
+    const name = (t: LayerTensor) => names.layer(i, t);
+    const { experts, ffn, shared, router, zeroExperts } = layer;
+    const slots = routedSlots(layer);
+    const expertBiases = async () =>
+      layer.expertBiases
+        ? {
+            gateBias: await weights.expertBiases(i, 'gate', experts, ffn),
+            upBias: await weights.expertBiases(i, 'up', experts, ffn),
+            downBias: await weights.expertBiases(i, 'down', experts, hidden),
+          }
+        : {};
+    node(async () => ({
+      op: 'moe', input, output, slot, hidden, ffn, experts, dtype,
+      router: await weights.f32Matrix(name('router'), slots, hidden),
+      ...(router
+        ? {
+            routerRule: {
+              scoring: router.scoring,
+              ...(router.groups
+                ? { groups: router.groups.count, keptGroups: router.groups.keep, groupScore: router.groups.score }
+                : {}),
+              normalize: router.normalize ?? false,
+              scale: router.scale ?? 1,
+              ...(router.selectionBias
+                ? { selectionBias: await weights.vector(name('router_selection_bias'), slots) }
+                : {}),
+            },
+          }
+        : {}),
+      ...(zeroExperts ? { zeroExperts } : {}),
+      ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), slots) } : {}),
+      ...(await expertBiases()),
+      ...(layer.activation ? { activation: layer.activation } : {}),
+      gate: await weights.experts(i, 'gate', experts, ffn, hidden),
+      up: await weights.experts(i, 'up', experts, ffn, hidden),
+      down: await weights.experts(i, 'down', experts, hidden, ffn),
+      ...(shared
+        ? {
+            shared: {
+              ffn: shared.ffn,
+              gate: await weights.matrix(name('shared_gate'), shared.ffn, hidden),
+              up: await weights.matrix(name('shared_up'), shared.ffn, hidden),
+              down: await weights.matrix(name('shared_down'), hidden, shared.ffn),
+              ...(shared.gated ? { gateWeight: await weights.vector(name('shared_gate_weight'), hidden) } : {}),
+            },
+          }
+        : {}),
+    }));
+  };
+
   node(async () => ({
     op: 'embedding', hidden, output: X, weight: await weights.matrix(names.embed, vocab, hidden),
     ...(multipliers ? { scale: multipliers.embedding } : {}),
   }));
-  const residual = () =>
-    fixed({ op: 'add', a: X, b: OUT, output: X, width: hidden, ...(multipliers ? { scale: multipliers.residual } : {}) });
-  let moeSlot = 0;
-  spec.layers.forEach((layer, i) => {
-    const name = (t: LayerTensor) => names.layer(i, t);
-    norm(X, H, hidden, hidden, name('attn_norm'));
-    if (spec.mla) mlaAttention(i, spec.mla);
-    else standardAttention(i);
-    residual();
-    norm(X, H, hidden, hidden, name('mlp_norm'));
-    if (layer.kind === 'dense') {
-      const { ffn } = layer;
-      node(async () => ({
-        op: 'mlp', input: H, output: OUT, hidden, ffn,
-        gate: await weights.matrix(name('mlp_gate'), ffn, hidden),
-        up: await weights.matrix(name('mlp_up'), ffn, hidden),
-        down: await weights.matrix(name('mlp_down'), hidden, ffn),
-      }));
-    } else {
-      const { experts, ffn, shared, router, zeroExperts } = layer;
-      const slot = moeSlot++;
-      const slots = routedSlots(layer);
-      const expertBiases = async () =>
-        layer.expertBiases
-          ? {
-              gateBias: await weights.expertBiases(i, 'gate', experts, ffn),
-              upBias: await weights.expertBiases(i, 'up', experts, ffn),
-              downBias: await weights.expertBiases(i, 'down', experts, hidden),
-            }
-          : {};
-      node(async () => ({
-        op: 'moe', input: H, output: OUT, slot, hidden, ffn, experts, dtype,
-        router: await weights.f32Matrix(name('router'), slots, hidden),
-        ...(router
-          ? {
-              routerRule: {
-                scoring: router.scoring,
-                ...(router.groups
-                  ? { groups: router.groups.count, keptGroups: router.groups.keep, groupScore: router.groups.score }
-                  : {}),
-                normalize: router.normalize ?? false,
-                scale: router.scale ?? 1,
-                ...(router.selectionBias
-                  ? { selectionBias: await weights.vector(name('router_selection_bias'), slots) }
-                  : {}),
-              },
-            }
-          : {}),
-        ...(zeroExperts ? { zeroExperts } : {}),
-        ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), slots) } : {}),
-        ...(await expertBiases()),
-        ...(layer.activation ? { activation: layer.activation } : {}),
-        gate: await weights.experts(i, 'gate', experts, ffn, hidden),
-        up: await weights.experts(i, 'up', experts, ffn, hidden),
-        down: await weights.experts(i, 'down', experts, hidden, ffn),
-        ...(shared
-          ? {
-              shared: {
-                ffn: shared.ffn,
-                gate: await weights.matrix(name('shared_gate'), shared.ffn, hidden),
-                up: await weights.matrix(name('shared_up'), shared.ffn, hidden),
-                down: await weights.matrix(name('shared_down'), hidden, shared.ffn),
-                ...(shared.gated ? { gateWeight: await weights.vector(name('shared_gate_weight'), hidden) } : {}),
-              },
-            }
-          : {}),
-      }));
-    }
-    residual();
-  });
+  if (spec.shortcutMoe) {
+    shortcutLayers(spec.shortcutMoe.denseFfn);
+  } else {
+    let moeSlot = 0;
+    spec.layers.forEach((layer, i) => {
+      const name = (t: LayerTensor) => names.layer(i, t);
+      norm(X, H, hidden, hidden, name('attn_norm'));
+      if (spec.mla) mlaAttention(name, i, spec.mla);
+      else standardAttention(i);
+      residual();
+      norm(X, H, hidden, hidden, name('mlp_norm'));
+      if (layer.kind === 'dense') denseMlp(name, layer.ffn, H, OUT);
+      else moeBlock(i, layer, moeSlot++, H, OUT);
+      residual();
+    });
+  }
   norm(X, H, hidden, hidden, names.finalNorm);
   const logitScale = multipliers ? { scale: 1 / multipliers.logitsDivisor } : {};
   node(async () =>
@@ -240,8 +284,8 @@ export async function buildModelGraph(
       new (native().ModelGraph)({
         bufferWidths: bufferWidths(spec),
         vocab: spec.vocab,
-        kvWidths: spec.layers.map(() => kv.key),
-        kvValueWidths: spec.layers.map(() => kv.value),
+        kvWidths: Array.from({ length: attentionSlots(spec) }, () => kv.key),
+        kvValueWidths: Array.from({ length: attentionSlots(spec) }, () => kv.value),
         moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,

@@ -6,7 +6,7 @@ import { DynamoeError } from '../errors';
 import { isQuantType, QUANT_BLOCKS, QuantType } from '../formats/quant-types';
 import { ELEMENT_BYTES, TensorStore } from '../formats/tensor-store';
 import { formatBytes } from '../format-bytes';
-import { ModelSpec, routedSlots } from './spec';
+import { attentionSlots, ModelSpec, routedSlots } from './spec';
 
 const F32 = 4;
 
@@ -24,9 +24,12 @@ export function weightBytes(spec: ModelSpec, dtype: DType, experts?: QuantType):
   let matrices = vocab * hidden * (spec.tiedEmbeddings ? 1 : 2);
   let floats = hidden; // final norm
   let quantized = 0;
+  // A shortcut-connected layer (LongCat-Flash) has two attentions, two dense MLPs and four norms besides its MoE.
+  const sublayers = spec.shortcutMoe ? 2 : 1;
   for (const layer of spec.layers) {
-    matrices += attention;
-    floats += 2 * hidden + attentionFloats;
+    matrices += sublayers * attention;
+    floats += sublayers * (2 * hidden + attentionFloats);
+    if (spec.shortcutMoe) matrices += 2 * 3 * hidden * spec.shortcutMoe.denseFfn;
     if (layer.kind === 'dense') {
       matrices += 3 * hidden * layer.ffn;
     } else {
@@ -69,7 +72,7 @@ export function quantizedWeightBytes(store: TensorStore, dtype: DType): number |
 export function kvCacheBytes(spec: ModelSpec, capacity: number): number {
   // An MLA layer keeps one latent row per position (kvLoraRank + ropeDim floats) and no values.
   const perLayer = spec.mla ? spec.mla.kvLoraRank + spec.mla.ropeDim : 2 * spec.kvHeads * spec.headDim;
-  return spec.layers.length * capacity * perLayer * F32;
+  return attentionSlots(spec) * capacity * perLayer * F32;
 }
 
 /** Bytes one forward step over `tokens` positions allocates: activations, its KV rows and the returned logits. */
@@ -78,7 +81,9 @@ export function stepBytes(spec: ModelSpec, tokens: number, logitRows: number): n
   const kvWidth = spec.kvHeads * spec.headDim;
   // MLA: its buffers, plus the op's absorbed queries and attended latents (heads x (kvLoraRank + ropeDim) each).
   const mla = spec.mla ? 2 * spec.heads * (spec.mla.kvLoraRank + spec.mla.ropeDim) + (spec.mla.qLoraRank ?? 0) : 0;
-  const activations = tokens * (3 * spec.hidden + 2 * qWidth + 2 * kvWidth + mla) * F32;
+  // A shortcut-connected layer holds its MoE output in one more hidden-wide buffer.
+  const hiddenBuffers = spec.shortcutMoe ? 4 : 3;
+  const activations = tokens * (hiddenBuffers * spec.hidden + 2 * qWidth + 2 * kvWidth + mla) * F32;
   return activations + kvCacheBytes(spec, tokens) + logitRows * spec.vocab * F32;
 }
 

@@ -48,6 +48,11 @@ export interface CheckpointNaming {
     | { stacked: true; name(layer: number, matrix: ExpertMatrix): string };
   /** One [experts][rows] tensor per layer of the experts' biases, where the format has them (gpt-oss). */
   expertBias?(layer: number, matrix: ExpertMatrix): string;
+  /**
+   * A tensor of sublayer `sub` (0 or 1) of a LongCat-Flash double layer: its norms, attention and dense MLP
+   * ('attn_norm', 'mlp_norm', MLA tensors, 'mlp_gate' / 'mlp_up' / 'mlp_down'); the MoE tensors use `layer`.
+   */
+  sublayer?(index: number, sub: number, tensor: LayerTensor): string;
 }
 
 /** Module paths (under `model.layers.{i}.`) of an architecture's feed-forward weights. */

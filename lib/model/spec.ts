@@ -95,6 +95,23 @@ export interface MlaSpec {
   nopeDim: number;
   ropeDim: number;
   valueDim: number;
+  /**
+   * LongCat-Flash's LoRA scales: the query times `query` (sqrt(hidden / qLoraRank)) and the normed latent times
+   * `latent` (sqrt(hidden / kvLoraRank)), applied through the q_a and kv_a norms' weights. Absent: 1 (DeepSeek).
+   */
+  loraScales?: { query: number; latent: number };
+}
+
+/**
+ * LongCat-Flash's shortcut-connected decoder layer: two MLA attention sublayers, two dense SwiGLU MLPs of `denseFfn`,
+ * and the layer's one MoE block (its `layers` entry), which reads the first MLP's normed input and is added to the
+ * residual after the second MLP:
+ *   h = x + attn0(norm0(x)); m = moe(norm1(h)); h = h + mlp0(norm1(h)); h = h + attn1(norm2(h));
+ *   out = h + mlp1(norm3(h)) + m.
+ * Each attention sublayer has its own KV cache slot (2 per layer).
+ */
+export interface ShortcutMoeSpec {
+  denseFfn: number;
 }
 
 /** Sizes and choices of one model, read from config.json or GGUF metadata. */
@@ -134,6 +151,13 @@ export interface ModelSpec {
   outputBias?: boolean;
   /** Granite's scalars; absent means none (every factor 1, the softmax scale 1 / sqrt(headDim)). */
   multipliers?: MultipliersSpec;
+  /** Every layer is LongCat-Flash's shortcut-connected double layer (its `layers` entry is the MoE block). */
+  shortcutMoe?: ShortcutMoeSpec;
+}
+
+/** Attention sublayers, each with its own KV cache slot: one per layer, two per shortcut-connected layer. */
+export function attentionSlots(spec: ModelSpec): number {
+  return spec.layers.length * (spec.shortcutMoe ? 2 : 1);
 }
 
 /**

@@ -74,7 +74,7 @@ export interface RefMlaModel {
   layers: RefMlaLayer[];
 }
 
-function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number): Float64Array {
+export function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number): Float64Array {
   const out = new Float64Array(rows * outF);
   for (let t = 0; t < rows; t++) {
     for (let o = 0; o < outF; o++) {
@@ -86,7 +86,7 @@ function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: num
   return out;
 }
 
-function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: number): Float64Array {
+export function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: number): Float64Array {
   const out = new Float64Array(x.length);
   for (let t = 0; t < rows; t++) {
     let squares = 0;
@@ -119,17 +119,29 @@ function hfRope(x: Values, position: number, theta: number, yarn?: { inv: number
   return out;
 }
 
-function mlaAttention(m: RefMlaModel, l: RefMlaLayer, h: Float64Array, T: number): Float64Array {
+/**
+ * One MLA attention over a fresh sequence. `loraScales` (LongCat-Flash): the query (nope and rope parts) times
+ * `query` after q_b_proj, the normed latent times `latent` before kv_b_proj, as modeling_longcat_flash.py does.
+ */
+export function mlaAttention(
+  m: Omit<RefMlaModel, 'layers'>,
+  l: Omit<RefMlaLayer, 'mlpNorm' | 'ffn'>,
+  h: Float64Array,
+  T: number,
+  loraScales?: { query: number; latent: number },
+): Float64Array {
   const { hidden: H, heads, kvLoraRank: R, nopeDim: N, ropeDim: P, valueDim: V, rmsNormEpsilon: eps } = m;
   const qHead = N + P;
   const yarn = m.yarn ? deepseekYarn(m.yarn, P, m.ropeTheta) : undefined;
-  const q = m.qLoraRank
+  const unscaledQ = m.qLoraRank
     ? linear(rmsNorm(linear(h, T, H, l.qA!, m.qLoraRank), T, m.qLoraRank, l.qANorm!, eps), T, m.qLoraRank, l.qB!, heads * qHead)
     : linear(h, T, H, l.q!, heads * qHead);
+  const q = loraScales ? unscaledQ.map((v) => v * loraScales.query) : unscaledQ;
   const ckv = linear(h, T, H, l.kvA, R + P);
   const latent = new Float64Array(T * R);
   for (let t = 0; t < T; t++) latent.set(ckv.subarray(t * (R + P), t * (R + P) + R), t * R);
-  const kv = linear(rmsNorm(latent, T, R, l.kvANorm, eps), T, R, l.kvB, heads * (N + V));
+  const normed = rmsNorm(latent, T, R, l.kvANorm, eps);
+  const kv = linear(loraScales ? normed.map((v) => v * loraScales.latent) : normed, T, R, l.kvB, heads * (N + V));
   // Full keys [T][heads][qHead] and values [T][heads][V], as HF builds them for its attention.
   const queries = new Float64Array(T * heads * qHead);
   const keys = new Float64Array(T * heads * qHead);

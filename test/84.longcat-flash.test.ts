@@ -1,0 +1,189 @@
+// LongCat-Flash: shortcut-connected double layers (two MLA attentions with their own KV slots, two dense MLPs, the
+// MoE block fed after the first attention and added after the second MLP) and identity zero-computation experts,
+// against a float64 reference of HF's modeling_longcat_flash.py: logits, routing statistics, prefill + decode,
+// dynamic policies, the cache's size, and configs that are refused.
+import * as path from 'path';
+import { loadModel, parsePolicy } from '../lib';
+import { DynamoeError } from '../lib/errors';
+import { architectureForHfConfig } from '../lib/model/architectures';
+import { ConfigReader } from '../lib/model/config-reader';
+import { kvCacheBytes } from '../lib/model/memory-need';
+import { maxRelativeError } from './reference/layer';
+import { refLongcatForward } from './reference/longcat-model';
+import { makeTinyLongcat, writeLongcatHf } from './longcat-fixtures';
+import { tempDir } from './model-fixtures';
+
+const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
+// 37 positions: past one 32-position KV block.
+const LONG_TOKENS = Array.from({ length: 37 }, (_, i) => 1 + ((i * 104729 + 13) % 270));
+
+const model = makeTinyLongcat(7);
+let temp: ReturnType<typeof tempDir>;
+let dir: string;
+beforeAll(async () => {
+  temp = tempDir('dynamoe-longcat-');
+  dir = path.join(temp.dir, 'longcat-hf');
+  await writeLongcatHf(dir, model);
+});
+afterAll(() => temp.cleanup());
+
+function bits(array: Float32Array | Float64Array): Buffer {
+  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
+}
+
+const sum = (a: Int32Array) => a.reduce((s, n) => s + n, 0);
+
+async function expectCode(promise: Promise<unknown>, code: string, mention: string): Promise<void> {
+  const error = await promise.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(DynamoeError);
+  expect((error as DynamoeError).code).toBe(code);
+  expect((error as Error).message).toContain(mention);
+}
+
+test('config.json reads as shortcut-connected MoE layers with identity zero experts and the family router', () => {
+  const spec = architectureForHfConfig(ConfigReader.fromJson(model.config, 'config.json')).fromHfConfig(
+    ConfigReader.fromJson(model.config, 'config.json'),
+  );
+  expect(spec.architecture).toBe('longcat-flash');
+  expect(spec.layers).toHaveLength(2);
+  expect(spec.shortcutMoe).toEqual({ denseFfn: 48 });
+  expect(spec.mla).toEqual({
+    qLoraRank: 32, kvLoraRank: 24, nopeDim: 16, ropeDim: 8, valueDim: 12,
+    loraScales: { query: Math.sqrt(2), latent: Math.sqrt(64 / 24) },
+  });
+  for (const layer of spec.layers) {
+    expect(layer).toEqual({
+      kind: 'moe', experts: 8, ffn: 32, policy: { kind: 'top-k', k: 3 },
+      router: { scoring: 'softmax', selectionBias: true, scale: 3 },
+      zeroExperts: { count: 4, kind: 'identity' },
+    });
+  }
+  // Checkpoints whose config.json names only the class are recognised too.
+  const { model_type: _type, ...unnamed } = model.config;
+  expect(architectureForHfConfig(ConfigReader.fromJson(unnamed, 'config.json')).name).toBe('longcat-flash');
+});
+
+test('f32 safetensors: logits match the float64 reference, and zero experts take some of the k slots', async () => {
+  const reference = refLongcatForward(model, TOKENS);
+  const loaded = await loadModel(dir);
+  try {
+    expect(loaded.info.architecture).toBe('longcat-flash');
+    expect(loaded.info.defaultPolicy).toEqual(['top-k:3', 'top-k:3']);
+    const { logits, stats } = await loaded.forward(TOKENS, { stats: true });
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    const layers = stats!.layers;
+    expect(layers).toHaveLength(2);
+    layers.forEach((l, i) => {
+      expect(l.expertsPerToken).toBe(3);
+      // What the reference routed to FFN experts, the model computed.
+      expect(l.ffnExpertsPerToken).toBeCloseTo(sum(reference.ffnCounts[i]) / TOKENS.length, 12);
+    });
+    expect(stats!.ffnExpertsPerToken).toBeLessThan(3);
+    expect(stats!.ffnExpertsPerToken).toBeGreaterThan(0);
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test('bf16 safetensors load and stay near the f32 logits', async () => {
+  const bf16 = path.join(temp.dir, 'longcat-bf16');
+  await writeLongcatHf(bf16, model, 'bf16');
+  const [a, b] = [await loadModel(dir), await loadModel(bf16)];
+  try {
+    const [x, y] = [await a.forward(TOKENS), await b.forward(TOKENS)];
+    expect(maxRelativeError(y.logits, x.logits)).toBeLessThan(0.1);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+
+test('each of the two attentions per layer has its own cache slot: 2 x layers latent rows per position', async () => {
+  const loaded = await loadModel(dir, { kvPoolTokens: 256 });
+  try {
+    const pool = loaded.info.kvPool;
+    const perTokenPerSlot = pool.bytes / pool.positions / (2 * model.layers.length);
+    expect(perTokenPerSlot).toBe((model.kvLoraRank + model.ropeDim) * 4);
+    expect(kvCacheBytes(loaded.spec, pool.positions)).toBe(pool.bytes);
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test('prefill then one-token decode steps equal the one-shot forward and the reference', async () => {
+  const reference = refLongcatForward(model, LONG_TOKENS);
+  const loaded = await loadModel(dir);
+  const session = loaded.createSession(LONG_TOKENS.length);
+  try {
+    const { logits } = await loaded.forward(LONG_TOKENS);
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    const policies = loaded.policies(undefined);
+    const prefill = 30;
+    const stepped = [await loaded.step(session, Int32Array.from(LONG_TOKENS.slice(0, prefill)), policies, false, false)];
+    for (const id of LONG_TOKENS.slice(prefill)) stepped.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
+    const steppedLogits = Float32Array.from(stepped.flatMap((s) => Array.from(s.logits)));
+    expect(maxRelativeError(steppedLogits, reference.logits)).toBeLessThan(1e-4);
+    expect(bits(steppedLogits.subarray(prefill * model.vocab)).equals(bits(logits.subarray(prefill * model.vocab)))).toBe(true);
+  } finally {
+    session.dispose();
+    loaded.dispose();
+  }
+});
+
+test('dynamic policies: top-p:0.5 over FFN and zero experts matches the reference', async () => {
+  const policy = parsePolicy('top-p:0.5');
+  const reference = refLongcatForward(model, TOKENS, policy as never);
+  const loaded = await loadModel(dir);
+  try {
+    const { logits, stats } = await loaded.forward(TOKENS, { policy, stats: true });
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    stats!.layers.forEach((l, i) => {
+      expect(l.expertsPerToken).toBeCloseTo(sum(reference.counts[i]) / TOKENS.length, 12);
+      expect(l.ffnExpertsPerToken).toBeCloseTo(sum(reference.ffnCounts[i]) / TOKENS.length, 12);
+    });
+    // top-p keeps a varying number of slots: not every token the same count.
+    expect(reference.counts.some((c) => new Set(c).size > 1)).toBe(true);
+    // Generation runs under the dynamic policy too.
+    const out: number[] = [];
+    for await (const token of loaded.generate(TOKENS, { maxTokens: 4, policy })) out.push(token.id);
+    expect(out.length).toBeGreaterThan(0);
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test.each([
+  ['rope_scaling (YaRN)', { rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 128 } }, 'rope_scaling'],
+  ['a rope_parameters rope_type other than default', { rope_parameters: { rope_type: 'yarn', rope_theta: 10000 } }, 'rope_parameters'],
+  ['no q_lora_rank', { q_lora_rank: null }, 'q_lora_rank'],
+  ['a zero_expert_type other than identity', { zero_expert_type: 'const' }, 'zero_expert_type'],
+  ['attention biases', { attention_bias: true }, 'attention_bias'],
+])('%s is refused', async (_name, change, mention) => {
+  const bad = path.join(temp.dir, `bad-${mention}-${Object.keys(change).join('')}`);
+  await writeLongcatHf(bad, model, 'f32', (config, tensors) => (Object.assign(config, change), tensors));
+  await expectCode(loadModel(bad), 'ERR_DYNAMOE_UNSUPPORTED', mention);
+});
+
+test('rope_parameters with the default rope_type give the same logits as rope_theta', async () => {
+  const other = path.join(temp.dir, 'rope-parameters');
+  await writeLongcatHf(other, model, 'f32', (config, tensors) => {
+    delete config.rope_theta;
+    config.rope_parameters = { rope_type: 'default', rope_theta: 10000 };
+    return tensors;
+  });
+  const [a, b] = [await loadModel(dir), await loadModel(other)];
+  try {
+    expect(bits((await b.forward(TOKENS)).logits).equals(bits((await a.forward(TOKENS)).logits))).toBe(true);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+});
+
+test('a missing sublayer tensor names itself', async () => {
+  const bad = path.join(temp.dir, 'missing-mlp');
+  await writeLongcatHf(bad, model, 'f32', (_config, tensors) => tensors.filter((t) => t.name !== 'model.layers.1.mlps.1.up_proj.weight'));
+  const error = await loadModel(bad).then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(DynamoeError);
+  expect((error as Error).message).toContain('model.layers.1.mlps.1.up_proj.weight');
+});
