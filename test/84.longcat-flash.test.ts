@@ -2,12 +2,13 @@
 // MoE block fed after the first attention and added after the second MLP) and identity zero-computation experts,
 // against a float64 reference of HF's modeling_longcat_flash.py: logits, routing statistics, prefill + decode,
 // dynamic policies, the cache's size, and configs that are refused.
+import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { loadModel, parsePolicy } from '../lib';
+import { loadModel, Model, parsePolicy } from '../lib';
 import { DynamoeError } from '../lib/errors';
 import { architectureForHfConfig } from '../lib/model/architectures';
 import { ConfigReader } from '../lib/model/config-reader';
-import { kvCacheBytes } from '../lib/model/memory-need';
+import { kvCacheBytes, weightBytes } from '../lib/model/memory-need';
 import { maxRelativeError } from './reference/layer';
 import { refLongcatForward } from './reference/longcat-model';
 import { makeTinyLongcat, writeLongcatHf } from './longcat-fixtures';
@@ -186,4 +187,61 @@ test('a missing sublayer tensor names itself', async () => {
   const error = await loadModel(bad).then(() => undefined, (e: unknown) => e);
   expect(error).toBeInstanceOf(DynamoeError);
   expect((error as Error).message).toContain('model.layers.1.mlps.1.up_proj.weight');
+});
+
+test('the weight estimate counts both attentions and both dense MLPs of each layer (within 12%; tiny matrices pad)', async () => {
+  for (const dtype of ['f32', 'bf16'] as const) {
+    const loaded = await loadModel(dir, { dtype });
+    try {
+      const estimate = weightBytes(loaded.spec, dtype);
+      expect(Math.abs(estimate - loaded.info.weightBytes) / loaded.info.weightBytes).toBeLessThan(0.12);
+    } finally {
+      loaded.dispose();
+    }
+  }
+});
+
+test('forwards and generations are the same bits alone and batched in 5-token chunks with others', async () => {
+  const bf16 = path.join(temp.dir, 'longcat-batch');
+  await writeLongcatHf(bf16, makeTinyLongcat(9), 'bf16');
+  const alone: Model = await loadModel(bf16, { maxSequences: 1 });
+  const chunked: Model = await loadModel(bf16, { maxSequences: 16, tokensPerStep: 5 });
+  try {
+    const prompts = Array.from({ length: 5 }, (_, i) => Array.from({ length: 3 + i * 5 }, (_, j) => 1 + ((i * 7919 + j * 104729) % 270)));
+    const lone: Float32Array[] = [];
+    for (const ids of prompts) lone.push((await alone.forward(ids)).logits);
+    const collect = async (m: Model, ids: number[]) => {
+      const out: number[] = [];
+      for await (const token of m.generate(ids, { maxTokens: 6 })) out.push(token.id);
+      return out;
+    };
+    const greedyAlone = await collect(alone, prompts[2]);
+    // The most sequences any step of `chunked` held while the batch ran: they must really share steps.
+    let largestStep = 0;
+    let running = true;
+    const watch = (async () => {
+      while (running) {
+        largestStep = Math.max(largestStep, chunked.load.lastStepSequences);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    const together = await Promise.all([...prompts.map((ids) => chunked.forward(ids)), collect(chunked, prompts[2])]);
+    running = false;
+    await watch;
+    expect(largestStep).toBeGreaterThan(1);
+    prompts.forEach((_, i) => expect(bits((together[i] as { logits: Float32Array }).logits).equals(bits(lone[i]))).toBe(true));
+    expect(together[prompts.length]).toEqual(greedyAlone);
+  } finally {
+    alone.dispose();
+    chunked.dispose();
+  }
+});
+
+test('inspect names the architecture and the shortcut-connected layer shape', () => {
+  const cli = path.join(__dirname, '..', 'dist', 'lib', 'cli.js');
+  const r = spawnSync(process.execPath, [cli, 'inspect', dir], { encoding: 'utf8', timeout: 60000 });
+  expect(r.status).toBe(0);
+  expect(r.stdout).toContain('longcat-flash');
+  expect(r.stdout).toMatch(/shortcut-connected: 2 attentions and 2 dense MLPs \(ffn 48\)/);
+  expect(r.stdout).toContain('4 identity zero-computation experts');
 });

@@ -63,6 +63,10 @@ export async function inspectCommand(values: Values, positionals: string[]): Pro
       `dtype           ${info.dtype}`,
       `layers          ${info.layers.length} (${moe} MoE, ${info.layers.length - moe} dense)`,
       ...layerRuns(info.layers),
+      ...(info.shortcutMoe
+        ? [`layer shape     shortcut-connected: 2 attentions and 2 dense MLPs (ffn ${info.shortcutMoe.denseFfn}) per ` +
+            'layer, the MoE block read after the first attention and added after the second MLP']
+        : []),
       `hidden          ${info.hidden}, heads ${info.heads}, kv heads ${info.kvHeads}, head dim ${info.headDim}` +
         (info.rotaryDim !== undefined && info.rotaryDim !== info.headDim ? ` (${info.rotaryDim} rotary)` : ''),
       ...(info.mla
