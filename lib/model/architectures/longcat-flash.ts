@@ -60,7 +60,8 @@ function longcatSpec(c: ConfigReader): ModelSpec {
     experts: c.int('n_routed_experts'),
     ffn: c.int('expert_ffn_hidden_size'),
     policy: { kind: 'top-k', k },
-    router: { scoring: 'softmax', selectionBias: true, scale: c.number('routed_scaling_factor', 1) },
+    // HF's LongcatFlashConfig defaults routed_scaling_factor to 6.
+    router: { scoring: 'softmax', selectionBias: true, scale: c.number('routed_scaling_factor', 6) },
     ...(zeroCount > 0 ? { zeroExperts: { count: zeroCount, kind: 'identity' } } : {}),
     ...(c.bool('router_bias', false) ? { routerBias: true } : {}),
   };
