@@ -153,9 +153,35 @@ test('dynamic policies: top-p:0.5 over FFN and zero experts matches the referenc
   }
 });
 
+// YaRN as HF's LongCat runs it: the RoPE parts rotate by the blended table with cos/sin times the mscale ratio, and
+// yarn_apply_mscale multiplies the softmax scale by mscale(factor, mscale_all_dim)^2. Positions past the original
+// context, a ramp inside the 4 rotated pairs.
 test.each([
-  ['rope_scaling (YaRN)', { rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 128 } }, 'rope_scaling'],
-  ['a rope_parameters rope_type other than default', { rope_parameters: { rope_type: 'yarn', rope_theta: 10000 } }, 'rope_parameters'],
+  ['rope_scaling', (y: Record<string, unknown>) => ({ rope_scaling: { type: 'yarn', ...y } })],
+  ['rope_parameters', (y: Record<string, unknown>) => ({ rope_theta: null, rope_parameters: { rope_type: 'yarn', rope_theta: 10000, ...y } })],
+])('YaRN from %s matches the float64 reference of HF\'s YaRN', async (key, change) => {
+  const yarn = { factor: 8, originalContext: 16, betaFast: 4, betaSlow: 1, mscale: 1, mscaleAllDim: 0.8 };
+  const keys = { factor: 8, original_max_position_embeddings: 16, beta_fast: 4, beta_slow: 1, mscale: 1, mscale_all_dim: 0.8 };
+  const scaled = { ...model, yarn };
+  const reference = refLongcatForward(scaled, LONG_TOKENS);
+  // The plain RoPE is not the answer: the test would pass without YaRN otherwise.
+  expect(maxRelativeError(refLongcatForward(model, LONG_TOKENS).logits, reference.logits)).toBeGreaterThan(1e-2);
+  const yarnDir = path.join(temp.dir, `yarn-${key}`);
+  await writeLongcatHf(yarnDir, model, 'f32', (config, tensors) => (Object.assign(config, change(keys)), tensors));
+  const loaded = await loadModel(yarnDir);
+  try {
+    expect(loaded.info.ropeScaling?.softmaxFactor).toBeCloseTo((0.1 * 0.8 * Math.log(8) + 1) ** 2, 12);
+    const { logits } = await loaded.forward(LONG_TOKENS);
+    expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+  } finally {
+    loaded.dispose();
+  }
+});
+
+test.each([
+  ['rope_scaling other than YaRN', { rope_scaling: { type: 'linear', factor: 4 } }, 'linear'],
+  ['a rope_parameters rope_type other than default or YaRN', { rope_parameters: { rope_type: 'linear', factor: 4, rope_theta: 10000 } }, 'linear'],
+  ['a head_dim other than qk_rope_head_dim', { head_dim: 16 }, 'head_dim'],
   ['no q_lora_rank', { q_lora_rank: null }, 'q_lora_rank'],
   ['a zero_expert_type other than identity', { zero_expert_type: 'const' }, 'zero_expert_type'],
   ['attention biases', { attention_bias: true }, 'attention_bias'],

@@ -62,7 +62,7 @@ export function makeTinyLongcat(seed: number): TinyLongcatModel {
     architectures: ['LongcatFlashForCausalLM'], model_type: 'longcat_flash', vocab_size: VOCAB, hidden_size: hidden,
     ffn_hidden_size: denseFfn, expert_ffn_hidden_size: expertFfn, num_layers: layers.length,
     num_attention_heads: heads, kv_lora_rank: kvLoraRank, q_lora_rank: qLoraRank, qk_rope_head_dim: ropeDim,
-    qk_nope_head_dim: nopeDim, v_head_dim: valueDim, n_routed_experts: experts, moe_topk: k,
+    qk_nope_head_dim: nopeDim, v_head_dim: valueDim, head_dim: ropeDim, n_routed_experts: experts, moe_topk: k,
     zero_expert_num: zeroExperts, zero_expert_type: 'identity', routed_scaling_factor: routedScale,
     max_position_embeddings: 512, rms_norm_eps: 1e-5, rope_theta: 10000, attention_bias: false,
     attention_method: 'MLA', mla_scale_q_lora: true, mla_scale_kv_lora: true, hidden_act: 'silu',

@@ -8,28 +8,33 @@ import { DynamoeError } from '../../errors';
 import { Architecture, modelType } from '../architecture';
 import { ConfigReader } from '../config-reader';
 import { CheckpointNaming, hfMlpExpertNames, hfNaming, LayerTensor } from '../naming';
-import { MlaSpec, MoELayerSpec, ModelSpec } from '../spec';
+import { hfRopeScaling } from '../rope-scaling';
+import { MlaSpec, MoELayerSpec, ModelSpec, RopeScalingSpec } from '../spec';
 
 function unsupported(c: ConfigReader, key: string, why: string): never {
   throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', `${c.source}: '${key}': ${why}`);
 }
 
-// Newer transformers write `rope_parameters` ({ rope_type, rope_theta }) instead of `rope_theta`; only the plain
-// rotation is run.
-function ropeThetaOf(c: ConfigReader): number {
-  if (!c.has('rope_parameters')) return c.number('rope_theta', 10000000);
+/**
+ * RoPE base and scaling: `rope_theta` and `rope_scaling`, or newer transformers' `rope_parameters` ({ rope_type,
+ * rope_theta, and YaRN's keys }). YaRN as HF's LongCat runs it: the generic YaRN table, and the softmax scale times
+ * mscale(factor, mscale_all_dim)^2 (yarn_apply_mscale), which is DeepSeek's rule (rope-scaling.ts).
+ */
+function ropeOf(c: ConfigReader, maxContext: number): { theta: number; scaling?: RopeScalingSpec } {
+  if (!c.has('rope_parameters')) {
+    const scaling = hfRopeScaling(c, maxContext);
+    return { theta: c.number('rope_theta', 10000000), ...(scaling ? { scaling } : {}) };
+  }
   const params = c.raw('rope_parameters');
   if (typeof params !== 'object' || Array.isArray(params)) unsupported(c, 'rope_parameters', 'must be an object');
   const inner = ConfigReader.fromJson(params as Record<string, unknown>, `${c.source} rope_parameters`);
-  const type = inner.string('rope_type', 'default');
-  if (type !== 'default') unsupported(c, 'rope_parameters', `rope_type '${type}' of MLA attention is not supported yet`);
-  return inner.number('rope_theta', c.number('rope_theta', 10000000));
+  const scaling = hfRopeScaling(ConfigReader.fromJson({ rope_scaling: params }, c.source), maxContext);
+  return { theta: inner.number('rope_theta', c.number('rope_theta', 10000000)), ...(scaling ? { scaling } : {}) };
 }
 
 function longcatSpec(c: ConfigReader): ModelSpec {
-  // YaRN would also scale MLA's softmax (mscale^2), which the mla_attention node does not read yet.
-  c.refuse('rope_scaling', 'RoPE scaling (YaRN) of MLA attention is not supported yet');
-  const ropeTheta = ropeThetaOf(c);
+  const maxContext = c.int('max_position_embeddings', 4096);
+  const rope = ropeOf(c, maxContext);
   if (c.bool('attention_bias', false)) unsupported(c, 'attention_bias', 'MLA projections with biases are not supported');
   const hidden = c.int('hidden_size');
   const heads = c.int('num_attention_heads');
@@ -39,6 +44,10 @@ function longcatSpec(c: ConfigReader): ModelSpec {
   const kvLoraRank = c.int('kv_lora_rank');
   const ropeDim = c.int('qk_rope_head_dim');
   if (ropeDim % 2 !== 0) unsupported(c, 'qk_rope_head_dim', `RoPE rotates pairs of dimensions, and ${ropeDim} is odd`);
+  // HF computes the RoPE frequencies over config.head_dim and applies them to the qk_rope_head_dim part.
+  if (c.has('head_dim') && c.int('head_dim') !== ropeDim) {
+    unsupported(c, 'head_dim', `must equal qk_rope_head_dim (${ropeDim}), the width RoPE rotates`);
+  }
   const nopeDim = c.int('qk_nope_head_dim');
   if (c.has('qk_head_dim') && c.int('qk_head_dim') !== nopeDim + ropeDim) {
     unsupported(c, 'qk_head_dim', `must be qk_nope_head_dim + qk_rope_head_dim (${nopeDim + ropeDim})`);
@@ -75,14 +84,15 @@ function longcatSpec(c: ConfigReader): ModelSpec {
     // Every head reads the one latent; headDim is a query head's width, [nope | rope].
     kvHeads: heads,
     headDim: nopeDim + ropeDim,
-    ropeTheta,
+    ropeTheta: rope.theta,
+    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
     // HF's apply_rotary_pos_emb_interleave rotates adjacent pairs (x0, x1), (x2, x3), ...
     ropeStyle: 'pairs',
     rmsNormEpsilon: c.number('rms_norm_eps', 1e-5),
     qkNorm: 'none',
     attentionBias: false,
     tiedEmbeddings: c.bool('tie_word_embeddings', false),
-    maxContext: c.int('max_position_embeddings', 4096),
+    maxContext,
     layers: Array.from({ length: layerCount }, () => moe),
     mla,
     shortcutMoe: { denseFfn: c.int('ffn_hidden_size') },
