@@ -33,7 +33,8 @@ function ropeOf(c: ConfigReader, maxContext: number): { theta: number; scaling?:
 }
 
 function longcatSpec(c: ConfigReader): ModelSpec {
-  const maxContext = c.int('max_position_embeddings', 4096);
+  // HF's LongcatFlashConfig defaults: 131072 positions.
+  const maxContext = c.int('max_position_embeddings', 131072);
   const rope = ropeOf(c, maxContext);
   if (c.bool('attention_bias', false)) unsupported(c, 'attention_bias', 'MLA projections with biases are not supported');
   const hidden = c.int('hidden_size');
