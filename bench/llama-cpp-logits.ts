@@ -8,51 +8,27 @@ import * as path from 'path';
 import { loadModel } from '../lib';
 import { ArchName, FileDtype, GGUF_ARCHITECTURES, makeTinyModel, writeGgufCheckpoint } from '../test/model-fixtures';
 import { maxRelativeError } from '../test/reference/layer';
-import { NodeLlamaCpp } from './node-llama-cpp-api';
-import { importPeer } from './peer-loader';
+import { argmaxRows, openLlamaCpp } from './llama-cpp-logits-runner';
 import { makeQuantizedGguf, QuantizedFileType, wideTinyModel } from '../test/quant-fixtures';
 
 const QUANTIZED: readonly QuantizedFileType[] = ['Q8_0', 'Q6_K', 'Q5_K_M', 'Q4_K_M', 'Q4_0', 'IQ4_XS', 'MXFP4_MOE', 'Q3_K_M', 'Q2_K'];
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 42, 99, 150, 2];
 
-function argmaxRows(logits: Float32Array, vocab: number): number[] {
-  const out: number[] = [];
-  for (let r = 0; r < logits.length / vocab; r++) {
-    let best = 0;
-    for (let i = 1; i < vocab; i++) if (logits[r * vocab + i] > logits[r * vocab + best]) best = i;
-    out.push(best);
-  }
-  return out;
-}
 
 async function main(): Promise<void> {
-  const peer = await importPeer<NodeLlamaCpp>('node-llama-cpp');
-  if ('missing' in peer) {
-    console.log(`skipped: ${peer.missing}`);
+  const llama = await openLlamaCpp();
+  if ('missing' in llama) {
+    console.log(`skipped: ${llama.missing}`);
     return;
   }
-  const { getLlama, LlamaLogLevel } = peer.module;
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const oursOn = async (file: string) => {
     const ours = await loadModel(file);
     const { logits } = await ours.forward(TOKENS);
     ours.dispose();
     return logits;
   };
-  const theirsOn = async (file: string, vocab: number) => {
-    const model = await llama.loadModel({ modelPath: file, useMmap: false });
-    const context = await model.createContext({ contextSize: 64, batchSize: 64 });
-    const results = await context.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { logits: true } }]));
-    const theirs = new Float32Array(TOKENS.length * vocab);
-    // node-llama-cpp returns each position's logits as a Map from token id to logit.
-    results.forEach((r, i) => {
-      for (const [id, value] of r!.next!.logits!) theirs[i * vocab + id] = value;
-    });
-    await context.dispose();
-    await model.dispose();
-    return theirs;
-  };
+  const theirsOn = (file: string, vocab: number) => llama.logitsOf(file, TOKENS, vocab);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-llama-'));
   try {
     console.log('| GGUF | dtype | tokens | max rel. error of logits | greedy next-token agreement |');

@@ -10,8 +10,7 @@ import { loadModel } from '../lib';
 import { makeTinyDeepseekV2, TinyMlaOptions, writeDeepseekGguf } from '../test/mla-fixtures';
 import { maxRelativeError } from '../test/reference/layer';
 import { refMlaForward } from '../test/reference/mla-model';
-import { NodeLlamaCpp } from './node-llama-cpp-api';
-import { importPeer } from './peer-loader';
+import { argmaxRows, openLlamaCpp } from './llama-cpp-logits-runner';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 42, 99, 150, 2];
 
@@ -27,24 +26,13 @@ const CASES: Array<[string, TinyMlaOptions, boolean, string?]> = [
   ['V3 noaux_tc router (sigmoid, exp_probs_b, groups)', { qLoraRank: 32, routing: 'noaux_tc' }, true],
 ];
 
-function argmaxRows(logits: ArrayLike<number>, vocab: number): number[] {
-  const out: number[] = [];
-  for (let r = 0; r < logits.length / vocab; r++) {
-    let best = 0;
-    for (let i = 1; i < vocab; i++) if (logits[r * vocab + i] > logits[r * vocab + best]) best = i;
-    out.push(best);
-  }
-  return out;
-}
 
 async function main(): Promise<void> {
-  const peer = await importPeer<NodeLlamaCpp>('node-llama-cpp');
-  if ('missing' in peer) {
-    console.log(`SKIPPED: llama.cpp comparison of DeepSeek-V2 GGUFs: ${peer.missing}`);
+  const llama = await openLlamaCpp();
+  if ('missing' in llama) {
+    console.log(`SKIPPED: llama.cpp comparison of DeepSeek-V2 GGUFs: ${llama.missing}`);
     return;
   }
-  const { getLlama, LlamaLogLevel } = peer.module;
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dynamoe-mla-llama-'));
   let failed = false;
   try {
@@ -57,16 +45,7 @@ async function main(): Promise<void> {
       const ours = await loadModel(file);
       const { logits } = await ours.forward(TOKENS);
       ours.dispose();
-      const loaded = await llama.loadModel({ modelPath: file, useMmap: false });
-      const context = await loaded.createContext({ contextSize: 64, batchSize: 64 });
-      const results = await context.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { logits: true } }]));
-      const theirs = new Float32Array(TOKENS.length * model.vocab);
-      // node-llama-cpp returns each position's logits as a Map from token id to logit.
-      results.forEach((r, i) => {
-        for (const [id, value] of r!.next!.logits!) theirs[i * model.vocab + id] = value;
-      });
-      await context.dispose();
-      await loaded.dispose();
+      const theirs = await llama.logitsOf(file, TOKENS, model.vocab);
       const reference = refMlaForward(model, TOKENS).logits;
       const a = argmaxRows(logits, model.vocab);
       const b = argmaxRows(theirs, model.vocab);
