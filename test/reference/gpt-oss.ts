@@ -2,8 +2,7 @@
 // with q/k/v/o biases, YaRN RoPE on halves, a learned sink logit per head joining each softmax's denominator, a
 // sliding window on the layers that have one; an MoE of top-k over biased router logits with a softmax over the kept
 // k, experts in HF's fused layout with biases and the clamped SwiGLU.
-
-type Values = ArrayLike<number>;
+import { linear, rmsNorm } from './ops';
 
 /** One MoE block in the Hugging Face layout: x @ W, gate and up interleaved in gate_up's last dimension. */
 export interface RefGptOssExperts {
@@ -60,28 +59,7 @@ export interface RefGptOssModel {
   layers: RefGptOssLayer[];
 }
 
-function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number, bias?: Values): Float64Array {
-  const out = new Float64Array(rows * outF);
-  for (let t = 0; t < rows; t++) {
-    for (let o = 0; o < outF; o++) {
-      let sum = bias ? bias[o] : 0;
-      for (let i = 0; i < inF; i++) sum += x[t * inF + i] * w[o * inF + i];
-      out[t * outF + o] = sum;
-    }
-  }
-  return out;
-}
 
-function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: number): Float64Array {
-  const out = new Float64Array(x.length);
-  for (let t = 0; t < rows; t++) {
-    let squares = 0;
-    for (let i = 0; i < width; i++) squares += x[t * width + i] ** 2;
-    const inv = 1 / Math.sqrt(squares / width + eps);
-    for (let i = 0; i < width; i++) out[t * width + i] = x[t * width + i] * inv * w[i];
-  }
-  return out;
-}
 
 /** HF _compute_yarn_parameters: inverse frequencies and the attention factor (0.1 ln(factor) + 1). */
 export function refYarn(yarn: RefYarn | undefined, headDim: number, theta: number): { inv: number[]; scale: number } {

@@ -4,6 +4,7 @@
 // add; top-k of the router logits with a softmax over the kept k; experts stacked with gate and up fused in
 // input_linear [E][2F][H] (chunk(2): gate first), output_linear [E][H][F]; the optional shared MLP (granitemoeshared)
 // fused the same way and added to the experts' output; logits divided by logits_scaling.
+import { linear, rmsNorm } from './ops';
 
 type Values = ArrayLike<number>;
 
@@ -47,28 +48,7 @@ export interface RefGraniteModel {
   layers: RefGraniteLayer[];
 }
 
-function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number, bias?: Values, wOffset = 0): Float64Array {
-  const out = new Float64Array(rows * outF);
-  for (let t = 0; t < rows; t++) {
-    for (let o = 0; o < outF; o++) {
-      let sum = bias ? bias[o] : 0;
-      for (let i = 0; i < inF; i++) sum += x[t * inF + i] * w[wOffset + o * inF + i];
-      out[t * outF + o] = sum;
-    }
-  }
-  return out;
-}
 
-function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: number): Float64Array {
-  const out = new Float64Array(x.length);
-  for (let t = 0; t < rows; t++) {
-    let squares = 0;
-    for (let i = 0; i < width; i++) squares += x[t * width + i] ** 2;
-    const inv = 1 / Math.sqrt(squares / width + eps);
-    for (let i = 0; i < width; i++) out[t * width + i] = x[t * width + i] * inv * w[i];
-  }
-  return out;
-}
 
 // rotate_half RoPE: dimension i with i + headDim / 2.
 function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number): void {

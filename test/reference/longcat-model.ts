@@ -5,7 +5,8 @@
 //   h = h + attn1(ln_in1(h)); out = h + mlp1(ln_post1(h)) + m.
 // The router: softmax over experts + zero experts (fp32 logits), ranked with e_score_correction_bias, weights the
 // unbiased probabilities times routed_scaling_factor; a zero (identity) expert adds weight * n.
-import { linear, mlaAttention, rmsNorm, RefMlaLayer, RefMlaModel } from './mla-model';
+import { mlaAttention, RefMlaLayer, RefMlaModel } from './mla-model';
+import { linear, rmsNorm } from './ops';
 import { RefPolicy } from './policy';
 import { selectByRule } from './router-rule';
 

@@ -3,6 +3,7 @@
 // expanded from the latent for every head, and RoPE de-interleaves q and k before rotate_half as HF does.
 // The feed-forward (dense, or MoE under its router rule) is the Llama-family reference's.
 import { feedForward, RefFeedForward } from './model';
+import { linear, rmsNorm } from './ops';
 
 type Values = ArrayLike<number>;
 
@@ -74,28 +75,7 @@ export interface RefMlaModel {
   layers: RefMlaLayer[];
 }
 
-export function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number): Float64Array {
-  const out = new Float64Array(rows * outF);
-  for (let t = 0; t < rows; t++) {
-    for (let o = 0; o < outF; o++) {
-      let sum = 0;
-      for (let i = 0; i < inF; i++) sum += x[t * inF + i] * w[o * inF + i];
-      out[t * outF + o] = sum;
-    }
-  }
-  return out;
-}
 
-export function rmsNorm(x: Float64Array, rows: number, width: number, w: Values, eps: number): Float64Array {
-  const out = new Float64Array(x.length);
-  for (let t = 0; t < rows; t++) {
-    let squares = 0;
-    for (let i = 0; i < width; i++) squares += x[t * width + i] ** 2;
-    const inv = 1 / Math.sqrt(squares / width + eps);
-    for (let i = 0; i < width; i++) out[t * width + i] = x[t * width + i] * inv * w[i];
-  }
-  return out;
-}
 
 /**
  * HF DeepSeek-V2 apply_rotary_pos_emb on one vector of `d` values at `position`: x.view(d/2, 2).transpose(),

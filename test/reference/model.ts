@@ -4,8 +4,8 @@ import { refLayerOutput } from './layer';
 import { RefPolicy } from './policy';
 import { RefRouterRule, selectByRule } from './router-rule';
 import { refRoute } from './routing';
+import { linear, rmsNorm } from './ops';
 
-type Values = ArrayLike<number>;
 
 export interface RefSharedWeights {
   ffn: number;
@@ -64,32 +64,7 @@ export interface RefModel {
   layers: RefDecoderLayer[];
 }
 
-/** rows x [out][in] weights (+ bias). */
-function linear(x: Float64Array, rows: number, inF: number, w: Values, outF: number, bias?: Values): Float64Array {
-  const out = new Float64Array(rows * outF);
-  for (let t = 0; t < rows; t++) {
-    for (let o = 0; o < outF; o++) {
-      let sum = bias ? bias[o] : 0;
-      for (let i = 0; i < inF; i++) sum += x[t * inF + i] * w[o * inF + i];
-      out[t * outF + o] = sum;
-    }
-  }
-  return out;
-}
 
-/** RMSNorm over groups of `group` values of each row of `width`. */
-function rmsNorm(x: Float64Array, rows: number, width: number, group: number, w: Values, eps: number): Float64Array {
-  const out = new Float64Array(x.length);
-  for (let t = 0; t < rows; t++) {
-    for (let g = 0; g < width; g += group) {
-      let squares = 0;
-      for (let i = 0; i < group; i++) squares += x[t * width + g + i] ** 2;
-      const inv = 1 / Math.sqrt(squares / group + eps);
-      for (let i = 0; i < group; i++) out[t * width + g + i] = x[t * width + g + i] * inv * w[i];
-    }
-  }
-  return out;
-}
 
 /** Hugging Face rotate_half RoPE over the first `rotaryDim` dimensions: i pairs with i + rotaryDim/2. */
 function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim): void {
@@ -193,22 +168,22 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
   });
   const counts: Int32Array[] = [];
   for (const layer of m.layers) {
-    const h = rmsNorm(x, T, H, H, layer.attnNorm, eps);
+    const h = rmsNorm(x, T, H, layer.attnNorm, eps);
     let q = linear(h, T, H, layer.q, qW, layer.qBias);
     let k = linear(h, T, H, layer.k, kvW, layer.kBias);
     const v = linear(h, T, H, layer.v, kvW, layer.vBias);
     if (m.qkNorm !== 'none') {
-      q = rmsNorm(q, T, qW, m.qkNorm === 'per-head' ? headDim : qW, layer.qNorm!, eps);
-      k = rmsNorm(k, T, kvW, m.qkNorm === 'per-head' ? headDim : kvW, layer.kNorm!, eps);
+      q = rmsNorm(q, T, qW, layer.qNorm!, eps, m.qkNorm === 'per-head' ? headDim : qW);
+      k = rmsNorm(k, T, kvW, layer.kNorm!, eps, m.qkNorm === 'per-head' ? headDim : kvW);
     }
     rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim);
     rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim);
     const attn = linear(attention(q, k, v, T, m), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
-    const ff = feedForward(layer.ffn, rmsNorm(x, T, H, H, layer.mlpNorm, eps), T, H);
+    const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);
     if (ff.counts) counts.push(ff.counts);
     x = x.map((value, i) => value + ff.out[i]);
   }
-  const final = rmsNorm(x, T, H, H, m.finalNorm, eps);
+  const final = rmsNorm(x, T, H, m.finalNorm, eps);
   return { logits: linear(final, T, H, m.lmHead ?? m.embed, m.vocab), counts };
 }
