@@ -203,8 +203,23 @@ void exerciseRoutingAndLosses(Rng& rng) {
   const int kMax = policy.kMax(experts);
   std::vector<int32_t> ids(static_cast<size_t>(tokens) * kMax), counts(tokens), load(experts);
   std::vector<float> weights(ids.size());
-  routeTokens(logits.data(), experts, tokens, experts, RouterInput::Logits, policy,
+  routeTokens(logits.data(), experts, tokens, experts, RouterInput::Logits, policy, RouterRule{},
               {kMax, ids.data(), weights.data(), counts.data(), load.data()});
+  // A family's rule (sigmoid, selection bias, groups) takes the per-token routine and its scratch.
+  std::vector<float> bias(experts, 0.05f);
+  RouterRule rule;
+  rule.scoring = RouterScoring::Sigmoid;
+  rule.selectionBias = bias.data();
+  rule.groups = experts % 4 == 0 ? 4 : 0;
+  rule.keptGroups = rule.groups ? 2 : 0;
+  rule.normalize = true;
+  RoutingPolicy topK;
+  topK.k = 2;
+  validateRouterRule(rule, topK, experts);
+  std::vector<int32_t> ruleIds(static_cast<size_t>(tokens) * 2), ruleCounts(tokens), ruleLoad(experts);
+  std::vector<float> ruleWeights(ruleIds.size());
+  routeTokens(logits.data(), experts, tokens, experts, RouterInput::Logits, topK, rule,
+              {2, ruleIds.data(), ruleWeights.data(), ruleCounts.data(), ruleLoad.data()});
 
   std::vector<double> fraction(experts), meanProbability(experts);
   std::vector<int32_t> lossCounts(tokens);
@@ -217,7 +232,8 @@ void exerciseRoutingAndLosses(Rng& rng) {
 
   std::vector<double> probabilitySum(experts, 0.0);
   double entropySum = 0.0;
-  accumulateRouterStats(logits.data(), experts, tokens, experts, probabilitySum.data(), &entropySum);
+  accumulateRouterStats(logits.data(), experts, tokens, experts, RouterScoring::Sigmoid, probabilitySum.data(),
+                        &entropySum);
 }
 
 // A two-layer model over seven activation buffers, with every op the graph reader can build: embedding,
@@ -289,8 +305,8 @@ std::unique_ptr<Model> buildModel(Rng& rng, DType dtype, bool tiedHead) {
     b.add(linear(b, kNormed, kValue, kKvWidth, kHidden, false));
     b.add(rmsNorm(b, kQuery, kQuery, kHeads * kHeadDim, kHeadDim));
     const RopeStyle style = layer == 0 ? RopeStyle::Halves : RopeStyle::Pairs;
-    b.add(RopeNode{kQuery, kHeads, kHeadDim, 10000.0, style});
-    b.add(RopeNode{kKey, kKvHeads, kHeadDim, 10000.0, style});
+    b.add(RopeNode{kQuery, kHeads, kHeadDim, kHeadDim, 10000.0, style, {}, 1.0});
+    b.add(RopeNode{kKey, kKvHeads, kHeadDim, kHeadDim, 10000.0, style, {}, 1.0});
     AttentionNode attention;
     attention.query = kQuery;
     attention.key = kKey;

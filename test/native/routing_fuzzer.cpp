@@ -6,7 +6,7 @@
 // routing contract (README "Routing policies") or the target aborts.
 //
 // Input bytes (little-endian; missing bytes read as 0):
-//   [0] tokens - 1   [1..2] experts (u16, reduced)   [3] flags   [4] score encoding
+//   [0] tokens - 1   [1..2] experts (u16, reduced)   [3] flags   [4] score encoding (bits 0-1) and router rule (2-7)
 //   [5..6] k  [7..8] minExperts  [9..10] maxExperts (i16 each)   [11..14] p  [15..18] tau  [19..22] scale (f32 bits)
 //   [23..] score payload, repeated cyclically to fill tokens x experts (all zeros when empty)
 // flags: bit 0 probabilities input, bits 1-2 policy kind (3 = top-k), bit 3 normalize, bit 4 loss gradients,
@@ -27,6 +27,7 @@
 #include "../../native/cpu/router_stats.h"
 #include "../../native/cpu/routing.h"
 #include "../../native/core/errors.h"
+#include "../../native/core/router_rule.h"
 #include "../../native/core/routing_policy.h"
 
 using namespace dynamoe;
@@ -172,7 +173,7 @@ void checkRowsIndependent(const std::vector<float>& scores, size_t stride, int t
   RoutingArrays single(1, experts, kMax);
   for (int t = 0; t < tokens; t += std::max(1, tokens / 8)) {  // a sample of rows keeps this cheap
     cpu::routeTokens(scores.data() + static_cast<size_t>(t) * stride, stride, 1, experts, input, policy,
-                     single.output);
+                     RouterRule{}, single.output);
     FUZZ_CHECK(single.counts[0] == batch.counts[t]);
     const size_t first = static_cast<size_t>(t) * kMax;
     FUZZ_CHECK(std::equal(single.ids.begin(), single.ids.end(), batch.ids.begin() + first));
@@ -225,7 +226,8 @@ void checkPlanAndCombine(const RoutingArrays& r, int tokens, int experts, int sh
     rowOutput[row * kRowStride + 1] = 1.0f;
   }
   std::vector<float> out(static_cast<size_t>(tokens) * kHidden, -1.0f);
-  cpu::combineExpertRows(plan, r.output, tokens, kHidden, sharedRows, rowOutput.data(), kRowStride, out.data(), kHidden);
+  cpu::combineExpertRows(plan, r.output, tokens, kHidden, sharedRows, rowOutput.data(), kRowStride,
+                         cpu::ZeroExpertRows{experts}, out.data(), kHidden);
   for (int t = 0; t < tokens; ++t) {
     double rowSum = 0.0;
     for (int j = 0; j < r.counts[t]; ++j) rowSum += plan.arrays.slotRow[static_cast<size_t>(t) * kMax + j] + 1;
@@ -274,7 +276,8 @@ void checkRouterLosses(const std::vector<float>& logits, int tokens, int experts
   // The MoE layer's router statistics: the same double softmax, summed in another order.
   std::vector<double> probabilitySum(experts, 0.0);
   double entropySum = 0.0;
-  cpu::accumulateRouterStats(logits.data(), experts, tokens, experts, probabilitySum.data(), &entropySum);
+  cpu::accumulateRouterStats(logits.data(), experts, tokens, experts, RouterScoring::Softmax, probabilitySum.data(),
+                             &entropySum);
   for (int e = 0; e < experts; ++e) FUZZ_CHECK(std::fabs(probabilitySum[e] / tokens - meanProbability[e]) <= 1e-12);
   FUZZ_CHECK(std::fabs(entropySum / tokens - values.dynamicLoss) <= 1e-12 * (1.0 + values.dynamicLoss));
   if (!gradients) return;
@@ -294,6 +297,109 @@ void checkRouterLosses(const std::vector<float>& logits, int tokens, int experts
   }
 }
 
+// A family's rule on the same logits (ruleBits: bits 0-1 scoring, 1 sigmoid, 2 softmax-of-kept, 3 softmax; bit 2 a
+// selection bias; bit 3 groups; bit 4 normalise; bit 5 scale 2.5): the contract's structure, the kept groups only,
+// normalised sums, rows independent; then a quarter of the experts as identity zero-computation experts through
+// the plan and the combine.
+void checkRouterRule(const std::vector<float>& scores, size_t stride, int tokens, int experts,
+                     const RoutingPolicy& policy, int ruleBits) {
+  RouterRule rule;
+  rule.scoring = (ruleBits & 3) == 1 ? RouterScoring::Sigmoid
+                 : (ruleBits & 3) == 2 ? RouterScoring::SoftmaxOfKept
+                                       : RouterScoring::Softmax;
+  std::vector<float> bias;
+  if (ruleBits & 4) {
+    for (int e = 0; e < experts; ++e) bias.push_back(0.1f * std::tanh(scores[e]));  // finite, from the first row
+    rule.selectionBias = bias.data();
+  }
+  if (ruleBits & 8) {
+    for (int d = std::min(experts, 8); d > 1; --d) {
+      if (experts % d == 0) {
+        rule.groups = d;
+        rule.keptGroups = 1 + (experts + tokens) % d;
+        rule.groupScore = (ruleBits & 16) ? GroupScore::Max : GroupScore::Top2Sum;
+        break;
+      }
+    }
+  }
+  rule.normalize = (ruleBits & 16) != 0;
+  rule.scale = (ruleBits & 32) ? 2.5f : 1.0f;
+  try {
+    validateRouterRule(rule, policy, experts);
+  } catch (const Error&) {
+    return;  // route() refuses it with ERR_DYNAMOE_POLICY
+  }
+  const int kMax = policy.kMax(experts);
+  RoutingArrays r(tokens, experts, kMax);
+  cpu::routeTokens(scores.data(), stride, tokens, experts, RouterInput::Logits, policy, rule, r.output);
+  const int groupSize = rule.groups > 1 ? experts / rule.groups : experts;
+  const double factor = static_cast<double>(rule.scale) * (policy.kind == PolicyKind::TopK ? policy.scale : 1.0f);
+  std::vector<int> load(experts, 0);
+  for (int t = 0; t < tokens; ++t) {
+    const int count = r.counts[t];
+    FUZZ_CHECK(count >= 1 && count <= kMax);
+    std::vector<char> seen(experts, 0), groupsUsed(experts / groupSize, 0);
+    double sum = 0.0;
+    for (int j = 0; j < kMax; ++j) {
+      const size_t slot = static_cast<size_t>(t) * kMax + j;
+      if (j >= count) {
+        FUZZ_CHECK(r.ids[slot] == -1 && r.weights[slot] == 0.0f);
+        continue;
+      }
+      const int id = r.ids[slot];
+      FUZZ_CHECK(id >= 0 && id < experts && !seen[id]);
+      seen[id] = 1;
+      groupsUsed[id / groupSize] = 1;
+      ++load[id];
+      // Scores are at most 1 (a softmax-of-kept weight too): only a factor past the float range overflows.
+      FUZZ_CHECK(!std::isnan(r.weights[slot]) && r.weights[slot] >= 0.0f);
+      if (factor <= std::numeric_limits<float>::max()) FUZZ_CHECK(std::isfinite(r.weights[slot]));
+      sum += r.weights[slot];
+    }
+    if (rule.groups > 1) FUZZ_CHECK(std::count(groupsUsed.begin(), groupsUsed.end(), 1) <= rule.keptGroups);
+    const bool normalised = rule.scoring == RouterScoring::SoftmaxOfKept || rule.normalize || policy.normalize;
+    // Normalised weights sum to the factor, to float rounding while the weights are normal floats.
+    if (normalised && sum > 0.0 && factor >= 1e-30 && factor <= 1e30) FUZZ_CHECK(std::fabs(sum - factor) <= 1e-5 * factor);
+  }
+  for (int e = 0; e < experts; ++e) FUZZ_CHECK(r.expertLoad[e] == load[e]);
+  RoutingArrays single(1, experts, kMax);
+  for (int t = 0; t < tokens; t += std::max(1, tokens / 4)) {
+    cpu::routeTokens(scores.data() + static_cast<size_t>(t) * stride, stride, 1, experts, RouterInput::Logits, policy,
+                     rule, single.output);
+    FUZZ_CHECK(single.counts[0] == r.counts[t]);
+    const size_t first = static_cast<size_t>(t) * kMax;
+    FUZZ_CHECK(std::equal(single.ids.begin(), single.ids.end(), r.ids.begin() + first));
+    FUZZ_CHECK(std::memcmp(single.weights.data(), r.weights.data() + first, kMax * sizeof(float)) == 0);
+  }
+
+  // Zero-computation experts: the last quarter of the ids get no plan row; identity adds weight * x.
+  const int ffnExperts = experts - experts / 4;
+  const cpu::ExpertPlan plan = cpu::planExpertRows(r.output, tokens, ffnExperts, 0);
+  constexpr int kHidden = 2;
+  std::vector<float> rowOutput(static_cast<size_t>(plan.rows) * kHidden, 1.0f);
+  std::vector<float> x(static_cast<size_t>(tokens) * kHidden);
+  for (int t = 0; t < tokens; ++t) x[static_cast<size_t>(t) * kHidden] = 1.0f;  // column 1 of x stays 0
+  std::vector<float> out(static_cast<size_t>(tokens) * kHidden, -1.0f);
+  cpu::combineExpertRows(plan, r.output, tokens, kHidden, 0, rowOutput.data(), kHidden,
+                         cpu::ZeroExpertRows{ffnExperts, true, x.data(), kHidden}, out.data(), kHidden);
+  int routedRows = 0;
+  for (int t = 0; t < tokens; ++t) {
+    int ffnSlots = 0;
+    double expected = 0.0;
+    for (int j = 0; j < r.counts[t]; ++j) {
+      const size_t slot = static_cast<size_t>(t) * kMax + j;
+      const bool zero = r.ids[slot] >= ffnExperts;
+      FUZZ_CHECK(zero == (plan.arrays.slotRow[slot] < 0));
+      ffnSlots += zero ? 0 : 1;
+      expected += zero ? r.weights[slot] : 1.0;
+    }
+    routedRows += ffnSlots;
+    FUZZ_CHECK(out[static_cast<size_t>(t) * kHidden + 1] == static_cast<float>(ffnSlots));
+    FUZZ_CHECK(std::fabs(out[static_cast<size_t>(t) * kHidden] - expected) <= 1e-5 * (1.0 + expected));
+  }
+  FUZZ_CHECK(plan.routedRows == routedRows);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -304,7 +410,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t flags = in.u8();
   const RouterInput input = (flags & 1) ? RouterInput::Probabilities : RouterInput::Logits;
   const int kind = (flags >> 1) & 3;
-  const int encoding = in.u8() % 4;
+  const uint8_t encodingByte = in.u8();
+  const int encoding = encodingByte % 4;
+  const int ruleBits = encodingByte >> 2;  // a family router rule on the same logits (0: none)
 
   // What readPolicy (native/js_args.cpp) can hand on: any kind, integer parameters, floats for p / tau / scale,
   // then validatePolicy decides; the same gate is applied here.
@@ -346,7 +454,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   const int kMax = policy.kMax(experts);
   RoutingArrays routed(tokens, experts, kMax);
-  cpu::routeTokens(scores.data(), stride, tokens, experts, input, policy, routed.output);
+  cpu::routeTokens(scores.data(), stride, tokens, experts, input, policy, RouterRule{}, routed.output);
   checkRouting(routed, tokens, experts, policy, input);
   checkRowsIndependent(scores, stride, tokens, experts, input, policy, routed);
   checkPlanAndCombine(routed, tokens, experts, (flags & 0x80) ? 1 : 0);
@@ -358,6 +466,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                   contiguous.data() + static_cast<size_t>(t) * experts);
     }
     checkRouterLosses(contiguous, tokens, experts, policy, routed, (flags & 0x10) != 0);
+    if (ruleBits != 0) checkRouterRule(scores, stride, tokens, experts, policy, ruleBits);
   }
   return 0;
 }

@@ -39,7 +39,7 @@ X86_DEFINES=""
 echo "== native: building the routing fuzzer"
 # The routing core and what consumes its result; no N-API code.
 FUZZ_SOURCES=(
-  native/cpu/routing.cpp native/core/routing_policy.cpp native/cpu/thread_pool.cpp
+  native/cpu/routing.cpp native/core/routing_policy.cpp native/core/router_rule.cpp native/cpu/thread_pool.cpp
   native/cpu/expert_plan.cpp native/cpu/combine.cpp native/cpu/router_losses.cpp native/cpu/router_stats.cpp
 )
 # Beyond -fsanitize=undefined: a float division by zero (how a 0/0 weight arises) and implicit conversions that
