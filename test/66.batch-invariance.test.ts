@@ -6,6 +6,7 @@ import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
 import type { CpuIsa, PolicyOption } from '../lib';
 import { makeTinyModel, tempDir, TinyModel, writeHfCheckpoint } from './model-fixtures';
+import { bits } from './model-steps';
 
 let temp: ReturnType<typeof tempDir>;
 const dirs: Record<string, string> = {};
@@ -28,9 +29,6 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => temp.cleanup());
 
-function bits(array: Float32Array | Float64Array): Buffer {
-  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
-}
 
 function prompt(seed: number, length: number, vocab: number): number[] {
   return Array.from({ length }, (_, i) => 1 + ((seed * 7919 + i * 104729) % (vocab - 1)));

@@ -13,6 +13,7 @@ import { refMlaForward } from './reference/mla-model';
 import { dequantizeReference } from './reference/quant-formats';
 import { tempDir } from './model-fixtures';
 import { makeTinyDeepseekV2, TinyMlaModel, writeDeepseekGguf, writeDeepseekHf } from './mla-fixtures';
+import { bits, prefillThenDecode } from './model-steps';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 // 37 positions: past one 32-position KV block.
@@ -24,9 +25,6 @@ beforeAll(() => {
 });
 afterAll(() => temp.cleanup());
 
-function bits(array: Float32Array | Float64Array): Buffer {
-  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
-}
 
 async function expectCode(promise: Promise<unknown>, code: string, mention: string): Promise<void> {
   const error = await promise.then(() => undefined, (e: unknown) => e);
@@ -223,20 +221,15 @@ describe('the latent cache', () => {
       setCpuIsa(isa);
       const reference = refMlaForward(model, LONG_TOKENS);
       const loaded = await loadModel(dir);
-      const session = loaded.createSession(LONG_TOKENS.length);
       try {
         const { logits } = await loaded.forward(LONG_TOKENS);
         expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
-        const policies = loaded.policies(undefined);
         const prefill = 30;
-        const stepped = [await loaded.step(session, Int32Array.from(LONG_TOKENS.slice(0, prefill)), policies, false, false)];
-        for (const id of LONG_TOKENS.slice(prefill)) stepped.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
-        const steppedLogits = Float32Array.from(stepped.flatMap((s) => Array.from(s.logits)));
+        const steppedLogits = await prefillThenDecode(loaded, LONG_TOKENS, prefill);
         expect(maxRelativeError(steppedLogits, reference.logits)).toBeLessThan(1e-4);
         // Decode rows of the absorbed form read the cache the prefill wrote: the same bits as the one-shot rows.
         expect(bits(steppedLogits.subarray(prefill * model.vocab)).equals(bits(logits.subarray(prefill * model.vocab)))).toBe(true);
       } finally {
-        session.dispose();
         loaded.dispose();
         setCpuIsa(active);
       }

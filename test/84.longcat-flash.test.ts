@@ -13,6 +13,7 @@ import { maxRelativeError } from './reference/layer';
 import { refLongcatForward } from './reference/longcat-model';
 import { makeTinyLongcat, writeLongcatHf } from './longcat-fixtures';
 import { tempDir } from './model-fixtures';
+import { bits, prefillThenDecode } from './model-steps';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 // 37 positions: past one 32-position KV block.
@@ -28,9 +29,6 @@ beforeAll(async () => {
 });
 afterAll(() => temp.cleanup());
 
-function bits(array: Float32Array | Float64Array): Buffer {
-  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
-}
 
 const sum = (a: Int32Array) => a.reduce((s, n) => s + n, 0);
 
@@ -114,19 +112,14 @@ test('each of the two attentions per layer has its own cache slot: 2 x layers la
 test('prefill then one-token decode steps equal the one-shot forward and the reference', async () => {
   const reference = refLongcatForward(model, LONG_TOKENS);
   const loaded = await loadModel(dir);
-  const session = loaded.createSession(LONG_TOKENS.length);
   try {
     const { logits } = await loaded.forward(LONG_TOKENS);
     expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
-    const policies = loaded.policies(undefined);
     const prefill = 30;
-    const stepped = [await loaded.step(session, Int32Array.from(LONG_TOKENS.slice(0, prefill)), policies, false, false)];
-    for (const id of LONG_TOKENS.slice(prefill)) stepped.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
-    const steppedLogits = Float32Array.from(stepped.flatMap((s) => Array.from(s.logits)));
+    const steppedLogits = await prefillThenDecode(loaded, LONG_TOKENS, prefill);
     expect(maxRelativeError(steppedLogits, reference.logits)).toBeLessThan(1e-4);
     expect(bits(steppedLogits.subarray(prefill * model.vocab)).equals(bits(logits.subarray(prefill * model.vocab)))).toBe(true);
   } finally {
-    session.dispose();
     loaded.dispose();
   }
 });

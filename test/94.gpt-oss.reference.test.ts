@@ -19,6 +19,7 @@ import { refGptOssForward } from './reference/gpt-oss';
 import { maxRelativeError } from './reference/layer';
 import { tempDir } from './model-fixtures';
 import { quantise } from './reference/dtype';
+import { bits, prefillThenDecode } from './model-steps';
 
 // 21 tokens: four times the window of 5, so the window cuts on every sliding layer.
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 9, 81, 44, 2, 190, 66, 13, 120, 29];
@@ -38,22 +39,7 @@ beforeAll(async () => {
 });
 afterAll(() => temp.cleanup());
 
-function bits(array: Float32Array): Buffer {
-  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
-}
 
-// Prefill of the first `prefill` tokens, then one decode step per token: every position's logits.
-async function stepped(loaded: Model, tokens: number[], prefill: number): Promise<Float32Array> {
-  const session = loaded.createSession(tokens.length);
-  try {
-    const policies = loaded.policies(undefined);
-    const out = [await loaded.step(session, Int32Array.from(tokens.slice(0, prefill)), policies, false, false)];
-    for (const id of tokens.slice(prefill)) out.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
-    return Float32Array.from(out.flatMap((s) => Array.from(s.logits)));
-  } finally {
-    session.dispose();
-  }
-}
 
 test('the reference itself: the window and the sinks change the logits (the tests can tell them apart)', () => {
   const full: TinyGptOss = { ...model, layers: model.layers.map((l) => ({ ...l, window: 0 })) };
@@ -204,9 +190,9 @@ describe.each(cpuInfo().supportedIsas.map((isa) => [isa]))('on the %s kernels', 
     const loaded = await loadModel(hfDir);
     try {
       expect(maxRelativeError((await loaded.forward(TOKENS)).logits, reference)).toBeLessThan(1e-4);
-      expect(maxRelativeError(await stepped(loaded, TOKENS, PREFILL), reference)).toBeLessThan(1e-4);
+      expect(maxRelativeError(await prefillThenDecode(loaded, TOKENS, PREFILL), reference)).toBeLessThan(1e-4);
       // Decode from the first token on: every step's window starts inside the cache.
-      expect(maxRelativeError(await stepped(loaded, TOKENS, 1), reference)).toBeLessThan(1e-4);
+      expect(maxRelativeError(await prefillThenDecode(loaded, TOKENS, 1), reference)).toBeLessThan(1e-4);
     } finally {
       loaded.dispose();
     }

@@ -4,7 +4,7 @@
 // checkpoints are refused naming what is wrong.
 import * as fs from 'fs';
 import * as path from 'path';
-import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
+import { cpuInfo, loadModel, setCpuIsa } from '../lib';
 import { native } from '../lib/addon/native';
 import { DynamoeError } from '../lib/errors';
 import { makeTinyGranite, TinyGranite, writeGraniteGguf, writeGraniteHf } from './granite-moe-fixtures';
@@ -12,6 +12,7 @@ import { refGraniteForward } from './reference/granite-moe';
 import { maxRelativeError } from './reference/layer';
 import { tempDir } from './model-fixtures';
 import { quantise } from './reference/dtype';
+import { bits, prefillThenDecode } from './model-steps';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11, 9, 81, 44, 2];
 const PREFILL = 6;
@@ -31,22 +32,7 @@ beforeAll(async () => {
 });
 afterAll(() => temp.cleanup());
 
-function bits(array: Float32Array): Buffer {
-  return Buffer.from(array.buffer, array.byteOffset, array.byteLength);
-}
 
-// Prefill of the first `prefill` tokens, then one decode step per token: every position's logits.
-async function stepped(loaded: Model, tokens: number[], prefill: number): Promise<Float32Array> {
-  const session = loaded.createSession(tokens.length);
-  try {
-    const policies = loaded.policies(undefined);
-    const out = [await loaded.step(session, Int32Array.from(tokens.slice(0, prefill)), policies, false, false)];
-    for (const id of tokens.slice(prefill)) out.push(await loaded.step(session, Int32Array.of(id), policies, false, false));
-    return Float32Array.from(out.flatMap((s) => Array.from(s.logits)));
-  } finally {
-    session.dispose();
-  }
-}
 
 async function logitsOf(location: string, tokens = TOKENS): Promise<Float32Array> {
   const loaded = await loadModel(location);
@@ -186,7 +172,7 @@ describe.each(cpuInfo().supportedIsas.map((isa) => [isa]))('on the %s kernels', 
       try {
         const oneShot = (await loaded.forward(TOKENS)).logits;
         expect(maxRelativeError(oneShot, reference)).toBeLessThan(1e-4);
-        const steps = await stepped(loaded, TOKENS, PREFILL);
+        const steps = await prefillThenDecode(loaded, TOKENS, PREFILL);
         expect(maxRelativeError(steps, reference)).toBeLessThan(1e-4);
         expect(maxRelativeError(steps, oneShot)).toBeLessThan(1e-5);
       } finally {

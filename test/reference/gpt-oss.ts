@@ -2,7 +2,7 @@
 // with q/k/v/o biases, YaRN RoPE on halves, a learned sink logit per head joining each softmax's denominator, a
 // sliding window on the layers that have one; an MoE of top-k over biased router logits with a softmax over the kept
 // k, experts in HF's fused layout with biases and the clamped SwiGLU.
-import { linear, rmsNorm } from './ops';
+import { linear, rmsNorm, topKSoftmax } from './ops';
 
 /** One MoE block in the Hugging Face layout: x @ W, gate and up interleaved in gate_up's last dimension. */
 export interface RefGptOssExperts {
@@ -137,14 +137,10 @@ export function refGptOssMoe(f: RefGptOssExperts, x: Float64Array, rows: number)
   const logits = linear(x, rows, H, f.router, experts, f.routerBias);
   const ids: number[][] = [];
   for (let t = 0; t < rows; t++) {
-    const row = Array.from(logits.subarray(t * experts, (t + 1) * experts));
-    const kept = row.map((value, e) => ({ value, e })).sort((a, b) => b.value - a.value || a.e - b.e).slice(0, f.k);
-    const max = kept[0].value;
-    const exps = kept.map((c) => Math.exp(c.value - max));
-    const total = exps.reduce((a, b) => a + b, 0);
-    ids.push(kept.map((c) => c.e));
-    kept.forEach(({ e }, j) => {
-      const weight = exps[j] / total;
+    const kept = topKSoftmax(Array.from(logits.subarray(t * experts, (t + 1) * experts)), f.k);
+    ids.push(kept.ids);
+    kept.ids.forEach((e, j) => {
+      const weight = kept.weights[j];
       const hiddenUnits = new Float64Array(F);
       for (let n = 0; n < F; n++) {
         let gate = f.gateUpBias[e * 2 * F + 2 * n];

@@ -4,7 +4,7 @@
 // add; top-k of the router logits with a softmax over the kept k; experts stacked with gate and up fused in
 // input_linear [E][2F][H] (chunk(2): gate first), output_linear [E][H][F]; the optional shared MLP (granitemoeshared)
 // fused the same way and added to the experts' output; logits divided by logits_scaling.
-import { linear, rmsNorm } from './ops';
+import { causalAttention, linear, rmsNorm, topKSoftmax } from './ops';
 
 type Values = ArrayLike<number>;
 
@@ -69,32 +69,6 @@ function rope(x: Float64Array, rows: number, heads: number, headDim: number, the
   }
 }
 
-function attention(m: RefGraniteModel, q: Float64Array, k: Float64Array, v: Float64Array, rows: number): Float64Array {
-  const { heads, kvHeads } = m;
-  const headDim = m.hidden / heads;
-  const out = new Float64Array(rows * heads * headDim);
-  const group = heads / kvHeads;
-  for (let t = 0; t < rows; t++) {
-    for (let h = 0; h < heads; h++) {
-      const kh = Math.floor(h / group);
-      const scores: number[] = [];
-      for (let p = 0; p <= t; p++) {
-        let dot = 0;
-        for (let d = 0; d < headDim; d++) dot += q[(t * heads + h) * headDim + d] * k[(p * kvHeads + kh) * headDim + d];
-        scores.push(dot * m.attentionMultiplier);
-      }
-      const max = Math.max(...scores);
-      const weights = scores.map((s) => Math.exp(s - max));
-      const total = weights.reduce((a, b) => a + b, 0);
-      for (let p = 0; p <= t; p++) {
-        for (let d = 0; d < headDim; d++) {
-          out[(t * heads + h) * headDim + d] += (weights[p] / total) * v[(p * kvHeads + kh) * headDim + d];
-        }
-      }
-    }
-  }
-  return out;
-}
 
 // silu(gate) * up of a fused [2F][H] input_linear at `offset`, then its [H][F] output_linear at `downOffset`.
 function fusedMlp(x: Float64Array, t: number, H: number, F: number, inW: Values, offset: number, outW: Values, downOffset: number): Float64Array {
@@ -125,15 +99,11 @@ export function refGraniteMoe(f: RefGraniteMoe, x: Float64Array, rows: number, H
   const logits = linear(x, rows, H, f.router, experts);
   const ids: number[][] = [];
   for (let t = 0; t < rows; t++) {
-    const row = Array.from(logits.subarray(t * experts, (t + 1) * experts));
-    const kept = row.map((value, e) => ({ value, e })).sort((a, b) => b.value - a.value || a.e - b.e).slice(0, f.k);
-    const max = kept[0].value;
-    const exps = kept.map((c) => Math.exp(c.value - max));
-    const total = exps.reduce((a, b) => a + b, 0);
-    ids.push(kept.map((c) => c.e));
-    kept.forEach(({ e }, j) => {
+    const kept = topKSoftmax(Array.from(logits.subarray(t * experts, (t + 1) * experts)), f.k);
+    ids.push(kept.ids);
+    kept.ids.forEach((e, j) => {
       const y = fusedMlp(x, t, H, F, f.inputLinear, e * 2 * F * H, f.outputLinear, e * H * F);
-      for (let o = 0; o < H; o++) out[t * H + o] += (exps[j] / total) * y[o];
+      for (let o = 0; o < H; o++) out[t * H + o] += kept.weights[j] * y[o];
     });
     if (f.shared) {
       const y = fusedMlp(x, t, H, f.shared.ffn, f.shared.inputLinear, 0, f.shared.outputLinear, 0);
@@ -161,7 +131,7 @@ export function refGraniteForward(m: RefGraniteModel, tokens: readonly number[])
     const v = linear(h, T, H, layer.v, kvW, layer.bias?.v);
     rope(q, T, heads, headDim, m.ropeTheta);
     rope(k, T, kvHeads, headDim, m.ropeTheta);
-    const attn = linear(attention(m, q, k, v, T), T, qW, layer.o, H, layer.bias?.o);
+    const attn = linear(causalAttention(q, k, v, T, { heads: m.heads, kvHeads: m.kvHeads, headDim: m.hidden / m.heads, scale: m.attentionMultiplier }), T, qW, layer.o, H, layer.bias?.o);
     x = x.map((value, i) => value + attn[i] * m.residualMultiplier);
     const ff = refGraniteMoe(layer.moe, rmsNorm(x, T, H, layer.postNorm, eps), T, H).out;
     x = x.map((value, i) => value + ff[i] * m.residualMultiplier);

@@ -4,7 +4,7 @@ import { refLayerOutput } from './layer';
 import { RefPolicy } from './policy';
 import { RefRouterRule, selectByRule } from './router-rule';
 import { refRoute } from './routing';
-import { linear, rmsNorm } from './ops';
+import { causalAttention, linear, rmsNorm } from './ops';
 
 
 export interface RefSharedWeights {
@@ -85,31 +85,6 @@ function rope(x: Float64Array, rows: number, heads: number, headDim: number, the
   }
 }
 
-function attention(q: Float64Array, k: Float64Array, v: Float64Array, rows: number, m: RefModel): Float64Array {
-  const { heads, kvHeads, headDim } = m;
-  const out = new Float64Array(rows * heads * headDim);
-  const group = heads / kvHeads;
-  for (let t = 0; t < rows; t++) {
-    for (let h = 0; h < heads; h++) {
-      const kh = Math.floor(h / group);
-      const scores: number[] = [];
-      for (let p = 0; p <= t; p++) {
-        let dot = 0;
-        for (let d = 0; d < headDim; d++) dot += q[(t * heads + h) * headDim + d] * k[(p * kvHeads + kh) * headDim + d];
-        scores.push(dot / Math.sqrt(headDim));
-      }
-      const max = Math.max(...scores);
-      const weights = scores.map((s) => Math.exp(s - max));
-      const total = weights.reduce((a, b) => a + b, 0);
-      for (let p = 0; p <= t; p++) {
-        for (let d = 0; d < headDim; d++) {
-          out[(t * heads + h) * headDim + d] += (weights[p] / total) * v[(p * kvHeads + kh) * headDim + d];
-        }
-      }
-    }
-  }
-  return out;
-}
 
 // The fixed-shape routing of a family's router rule (the reference's kMax: k, or every expert).
 function routeByRule(logits: Float64Array, rows: number, experts: number, rule: RefRouterRule, policy: RefPolicy) {
@@ -178,7 +153,7 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
     }
     rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim);
     rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim);
-    const attn = linear(attention(q, k, v, T, m), T, qW, layer.o, H);
+    const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);
     if (ff.counts) counts.push(ff.counts);

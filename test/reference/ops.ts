@@ -28,3 +28,44 @@ export function rmsNorm(x: Float64Array, rows: number, width: number, w: Values,
   }
   return out;
 }
+
+/** Causal grouped-query attention over `rows` positions: softmax(q . k * scale) . v, query head h on kv head h / group. */
+export function causalAttention(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  rows: number,
+  shape: { heads: number; kvHeads: number; headDim: number; scale: number },
+): Float64Array {
+  const { heads, kvHeads, headDim, scale } = shape;
+  const out = new Float64Array(rows * heads * headDim);
+  const group = heads / kvHeads;
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < heads; h++) {
+      const kh = Math.floor(h / group);
+      const scores: number[] = [];
+      for (let p = 0; p <= t; p++) {
+        let dot = 0;
+        for (let d = 0; d < headDim; d++) dot += q[(t * heads + h) * headDim + d] * k[(p * kvHeads + kh) * headDim + d];
+        scores.push(dot * scale);
+      }
+      const max = Math.max(...scores);
+      const weights = scores.map((s) => Math.exp(s - max));
+      const total = weights.reduce((a, b) => a + b, 0);
+      for (let p = 0; p <= t; p++) {
+        for (let d = 0; d < headDim; d++) {
+          out[(t * heads + h) * headDim + d] += (weights[p] / total) * v[(p * kvHeads + kh) * headDim + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The k largest logits of a row (ties: lower id first) and a softmax over just those k (gpt-oss, Granite MoE). */
+export function topKSoftmax(row: readonly number[], k: number): { ids: number[]; weights: number[] } {
+  const kept = row.map((value, e) => ({ value, e })).sort((a, b) => b.value - a.value || a.e - b.e).slice(0, k);
+  const exps = kept.map((c) => Math.exp(c.value - kept[0].value));
+  const total = exps.reduce((a, b) => a + b, 0);
+  return { ids: kept.map((c) => c.e), weights: exps.map((x) => x / total) };
+}
