@@ -1,0 +1,106 @@
+// One forward step of a whole model on the GPU as its ops see it, and the op interface the CUDA graph executor
+// (device_model.cpp) runs. Activations are f32 device buffers whose rows are padded to 128 columns and start the step
+// zeroed: an op writes its logical columns only (or zeros past them), so the GEMMs read zero K tails.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "../native/core/graph.h"
+#include "../native/core/model_step.h"
+#include "device_buffer.h"
+#include "device_kv_pool.h"
+
+namespace dynamoe::cuda {
+
+// Rows of every activation buffer and every uploaded matrix are padded to this many columns (moe_kernels.h's
+// kDimensionAlignment), and matrices' row counts too, so a GEMM's n and k never have a tail.
+// A dense weight matrix in GPU memory: [paddedRows][paddedCols] of `dtype`, zero past rows x cols (uploadMatrices).
+struct DeviceMatrix {
+  DeviceBuffer data;
+  int rows = 0, cols = 0;
+  int paddedRows = 0, paddedCols = 0;
+  DType dtype = DType::F32;
+};
+
+// Stream-ordered scratch of one step: every take() lives until the step ends (freed in stream order then).
+class StepArena {
+ public:
+  explicit StepArena(cudaStream_t stream) : stream_(stream) {}
+  StepArena(const StepArena&) = delete;
+  StepArena& operator=(const StepArena&) = delete;
+  // 256-byte aligned device memory of `bytes` (at least 1).
+  void* take(size_t bytes, const char* what) {
+    buffers_.push_back(std::make_unique<StreamBuffer>(bytes == 0 ? 1 : bytes, stream_, what));
+    return buffers_.back()->as<void>();
+  }
+  template <typename T>
+  T* take(size_t count, const char* what) {
+    return static_cast<T*>(take(count * sizeof(T), what));
+  }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<std::unique_ptr<StreamBuffer>> buffers_;
+};
+
+// One segment's rows (a StepSegment) as the host knows them.
+struct DeviceSegmentRows {
+  const StepSegment* request = nullptr;
+  int firstRow = 0;
+  int rows = 0;
+  int position = 0;  // of its first row in its sequence (tokens cached before the step)
+};
+
+// A row whose logits the step returns or scores: the LM head computes these rows only.
+struct LogitRow {
+  int32_t row = 0;      // step row
+  int32_t target = -1;  // scoring: the id whose log-probability is asked (-1: NaN); not scoring: -1
+  bool scored = false;
+};
+
+struct DeviceStep {
+  cudaStream_t stream = nullptr;
+  StepArena* arena = nullptr;
+  int tokens = 0;                          // rows of all segments
+  std::vector<DeviceSegmentRows> segments;  // host copy
+  int maxRowsPerSegment = 0;
+  int maxContext = 0;  // largest position + 1 of any row: keys any query attends to
+  // Device arrays, uploaded once per step:
+  const int32_t* tokenIds = nullptr;         // [tokens]
+  const int32_t* rowPositions = nullptr;     // [tokens]: each row's position in its sequence
+  const int32_t* rowSegments = nullptr;      // [tokens]: each row's segment
+  const int32_t* segmentFirstRow = nullptr;  // [segments + 1]: step row of each segment's first row (and the end)
+  const int32_t* segmentPositions = nullptr;  // [segments]: tokens each segment's sequence held before the step
+  const int32_t* blockTables = nullptr;      // [segments][blockTableWidth]: pool blocks of each sequence, in order
+  int blockTableWidth = 0;
+  const DeviceKvPool* kvPool = nullptr;
+  // Activation buffer b: [tokens][strides[b]] f32 on the device.
+  std::vector<float*> buffers;
+  std::vector<size_t> strides;
+  // The LM head's rows (host and device copies); its op writes their logits and log-probabilities.
+  std::vector<LogitRow> logitRows;
+  const int32_t* logitRowIndex = nullptr;  // [logitRows]: step row
+  const int32_t* logitTargets = nullptr;   // [logitRows]: target id or -1
+  float* logits = nullptr;                 // [logitRows][logitStride]; the model copies unscored rows back
+  size_t logitStride = 0;                  // paddedDimension(vocab): the LM head's GEMM writes whole padded rows
+  double* logProbs = nullptr;              // [logitRows]; scored rows only
+  // Host work after the step's last synchronisation (router statistics from copied-back router logits).
+  std::vector<std::function<void()>> afterSync;
+};
+
+class DeviceOp {
+ public:
+  virtual ~DeviceOp() = default;
+  // Enqueues the op's kernels on step.stream; never synchronises.
+  virtual void enqueue(DeviceStep& step) const = 0;
+  virtual size_t weightBytes() const { return 0; }
+  virtual const char* name() const = 0;  // its NVTX range ("attention", "moe", ...)
+};
+
+}  // namespace dynamoe::cuda
