@@ -1,5 +1,7 @@
 #include "cuda_backend.h"
 
+#include "device_memory.h"
+#include "device_model.h"
 #include "device_ops.h"
 
 namespace dynamoe::cuda {
@@ -22,14 +24,18 @@ class CudaBackend final : public Backend {
              const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
     routeOnDevice(scores, stride, tokens, experts, input, policy, rule, out);
   }
-  std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override {
-    requireDevice();
-    throw Error(code::kUnsupported,
-                "whole models run on the CPU for now (device 'cuda' runs single MoE layers and routing)");
+  std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
+    return std::make_unique<CudaModel>(layout, dtype, kvPoolTokens);
   }
 };
 
 }  // namespace
+
+bool deviceMemoryNow(size_t* freeBytes, size_t* totalBytes) {
+  if (!backendStatus().available) return false;
+  deviceMemory(freeBytes, totalBytes);
+  return true;
+}
 
 const Backend& cudaBackend() {
   static const CudaBackend backend;

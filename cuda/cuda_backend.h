@@ -15,7 +15,7 @@ namespace dynamoe::cuda {
 struct BackendStatus {
   bool built = false;        // this binary contains the CUDA kernels
   bool available = false;    // a GPU and a driver this binary can run on were found
-  bool wholeModels = false;  // Backend::createModel runs whole models (not yet: single MoE layers and routing do)
+  bool wholeModels = false;  // Backend::createModel runs whole models (the CUDA build, on a usable GPU)
   std::string error;         // why not available: a cudaError name ("cudaErrorInsufficientDriver") or "notBuilt"
   std::string errorMessage;
   int runtimeVersion = 0;  // CUDA runtime linked in (e.g. 13000)
@@ -30,6 +30,9 @@ struct BackendStatus {
   std::vector<std::string> architectures;  // device code in this binary, e.g. "sm_80", "sm_90", "compute_90"
 };
 const BackendStatus& backendStatus();
+
+// Device 0's free and total memory now; false (and nothing written) when no usable GPU was found.
+bool deviceMemoryNow(size_t* freeBytes, size_t* totalBytes);
 
 // The CUDA backend; its requireUsable() (and every call that needs the GPU) throws ERR_DYNAMOE_DEVICE saying why
 // when no usable GPU was found.

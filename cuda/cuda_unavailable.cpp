@@ -39,6 +39,8 @@ const BackendStatus& backendStatus() {
   return status;
 }
 
+bool deviceMemoryNow(size_t*, size_t*) { return false; }
+
 const Backend& cudaBackend() {
   static const UnavailableBackend backend;
   return backend;

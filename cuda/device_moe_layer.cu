@@ -7,6 +7,7 @@
 
 #include "../native/core/check_finite.h"
 #include "cuda_backend.h"
+#include "device_memory.h"
 #include "device_ops.h"
 #include "device_weights.h"
 #include "nvtx_range.h"
@@ -19,33 +20,8 @@ namespace {
 
 // Scratch of one pass stays under this; longer inputs run in several passes of whole tokens (same results).
 constexpr size_t kPassScratchBytes = size_t{1} << 30;
-// Freed stream-ordered scratch the pool keeps for the next forward instead of returning it to the driver.
-constexpr uint64_t kPoolKeepBytes = uint64_t{1} << 30;
 
 std::atomic<int> nextLayerId{0};
-
-void keepPoolMemory() {
-  static const bool done = [] {
-    cudaMemPool_t pool;
-    if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
-      uint64_t keep = kPoolKeepBytes;
-      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
-    }
-    return true;
-  }();
-  (void)done;
-}
-
-void requireFreeMemory(size_t bytes, const char* what) {
-  size_t freeBytes = 0;
-  size_t totalBytes = 0;
-  checkCuda(cudaMemGetInfo(&freeBytes, &totalBytes), what);
-  if (bytes > freeBytes) {
-    throw Error(code::kOutOfMemory, std::string(what) + " needs " + std::to_string(bytes >> 20) + " MiB of GPU " +
-                                        "memory; " + std::to_string(freeBytes >> 20) + " MiB of " +
-                                        std::to_string(totalBytes >> 20) + " MiB are free");
-  }
-}
 
 void runGemm(const GroupedGemm& gemm, int groups, Epilogue epilogue, bool decode, cudaStream_t stream) {
   if (decode) {
@@ -62,8 +38,13 @@ void runGemm(const GroupedGemm& gemm, int groups, Epilogue epilogue, bool decode
 // Device arrays that live for the whole forward (all passes).
 struct DeviceMoeLayer::ForwardBuffers {
   int kMax = 0;
-  const float* x = nullptr;      // [tokens][hidden]
-  float* out = nullptr;          // [tokens][hidden]
+  const float* x = nullptr;      // [tokens][xStride]
+  int xStride = 0;               // hidden or paddedHidden (a model's buffer, zero past hidden)
+  float* out = nullptr;          // [tokens][outStride]
+  int outStride = 0;
+  float* routerLogits = nullptr;  // [tokens][experts] kept for the caller, or null (pass scratch)
+  const RoutingPolicy* segmentPolicies = nullptr;  // device, with tokenSegments: per-token policies
+  const int32_t* tokenSegments = nullptr;
   int32_t* ids = nullptr;        // [tokens][kMax]
   float* weights = nullptr;      // [tokens][kMax]
   int32_t* counts = nullptr;     // [tokens]
@@ -171,7 +152,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   ScratchLayout layout;
   const size_t xF32At = layout.add(static_cast<size_t>(tokens) * hp * 4);
   const size_t xActAt = dtype == DType::F32 ? xF32At : layout.add(static_cast<size_t>(tokens) * hp * act);
-  const size_t logitsAt = layout.add(static_cast<size_t>(tokens) * experts * 4);
+  const size_t logitsAt = io.routerLogits ? 0 : layout.add(static_cast<size_t>(tokens) * experts * 4);
   const size_t chunkCountsAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
   const size_t chunkBaseAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
   const size_t offsetsAt = layout.add(static_cast<size_t>(experts + 1) * 4);
@@ -193,6 +174,8 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   float* xF32 = at<float>(scratch, xF32At);
   void* xAct = at<void>(scratch, xActAt);
   int32_t* passLoad = io.passLoads + static_cast<size_t>(pass) * experts;
+  float* routerLogits =
+      io.routerLogits ? io.routerLogits + static_cast<size_t>(firstToken) * experts : at<float>(scratch, logitsAt);
   const int32_t* ids = io.ids + static_cast<size_t>(firstToken) * kMax;
   const float* weights = io.weights + static_cast<size_t>(firstToken) * kMax;
   const int32_t* counts = io.counts + firstToken;
@@ -200,7 +183,8 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   if (clock) clock->mark(stream);
   {
     NvtxRange range("moe/route", tokens);
-    launchConvertInput(io.x + static_cast<size_t>(firstToken) * config_.hidden, tokens, config_.hidden, hp, xF32,
+    // A model's buffer is already padded (xStride == hp, zeros past hidden): its whole rows are copied.
+    launchConvertInput(io.x + static_cast<size_t>(firstToken) * io.xStride, tokens, io.xStride, hp, xF32,
                        dtype == DType::F32 ? nullptr : xAct, dtype, stream);
     GroupedGemm logits;
     logits.dtype = DType::F32;
@@ -212,7 +196,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     logits.rows = tokens;
     logits.maxTiles = (tokens + kSimtTileRows - 1) / kSimtTileRows;
     logits.tileRows = kSimtTileRows;
-    logits.output = at<float>(scratch, logitsAt);
+    logits.output = routerLogits;
     logits.outputStride = experts;
     logits.multiprocessors = multiprocessors_;
     runGemm(logits, 1, Epilogue::Scaled, decode, stream);
@@ -221,7 +205,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
                               stream),
               "clearing the routing counts");
     RouteLaunch route;
-    route.scores = at<float>(scratch, logitsAt);
+    route.scores = routerLogits;
     route.scoreStride = experts;
     route.tokens = tokens;
     route.experts = experts;
@@ -234,6 +218,10 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     route.expertLoad = passLoad;
     route.chunkCounts = at<int32_t>(scratch, chunkCountsAt);
     route.firstInvalidToken = io.firstInvalidToken;
+    if (io.segmentPolicies != nullptr) {
+      route.segmentPolicies = io.segmentPolicies;
+      route.tokenSegments = io.tokenSegments + firstToken;
+    }
     launchRoute(route, stream);
   }
   if (clock) clock->mark(stream);
@@ -345,7 +333,8 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     if (sharedFfn_ > 0) finalize.sharedOutput = at<float>(scratch, sharedOutputAt);
     if (sharedGated_) finalize.sharedGateWeight = sharedGate_.as<float>();
     finalize.xF32 = xF32;
-    finalize.out = io.out + static_cast<size_t>(firstToken) * config_.hidden;
+    finalize.out = io.out + static_cast<size_t>(firstToken) * io.outStride;
+    finalize.outStride = io.outStride;
     launchFinalize(finalize, stream);
   }
   if (clock) clock->mark(stream);
@@ -377,7 +366,9 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
   ForwardBuffers io;
   io.kMax = kMax;
   io.x = at<float>(buffers, xAt);
+  io.xStride = hidden;
   io.out = at<float>(buffers, outAt);
+  io.outStride = hidden;
   io.ids = at<int32_t>(buffers, idsAt);
   io.weights = at<float>(buffers, weightsAt);
   io.counts = at<int32_t>(buffers, countsAt);
@@ -425,6 +416,39 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
     routing.expertLoad[e] = load;
     if (work.gateUpRows) work.gateUpRows[e] = counters[e];
     if (work.downRows) work.downRows[e] = counters[experts + e];
+  }
+}
+
+void DeviceMoeLayer::enqueue(const DeviceMoeCall& call, StepArena& arena) const {
+  const int experts = config_.experts;
+  if (call.xStride != paddedHidden_ && call.xStride != config_.hidden) {
+    throw Error(code::kInternal, "a device MoE call reads rows of hidden or padded hidden columns");
+  }
+  const int passTokens = tokensPerPass(call.tokens, call.kMax);
+  const int passes = (call.tokens + passTokens - 1) / passTokens;
+  ForwardBuffers io;
+  io.kMax = call.kMax;
+  io.x = call.x;
+  io.xStride = call.xStride;
+  io.out = call.out;
+  io.outStride = call.outStride;
+  io.routerLogits = call.routerLogits;
+  io.segmentPolicies = call.segmentPolicies;
+  io.tokenSegments = call.tokenSegments;
+  io.ids = call.ids;
+  io.weights = call.weights;
+  io.counts = call.counts;
+  io.passLoads = arena.take<int32_t>(static_cast<size_t>(passes) * experts, "the MoE expert loads");
+  io.gateUpRows = arena.take<int32_t>(static_cast<size_t>(2) * experts, "the MoE work counters");
+  io.downRows = io.gateUpRows + experts;
+  io.firstInvalidToken = call.firstInvalidToken;
+  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * experts * 4, call.stream),
+            "clearing the expert loads");
+  checkCuda(cudaMemsetAsync(io.gateUpRows, 0, static_cast<size_t>(2) * experts * 4, call.stream),
+            "clearing the work counters");
+  for (int pass = 0; pass < passes; ++pass) {
+    const int first = pass * passTokens;
+    runPass(io, first, std::min(passTokens, call.tokens - first), call.policy, pass, call.stream, nullptr);
   }
 }
 

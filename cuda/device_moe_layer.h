@@ -7,10 +7,30 @@
 
 #include "../native/core/backend.h"
 #include "device_buffer.h"
+#include "device_step.h"
 #include "moe_kernels.h"
 #include "stage_clock.h"
 
 namespace dynamoe::cuda {
+
+// One forward of a model step, all in device memory and enqueued on `stream` (no copies, no synchronisation).
+struct DeviceMoeCall {
+  const float* x = nullptr;  // [tokens][xStride] f32, xStride = paddedDimension(hidden) with zeros past hidden
+  int xStride = 0;
+  float* out = nullptr;      // [tokens][outStride] f32; columns past hidden are left as they are
+  int outStride = 0;
+  int tokens = 0;
+  int kMax = 0;              // slots per token: the largest of the segments' policies
+  RoutingPolicy policy;      // every token's, unless segmentPolicies is set
+  const RoutingPolicy* segmentPolicies = nullptr;  // device [segments]
+  const int32_t* tokenSegments = nullptr;          // device [tokens]
+  int32_t* ids = nullptr;          // device [tokens][kMax] out
+  float* weights = nullptr;        // device [tokens][kMax] out
+  int32_t* counts = nullptr;       // device [tokens] out
+  float* routerLogits = nullptr;   // device [tokens][experts] out, or null
+  int32_t* firstInvalidToken = nullptr;  // device [1], INT_MAX on entry: lowest token with non-finite router logits
+  cudaStream_t stream = nullptr;
+};
 
 class DeviceMoeLayer final : public MoeLayer {
  public:
@@ -22,6 +42,8 @@ class DeviceMoeLayer final : public MoeLayer {
   // Rows are contiguous (strides == hidden); router statistics are not computed on the GPU yet.
   void forward(const MoeForward& call) const override;
   StageTimes profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const override;
+  // A model's MoE op: the same stages on device buffers; scratch from `arena`.
+  void enqueue(const DeviceMoeCall& call, StepArena& arena) const;
 
  private:
   struct ForwardBuffers;

@@ -79,6 +79,7 @@ BackendStatus probe() {
     return status;
   }
   status.available = true;
+  status.wholeModels = true;
   return status;
 }
 

@@ -80,6 +80,8 @@ struct DeviceStep {
   const int32_t* blockTables = nullptr;      // [segments][blockTableWidth]: pool blocks of each sequence, in order
   int blockTableWidth = 0;
   const DeviceKvPool* kvPool = nullptr;
+  // [moe slots][segments]: each segment's routing policy of each MoE layer (StepSegment::policies), on the device.
+  const RoutingPolicy* moePolicies = nullptr;
   // Activation buffer b: [tokens][strides[b]] f32 on the device.
   std::vector<float*> buffers;
   std::vector<size_t> strides;
@@ -90,8 +92,15 @@ struct DeviceStep {
   float* logits = nullptr;                 // [logitRows][logitStride]; the model copies unscored rows back
   size_t logitStride = 0;                  // paddedDimension(vocab): the LM head's GEMM writes whole padded rows
   double* logProbs = nullptr;              // [logitRows]; scored rows only
-  // Host work after the step's last synchronisation (router statistics from copied-back router logits).
-  std::vector<std::function<void()>> afterSync;
+  // Device results the host needs after the step (router statistics, non-finite checks): the executor copies each
+  // into pinned host memory after the last op and calls `use` with it once the step's work is done; `use` may throw,
+  // and the step then fails without committing its positions.
+  struct Readback {
+    const void* device = nullptr;
+    size_t bytes = 0;
+    std::function<void(const void* host)> use;
+  };
+  std::vector<Readback> readbacks;
 };
 
 class DeviceOp {

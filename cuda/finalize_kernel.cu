@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(kThreads) finalizeKernel(FinalizeLaunch launch
   const int slots = min(launch.counts[token], launch.kMax);
   const int32_t* tokenSlotRows = launch.slotRow + static_cast<size_t>(token) * launch.kMax;
   const float* sharedRow = launch.sharedOutput != nullptr ? launch.sharedOutput + paddedRow : nullptr;
-  float* outRow = launch.out + static_cast<size_t>(token) * launch.hidden;
+  float* outRow = launch.out + static_cast<size_t>(token) * (launch.outStride > 0 ? launch.outStride : launch.hidden);
   for (int h = threadIdx.x; h < launch.hidden; h += kThreads) {
     float acc = 0.0f;
     for (int s = 0; s < slots; ++s) {

@@ -48,6 +48,10 @@ struct RouteLaunch {
   // one thread a token, with `ruleScratch` [tokens][4][experts] 4-byte values.
   RouterRule rule;
   void* ruleScratch = nullptr;
+  // A step of many sequences: token t is routed by segmentPolicies[tokenSegments[t]] (both device arrays) instead of
+  // `policy`; kMax covers every segment's policy. Null: every token by `policy`.
+  const RoutingPolicy* segmentPolicies = nullptr;
+  const int32_t* tokenSegments = nullptr;
 };
 void launchRoute(const RouteLaunch& launch, cudaStream_t stream);
 
@@ -130,7 +134,8 @@ struct FinalizeLaunch {
   const float* sharedOutput = nullptr;      // [tokens][paddedHidden] or null
   const float* sharedGateWeight = nullptr;  // [paddedHidden] or null: shared output scaled by sigmoid(w . x)
   const float* xF32 = nullptr;              // [tokens][paddedHidden], for the shared gate
-  float* out = nullptr;                     // [tokens][hidden]
+  float* out = nullptr;                     // [tokens][outStride]
+  int outStride = 0;                        // 0: hidden
 };
 // out[t] = sum of t's slots in slot order (+ shared expert): a block per token, fixed order, no atomics.
 void launchFinalize(const FinalizeLaunch& launch, cudaStream_t stream);

@@ -60,6 +60,11 @@ __device__ bool tokenProbabilities(const float* scores, int experts, bool logits
   return true;
 }
 
+// The token's policy: its segment's in a step of many sequences, else the launch's.
+__device__ inline RoutingPolicy policyOf(const RouteLaunch& launch, int token) {
+  return launch.segmentPolicies != nullptr ? launch.segmentPolicies[launch.tokenSegments[token]] : launch.policy;
+}
+
 __global__ void routeKernel(RouteLaunch launch) {
   extern __shared__ float sharedProbs[];  // [warps][experts]
   const int lane = threadIdx.x % kWarp;
@@ -67,7 +72,7 @@ __global__ void routeKernel(RouteLaunch launch) {
   const int token = blockIdx.x * (blockDim.x / kWarp) + warp;
   if (token >= launch.tokens) return;  // whole warps leave together
   const int experts = launch.experts;
-  const RoutingPolicy& policy = launch.policy;
+  const RoutingPolicy policy = policyOf(launch, token);
   float* probs = sharedProbs + static_cast<size_t>(warp) * experts;
   if (!tokenProbabilities(launch.scores + static_cast<size_t>(token) * launch.scoreStride, experts, launch.logits,
                           lane, probs)) {
@@ -142,7 +147,8 @@ __global__ void routeByRuleKernel(RouteLaunch launch) {
                                  reinterpret_cast<int32_t*>(scratch + 3 * experts)};
   int32_t* ids = launch.ids + static_cast<size_t>(token) * launch.kMax;
   float* weights = launch.weights + static_cast<size_t>(token) * launch.kMax;
-  const int kept = router_select::routeToken(logits, experts, launch.rule, launch.policy, launch.kMax, s, ids, weights);
+  const int kept =
+      router_select::routeToken(logits, experts, launch.rule, policyOf(launch, token), launch.kMax, s, ids, weights);
   launch.counts[token] = kept;
   int32_t* chunkCounts = launch.chunkCounts + static_cast<size_t>(token / kTokensPerChunk) * experts;
   for (int j = 0; j < kept; ++j) {

@@ -58,8 +58,14 @@ describe('backendInfo()', () => {
   it('has the documented shape', () => {
     expect(['cpu', 'cuda']).toContain(INFO.backend);
     expect(typeof INFO.cudaBuilt).toBe('boolean');
-    // no build runs whole models on CUDA yet: loadModel's 'auto' stays on the CPU even with a GPU
-    expect(INFO.cudaWholeModels).toBe(false);
+    // whole models run on CUDA exactly when a usable GPU does (the CUDA binary)
+    expect(INFO.cudaWholeModels).toBe(INFO.backend === 'cuda');
+    if (INFO.backend === 'cuda') {
+      expect(INFO.cudaFreeMemoryBytes).toBeGreaterThan(0);
+      expect(INFO.cudaTotalMemoryBytes).toBeGreaterThanOrEqual(INFO.cudaFreeMemoryBytes ?? 0);
+    } else {
+      expect(INFO.cudaFreeMemoryBytes).toBeUndefined();
+    }
     expect(Array.isArray(INFO.cudaArchitectures)).toBe(true);
     for (const arch of INFO.cudaArchitectures) expect(arch).toMatch(/^(sm|compute)_\d{2,3}[a-z]?$/);
     expect(new Set(INFO.cudaArchitectures).size).toBe(INFO.cudaArchitectures.length);

@@ -35,8 +35,8 @@ const NO_GPU: NativeBackendInfo = {
   cudaArchitectures: ['sm_90'],
 };
 const NO_CUDA_MODELS =
-  "whole models run on the CPU for now (device 'cuda' runs single MoE layers: " +
-  "MoELayer.fromWeights(weights, { device: 'cuda' })); use 'cpu' or 'auto'";
+  "this CUDA binary runs single MoE layers and routing only, not whole models; rebuild it (npm run build:cuda) " +
+  "or use 'cpu' or 'auto'";
 
 /** A pattern matching exactly `text`. */
 const exactly = (text: string) => new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
@@ -74,15 +74,18 @@ describe('resolveDevice', () => {
     }
   });
 
-  it("'cuda' for a model throws ERR_DYNAMOE_UNSUPPORTED until cudaWholeModels, then needs a usable GPU", () => {
-    for (const backend of [CUDA, { ...CUDA, cudaWholeModels: false }, NO_GPU]) {
+  it("'cuda' for a model needs a usable GPU first, then a binary with cudaWholeModels", () => {
+    for (const backend of [NO_GPU, { ...NO_GPU, cudaWholeModels: true }]) {
+      info = backend;
+      expectThrow(() => resolveDevice('cuda', 'model'), 'ERR_DYNAMOE_DEVICE', /^device 'cuda' is not available: cudaErrorNoDevice/);
+    }
+    // A CUDA binary from before whole models on CUDA (no cudaWholeModels field, or false).
+    for (const backend of [CUDA, { ...CUDA, cudaWholeModels: false }]) {
       info = backend;
       expectThrow(() => resolveDevice('cuda', 'model'), 'ERR_DYNAMOE_UNSUPPORTED', exactly(NO_CUDA_MODELS));
     }
     info = { ...CUDA, cudaWholeModels: true };
     expect(resolveDevice('cuda', 'model')).toBe('cuda');
-    info = { ...NO_GPU, cudaWholeModels: true };
-    expectThrow(() => resolveDevice('cuda', 'model'), 'ERR_DYNAMOE_DEVICE', /^device 'cuda' is not available: cudaErrorNoDevice/);
   });
 
   it("'cuda' for a layer needs a usable GPU, whatever cudaWholeModels says", () => {

@@ -192,6 +192,8 @@ export interface NativeGraphLayout {
   dtype: DType;
   /** Positions of every attention layer the model's KV pool holds (rounded up to whole blocks). */
   kvPoolTokens: number;
+  /** The backend that holds the weights and runs the steps (default 'cpu'). */
+  device?: 'cpu' | 'cuda';
 }
 
 /** Looks up token rows of the [vocab][hidden] table into buffer `output`. */
@@ -415,6 +417,9 @@ export interface NativeBackendInfo {
   cudaArchitectures: string[];
   /** Whether whole models can run on the CUDA backend; absent (as in builds that predate it) means false. */
   cudaWholeModels?: boolean;
+  /** Device 0's free memory when the call was made (a usable GPU only). */
+  cudaFreeMemoryBytes?: number;
+  cudaTotalMemoryBytes?: number;
 }
 
 /** Everything dynamoe.node exports. */

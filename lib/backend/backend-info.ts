@@ -17,11 +17,12 @@ export interface BackendInfo {
   backend: 'cpu' | 'cuda';
   /** Whether this binary contains the CUDA kernels (`npm run build:cuda`). */
   cudaBuilt: boolean;
-  /**
-   * Whether whole models (loadModel) run on the CUDA backend here. False in every build for now: single MoE
-   * layers and route() run on CUDA, whole models on the CPU.
-   */
+  /** Whether whole models (loadModel) run on the CUDA backend here: the CUDA binary on a usable GPU. */
   cudaWholeModels: boolean;
+  /** The GPU's free memory at this call, in bytes (a usable GPU only). */
+  cudaFreeMemoryBytes?: number;
+  /** The GPU's total memory, in bytes (a usable GPU only). */
+  cudaTotalMemoryBytes?: number;
   /**
    * Why CUDA is not used: a CUDA error name (`'cudaErrorInsufficientDriver'`: no NVIDIA driver,
    * `'cudaErrorNoDevice'`: no GPU, `'cudaErrorNoKernelImageForDevice'`: a GPU this binary has no code for) or

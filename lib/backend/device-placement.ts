@@ -8,9 +8,10 @@ import { DynamoeError } from '../errors';
 /** What is being placed: a MoELayer or a route() call ('layer'), or a whole model from loadModel ('model'). */
 export type Placement = 'layer' | 'model';
 
+// A CUDA binary that predates whole models on CUDA (backendInfo without cudaWholeModels).
 const NO_CUDA_MODELS =
-  "whole models run on the CPU for now (device 'cuda' runs single MoE layers: " +
-  "MoELayer.fromWeights(weights, { device: 'cuda' })); use 'cpu' or 'auto'";
+  "this CUDA binary runs single MoE layers and routing only, not whole models; rebuild it (npm run build:cuda) " +
+  "or use 'cpu' or 'auto'";
 
 /** Throws ERR_DYNAMOE_DEVICE saying why `binary` cannot run on a GPU, when it cannot. */
 export function requireCuda(binary: LoadedBinary, asker: string): void {
@@ -41,16 +42,16 @@ export function requireCuda(binary: LoadedBinary, asker: string): void {
 /**
  * The device `placement` runs on. 'auto' is the CUDA backend when it is usable for that object (a usable GPU and
  * driver; for a whole model also backendInfo's cudaWholeModels), else the CPU. 'cuda' throws ERR_DYNAMOE_DEVICE
- * when no GPU is usable, and for a model ERR_DYNAMOE_UNSUPPORTED while whole models cannot run on CUDA.
+ * saying why when no GPU is usable, and for a model ERR_DYNAMOE_UNSUPPORTED when the CUDA binary predates whole
+ * models on CUDA.
  */
 export function resolveDevice(device: Device, placement: Placement): 'cpu' | 'cuda' {
   if (device === 'cpu') return 'cpu';
   const info = native().backendInfo();
-  if (placement === 'model' && info.cudaWholeModels !== true) {
-    if (device === 'cuda') throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', NO_CUDA_MODELS);
-    return 'cpu';
-  }
-  if (device === 'auto') return info.backend;
+  if (device === 'auto') return placement === 'model' && info.cudaWholeModels !== true ? 'cpu' : info.backend;
   requireCuda(loadedBinary(), "device 'cuda'");
+  if (placement === 'model' && info.cudaWholeModels !== true) {
+    throw new DynamoeError('ERR_DYNAMOE_UNSUPPORTED', NO_CUDA_MODELS);
+  }
   return 'cuda';
 }

@@ -1,6 +1,5 @@
 // `dynamoe serve`: a checkpoint (without one: the shipped trained model, or with --synthetic the demo's random one)
 // behind the OpenAI-compatible server until a signal.
-import { resolveDevice } from '../backend/device-placement';
 import { parseDevice } from '../device';
 import { loadModel } from '../model/load-model';
 import { SchedulerOptions } from '../model/scheduler-limits';
@@ -41,11 +40,10 @@ async function loadServedModel(
     if (location !== undefined) {
       model = await loadModel(location, { dtype, device, policy, onProgress: progress.onProgress, ...limits });
     } else {
-      resolveDevice(device, 'model'); // the synthetic model is a whole model too: 'cuda' is refused alike
       const { layers, hidden, heads, kvHeads, experts, ffn, seed } = DEFAULT_DEMO;
       const shape = { layers, hidden, heads, kvHeads, experts, ffn, seed };
       const onProgress = progress.onProgress;
-      model = await createSyntheticModel({ ...shape, dtype: dtype ?? DEFAULT_DEMO.dtype, policy, onProgress, ...limits });
+      model = await createSyntheticModel({ ...shape, dtype: dtype ?? DEFAULT_DEMO.dtype, device, policy, onProgress, ...limits });
     }
     progress.done();
     return model;

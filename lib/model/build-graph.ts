@@ -277,6 +277,7 @@ export async function buildModelGraph(
   dtype: DType,
   kvPoolTokens: number,
   onProgress?: ProgressCallback,
+  device: 'cpu' | 'cuda' = 'cpu',
 ): Promise<NativeModelGraph> {
   const kv = kvRowWidths(spec);
   const graph = callNative(
@@ -289,6 +290,7 @@ export async function buildModelGraph(
         moeExperts: moeLayers(spec).map((l) => routedSlots(l.moe)),
         dtype,
         kvPoolTokens,
+        device,
       }),
   );
   const nodes = graphNodes(spec, weights, dtype);

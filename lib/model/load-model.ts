@@ -17,7 +17,14 @@ import { buildModelGraph, ProgressCallback } from './build-graph';
 import { ConfigReader } from './config-reader';
 import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
-import { quantizedWeightBytes, requireMemory, weightBytes } from './memory-need';
+import {
+  gpuFreeMemory,
+  kvCacheBytes,
+  quantizedWeightBytes,
+  requireGpuMemory,
+  requireMemory,
+  weightBytes,
+} from './memory-need';
 import { SchedulerOptions, schedulerLimits } from './scheduler-limits';
 import { CheckpointNaming, ggufNamingFor } from './naming';
 import { ModelSpec } from './spec';
@@ -26,13 +33,14 @@ import { WeightReader } from './weight-reader';
 /** Options of {@link loadModel}; the scheduler's limits are {@link SchedulerOptions}. */
 export interface LoadModelOptions extends SchedulerOptions {
   /**
-   * Where the model runs (default 'auto'). 'auto' is the CUDA backend when it is usable for whole models, else the
-   * CPU; no build runs whole models on CUDA yet, so 'auto' and 'cpu' run on the CPU and 'cuda' throws
-   * ERR_DYNAMOE_UNSUPPORTED (single MoELayer objects do run on 'cuda').
+   * Where the model runs (default 'auto'): 'auto' is the CUDA backend when the CUDA binary finds a usable GPU, else
+   * the CPU; 'cuda' throws ERR_DYNAMOE_DEVICE saying why when it cannot run there. On CUDA the weights are uploaded
+   * node by node to GPU memory, after the weights and the KV pool were checked against the GPU's free memory.
    */
   device?: Device;
   /**
-   * Element type weights are packed in (default: the checkpoint's; a quantized GGUF keeps each tensor's own type).
+   * Element type weights are packed in (default: the checkpoint's, except that on CUDA an f32 checkpoint is uploaded
+   * as bf16 for the tensor cores unless 'f32' is asked; a quantized GGUF keeps each tensor's own type).
    * A quantized type ('q8_0', 'q4_0', 'q4_k', 'q6_k') quantizes the experts' matrices as they load; the other
    * tensors keep the checkpoint's type. Math accumulates in fp32.
    */
@@ -114,9 +122,7 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
     throw new DynamoeError('ERR_DYNAMOE_TYPE', 'loadModel needs the path of a model directory or a .gguf file');
   }
   // loadModel's messages have always shown a rejected value bare (String), not quoted.
-  const device = parseDevice(options.device ?? 'auto', 'device', { shown: String });
-  // Refuses 'cuda' while whole models cannot run on CUDA; until backendInfo's cudaWholeModels, models run on the CPU.
-  resolveDevice(device, 'model');
+  const device = resolveDevice(parseDevice(options.device ?? 'auto', 'device', { shown: String }), 'model');
   if (options.dtype !== undefined) {
     requireName(options.dtype, [...DTYPES, ...WRITABLE_QUANT_TYPES], 'dtype', 'ERR_DYNAMOE_DTYPE', { shown: String });
   }
@@ -128,7 +134,7 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
   }
   const checkpoint = stat.isDirectory() ? await openHfDirectory(location) : await openGgufFile(location);
   try {
-    return await modelFromCheckpoint(checkpoint, location, options);
+    return await modelFromCheckpoint(checkpoint, location, { ...options, device });
   } finally {
     await checkpoint.store.close();
   }
@@ -141,18 +147,30 @@ export async function loadModel(location: string, options: LoadModelOptions = {}
 export async function modelFromCheckpoint(
   checkpoint: Checkpoint,
   source: string,
-  options: Omit<LoadModelOptions, 'device'> = {},
+  options: Omit<LoadModelOptions, 'device'> & { device?: 'cpu' | 'cuda' } = {},
 ): Promise<Model> {
+  const device = options.device ?? 'cpu';
   const quantizeExperts = isWritableQuantType(options.dtype) ? options.dtype : undefined;
+  const fileDtype = checkpointDtype(checkpoint.store, checkpoint.naming, source);
+  // The GPU's tensor cores take 16-bit weights: an f32 checkpoint goes up as bf16 unless f32 is asked for.
   const dtype = (quantizeExperts ? undefined : (options.dtype as DType | undefined)) ??
-    checkpointDtype(checkpoint.store, checkpoint.naming, source);
+    (device === 'cuda' && fileDtype === 'f32' ? 'bf16' : fileDtype);
   const bytes = quantizedWeightBytes(checkpoint.store, dtype) ?? weightBytes(checkpoint.spec, dtype, quantizeExperts);
-  requireMemory(bytes, `loading ${source} with ${quantizeExperts ?? dtype} weights`);
-  const { kvPoolTokens, ...limits } = schedulerLimits(checkpoint.spec, bytes, options);
+  const what = `loading ${source} with ${quantizeExperts ?? dtype} weights`;
+  let limitsWithPool;
+  if (device === 'cuda') {
+    const gpuFree = gpuFreeMemory();
+    limitsWithPool = schedulerLimits(checkpoint.spec, bytes, options, 'cuda', gpuFree);
+    requireGpuMemory(bytes, kvCacheBytes(checkpoint.spec, limitsWithPool.kvPoolTokens), gpuFree, what);
+  } else {
+    requireMemory(bytes, what);
+    limitsWithPool = schedulerLimits(checkpoint.spec, bytes, options);
+  }
+  const { kvPoolTokens, ...limits } = limitsWithPool;
   const weights = new WeightReader(checkpoint.store, checkpoint.naming, dtype, source, quantizeExperts);
-  const graph = await buildModelGraph(checkpoint.spec, weights, dtype, kvPoolTokens, options.onProgress);
+  const graph = await buildModelGraph(checkpoint.spec, weights, dtype, kvPoolTokens, options.onProgress, device);
   try {
-    return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy, limits);
+    return new Model(graph, checkpoint.spec, checkpoint.tokenizer, dtype, source, options.policy, limits, device);
   } catch (error) {
     graph.dispose();
     throw error;

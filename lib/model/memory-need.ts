@@ -1,6 +1,7 @@
 // How much memory a model's weights, its KV cache and one forward step need, checked against what this process can
 // use before anything is allocated: a model larger than memory fails with a message naming the size, not an abort.
 import * as os from 'os';
+import { native } from '../addon/native';
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { isQuantType, QUANT_BLOCKS, QuantType } from '../formats/quant-types';
@@ -92,6 +93,26 @@ export function usableMemory(): number {
   const total = os.totalmem();
   const constrained = typeof process.constrainedMemory === 'function' ? (process.constrainedMemory() ?? 0) : 0;
   return constrained > 0 && constrained < total ? constrained : total;
+}
+
+/** The GPU's free memory now (0 when no usable GPU: the caller has resolved the device to 'cuda' first). */
+export function gpuFreeMemory(): number {
+  return native().backendInfo().cudaFreeMemoryBytes ?? 0;
+}
+
+/**
+ * Throws ERR_DYNAMOE_OUT_OF_MEMORY naming the sizes when a model's weights and KV pool cannot fit in `free` bytes of
+ * GPU memory (checked before anything is uploaded).
+ */
+export function requireGpuMemory(weights: number, kvPool: number, free: number, what: string): void {
+  if (!(weights + kvPool <= free)) {
+    throw new DynamoeError(
+      'ERR_DYNAMOE_OUT_OF_MEMORY',
+      `${what} on the GPU needs ${formatBytes(weights)} of weights and ${formatBytes(kvPool)} of KV pool ` +
+        `(${weights + kvPool} bytes), more than the ${formatBytes(free)} of GPU memory free; pass a smaller ` +
+        'kvPoolTokens or use device \'cpu\'',
+    );
+  }
 }
 
 /** Throws ERR_DYNAMOE_OUT_OF_MEMORY when `bytes` cannot fit in this process's memory. */

@@ -60,6 +60,8 @@ export interface ScoreResult {
 /** Sizes and choices of a loaded model, as `dynamoe inspect` prints them. */
 export interface ModelInfo extends ModelSpec {
   dtype: DType;
+  /** Where the weights live and the steps run. */
+  device: 'cpu' | 'cuda';
   /** Bytes of packed weights held by the native graph. */
   weightBytes: number;
   /** Policy label per MoE layer (the model's default). */
@@ -88,6 +90,7 @@ export class Model {
     readonly source: string,
     policy: PolicyOption | undefined,
     limits: SchedulerLimits,
+    readonly device: 'cpu' | 'cuda' = 'cpu',
   ) {
     this.moe = moeLayers(spec).map((l) => ({ ...l.moe, layer: l.layer }));
     this.defaultPolicies = resolvePolicies(policy, this.moe);
@@ -100,6 +103,7 @@ export class Model {
     return {
       ...this.spec,
       dtype: this.dtype,
+      device: this.device,
       weightBytes: graph.weightBytes,
       defaultPolicy: this.defaultPolicies.map(policyLabel),
       source: this.source,

@@ -1,5 +1,7 @@
 // A small Mixtral-style MoE model made from seeded random weights at run time: what `npm start` (the demo) and the
 // tests run when no checkpoint is at hand. Weights are generated tensor by tensor as the graph builder reads them.
+import { resolveDevice } from '../backend/device-placement';
+import { Device, parseDevice } from '../device';
 import { DType } from '../dtype';
 import { DynamoeError } from '../errors';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
@@ -33,8 +35,13 @@ export interface SyntheticModelOptions extends SchedulerOptions {
   ffn?: number;
   /** Identity zero-computation experts per layer, routed beside the FFN experts (default 0; LongCat-Flash style). */
   zeroExperts?: number;
-  /** Element type the weights are packed in (default f32), or a quantized type for the experts (as loadModel). */
+  /**
+   * Element type the weights are packed in (default f32 on the CPU, bf16 on CUDA), or a quantized type for the
+   * experts (as loadModel).
+   */
   dtype?: DType | WritableQuantType;
+  /** Where the model runs, as loadModel's `device` (default 'auto'). */
+  device?: Device;
   /** Default routing policy (default: top-k 2, renormalised, as Mixtral). */
   policy?: PolicyOption;
   /** Called as weights are packed: nodes done out of the total. */
@@ -219,12 +226,15 @@ export async function createSyntheticModel(options: SyntheticModelOptions = {}):
   if (!Number.isInteger(zeroExperts) || zeroExperts < 0) {
     throw new DynamoeError('ERR_DYNAMOE_SHAPE', `zeroExperts must be a non-negative integer, got ${String(zeroExperts)}`);
   }
+  const device = resolveDevice(parseDevice(options.device ?? 'auto', 'device', { shown: String }), 'model');
   const spec = syntheticSpec(o, zeroExperts);
   const store = new SyntheticTensorStore(o.seed, syntheticTensors(spec, o.ffn, o.experts, zeroExperts));
   const source = `synthetic:seed=${o.seed}`;
   try {
     return await modelFromCheckpoint({ store, spec, naming: mixtral.hfNaming, tokenizer: syntheticTokenizer() }, source, {
-      dtype: options.dtype ?? 'f32',
+      // The synthetic tensors are f32: the CPU keeps them so, CUDA uploads bf16 (modelFromCheckpoint's default).
+      dtype: options.dtype,
+      device,
       policy: options.policy,
       onProgress: options.onProgress,
       maxSequences: options.maxSequences,

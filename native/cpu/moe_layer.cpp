@@ -10,7 +10,7 @@
 #include "expert_activation.h"
 #include "expert_plan.h"
 #include "grouped_gemm.h"
-#include "router_stats.h"
+#include "../core/router_stats.h"
 #include "routing.h"
 #include "thread_scratch.h"
 

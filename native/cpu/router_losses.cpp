@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "thread_pool.h"
-#include "router_stats.h"
+#include "../core/router_stats.h"
 #include "routing.h"
 
 namespace dynamoe::cpu {

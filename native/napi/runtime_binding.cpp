@@ -102,6 +102,14 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   Napi::Array architectures = Napi::Array::New(env, status.architectures.size());
   for (size_t i = 0; i < status.architectures.size(); ++i) architectures.Set(static_cast<uint32_t>(i), status.architectures[i]);
   result.Set("cudaArchitectures", architectures);
+  size_t freeBytes = 0;
+  size_t totalBytes = 0;
+  bool haveMemory = false;
+  translateErrors(env, [&] { haveMemory = cuda::deviceMemoryNow(&freeBytes, &totalBytes); });
+  if (haveMemory) {
+    result.Set("cudaFreeMemoryBytes", static_cast<double>(freeBytes));
+    result.Set("cudaTotalMemoryBytes", static_cast<double>(totalBytes));
+  }
   if (!status.deviceName.empty()) {
     Napi::Object gpu = Napi::Object::New(env);
     gpu.Set("name", status.deviceName);

@@ -19,7 +19,7 @@
 #include "../../native/cpu/cpu_backend.h"
 #include "../../native/cpu/cpu_features.h"
 #include "../../native/cpu/router_losses.h"
-#include "../../native/cpu/router_stats.h"
+#include "../../native/core/router_stats.h"
 #include "../../native/cpu/routing.h"
 #include "../../native/cpu/thread_pool.h"
 #include "../../native/cpu/tile_kernels.h"

@@ -24,7 +24,7 @@
 #include "../../native/cpu/combine.h"
 #include "../../native/cpu/expert_plan.h"
 #include "../../native/cpu/router_losses.h"
-#include "../../native/cpu/router_stats.h"
+#include "../../native/core/router_stats.h"
 #include "../../native/cpu/routing.h"
 #include "../../native/core/errors.h"
 #include "../../native/core/router_rule.h"
@@ -276,7 +276,7 @@ void checkRouterLosses(const std::vector<float>& logits, int tokens, int experts
   // The MoE layer's router statistics: the same double softmax, summed in another order.
   std::vector<double> probabilitySum(experts, 0.0);
   double entropySum = 0.0;
-  cpu::accumulateRouterStats(logits.data(), experts, tokens, experts, RouterScoring::Softmax, probabilitySum.data(),
+  accumulateRouterStats(logits.data(), experts, tokens, experts, RouterScoring::Softmax, probabilitySum.data(),
                              &entropySum);
   for (int e = 0; e < experts; ++e) FUZZ_CHECK(std::fabs(probabilitySum[e] / tokens - meanProbability[e]) <= 1e-12);
   FUZZ_CHECK(std::fabs(entropySum / tokens - values.dynamicLoss) <= 1e-12 * (1.0 + values.dynamicLoss));

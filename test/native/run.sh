@@ -40,7 +40,7 @@ echo "== native: building the routing fuzzer"
 # The routing core and what consumes its result; no N-API code.
 FUZZ_SOURCES=(
   native/cpu/routing.cpp native/core/routing_policy.cpp native/core/router_rule.cpp native/cpu/thread_pool.cpp
-  native/cpu/expert_plan.cpp native/cpu/combine.cpp native/cpu/router_losses.cpp native/cpu/router_stats.cpp
+  native/cpu/expert_plan.cpp native/cpu/combine.cpp native/cpu/router_losses.cpp native/core/router_stats.cpp
 )
 # Beyond -fsanitize=undefined: a float division by zero (how a 0/0 weight arises) and implicit conversions that
 # change a value (a negative int turned into a size) are bugs in this code even where IEEE / C++ define them.

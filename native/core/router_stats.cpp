@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-namespace dynamoe::cpu {
+namespace dynamoe {
 
 void softmaxInDouble(const float* logits, int experts, double* probs) {
   const double maxLogit = *std::max_element(logits, logits + experts);
@@ -48,4 +48,4 @@ void accumulateRouterStats(const float* logits, size_t stride, int tokens, int e
   }
 }
 
-}  // namespace dynamoe::cpu
+}  // namespace dynamoe

@@ -3,9 +3,9 @@
 
 #include <cstddef>
 
-#include "../core/router_rule.h"
+#include "router_rule.h"
 
-namespace dynamoe::cpu {
+namespace dynamoe {
 
 // Softmax of one row of fp32 logits, in double (max subtracted first). The losses and statistics use this rather
 // than the fp32 routing softmax so sums over many tokens stay exact enough; expert selection stays fp32 (routing.h).
@@ -20,4 +20,4 @@ double entropyOf(const double* probs, int experts);
 void accumulateRouterStats(const float* logits, size_t stride, int tokens, int experts, RouterScoring scoring,
                            double* probabilitySum, double* entropySum);
 
-}  // namespace dynamoe::cpu
+}  // namespace dynamoe
