@@ -28,8 +28,10 @@ class DenseMlpOp : public DeviceOp {
     // [tokens][paddedFfn]: padding features come out exactly 0 (zero gate and up rows), and down's padding
     // columns are zero too, so the second GEMM's K tail adds nothing.
     const size_t intermediateStride = static_cast<size_t>(gateUp_.paddedRows / 2);
-    void* intermediate =
-        step.arena->take(static_cast<size_t>(step.tokens) * intermediateStride * dtypeBytes(dtype), "mlp intermediate");
+    // Op-local scratch, freed in stream order when the op's kernels are done: a long prefill's layers reuse it.
+    const StreamBuffer intermediateBuffer(static_cast<size_t>(step.tokens) * intermediateStride * dtypeBytes(dtype),
+                                          step.stream, "mlp intermediate");
+    void* intermediate = intermediateBuffer.as<void>();
 
     DenseGemm first;
     first.weights = &gateUp_;
@@ -38,10 +40,9 @@ class DenseMlpOp : public DeviceOp {
     first.output = intermediate;
     first.outputStride = intermediateStride;
     first.multiprocessors = multiprocessors_;
-    void* scratch = nullptr;
-    const size_t scratchElements = denseInputScratchElements(gateUp_, step.tokens);
-    if (scratchElements > 0) scratch = step.arena->take(scratchElements * dtypeBytes(dtype), "mlp input");
-    launchDenseGemmF32Input(first, step.buffers[input_], step.strides[input_], scratch, step.stream);
+    const StreamBuffer scratch(denseInputScratchElements(gateUp_, step.tokens) * dtypeBytes(dtype), step.stream,
+                               "mlp input");
+    launchDenseGemmF32Input(first, step.buffers[input_], step.strides[input_], scratch.as<void>(), step.stream);
 
     DenseGemm second;
     second.weights = &down_;

@@ -48,10 +48,10 @@ class LinearOp : public DeviceOp {
     gemm.output = step.buffers[output_];
     gemm.outputStride = step.strides[output_];
     gemm.multiprocessors = multiprocessors_;
-    void* scratch = nullptr;
-    const size_t scratchElements = denseInputScratchElements(weights_, step.tokens);
-    if (scratchElements > 0) scratch = step.arena->take(scratchElements * dtypeBytes(weights_.dtype), "linear input");
-    launchDenseGemmF32Input(gemm, step.buffers[input_], step.strides[input_], scratch, step.stream);
+    // Op-local scratch, freed in stream order when the GEMM is done: a long prefill's layers reuse it.
+    const StreamBuffer scratch(denseInputScratchElements(weights_, step.tokens) * dtypeBytes(weights_.dtype),
+                               step.stream, "linear input");
+    launchDenseGemmF32Input(gemm, step.buffers[input_], step.strides[input_], scratch.as<void>(), step.stream);
 
     if (bias_.bytes() == 0) return;
     const long long total = static_cast<long long>(step.tokens) * outFeatures_;
