@@ -1,0 +1,204 @@
+// Causal grouped-query attention on the GPU (native/cpu/op_attention.cpp's contract): the step's k and v rows are
+// appended to the paged KV cache slot, then every query row attends to its sequence's positions 0 .. its own
+// (the last `window` of them when windowed), with the per-head attention sinks joining the softmax denominator.
+// The attention itself is attention_kernels.h's split-key kernel plus its fixed-order combine.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attention_kernels.h"
+#include "cuda_check.h"
+#include "device_buffer.h"
+#include "device_graph_ops.h"
+#include "nvtx_range.h"
+
+namespace dynamoe::cuda {
+
+namespace {
+
+constexpr int kMaxHeadDim = 256;       // 8 key slices of 32 lanes, 2 value slots of kAttentionThreads
+constexpr int kHeadsPerBlock = 16;     // query heads of one kv head handled by one block
+constexpr int kAppendThreads = 256;
+
+// Writes row t's key and value ([kvWidth] each) into the pool rows of its position.
+__global__ void __launch_bounds__(kAppendThreads)
+    appendKvKernel(const float* key, size_t keyStride, const float* value, size_t valueStride, int kvWidth,
+                   const int32_t* rowPositions, const int32_t* rowSegments, const int32_t* blockTables,
+                   int blockTableWidth, float* poolKeys, size_t poolKeyStride, float* poolValues,
+                   size_t poolValueStride) {
+  const int t = blockIdx.x;
+  const int position = rowPositions[t];
+  const int32_t* table = blockTables + static_cast<size_t>(rowSegments[t]) * blockTableWidth;
+  const size_t poolRow = static_cast<size_t>(table[position / kDeviceBlockTokens]) * kDeviceBlockTokens +
+                         position % kDeviceBlockTokens;
+  const float* keyRow = key + static_cast<size_t>(t) * keyStride;
+  const float* valueRow = value + static_cast<size_t>(t) * valueStride;
+  float* keyOut = poolKeys + poolRow * poolKeyStride;
+  float* valueOut = poolValues + poolRow * poolValueStride;
+  for (int c = threadIdx.x; c < kvWidth; c += kAppendThreads) {
+    keyOut[c] = keyRow[c];
+    valueOut[c] = valueRow[c];
+  }
+}
+
+// The split kernel specialised for the head width: key slices of 32 floats, value slots of kAttentionThreads.
+template <int kKeySlices>
+void launchForWidth(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
+  constexpr int kValueSlots = (kKeySlices * 32 + kAttentionThreads - 1) / kAttentionThreads;
+  launchSplitAttention<kHeadsPerBlock, kKeySlices, kValueSlots>(attention, combine, rows, stream);
+}
+
+void launchAttention(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
+  switch ((attention.keyDim + 31) / 32) {
+    case 1: launchForWidth<1>(attention, combine, rows, stream); break;
+    case 2: launchForWidth<2>(attention, combine, rows, stream); break;
+    case 3: launchForWidth<3>(attention, combine, rows, stream); break;
+    case 4: launchForWidth<4>(attention, combine, rows, stream); break;
+    case 5: launchForWidth<5>(attention, combine, rows, stream); break;
+    case 6: launchForWidth<6>(attention, combine, rows, stream); break;
+    case 7: launchForWidth<7>(attention, combine, rows, stream); break;
+    default: launchForWidth<8>(attention, combine, rows, stream); break;  // the constructor allows no wider head
+  }
+}
+
+std::string describe(const AttentionNode& node) {
+  return "attention (heads " + std::to_string(node.heads) + ", kv heads " + std::to_string(node.kvHeads) +
+         ", head dim " + std::to_string(node.headDim) + ", slot " + std::to_string(node.slot) + ")";
+}
+
+class AttentionOp final : public DeviceOp {
+ public:
+  AttentionOp(const AttentionNode& node, const DeviceOpContext& context)
+      : s_(node), multiprocessors_(context.multiprocessors) {
+    const GraphLayout& layout = context.layout;
+    if (s_.heads <= 0 || s_.kvHeads <= 0 || s_.headDim <= 0 || s_.heads % s_.kvHeads != 0) {
+      throw Error(code::kShape, describe(s_) + ": heads must be a positive multiple of kv heads, head dim positive");
+    }
+    if (s_.headDim > kMaxHeadDim) {
+      throw Error(code::kUnsupported, describe(s_) + ": CUDA attention supports head dims up to " +
+                                          std::to_string(kMaxHeadDim));
+    }
+    if (s_.window < 0) throw Error(code::kShape, describe(s_) + ": negative sliding window");
+    const int kvWidth = s_.kvHeads * s_.headDim;
+    if (s_.slot < 0 || s_.slot >= static_cast<int>(layout.kvWidths.size())) {
+      throw Error(code::kShape, describe(s_) + ": no such cache slot");
+    }
+    const int valueWidth = layout.kvValueWidths.empty() ? layout.kvWidths[s_.slot] : layout.kvValueWidths[s_.slot];
+    if (layout.kvWidths[s_.slot] != kvWidth || valueWidth != kvWidth) {
+      throw Error(code::kShape, describe(s_) + ": cache slot widths " + std::to_string(layout.kvWidths[s_.slot]) +
+                                    "/" + std::to_string(valueWidth) + " are not kv heads x head dim " +
+                                    std::to_string(kvWidth));
+    }
+    const int buffers = static_cast<int>(layout.bufferWidths.size());
+    const auto check = [&](int buffer, int width, const char* what) {
+      if (buffer < 0 || buffer >= buffers || layout.bufferWidths[buffer] < width) {
+        throw Error(code::kShape, describe(s_) + ": " + what + " buffer missing or narrower than " +
+                                      std::to_string(width));
+      }
+    };
+    check(s_.query, s_.heads * s_.headDim, "query");
+    check(s_.key, kvWidth, "key");
+    check(s_.value, kvWidth, "value");
+    check(s_.output, s_.heads * s_.headDim, "output");
+    if (!s_.sinks.empty()) {
+      if (static_cast<int>(s_.sinks.size()) != s_.heads) {
+        throw Error(code::kShape, describe(s_) + ": " + std::to_string(s_.sinks.size()) + " sinks for " +
+                                      std::to_string(s_.heads) + " heads");
+      }
+      sinks_ = DeviceBuffer(s_.sinks.size() * sizeof(float), "attention sinks");
+      checkCuda(cudaMemcpy(sinks_.as<float>(), s_.sinks.data(), s_.sinks.size() * sizeof(float),
+                           cudaMemcpyHostToDevice),
+                "uploading attention sinks");
+    }
+    scale_ = s_.scale > 0.0f ? s_.scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.headDim)));
+  }
+
+  void enqueue(DeviceStep& step) const override {
+    NvtxRange range("attention", step.tokens);
+    if (step.tokens == 0) return;
+    const int kvWidth = s_.kvHeads * s_.headDim;
+    const KvSlotView slot = step.kvPool->slot(s_.slot);
+    if (slot.keyWidth != kvWidth || slot.valueWidth != kvWidth || slot.values == nullptr) {
+      throw Error(code::kShape, describe(s_) + ": the KV pool's slot is not kv heads x head dim wide");
+    }
+
+    // (a) This step's keys and values join the cache first: its rows attend to each other through it.
+    appendKvKernel<<<step.tokens, kAppendThreads, 0, step.stream>>>(
+        step.buffers[s_.key], step.strides[s_.key], step.buffers[s_.value], step.strides[s_.value], kvWidth,
+        step.rowPositions, step.rowSegments, step.blockTables, step.blockTableWidth, slot.keys, slot.keyWidth,
+        slot.values, slot.valueWidth);
+    checkCuda(cudaGetLastError(), "launching the attention cache append");
+
+    // (b) Split-key attention over the cache, then the combine into the output rows.
+    int context = std::max(step.maxContext, 1);
+    for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
+    const int span = s_.window > 0 ? std::min(context, s_.window) : context;  // most keys any row sees
+    const int groupSize = s_.heads / s_.kvHeads;
+    const int groupBlocks = (groupSize + kHeadsPerBlock - 1) / kHeadsPerBlock;
+    const SplitPlan plan =
+        planSplits(static_cast<long long>(step.tokens) * s_.kvHeads * groupBlocks, span, multiprocessors_);
+    const size_t partials = static_cast<size_t>(step.tokens) * s_.heads * plan.chunks;
+
+    SplitAttention attention;
+    attention.query = step.buffers[s_.query];
+    attention.queryStride = step.strides[s_.query];
+    attention.keys = slot.keys;
+    attention.values = slot.values;
+    attention.keyRowStride = static_cast<size_t>(slot.keyWidth);
+    attention.valueRowStride = static_cast<size_t>(slot.valueWidth);
+    attention.blockTables = step.blockTables;
+    attention.blockTableWidth = step.blockTableWidth;
+    attention.rowPositions = step.rowPositions;
+    attention.rowSegments = step.rowSegments;
+    attention.firstRow = 0;
+    attention.heads = s_.heads;
+    attention.kvHeads = s_.kvHeads;
+    attention.keyDim = s_.headDim;
+    attention.valueDim = s_.headDim;
+    attention.groupBlocks = groupBlocks;
+    attention.window = s_.window;
+    attention.scale = scale_;
+    attention.chunkKeys = plan.chunkKeys;
+    attention.chunks = plan.chunks;
+    attention.partialMax = step.arena->take<float>(partials, "attention partial maxima");
+    attention.partialSum = step.arena->take<float>(partials, "attention partial sums");
+    attention.partialAcc = step.arena->take<float>(partials * s_.headDim, "attention partial outputs");
+
+    AttentionCombine combine;
+    combine.partialMax = attention.partialMax;
+    combine.partialSum = attention.partialSum;
+    combine.partialAcc = attention.partialAcc;
+    combine.rowPositions = step.rowPositions;
+    combine.firstRow = 0;
+    combine.heads = s_.heads;
+    combine.valueDim = s_.headDim;
+    combine.window = s_.window;
+    combine.chunkKeys = plan.chunkKeys;
+    combine.chunks = plan.chunks;
+    combine.sinks = s_.sinks.empty() ? nullptr : sinks_.as<float>();
+    combine.out = step.buffers[s_.output];
+    combine.outStride = step.strides[s_.output];
+
+    launchAttention(attention, combine, step.tokens, step.stream);
+    checkCuda(cudaGetLastError(), "launching attention");
+  }
+
+  size_t weightBytes() const override { return sinks_.bytes(); }
+  const char* name() const override { return "attention"; }
+
+ private:
+  AttentionNode s_;
+  int multiprocessors_;
+  float scale_ = 1.0f;
+  DeviceBuffer sinks_;  // [heads] f32, when the node has sinks
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceOp> makeDeviceOp(const AttentionNode& node, DeviceOpContext& context) {
+  return std::make_unique<AttentionOp>(node, context);
+}
+
+}  // namespace dynamoe::cuda
