@@ -162,9 +162,11 @@ class AttentionOp final : public DeviceOp {
     attention.scale = scale_;
     attention.chunkKeys = plan.chunkKeys;
     attention.chunks = plan.chunks;
-    attention.partialMax = step.arena->take<float>(partials, "attention partial maxima");
-    attention.partialSum = step.arena->take<float>(partials, "attention partial sums");
-    attention.partialAcc = step.arena->take<float>(partials * s_.headDim, "attention partial outputs");
+    // Op-local scratch, freed in stream order when this op's kernels are done: the layers of a step reuse it.
+    StepArena scratch(step.stream);
+    attention.partialMax = scratch.take<float>(partials, "attention partial maxima");
+    attention.partialSum = scratch.take<float>(partials, "attention partial sums");
+    attention.partialAcc = scratch.take<float>(partials * s_.headDim, "attention partial outputs");
 
     AttentionCombine combine;
     combine.partialMax = attention.partialMax;

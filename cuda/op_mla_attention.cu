@@ -239,12 +239,14 @@ class MlaAttentionOp final : public DeviceOp {
     const int batchRows = static_cast<int>(
         std::max<size_t>(1, std::min<size_t>(step.tokens, kScratchBudget / (rowFloats * sizeof(float)))));
     const size_t partials = static_cast<size_t>(batchRows) * s_.heads * plan.chunks;
-    float* absorbed = step.arena->take<float>(static_cast<size_t>(batchRows) * s_.heads * rowWidth,
+    // Op-local scratch, freed in stream order when this op's kernels are done: the layers of a step reuse it.
+    StepArena scratch(step.stream);
+    float* absorbed = scratch.take<float>(static_cast<size_t>(batchRows) * s_.heads * rowWidth,
                                               "MLA absorbed queries");
-    float* partialMax = step.arena->take<float>(partials, "MLA partial maxima");
-    float* partialSum = step.arena->take<float>(partials, "MLA partial sums");
-    float* partialAcc = step.arena->take<float>(partials * latentWidth, "MLA partial latents");
-    float* attended = step.arena->take<float>(static_cast<size_t>(batchRows) * s_.heads * latentWidth,
+    float* partialMax = scratch.take<float>(partials, "MLA partial maxima");
+    float* partialSum = scratch.take<float>(partials, "MLA partial sums");
+    float* partialAcc = scratch.take<float>(partials * latentWidth, "MLA partial latents");
+    float* attended = scratch.take<float>(static_cast<size_t>(batchRows) * s_.heads * latentWidth,
                                               "MLA attended latents");
 
     for (int firstRow = 0; firstRow < step.tokens; firstRow += batchRows) {
