@@ -12,6 +12,7 @@
 #include "device_ops.h"
 #include "moe_kernels.h"
 #include "nvtx_range.h"
+#include "step_graphs.h"
 
 namespace dynamoe::cuda {
 
@@ -106,7 +107,8 @@ struct StepTables {
 }  // namespace
 
 CudaModel::CudaModel(GraphLayout layout, DType dtype, int kvPoolTokens)
-    : layout_(std::move(layout)), dtype_(dtype), pinned_(std::make_unique<PinnedPool>()) {
+    : layout_(std::move(layout)), dtype_(dtype), pinned_(std::make_unique<PinnedPool>()),
+      graphs_(std::make_unique<StepGraphCache>()) {
   requireDevice();
   multiprocessors_ = backendStatus().multiprocessors;
   const std::vector<int>& values = layout_.kvValueWidths.empty() ? layout_.kvWidths : layout_.kvValueWidths;
@@ -146,13 +148,41 @@ std::shared_ptr<Sequence> CudaModel::createSequence(int capacity) {
   return std::make_shared<DeviceSequence>(kvPool_, capacity);
 }
 
-void CudaModel::close() { pinned_->release(); }
+void CudaModel::close() {
+  graphs_->clear();
+  pinned_->release();
+}
+
+namespace {
+
+// Where a step's tables and buffers sit in its one block of device memory.
+struct StepMemory {
+  std::vector<size_t> tableOffsets;  // of intTables' arrays
+  size_t policiesAt = 0;
+  size_t tablesBytes = 0;  // the uploaded part
+  size_t activationsAt = 0;
+  size_t activationFloats = 0;
+  size_t logitsAt = 0;
+  size_t logProbsAt = 0;
+  size_t bytes = 0;
+};
+
+// The context a captured step is sized for: its rows' longest context rounded up to a power of two (at least 256),
+// so a decoding sequence changes shape a few times over its whole length, not at every token.
+int contextBucket(int context) {
+  int bucket = 256;
+  while (bucket < context) bucket *= 2;
+  return bucket;
+}
+
+}  // namespace
 
 void CudaModel::forward(const StepRequest& request) const {
   if (request.count < 1) throw Error(code::kShape, "a step needs at least one segment");
   const int vocab = layout_.vocab;
   DeviceStep step;
   std::vector<DeviceSequence*> sequences;
+  bool decodeOnly = true;
   for (int s = 0; s < request.count; ++s) {
     const StepSegment& segment = request.segments[s];
     auto* sequence = dynamic_cast<DeviceSequence*>(segment.sequence);
@@ -169,19 +199,43 @@ void CudaModel::forward(const StepRequest& request) const {
                                       " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
       }
     }
+    decodeOnly = decodeOnly && segment.tokens == 1 && segment.targets == nullptr;
     sequences.push_back(sequence);
     step.segments.push_back({&segment, step.tokens, segment.tokens, sequence->length()});
     step.tokens += segment.tokens;
   }
   for (size_t s = 0; s < sequences.size(); ++s) sequences[s]->reserve(step.segments[s].rows);
-
-  // The step's tables on the host.
   const int segments = request.count;
-  StepTables tables;
+  const int moeSlots = static_cast<int>(layout_.moeExperts.size());
+
+  // Decode steps are replayed from CUDA graphs: their shape fixes every launch, their contents live on the device.
   int tableWidth = 1;
   for (const DeviceSequence* sequence : sequences) {
     tableWidth = std::max(tableWidth, static_cast<int>(sequence->blocks().size()));
   }
+  for (const DeviceSegmentRows& rows : step.segments) {
+    step.maxRowsPerSegment = std::max(step.maxRowsPerSegment, rows.rows);
+    step.maxContext = std::max(step.maxContext, rows.position + rows.rows);
+  }
+  const bool graphable = decodeOnly && graphs_->enabled();
+  std::string shape;
+  if (graphable) {
+    step.maxContext = contextBucket(step.maxContext);
+    tableWidth = std::max(tableWidth, step.maxContext / kDeviceBlockTokens);
+    shape = "s" + std::to_string(segments) + " c" + std::to_string(step.maxContext) + " k";
+    for (int slot = 0; slot < moeSlots; ++slot) {
+      int kMax = 1;
+      for (const DeviceSegmentRows& rows : step.segments) {
+        kMax = std::max(kMax, rows.request->policies[slot].kMax(layout_.moeExperts[slot]));
+      }
+      shape += std::to_string(kMax) + ",";
+    }
+    shape += " f";
+    for (const DeviceSegmentRows& rows : step.segments) shape += rows.request->moeStats != nullptr ? '1' : '0';
+  }
+
+  // The step's tables on the host.
+  StepTables tables;
   tables.blockTables.assign(static_cast<size_t>(segments) * tableWidth, 0);
   for (int s = 0; s < segments; ++s) {
     const DeviceSegmentRows& rows = step.segments[s];
@@ -195,8 +249,6 @@ void CudaModel::forward(const StepRequest& request) const {
       tables.rowPositions.push_back(rows.position + r);
       tables.rowSegments.push_back(s);
     }
-    step.maxRowsPerSegment = std::max(step.maxRowsPerSegment, rows.rows);
-    step.maxContext = std::max(step.maxContext, rows.position + rows.rows);
     // The rows the LM head computes: every row scored, the last one when generating, else all.
     const bool scored = segment.targets != nullptr;
     const int first = segment.lastRowLogits && !scored ? rows.rows - 1 : 0;
@@ -208,71 +260,127 @@ void CudaModel::forward(const StepRequest& request) const {
     }
   }
   tables.segmentFirstRow.push_back(step.tokens);
-  const int moeSlots = static_cast<int>(layout_.moeExperts.size());
   for (int slot = 0; slot < moeSlots; ++slot) {
     for (int s = 0; s < segments; ++s) tables.moePolicies.push_back(step.segments[s].request->policies[slot]);
   }
+  shape += " l" + std::to_string(step.logitRows.size());
 
-  NvtxRange stepRange("step", step.tokens);
-  OwnedStream stream;
-  StepArena arena(stream.get());
-  step.stream = stream.get();
-  step.arena = &arena;
-  step.kvPool = kvPool_.get();
-  step.blockTableWidth = tableWidth;
-
-  // One upload of every table (one pinned block, one copy).
+  // One block of device memory: the uploaded tables, then the activations, logits and log-probabilities.
   const std::vector<int32_t>* intTables[] = {&tables.tokenIds,        &tables.rowPositions,     &tables.rowSegments,
                                              &tables.segmentFirstRow, &tables.segmentPositions, &tables.blockTables,
                                              &tables.logitRowIndex,   &tables.logitTargets};
-  size_t uploadBytes = 0;
-  std::vector<size_t> offsets;
+  StepMemory memory;
   for (const auto* table : intTables) {
-    offsets.push_back(uploadBytes);
-    uploadBytes += aligned(table->size() * sizeof(int32_t));
+    memory.tableOffsets.push_back(memory.bytes);
+    memory.bytes += aligned(table->size() * sizeof(int32_t));
   }
-  const size_t policiesAt = uploadBytes;
-  uploadBytes += aligned(tables.moePolicies.size() * sizeof(RoutingPolicy));
-  PinnedBlock upload(*pinned_, uploadBytes);
-  DrainOnFailure drain(step.stream);
-  for (size_t i = 0; i < offsets.size(); ++i) {
-    std::memcpy(upload.data() + offsets[i], intTables[i]->data(), intTables[i]->size() * sizeof(int32_t));
-  }
-  std::memcpy(upload.data() + policiesAt, tables.moePolicies.data(), tables.moePolicies.size() * sizeof(RoutingPolicy));
-  char* device = static_cast<char*>(arena.take(uploadBytes, "the step's tables"));
-  checkCuda(cudaMemcpyAsync(device, upload.data(), uploadBytes, cudaMemcpyHostToDevice, step.stream),
-            "copying the step's tables to the GPU");
-  const auto deviceInts = [&](int i) { return reinterpret_cast<const int32_t*>(device + offsets[i]); };
-  step.tokenIds = deviceInts(0);
-  step.rowPositions = deviceInts(1);
-  step.rowSegments = deviceInts(2);
-  step.segmentFirstRow = deviceInts(3);
-  step.segmentPositions = deviceInts(4);
-  step.blockTables = deviceInts(5);
-  step.logitRowIndex = deviceInts(6);
-  step.logitTargets = deviceInts(7);
-  step.moePolicies = reinterpret_cast<const RoutingPolicy*>(device + policiesAt);
-
-  // Activation buffers: rows padded to whole 128-column tiles, zeroed so every op reads zero tails.
-  size_t activationFloats = 0;
+  memory.policiesAt = memory.bytes;
+  memory.bytes += aligned(tables.moePolicies.size() * sizeof(RoutingPolicy));
+  memory.tablesBytes = memory.bytes;
   for (int width : layout_.bufferWidths) {
+    // Rows padded to whole 128-column tiles, zeroed at the step's start so every op reads zero tails.
     step.strides.push_back(static_cast<size_t>(paddedDimension(width)));
-    activationFloats += step.strides.back() * step.tokens;
+    memory.activationFloats += step.strides.back() * step.tokens;
   }
-  float* next = arena.take<float>(activationFloats, "the step's activations");
-  checkCuda(cudaMemsetAsync(next, 0, activationFloats * sizeof(float), step.stream), "clearing the activations");
-  for (size_t stride : step.strides) {
-    step.buffers.push_back(next);
-    next += stride * step.tokens;
-  }
+  memory.activationsAt = memory.bytes;
+  memory.bytes += aligned(memory.activationFloats * sizeof(float));
   const size_t logitRows = step.logitRows.size();
   step.logitStride = static_cast<size_t>(paddedDimension(vocab));
-  step.logits = arena.take<float>(logitRows * step.logitStride, "the step's logits");
-  step.logProbs = arena.take<double>(logitRows, "the step's log-probabilities");
+  memory.logitsAt = memory.bytes;
+  memory.bytes += aligned(logitRows * step.logitStride * sizeof(float));
+  memory.logProbsAt = memory.bytes;
+  memory.bytes += aligned(logitRows * sizeof(double));
 
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    NvtxRange range(opRanges_[i].c_str(), step.tokens);
-    ops_[i]->enqueue(step);
+  PinnedBlock upload(*pinned_, memory.tablesBytes);
+  for (size_t i = 0; i < memory.tableOffsets.size(); ++i) {
+    std::memcpy(upload.data() + memory.tableOffsets[i], intTables[i]->data(), intTables[i]->size() * sizeof(int32_t));
+  }
+  std::memcpy(upload.data() + memory.policiesAt, tables.moePolicies.data(),
+              tables.moePolicies.size() * sizeof(RoutingPolicy));
+
+  NvtxRange stepRange("step", step.tokens);
+  OwnedStream stream;
+  DrainOnFailure drain(stream.get());
+  step.stream = stream.get();
+  step.kvPool = kvPool_.get();
+  step.blockTableWidth = tableWidth;
+  const auto bind = [&](char* base) {
+    const auto deviceInts = [&](int i) { return reinterpret_cast<const int32_t*>(base + memory.tableOffsets[i]); };
+    step.tokenIds = deviceInts(0);
+    step.rowPositions = deviceInts(1);
+    step.rowSegments = deviceInts(2);
+    step.segmentFirstRow = deviceInts(3);
+    step.segmentPositions = deviceInts(4);
+    step.blockTables = deviceInts(5);
+    step.logitRowIndex = deviceInts(6);
+    step.logitTargets = deviceInts(7);
+    step.moePolicies = reinterpret_cast<const RoutingPolicy*>(base + memory.policiesAt);
+    step.buffers.clear();
+    float* next = reinterpret_cast<float*>(base + memory.activationsAt);
+    for (size_t stride : step.strides) {
+      step.buffers.push_back(next);
+      next += stride * step.tokens;
+    }
+    step.logits = reinterpret_cast<float*>(base + memory.logitsAt);
+    step.logProbs = reinterpret_cast<double*>(base + memory.logProbsAt);
+  };
+  const auto enqueueOps = [&] {
+    checkCuda(cudaMemsetAsync(step.buffers[0], 0, memory.activationFloats * sizeof(float), step.stream),
+              "clearing the activations");
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      NvtxRange range(opRanges_[i].c_str(), step.tokens);
+      ops_[i]->enqueue(step);
+    }
+  };
+
+  // A captured graph of this shape when one is free or can be made now; else the ops, launched one by one.
+  std::unique_ptr<StepGraph> graph = graphable ? graphs_->take(shape) : nullptr;
+  if (graphable && graph == nullptr) {
+    const StepGraphCache::ShapeRecord record = graphs_->record(shape);
+    if (record.seen && !record.uncapturable && graphs_->roomForAnother()) {
+      graph = capture(step, shape, memory.bytes, record.scratchBytes, bind, enqueueOps);
+      if (graph == nullptr) {
+        graphs_->forgetInstance();
+        graphs_->noteUncapturable(shape);
+      }
+    }
+  }
+  // A graph that fails its step is dropped, not given back: its state is unknown.
+  struct GraphReturn {
+    StepGraphCache& cache;
+    std::unique_ptr<StepGraph>& graph;
+    cudaStream_t stream;
+    bool succeeded = false;
+    ~GraphReturn() {
+      if (graph == nullptr) return;
+      if (succeeded) {
+        cache.give(std::move(graph));
+        return;
+      }
+      cudaStreamSynchronize(stream);  // its launch may still run: its memory and graph go only after it
+      graph.reset();
+      cache.forgetInstance();
+    }
+  } graphReturn{*graphs_, graph, step.stream};
+  std::unique_ptr<StreamBuffer> eagerMemory;
+  std::unique_ptr<StepArena> arena;
+  if (graph != nullptr) {
+    bind(graph->memory.as<char>());
+    checkCuda(cudaMemcpyAsync(graph->memory.as<char>(), upload.data(), memory.tablesBytes, cudaMemcpyHostToDevice,
+                              step.stream),
+              "copying the step's tables to the GPU");
+    checkCuda(cudaGraphLaunch(graph->exec, step.stream), "launching a captured step");
+    step.readbacks = graph->readbacks;
+  } else {
+    eagerMemory = std::make_unique<StreamBuffer>(memory.bytes, step.stream, "the step's tables and activations");
+    bind(eagerMemory->as<char>());
+    checkCuda(cudaMemcpyAsync(eagerMemory->as<char>(), upload.data(), memory.tablesBytes, cudaMemcpyHostToDevice,
+                              step.stream),
+              "copying the step's tables to the GPU");
+    arena = std::make_unique<StepArena>(step.stream);
+    step.arena = arena.get();
+    enqueueOps();
+    if (graphable) graphs_->noteRun(shape, arena->used());
   }
 
   // Copies back: statistics and checks into pinned memory; logits and log-probabilities into the caller's arrays.
@@ -307,10 +415,53 @@ void CudaModel::forward(const StepRequest& request) const {
   stream.synchronize("a model step on the GPU");
   at = 0;
   for (const DeviceStep::Readback& readback : step.readbacks) {
-    readback.use(back.data() + at);
+    readback.use(back.data() + at, step);
     at += aligned(readback.bytes);
   }
+  graphReturn.succeeded = true;
   for (size_t s = 0; s < sequences.size(); ++s) sequences[s]->commit(step.segments[s].rows);
+}
+
+std::unique_ptr<StepGraph> CudaModel::capture(DeviceStep& step, const std::string& shape, size_t memoryBytes,
+                                              size_t scratchBytes, const std::function<void(char*)>& bind,
+                                              const std::function<void()>& enqueueOps) const {
+  auto graph = std::make_unique<StepGraph>();
+  graph->shape = shape;
+  graph->memory = DeviceBuffer(memoryBytes, "a captured step's memory");
+  graph->scratch = DeviceBuffer(std::max<size_t>(scratchBytes, 1), "a captured step's scratch");
+  bind(graph->memory.as<char>());
+  StepArena arena(graph->scratch.as<char>(), std::max<size_t>(scratchBytes, 1));
+  step.arena = &arena;
+  step.capturing = true;
+  // Thread-local: another model's step on another thread neither breaks this capture nor joins it.
+  checkCuda(cudaStreamBeginCapture(step.stream, cudaStreamCaptureModeThreadLocal), "starting a step capture");
+  bool enqueued = true;
+  try {
+    enqueueOps();
+  } catch (const std::exception&) {
+    enqueued = false;  // the uncaptured run below meets the same error, if it is one
+  }
+  cudaGraph_t captured = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(step.stream, &captured);
+  cudaGetLastError();  // a failed capture leaves an error this thread must not report later
+  step.capturing = false;
+  step.arena = nullptr;
+  if (!enqueued || ended != cudaSuccess || captured == nullptr) {
+    if (captured != nullptr) cudaGraphDestroy(captured);
+    step.readbacks.clear();
+    return nullptr;
+  }
+  const cudaError_t made = cudaGraphInstantiate(&graph->exec, captured, 0);
+  cudaGraphDestroy(captured);
+  if (made != cudaSuccess) {
+    cudaGetLastError();
+    graph->exec = nullptr;
+    step.readbacks.clear();
+    return nullptr;
+  }
+  graph->readbacks = std::move(step.readbacks);
+  step.readbacks.clear();
+  return graph;
 }
 
 }  // namespace dynamoe::cuda

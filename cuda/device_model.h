@@ -3,6 +3,7 @@
 // host synchronisation, then the asked-for logits (or log-probabilities) and statistics copied back.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +16,8 @@
 namespace dynamoe::cuda {
 
 class PinnedPool;
+class StepGraphCache;
+struct StepGraph;
 
 class CudaModel final : public Model {
  public:
@@ -41,7 +44,14 @@ class CudaModel final : public Model {
   bool afterFeedForward_ = false;      // the next residual add ends a layer
   std::shared_ptr<const DeviceMatrix> embeddingTable_;  // shared with a tied LM head
   std::shared_ptr<DeviceKvPool> kvPool_;
+  // Captures `step` (its memory bound by `bind`, its ops enqueued by `enqueueOps`) into a graph; null when the
+  // capture fails (the step then runs uncaptured).
+  std::unique_ptr<StepGraph> capture(DeviceStep& step, const std::string& shape, size_t memoryBytes,
+                                     size_t scratchBytes, const std::function<void(char*)>& bind,
+                                     const std::function<void()>& enqueueOps) const;
+
   std::unique_ptr<PinnedPool> pinned_;  // host staging of the steps' copies back
+  std::unique_ptr<StepGraphCache> graphs_;  // decode steps captured per shape
 };
 
 }  // namespace dynamoe::cuda

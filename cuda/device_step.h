@@ -6,11 +6,14 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "../native/core/errors.h"
 #include "../native/core/graph.h"
 #include "../native/core/model_step.h"
 #include "device_buffer.h"
@@ -28,24 +31,39 @@ struct DeviceMatrix {
   DType dtype = DType::F32;
 };
 
-// Stream-ordered scratch of one step: every take() lives until the step ends (freed in stream order then).
+// Scratch that lives as long as the arena: a step's (until the step ends) or an op's (until its enqueue returns).
+// Stream-ordered allocations freed in stream order, or, for a step captured in a CUDA graph, consecutive pieces of
+// a fixed region (the same addresses on every replay), sized by the shape's first, uncaptured run.
 class StepArena {
  public:
   explicit StepArena(cudaStream_t stream) : stream_(stream) {}
+  StepArena(char* region, size_t regionBytes) : region_(region), regionBytes_(regionBytes) {}
   StepArena(const StepArena&) = delete;
   StepArena& operator=(const StepArena&) = delete;
   // 256-byte aligned device memory of `bytes` (at least 1).
   void* take(size_t bytes, const char* what) {
-    buffers_.push_back(std::make_unique<StreamBuffer>(bytes == 0 ? 1 : bytes, stream_, what));
+    const size_t size = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+    used_ += size;
+    if (region_ != nullptr) {
+      if (used_ > regionBytes_) {
+        throw Error(code::kInternal, std::string("a captured step needs more scratch than its first run for ") + what);
+      }
+      return region_ + used_ - size;
+    }
+    buffers_.push_back(std::make_unique<StreamBuffer>(size, stream_, what));
     return buffers_.back()->as<void>();
   }
   template <typename T>
   T* take(size_t count, const char* what) {
     return static_cast<T*>(take(count * sizeof(T), what));
   }
+  size_t used() const { return used_; }
 
  private:
-  cudaStream_t stream_;
+  cudaStream_t stream_ = nullptr;
+  char* region_ = nullptr;
+  size_t regionBytes_ = 0;
+  size_t used_ = 0;
   std::vector<std::unique_ptr<StreamBuffer>> buffers_;
 };
 
@@ -82,6 +100,9 @@ struct DeviceStep {
   const DeviceKvPool* kvPool = nullptr;
   // [moe slots][segments]: each segment's routing policy of each MoE layer (StepSegment::policies), on the device.
   const RoutingPolicy* moePolicies = nullptr;
+  // The step is being captured into a CUDA graph: ops must take every per-step value from the device tables (never
+  // a host value of this step's requests, which a replay would repeat).
+  bool capturing = false;
   // Activation buffer b: [tokens][strides[b]] f32 on the device.
   std::vector<float*> buffers;
   std::vector<size_t> strides;
@@ -93,12 +114,13 @@ struct DeviceStep {
   size_t logitStride = 0;                  // paddedDimension(vocab): the LM head's GEMM writes whole padded rows
   double* logProbs = nullptr;              // [logitRows]; scored rows only
   // Device results the host needs after the step (router statistics, non-finite checks): the executor copies each
-  // into pinned host memory after the last op and calls `use` with it once the step's work is done; `use` may throw,
-  // and the step then fails without committing its positions.
+  // into pinned host memory after the last op and calls `use` with it and the step once the step's work is done
+  // (a captured step replays with other segments: `use` reads them from the step it is given, never from the one
+  // it was made in); `use` may throw, and the step then fails without committing its positions.
   struct Readback {
     const void* device = nullptr;
     size_t bytes = 0;
-    std::function<void(const void* host)> use;
+    std::function<void(const void* host, const DeviceStep& step)> use;
   };
   std::vector<Readback> readbacks;
 };

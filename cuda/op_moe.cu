@@ -52,7 +52,8 @@ class DeviceMoeOp : public DeviceOp {
     call.tokens = tokens;
     call.kMax = kMax;
     call.policy = step.segments[0].request->policies[slot_];
-    if (segments > 1) {
+    // A captured step replays with other requests: it reads every segment's policy from the device then.
+    if (segments > 1 || step.capturing) {
       call.segmentPolicies = step.moePolicies + static_cast<size_t>(slot_) * segments;
       call.tokenSegments = step.rowSegments;
     }
@@ -64,9 +65,8 @@ class DeviceMoeOp : public DeviceOp {
     call.stream = step.stream;
     layer_->enqueue(call, *step.arena);
 
-    const std::vector<DeviceSegmentRows> rows = step.segments;
-    step.readbacks.push_back({block, readBytes, [this, rows, tokens, kMax, experts, stats, countsAt, idsAt,
-                                                 logitsAt](const void* host) {
+    step.readbacks.push_back({block, readBytes, [this, kMax, experts, stats, countsAt, idsAt,
+                                                 logitsAt](const void* host, const DeviceStep& done) {
                                 const char* bytes = static_cast<const char*>(host);
                                 int32_t invalid;
                                 std::memcpy(&invalid, bytes, 4);
@@ -76,11 +76,10 @@ class DeviceMoeOp : public DeviceOp {
                                               "infinity at row " + std::to_string(invalid) + " of a step");
                                 }
                                 if (stats) {
-                                  writeStats(rows, reinterpret_cast<const int32_t*>(bytes + countsAt),
+                                  writeStats(done.segments, reinterpret_cast<const int32_t*>(bytes + countsAt),
                                              reinterpret_cast<const int32_t*>(bytes + idsAt),
                                              reinterpret_cast<const float*>(bytes + logitsAt), kMax, experts);
                                 }
-                                (void)tokens;
                               }});
   }
 
