@@ -170,6 +170,11 @@ function expectSameRouting(cuda: RoutingStats, cpu: RoutingStats, tokens: number
   const allowed = allowedMismatches(tokens);
   cpu.layers.forEach((layer, i) => {
     const other = cuda.layers[i];
+    // top-k routes exactly k slots per token on any device, near ties or not: equal histograms and means.
+    if (layer.policy.startsWith('top-k')) {
+      expect(other.histogram).toEqual(layer.histogram);
+      expect(other.expertsPerToken).toBe(layer.expertsPerToken);
+    }
     // A token that routes differently moves at most its whole slot count between experts (and histogram bins).
     const moved = layer.expertLoad.reduce((s, n, e) => s + Math.abs(n - other.expertLoad[e]), 0);
     const maxSlots = Math.max(layer.histogram.length, other.histogram.length) - 1;
