@@ -100,7 +100,7 @@ size_t aligned(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kA
 // The host side of a step's inputs, packed into one upload: int arrays, then the routing policies.
 struct StepTables {
   std::vector<int32_t> tokenIds, rowPositions, rowSegments, segmentFirstRow, segmentPositions, blockTables;
-  std::vector<int32_t> logitRowIndex, logitTargets;
+  std::vector<int32_t> logitRowIndex, logitTargets, logitGreedyLimits;
   std::vector<RoutingPolicy> moePolicies;  // [moe slots][segments]
 };
 
@@ -164,6 +164,7 @@ struct StepMemory {
   size_t activationFloats = 0;
   size_t logitsAt = 0;
   size_t logProbsAt = 0;
+  size_t greedyAt = 0;
   size_t bytes = 0;
 };
 
@@ -257,6 +258,7 @@ void CudaModel::forward(const StepRequest& request) const {
       step.logitRows.push_back({rows.firstRow + r, target, scored});
       tables.logitRowIndex.push_back(rows.firstRow + r);
       tables.logitTargets.push_back(target);
+      tables.logitGreedyLimits.push_back(scored ? 0 : std::min(segment.greedyLimit, vocab));
     }
   }
   tables.segmentFirstRow.push_back(step.tokens);
@@ -268,7 +270,8 @@ void CudaModel::forward(const StepRequest& request) const {
   // One block of device memory: the uploaded tables, then the activations, logits and log-probabilities.
   const std::vector<int32_t>* intTables[] = {&tables.tokenIds,        &tables.rowPositions,     &tables.rowSegments,
                                              &tables.segmentFirstRow, &tables.segmentPositions, &tables.blockTables,
-                                             &tables.logitRowIndex,   &tables.logitTargets};
+                                             &tables.logitRowIndex,   &tables.logitTargets,
+                                             &tables.logitGreedyLimits};
   StepMemory memory;
   for (const auto* table : intTables) {
     memory.tableOffsets.push_back(memory.bytes);
@@ -290,6 +293,8 @@ void CudaModel::forward(const StepRequest& request) const {
   memory.bytes += aligned(logitRows * step.logitStride * sizeof(float));
   memory.logProbsAt = memory.bytes;
   memory.bytes += aligned(logitRows * sizeof(double));
+  memory.greedyAt = memory.bytes;
+  memory.bytes += aligned(logitRows * sizeof(int32_t));
 
   PinnedBlock upload(*pinned_, memory.tablesBytes);
   for (size_t i = 0; i < memory.tableOffsets.size(); ++i) {
@@ -314,6 +319,7 @@ void CudaModel::forward(const StepRequest& request) const {
     step.blockTables = deviceInts(5);
     step.logitRowIndex = deviceInts(6);
     step.logitTargets = deviceInts(7);
+    step.logitGreedyLimits = deviceInts(8);
     step.moePolicies = reinterpret_cast<const RoutingPolicy*>(base + memory.policiesAt);
     step.buffers.clear();
     float* next = reinterpret_cast<float*>(base + memory.activationsAt);
@@ -323,6 +329,7 @@ void CudaModel::forward(const StepRequest& request) const {
     }
     step.logits = reinterpret_cast<float*>(base + memory.logitsAt);
     step.logProbs = reinterpret_cast<double*>(base + memory.logProbsAt);
+    step.greedyTokens = reinterpret_cast<int32_t*>(base + memory.greedyAt);
   };
   const auto enqueueOps = [&] {
     checkCuda(cudaMemsetAsync(step.buffers[0], 0, memory.activationFloats * sizeof(float), step.stream),
@@ -403,6 +410,10 @@ void CudaModel::forward(const StepRequest& request) const {
       checkCuda(cudaMemcpyAsync(segment.targetLogProbs, step.logProbs + firstLogitRow, count * sizeof(double),
                                 cudaMemcpyDeviceToHost, step.stream),
                 "copying log-probabilities back");
+    } else if (segment.greedyLimit > 0) {
+      checkCuda(cudaMemcpyAsync(segment.greedyToken, step.greedyTokens + firstLogitRow, sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, step.stream),
+                "copying the greedy id back");
     } else {
       checkCuda(cudaMemcpy2DAsync(segment.logits, static_cast<size_t>(vocab) * sizeof(float),
                                   step.logits + firstLogitRow * step.logitStride, step.logitStride * sizeof(float),

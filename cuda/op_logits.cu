@@ -84,6 +84,43 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
   }
 }
 
+// One block per logit row: the first index of the largest logit among [0, limits[row]) (greedy decoding, as the
+// host's argmax: a larger value wins, equal values go to the lower id); rows whose limit is 0 do nothing.
+__global__ void __launch_bounds__(kSoftmaxThreads)
+    greedyArgmaxKernel(const float* logits, size_t stride, const int32_t* limits, int32_t* tokens) {
+  __shared__ float bestValues[kSoftmaxThreads];
+  __shared__ int32_t bestIds[kSoftmaxThreads];
+  const int row = blockIdx.x;
+  const int limit = limits[row];
+  if (limit <= 0) return;  // the whole block leaves together
+  const float* values = logits + static_cast<size_t>(row) * stride;
+  float best = -INFINITY;
+  int32_t bestId = INT32_MAX;
+  // This thread's ids rise: only a strictly larger value replaces its best (its first id for equal values).
+  for (int v = threadIdx.x; v < limit; v += kSoftmaxThreads) {
+    if (bestId == INT32_MAX || values[v] > best) {
+      best = values[v];
+      bestId = v;
+    }
+  }
+  bestValues[threadIdx.x] = best;
+  bestIds[threadIdx.x] = bestId;
+  __syncthreads();
+  for (int half = kSoftmaxThreads / 2; half > 0; half /= 2) {
+    if (static_cast<int>(threadIdx.x) < half) {
+      const float otherValue = bestValues[threadIdx.x + half];
+      const int32_t otherId = bestIds[threadIdx.x + half];
+      if (otherValue > bestValues[threadIdx.x] ||
+          (otherValue == bestValues[threadIdx.x] && otherId < bestIds[threadIdx.x])) {
+        bestValues[threadIdx.x] = otherValue;
+        bestIds[threadIdx.x] = otherId;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) tokens[row] = bestIds[0] == INT32_MAX ? 0 : bestIds[0];
+}
+
 class LogitsOp : public DeviceOp {
  public:
   LogitsOp(int input, std::shared_ptr<const DeviceMatrix> weights, int vocab, bool ownsWeights, float scale,
@@ -137,6 +174,11 @@ class LogitsOp : public DeviceOp {
       checkCuda(cudaGetLastError(), "launching the log-softmax of scored rows");
       r = end;
     }
+    // Greedy rows' ids (every logit row is launched: which rows are greedy is data on the device, so a captured
+    // step replays for any mix).
+    greedyArgmaxKernel<<<static_cast<unsigned>(total), kSoftmaxThreads, 0, step.stream>>>(
+        step.logits, step.logitStride, step.logitGreedyLimits, step.greedyTokens);
+    checkCuda(cudaGetLastError(), "launching the greedy choice");
   }
 
   // A head tied to the embedding shares its table, which the embedding op already counts.

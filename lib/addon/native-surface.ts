@@ -148,6 +148,11 @@ export interface NativeStepSegment {
   sums?: RouterSums[];
   /** Scoring: one next-token id or -1 per token; the result has logProbs instead of logits. */
   targets?: Int32Array;
+  /**
+   * Greedy decoding (with lastRowLogits, without targets): the result has `token`, the last row's most likely id
+   * among the first `greedy` ids (the first of equal maxima), instead of its logits.
+   */
+  greedy?: number;
 }
 
 /** Running router sums of one MoE layer: each expert's probabilities, and the entropies, over the tokens so far. */
@@ -159,6 +164,8 @@ export interface RouterSums {
 /** A segment's results: logits ([tokens or 1][vocab]) or, when scoring, log-probabilities ([tokens]). */
 export interface NativeStepResult {
   logits?: Float32Array;
+  /** With `greedy`: the chosen id. */
+  token?: number;
   logProbs?: Float64Array;
   stats?: NativeMoeStepStats[];
 }

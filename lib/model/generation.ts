@@ -165,7 +165,9 @@ class GenerationJob implements StepJob {
       this.pendingPrompt = Math.min(budget, this.prompt.length - this.prefilled);
       tokens = this.prompt.subarray(this.prefilled, this.prefilled + this.pendingPrompt);
     }
-    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums() };
+    // Greedy decoding picks its id natively: a GPU step then copies one id back instead of [vocab] logits.
+    const greedy = (this.options.temperature ?? 0) === 0 ? { greedy: this.decodable } : {};
+    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums(), ...greedy };
   }
 
   accept(result: NativeStepResult): boolean {
@@ -175,8 +177,7 @@ class GenerationJob implements StepJob {
       if (!this.decoding) return false; // more of the prompt to go
       this.prefillMs = performance.now() - this.started;
     }
-    const logits = result.logits as Float32Array;
-    const id = this.sampler.next(this.decodable < logits.length ? logits.subarray(0, this.decodable) : logits);
+    const id = result.token ?? this.sample(result.logits as Float32Array);
     if (this.host.tokenizer.eosTokenIds.includes(id)) return this.end('eos');
     this.text += this.decoder.push(id);
     const stopAt = firstStop(this.text, this.stops, this.released);
@@ -188,6 +189,10 @@ class GenerationJob implements StepJob {
     if (this.pending >= 0) this.hand(this.release(this.pending, heldBackFrom(this.text, this.stops, this.released)));
     this.pending = id;
     return this.generated.length >= this.maxTokens ? this.end('maxTokens') : false;
+  }
+
+  private sample(logits: Float32Array): number {
+    return this.sampler.next(this.decodable < logits.length ? logits.subarray(0, this.decodable) : logits);
   }
 
   fail(error: unknown): void {

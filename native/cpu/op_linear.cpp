@@ -61,13 +61,26 @@ double logSoftmaxAt(const float* logits, int vocab, int target) {
   return static_cast<double>(logits[target]) - maxLogit - std::log(sum);
 }
 
-// A row whose logits a segment asks for: written to `logits` ([vocab]) or scored at `target` into `logProb`.
+// A row whose logits a segment asks for: written to `logits` ([vocab]), scored at `target` into `logProb`, or its
+// most likely id among the first `greedyLimit` written to `greedyToken`.
 struct LogitRow {
   int32_t row;
   float* logits;
   int32_t target;
   double* logProb;
+  int greedyLimit = 0;
+  int32_t* greedyToken = nullptr;
 };
+
+// The first index of the largest of `values[0, count)` (a NaN never replaces the best so far), as the host sampler's
+// greedy choice.
+int32_t firstArgmax(const float* values, int count) {
+  int32_t best = 0;
+  for (int i = 1; i < count; ++i) {
+    if (values[i] > values[best]) best = i;
+  }
+  return best;
+}
 
 class LogitsOp : public GraphOp {
  public:
@@ -86,6 +99,9 @@ class LogitsOp : public GraphOp {
         if (request.targets) {
           row.target = request.targets[r];
           row.logProb = request.targetLogProbs + r;
+        } else if (request.greedyLimit > 0) {
+          row.greedyLimit = request.greedyLimit;
+          row.greedyToken = request.greedyToken;
         } else {
           row.logits = request.logits + static_cast<size_t>(r - first) * vocab_;
         }
@@ -116,7 +132,9 @@ class LogitsOp : public GraphOp {
         if (scale_ != 1.0f) {
           for (int v = 0; v < vocab_; ++v) logits[v] *= scale_;
         }
-        if (row.logits) {
+        if (row.greedyLimit > 0) {
+          *row.greedyToken = firstArgmax(logits, std::min(row.greedyLimit, vocab_));
+        } else if (row.logits) {
           // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
           std::memcpy(row.logits, logits, vocab_ * sizeof(float));
         } else {

@@ -21,6 +21,8 @@ struct SegmentCall {
   std::vector<int32_t> tokens;
   std::vector<RoutingPolicy> policies;
   bool lastRowLogits = false;
+  int greedyLimit = 0;          // > 0: the step returns the last row's greedy id instead of its logits
+  int32_t greedyToken = -1;
   std::vector<int32_t> targets;  // scoring mode when not empty
   float* logits = nullptr;
   double* logProbs = nullptr;
@@ -82,7 +84,9 @@ class StepWorker : public PromiseWorker {
       SegmentCall& segment = segments_[i];
       const int count = static_cast<int>(segment.tokens.size());
       Napi::Object result = Napi::Object::New(env);
-      if (segment.targets.empty()) {
+      if (segment.greedyLimit > 0) {
+        // The id is set on the result when the step ends (result()).
+      } else if (segment.targets.empty()) {
         Napi::Float32Array logits =
             Napi::Float32Array::New(env, static_cast<size_t>(segment.lastRowLogits ? 1 : count) * layout.vocab);
         result.Set("logits", logits);
@@ -145,10 +149,21 @@ class StepWorker : public PromiseWorker {
       out.lastRowLogits = segment.lastRowLogits;
       out.targets = segment.targets.empty() ? nullptr : segment.targets.data();
       out.targetLogProbs = segment.logProbs;
+      out.greedyLimit = segment.greedyLimit;
+      out.greedyToken = &segment.greedyToken;
     }
     graph_->forward({request.data(), static_cast<int>(request.size())});
   }
-  Napi::Value result(Napi::Env) override { return result_.Value(); }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object value = result_.Value();
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      if (segments_[i].greedyLimit <= 0) continue;
+      Napi::Object entry = value.IsArray() ? value.As<Napi::Array>().Get(static_cast<uint32_t>(i)).As<Napi::Object>()
+                                            : value;
+      entry.Set("token", Napi::Number::New(env, segments_[i].greedyToken));
+    }
+    return value;
+  }
 
  private:
   std::shared_ptr<const Model> graph_;
@@ -278,6 +293,12 @@ void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue
         readPolicy(policyList.As<Napi::Array>().Get(static_cast<uint32_t>(slot)), layout.moeExperts[slot]));
   }
   segment.lastRowLogits = readBool(options, "lastRowLogits", false);
+  if (!options.Get("greedy").IsUndefined()) {
+    segment.greedyLimit = readInt(options, "greedy", 1, layout.vocab);
+    if (!segment.lastRowLogits || !options.Get("targets").IsUndefined()) {
+      throwJs(env, code::kValue, "greedy needs lastRowLogits: true and no targets");
+    }
+  }
   if (readBool(options, "stats", false)) segment.stats.resize(layout.moeExperts.size());
   Napi::Value sums = options.Get("sums");
   if (!sums.IsUndefined()) {
