@@ -719,3 +719,41 @@ describeCuda('scoring targets and last-row logits on CUDA equal the CPU\'s', () 
     },
   );
 });
+
+// ---- greedy decoding: the step returns the argmax id instead of the logits -----------------------------------------
+
+/** The first index of the largest of values[0, limit), as the host sampler's greedy choice. */
+function firstArgmax(values: Float32Array, limit: number): number {
+  let best = 0;
+  for (let i = 1; i < limit; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+for (const device of ['cpu', 'cuda'] as Backend[]) {
+  describeOn(device)(`greedy steps on ${device}`, () => {
+    test.each(['f32', 'bf16'] as GraphDtype[])('%s: the id is the argmax of the same step\'s logits, within the limit', async (dtype) => {
+      const c = logitsCase(dtype, 77900, { hidden: 72, vocab: 1000, tied: false });
+      const graph = await buildGraph(c, dtype, device);
+      try {
+        for (const count of [1, 5]) {
+          const tokens = Int32Array.from(tokensFor(77910 + count, count, 1000));
+          const options = { policies: c.policies, lastRowLogits: true, stats: false };
+          const { logits } = await graph.forward(null, tokens, options);
+          for (const limit of [1000, 300, 1]) {
+            const result = await graph.forward(null, tokens, { ...options, greedy: limit });
+            expect(result.logits).toBeUndefined();
+            expect(result.token).toBe(firstArgmax(logits!, limit));
+          }
+        }
+        const tokens = Int32Array.of(3);
+        // Bad options throw at the call (checked on the JS thread).
+        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: false, stats: false, greedy: 10 }))
+          .toThrow(expect.objectContaining({ code: 'ERR_DYNAMOE_VALUE' }));
+        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: true, stats: false, greedy: 1001 }))
+          .toThrow(expect.objectContaining({ code: 'ERR_DYNAMOE_SHAPE' }));
+      } finally {
+        graph.dispose();
+      }
+    });
+  });
+}

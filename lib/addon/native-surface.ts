@@ -372,6 +372,12 @@ export interface NativeModelGraph {
     tokens: Int32Array,
     options: { policies: RoutingPolicy[]; lastRowLogits: false; stats: boolean; targets: Int32Array },
   ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }>;
+  /** Greedy: the last row's most likely id among the first `greedy` ids, instead of its logits. */
+  forward(
+    session: NativeKvSession | null,
+    tokens: Int32Array,
+    options: { policies: RoutingPolicy[]; lastRowLogits: boolean; stats: boolean; greedy: number },
+  ): Promise<{ token: number; logits?: undefined; stats?: NativeMoeStepStats[] }>;
   /** One step over many sequences (each segment a different session); one result per segment. */
   step(segments: NativeStepSegment[]): Promise<NativeStepResult[]>;
   readonly kvPool: NativeKvPool;
