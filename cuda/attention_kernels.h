@@ -64,7 +64,9 @@ struct AttentionCombine {
 };
 
 // How a step's key ranges are cut into chunks: one chunk per row when the (row, head group) blocks already fill
-// the GPU (prefill), else enough chunks of whole tiles for about two blocks per multiprocessor (decode).
+// the GPU (prefill), else enough chunks of whole tiles for about two blocks per multiprocessor (decode). The plan
+// depends on the step's shape only, so a step's results are the same bits every run; a row's bits may differ
+// between steps of different shapes (the chunk boundaries move the fp32 rounding).
 struct SplitPlan {
   int chunkKeys = kAttentionTileKeys;
   int chunks = 1;
