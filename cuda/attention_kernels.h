@@ -93,6 +93,47 @@ __device__ __forceinline__ float warpSum(float value) {
   return value;
 }
 
+// The warp sums of kCount values (a power of two up to 32) at once, in kCount - 1 + log2(32 / kCount) shuffles
+// instead of kCount * 5: each xor step of the transpose hands half the values still held to the partner lane and
+// adds the half it keeps, so after log2(kCount) steps every lane holds partial sums of one value
+// (transposeSumIndex), which the remaining plain butterfly steps complete. The order of additions is fixed.
+template <int kCount>
+__device__ __forceinline__ float warpTransposeSum(float (&values)[kCount], int lane) {
+  static_assert(kCount >= 1 && kCount <= 32 && (kCount & (kCount - 1)) == 0, "a power of two up to 32");
+  int offset = 16;
+#pragma unroll
+  for (int half = kCount / 2; half >= 1; half /= 2, offset /= 2) {
+    const bool upper = (lane & offset) != 0;  // keeps values [half, 2 * half), sends [0, half)
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? values[i] : values[i + half];
+      const float keep = upper ? values[i + half] : values[i];
+      values[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+    }
+  }
+#pragma unroll
+  for (; offset > 0; offset /= 2) values[0] += __shfl_xor_sync(0xffffffffu, values[0], offset);
+  return values[0];
+}
+
+// Which of warpTransposeSum's values `lane` ends with: the lane bits of the transpose steps, high to low.
+template <int kCount>
+__device__ __forceinline__ int transposeSumIndex(int lane) {
+  int index = 0;
+  int offset = 16;
+#pragma unroll
+  for (int half = kCount / 2; half >= 1; half /= 2, offset /= 2) {
+    if ((lane & offset) != 0) index += half;
+  }
+  return index;
+}
+
+// Whether `lane` writes its warpTransposeSum result: the first of the 32 / kCount lanes holding each value.
+template <int kCount>
+__device__ __forceinline__ bool transposeSumWriter(int lane) {
+  return (lane & (32 / kCount - 1)) == 0;
+}
+
 __device__ __forceinline__ float warpMax(float value) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
@@ -116,7 +157,7 @@ __device__ __forceinline__ size_t poolRow(const int32_t* table, int p) {
 namespace {
 
 // Grid: (block rows, kvHeads * groupBlocks, chunks); kAttentionThreads threads. keyDim <= 32 * kKeySlices,
-// valueDim <= kAttentionThreads * kValueSlots.
+// valueDim <= kAttentionThreads * kValueSlots, kGroup a power of two up to 32.
 template <int kGroup, int kKeySlices, int kValueSlots>
 __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitAttention a) {
   using namespace attention_detail;
@@ -169,19 +210,21 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
         const int d = lane + 32 * i;
         k[i] = d < a.keyDim ? key[d] : 0.0f;
       }
+      float dots[kGroup];
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
+        dots[g] = 0.0f;
         if (g < count) {
-          float dot = 0.0f;
 #pragma unroll
           for (int i = 0; i < kKeySlices; ++i) {
             const int d = lane + 32 * i;
-            if (d < a.keyDim) dot = fmaf(query[g * a.keyDim + d], k[i], dot);
+            if (d < a.keyDim) dots[g] = fmaf(query[g * a.keyDim + d], k[i], dots[g]);
           }
-          dot = warpSum(dot);
-          if (lane == 0) scores[g][j] = dot * a.scale;
         }
       }
+      const float dot = warpTransposeSum<kGroup>(dots, lane);
+      const int g = transposeSumIndex<kGroup>(lane);
+      if (transposeSumWriter<kGroup>(lane) && g < count) scores[g][j] = dot * a.scale;
     }
     __syncthreads();
     // Online softmax: a warp per head takes the tile's max, rescales the running sum, exponentiates the scores.
