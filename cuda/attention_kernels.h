@@ -181,11 +181,12 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
   const int lane = tid % 32;
 
   __shared__ float query[kGroup * kKeySlices * 32];        // [count][keyDim]
-  __shared__ float scores[kGroup][kAttentionTileKeys];     // the tile's scores, then their exponentials
+  __shared__ __align__(16) float scores[kGroup][kAttentionTileKeys];  // the tile's scores, then their exponentials
   __shared__ float runMax[kGroup], runSum[kGroup], rescale[kGroup];
 
   // The block's heads are adjacent, so their queries are count * keyDim contiguous floats.
-  const float* rowQuery = a.query + static_cast<size_t>(local) * a.queryStride + static_cast<size_t>(firstHead) * a.keyDim;
+  const float* rowQuery =
+      a.query + static_cast<size_t>(local) * a.queryStride + static_cast<size_t>(firstHead) * a.keyDim;
   for (int i = tid; i < count * a.keyDim; i += kAttentionThreads) query[i] = rowQuery[i];
   if (tid < kGroup) {
     runMax[tid] = -INFINITY;
@@ -203,7 +204,8 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
     const int n = min(kAttentionTileKeys, end - tileStart);
     // Scores: a warp per key, its lanes across the key (coalesced), each key read once for all the block's heads.
     for (int j = warp; j < n; j += kAttentionWarps) {
-      const float* key = a.keys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
+      const float* key =
+          a.keys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
       float k[kKeySlices];
 #pragma unroll
       for (int i = 0; i < kKeySlices; ++i) {
@@ -258,7 +260,36 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
         for (int s = 0; s < kValueSlots; ++s) acc[g][s] *= alpha;
       }
     }
-    for (int j = 0; j < n; ++j) {
+    // Four keys at a time: four value rows' loads in flight per thread, and one 16-byte broadcast read of each
+    // head's four weights; then the tile's last n % 4 keys one by one. Either way keys are added in order.
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+      float v[4][kValueSlots];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float* value = a.values + poolRow(table, tileStart + j + u) * a.valueRowStride +
+                             static_cast<size_t>(kvHead) * a.valueDim;
+#pragma unroll
+        for (int s = 0; s < kValueSlots; ++s) {
+          const int d = tid + s * kAttentionThreads;
+          v[u][s] = d < a.valueDim ? value[d] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        if (g < count) {
+          const float4 p = *reinterpret_cast<const float4*>(&scores[g][j]);  // one address per warp: a broadcast
+#pragma unroll
+          for (int s = 0; s < kValueSlots; ++s) {
+            acc[g][s] = fmaf(p.x, v[0][s], acc[g][s]);
+            acc[g][s] = fmaf(p.y, v[1][s], acc[g][s]);
+            acc[g][s] = fmaf(p.z, v[2][s], acc[g][s]);
+            acc[g][s] = fmaf(p.w, v[3][s], acc[g][s]);
+          }
+        }
+      }
+    }
+    for (; j < n; ++j) {
       const float* value =
           a.values + poolRow(table, tileStart + j) * a.valueRowStride + static_cast<size_t>(kvHead) * a.valueDim;
       float v[kValueSlots];
@@ -270,7 +301,7 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
         if (g < count) {
-          const float p = scores[g][j];  // the same address for the whole warp: a broadcast
+          const float p = scores[g][j];
 #pragma unroll
           for (int s = 0; s < kValueSlots; ++s) acc[g][s] = fmaf(p, v[s], acc[g][s]);
         }
@@ -279,15 +310,16 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
     __syncthreads();  // the next tile overwrites scores and rescale
   }
 
-  const size_t first0 = (static_cast<size_t>(local) * a.heads + firstHead) * a.chunks + chunk;  // head firstHead's
+  // Head firstHead's partial of this chunk; head firstHead + g's is a.chunks further per g.
+  const size_t firstPartial = (static_cast<size_t>(local) * a.heads + firstHead) * a.chunks + chunk;
   if (tid < count) {
-    a.partialMax[first0 + static_cast<size_t>(tid) * a.chunks] = runMax[tid];
-    a.partialSum[first0 + static_cast<size_t>(tid) * a.chunks] = runSum[tid];
+    a.partialMax[firstPartial + static_cast<size_t>(tid) * a.chunks] = runMax[tid];
+    a.partialSum[firstPartial + static_cast<size_t>(tid) * a.chunks] = runSum[tid];
   }
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) {
     if (g < count) {
-      float* out = a.partialAcc + (first0 + static_cast<size_t>(g) * a.chunks) * a.valueDim;
+      float* out = a.partialAcc + (firstPartial + static_cast<size_t>(g) * a.chunks) * a.valueDim;
 #pragma unroll
       for (int s = 0; s < kValueSlots; ++s) {
         const int d = tid + s * kAttentionThreads;
