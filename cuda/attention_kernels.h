@@ -64,7 +64,9 @@ struct AttentionCombine {
 };
 
 // How a step's key ranges are cut into chunks: one chunk per row when the (row, head group) blocks already fill
-// the GPU (prefill), else enough chunks of whole tiles for about two blocks per multiprocessor (decode).
+// the GPU (prefill), else enough chunks of whole tiles for about two blocks per multiprocessor (decode). The plan
+// depends on the step's shape only, so a step's results are the same bits every run; a row's bits may differ
+// between steps of different shapes (the chunk boundaries move the fp32 rounding).
 struct SplitPlan {
   int chunkKeys = kAttentionTileKeys;
   int chunks = 1;
@@ -91,6 +93,47 @@ __device__ __forceinline__ float warpSum(float value) {
   return value;
 }
 
+// The warp sums of kCount values (a power of two up to 32) at once, in kCount - 1 + log2(32 / kCount) shuffles
+// instead of kCount * 5: each xor step of the transpose hands half the values still held to the partner lane and
+// adds the half it keeps, so after log2(kCount) steps every lane holds partial sums of one value
+// (transposeSumIndex), which the remaining plain butterfly steps complete. The order of additions is fixed.
+template <int kCount>
+__device__ __forceinline__ float warpTransposeSum(float (&values)[kCount], int lane) {
+  static_assert(kCount >= 1 && kCount <= 32 && (kCount & (kCount - 1)) == 0, "a power of two up to 32");
+  int offset = 16;
+#pragma unroll
+  for (int half = kCount / 2; half >= 1; half /= 2, offset /= 2) {
+    const bool upper = (lane & offset) != 0;  // keeps values [half, 2 * half), sends [0, half)
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? values[i] : values[i + half];
+      const float keep = upper ? values[i + half] : values[i];
+      values[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+    }
+  }
+#pragma unroll
+  for (; offset > 0; offset /= 2) values[0] += __shfl_xor_sync(0xffffffffu, values[0], offset);
+  return values[0];
+}
+
+// Which of warpTransposeSum's values `lane` ends with: the lane bits of the transpose steps, high to low.
+template <int kCount>
+__device__ __forceinline__ int transposeSumIndex(int lane) {
+  int index = 0;
+  int offset = 16;
+#pragma unroll
+  for (int half = kCount / 2; half >= 1; half /= 2, offset /= 2) {
+    if ((lane & offset) != 0) index += half;
+  }
+  return index;
+}
+
+// Whether `lane` writes its warpTransposeSum result: the first of the 32 / kCount lanes holding each value.
+template <int kCount>
+__device__ __forceinline__ bool transposeSumWriter(int lane) {
+  return (lane & (32 / kCount - 1)) == 0;
+}
+
 __device__ __forceinline__ float warpMax(float value) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
@@ -114,7 +157,7 @@ __device__ __forceinline__ size_t poolRow(const int32_t* table, int p) {
 namespace {
 
 // Grid: (block rows, kvHeads * groupBlocks, chunks); kAttentionThreads threads. keyDim <= 32 * kKeySlices,
-// valueDim <= kAttentionThreads * kValueSlots.
+// valueDim <= kAttentionThreads * kValueSlots, kGroup a power of two up to 32.
 template <int kGroup, int kKeySlices, int kValueSlots>
 __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitAttention a) {
   using namespace attention_detail;
@@ -138,11 +181,12 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
   const int lane = tid % 32;
 
   __shared__ float query[kGroup * kKeySlices * 32];        // [count][keyDim]
-  __shared__ float scores[kGroup][kAttentionTileKeys];     // the tile's scores, then their exponentials
+  __shared__ __align__(16) float scores[kGroup][kAttentionTileKeys];  // the tile's scores, then their exponentials
   __shared__ float runMax[kGroup], runSum[kGroup], rescale[kGroup];
 
   // The block's heads are adjacent, so their queries are count * keyDim contiguous floats.
-  const float* rowQuery = a.query + static_cast<size_t>(local) * a.queryStride + static_cast<size_t>(firstHead) * a.keyDim;
+  const float* rowQuery =
+      a.query + static_cast<size_t>(local) * a.queryStride + static_cast<size_t>(firstHead) * a.keyDim;
   for (int i = tid; i < count * a.keyDim; i += kAttentionThreads) query[i] = rowQuery[i];
   if (tid < kGroup) {
     runMax[tid] = -INFINITY;
@@ -160,26 +204,29 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
     const int n = min(kAttentionTileKeys, end - tileStart);
     // Scores: a warp per key, its lanes across the key (coalesced), each key read once for all the block's heads.
     for (int j = warp; j < n; j += kAttentionWarps) {
-      const float* key = a.keys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
+      const float* key =
+          a.keys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
       float k[kKeySlices];
 #pragma unroll
       for (int i = 0; i < kKeySlices; ++i) {
         const int d = lane + 32 * i;
         k[i] = d < a.keyDim ? key[d] : 0.0f;
       }
+      float dots[kGroup];
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
+        dots[g] = 0.0f;
         if (g < count) {
-          float dot = 0.0f;
 #pragma unroll
           for (int i = 0; i < kKeySlices; ++i) {
             const int d = lane + 32 * i;
-            if (d < a.keyDim) dot = fmaf(query[g * a.keyDim + d], k[i], dot);
+            if (d < a.keyDim) dots[g] = fmaf(query[g * a.keyDim + d], k[i], dots[g]);
           }
-          dot = warpSum(dot);
-          if (lane == 0) scores[g][j] = dot * a.scale;
         }
       }
+      const float dot = warpTransposeSum<kGroup>(dots, lane);
+      const int g = transposeSumIndex<kGroup>(lane);
+      if (transposeSumWriter<kGroup>(lane) && g < count) scores[g][j] = dot * a.scale;
     }
     __syncthreads();
     // Online softmax: a warp per head takes the tile's max, rescales the running sum, exponentiates the scores.
@@ -213,7 +260,36 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
         for (int s = 0; s < kValueSlots; ++s) acc[g][s] *= alpha;
       }
     }
-    for (int j = 0; j < n; ++j) {
+    // Four keys at a time: four value rows' loads in flight per thread, and one 16-byte broadcast read of each
+    // head's four weights; then the tile's last n % 4 keys one by one. Either way keys are added in order.
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+      float v[4][kValueSlots];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float* value = a.values + poolRow(table, tileStart + j + u) * a.valueRowStride +
+                             static_cast<size_t>(kvHead) * a.valueDim;
+#pragma unroll
+        for (int s = 0; s < kValueSlots; ++s) {
+          const int d = tid + s * kAttentionThreads;
+          v[u][s] = d < a.valueDim ? value[d] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < kGroup; ++g) {
+        if (g < count) {
+          const float4 p = *reinterpret_cast<const float4*>(&scores[g][j]);  // one address per warp: a broadcast
+#pragma unroll
+          for (int s = 0; s < kValueSlots; ++s) {
+            acc[g][s] = fmaf(p.x, v[0][s], acc[g][s]);
+            acc[g][s] = fmaf(p.y, v[1][s], acc[g][s]);
+            acc[g][s] = fmaf(p.z, v[2][s], acc[g][s]);
+            acc[g][s] = fmaf(p.w, v[3][s], acc[g][s]);
+          }
+        }
+      }
+    }
+    for (; j < n; ++j) {
       const float* value =
           a.values + poolRow(table, tileStart + j) * a.valueRowStride + static_cast<size_t>(kvHead) * a.valueDim;
       float v[kValueSlots];
@@ -225,7 +301,7 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
         if (g < count) {
-          const float p = scores[g][j];  // the same address for the whole warp: a broadcast
+          const float p = scores[g][j];
 #pragma unroll
           for (int s = 0; s < kValueSlots; ++s) acc[g][s] = fmaf(p, v[s], acc[g][s]);
         }
@@ -234,15 +310,16 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
     __syncthreads();  // the next tile overwrites scores and rescale
   }
 
-  const size_t first0 = (static_cast<size_t>(local) * a.heads + firstHead) * a.chunks + chunk;  // head firstHead's
+  // Head firstHead's partial of this chunk; head firstHead + g's is a.chunks further per g.
+  const size_t firstPartial = (static_cast<size_t>(local) * a.heads + firstHead) * a.chunks + chunk;
   if (tid < count) {
-    a.partialMax[first0 + static_cast<size_t>(tid) * a.chunks] = runMax[tid];
-    a.partialSum[first0 + static_cast<size_t>(tid) * a.chunks] = runSum[tid];
+    a.partialMax[firstPartial + static_cast<size_t>(tid) * a.chunks] = runMax[tid];
+    a.partialSum[firstPartial + static_cast<size_t>(tid) * a.chunks] = runSum[tid];
   }
 #pragma unroll
   for (int g = 0; g < kGroup; ++g) {
     if (g < count) {
-      float* out = a.partialAcc + (first0 + static_cast<size_t>(g) * a.chunks) * a.valueDim;
+      float* out = a.partialAcc + (firstPartial + static_cast<size_t>(g) * a.chunks) * a.valueDim;
 #pragma unroll
       for (int s = 0; s < kValueSlots; ++s) {
         const int d = tid + s * kAttentionThreads;

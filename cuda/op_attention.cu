@@ -19,7 +19,7 @@ namespace dynamoe::cuda {
 namespace {
 
 constexpr int kMaxHeadDim = 256;       // 8 key slices of 32 lanes, 2 value slots of kAttentionThreads
-constexpr int kHeadsPerBlock = 16;     // query heads of one kv head handled by one block
+constexpr int kHeadsPerBlock = 16;     // most query heads of one kv head handled by one block
 constexpr int kAppendThreads = 256;
 
 // Writes row t's key and value ([kvWidth] each) into the pool rows of its position.
@@ -43,23 +43,44 @@ __global__ void __launch_bounds__(kAppendThreads)
   }
 }
 
-// The split kernel specialised for the head width: key slices of 32 floats, value slots of kAttentionThreads.
-template <int kKeySlices>
-void launchForWidth(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
+// The split kernel specialised for the block's heads and the head width (key slices of 32 floats, value slots of
+// kAttentionThreads).
+template <int kGroup, int kKeySlices>
+void launchFor(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
   constexpr int kValueSlots = (kKeySlices * 32 + kAttentionThreads - 1) / kAttentionThreads;
-  launchSplitAttention<kHeadsPerBlock, kKeySlices, kValueSlots>(attention, combine, rows, stream);
+  launchSplitAttention<kGroup, kKeySlices, kValueSlots>(attention, combine, rows, stream);
 }
 
-void launchAttention(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
+template <int kGroup>
+void launchForGroup(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
   switch ((attention.keyDim + 31) / 32) {
-    case 1: launchForWidth<1>(attention, combine, rows, stream); break;
-    case 2: launchForWidth<2>(attention, combine, rows, stream); break;
-    case 3: launchForWidth<3>(attention, combine, rows, stream); break;
-    case 4: launchForWidth<4>(attention, combine, rows, stream); break;
-    case 5: launchForWidth<5>(attention, combine, rows, stream); break;
-    case 6: launchForWidth<6>(attention, combine, rows, stream); break;
-    case 7: launchForWidth<7>(attention, combine, rows, stream); break;
-    default: launchForWidth<8>(attention, combine, rows, stream); break;  // the constructor allows no wider head
+    case 1: launchFor<kGroup, 1>(attention, combine, rows, stream); break;
+    case 2: launchFor<kGroup, 2>(attention, combine, rows, stream); break;
+    case 3: launchFor<kGroup, 3>(attention, combine, rows, stream); break;
+    case 4: launchFor<kGroup, 4>(attention, combine, rows, stream); break;
+    case 5: launchFor<kGroup, 5>(attention, combine, rows, stream); break;
+    case 6: launchFor<kGroup, 6>(attention, combine, rows, stream); break;
+    case 7: launchFor<kGroup, 7>(attention, combine, rows, stream); break;
+    default: launchFor<kGroup, 8>(attention, combine, rows, stream); break;  // the constructor allows no wider head
+  }
+}
+
+// Query heads per block: the group's size rounded up to a power of two (the warp transpose-sum's value count), at
+// most kHeadsPerBlock; larger groups take several blocks per kv head.
+int headsPerBlockFor(int groupSize) {
+  int heads = 1;
+  while (heads < groupSize && heads < kHeadsPerBlock) heads *= 2;
+  return heads;
+}
+
+void launchAttention(const SplitAttention& attention, const AttentionCombine& combine, int headsPerBlock, int rows,
+                     cudaStream_t stream) {
+  switch (headsPerBlock) {
+    case 1: launchForGroup<1>(attention, combine, rows, stream); break;
+    case 2: launchForGroup<2>(attention, combine, rows, stream); break;
+    case 4: launchForGroup<4>(attention, combine, rows, stream); break;
+    case 8: launchForGroup<8>(attention, combine, rows, stream); break;
+    default: launchForGroup<kHeadsPerBlock>(attention, combine, rows, stream); break;
   }
 }
 
@@ -136,7 +157,8 @@ class AttentionOp final : public DeviceOp {
     for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
     const int span = s_.window > 0 ? std::min(context, s_.window) : context;  // most keys any row sees
     const int groupSize = s_.heads / s_.kvHeads;
-    const int groupBlocks = (groupSize + kHeadsPerBlock - 1) / kHeadsPerBlock;
+    const int headsPerBlock = headsPerBlockFor(groupSize);
+    const int groupBlocks = (groupSize + headsPerBlock - 1) / headsPerBlock;
     const SplitPlan plan =
         planSplits(static_cast<long long>(step.tokens) * s_.kvHeads * groupBlocks, span, multiprocessors_);
     const size_t partials = static_cast<size_t>(step.tokens) * s_.heads * plan.chunks;
@@ -183,7 +205,7 @@ class AttentionOp final : public DeviceOp {
     combine.out = step.buffers[s_.output];
     combine.outStride = step.strides[s_.output];
 
-    launchAttention(attention, combine, step.tokens, step.stream);
+    launchAttention(attention, combine, headsPerBlock, step.tokens, step.stream);
     checkCuda(cudaGetLastError(), "launching attention");
   }
 

@@ -109,8 +109,9 @@ __global__ void __launch_bounds__(kProjectThreads) headProjectKernel(HeadProject
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   for (int o = warp; o < p.outPerHead; o += kProjectWarps) {
-    const uint4* weights = reinterpret_cast<const uint4*>(static_cast<const T*>(p.weights) +
-                                                          (static_cast<size_t>(head) * p.outPerHead + o) * p.paddedCols);
+    const T* weightRow =
+        static_cast<const T*>(p.weights) + (static_cast<size_t>(head) * p.outPerHead + o) * p.paddedCols;
+    const uint4* weights = reinterpret_cast<const uint4*>(weightRow);
     float sums[kProjectRows];
 #pragma unroll
     for (int r = 0; r < kProjectRows; ++r) sums[r] = 0.0f;
@@ -178,7 +179,8 @@ class MlaAttentionOp final : public DeviceOp {
     }
     if (s_.slot < 0 || s_.slot >= static_cast<int>(layout.kvWidths.size()) || layout.kvWidths[s_.slot] != rowWidth ||
         (!layout.kvValueWidths.empty() && layout.kvValueWidths[s_.slot] != 0)) {
-      throw Error(code::kShape, describe(s_) + ": cache slot missing or not a keys-only slot of kv lora rank + rope dim");
+      throw Error(code::kShape,
+                  describe(s_) + ": cache slot missing or not a keys-only slot of kv lora rank + rope dim");
     }
     const int buffers = static_cast<int>(layout.bufferWidths.size());
     const auto check = [&](int buffer, int width, const char* what) {
