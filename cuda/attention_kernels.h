@@ -63,25 +63,28 @@ struct AttentionCombine {
   size_t outStride = 0;
 };
 
-// How a step's key ranges are cut into chunks: one chunk per row when the (row, head group) blocks already fill
-// the GPU (prefill), else enough chunks of whole tiles for about two blocks per multiprocessor (decode). The plan
-// depends on the step's shape only, so a step's results are the same bits every run; a row's bits may differ
-// between steps of different shapes (the chunk boundaries move the fp32 rounding).
+// Keys per chunk: fixed, so a row's chunks (and its bits) depend on its own visible range only, never on the rows
+// beside it in a step (batch invariance, as on the CPU); two tiles keep a decode step's blocks numerous enough to
+// fill the GPU from a few thousand positions of context.
+constexpr int kAttentionChunkKeys = 2 * kAttentionTileKeys;
+
+// How a step's key ranges are cut into chunks: chunk c of a row covers its visible keys first + c * chunkKeys on.
 struct SplitPlan {
-  int chunkKeys = kAttentionTileKeys;
-  int chunks = 1;
+  int chunkKeys = kAttentionChunkKeys;
+  int chunks = 1;  // enough for the longest visible range (`span`) of the step
 };
 
-inline SplitPlan planSplits(long long rowBlocks, int span, int multiprocessors) {
-  const int tiles = std::max(1, (span + kAttentionTileKeys - 1) / kAttentionTileKeys);
-  const long long target = 2LL * std::max(1, multiprocessors);
-  long long splits = rowBlocks >= target ? 1 : (target + rowBlocks - 1) / std::max(1LL, rowBlocks);
-  splits = std::max(1LL, std::min<long long>(splits, tiles));
-  const int tilesPerChunk = static_cast<int>((tiles + splits - 1) / splits);
+inline SplitPlan planSplits(int span) {
   SplitPlan plan;
-  plan.chunkKeys = tilesPerChunk * kAttentionTileKeys;
-  plan.chunks = (tiles + tilesPerChunk - 1) / tilesPerChunk;
+  plan.chunks = std::max(1, (span + kAttentionChunkKeys - 1) / kAttentionChunkKeys);
   return plan;
+}
+
+// Rows per launch so that their partials ([rows][heads][chunks] maxima and sums, times valueDim accumulators) stay
+// within `budgetBytes`: a long prefill runs in slices of rows (the same bits: rows are independent).
+inline int attentionRowsPerLaunch(int rows, int heads, int chunks, int valueDim, size_t budgetBytes) {
+  const size_t perRow = static_cast<size_t>(heads) * chunks * (static_cast<size_t>(valueDim) + 2) * sizeof(float);
+  return static_cast<int>(std::max<size_t>(1, std::min<size_t>(rows, budgetBytes / perRow)));
 }
 
 namespace attention_detail {

@@ -21,6 +21,7 @@ namespace {
 constexpr int kMaxHeadDim = 256;       // 8 key slices of 32 lanes, 2 value slots of kAttentionThreads
 constexpr int kHeadsPerBlock = 16;     // most query heads of one kv head handled by one block
 constexpr int kAppendThreads = 256;
+constexpr size_t kScratchBudget = size_t{256} << 20;  // the partials of one launch
 
 // Writes row t's key and value ([kvWidth] each) into the pool rows of its position.
 __global__ void __launch_bounds__(kAppendThreads)
@@ -92,7 +93,7 @@ std::string describe(const AttentionNode& node) {
 class AttentionOp final : public DeviceOp {
  public:
   AttentionOp(const AttentionNode& node, const DeviceOpContext& context)
-      : s_(node), multiprocessors_(context.multiprocessors) {
+      : s_(node) {
     const GraphLayout& layout = context.layout;
     if (s_.heads <= 0 || s_.kvHeads <= 0 || s_.headDim <= 0 || s_.heads % s_.kvHeads != 0) {
       throw Error(code::kShape, describe(s_) + ": heads must be a positive multiple of kv heads, head dim positive");
@@ -159,9 +160,9 @@ class AttentionOp final : public DeviceOp {
     const int groupSize = s_.heads / s_.kvHeads;
     const int headsPerBlock = headsPerBlockFor(groupSize);
     const int groupBlocks = (groupSize + headsPerBlock - 1) / headsPerBlock;
-    const SplitPlan plan =
-        planSplits(static_cast<long long>(step.tokens) * s_.kvHeads * groupBlocks, span, multiprocessors_);
-    const size_t partials = static_cast<size_t>(step.tokens) * s_.heads * plan.chunks;
+    const SplitPlan plan = planSplits(span);
+    const int batchRows = attentionRowsPerLaunch(step.tokens, s_.heads, plan.chunks, s_.headDim, kScratchBudget);
+    const size_t partials = static_cast<size_t>(batchRows) * s_.heads * plan.chunks;
 
     SplitAttention attention;
     attention.query = step.buffers[s_.query];
@@ -205,8 +206,18 @@ class AttentionOp final : public DeviceOp {
     combine.out = step.buffers[s_.output];
     combine.outStride = step.strides[s_.output];
 
-    launchAttention(attention, combine, headsPerBlock, step.tokens, step.stream);
-    checkCuda(cudaGetLastError(), "launching attention");
+    // Slices of rows reuse the partials in stream order.
+    const float* query = attention.query;
+    float* out = combine.out;
+    for (int first = 0; first < step.tokens; first += batchRows) {
+      const int rows = std::min(batchRows, step.tokens - first);
+      attention.firstRow = first;
+      attention.query = query + static_cast<size_t>(first) * attention.queryStride;
+      combine.firstRow = first;
+      combine.out = out + static_cast<size_t>(first) * combine.outStride;
+      launchAttention(attention, combine, headsPerBlock, rows, step.stream);
+      checkCuda(cudaGetLastError(), "launching attention");
+    }
   }
 
   size_t weightBytes() const override { return sinks_.bytes(); }
@@ -214,7 +225,6 @@ class AttentionOp final : public DeviceOp {
 
  private:
   AttentionNode s_;
-  int multiprocessors_;
   float scale_ = 1.0f;
   DeviceBuffer sinks_;  // [heads] f32, when the node has sinks
 };

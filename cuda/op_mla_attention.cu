@@ -161,7 +161,7 @@ std::string describe(const MlaAttentionNode& node) {
 class MlaAttentionOp final : public DeviceOp {
  public:
   MlaAttentionOp(const MlaAttentionNode& node, const DeviceOpContext& context)
-      : s_(node), dtype_(context.dtype), multiprocessors_(context.multiprocessors) {
+      : s_(node), dtype_(context.dtype) {
     s_.keyUp = {};
     s_.valueUp = {};
     const GraphLayout& layout = context.layout;
@@ -232,7 +232,7 @@ class MlaAttentionOp final : public DeviceOp {
     int context = std::max(step.maxContext, 1);
     for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
     const int groupBlocks = (s_.heads + kMlaHeadsPerBlock - 1) / kMlaHeadsPerBlock;
-    const SplitPlan plan = planSplits(static_cast<long long>(step.tokens) * groupBlocks, context, multiprocessors_);
+    const SplitPlan plan = planSplits(context);
 
     // Rows go in batches whose scratch (absorbed queries, chunk partials, attended latents) fits the budget; the
     // batches reuse it in stream order.
@@ -340,7 +340,6 @@ class MlaAttentionOp final : public DeviceOp {
  private:
   MlaAttentionNode s_;  // shapes only: the sources are read once, by the constructor
   DType dtype_;
-  int multiprocessors_;
   int keyUpCols_ = 0;
   int valueUpCols_ = 0;
   DeviceBuffer keyUp_;    // [heads * kvLoraRank (padded)][paddedDimension(nopeDim)]: per head W_uk^T
