@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <memory>
 #include <string>
 
 #include "../native/core/check_finite.h"
@@ -59,13 +60,11 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   const float* router = weights.router;
   const SharedExpertSources* shared = weights.hasShared ? &weights.shared : nullptr;
   requireDevice();
-  // route() runs the families' router rules on the GPU; the fused layer pipeline routes by the plain softmax only.
-  if (!config.router.plain() || config.zeroExperts > 0) {
-    throw Error(code::kUnsupported, std::string("CUDA MoE layers route by the plain softmax router without "
-                                                "zero-computation experts; this layer has a ") +
-                                        routerScoringName(config.router.scoring) + " router" +
-                                        (config.zeroExperts > 0 ? " and zero-computation experts" : "") +
-                                        "; use device 'cpu'");
+  // The families' router rules run in the route stage (the core's per-token selection); zero-computation experts
+  // would need the plan and finalize to skip and add them, which the device pipeline does not do yet.
+  if (config.zeroExperts > 0) {
+    throw Error(code::kUnsupported, "CUDA MoE layers do not run zero-computation experts yet (this layer has " +
+                                        std::to_string(config.zeroExperts) + "); use device 'cpu'");
   }
   if (config.experts > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
@@ -104,6 +103,12 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   }
   router_ = uploadMatrices({{router, DType::F32, QuantType::None}}, config.experts, config.experts, config.hidden, paddedHidden_,
                            DType::F32, "uploading the router weights");
+  rule_ = config.router;
+  if (!rule_.plain() && rule_.selectionBias != nullptr) {
+    selectionBias_ = uploadMatrices({{rule_.selectionBias, DType::F32, QuantType::None}}, 1, 1, config.experts,
+                                    config.experts, DType::F32, "uploading the router's selection bias");
+    rule_.selectionBias = selectionBias_.as<float>();  // the route kernel reads it on the device
+  }
   gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, config.dtype,
                          "uploading the gate/up weights");
   down_ = uploadMatrices(down, config.hidden, paddedHidden_, config.ffn, paddedFfn_, config.dtype,
@@ -121,8 +126,8 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
 }
 
 size_t DeviceMoeLayer::weightBytes() const {
-  return router_.bytes() + gateUp_.bytes() + down_.bytes() + sharedGateUp_.bytes() + sharedDown_.bytes() +
-         sharedGate_.bytes();
+  return router_.bytes() + selectionBias_.bytes() + gateUp_.bytes() + down_.bytes() + sharedGateUp_.bytes() +
+         sharedDown_.bytes() + sharedGate_.bytes();
 }
 
 int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
@@ -218,6 +223,14 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     route.expertLoad = passLoad;
     route.chunkCounts = at<int32_t>(scratch, chunkCountsAt);
     route.firstInvalidToken = io.firstInvalidToken;
+    // A family's rule routes one token per thread through the core's selection, with scratch of its own.
+    std::unique_ptr<StreamBuffer> ruleScratch;
+    if (!rule_.plain()) {
+      ruleScratch = std::make_unique<StreamBuffer>(static_cast<size_t>(tokens) * 4 * experts * 4, stream,
+                                                   "allocating the router rule's scratch");
+      route.rule = rule_;
+      route.ruleScratch = ruleScratch->as<void>();
+    }
     if (io.segmentPolicies != nullptr) {
       route.segmentPolicies = io.segmentPolicies;
       route.tokenSegments = io.tokenSegments + firstToken;

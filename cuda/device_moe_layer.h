@@ -62,6 +62,8 @@ class DeviceMoeLayer final : public MoeLayer {
   int layerId_ = 0;          // for the NVTX ranges
   int multiprocessors_ = 0;
   DeviceBuffer router_;        // f32 [experts][paddedHidden]
+  RouterRule rule_;            // the family's router rule, its selection bias in device memory (selectionBias_)
+  DeviceBuffer selectionBias_;  // f32 [experts], when the rule has one
   DeviceBuffer gateUp_;        // [experts][2 * paddedFfn][paddedHidden], gate/up interleaved by 8 rows
   DeviceBuffer down_;          // [experts][paddedHidden][paddedFfn]
   DeviceBuffer sharedGateUp_;  // [2 * paddedSharedFfn][paddedHidden]

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "../native/core/router_rule.h"
 #include "../native/core/router_stats.h"
 #include "device_graph_ops.h"
 #include "device_moe_layer.h"
@@ -31,6 +32,8 @@ class DeviceMoeOp : public DeviceOp {
     int kMax = 1;
     bool stats = false;
     for (const DeviceSegmentRows& segment : step.segments) {
+      // A policy the family's rule cannot apply (more experts than its kept groups hold) is refused, as on the CPU.
+      validateRouterRule(layer_->config().router, segment.request->policies[slot_], experts);
       kMax = std::max(kMax, segment.request->policies[slot_].kMax(experts));
       stats = stats || segment.request->moeStats != nullptr;
     }
