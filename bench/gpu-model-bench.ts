@@ -124,15 +124,15 @@ function runPython(python: string, args: string[], timeoutS: number): Promise<Re
   });
 }
 
-async function torchRow(python: string, dir: string): Promise<Row | { missing: string }> {
-  const args = ['--model', dir, '--prefill', PREFILL.join(','), '--decode', String(DECODE), '--decode-prompt', String(DECODE_PROMPT), '--rounds', String(ROUNDS)];
+async function torchRow(python: string, dir: string, device: Device): Promise<Row | { missing: string }> {
+  const args = ['--device', device === 'cuda' ? 'cuda' : 'cpu', '--model', dir, '--prefill', PREFILL.join(','), '--decode', String(DECODE), '--decode-prompt', String(DECODE_PROMPT), '--rounds', String(ROUNDS)];
   const r = await runPython(python, args, TORCH_TIMEOUT_S);
   if (typeof r.error === 'string') return { missing: r.error };
   const prefill = r.prefillMs as Record<string, number>;
   return {
     runtime: `transformers ${String(r.transformers)} (torch ${String(r.torch)}, sdpa)`,
     timings: { prefillMs: new Map(PREFILL.map((t) => [t, prefill[String(t)]])), decodeMs: r.decodeMs as number },
-    peakMemory: { bytes: r.peakReservedBytes as number, how: 'torch max_memory_reserved' },
+    peakMemory: typeof r.peakReservedBytes === 'number' ? { bytes: r.peakReservedBytes, how: 'torch max_memory_reserved' } : undefined,
     loadSeconds: r.loadSeconds as number,
   };
 }
@@ -460,8 +460,8 @@ export async function runGpuModelBench(device: Device): Promise<void> {
       } catch (error) {
         console.log(`dynamoe on ${device} failed: ${(error as Error).message}`);
       }
-      if (python && device === 'cuda') {
-        const torch = await torchRow(python, dir);
+      if (python) {
+        const torch = await torchRow(python, dir, device);
         if ('missing' in torch) console.log(`transformers: ${torch.missing}`);
         else rows.push(torch);
       }

@@ -375,10 +375,21 @@ export function hfConfig(shape: GpuBenchShape): Record<string, unknown> {
   };
 }
 
+// Fields transformers' configs type as float: its strict validation rejects `0` for `router_jitter_noise: float`, and
+// JSON.stringify writes 0.0 and 1e6 as integers.
+const FLOAT_FIELDS = ['rms_norm_eps', 'rope_theta', 'attention_dropout', 'router_jitter_noise', 'router_aux_loss_coef', 'initializer_range'];
+
+/** config.json's text, with the float fields written as floats (`0.0`, `1000000.0`). */
+export function configJson(config: Record<string, unknown>): string {
+  let text = JSON.stringify(config, null, 2);
+  for (const key of FLOAT_FIELDS) text = text.replace(new RegExp(`("${key}": )(-?\\d+)(,?\n)`), '$1$2.0$3');
+  return text;
+}
+
 /** Writes config.json, tokenizer.json / tokenizer_config.json and one model.safetensors into `dir`. */
 export async function writeSyntheticHfDirectory(dir: string, shape: GpuBenchShape): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig(shape), null, 2));
+  fs.writeFileSync(path.join(dir, 'config.json'), configJson(hfConfig(shape)));
   fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2));
   writeTinyTokenizer(dir, 'spm');
   const tensors = hfPlan(shape);

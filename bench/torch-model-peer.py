@@ -9,7 +9,7 @@
       AutoModelForCausalLM in bfloat16 on cuda with sdpa attention, then times each prefill from an empty cache
       (logits of the last position only) and DECODE single-token steps after a DECODE_PROMPT prefill (each step's
       logits copied to the host, as a generator reads them). Round 0 warms up; medians of the other rounds. Prints
-      one JSON line.
+      one JSON line. `--device cpu` runs it on the CPU (a check of the script and the checkpoint, not a measurement).
 Token ids are the bench's: prompt i = 3 + (i * 7919) % (vocab - 3), decode step i = 3 + (i * 104729 + 11) % (vocab - 3).
 """
 import argparse
@@ -60,11 +60,11 @@ def probe(torch):
     return {"device": torch.cuda.get_device_name(0), "bandwidthGBps": bandwidth, "matmulTflops": tflops}
 
 
-def load(torch, directory):
+def load(torch, directory, device):
     import transformers
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"device_map": "cuda", "attn_implementation": "sdpa"}
+    kwargs = {"device_map": device, "attn_implementation": "sdpa"}
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16, **kwargs)
     except TypeError:
@@ -84,20 +84,27 @@ def forward(model, ids, past=None):
 
 def run_model(torch, args):
     t0 = time.perf_counter()
-    model, transformers_version = load(torch, args.model)
+    model, transformers_version = load(torch, args.model, args.device)
     load_s = time.perf_counter() - t0
     vocab = model.config.vocab_size
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
+    cuda = args.device == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     prefills = [int(t) for t in args.prefill.split(",") if t]
     timed = {t: [] for t in prefills}
     decode_times = []
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with torch.inference_mode():
         for round_ in range(args.rounds + 1):
             for t in prefills:
                 ids = torch.tensor([prompt_ids(t, vocab)], device=dev)
-                torch.cuda.synchronize()
+                sync()
                 start = time.perf_counter()
                 out = forward(model, ids)
                 out.logits[:, -1].float().cpu()
@@ -109,7 +116,7 @@ def run_model(torch, args):
             out = forward(model, ids)
             past = out.past_key_values
             steps = [torch.tensor([[i]], device=dev) for i in decode_ids(args.decode, vocab)]
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             for step in steps:
                 out = forward(model, step, past)
@@ -121,15 +128,15 @@ def run_model(torch, args):
                 decode_times.append(ms)
             print(f"torch peer: round {round_} done", file=sys.stderr, flush=True)
     return {
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "torch": torch.__version__,
         "transformers": transformers_version,
         "loadSeconds": load_s,
         "prefillMs": {str(t): statistics.median(v) for t, v in timed.items()},
         "decodeMs": statistics.median(decode_times),
         "decodeSteps": args.decode,
-        "peakAllocatedBytes": torch.cuda.max_memory_allocated(),
-        "peakReservedBytes": torch.cuda.max_memory_reserved(),
+        "peakAllocatedBytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "peakReservedBytes": torch.cuda.max_memory_reserved() if cuda else None,
     }
 
 
@@ -141,13 +148,14 @@ def main():
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--decode-prompt", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = parser.parse_args()
     try:
         import torch
     except ImportError as error:
         print(json.dumps({"error": f"no torch: {error}"}), flush=True)
         return
-    if not torch.cuda.is_available():
+    if (args.probe or args.device == "cuda") and not torch.cuda.is_available():
         print(json.dumps({"error": "torch sees no CUDA device"}), flush=True)
         return
     try:
