@@ -243,7 +243,8 @@ async function dynamoeRows(dir: string, shape: GpuBenchShape, device: Device): P
 // ---------------------------------------------------------------------------------------------------------------
 // llama.cpp's CUDA build (node-llama-cpp's @node-llama-cpp/linux-x64-cuda prebuilt).
 
-async function llamaRow(file: string, shape: GpuBenchShape, gpu: 'cuda' | false): Promise<Row | { missing: string }> {
+/** llama.cpp on the model's GGUF; `writeFile` runs only once llama.cpp has loaded (the GGUF takes a minute to write). */
+async function llamaRow(writeFile: () => Promise<string>, shape: GpuBenchShape, gpu: 'cuda' | false): Promise<Row | { missing: string }> {
   const peer = await importPeer<NodeLlamaCpp>('node-llama-cpp');
   if ('missing' in peer) return peer;
   const memory = tracker();
@@ -251,15 +252,18 @@ async function llamaRow(file: string, shape: GpuBenchShape, gpu: 'cuda' | false)
   try {
     llama = await peer.module.getLlama({ gpu, build: 'never', logLevel: peer.module.LlamaLogLevel.error });
   } catch (error) {
+    const why = (error as Error).message.split('\n')[0];
+    if (gpu === false) return { missing: `llama.cpp's CPU build did not load: ${why}` };
     return {
       missing:
-        `llama.cpp's CUDA build did not load (${(error as Error).message.split('\n')[0]}): it needs ` +
-        '@node-llama-cpp/linux-x64-cuda in bench/peers and libcudart / libcublas 13 on LD_LIBRARY_PATH',
+        `llama.cpp's CUDA build did not load (${why}): it needs @node-llama-cpp/linux-x64-cuda in bench/peers ` +
+        '(.ci/device-pack --peers-cuda) and libcudart / libcublas 13 on LD_LIBRARY_PATH (.ci/device-checks sets it)',
     };
   }
-  const started = performance.now();
   const maxPrefill = Math.max(...PREFILL);
   try {
+    const file = await writeFile();
+    const started = performance.now();
     const model = await llama.loadModel({ modelPath: file, useMmap: false, gpuLayers: 'max' });
     const loadSeconds = (performance.now() - started) / 1000;
     const context = await model.createContext({
@@ -431,7 +435,7 @@ export async function runGpuModelBench(device: Device): Promise<void> {
   const sheet = nominal(name);
   const ceilings: Ceilings = {
     tflops: sheet?.tflops ?? (probe.matmulTflops as number | undefined) ?? NaN,
-    tflopsWhat: sheet ? `${sheet.tflops} TFLOP/s (${sheet.what.split(':')[0]}, dense bf16)` : 'the measured matmul',
+    tflopsWhat: sheet ? `${sheet.tflops} TFLOP/s (${sheet.what.split(':')[0]}, dense bf16)` : typeof probe.matmulTflops === 'number' ? 'the measured matmul' : 'no figure',
     gbps: (probe.bandwidthGBps as number | undefined) ?? (sheet ? sheet.tbps * 1000 : NaN),
     gbpsWhat: typeof probe.bandwidthGBps === 'number' ? `${(probe.bandwidthGBps as number).toFixed(0)} GB/s measured (torch D2D copy, read + write)` : sheet ? `the nominal ${sheet.tbps} TB/s (not measured: no torch)` : 'no figure',
   };
@@ -469,13 +473,19 @@ export async function runGpuModelBench(device: Device): Promise<void> {
       // On the CPU (a check of the bench at a tiny size) llama.cpp's CPU build stands in for its CUDA build.
       if (PEERS.has('llama')) {
         const file = path.join(root, `${shape.key}.gguf`);
-        started = performance.now();
-        await writeSyntheticGguf(file, shape);
-        console.log(`GGUF written in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-        const llama = await llamaRow(file, shape, device === 'cuda' ? 'cuda' : false);
-        if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
-        else rows.push(llama);
-        fs.rmSync(file, { force: true });
+        const writeFile = async () => {
+          started = performance.now();
+          await writeSyntheticGguf(file, shape);
+          console.log(`GGUF written in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+          return file;
+        };
+        try {
+          const llama = await llamaRow(writeFile, shape, device === 'cuda' ? 'cuda' : false);
+          if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
+          else rows.push(llama);
+        } finally {
+          fs.rmSync(file, { force: true });
+        }
       }
       if (rows.length) printModel(shape, rows, ceilings);
     }
