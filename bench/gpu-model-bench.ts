@@ -309,7 +309,7 @@ async function llamaRow(writeFile: () => Promise<string>, shape: GpuBenchShape, 
       loadSeconds,
     };
   } catch (error) {
-    return { missing: `llama.cpp CUDA failed: ${(error as Error).message.split('\n')[0]}` };
+    return { missing: `llama.cpp ${gpu === 'cuda' ? 'CUDA' : 'CPU'} failed: ${(error as Error).message.split('\n')[0]}` };
   } finally {
     await llama.dispose();
   }
