@@ -4,6 +4,8 @@
 // ffn 2816, top-2). BENCH_WEIGHTS=bf16,Q4_K_M picks rows. Each round runs a 256-token prefill then 64 decode steps in
 // each runtime, the runtimes taking turns; medians over the rounds. dynamoe also runs top-p 0.4 on the same model.
 // Run: npm run bench:peers && npm run bench:model
+// `npm run bench:model -- --device cuda` runs the GPU bench instead (bench/gpu-model-bench.ts: full-size Mixtral-like
+// and Qwen3-30B-A3B-like models against transformers and llama.cpp's CUDA build).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -12,6 +14,7 @@ import { measureRoofline } from '../lib/backend/internals';
 import { openGguf } from '../lib/formats/gguf';
 import { llamaCppUnavailable, QuantizedFileType, runQuantTool } from '../test/quant-fixtures';
 import { FileDtype } from '../test/model-fixtures';
+import { runGpuModelBench } from './gpu-model-bench';
 import { BENCH_MODEL, writeBenchModelGguf } from './mixtral-model';
 import { EvaluateItem, NodeLlamaCpp } from './node-llama-cpp-api';
 import { importPeer } from './peer-loader';
@@ -187,7 +190,22 @@ async function main(): Promise<void> {
   console.log(`peak RSS of this process (both runtimes, one dtype at a time): ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`);
 }
 
-main().catch((error: unknown) => {
+// `--device cuda`: the GPU bench. `--suite gpu --device cpu` runs the GPU bench's flow on the CPU (with
+// BENCH_GPU_SHAPES=tiny: a quick check of the bench itself). No flag: the CPU bench above, as before.
+function option(name: string): string | undefined {
+  const args = process.argv.slice(2);
+  const at = args.indexOf(name);
+  if (at >= 0) return args[at + 1];
+  return args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+}
+
+const device = option('--device');
+if (device !== undefined && device !== 'cuda' && device !== 'cpu') {
+  throw new Error(`--device must be cpu or cuda, got ${device}`);
+}
+const gpuSuite = device === 'cuda' || option('--suite') === 'gpu';
+
+(gpuSuite ? runGpuModelBench(device === 'cuda' ? 'cuda' : 'cpu') : main()).catch((error: unknown) => {
   console.error(error);
   process.exitCode = 1;
 });

@@ -1,5 +1,5 @@
-// The parts of node-llama-cpp's API the benchmarks use (its CPU build, installed under bench/peers by
-// `npm run bench:peers`; loaded with importPeer, so these types stand in for its own).
+// The parts of node-llama-cpp's API the benchmarks use (its CPU build, and its CUDA build in the GPU model bench;
+// installed under bench/peers by `npm run bench:peers`; loaded with importPeer, so these types stand in for its own).
 export type EvaluateItem = number | [number, { generateNext: { logits: true } }];
 
 export interface LlamaSequence {
@@ -16,7 +16,13 @@ export interface LlamaContext {
 
 export interface LlamaModel {
   /** `contextSize` is per sequence; the sequences of one context are evaluated together in llama.cpp's batches. */
-  createContext(options: { contextSize: number; batchSize?: number; threads?: number; sequences?: number }): Promise<LlamaContext>;
+  createContext(options: {
+    contextSize: number;
+    batchSize?: number;
+    threads?: number;
+    sequences?: number;
+    flashAttention?: boolean;
+  }): Promise<LlamaContext>;
   dispose(): Promise<void>;
 }
 
@@ -30,12 +36,14 @@ export interface LlamaCompletion {
 }
 
 export interface Llama {
-  loadModel(options: { modelPath: string; useMmap: boolean }): Promise<LlamaModel>;
+  /** gpuLayers: layers offloaded to the GPU of a GPU build ('max': all). */
+  loadModel(options: { modelPath: string; useMmap: boolean; gpuLayers?: number | 'max' }): Promise<LlamaModel>;
   dispose(): Promise<void>;
 }
 
 export interface NodeLlamaCpp {
-  getLlama(options: { gpu: false; build: 'never'; logLevel?: string }): Promise<Llama>;
+  /** gpu 'cuda': the CUDA prebuilt (@node-llama-cpp/linux-x64-cuda); it throws when that cannot load. */
+  getLlama(options: { gpu: false | 'cuda'; build: 'never'; logLevel?: string }): Promise<Llama>;
   LlamaLogLevel: Record<string, string>;
   LlamaCompletion: new (options: { contextSequence: LlamaSequence }) => LlamaCompletion;
 }
