@@ -37,10 +37,6 @@ export interface BackendInfo {
   gpu?: GpuInfo;
   /** Device code in this binary, e.g. ['sm_80', 'sm_90', 'compute_90'] (PTX for newer GPUs); [] for CPU builds. */
   cudaArchitectures: string[];
-  /** Free bytes of GPU memory when this is read (cudaMemGetInfo, device-wide); absent when CUDA is not usable. */
-  cudaFreeMemoryBytes?: number;
-  /** Total bytes of GPU memory (cudaMemGetInfo); absent when CUDA is not usable. */
-  cudaTotalMemoryBytes?: number;
   cpu: CpuInfo;
   /** Which native binary this process loaded, and why. */
   binary: BinaryInfo;
