@@ -9,7 +9,7 @@
 // is reported as skipped and one line says why.
 import * as fs from 'fs';
 import * as path from 'path';
-import { backendInfo, DynamoeError, loadModel, Model } from '../lib';
+import { DynamoeError, loadModel, Model } from '../lib';
 import type { LoadModelOptions, ModelInfo, RoutingStats } from '../lib';
 import type { NativeMoeStepStats } from '../lib/addon/native-surface';
 import { quantizeGguf } from '../lib/formats/quantize-gguf';
@@ -19,20 +19,11 @@ import { makeTinyLongcat, writeLongcatHf } from './longcat-fixtures';
 import { makeTinyDeepseekV2, writeDeepseekHf } from './mla-fixtures';
 import { ARCHITECTURES, makeTinyModel, tempDir, writeGgufCheckpoint, writeHfCheckpoint } from './model-fixtures';
 import { bits, prefillThenDecode } from './model-steps';
-import { describeOn, isPresent, warnIfCudaAbsent } from './parity/backends';
+import { cudaOnlySuite } from './parity/backends';
 import { wideTinyModel } from './quant-fixtures';
 
-warnIfCudaAbsent('CUDA whole-model tests (test/76)');
 // describe.skip: jest lists every test of this file as skipped (never silently green) when there is no GPU.
-const describeCuda = describeOn('cuda');
-
-// Runs everywhere: a file whose tests are all skipped has its console output dropped when jest runs several files,
-// and this keeps the warning line above visible; it also checks that a skip comes with a reason.
-test('CUDA whole models are tested on this machine, or the reason they are not is stated', () => {
-  const info = backendInfo();
-  if (isPresent('cuda')) expect(info.backend).toBe('cuda');
-  else expect(`${info.cudaError ?? ''}: ${info.cudaErrorMessage ?? ''}`.length).toBeGreaterThan(10);
-});
+const describeCuda = cudaOnlySuite('CUDA whole-model tests (test/76)');
 
 // ---- tolerances -------------------------------------------------------------------------------------------------------
 // Both devices hold the same bf16 weights and keep activations in f32; they differ in summation order and, on CUDA,

@@ -13,26 +13,16 @@ import type {
   NativeMoeStepStats,
   NativeWeights,
 } from '../lib/addon/native-surface';
-import { backendInfo } from '../lib';
 import type { RoutingPolicy } from '../lib';
 import { bits } from './model-steps';
-import { Backend, describeOn, isPresent, warnIfCudaAbsent } from './parity/backends';
+import { Backend, cudaOnlySuite, describeOn } from './parity/backends';
 import { quantise, toBitsArray } from './reference/dtype';
 import { feedForward } from './reference/model';
 import { causalAttention, linear, rmsNorm } from './reference/ops';
 import { Rng } from './reference/random';
 
-warnIfCudaAbsent('CUDA graph op tests (test/77)');
 // describe.skip: jest lists every test of this file as skipped (never silently green) when there is no GPU.
-const describeCuda = describeOn('cuda');
-
-// Runs everywhere: a file whose tests are all skipped has its console output dropped when jest runs several files,
-// and this keeps the warning line above visible; it also checks that a skip comes with a reason.
-test('CUDA graph ops are tested on this machine, or the reason they are not is stated', () => {
-  const info = backendInfo();
-  if (isPresent('cuda')) expect(info.backend).toBe('cuda');
-  else expect(`${info.cudaError ?? ''}: ${info.cudaErrorMessage ?? ''}`.length).toBeGreaterThan(10);
-});
+const describeCuda = cudaOnlySuite('CUDA graph op tests (test/77)');
 
 // ---- tolerances -------------------------------------------------------------------------------------------------------
 // Largest |a - b| of each logits row over that row's largest |b|, the worst row.

@@ -29,3 +29,18 @@ export function warnIfCudaAbsent(what: string): void {
       'and DYNAMOE_ADDON=build-cuda/Release/dynamoe.node',
   );
 }
+
+/**
+ * The describe of a file of CUDA-only tests: warns why they are skipped (nothing with a usable GPU) and adds one
+ * test that runs everywhere (a file whose tests are all skipped has its console output dropped when jest runs
+ * several files, and this keeps the warning visible); it also checks that a skip comes with a reason.
+ */
+export function cudaOnlySuite(what: string): jest.Describe {
+  warnIfCudaAbsent(what);
+  test(`${what}: tested on this machine, or the reason they are not is stated`, () => {
+    const info = backendInfo();
+    if (isPresent('cuda')) expect(info.backend).toBe('cuda');
+    else expect(`${info.cudaError ?? ''}: ${info.cudaErrorMessage ?? ''}`.length).toBeGreaterThan(10);
+  });
+  return describeOn('cuda');
+}
