@@ -6,9 +6,11 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention_kernels.h"
+#include "attention_prefill.h"
 #include "cuda_check.h"
 #include "device_buffer.h"
 #include "device_graph_ops.h"
@@ -93,7 +95,7 @@ std::string describe(const AttentionNode& node) {
 class AttentionOp final : public DeviceOp {
  public:
   AttentionOp(const AttentionNode& node, const DeviceOpContext& context)
-      : s_(node) {
+      : s_(node), dtype_(context.dtype), multiprocessors_(context.multiprocessors) {
     const GraphLayout& layout = context.layout;
     if (s_.heads <= 0 || s_.kvHeads <= 0 || s_.headDim <= 0 || s_.heads % s_.kvHeads != 0) {
       throw Error(code::kShape, describe(s_) + ": heads must be a positive multiple of kv heads, head dim positive");
@@ -153,7 +155,37 @@ class AttentionOp final : public DeviceOp {
         slot.values, slot.valueWidth);
     checkCuda(cudaGetLastError(), "launching the attention cache append");
 
-    // (b) Split-key attention over the cache, then the combine into the output rows.
+    // (b) Long prompt chunks of 16-bit models on tensor cores (two GEMMs per kv head); the other rows (decode, short
+    // chunks, f32 models) by split-key attention over the cache, then the combine into the output rows.
+    std::vector<std::pair<int, int>> splitRuns;  // [first row, rows) the split kernel takes
+    for (size_t s = 0; s < step.segments.size(); ++s) {
+      const DeviceSegmentRows& segment = step.segments[s];
+      if (dtype_ != DType::F32 && segment.rows >= kPrefillAttentionMinRows) {
+        PrefillAttention prefill;
+        prefill.query = step.buffers[s_.query] + static_cast<size_t>(segment.firstRow) * step.strides[s_.query];
+        prefill.queryStride = step.strides[s_.query];
+        prefill.out = step.buffers[s_.output] + static_cast<size_t>(segment.firstRow) * step.strides[s_.output];
+        prefill.outStride = step.strides[s_.output];
+        prefill.slot = slot;
+        prefill.blockTable = step.blockTables + s * static_cast<size_t>(step.blockTableWidth);
+        prefill.rows = segment.rows;
+        prefill.position = segment.position;
+        prefill.heads = s_.heads;
+        prefill.kvHeads = s_.kvHeads;
+        prefill.headDim = s_.headDim;
+        prefill.window = s_.window;
+        prefill.scale = scale_;
+        prefill.sinks = s_.sinks.empty() ? nullptr : sinks_.as<float>();
+        prefill.dtype = dtype_;
+        prefill.multiprocessors = multiprocessors_;
+        enqueuePrefillAttention(prefill, step.stream);
+      } else if (!splitRuns.empty() && splitRuns.back().first + splitRuns.back().second == segment.firstRow) {
+        splitRuns.back().second += segment.rows;
+      } else {
+        splitRuns.emplace_back(segment.firstRow, segment.rows);
+      }
+    }
+    if (splitRuns.empty()) return;
     int context = std::max(step.maxContext, 1);
     for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
     const int span = s_.window > 0 ? std::min(context, s_.window) : context;  // most keys any row sees
@@ -209,14 +241,16 @@ class AttentionOp final : public DeviceOp {
     // Slices of rows reuse the partials in stream order.
     const float* query = attention.query;
     float* out = combine.out;
-    for (int first = 0; first < step.tokens; first += batchRows) {
-      const int rows = std::min(batchRows, step.tokens - first);
-      attention.firstRow = first;
-      attention.query = query + static_cast<size_t>(first) * attention.queryStride;
-      combine.firstRow = first;
-      combine.out = out + static_cast<size_t>(first) * combine.outStride;
-      launchAttention(attention, combine, headsPerBlock, rows, step.stream);
-      checkCuda(cudaGetLastError(), "launching attention");
+    for (const auto& [runFirst, runRows] : splitRuns) {
+      for (int first = runFirst; first < runFirst + runRows; first += batchRows) {
+        const int rows = std::min(batchRows, runFirst + runRows - first);
+        attention.firstRow = first;
+        attention.query = query + static_cast<size_t>(first) * attention.queryStride;
+        combine.firstRow = first;
+        combine.out = out + static_cast<size_t>(first) * combine.outStride;
+        launchAttention(attention, combine, headsPerBlock, rows, step.stream);
+        checkCuda(cudaGetLastError(), "launching attention");
+      }
     }
   }
 
@@ -225,6 +259,8 @@ class AttentionOp final : public DeviceOp {
 
  private:
   AttentionNode s_;
+  DType dtype_;  // the model's: 16-bit models take tensor cores for long prompt chunks
+  int multiprocessors_;
   float scale_ = 1.0f;
   DeviceBuffer sinks_;  // [heads] f32, when the node has sinks
 };
