@@ -55,16 +55,19 @@ mkdir -p "$OUT/leak-objects"
 LEAK_SOURCES=(native/core/*.cpp)
 for source in native/cpu/*.cpp; do
   case "$source" in
-    *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp) ;;
+    *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp | *_avx512vnni.cpp) ;;
     *) LEAK_SOURCES+=("$source") ;;
   esac
 done
 SIMD_OBJECTS=()
 if [ -n "$X86_DEFINES" ]; then
-  for source in native/cpu/*_avx2.cpp native/cpu/*_avx512.cpp native/cpu/*_avx512bf16.cpp; do
+  shopt -s nullglob  # an ISA group may have no file yet
+  for source in native/cpu/*_avx2.cpp native/cpu/*_avx512.cpp native/cpu/*_avx512bf16.cpp \
+    native/cpu/*_avx512vnni.cpp; do
     case "$source" in
       *_avx2.cpp) isa_flags="-mavx2 -mfma -mf16c" ;;
       *_avx512bf16.cpp) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c" ;;
+      *_avx512vnni.cpp) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c" ;;
       *) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" ;;
     esac
     object="$OUT/leak-objects/$(basename "$source" .cpp).o"
@@ -72,6 +75,7 @@ if [ -n "$X86_DEFINES" ]; then
     clang++ $CXXFLAGS $SANITIZE $X86_DEFINES $isa_flags -c "$source" -o "$object"
     SIMD_OBJECTS+=("$object")
   done
+  shopt -u nullglob
 fi
 # shellcheck disable=SC2086
 clang++ $CXXFLAGS $SANITIZE $X86_DEFINES test/native/leak_check.cpp "${LEAK_SOURCES[@]}" "${SIMD_OBJECTS[@]}" \
