@@ -80,15 +80,26 @@ inline void quantizeActivationRow(ActQuant a, const float* x, int k, uint8_t* ou
     } else if (a == ActQuant::Q8_0) {
       d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      for (int j = 0; j < n; ++j) qb[j] = static_cast<int8_t>(std::round(xb[j] * id));
+      for (int j = 0; j < n; ++j) {
+        // roundf: |v| <= 127 truncates exactly to an int; the fraction v - t is exact too.
+        const float v = xb[j] * id;
+        int t = static_cast<int>(v);
+        const float fraction = v - static_cast<float>(t);
+        t += fraction >= 0.5f ? 1 : fraction <= -0.5f ? -1 : 0;
+        qb[j] = static_cast<int8_t>(t);
+      }
     } else if (amax == 0.0f) {
       d = 0.0f;
       std::memset(qb, 0, n);
     } else {
       const float iscale = -127.0f / max;
       for (int j = 0; j < n; ++j) {
-        const float v = std::nearbyint(iscale * xb[j]);  // the default rounding mode: nearest, ties to even
-        qb[j] = static_cast<int8_t>(v > 127.0f ? 127.0f : v);
+        // ggml's nearest_int: adding 1.5 * 2^23 rounds to an integer, ties to even, which the low bits then hold.
+        const float shifted = iscale * xb[j] + 12582912.0f;
+        int32_t bits;
+        std::memcpy(&bits, &shifted, sizeof bits);
+        const int q = (bits & 0x007fffff) - 0x00400000;
+        qb[j] = static_cast<int8_t>(q > 127 ? 127 : q);
       }
       d = 1.0f / iscale;
     }

@@ -26,6 +26,14 @@ struct QuantInt256 {
   }
   static inline __m256i load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
   static inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+  // Jobs of few rows (decode) wait on their weight stream: fetching the weights 4 KiB ahead into L1 keeps more of a
+  // core's misses in flight than the hardware prefetcher alone. Decode on the bench model (2 vCPUs of a Xeon, VNNI
+  // kernels), tokens/s without / with 1, 2, 4 KiB: Q8_0 182 / 235 / 327 / 328, Q4_K_M 317 / 362 / 417 / 457,
+  // MXFP4_MOE 204 / 325 / 320 / 330.
+  template <int R>
+  static inline void fetchAhead(const uint8_t* w) {
+    if constexpr (R <= 2) _mm_prefetch(reinterpret_cast<const char*>(w) + 4096, _MM_HINT_T0);
+  }
   static inline float scaleOf(const uint8_t* row, int k, int block) {
     float d;
     std::memcpy(&d, row + actScalesOffset(k) + sizeof(float) * block, sizeof d);
@@ -93,6 +101,7 @@ struct QuantInt256 {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int blk = 0; blk < blocks; ++blk, w += traits.blockBytes) {
+      if (blk % 2 == 0) fetchAhead<R>(w);
       float dw;
       const __m256i codes = smallCodes<T>(w, &dw);
       const __m256i magnitudes = _mm256_sign_epi8(codes, codes);
@@ -117,6 +126,9 @@ struct QuantInt256 {
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     for (int blk = 0; blk < blocks; ++blk, w += 144) {
+      fetchAhead<R>(w);
+      fetchAhead<R>(w + 64);
+      fetchAhead<R>(w + 128);
       const float d = half(w), dmin = half(w + 2);
       // The 6-bit scales (bytes 0-7 of sm) and mins (bytes 8-15), as ggml unpacks them.
       uint32_t sm[4];
@@ -169,6 +181,10 @@ struct QuantInt256 {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256i top = _mm256_set1_epi8(0x30);
     for (int blk = 0; blk < blocks; ++blk, w += 210) {
+      fetchAhead<R>(w);
+      fetchAhead<R>(w + 64);
+      fetchAhead<R>(w + 128);
+      fetchAhead<R>(w + 192);
       const float d = half(w + 208);
       const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
       const __m256i scales = _mm256_cvtepi8_epi16(load128(sc));
@@ -237,5 +253,200 @@ struct QuantInt256 {
   static void run(const QuantIntJob& job) { byRows(job, std::make_index_sequence<kQuantIntRows>{}); }
 };
 
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// The same dot products in 512-bit registers (AVX512-VNNI with AVX512BW): a register holds two 32-value blocks of
+// Q8_0, Q4_0 and MXFP4, or 64 values of a Q4_K / Q6_K super-block, so each row's integer sums take half the
+// instructions. The exact integers, the per-block scaling and the one order of each row's additions are as above.
+struct QuantInt512 {
+  using Narrow = QuantInt256<true>;
+  template <int R>
+  static inline void fetchAhead(const uint8_t* w) {
+    Narrow::fetchAhead<R>(w);
+  }
+  static inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
+  static inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  // 32 bytes at p, then 32 bytes at q.
+  static inline __m512i loadPair(const uint8_t* p, const uint8_t* q) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(p)), load256(q), 1);
+  }
+  static inline __m512i dotBytes(__m512i u, __m512i s) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s); }
+  static inline const float* scalesOf(const uint8_t* row, int k) {
+    return reinterpret_cast<const float*>(row + actScalesOffset(k));
+  }
+
+  template <QuantType T, int R>
+  static inline void small(const QuantIntJob& job, const uint8_t* w, float* out) {
+    constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
+    const int blocks = job.k / 32;
+    __m512 acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    // Lanes 0-7 take the first block's scale, 8-15 the second's.
+    const __m512i pairIndex = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    for (int blk = 0; blk < blocks; blk += 2, w += 2 * kBytes) {
+      fetchAhead<R>(w);
+      const bool two = blk + 1 < blocks;  // an odd count's last block pairs with zeros
+      float d0, d1 = 0.0f;
+      const __m256i c0 = Narrow::smallCodes<T>(w, &d0);
+      const __m256i c1 = two ? Narrow::smallCodes<T>(w + kBytes, &d1) : _mm256_setzero_si256();
+      const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
+      const __mmask64 negative = _mm512_movepi8_mask(codes);
+      const __m512i magnitudes = _mm512_abs_epi8(codes);
+      const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+      const __mmask16 scaleLanes = two ? 0x3 : 0x1;
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i a = load(job.rows[r] + 32 * blk);
+        const __m512i signedA = _mm512_mask_sub_epi8(a, negative, _mm512_setzero_si512(), a);
+        const __m512i s = dotBytes(magnitudes, signedA);
+        const __m512 da = _mm512_permutexvar_ps(pairIndex, _mm512_maskz_loadu_ps(scaleLanes, scalesOf(job.rows[r], job.k) + blk));
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[r]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+
+  // 16-bit lanes i of the result = the scale at index[i / 16] of the 16-bit scales in `scales` (two per register).
+  static inline __m512i spread(__m512i scales, int first, int second) {
+    const __m512i index = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<short>(first))),
+                                             _mm256_set1_epi16(static_cast<short>(second)), 1);
+    return _mm512_permutexvar_epi16(index, scales);
+  }
+
+  template <int R>
+  static inline void q4k(const QuantIntJob& job, const uint8_t* w, float* out) {
+    const int blocks = job.k / 256;
+    const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
+    __m512 acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    for (int blk = 0; blk < blocks; ++blk, w += 144) {
+      fetchAhead<R>(w);
+      fetchAhead<R>(w + 64);
+      fetchAhead<R>(w + 128);
+      const float d = Narrow::half(w), dmin = Narrow::half(w + 2);
+      uint32_t sm[4];
+      std::memcpy(sm, w + 4, 12);
+      sm[3] = ((sm[2] >> 4) & 0x0f0f0f0f) | (((sm[1] >> 6) & 0x03030303) << 4);
+      const uint32_t low = sm[1] & 0x3f3f3f3f;
+      sm[1] = (sm[2] & 0x0f0f0f0f) | (((sm[0] >> 6) & 0x03030303) << 4);
+      sm[2] = low;
+      sm[0] &= 0x3f3f3f3f;
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sm));  // scales 0-7, mins 0-7
+      const __m512i scales = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes));
+      const __m128i minBytes = _mm_unpackhi_epi8(bytes, bytes);
+      const __m256i mins = _mm256_cvtepu8_epi16(minBytes);  // min j at 16-bit lanes 2j, 2j+1
+      // Bytes 0-63 hold sub-blocks 0 (low nibbles of 0-31), 1 (high), 2 (low of 32-63), 3 (high); 64-127 the rest.
+      __m512i codes[4], scale[4];
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m512i bits = load(w + 16 + 64 * h);
+        codes[2 * h] = _mm512_and_si512(bits, nibble);                             // sub-blocks 4h, 4h + 2
+        codes[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(bits, 4), nibble);  // 4h + 1, 4h + 3
+        scale[2 * h] = spread(scales, 4 * h, 4 * h + 2);
+        scale[2 * h + 1] = spread(scales, 4 * h + 1, 4 * h + 3);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* q = job.rows[r] + 256 * blk;
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          const int first = 128 * (c / 2) + 32 * (c % 2);  // the values of sub-block 4(c/2) + c%2, then + 2
+          isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[c], loadPair(q + first, q + first + 64)), scale[c]);
+        }
+        const float da = scalesOf(job.rows[r], job.k)[blk];
+        const __m256i minSums = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), mins);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
+        acc[r] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(minSums)), _mm512_set1_ps(dmin * da), acc[r]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+
+  template <int R>
+  static inline void q6k(const QuantIntJob& job, const uint8_t* w, float* out) {
+    const int blocks = job.k / 256;
+    const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
+    __m512 acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+    const __m512i two = _mm512_set1_epi8(0x03);
+    // Shifts of the high bits: values 0-31 of a half take bits 0-1 of qh, 32-63 bits 2-3, 64-95 4-5, 96-127 6-7.
+    const __m512i shiftLow = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i shiftHigh = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    for (int blk = 0; blk < blocks; ++blk, w += 210) {
+      fetchAhead<R>(w);
+      fetchAhead<R>(w + 64);
+      fetchAhead<R>(w + 128);
+      fetchAhead<R>(w + 192);
+      const float d = Narrow::half(w + 208);
+      const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
+      const __m512i scales = _mm512_zextsi256_si512(scales16);
+      __m512i codes[4], scale[4];
+#pragma GCC unroll 2
+      for (int n = 0; n < 2; ++n) {
+        const __m512i l = load(w + 64 * n);
+        const __m512i h = _mm512_broadcast_i64x4(load256(w + 128 + 32 * n));
+        const __m512i hLow = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, shiftLow), two), 4);
+        const __m512i hHigh = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, shiftHigh), two), 4);
+        codes[2 * n] = _mm512_or_si512(_mm512_and_si512(l, nibble), hLow);  // values 128n .. 128n + 63
+        codes[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), nibble), hHigh);  // + 64 .. + 127
+        // 16-bit lanes 8m .. 8m + 7 of these 64 values take scale 8n + 4 part + m.
+        for (int part = 0; part < 2; ++part) {
+          const int s0 = 8 * n + 4 * part;
+          const __m512i index = _mm512_set_epi16(s0 + 3, s0 + 3, s0 + 3, s0 + 3, s0 + 3, s0 + 3, s0 + 3, s0 + 3,
+                                                 s0 + 2, s0 + 2, s0 + 2, s0 + 2, s0 + 2, s0 + 2, s0 + 2, s0 + 2,
+                                                 s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1,
+                                                 s0, s0, s0, s0, s0, s0, s0, s0);
+          scale[2 * n + part] = _mm512_permutexvar_epi16(index, scales);
+        }
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* q = job.rows[r] + 256 * blk;
+        __m512i isum = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[c], load(q + 64 * c)), scale[c]);
+        // Codes are stored plus 32: subtract 32 x sum of scale x (the 16-value sums).
+        const __m256i offsets = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), scales16);
+        const __m512i total = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(offsets, 5)));
+        const float da = scalesOf(job.rows[r], job.k)[blk];
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(d * da), acc[r]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+
+  template <int R>
+  static void rows(const QuantIntJob& job) {
+    auto columns = [&](auto&& column) {
+      for (int c = 0; c < job.columns; ++c) column(job.weights + c * job.weightStride, job.out + c * kQuantIntRows);
+    };
+    switch (job.type) {
+      case QuantType::Q8_0: return columns([&](const uint8_t* w, float* out) { small<QuantType::Q8_0, R>(job, w, out); });
+      case QuantType::Q4_0: return columns([&](const uint8_t* w, float* out) { small<QuantType::Q4_0, R>(job, w, out); });
+      case QuantType::MXFP4: return columns([&](const uint8_t* w, float* out) { small<QuantType::MXFP4, R>(job, w, out); });
+      case QuantType::Q4_K: return columns([&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
+      case QuantType::Q6_K: return columns([&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
+      default: return;
+    }
+  }
+
+  template <size_t... Index>
+  static void byRows(const QuantIntJob& job, std::index_sequence<Index...>) {
+    static constexpr QuantIntDotFn table[] = {&rows<static_cast<int>(Index) + 1>...};
+    table[job.rowCount - 1](job);
+  }
+
+  static void run(const QuantIntJob& job) { byRows(job, std::make_index_sequence<kQuantIntRows>{}); }
+};
+#endif
 }  // namespace
 }  // namespace dynamoe::cpu
