@@ -94,7 +94,7 @@ void quantIntDotScalar(const QuantIntJob& job) {
           int codes[32];
           const float dw = smallBlock(job.type, w, codes);
           int sum = 0;
-          for (int j = 0; j < 32; ++j) sum += codes[j] * q[j];
+          for (int j = 0; j < 32; ++j) sum += codes[j] * (static_cast<uint8_t>(q[j]) - 128);  // stored q + 128
           acc += dw * da * static_cast<float>(sum);
         }
       }

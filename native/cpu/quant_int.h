@@ -10,8 +10,9 @@
 //   - Q8_K-style (for Q4_K and Q6_K weights), 256 values a block: the value m of largest magnitude (the first of
 //     equals), iscale = -127 / m, q = min(127, nearest-even(iscale * x)), d = 1 / iscale, and the sums of each 16
 //     codes (ggml's quantize_row_q8_K_ref).
-// A quantized row is its K codes (int8), then its K / blockElements scales (f32), then for Q8_K its K / 16 sums
-// (int16), the whole padded to a 64-byte multiple.
+// A quantized row is its K codes (Q8_0-style: q + 128 as bytes, so that VNNI's unsigned x signed byte products take
+// them against the signed weights as they are; Q8_K: int8), then its K / blockElements scales (f32), then for Q8_K
+// its K / 16 sums (int16), the whole padded to a 64-byte multiple.
 //
 // Whether quantized weights take this path is one process-wide choice (setQuantIntegerDots), per weight type: a
 // type that takes it takes it for every row count, decode and prefill alike (batch invariance).
@@ -76,7 +77,7 @@ inline void quantizeActivationRow(ActQuant a, const float* x, int k, uint8_t* ou
     float d;
     if (!finite) {
       d = std::numeric_limits<float>::quiet_NaN();
-      std::memset(qb, 0, n);
+      std::memset(qb, a == ActQuant::Q8_0 ? 0x80 : 0, n);
     } else if (a == ActQuant::Q8_0) {
       d = amax / 127.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -86,7 +87,7 @@ inline void quantizeActivationRow(ActQuant a, const float* x, int k, uint8_t* ou
         int t = static_cast<int>(v);
         const float fraction = v - static_cast<float>(t);
         t += fraction >= 0.5f ? 1 : fraction <= -0.5f ? -1 : 0;
-        qb[j] = static_cast<int8_t>(t);
+        qb[j] = static_cast<int8_t>(static_cast<uint8_t>(t + 128));
       }
     } else if (amax == 0.0f) {
       d = 0.0f;

@@ -107,7 +107,7 @@ struct QuantInt256 {
       const __m256i magnitudes = _mm256_sign_epi8(codes, codes);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const __m256i a = load(job.rows[r] + 32 * blk);
+        const __m256i a = _mm256_xor_si256(load(job.rows[r] + 32 * blk), _mm256_set1_epi8(-128));  // stored q + 128
         const __m256i s = dotBytes(magnitudes, _mm256_sign_epi8(a, codes));
         const float scale = dw * scaleOf(job.rows[r], job.k, blk);
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale), acc[r]);
@@ -275,37 +275,77 @@ struct QuantInt512 {
     return reinterpret_cast<const float*>(row + actScalesOffset(k));
   }
 
-  template <QuantType T, int R>
-  static inline void small(const QuantIntJob& job, const uint8_t* w, float* out) {
+  // The signed codes of blocks b and b + 1 at w (zeros and scale 0 for b + 1 when `two` is false), their scales
+  // (lanes 0-7 and 8-15), and minus 128 x the sum of each lane's 4 codes: the activations are stored plus 128.
+  template <QuantType T>
+  static inline void smallPair(const uint8_t* w, bool two, __m512i* codes, __m512* scales, __m512i* offset) {
+    constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
+    float d0, d1 = 0.0f;
+    const __m256i c0 = Narrow::smallCodes<T>(w, &d0);
+    const __m256i c1 = two ? Narrow::smallCodes<T>(w + kBytes, &d1) : _mm256_setzero_si256();
+    *codes = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
+    *scales = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+    *offset = _mm512_sub_epi32(_mm512_setzero_si512(), dotBytes(_mm512_set1_epi8(-128), *codes));
+  }
+
+  // C weight rows (1 or 2) at w[c] with R rows: each row's activations and scales are loaded once for the C rows.
+  template <QuantType T, int R, int C>
+  static inline void small(const QuantIntJob& job, const uint8_t* const (&w)[C], float* const (&out)[C]) {
     constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
     const int blocks = job.k / 32;
-    __m512 acc[R];
+    __m512 acc[C][R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) acc[c][r] = _mm512_setzero_ps();
+    }
     // Lanes 0-7 take the first block's scale, 8-15 the second's.
     const __m512i pairIndex = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (int blk = 0; blk < blocks; blk += 2, w += 2 * kBytes) {
-      fetchAhead<R>(w);
+    for (int blk = 0; blk < blocks; blk += 2) {
       const bool two = blk + 1 < blocks;  // an odd count's last block pairs with zeros
-      float d0, d1 = 0.0f;
-      const __m256i c0 = Narrow::smallCodes<T>(w, &d0);
-      const __m256i c1 = two ? Narrow::smallCodes<T>(w + kBytes, &d1) : _mm256_setzero_si256();
-      const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
-      const __mmask64 negative = _mm512_movepi8_mask(codes);
-      const __m512i magnitudes = _mm512_abs_epi8(codes);
-      const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+      const size_t at = static_cast<size_t>(blk) * kBytes;
+      __m512i codes[C], offset[C];
+      __m512 dw[C];
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) {
+        fetchAhead<R>(w[c] + at);
+        smallPair<T>(w[c] + at, two, &codes[c], &dw[c], &offset[c]);
+      }
       const __mmask16 scaleLanes = two ? 0x3 : 0x1;
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512i a = load(job.rows[r] + 32 * blk);
-        const __m512i signedA = _mm512_mask_sub_epi8(a, negative, _mm512_setzero_si512(), a);
-        const __m512i s = dotBytes(magnitudes, signedA);
         const __m512 da = _mm512_permutexvar_ps(pairIndex, _mm512_maskz_loadu_ps(scaleLanes, scalesOf(job.rows[r], job.k) + blk));
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, da), acc[r]);
+#pragma GCC unroll 2
+        for (int c = 0; c < C; ++c) {
+          const __m512i s = _mm512_dpbusd_epi32(offset[c], a, codes[c]);
+          acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[c], da), acc[c][r]);
+        }
       }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) out[c][r] = _mm512_reduce_add_ps(acc[c][r]);
+    }
+  }
+
+  // Every weight row of the job: two at a time where rows share the activations (R >= 3), else one at a time.
+  template <QuantType T, int R>
+  static inline void smallColumns(const QuantIntJob& job) {
+    int c = 0;
+    if constexpr (R >= 3) {
+      for (; c + 2 <= job.columns; c += 2) {
+        const uint8_t* const w[2] = {job.weights + c * job.weightStride, job.weights + (c + 1) * job.weightStride};
+        float* const out[2] = {job.out + c * kQuantIntRows, job.out + (c + 1) * kQuantIntRows};
+        small<T, R, 2>(job, w, out);
+      }
+    }
+    for (; c < job.columns; ++c) {
+      const uint8_t* const w[1] = {job.weights + c * job.weightStride};
+      float* const out[1] = {job.out + c * kQuantIntRows};
+      small<T, R, 1>(job, w, out);
+    }
   }
 
   // 16-bit lanes i of the result = the scale at index[i / 16] of the 16-bit scales in `scales` (two per register).
@@ -430,9 +470,9 @@ struct QuantInt512 {
       for (int c = 0; c < job.columns; ++c) column(job.weights + c * job.weightStride, job.out + c * kQuantIntRows);
     };
     switch (job.type) {
-      case QuantType::Q8_0: return columns([&](const uint8_t* w, float* out) { small<QuantType::Q8_0, R>(job, w, out); });
-      case QuantType::Q4_0: return columns([&](const uint8_t* w, float* out) { small<QuantType::Q4_0, R>(job, w, out); });
-      case QuantType::MXFP4: return columns([&](const uint8_t* w, float* out) { small<QuantType::MXFP4, R>(job, w, out); });
+      case QuantType::Q8_0: return smallColumns<QuantType::Q8_0, R>(job);
+      case QuantType::Q4_0: return smallColumns<QuantType::Q4_0, R>(job);
+      case QuantType::MXFP4: return smallColumns<QuantType::MXFP4, R>(job);
       case QuantType::Q4_K: return columns([&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
       case QuantType::Q6_K: return columns([&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
       default: return;
