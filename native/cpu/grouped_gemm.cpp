@@ -295,6 +295,7 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
     if (staging[g] == Staging::RoundBf16) staged[g].roundedRows = reinterpret_cast<const uint16_t*>(base + offsets[g]);
     if (staging[g] == Staging::Quantize8) staged[g].quantRows = reinterpret_cast<const uint8_t*>(base + offsets[g]);
   }
+  const QuantizeRowFn quantizeRow = quantizeRowFor(kernels.isa);
   const size_t blocks = (static_cast<size_t>(rows) + kStagingRowBlock - 1) / kStagingRowBlock;
   cpuThreadPool().parallelFor(blocks, [&](size_t b) {
     const int begin = static_cast<int>(b) * kStagingRowBlock;
@@ -311,7 +312,7 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
         float* const copies = reinterpret_cast<float*>(base + offsets[g]);
         std::copy_n(input, k, copies + static_cast<size_t>(row) * staged[g].gemm.inputStride);
       } else if (staging[g] == Staging::Quantize8) {
-        quantizeActivationRow(staged[g].actQuant, input, k,
+        quantizeRow(staged[g].actQuant, input, k,
                               reinterpret_cast<uint8_t*>(base + offsets[g]) + static_cast<size_t>(row) * staged[g].quantStride);
       } else {
         kernels.roundRowBf16(input, k, reinterpret_cast<uint16_t*>(base + offsets[g]) + row * staged[g].roundedStride);

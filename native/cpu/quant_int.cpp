@@ -112,6 +112,14 @@ QuantIntDotFn quantIntDotFor(Isa isa) {
   return quantIntDotScalar;
 }
 
+QuantizeRowFn quantizeRowFor(Isa isa) {
+#if defined(DYNAMOE_X86_KERNELS)
+  if ((isa == Isa::Avx512 || isa == Isa::Avx512Bf16) && cpuFeatures().avx512vnni) return quantizeActivationRowAvx512;
+#endif
+  (void)isa;
+  return quantizeActivationRow;
+}
+
 namespace {
 std::atomic<bool>& integerDots() {
   static std::atomic<bool> on{[] {

@@ -132,12 +132,16 @@ struct QuantIntJob {
 };
 using QuantIntDotFn = void (*)(const QuantIntJob& job);
 
-// The integer kernels of a kernel family: the scalar ones, AVX2 (maddubs), AVX512-VNNI (256-bit vpdpbusd).
+// The integer kernels of a kernel family: the scalar ones, AVX2 (maddubs), AVX512-VNNI (512-bit vpdpbusd).
 QuantIntDotFn quantIntDotFor(Isa isa);
 void quantIntDotScalar(const QuantIntJob& job);
+// quantizeActivationRow, or a vectorized copy that gives the same bytes (the same f32 operations lane by lane).
+using QuantizeRowFn = void (*)(ActQuant a, const float* x, int k, uint8_t* out);
+QuantizeRowFn quantizeRowFor(Isa isa);
 #if defined(DYNAMOE_X86_KERNELS)
 void quantIntDotAvx2(const QuantIntJob& job);
 void quantIntDotAvx512Vnni(const QuantIntJob& job);
+void quantizeActivationRowAvx512(ActQuant a, const float* x, int k, uint8_t* out);
 #endif
 
 // The process-wide choice: true (the default) multiplies the types above with integer dot products on 8-bit
