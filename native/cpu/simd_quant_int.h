@@ -277,9 +277,37 @@ struct QuantInt512 {
 
   // The signed codes of blocks b and b + 1 at w (zeros and scale 0 for b + 1 when `two` is false), their scales
   // (lanes 0-7 and 8-15), and minus 128 x the sum of each lane's 4 codes: the activations are stored plus 128.
+  // 2^(e - 128) for every E8M0 byte e (MXFP4's scale, halved for the doubled value table).
+  static inline const float* e8m0Table() {
+    static const struct Table {
+      float values[256];
+      Table() {
+        for (int e = 0; e < 256; ++e) values[e] = Narrow::e8m0Half(e);
+      }
+    } table;
+    return table.values;
+  }
+
   template <QuantType T>
   static inline void smallPair(const uint8_t* w, bool two, __m512i* codes, __m512* scales, __m512i* offset) {
     constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
+    if constexpr (T == QuantType::MXFP4) {
+      if (two) {
+        // [bytes of block 0, bytes of block 1] -> 128-bit lanes [b0, b0, b1, b1] -> low, high, low, high nibbles.
+        const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(Narrow::load128(w + 1)),
+                                                     Narrow::load128(w + kBytes + 1), 1);
+        const __m512i spread = _mm512_permutexvar_epi64(_mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0), _mm512_zextsi256_si512(both));
+        const __m512i shifts = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004,
+                                                0x0004000400040004, 0, 0);
+        const __m512i nibbles = _mm512_and_si512(_mm512_srlv_epi16(spread, shifts), _mm512_set1_epi8(0x0F));
+        const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
+        *codes = _mm512_shuffle_epi8(table, nibbles);
+        const float* values = e8m0Table();
+        *scales = _mm512_insertf32x8(_mm512_set1_ps(values[w[0]]), _mm256_set1_ps(values[w[kBytes]]), 1);
+        *offset = _mm512_sub_epi32(_mm512_setzero_si512(), dotBytes(_mm512_set1_epi8(-128), *codes));
+        return;
+      }
+    }
     float d0, d1 = 0.0f;
     const __m256i c0 = Narrow::smallCodes<T>(w, &d0);
     const __m256i c1 = two ? Narrow::smallCodes<T>(w + kBytes, &d1) : _mm256_setzero_si256();
