@@ -407,25 +407,22 @@ struct QuantInt512 {
       const __m512i scales = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes));
       const __m128i minBytes = _mm_unpackhi_epi8(bytes, bytes);
       const __m256i mins = _mm256_cvtepu8_epi16(minBytes);  // min j at 16-bit lanes 2j, 2j+1
-      // Bytes 0-63 hold sub-blocks 0 (low nibbles of 0-31), 1 (high), 2 (low of 32-63), 3 (high); 64-127 the rest.
+      // Bytes 32j .. 32j + 31 hold sub-blocks 2j (low nibbles) and 2j + 1 (high): both halves of a register take
+      // them, the upper shifted by 4, so that it holds values 64j .. 64j + 63 in order.
       __m512i codes[4], scale[4];
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m512i bits = load(w + 16 + 64 * h);
-        codes[2 * h] = _mm512_and_si512(bits, nibble);                             // sub-blocks 4h, 4h + 2
-        codes[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(bits, 4), nibble);  // 4h + 1, 4h + 3
-        scale[2 * h] = spread(scales, 4 * h, 4 * h + 2);
-        scale[2 * h + 1] = spread(scales, 4 * h + 1, 4 * h + 3);
+      const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512i bits = _mm512_broadcast_i64x4(load256(w + 16 + 32 * j));
+        codes[j] = _mm512_and_si512(_mm512_srlv_epi16(bits, shifts), nibble);
+        scale[j] = spread(scales, 2 * j, 2 * j + 1);
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const uint8_t* q = job.rows[r] + 256 * blk;
         __m512i isum = _mm512_setzero_si512();
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; ++c) {
-          const int first = 128 * (c / 2) + 32 * (c % 2);  // the values of sub-block 4(c/2) + c%2, then + 2
-          isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[c], loadPair(q + first, q + first + 64)), scale[c]);
-        }
+        for (int j = 0; j < 4; ++j) isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[j], load(q + 64 * j)), scale[j]);
         const float da = scalesOf(job.rows[r], job.k)[blk];
         const __m256i minSums = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), mins);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
