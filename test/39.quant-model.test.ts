@@ -26,7 +26,7 @@ const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 const SEED = 39;
 
 // The logits are held to the float64 model of the dequantized weights on the exact f32 path ('f32' activations).
-// The default 'q8' path (Q8_0, Q4_0, MXFP4, Q4_K and Q6_K weights on 8-bit activations; its kernels are held to
+// The default 'q8' path (Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights on 8-bit activations; its kernels are held to
 // their own float64 reference in test 41) is held to the same model within the error of rounding the activations of
 // every such matrix to 8 bits: about 1-6% of the largest logit on these tiny random models, checked below 0.1 (a
 // scale or code read wrongly is off by more than the logits themselves).

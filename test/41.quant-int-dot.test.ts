@@ -1,9 +1,9 @@
 // The quantized GEMM kernels of every kernel family against float64 references, through the same GEMM driver the
 // models use (native quantMatmul):
-// - 'q8' activations (the default): Q8_0, Q4_0, MXFP4, Q4_K and Q6_K weights multiply 8-bit activations. The
+// - 'q8' activations (the default): Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights multiply 8-bit activations. The
 //   reference quantizes each activation row as ggml defines its blocks (written here from the definitions, not
 //   from the addon): Q8_0 blocks of 32 for Q8_0, Q4_0 and MXFP4 weights, d = max|x| / 127 and q = roundf(x * (1/d))
-//   (f32 arithmetic, halves away from zero); Q8_K blocks of 256 for Q4_K and Q6_K, iscale = -127 / (the value of
+//   (f32 arithmetic, halves away from zero); Q8_K blocks of 256 for Q4_K, Q5_K and Q6_K, iscale = -127 / (the value of
 //   largest magnitude), q = min(127, nearest-even(iscale * x)), d = 1 / iscale. Then out = sum over k of
 //   w[k] * q[k] * d in float64, with w the reference dequantization of the weights.
 // - 'f32' activations: every quantized type's exact f32 dot products of the dequantized weights.
@@ -14,8 +14,8 @@ import { native } from '../lib/addon/native';
 import { dequantizeReference, QUANT_TYPES, QuantType, randomBlocks } from './reference/quant-formats';
 import { Rng } from './reference/random';
 
-const INTEGER_TYPES: readonly QuantType[] = ['q8_0', 'q4_0', 'mxfp4', 'q4_k', 'q6_k'];
-const isSuperBlock = (type: QuantType) => type === 'q4_k' || type === 'q6_k';
+const INTEGER_TYPES: readonly QuantType[] = ['q8_0', 'q4_0', 'mxfp4', 'q4_k', 'q5_k', 'q6_k'];
+const isSuperBlock = (type: QuantType) => type === 'q4_k' || type === 'q5_k' || type === 'q6_k';
 
 /** Half-away-from-zero rounding (C roundf) and nearest-even rounding (nearbyint in the default mode). */
 const roundAway = (v: number) => Math.sign(v) * Math.round(Math.abs(v));

@@ -378,7 +378,7 @@ export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512bf16';
 
 /**
  * How quantized weights multiply: 'q8' (the default) quantizes each activation row to 8-bit blocks and takes integer
- * dot products for Q8_0, Q4_0, MXFP4, Q4_K and Q6_K weights; 'f32' keeps f32 activations and exact f32 dot products
+ * dot products for Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights; 'f32' keeps f32 activations and exact f32 dot products
  * of the dequantized weights for every quantized type. See setQuantActivations.
  */
 export type QuantActivations = 'q8' | 'f32';

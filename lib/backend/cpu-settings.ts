@@ -24,9 +24,9 @@ export function setCpuIsa(isa: CpuIsa): void {
 /**
  * Chooses how quantized GGUF weights multiply, for every model and layer of the process (default 'q8', or 'f32' when
  * the environment variable DYNAMOE_QUANT_ACTIVATIONS=f32 is set at startup):
- * - 'q8': Q8_0, Q4_0, MXFP4, Q4_K and Q6_K weights take integer dot products (AVX512-VNNI or AVX2) with each
+ * - 'q8': Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights take integer dot products (AVX512-VNNI or AVX2) with each
  *   activation row quantized, from its own values only, to 8-bit blocks as llama.cpp does (Q8_0-style blocks of 32
- *   for Q8_0, Q4_0 and MXFP4; Q8_K-style blocks of 256 for Q4_K and Q6_K). Faster (decode is bound by decoding
+ *   for Q8_0, Q4_0 and MXFP4; Q8_K-style blocks of 256 for Q4_K, Q5_K and Q6_K). Faster (decode is bound by decoding
  *   weights to f32 otherwise), at the cost of 8-bit activation rounding (about 1e-3 relative logit error). Other
  *   quantized types keep the f32 path.
  * - 'f32': every quantized type's blocks are decoded to f32 and multiplied with f32 activations, exact to f32

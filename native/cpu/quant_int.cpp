@@ -60,14 +60,19 @@ void quantIntDotScalar(const QuantIntJob& job) {
       float acc = 0.0f;
       for (int blk = 0; blk < blocks; ++blk, w += traits.blockBytes, q += traits.blockElements) {
         const float da = rowScale(row, job.k, blk);
-        if (job.type == QuantType::Q4_K) {
+        if (job.type == QuantType::Q4_K || job.type == QuantType::Q5_K) {
+          const bool five = job.type == QuantType::Q5_K;
           int sum = 0, mins = 0;
           for (int j = 0; j < 8; ++j) {
             int sc, mn;
             quant_detail::scaleMin(j, w + 4, &sc, &mn);
-            const uint8_t* qs = w + 16 + 32 * (j / 2);
+            const uint8_t* qs = w + (five ? 48 : 16) + 32 * (j / 2);
+            const uint8_t* qh = w + 16;
             int s = 0;
-            for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (qs[l] & 0xF) : (qs[l] >> 4)) * q[32 * j + l];
+            for (int l = 0; l < 32; ++l) {
+              const int code = ((j % 2 == 0) ? (qs[l] & 0xF) : (qs[l] >> 4)) + (five && ((qh[l] >> j) & 1) ? 16 : 0);
+              s += code * q[32 * j + l];
+            }
             sum += sc * s;
             mins += mn * (rowSum16(row, job.k, 16 * blk + 2 * j) + rowSum16(row, job.k, 16 * blk + 2 * j + 1));
           }

@@ -1,5 +1,5 @@
 // Integer dot products of quantized weights with 8-bit activations (llama.cpp's way of multiplying Q8_0, Q4_0,
-// MXFP4, Q4_K and Q6_K weights): each activation row is quantized on its own, from its own values only, to int8
+// MXFP4, Q4_K, Q5_K and Q6_K weights): each activation row is quantized on its own, from its own values only, to int8
 // blocks with one scale per block, and a weight row's dot product with it is a sum over blocks of
 // (weight scale x activation scale) x (an exact integer dot product of the codes).
 //
@@ -7,7 +7,7 @@
 //   - Q8_0-style (for Q8_0, Q4_0 and MXFP4 weights), 32 values a block: d = max|x| / 127, q = roundf(x / d) (ggml's
 //     quantize_row_q8_0_ref: x times 1/d in f32, rounded half away from zero). The scale stays f32 (ggml stores it
 //     as fp16, one more rounding that buys nothing here).
-//   - Q8_K-style (for Q4_K and Q6_K weights), 256 values a block: the value m of largest magnitude (the first of
+//   - Q8_K-style (for Q4_K, Q5_K and Q6_K weights), 256 values a block: the value m of largest magnitude (the first of
 //     equals), iscale = -127 / m, q = min(127, nearest-even(iscale * x)), d = 1 / iscale, and the sums of each 16
 //     codes (ggml's quantize_row_q8_K_ref).
 // A quantized row is its K codes (Q8_0-style: q + 128 as bytes, so that VNNI's unsigned x signed byte products take
@@ -38,6 +38,7 @@ inline ActQuant activationQuantFor(QuantType weights) {
     case QuantType::Q4_0:
     case QuantType::MXFP4: return ActQuant::Q8_0;
     case QuantType::Q4_K:
+    case QuantType::Q5_K:
     case QuantType::Q6_K: return ActQuant::Q8_K;
     default: return ActQuant::None;
   }

@@ -117,18 +117,22 @@ struct QuantInt256 {
     for (int r = 0; r < R; ++r) out[r] = sum(acc[r]);
   }
 
-  template <int R>
+  // Q4_K, or Q5_K (Five: a fifth bit per value from qh, and the codes 16 bytes further on).
+  template <int R, bool Five = false>
   static inline void q4k(const QuantIntJob& job, const uint8_t* w, float* out) {
+    constexpr int kBytes = Five ? 176 : 144;
+    constexpr int kCodes = Five ? 48 : 16;
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
     __m256 acc[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    for (int blk = 0; blk < blocks; ++blk, w += 144) {
+    for (int blk = 0; blk < blocks; ++blk, w += kBytes) {
       fetchAhead<R>(w);
       fetchAhead<R>(w + 64);
       fetchAhead<R>(w + 128);
+      if constexpr (Five) fetchAhead<R>(w + 175);
       const float d = half(w), dmin = half(w + 2);
       // The 6-bit scales (bytes 0-7 of sm) and mins (bytes 8-15), as ggml unpacks them.
       uint32_t sm[4];
@@ -147,9 +151,14 @@ struct QuantInt256 {
       for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const __m256i bits = load(w + 16 + 32 * j);
-        const __m256i lo = _mm256_and_si256(bits, nibble);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), nibble);
+        const __m256i bits = load(w + kCodes + 32 * j);
+        __m256i lo = _mm256_and_si256(bits, nibble);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), nibble);
+        if constexpr (Five) {
+          const __m256i qh = load(w + 16), one = _mm256_set1_epi8(1);
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4));
+        }
         const __m256i scLo = _mm256_set1_epi16(bytes[2 * j]);
         const __m256i scHi = _mm256_set1_epi16(bytes[2 * j + 1]);
 #pragma GCC unroll 8
@@ -239,6 +248,7 @@ struct QuantInt256 {
       case QuantType::MXFP4:
         return columns<R>(job, [&](const uint8_t* w, float* out) { small<QuantType::MXFP4, R>(job, w, out); });
       case QuantType::Q4_K: return columns<R>(job, [&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
+      case QuantType::Q5_K: return columns<R>(job, [&](const uint8_t* w, float* out) { q4k<R, true>(job, w, out); });
       case QuantType::Q6_K: return columns<R>(job, [&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
       default: return;
     }
@@ -383,18 +393,21 @@ struct QuantInt512 {
     return _mm512_permutexvar_epi16(index, scales);
   }
 
-  template <int R>
+  template <int R, bool Five = false>
   static inline void q4k(const QuantIntJob& job, const uint8_t* w, float* out) {
+    constexpr int kBytes = Five ? 176 : 144;
+    constexpr int kCodes = Five ? 48 : 16;
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
     __m512 acc[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     const __m512i nibble = _mm512_set1_epi8(0x0F);
-    for (int blk = 0; blk < blocks; ++blk, w += 144) {
+    for (int blk = 0; blk < blocks; ++blk, w += kBytes) {
       fetchAhead<R>(w);
       fetchAhead<R>(w + 64);
       fetchAhead<R>(w + 128);
+      if constexpr (Five) fetchAhead<R>(w + 175);
       const float d = Narrow::half(w), dmin = Narrow::half(w + 2);
       uint32_t sm[4];
       std::memcpy(sm, w + 4, 12);
@@ -413,8 +426,16 @@ struct QuantInt512 {
       const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const __m512i bits = _mm512_broadcast_i64x4(load256(w + 16 + 32 * j));
+        const __m512i bits = _mm512_broadcast_i64x4(load256(w + kCodes + 32 * j));
         codes[j] = _mm512_and_si512(_mm512_srlv_epi16(bits, shifts), nibble);
+        if constexpr (Five) {
+          // Bit 2j of qh is the fifth bit of sub-block 2j's values, bit 2j + 1 of 2j + 1's.
+          const __m512i qh = _mm512_broadcast_i64x4(load256(w + 16));
+          const __m512i bitShifts = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(2 * j)),
+                                                       _mm256_set1_epi16(static_cast<short>(2 * j + 1)), 1);
+          const __m512i fifth = _mm512_and_si512(_mm512_srlv_epi16(qh, bitShifts), _mm512_set1_epi8(1));
+          codes[j] = _mm512_or_si512(codes[j], _mm512_slli_epi16(fifth, 4));
+        }
         scale[j] = spread(scales, 2 * j, 2 * j + 1);
       }
 #pragma GCC unroll 8
@@ -499,6 +520,7 @@ struct QuantInt512 {
       case QuantType::Q4_0: return smallColumns<QuantType::Q4_0, R>(job);
       case QuantType::MXFP4: return smallColumns<QuantType::MXFP4, R>(job);
       case QuantType::Q4_K: return columns([&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
+      case QuantType::Q5_K: return columns([&](const uint8_t* w, float* out) { q4k<R, true>(job, w, out); });
       case QuantType::Q6_K: return columns([&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
       default: return;
     }
