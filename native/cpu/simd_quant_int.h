@@ -1,10 +1,10 @@
-// The integer dot products of quant_int.h in 256-bit registers: unsigned x signed byte products summed in int32
-// lanes, either with AVX2's vpmaddubsw + vpmaddwd or with AVX512-VNNI's vpdpbusd / vpdpwssd (Vnni). The integer
-// sums are exact (no vpmaddubsw pair can saturate with these codes: |w| <= 128 against |a| <= 127 for the signed
-// types, 63 x 127 for Q6_K), so both give the same integers; each block then adds
-// float(lane sums) x (weight scale x row scale) to the row's 8 f32 lanes, which are added in one order at the end.
-// A row's operations do not depend on the other rows of the job (batch invariance). Internal linkage: each ISA file
-// gets its own copy.
+// The integer dot products of quant_int.h. QuantInt256: 256-bit registers, unsigned x signed byte products summed in
+// int32 lanes with AVX2's vpmaddubsw + vpmaddwd, or AVX512-VNNI's vpdpbusd / vpdpwssd (Vnni). The integer sums are
+// exact (no vpmaddubsw pair can saturate with these codes: |w| <= 128 against |a| <= 127 for the signed types, 63 x
+// 127 for Q6_K), so both give the same integers; each block then adds float(lane sums) x (weight scale x row scale)
+// to the row's f32 lanes, which are added in one order at the end. QuantInt512 (AVX512-VNNI): the same in 512-bit
+// registers. A row's operations do not depend on the other rows of the job (batch invariance). Internal linkage:
+// each ISA file gets its own copy.
 #pragma once
 
 #include <immintrin.h>
