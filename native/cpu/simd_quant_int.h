@@ -408,7 +408,7 @@ struct QuantInt512 {
       fetchAhead<R>(w + 64);
       fetchAhead<R>(w + 128);
       if constexpr (Five) fetchAhead<R>(w + 175);
-      const float d = Narrow::half(w), dmin = Narrow::half(w + 2);
+      const __m512 dScale = _mm512_set1_ps(Narrow::half(w)), dminScale = _mm512_set1_ps(Narrow::half(w + 2));
       uint32_t sm[4];
       std::memcpy(sm, w + 4, 12);
       sm[3] = ((sm[2] >> 4) & 0x0f0f0f0f) | (((sm[1] >> 6) & 0x03030303) << 4);
@@ -444,10 +444,11 @@ struct QuantInt512 {
         __m512i isum = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[j], load(q + 64 * j)), scale[j]);
-        const float da = scalesOf(job.rows[r], job.k)[blk];
+        // da x (d x sums - dmin x min sums), the scales broadcast once per block (d, dmin) or from memory (da).
         const __m256i minSums = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), mins);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
-        acc[r] = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(minSums)), _mm512_set1_ps(dmin * da), acc[r]);
+        const __m512 block = _mm512_fnmadd_ps(dminScale, _mm512_zextps256_ps512(_mm256_cvtepi32_ps(minSums)),
+                                              _mm512_mul_ps(dScale, _mm512_cvtepi32_ps(isum)));
+        acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]), acc[r]);
       }
     }
 #pragma GCC unroll 8
@@ -471,7 +472,7 @@ struct QuantInt512 {
       fetchAhead<R>(w + 64);
       fetchAhead<R>(w + 128);
       fetchAhead<R>(w + 192);
-      const float d = Narrow::half(w + 208);
+      const __m512 dScale = _mm512_set1_ps(Narrow::half(w + 208));
       const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
       const __m512i scales = _mm512_zextsi256_si512(scales16);
       __m512i codes[4], scale[4];
@@ -502,8 +503,8 @@ struct QuantInt512 {
         // Codes are stored plus 32: subtract 32 x sum of scale x (the 16-value sums).
         const __m256i offsets = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), scales16);
         const __m512i total = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(offsets, 5)));
-        const float da = scalesOf(job.rows[r], job.k)[blk];
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(d * da), acc[r]);
+        const __m512 block = _mm512_mul_ps(dScale, _mm512_cvtepi32_ps(total));
+        acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]), acc[r]);
       }
     }
 #pragma GCC unroll 8
