@@ -312,8 +312,8 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
         float* const copies = reinterpret_cast<float*>(base + offsets[g]);
         std::copy_n(input, k, copies + static_cast<size_t>(row) * staged[g].gemm.inputStride);
       } else if (staging[g] == Staging::Quantize8) {
-        quantizeRow(staged[g].actQuant, input, k,
-                              reinterpret_cast<uint8_t*>(base + offsets[g]) + static_cast<size_t>(row) * staged[g].quantStride);
+        uint8_t* const quantized = reinterpret_cast<uint8_t*>(base + offsets[g]) + static_cast<size_t>(row) * staged[g].quantStride;
+        quantizeRow(staged[g].actQuant, input, k, quantized);
       } else {
         kernels.roundRowBf16(input, k, reinterpret_cast<uint16_t*>(base + offsets[g]) + row * staged[g].roundedStride);
       }
