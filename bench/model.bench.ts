@@ -2,14 +2,16 @@
 // the same Mixtral-style GGUF file, written by the bench in f32 and in bf16 and quantized to Q8_0, Q4_K_M and
 // MXFP4_MOE by llama.cpp's own quantizer (4 MoE layers, hidden 1024, 8 query / 2 key-value heads, 8 experts of
 // ffn 2816, top-2). BENCH_WEIGHTS=bf16,Q4_K_M picks rows. Each round runs a 256-token prefill then 64 decode steps in
-// each runtime, the runtimes taking turns; medians over the rounds. dynamoe also runs top-p 0.4 on the same model.
+// each runtime, the runtimes taking turns; medians over the rounds. dynamoe also runs top-p 0.4 on the same model,
+// and top-k:2 on quantized files with the other setQuantActivations mode (the exact 'f32' path when 'q8' is the default).
 // Run: npm run bench:peers && npm run bench:model
 // `npm run bench:model -- --device cuda` runs the GPU bench instead (bench/gpu-model-bench.ts: full-size Mixtral-like
 // and Qwen3-30B-A3B-like models against transformers and llama.cpp's CUDA build).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { cpuInfo, loadModel } from '../lib';
+import { cpuInfo, loadModel, setQuantActivations } from '../lib';
+import type { QuantActivations } from '../lib';
 import { measureRoofline } from '../lib/backend/internals';
 import { openGguf } from '../lib/formats/gguf';
 import { llamaCppUnavailable, QuantizedFileType, runQuantTool } from '../test/quant-fixtures';
@@ -40,13 +42,16 @@ interface Runner {
 const PROMPT_IDS = Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 37) % 250));
 const DECODE_IDS = Array.from({ length: DECODE }, (_, i) => 3 + ((i * 53 + 7) % 250));
 
-async function dynamoeRunner(file: string, policy: string): Promise<Runner> {
+// `activations`: run with that quantized-activation setting (setQuantActivations), restoring the default after.
+async function dynamoeRunner(file: string, policy: string, activations?: QuantActivations): Promise<Runner> {
   const model = await loadModel(file);
   const policies = model.policies(policy);
+  const usual = cpuInfo().quantActivations;
   return {
-    name: `dynamoe ${policy}`,
+    name: `dynamoe ${policy}${activations ? ` ${activations} activations` : ''}`,
     async run() {
       const session = model.createSession(PROMPT + DECODE);
+      if (activations) setQuantActivations(activations);
       try {
         // lastRowLogits: only the last position's logits, as a generator needs (llama.cpp is asked the same).
         const prefillMs = await timeMs(() => model.step(session, Int32Array.from(PROMPT_IDS), policies, true, false));
@@ -56,6 +61,7 @@ async function dynamoeRunner(file: string, policy: string): Promise<Runner> {
         return { prefillMs, decodeMs };
       } finally {
         session.dispose();
+        setQuantActivations(usual);
       }
     },
     async release() {
@@ -127,6 +133,9 @@ async function benchDtype(dtype: Variant, dir: string, threads: number, readGBps
   if (file === null) return [`| ${dtype} | (needs llama.cpp's quantizer: npm run bench:peers) | | |`];
   const bytesPerToken = await decodeBytes(file);
   const runners: Runner[] = [await dynamoeRunner(file, 'top-k:2'), await dynamoeRunner(file, 'top-p:0.4')];
+  // Quantized files: also the exact f32 path (each block decoded to f32, f32 activations), interleaved with the rest.
+  const other: QuantActivations = cpuInfo().quantActivations === 'q8' ? 'f32' : 'q8';
+  if ((QUANTIZED as readonly string[]).includes(dtype)) runners.push(await dynamoeRunner(file, 'top-k:2', other));
   const llama = await llamaRunner(file, threads);
   if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
   else runners.push(llama);

@@ -24,8 +24,8 @@ export type {
 export type { StageTimes } from './addon/native-surface';
 export { toBf16, fromBf16, toF16, fromF16 } from './dtype';
 export type { DType } from './dtype';
-export { setThreads, getThreads, cpuInfo, setCpuIsa } from './backend/cpu-settings';
-export type { CpuInfo, CpuIsa } from './backend/cpu-settings';
+export { setThreads, getThreads, cpuInfo, setCpuIsa, setQuantActivations } from './backend/cpu-settings';
+export type { CpuInfo, CpuIsa, QuantActivations } from './backend/cpu-settings';
 export { backendInfo, loadBackend } from './backend/backend-info';
 export type { BackendInfo, BinaryInfo, GpuInfo } from './backend/backend-info';
 export type { Device } from './device';

@@ -6,7 +6,8 @@
 // - llama.cpp's quantizer, one per llama.cpp file type (needs node-llama-cpp's libraries and python3; skipped,
 //   loudly, without).
 import * as fs from 'fs/promises';
-import { cpuInfo, loadModel, setCpuIsa } from '../lib';
+import { cpuInfo, loadModel, setCpuIsa, setQuantActivations } from '../lib';
+import type { Model } from '../lib';
 import type { CpuIsa } from '../lib';
 import { GgufFile, openGguf } from '../lib/formats/gguf';
 import { f16BitsToF32 } from './reference/dtype';
@@ -23,6 +24,26 @@ import * as path from 'path';
 
 const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 const SEED = 39;
+
+// The logits are held to the float64 model of the dequantized weights on the exact f32 path ('f32' activations).
+// The default 'q8' path (Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights on 8-bit activations; its kernels are held to
+// their own float64 reference in test 41) is held to the same model within the error of rounding the activations of
+// every such matrix to 8 bits: about 1-6% of the largest logit on these tiny random models, checked below 0.1 (a
+// scale or code read wrongly is off by more than the logits themselves).
+const QUANT_ACTIVATIONS = cpuInfo().quantActivations;
+const Q8_LOGIT_ERROR = 0.1;
+beforeAll(() => setQuantActivations('f32'));
+afterAll(() => setQuantActivations(QUANT_ACTIVATIONS));
+
+/** The model's logits of TOKENS on the 'q8' path (restoring 'f32'). */
+async function q8Logits(model: Model): Promise<Float32Array> {
+  setQuantActivations('q8');
+  try {
+    return (await model.forward(TOKENS)).logits;
+  } finally {
+    setQuantActivations('f32');
+  }
+}
 
 /** A tensor of the file as the f32 values it exactly dequantizes to (f32/f16 as stored, quantized types by the reference). */
 async function readDequantized(gguf: GgufFile, name: string): Promise<Float32Array> {
@@ -148,7 +169,7 @@ describe('files quantized here (every type, no llama.cpp needed)', () => {
   });
   afterAll(() => temp.cleanup());
 
-  const expectMatch = async (file: string) => {
+  const expectMatch = async (file: string, q8 = false) => {
     const { reference, unused } = await dequantizedModel(file, model);
     expect(unused).toEqual([]);
     const expected = refModelForward(reference, TOKENS).logits;
@@ -156,6 +177,7 @@ describe('files quantized here (every type, no llama.cpp needed)', () => {
     try {
       const { logits } = await loaded.forward(TOKENS);
       expect(maxRelativeError(logits, expected)).toBeLessThan(1e-4);
+      if (q8) expect(maxRelativeError(await q8Logits(loaded), expected)).toBeLessThan(Q8_LOGIT_ERROR);
     } finally {
       loaded.dispose();
     }
@@ -180,7 +202,7 @@ describe('files quantized here (every type, no llama.cpp needed)', () => {
     const file = path.join(temp.dir, `ours-${target}.gguf`);
     const report = await quantizeGguf(f32File, file, target);
     expect(Object.values(report.quantized).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
-    const reference = await expectMatch(file);
+    const reference = await expectMatch(file, true);
     // Quantization error only: a scale or code written in the wrong place would be far off.
     const limit = target === 'q8_0' ? 0.02 : target === 'q6_k' ? 0.05 : 0.2;
     expect(weightErrors(reference, model).filter(([, error]) => !(error < limit))).toEqual([]);
@@ -196,15 +218,19 @@ describe('files quantized here (every type, no llama.cpp needed)', () => {
       const alone = await loadModel(file, { maxSequences: 1 });
       const batched = await loadModel(file, { maxSequences: 16, tokensPerStep: 7 });
       try {
-        const requests = Array.from({ length: 6 }, (_, i) => TOKENS.slice(0, 2 + i * 2));
-        const lone: Float32Array[] = [];
-        for (const ids of requests) lone.push((await alone.forward(ids)).logits);
-        const together = await Promise.all(requests.map((ids) => batched.forward(ids)));
-        together.forEach(({ logits }, i) => expect(Buffer.from(logits.buffer).equals(Buffer.from(lone[i].buffer))).toBe(true));
+        for (const mode of ['q8', 'f32'] as const) {
+          setQuantActivations(mode);
+          const requests = Array.from({ length: 6 }, (_, i) => TOKENS.slice(0, 2 + i * 2));
+          const lone: Float32Array[] = [];
+          for (const ids of requests) lone.push((await alone.forward(ids)).logits);
+          const together = await Promise.all(requests.map((ids) => batched.forward(ids)));
+          together.forEach(({ logits }, i) => expect(Buffer.from(logits.buffer).equals(Buffer.from(lone[i].buffer))).toBe(true));
+        }
       } finally {
         alone.dispose();
         batched.dispose();
         setCpuIsa(active);
+        setQuantActivations('f32');
       }
     },
   );
@@ -250,6 +276,7 @@ if (unavailable !== null) {
       const { logits } = await loaded.forward(TOKENS);
       expect(logits.length).toBe(TOKENS.length * model.vocab);
       expect(maxRelativeError(logits, expected)).toBeLessThan(1e-4);
+      expect(maxRelativeError(await q8Logits(loaded), expected)).toBeLessThan(Q8_LOGIT_ERROR);
     } finally {
       loaded.dispose();
     }

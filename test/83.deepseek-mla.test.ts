@@ -2,7 +2,7 @@
 // plain (non-absorbed) HF math, from safetensors and both GGUF layouts; prefill + decode, batching and chunking
 // bit-identity, the cache's size, and bad checkpoints.
 import * as path from 'path';
-import { cpuInfo, loadModel, Model, setCpuIsa } from '../lib';
+import { cpuInfo, loadModel, Model, setCpuIsa, setQuantActivations } from '../lib';
 import type { CpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
 import { architectureForHfConfig } from '../lib/model/architectures';
@@ -20,6 +20,11 @@ const TOKENS = [1, 17, 200, 33, 5, 250, 90, 7, 64, 3, 128, 11];
 const LONG_TOKENS = Array.from({ length: 37 }, (_, i) => 1 + ((i * 104729 + 13) % 270));
 
 let temp: ReturnType<typeof tempDir>;
+// Quantized weights are held to the float64 reference of their dequantized values: the exact f32 path (the 8-bit
+// activations of the default 'q8' path are held to their own reference in test 41 and test 39).
+const QUANT_ACTIVATIONS = cpuInfo().quantActivations;
+beforeAll(() => setQuantActivations('f32'));
+afterAll(() => setQuantActivations(QUANT_ACTIVATIONS));
 beforeAll(() => {
   temp = tempDir('dynamoe-mla-');
 });

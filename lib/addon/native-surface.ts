@@ -389,11 +389,19 @@ export interface NativeModelGraph {
 /** The CPU kernel families; 'avx512bf16' is chosen only by setCpuIsa (see there). */
 export type CpuIsa = 'scalar' | 'avx2' | 'avx512' | 'avx512bf16';
 
+/**
+ * How quantized weights multiply: 'q8' (the default) quantizes each activation row to 8-bit blocks and takes integer
+ * dot products for Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights; 'f32' keeps f32 activations and exact f32 dot products
+ * of the dequantized weights for every quantized type. See setQuantActivations.
+ */
+export type QuantActivations = 'q8' | 'f32';
+
 export interface NativeCpuInfo {
   isa: CpuIsa;
   supportedIsas: CpuIsa[];
-  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean };
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean };
   threads: number;
+  quantActivations: QuantActivations;
 }
 
 /** Measured limits of this machine for the active kernel family. */
@@ -460,10 +468,13 @@ export interface NativeAddon {
   getThreads(): number;
   cpuInfo(): NativeCpuInfo;
   setCpuIsa(isa: string): void;
+  setQuantActivations(mode: string): void;
   measureRoofline(): Promise<Roofline>;
   backendInfo(): NativeBackendInfo;
   /** GGUF quantized rows of `type` to f32 (at most 2^22 values: router and norm weights, tests). */
   dequantize(type: string, data: Uint8Array, rows: number, cols: number): Float32Array;
   /** f32 (or `dtype` bit patterns) [rows][cols] to GGUF blocks of `type` (q8_0, q4_0, q4_k, q6_k), off the event loop. */
   quantize(type: string, data: Float32Array | Uint16Array, rows: number, cols: number, dtype?: DType): Promise<Uint8Array>;
+  /** input [m][k] times the quantized weights [n][k] transposed, through the models' GEMM driver (tests, benches). */
+  quantMatmul(type: string, weights: Uint8Array, n: number, k: number, input: Float32Array, m: number): Float32Array;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "quant_int.h"
 #include "thread_pool.h"
 #include "thread_scratch.h"
 
@@ -50,7 +51,15 @@ enum class Staging {
   None,       // where the caller put them
   Copy,       // f32 copies one cache line longer than K (see stagingFor)
   RoundBf16,  // rounded to bf16 once per GEMM for dot-product tiles, one cache line longer than K
+  Quantize8,  // quantized to 8-bit blocks (quant_int.h) once per GEMM, each row from its own values, for the
+              // integer dots of quantized weights
 };
+
+// The activation blocks of a group's integer dots; None where its weights take the f32 path.
+ActQuant integerActivations(const GemmGroup& group) {
+  if (!group.weights->quantized() || !quantIntegerDots()) return ActQuant::None;
+  return activationQuantFor(group.weights->quant());
+}
 
 // Rows a multiple of 2 KiB apart share L1 sets (half of a tile's rows at 2 KiB, all of them at 4 KiB, as f32 rows of
 // hidden 1024 or 2048 are), so the row streams of a tile evict the panel slice that every tile reuses. When a group
@@ -58,7 +67,8 @@ enum class Staging {
 // Dot-product tiles always read rounded copies: rounding once per GEMM instead of once per panel item and K slice
 // (every item of a row chunk rounded the same rows again: about 8% of the dot tile's instructions in prefill).
 Staging stagingFor(const GemmGroup& group, const TileKernels& kernels) {
-  if (group.weights->quantized()) return Staging::None;  // the quantized dot reads rows where they are
+  if (integerActivations(group) != ActQuant::None) return Staging::Quantize8;
+  if (group.weights->quantized()) return Staging::None;  // the quantized f32 dot reads rows where they are
   if (roundsRows(kernels, group.weights->dtype())) return Staging::RoundBf16;
   if (group.rows > kernels.maxStreamingRows && group.inputStride * sizeof(float) % 2048 == 0) return Staging::Copy;
   return Staging::None;
@@ -69,6 +79,9 @@ struct StagedGroup {
   GemmGroup gemm;                          // with Staging::Copy, input points at the copies
   const uint16_t* roundedRows = nullptr;   // Staging::RoundBf16: row i at roundedRows + i * roundedStride
   size_t roundedStride = 0;                // uint16 values
+  ActQuant actQuant = ActQuant::None;      // Staging::Quantize8: row i at quantRows + i * quantStride bytes
+  const uint8_t* quantRows = nullptr;
+  size_t quantStride = 0;
 };
 
 // Row chunk outermost within a group, so consecutive items (taken by different threads) share activation rows.
@@ -129,9 +142,41 @@ void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const Work
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
 
+// An item of quantized weights on the integer path: as runQuantItem, on the group's rows quantized to 8 bits.
+void runQuantIntItem(const TileKernels& kernels, const StagedGroup& staged, const WorkItem& item, Epilogue epilogue) {
+  const GemmGroup& group = staged.gemm;
+  const PackedMatrix& weights = *group.weights;
+  const size_t rowBytes = weights.rowBytes();
+  const uint8_t* const panel = static_cast<const uint8_t*>(weights.panel(item.panel));
+  const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
+  const QuantIntDotFn dot = quantIntDotFor(kernels.isa);
+  float sums[kPanelWidth][kQuantIntRows];
+  const uint8_t* rows[kQuantIntRows];
+  QuantIntJob job{weights.quant(), panel, rowBytes, kPanelWidth, weights.k(), rows, 0, sums[0]};
+  for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kQuantIntRows) {
+    job.rowCount = std::min(kQuantIntRows, item.firstRow + item.rowCount - first);
+    for (int r = 0; r < job.rowCount; ++r) rows[r] = staged.quantRows + static_cast<size_t>(first + r) * staged.quantStride;
+    dot(job);
+    for (int r = 0; r < job.rowCount; ++r) {
+      float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
+      if (epilogue == Epilogue::SwiGlu) {
+        for (int j = 0; j < kSwiGluColumns; ++j) {
+          const float gate = sums[j][r];
+          out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
+        }
+      } else {
+        const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
+        for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
+      }
+    }
+  }
+  if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
+}
+
 void runItem(const TileKernels& kernels, const StagedGroup& staged, const WorkItem& item, Epilogue epilogue,
              ItemScratch& scratch) {
   const GemmGroup& group = staged.gemm;
+  if (staged.quantRows != nullptr) return runQuantIntItem(kernels, staged, item, epilogue);
   if (group.weights->quantized()) return runQuantItem(kernels, group, item, epilogue);
   const PackedMatrix& weights = *group.weights;
   const DType dtype = weights.dtype();
@@ -234,6 +279,11 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
       staged[g].roundedStride = storedK(DType::BF16, k) + kRoundedRowPad;
       offsets[g] = bytes;
       bytes += static_cast<size_t>(group.rows) * staged[g].roundedStride * sizeof(uint16_t);
+    } else if (staging[g] == Staging::Quantize8) {
+      staged[g].actQuant = activationQuantFor(group.weights->quant());
+      staged[g].quantStride = actRowBytes(staged[g].actQuant, k);
+      offsets[g] = bytes;
+      bytes += static_cast<size_t>(group.rows) * staged[g].quantStride;
     }
     bytes = (bytes + 63) / 64 * 64;
   }
@@ -243,7 +293,9 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
   for (size_t g = 0; g < groups.size(); ++g) {
     if (staging[g] == Staging::Copy) staged[g].gemm.input = reinterpret_cast<const float*>(base + offsets[g]);
     if (staging[g] == Staging::RoundBf16) staged[g].roundedRows = reinterpret_cast<const uint16_t*>(base + offsets[g]);
+    if (staging[g] == Staging::Quantize8) staged[g].quantRows = reinterpret_cast<const uint8_t*>(base + offsets[g]);
   }
+  const QuantizeRowFn quantizeRow = quantizeRowFor(kernels.isa);
   const size_t blocks = (static_cast<size_t>(rows) + kStagingRowBlock - 1) / kStagingRowBlock;
   cpuThreadPool().parallelFor(blocks, [&](size_t b) {
     const int begin = static_cast<int>(b) * kStagingRowBlock;
@@ -259,6 +311,9 @@ std::vector<StagedGroup> stageRows(const std::vector<GemmGroup>& groups, const T
       if (staging[g] == Staging::Copy) {
         float* const copies = reinterpret_cast<float*>(base + offsets[g]);
         std::copy_n(input, k, copies + static_cast<size_t>(row) * staged[g].gemm.inputStride);
+      } else if (staging[g] == Staging::Quantize8) {
+        uint8_t* const quantized = reinterpret_cast<uint8_t*>(base + offsets[g]) + static_cast<size_t>(row) * staged[g].quantStride;
+        quantizeRow(staged[g].actQuant, input, k, quantized);
       } else {
         kernels.roundRowBf16(input, k, reinterpret_cast<uint16_t*>(base + offsets[g]) + row * staged[g].roundedStride);
       }

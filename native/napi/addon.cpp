@@ -23,6 +23,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backendInfo", Napi::Function::New<BackendInfo>(env, "backendInfo"));
   exports.Set("dequantize", Napi::Function::New<Dequantize>(env, "dequantize"));
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
+  exports.Set("quantMatmul", Napi::Function::New<QuantMatmul>(env, "quantMatmul"));
+  exports.Set("setQuantActivations", Napi::Function::New<SetQuantActivations>(env, "setQuantActivations"));
   return exports;
 }
 

@@ -6,6 +6,8 @@
 
 #include "../core/quant.h"
 #include "../core/quant_encode.h"
+#include "../cpu/grouped_gemm.h"
+#include "../cpu/packed_matrix.h"
 #include "promise_worker.h"
 #include "js_args.h"
 #include "js_errors.h"
@@ -111,6 +113,52 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   for (int r = 0; r < rows; ++r) {
     dequantizeRow(type, data.Data() + r * rowBytes, cols, out.Data() + static_cast<size_t>(r) * cols);
   }
+  return out;
+}
+
+Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const QuantType type = requireQuantType(info[0], "type");
+  const QuantTraits traits = quantTraits(type);
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throwJs(env, code::kType, "weights must be a Uint8Array of quantized blocks, got " + describe(info[1]));
+  }
+  if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throwJs(env, code::kType, "input must be a Float32Array, got " + describe(info[4]));
+  }
+  Napi::Object shape = Napi::Object::New(env);
+  shape.Set("n", info[2]);
+  shape.Set("k", info[3]);
+  shape.Set("m", info[5]);
+  const int n = readInt(shape, "n", 1, 1 << 16);
+  const int k = readInt(shape, "k", 1, 1 << 16);
+  const int m = readInt(shape, "m", 1, 1 << 12);
+  if (k % traits.blockElements != 0) {
+    throwJs(env, code::kShape, "k must be a multiple of the " + std::string(traits.name) + " block size");
+  }
+  Napi::Uint8Array weights = info[1].As<Napi::Uint8Array>();
+  Napi::Float32Array input = info[4].As<Napi::Float32Array>();
+  if (weights.ElementLength() != static_cast<size_t>(n) * quantRowBytes(type, k)) {
+    throwJs(env, code::kShape, "weights must hold n rows of k values");
+  }
+  if (input.ElementLength() != static_cast<size_t>(m) * k) throwJs(env, code::kShape, "input must hold m rows of k values");
+  std::vector<float> output;
+  translateErrors(env, [&] {
+    const cpu::PackedMatrix packed = cpu::packColumns(MatrixSource{weights.Data(), DType::F32, type}, n, k, DType::F32);
+    const size_t stride = static_cast<size_t>(packed.panels()) * cpu::kPanelWidth;
+    output.assign(static_cast<size_t>(m) * stride, 0.0f);
+    cpu::GemmGroup group;
+    group.weights = &packed;
+    group.rows = m;
+    group.input = input.Data();
+    group.inputStride = static_cast<size_t>(k);
+    group.output = output.data();
+    group.outputStride = stride;
+    cpu::runGroupedGemm({group}, Epilogue::Scaled);
+    for (int r = 0; r < m; ++r) std::copy_n(output.data() + r * stride, n, output.data() + static_cast<size_t>(r) * n);
+  });
+  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(m) * n);
+  std::copy_n(output.data(), static_cast<size_t>(m) * n, out.Data());
   return out;
 }
 

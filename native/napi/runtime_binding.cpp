@@ -4,6 +4,7 @@
 
 #include "../../cuda/cuda_backend.h"
 #include "../cpu/cpu_features.h"
+#include "../cpu/quant_int.h"
 #include "../cpu/roofline.h"
 #include "../cpu/tile_kernels.h"
 #include "js_errors.h"
@@ -41,7 +42,9 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   flags.Set("avx2", features.avx2);
   flags.Set("avx512", features.avx512);
   flags.Set("avx512bf16", features.avx512bf16);
+  flags.Set("avx512vnni", features.avx512vnni);
   result.Set("features", flags);
+  result.Set("quantActivations", cpu::quantIntegerDots() ? "q8" : "f32");
   result.Set("threads", cpuThreadPool().threads());
   return result;
 }
@@ -81,6 +84,14 @@ Napi::Value SetCpuIsa(const Napi::CallbackInfo& info) {
     throwJs(env, code::kType, "isa must be 'scalar', 'avx2' or 'avx512'");
   }
   translateErrors(env, [&] { cpu::setActiveIsa(isa); });
+  return env.Undefined();
+}
+
+Napi::Value SetQuantActivations(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string mode = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (mode != "q8" && mode != "f32") throwJs(env, code::kType, "quantized activations must be 'q8' or 'f32'");
+  cpu::setQuantIntegerDots(mode == "q8");
   return env.Undefined();
 }
 

@@ -1,0 +1,8 @@
+// The integer quantized dot products with AVX2 (vpmaddubsw + vpmaddwd); only called when the CPU reports AVX2.
+#include "simd_quant_int.h"
+
+namespace dynamoe::cpu {
+
+void quantIntDotAvx2(const QuantIntJob& job) { QuantInt256<false>::run(job); }
+
+}  // namespace dynamoe::cpu
