@@ -105,6 +105,24 @@ struct ItemScratch {
   std::vector<float> widened;     // one K slice of a 16-bit panel widened to f32
 };
 
+// The epilogue of a quantized item's rows [first, first + rowCount): sums[column][r] of the panel's weight rows.
+template <int kRows>
+void storeQuantRows(const GemmGroup& group, Epilogue epilogue, const float (&sums)[kPanelWidth][kRows], int first,
+                    int rowCount, size_t columnOffset) {
+  for (int r = 0; r < rowCount; ++r) {
+    float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
+    if (epilogue == Epilogue::SwiGlu) {
+      for (int j = 0; j < kSwiGluColumns; ++j) {
+        const float gate = sums[j][r];
+        out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
+      }
+    } else {
+      const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
+      for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
+    }
+  }
+}
+
 // An item of quantized weights: kQuantRows rows at a time, the dot products of every weight row of the panel, then
 // the epilogue (the same for every row count, so a row's results do not depend on the rows beside it).
 void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const WorkItem& item, Epilogue epilogue) {
@@ -126,18 +144,7 @@ void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const Work
       job.out = sums[column];
       kernels.quantDot(job);
     }
-    for (int r = 0; r < job.rowCount; ++r) {
-      float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
-      if (epilogue == Epilogue::SwiGlu) {
-        for (int j = 0; j < kSwiGluColumns; ++j) {
-          const float gate = sums[j][r];
-          out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
-        }
-      } else {
-        const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
-        for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
-      }
-    }
+    storeQuantRows(group, epilogue, sums, first, job.rowCount, columnOffset);
   }
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
@@ -157,18 +164,7 @@ void runQuantIntItem(const TileKernels& kernels, const StagedGroup& staged, cons
     job.rowCount = std::min(kQuantIntRows, item.firstRow + item.rowCount - first);
     for (int r = 0; r < job.rowCount; ++r) rows[r] = staged.quantRows + static_cast<size_t>(first + r) * staged.quantStride;
     dot(job);
-    for (int r = 0; r < job.rowCount; ++r) {
-      float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
-      if (epilogue == Epilogue::SwiGlu) {
-        for (int j = 0; j < kSwiGluColumns; ++j) {
-          const float gate = sums[j][r];
-          out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
-        }
-      } else {
-        const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
-        for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
-      }
-    }
+    storeQuantRows(group, epilogue, sums, first, job.rowCount, columnOffset);
   }
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
