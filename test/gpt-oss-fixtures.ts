@@ -5,11 +5,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { toBf16 } from '../lib/dtype';
 import { GgufTypedValue, writeGguf } from '../lib/formats/gguf';
-import { writeSafetensors } from '../lib/formats/safetensors';
 import { TensorInput } from '../lib/formats/tensor-store';
+import { writeHfDirectory } from './hf-directory';
 import { RefGptOssModel } from './reference/gpt-oss';
 import { Rng } from './reference/random';
-import { tinyTokenizerGgufMetadata, writeTinyTokenizer } from './tokenizer-fixtures';
+import { tinyTokenizerGgufMetadata } from './tokenizer-fixtures';
 
 export interface TinyGptOss extends RefGptOssModel {
   config: Record<string, unknown>;
@@ -91,9 +91,6 @@ export async function writeGptOssHf(
   dtype: FileDtype = 'f32',
   { omit = [], extra = [] }: { omit?: string[]; extra?: TensorInput[] } = {},
 ): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(m.config, null, 2));
-  writeTinyTokenizer(dir, 'byte-bpe');
   const H = m.hidden;
   const qW = m.heads * m.headDim;
   const kvW = m.kvHeads * m.headDim;
@@ -121,7 +118,7 @@ export async function writeGptOssHf(
       tensor(at('mlp.experts.down_proj_bias'), [E, H], l.moe.downBias, dtype),
     );
   });
-  await writeSafetensors(path.join(dir, 'model.safetensors'), [...t.filter((x) => !omit.includes(x.name)), ...extra]);
+  await writeHfDirectory(dir, m.config, 'byte-bpe', [...t.filter((x) => !omit.includes(x.name)), ...extra]);
 }
 
 /** The experts as llama.cpp's GptOssModel converter writes them: gate, up [E][F][H], down [E][H][F] and biases. */

@@ -2,15 +2,13 @@
 // up fused in input_linear) and as the GGUF llama.cpp's converter makes (arch 'granitemoe': q/k rows permuted for
 // pair-wise RoPE, input_linear split into ffn_gate_exps / ffn_up_exps, the multipliers as *_scale keys). Names and
 // layouts are written from modeling_granitemoe and llama.cpp's convert_hf_to_gguf.py, not lib/.
-import * as fs from 'fs';
-import * as path from 'path';
 import { toBf16 } from '../lib/dtype';
 import { GgufTypedValue, writeGguf } from '../lib/formats/gguf';
-import { writeSafetensors } from '../lib/formats/safetensors';
 import { TensorInput } from '../lib/formats/tensor-store';
+import { writeHfDirectory } from './hf-directory';
 import { RefGraniteModel } from './reference/granite-moe';
 import { Rng } from './reference/random';
-import { tinyTokenizerGgufMetadata, writeTinyTokenizer } from './tokenizer-fixtures';
+import { tinyTokenizerGgufMetadata } from './tokenizer-fixtures';
 
 export interface TinyGranite extends RefGraniteModel {
   config: Record<string, unknown>;
@@ -92,9 +90,6 @@ function tensor(name: string, shape: number[], values: Float32Array, dtype: File
 
 /** Writes the Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer), less `omit`'s tensors. */
 export async function writeGraniteHf(dir: string, m: TinyGranite, dtype: FileDtype = 'f32', omit: string[] = []): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(m.config, null, 2));
-  writeTinyTokenizer(dir, 'byte-bpe');
   const H = m.hidden;
   const qW = H;
   const kvW = m.kvHeads * (H / m.heads);
@@ -131,7 +126,7 @@ export async function writeGraniteHf(dir: string, m: TinyGranite, dtype: FileDty
       );
     }
   });
-  await writeSafetensors(path.join(dir, 'model.safetensors'), t.filter((x) => !omit.includes(x.name)));
+  await writeHfDirectory(dir, m.config, 'byte-bpe', t.filter((x) => !omit.includes(x.name)));
 }
 
 // LlamaModel.permute of the converter: each head's rows [half 0 | half 1] interleaved, so RoPE rotates pairs.

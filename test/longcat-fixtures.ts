@@ -1,14 +1,11 @@
 // A tiny random LongCat-Flash checkpoint (shortcut-connected double layers, MLA, identity zero experts), written by
 // the tests as Hugging Face safetensors. Names, shapes and config keys follow modeling_longcat_flash.py and
 // configuration_longcat_flash.py (the released checkpoint's per-expert tensors), independently of lib/model/.
-import * as fs from 'fs';
-import * as path from 'path';
 import { toBf16 } from '../lib/dtype';
-import { writeSafetensors } from '../lib/formats/safetensors';
 import { TensorInput } from '../lib/formats/tensor-store';
+import { writeHfDirectory } from './hf-directory';
 import { RefLongcatAttention, RefLongcatLayer, RefLongcatModel } from './reference/longcat-model';
 import { Rng } from './reference/random';
-import { writeTinyTokenizer } from './tokenizer-fixtures';
 
 export interface TinyLongcatModel extends RefLongcatModel {
   config: Record<string, unknown>;
@@ -133,11 +130,7 @@ export async function writeLongcatHf(
   dtype: FileDtype = 'f32',
   edit?: (config: Record<string, unknown>, tensors: TensorInput[]) => TensorInput[],
 ): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
   const config = { ...m.config };
-  let tensors = longcatHfTensors(m, dtype);
-  if (edit) tensors = edit(config, tensors);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  writeTinyTokenizer(dir, 'spm');
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  const tensors = longcatHfTensors(m, dtype);
+  await writeHfDirectory(dir, config, 'spm', edit ? edit(config, tensors) : tensors);
 }

@@ -1,16 +1,14 @@
 // Tiny random DeepSeek-V2 checkpoints (MLA attention, shared experts, a leading dense layer), written by the tests
 // as safetensors and as GGUF. Names, shapes and metadata follow HF's modeling_deepseek.py / config and llama.cpp's
 // converter (convert_hf_to_gguf.py, llama-arch.cpp), independently of lib/model/naming.ts and gguf-spec.ts.
-import * as fs from 'fs';
-import * as path from 'path';
 import { toBf16, toF16 } from '../lib/dtype';
 import { GgufTypedValue, writeGguf } from '../lib/formats/gguf';
-import { writeSafetensors } from '../lib/formats/safetensors';
 import { TensorInput } from '../lib/formats/tensor-store';
+import { writeHfDirectory } from './hf-directory';
 import { RefMlaLayer, RefMlaModel } from './reference/mla-model';
 import { RefFeedForward } from './reference/model';
 import { Rng } from './reference/random';
-import { tinyTokenizerGgufMetadata, writeTinyTokenizer } from './tokenizer-fixtures';
+import { tinyTokenizerGgufMetadata } from './tokenizer-fixtures';
 
 export interface TinyMlaModel extends RefMlaModel {
   config: Record<string, unknown>;
@@ -186,13 +184,9 @@ export async function writeDeepseekHf(
   dtype: FileDtype = 'f32',
   edit?: (config: Record<string, unknown>, tensors: TensorInput[]) => TensorInput[],
 ): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
   const config = { ...m.config };
-  let tensors = deepseekHfTensors(m, dtype);
-  if (edit) tensors = edit(config, tensors);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  writeTinyTokenizer(dir, 'spm');
-  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+  const tensors = deepseekHfTensors(m, dtype);
+  await writeHfDirectory(dir, config, 'spm', edit ? edit(config, tensors) : tensors);
 }
 
 function stack(parts: Float32Array[]): Float32Array {
