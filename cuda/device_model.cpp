@@ -99,7 +99,7 @@ size_t aligned(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kA
 
 // The host side of a step's inputs, packed into one upload: int arrays, then the routing policies.
 struct StepTables {
-  std::vector<int32_t> tokenIds, rowPositions, rowSegments, segmentFirstRow, segmentPositions, blockTables;
+  std::vector<int32_t> tokenIds, rowPositions, rowSegments, blockTables;
   std::vector<int32_t> logitRowIndex, logitTargets, logitGreedyLimits;
   std::vector<RoutingPolicy> moePolicies;  // [moe slots][segments]
 };
@@ -215,7 +215,6 @@ void CudaModel::forward(const StepRequest& request) const {
     tableWidth = std::max(tableWidth, static_cast<int>(sequence->blocks().size()));
   }
   for (const DeviceSegmentRows& rows : step.segments) {
-    step.maxRowsPerSegment = std::max(step.maxRowsPerSegment, rows.rows);
     step.maxContext = std::max(step.maxContext, rows.position + rows.rows);
   }
   const bool graphable = decodeOnly && graphs_->enabled();
@@ -241,8 +240,6 @@ void CudaModel::forward(const StepRequest& request) const {
   for (int s = 0; s < segments; ++s) {
     const DeviceSegmentRows& rows = step.segments[s];
     const StepSegment& segment = *rows.request;
-    tables.segmentFirstRow.push_back(rows.firstRow);
-    tables.segmentPositions.push_back(rows.position);
     const std::vector<int32_t>& blocks = sequences[s]->blocks();
     std::copy(blocks.begin(), blocks.end(), tables.blockTables.begin() + static_cast<size_t>(s) * tableWidth);
     for (int r = 0; r < rows.rows; ++r) {
@@ -261,16 +258,14 @@ void CudaModel::forward(const StepRequest& request) const {
       tables.logitGreedyLimits.push_back(scored ? 0 : std::min(segment.greedyLimit, vocab));
     }
   }
-  tables.segmentFirstRow.push_back(step.tokens);
   for (int slot = 0; slot < moeSlots; ++slot) {
     for (int s = 0; s < segments; ++s) tables.moePolicies.push_back(step.segments[s].request->policies[slot]);
   }
   shape += " l" + std::to_string(step.logitRows.size());
 
   // One block of device memory: the uploaded tables, then the activations, logits and log-probabilities.
-  const std::vector<int32_t>* intTables[] = {&tables.tokenIds,        &tables.rowPositions,     &tables.rowSegments,
-                                             &tables.segmentFirstRow, &tables.segmentPositions, &tables.blockTables,
-                                             &tables.logitRowIndex,   &tables.logitTargets,
+  const std::vector<int32_t>* intTables[] = {&tables.tokenIds,      &tables.rowPositions,  &tables.rowSegments,
+                                             &tables.blockTables,   &tables.logitRowIndex, &tables.logitTargets,
                                              &tables.logitGreedyLimits};
   StepMemory memory;
   for (const auto* table : intTables) {
@@ -314,12 +309,10 @@ void CudaModel::forward(const StepRequest& request) const {
     step.tokenIds = deviceInts(0);
     step.rowPositions = deviceInts(1);
     step.rowSegments = deviceInts(2);
-    step.segmentFirstRow = deviceInts(3);
-    step.segmentPositions = deviceInts(4);
-    step.blockTables = deviceInts(5);
-    step.logitRowIndex = deviceInts(6);
-    step.logitTargets = deviceInts(7);
-    step.logitGreedyLimits = deviceInts(8);
+    step.blockTables = deviceInts(3);
+    step.logitRowIndex = deviceInts(4);
+    step.logitTargets = deviceInts(5);
+    step.logitGreedyLimits = deviceInts(6);
     step.moePolicies = reinterpret_cast<const RoutingPolicy*>(base + memory.policiesAt);
     step.buffers.clear();
     float* next = reinterpret_cast<float*>(base + memory.activationsAt);

@@ -87,14 +87,11 @@ struct DeviceStep {
   StepArena* arena = nullptr;
   int tokens = 0;                          // rows of all segments
   std::vector<DeviceSegmentRows> segments;  // host copy
-  int maxRowsPerSegment = 0;
   int maxContext = 0;  // largest position + 1 of any row: keys any query attends to
   // Device arrays, uploaded once per step:
   const int32_t* tokenIds = nullptr;         // [tokens]
   const int32_t* rowPositions = nullptr;     // [tokens]: each row's position in its sequence
   const int32_t* rowSegments = nullptr;      // [tokens]: each row's segment
-  const int32_t* segmentFirstRow = nullptr;  // [segments + 1]: step row of each segment's first row (and the end)
-  const int32_t* segmentPositions = nullptr;  // [segments]: tokens each segment's sequence held before the step
   const int32_t* blockTables = nullptr;      // [segments][blockTableWidth]: pool blocks of each sequence, in order
   int blockTableWidth = 0;
   const DeviceKvPool* kvPool = nullptr;

@@ -186,8 +186,8 @@ class AttentionOp final : public DeviceOp {
       }
     }
     if (splitRuns.empty()) return;
-    int context = std::max(step.maxContext, 1);
-    for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
+    // The executor's bound on every row's keys (position + 1), rounded up for a captured step.
+    const int context = std::max(step.maxContext, 1);
     const int span = s_.window > 0 ? std::min(context, s_.window) : context;  // most keys any row sees
     const int groupSize = s_.heads / s_.kvHeads;
     const int headsPerBlock = headsPerBlockFor(groupSize);

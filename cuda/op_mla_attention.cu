@@ -229,8 +229,8 @@ class MlaAttentionOp final : public DeviceOp {
         slot.keys, slot.keyWidth);
     checkCuda(cudaGetLastError(), "launching the MLA cache append");
 
-    int context = std::max(step.maxContext, 1);
-    for (const DeviceSegmentRows& segment : step.segments) context = std::max(context, segment.position + segment.rows);
+    // The executor's bound on every row's keys (position + 1), rounded up for a captured step.
+    const int context = std::max(step.maxContext, 1);
     const int groupBlocks = (s_.heads + kMlaHeadsPerBlock - 1) / kMlaHeadsPerBlock;
     const SplitPlan plan = planSplits(context);
 
