@@ -27,8 +27,8 @@ export function setCpuIsa(isa: CpuIsa): void {
  * - 'q8': Q8_0, Q4_0, MXFP4, Q4_K, Q5_K and Q6_K weights take integer dot products (AVX512-VNNI or AVX2) with each
  *   activation row quantized, from its own values only, to 8-bit blocks as llama.cpp does (Q8_0-style blocks of 32
  *   for Q8_0, Q4_0 and MXFP4; Q8_K-style blocks of 256 for Q4_K, Q5_K and Q6_K). Faster (decode is bound by decoding
- *   weights to f32 otherwise), at the cost of 8-bit activation rounding (about 1e-3 relative logit error). Other
- *   quantized types keep the f32 path.
+ *   weights to f32 otherwise), at the cost of 8-bit activation rounding: logits move about as much as llama.cpp's
+ *   do for the same reason (README, quantized GGUF files). Other quantized types keep the f32 path.
  * - 'f32': every quantized type's blocks are decoded to f32 and multiplied with f32 activations, exact to f32
  *   rounding of the dequantized weights.
  * Either way a type takes one path for every row count, so a request's bits do not depend on its batch. Changing it

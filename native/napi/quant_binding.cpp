@@ -18,6 +18,7 @@ namespace {
 
 // Values dequantized on the JS thread at most: about a millisecond of work, so the event loop never waits long.
 constexpr size_t kMaxValues = size_t{1} << 22;
+constexpr size_t kMaxProductTerms = size_t{1} << 26;  // quantMatmul's m * n * k
 
 // Quantizes rows on a worker thread into a Uint8Array made on the JS thread.
 class QuantizeWorker : public PromiseWorker {
@@ -135,6 +136,11 @@ Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
   const int m = readInt(shape, "m", 1, 1 << 12);
   if (k % traits.blockElements != 0) {
     throwJs(env, code::kShape, "k must be a multiple of the " + std::string(traits.name) + " block size");
+  }
+  // A test hook on the JS thread: bounded like dequantize, so it cannot hold the event loop for long.
+  if (static_cast<size_t>(m) * n * k > kMaxProductTerms) {
+    throwJs(env, code::kShape, "quantMatmul takes at most 2^26 multiply-adds (m * n * k); models run theirs off the "
+                               "event loop");
   }
   Napi::Uint8Array weights = info[1].As<Napi::Uint8Array>();
   Napi::Float32Array input = info[4].As<Napi::Float32Array>();
