@@ -4,7 +4,8 @@
 // limits, with peak GPU memory; against PyTorch + transformers on the same safetensors and llama.cpp's CUDA build
 // (node-llama-cpp) on the same GGUF, in the same run. Goals are printed as measured ratios, never asserted.
 // `--device cpu --suite gpu` with BENCH_GPU_SHAPES=tiny runs the same flow on the CPU at a tiny size (a check of the
-// bench itself, not a measurement).
+// bench itself, not a measurement). BENCH_GPU_QUANT=q4_k_m,q8_0 (dynamoe quantize targets) adds a table per target:
+// dynamoe and llama.cpp on the GGUF quantized from the bf16 one, GB/s counted on the quantized bytes.
 import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -25,6 +26,7 @@ import {
   writeSyntheticHfDirectory,
 } from './synthetic-moe-checkpoint';
 import { quantile } from './timing';
+import { quantizeGguf, QUANTIZE_TARGETS, QuantizeTarget } from '../lib/formats/quantize-gguf';
 
 const env = process.env;
 const PREFILL = (env.BENCH_GPU_PREFILL ?? '512,2048,8192').split(',').map(Number);
@@ -33,6 +35,7 @@ const DECODE_PROMPT = Number(env.BENCH_DECODE_PROMPT ?? 512);
 const ROUNDS = Number(env.BENCH_ROUNDS ?? 3);
 const TORCH_TIMEOUT_S = Number(env.BENCH_TORCH_TIMEOUT_S ?? 300);
 const PEERS = new Set((env.BENCH_GPU_PEERS ?? 'torch,llama').split(',').filter(Boolean));
+const QUANT_TARGETS = (env.BENCH_GPU_QUANT ?? '').split(',').filter(Boolean) as QuantizeTarget[];
 const TOP_P = 'top-p:0.4';
 // The issue's goals (printed as measured ratios).
 const GOALS = { decodeOfBandwidth: 0.8, decodeVsLlama: 1.5, prefillVsLlama: 1.5, prefillVsTorch: 5 };
@@ -333,11 +336,12 @@ function prefillFlops(shape: GpuBenchShape, t: number, experts: number): number 
  * uses (`experts` a layer), its KV at the mean context of the decode steps in bf16 (what a step must read; dynamoe's
  * CUDA cache is f32 and reads twice that, small next to the weights at these contexts), and the LM head.
  */
-function decodeBytes(shape: GpuBenchShape, experts: number): number {
+function decodeBytes(shape: GpuBenchShape, experts: number, bytesPerWeight = 2): number {
   const w = weightCounts(shape);
   const context = DECODE_PROMPT + (DECODE + 1) / 2;
   const kv = 2 * shape.kvHeads * shape.headDim * context * 2;
-  return shape.layers * (2 * (w.attention + w.router) + 2 * experts * w.expert + kv) + 2 * w.lmHead;
+  const b = bytesPerWeight;
+  return shape.layers * (b * (w.attention + w.router) + b * experts * w.expert + kv) + b * w.lmHead;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -354,7 +358,8 @@ interface Ceilings {
   gbpsWhat: string;
 }
 
-function printModel(shape: GpuBenchShape, rows: Row[], ceilings: Ceilings): void {
+/** `bytesPerWeight`: 2 for the bf16 files; a quantized file's mean (its size over the bf16 file's, times 2). */
+function printModel(shape: GpuBenchShape, rows: Row[], ceilings: Ceilings, bytesPerWeight = 2): void {
   const top = rows[0];
   const perToken = (row: Row) => row.expertsPerToken ?? top.expertsPerToken;
   console.log(
@@ -371,7 +376,7 @@ function printModel(shape: GpuBenchShape, rows: Row[], ceilings: Ceilings): void
       return `${((t * 1000) / ms).toFixed(0)}, ${figure(tflops)} (${percent(tflops, ceilings.tflops)})`;
     });
     const decodeRate = (DECODE * 1000) / row.timings.decodeMs;
-    const gbps = (decodeRate * decodeBytes(shape, routed?.decode ?? shape.topK)) / 1e9;
+    const gbps = (decodeRate * decodeBytes(shape, routed?.decode ?? shape.topK, bytesPerWeight)) / 1e9;
     // Only dynamoe reports its routing; peers run the same top-k.
     const own = row.expertsPerToken;
     const experts = own ? `${[...own.prefill.values()].map((e) => e.toFixed(2)).join('/')} / ${own.decode.toFixed(2)}` : '';
@@ -389,7 +394,7 @@ function printModel(shape: GpuBenchShape, rows: Row[], ceilings: Ceilings): void
   const k = rows.find((r) => r.runtime.startsWith(`dynamoe top-k`));
   if (!k) return;
   const decodeRate = (row: Row) => (DECODE * 1000) / row.timings.decodeMs;
-  const gbps = (decodeRate(k) * decodeBytes(shape, k.expertsPerToken?.decode ?? shape.topK)) / 1e9;
+  const gbps = (decodeRate(k) * decodeBytes(shape, k.expertsPerToken?.decode ?? shape.topK, bytesPerWeight)) / 1e9;
   const goal = (name: string, value: number, target: number) =>
     Number.isFinite(value) ? `${name}: ${value.toFixed(2)}x (goal ${target}x: ${value >= target ? 'met' : 'not met'})` : `${name}: no figure`;
   const lines = [goal(`decode GB/s / ${ceilings.gbpsWhat}`, gbps / ceilings.gbps, GOALS.decodeOfBandwidth)];
@@ -417,6 +422,36 @@ function printModel(shape: GpuBenchShape, rows: Row[], ceilings: Ceilings): void
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+
+/** dynamoe and llama.cpp on `bf16File` quantized to `target` by dynamoe's quantizer (the file llama.cpp loads too). */
+async function quantizedTable(bf16File: string, target: QuantizeTarget, shape: GpuBenchShape, device: Device, ceilings: Ceilings): Promise<void> {
+  if (!QUANTIZE_TARGETS.includes(target)) {
+    console.log(`BENCH_GPU_QUANT: '${target}' is not one of ${QUANTIZE_TARGETS.join(', ')}; skipped`);
+    return;
+  }
+  const file = bf16File.replace(/\.gguf$/, `-${target}.gguf`);
+  try {
+    const started = performance.now();
+    await quantizeGguf(bf16File, file, target);
+    const bytesPerWeight = (2 * fs.statSync(file).size) / fs.statSync(bf16File).size;
+    console.log(
+      `\n## ${shape.label} as ${target.toUpperCase()} (dynamoe quantize, ${((performance.now() - started) / 1000).toFixed(1)} s; ` +
+        `${gib(fs.statSync(file).size)}, ${(8 * bytesPerWeight).toFixed(2)} bits per weight)`,
+    );
+    const rows: Row[] = [];
+    try {
+      rows.push(...(await dynamoeRows(file, shape, device)));
+    } catch (error) {
+      console.log(`dynamoe on ${device} failed: ${(error as Error).message}`);
+    }
+    const llama = await llamaRow(async () => file, shape, device === 'cuda' ? 'cuda' : false);
+    if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
+    else rows.push(llama);
+    if (rows.length) printModel(shape, rows, ceilings, bytesPerWeight);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
 
 function shapes(): GpuBenchShape[] {
   const keys = (env.BENCH_GPU_MODELS ?? 'mixtral,qwen3').split(',');
@@ -484,11 +519,14 @@ export async function runGpuModelBench(device: Device): Promise<void> {
           const llama = await llamaRow(writeFile, shape, device === 'cuda' ? 'cuda' : false);
           if ('missing' in llama) console.log(`llama.cpp: ${llama.missing}`);
           else rows.push(llama);
+          if (rows.length) printModel(shape, rows, ceilings);
+          for (const target of QUANT_TARGETS) await quantizedTable(fs.existsSync(file) ? file : await writeFile(), target, shape, device, ceilings);
         } finally {
           fs.rmSync(file, { force: true });
         }
+      } else if (rows.length) {
+        printModel(shape, rows, ceilings);
       }
-      if (rows.length) printModel(shape, rows, ceilings);
     }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });

@@ -24,6 +24,10 @@ class CudaBackend final : public Backend {
              const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
     routeOnDevice(scores, stride, tokens, experts, input, policy, rule, out);
   }
+  void quantMatmul(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m,
+                   float* out) const override {
+    quantMatmulOnDevice(type, weights, n, k, input, m, out);
+  }
   std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
     return std::make_unique<CudaModel>(layout, dtype, kvPoolTokens);
   }

@@ -24,6 +24,7 @@ class UnavailableBackend final : public Backend {
              const RoutingOutput&) const override {
     notBuilt();
   }
+  void quantMatmul(QuantType, const uint8_t*, int, int, const float*, int, float*) const override { notBuilt(); }
   std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override { notBuilt(); }
 };
 

@@ -22,10 +22,10 @@ constexpr long long kMaxConvertBlocks = 65536;  // grid-stride beyond this: the 
 
 void requireSource(const MatrixSource& source, const char* what) {
   if (source.data == nullptr) throw Error(code::kShape, std::string(what) + ": the weight matrix is missing");
-  if (source.quant != QuantType::None) {
-    throw Error(code::kUnsupported, std::string(what) + ": quantized weights do not run on device 'cuda' yet");
-  }
 }
+
+// Quantized matrices stay in their blocks and are multiplied with bf16 activations; others take `dtype`.
+DType activationDtype(QuantType quant, DType dtype) { return quant != QuantType::None ? DType::BF16 : dtype; }
 
 // One thread per output element: a warp reads and writes 32 consecutive columns of one row (paddedCols is a
 // multiple of 128, so a warp never straddles two rows).
@@ -64,8 +64,9 @@ DeviceMatrix uploadDenseMatrix(const MatrixSource& source, int rows, int cols, D
   matrix.cols = cols;
   matrix.paddedRows = paddedDimension(rows);
   matrix.paddedCols = paddedDimension(cols);
-  matrix.dtype = dtype;
-  matrix.data = uploadMatrices({source}, rows, matrix.paddedRows, cols, matrix.paddedCols, dtype, what);
+  matrix.quant = source.quant;
+  matrix.dtype = activationDtype(source.quant, dtype);
+  matrix.data = uploadMatrices({source}, rows, matrix.paddedRows, cols, matrix.paddedCols, matrix.dtype, what);
   return matrix;
 }
 
@@ -80,8 +81,9 @@ DeviceMatrix uploadDenseGateUp(const MatrixSource& gate, const MatrixSource& up,
   matrix.cols = hidden;
   matrix.paddedRows = 2 * paddedFfn;
   matrix.paddedCols = paddedDimension(hidden);
-  matrix.dtype = dtype;
-  matrix.data = uploadGateUp({gate}, {up}, ffn, paddedFfn, hidden, matrix.paddedCols, dtype, what);
+  matrix.quant = sharedQuantType({gate, up}, what);
+  matrix.dtype = activationDtype(matrix.quant, dtype);
+  matrix.data = uploadGateUp({gate}, {up}, ffn, paddedFfn, hidden, matrix.paddedCols, matrix.dtype, what);
   return matrix;
 }
 
@@ -121,7 +123,11 @@ void launchDenseGemm(const DenseGemm& dense, cudaStream_t stream) {
   GroupedGemm gemm;
   gemm.dtype = weights.dtype;
   gemm.weights = weights.data.as<void>();
-  gemm.groupStride = static_cast<size_t>(weights.paddedRows) * weights.paddedCols;  // one group: never stepped
+  gemm.quant = weights.quant;
+  gemm.weightRowBytes = packedRowBytes(weights.quant, weights.dtype, weights.paddedCols);
+  // One group: never stepped (bytes when quantized, elements otherwise).
+  gemm.groupStride = weights.quant != QuantType::None ? weights.paddedRows * gemm.weightRowBytes
+                                                      : static_cast<size_t>(weights.paddedRows) * weights.paddedCols;
   gemm.n = weights.paddedRows;
   gemm.k = weights.paddedCols;
   gemm.input = dense.input;

@@ -14,11 +14,12 @@
 
 namespace dynamoe::cuda {
 
-// source [rows][cols] -> [paddedDimension(rows)][paddedDimension(cols)] of `dtype`, zero past rows x cols.
-// Throws kShape for a missing source, kUnsupported for a quantized one.
+// source [rows][cols] -> [paddedDimension(rows)][paddedDimension(cols)] of `dtype`, zero past rows x cols; a
+// quantized source keeps its blocks (zero blocks past cols) and takes bf16 activations. Throws kShape for a missing
+// source.
 DeviceMatrix uploadDenseMatrix(const MatrixSource& source, int rows, int cols, DType dtype, const char* what);
 
-// gate and up [ffn][hidden] interleaved in blocks of 8 rows (moe_kernels.h, Epilogue::SwiGlu):
+// gate and up [ffn][hidden] (both plain, or both of one quantized type) interleaved in blocks of 8 rows (moe_kernels.h, Epilogue::SwiGlu):
 // [2 * paddedDimension(ffn)][paddedDimension(hidden)]. Its rows are all "logical" (rows = paddedRows): the padding
 // features' gate and up rows are zero, so the SwiGLU of a padding feature is exactly 0.
 DeviceMatrix uploadDenseGateUp(const MatrixSource& gate, const MatrixSource& up, int ffn, int hidden, DType dtype,

@@ -34,6 +34,14 @@ void runGemm(const GroupedGemm& gemm, int groups, Epilogue epilogue, bool decode
   }
 }
 
+// The weight layout of a GEMM over [groups][n][k] matrices: plain values of `dtype`, or rows of `quant` blocks.
+void setWeights(GroupedGemm* gemm, QuantType quant, DType dtype, int n, int k) {
+  gemm->quant = quant;
+  gemm->weightRowBytes = packedRowBytes(quant, dtype, k);
+  gemm->groupStride = quant != QuantType::None ? static_cast<size_t>(n) * gemm->weightRowBytes
+                                               : static_cast<size_t>(n) * k;  // elements
+}
+
 }  // namespace
 
 // Device arrays that live for the whole forward (all passes).
@@ -75,32 +83,38 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   multiprocessors_ = backendStatus().multiprocessors;
   paddedHidden_ = paddedDimension(config.hidden);
   paddedFfn_ = paddedDimension(config.ffn);
-  const size_t act = dtypeBytes(config.dtype);
-  size_t bytes = static_cast<size_t>(config.experts) * paddedHidden_ * 4 +
-                 static_cast<size_t>(config.experts) * 3 * paddedFfn_ * paddedHidden_ * act;
-  if (shared != nullptr) {
-    sharedFfn_ = shared->ffn;
-    paddedSharedFfn_ = paddedDimension(shared->ffn);
-    sharedGated_ = shared->gateWeight != nullptr;
-    bytes += static_cast<size_t>(3) * paddedSharedFfn_ * paddedHidden_ * act + paddedHidden_ * 4;
-  }
-  requireFreeMemory(bytes, "the MoE layer's weights");
-
-  const auto quantized = [](const ExpertSources& e) {
-    return e.gate.quant != QuantType::None || e.up.quant != QuantType::None || e.down.quant != QuantType::None;
-  };
-  for (const ExpertSources& e : weights.experts) {
-    if (quantized(e)) throw Error(code::kUnsupported, "quantized expert weights do not run on device 'cuda' yet");
-  }
-  if (shared && quantized(shared->weights)) {
-    throw Error(code::kUnsupported, "quantized expert weights do not run on device 'cuda' yet");
-  }
   std::vector<MatrixSource> gate, up, down;
   for (const ExpertSources& e : weights.experts) {
     gate.push_back(e.gate);
     up.push_back(e.up);
     down.push_back(e.down);
   }
+  std::vector<MatrixSource> gateAndUp = gate;
+  gateAndUp.insert(gateAndUp.end(), up.begin(), up.end());
+  // Quantized experts stay in their GGUF blocks; every quantized layer computes with bf16 activations.
+  gateUpQuant_ = sharedQuantType(gateAndUp, "the experts' gate and up weights");
+  downQuant_ = sharedQuantType(down, "the experts' down weights");
+  if (shared != nullptr) {
+    sharedGateUpQuant_ = sharedQuantType({shared->weights.gate, shared->weights.up}, "the shared expert's gate and up");
+    sharedDownQuant_ = sharedQuantType({shared->weights.down}, "the shared expert's down weights");
+  }
+  const bool quantized = gateUpQuant_ != QuantType::None || downQuant_ != QuantType::None ||
+                         sharedGateUpQuant_ != QuantType::None || sharedDownQuant_ != QuantType::None;
+  dtype_ = quantized ? DType::BF16 : config.dtype;
+  size_t bytes = static_cast<size_t>(config.experts) * paddedHidden_ * 4 +
+                 static_cast<size_t>(config.experts) *
+                     (static_cast<size_t>(2) * paddedFfn_ * packedRowBytes(gateUpQuant_, dtype_, paddedHidden_) +
+                      static_cast<size_t>(paddedHidden_) * packedRowBytes(downQuant_, dtype_, paddedFfn_));
+  if (shared != nullptr) {
+    sharedFfn_ = shared->ffn;
+    paddedSharedFfn_ = paddedDimension(shared->ffn);
+    sharedGated_ = shared->gateWeight != nullptr;
+    bytes += static_cast<size_t>(2) * paddedSharedFfn_ * packedRowBytes(sharedGateUpQuant_, dtype_, paddedHidden_) +
+             static_cast<size_t>(paddedHidden_) * packedRowBytes(sharedDownQuant_, dtype_, paddedSharedFfn_) +
+             paddedHidden_ * 4;
+  }
+  requireFreeMemory(bytes, "the MoE layer's weights");
+
   router_ = uploadMatrices({{router, DType::F32, QuantType::None}}, config.experts, config.experts, config.hidden, paddedHidden_,
                            DType::F32, "uploading the router weights");
   rule_ = config.router;
@@ -109,15 +123,15 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
                                     config.experts, DType::F32, "uploading the router's selection bias");
     rule_.selectionBias = selectionBias_.as<float>();  // the route kernel reads it on the device
   }
-  gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, config.dtype,
+  gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, dtype_,
                          "uploading the gate/up weights");
-  down_ = uploadMatrices(down, config.hidden, paddedHidden_, config.ffn, paddedFfn_, config.dtype,
+  down_ = uploadMatrices(down, config.hidden, paddedHidden_, config.ffn, paddedFfn_, dtype_,
                          "uploading the down weights");
   if (shared != nullptr) {
     sharedGateUp_ = uploadGateUp({shared->weights.gate}, {shared->weights.up}, sharedFfn_, paddedSharedFfn_,
-                                 config.hidden, paddedHidden_, config.dtype, "uploading the shared expert");
+                                 config.hidden, paddedHidden_, dtype_, "uploading the shared expert");
     sharedDown_ = uploadMatrices({shared->weights.down}, config.hidden, paddedHidden_, sharedFfn_, paddedSharedFfn_,
-                                 config.dtype, "uploading the shared expert");
+                                 dtype_, "uploading the shared expert");
     if (sharedGated_) {
       sharedGate_ = uploadMatrices({{shared->gateWeight, DType::F32}}, 1, 1, config.hidden, paddedHidden_,
                                    DType::F32, "uploading the shared expert gate");
@@ -131,7 +145,7 @@ size_t DeviceMoeLayer::weightBytes() const {
 }
 
 int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
-  const size_t act = dtypeBytes(config_.dtype);
+  const size_t act = dtypeBytes(dtype_);
   const size_t perRow = 12 + static_cast<size_t>(paddedFfn_) * act + static_cast<size_t>(paddedHidden_) * 4;
   size_t perToken = static_cast<size_t>(kMax) * perRow + static_cast<size_t>(paddedHidden_) * (4 + act) +
                     static_cast<size_t>(config_.experts) * 12;
@@ -144,7 +158,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   const int experts = config_.experts;
   const int kMax = io.kMax;
   const int hp = paddedHidden_;
-  const DType dtype = config_.dtype;
+  const DType dtype = dtype_;
   const size_t act = dtypeBytes(dtype);
   const bool decode = tokens <= kGemvMaxRows;
   const int expectedRows = static_cast<int>(static_cast<int64_t>(tokens) * std::min(kMax, 8) / experts);
@@ -283,7 +297,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     NvtxRange range("moe/gemm1_swiglu", tokens);
     GroupedGemm gemm1 = routed;
     gemm1.weights = gateUp_.as<void>();
-    gemm1.groupStride = static_cast<size_t>(2) * paddedFfn_ * hp;
+    setWeights(&gemm1, gateUpQuant_, dtype, 2 * paddedFfn_, hp);
     gemm1.n = 2 * paddedFfn_;
     gemm1.k = hp;
     gemm1.input = xAct;
@@ -296,6 +310,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm1 = shared;
       sharedGemm1.weights = sharedGateUp_.as<void>();
+      setWeights(&sharedGemm1, sharedGateUpQuant_, dtype, 2 * paddedSharedFfn_, hp);
       sharedGemm1.n = 2 * paddedSharedFfn_;
       sharedGemm1.k = hp;
       sharedGemm1.input = xAct;
@@ -310,7 +325,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     NvtxRange range("moe/gemm2", tokens);
     GroupedGemm gemm2 = routed;
     gemm2.weights = down_.as<void>();
-    gemm2.groupStride = static_cast<size_t>(hp) * paddedFfn_;
+    setWeights(&gemm2, downQuant_, dtype, hp, paddedFfn_);
     gemm2.n = hp;
     gemm2.k = paddedFfn_;
     gemm2.input = at<void>(scratch, intermediateAt);
@@ -323,6 +338,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm2 = shared;
       sharedGemm2.weights = sharedDown_.as<void>();
+      setWeights(&sharedGemm2, sharedDownQuant_, dtype, hp, paddedSharedFfn_);
       sharedGemm2.n = hp;
       sharedGemm2.k = paddedSharedFfn_;
       sharedGemm2.input = at<void>(scratch, sharedIntermediateAt);

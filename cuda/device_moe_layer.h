@@ -59,11 +59,17 @@ class DeviceMoeLayer final : public MoeLayer {
   int sharedFfn_ = 0;        // 0: no shared expert
   int paddedSharedFfn_ = 0;
   bool sharedGated_ = false;
+  DType dtype_ = DType::F32;  // of the activations and plain weights: config's, or bf16 for a quantized layer
+  QuantType gateUpQuant_ = QuantType::None;  // each weight kind's GGUF type (None: plain values of dtype_)
+  QuantType downQuant_ = QuantType::None;
+  QuantType sharedGateUpQuant_ = QuantType::None;
+  QuantType sharedDownQuant_ = QuantType::None;
   int layerId_ = 0;          // for the NVTX ranges
   int multiprocessors_ = 0;
   DeviceBuffer router_;        // f32 [experts][paddedHidden]
   RouterRule rule_;            // the family's router rule, its selection bias in device memory (selectionBias_)
   DeviceBuffer selectionBias_;  // f32 [experts], when the rule has one
+  // Plain weights: [rows][padded k] of dtype_; quantized: rows of quantRowBytes(type, padded k) bytes.
   DeviceBuffer gateUp_;        // [experts][2 * paddedFfn][paddedHidden], gate/up interleaved by 8 rows
   DeviceBuffer down_;          // [experts][paddedHidden][paddedFfn]
   DeviceBuffer sharedGateUp_;  // [2 * paddedSharedFfn][paddedHidden]

@@ -15,6 +15,10 @@ void requireDevice();
 // returned layer holds device memory only. Throws ERR_DYNAMOE_OUT_OF_MEMORY when the GPU cannot hold them.
 std::shared_ptr<const MoeLayer> uploadMoeLayer(const MoeWeights& weights);
 
+// quantMatmul() on the GPU: the weights uploaded as a model's quantized matrix, the input converted to bf16, and the
+// dense GEMM a model step runs (the GEMV up to kGemvMaxRows rows, the tensor-core GEMM beyond).
+void quantMatmulOnDevice(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m, float* out);
+
 // route() on the GPU: the fused routing kernel on host scores (row stride `stride`, copied in and out).
 // A family's router rule (rule.selectionBias in host memory) runs the core's per-token selection, one thread a token.
 void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,

@@ -28,7 +28,8 @@ struct DeviceMatrix {
   DeviceBuffer data;
   int rows = 0, cols = 0;
   int paddedRows = 0, paddedCols = 0;
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;  // of the values, or of the activations multiplied with quantized rows (bf16)
+  QuantType quant = QuantType::None;  // set: rows of GGUF blocks, quantRowBytes(quant, paddedCols) bytes each
 };
 
 // Scratch that lives as long as the arena: a step's (until the step ends) or an op's (until its enqueue returns).

@@ -9,68 +9,22 @@
 
 #include "cuda_check.h"
 #include "element_types.cuh"
+#include "gemv_common.cuh"
 #include "moe_kernels.h"
 
 namespace dynamoe::cuda {
 namespace {
 
-constexpr int kWarpSize = 32;
-constexpr int kWarpsPerBlock = 8;
-constexpr int kThreads = kWarpsPerBlock * kWarpSize;
-// A warp owns 4 weight rows: 4 output columns (Scaled) or the gate and up rows of 2 features (SwiGlu).
-constexpr int kWeightRowsPerWarp = 4;
-constexpr int kFeaturesPerWarp = kWeightRowsPerWarp / 2;
-constexpr int kWeightRowsPerBlock = kWarpsPerBlock * kWeightRowsPerWarp;
-// SwiGLU weights interleave gate and up rows in blocks of this many (see Epilogue::SwiGlu).
-constexpr int kSwiGluBlock = 8;
-constexpr unsigned kFullWarp = 0xffffffffu;
-
-static_assert(kSwiGluBlock % kFeaturesPerWarp == 0, "a warp's features share one gate/up interleave block");
-static_assert(kGemvMaxRows <= kWarpSize, "the epilogue gives each row to one lane");
-
-__device__ __forceinline__ int gateRowOf(int feature) {
-  return (feature / kSwiGluBlock) * (2 * kSwiGluBlock) + feature % kSwiGluBlock;
-}
-
-// Epilogue of one plan row: the warp's 4 sums become 2 SwiGLU features (activation dtype) or 4 scaled columns (f32).
-template <typename T, Epilogue kEpilogue>
-__device__ __forceinline__ void writeRowOutputs(const GroupedGemm& gemm, int row, int firstOutputColumn,
-                                                int validWeightRows, const float (&rowSum)[kWeightRowsPerWarp]) {
-  if constexpr (kEpilogue == Epilogue::SwiGlu) {
-    T* outputRow = static_cast<T*>(gemm.output) + static_cast<size_t>(row) * gemm.outputStride;
-#pragma unroll
-    for (int f = 0; f < kFeaturesPerWarp; ++f) {
-      const float value = silu(rowSum[f]) * rowSum[kFeaturesPerWarp + f];
-      outputRow[firstOutputColumn + f] = ElementOps<T>::fromFloat(value);
-    }
-  } else {
-    float* outputRow = static_cast<float*>(gemm.output) + static_cast<size_t>(row) * gemm.outputStride;
-    const float scale = gemm.rowScale != nullptr ? gemm.rowScale[row] : 1.0f;
-#pragma unroll
-    for (int j = 0; j < kWeightRowsPerWarp; ++j) {
-      if (j < validWeightRows) outputRow[firstOutputColumn + j] = rowSum[j] * scale;
-    }
-  }
-}
+using namespace gemv;
 
 template <typename T, Epilogue kEpilogue>
 __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
   constexpr int kVectorElements = kElementsPerVector<T>;
   __shared__ const T* rowInput[kGemvMaxRows];
 
+  int rowBegin, rowEnd;
+  if (!groupRows(gemm, &rowBegin, &rowEnd)) return;  // an unused expert costs no weight traffic (uniform)
   const int group = blockIdx.y;
-  int rowBegin = 0;
-  int rowEnd = gemm.rows;
-  if (gemm.groupOffsets != nullptr) {
-    rowBegin = gemm.groupOffsets[group];
-    rowEnd = gemm.groupOffsets[group + 1];
-  } else if (group != 0) {
-    return;  // without offsets there is one group
-  }
-  if (rowBegin >= rowEnd) return;  // an unused expert costs no weight traffic (uniform: no barrier is skipped)
-  if (blockIdx.x == 0 && threadIdx.x == 0 && gemm.rowsComputed != nullptr) {
-    atomicAdd(&gemm.rowsComputed[group], rowEnd - rowBegin);
-  }
 
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -78,22 +32,9 @@ __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
   const int k = gemm.k;
   const T* groupWeights = static_cast<const T*>(gemm.weights) + static_cast<size_t>(group) * gemm.groupStride;
 
-  // Which weight rows this warp streams; warps past the last column still reach every barrier.
   int weightRow[kWeightRowsPerWarp];
-  int validWeightRows;
-  int firstOutputColumn;
-  if constexpr (kEpilogue == Epilogue::SwiGlu) {
-    firstOutputColumn = warpIndex * kFeaturesPerWarp;  // a feature
-    validWeightRows = firstOutputColumn < gemm.n / 2 ? kWeightRowsPerWarp : 0;
-    for (int f = 0; f < kFeaturesPerWarp; ++f) {
-      weightRow[f] = gateRowOf(firstOutputColumn + f);
-      weightRow[kFeaturesPerWarp + f] = weightRow[f] + kSwiGluBlock;  // its up row
-    }
-  } else {
-    firstOutputColumn = warpIndex * kWeightRowsPerWarp;
-    validWeightRows = max(0, min(kWeightRowsPerWarp, gemm.n - firstOutputColumn));
-    for (int j = 0; j < kWeightRowsPerWarp; ++j) weightRow[j] = firstOutputColumn + j;
-  }
+  int validWeightRows, firstOutputColumn;
+  warpWeightRows<kEpilogue>(gemm, warpIndex, weightRow, &validWeightRows, &firstOutputColumn);
   const uint4* weightVectors[kWeightRowsPerWarp];
 #pragma unroll
   for (int j = 0; j < kWeightRowsPerWarp; ++j) {
@@ -105,21 +46,11 @@ __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
   // The contract keeps groups within kGemvMaxRows rows; more would be taken in chunks (weights read per chunk).
   for (int chunkBegin = rowBegin; chunkBegin < rowEnd; chunkBegin += kGemvMaxRows) {
     const int chunkRows = min(kGemvMaxRows, rowEnd - chunkBegin);
-    __syncthreads();  // every warp is done with the previous chunk's row pointers
-    if (threadIdx.x < chunkRows) {
-      const int row = chunkBegin + threadIdx.x;
-      const int inputRow = gemm.rowToken != nullptr ? gemm.rowToken[row] : row;
-      rowInput[threadIdx.x] = static_cast<const T*>(gemm.input) + static_cast<size_t>(inputRow) * gemm.inputStride;
-    }
-    __syncthreads();
+    publishChunkRows(gemm, chunkBegin, chunkRows, rowInput);
     if (validWeightRows == 0) continue;
 
     float acc[kWeightRowsPerWarp][kGemvMaxRows];
-#pragma unroll
-    for (int j = 0; j < kWeightRowsPerWarp; ++j) {
-#pragma unroll
-      for (int r = 0; r < kGemvMaxRows; ++r) acc[j][r] = 0.0f;
-    }
+    zero(acc);
 
     // Lane l takes vectors l, l + 32, ...: a warp's load covers 512 contiguous bytes of a weight row.
     for (int v = lane; v < vectorsPerRow; v += kWarpSize) {
@@ -145,17 +76,7 @@ __global__ void __launch_bounds__(kThreads) expertGemvKernel(GroupedGemm gemm) {
 
     // Butterfly sums: a fixed order, and every lane ends with the same bits. Lane r then keeps row r's sums.
     float rowSum[kWeightRowsPerWarp] = {};
-#pragma unroll
-    for (int r = 0; r < kGemvMaxRows; ++r) {
-      if (r >= chunkRows) break;
-#pragma unroll
-      for (int j = 0; j < kWeightRowsPerWarp; ++j) {
-        float sum = acc[j][r];
-#pragma unroll
-        for (int offset = kWarpSize / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(kFullWarp, sum, offset);
-        if (lane == r) rowSum[j] = sum;
-      }
-    }
+    reduceRows(acc, chunkRows, lane, rowSum);
     if (lane < chunkRows) writeRowOutputs<T, kEpilogue>(gemm, chunkBegin + lane, firstOutputColumn, validWeightRows,
                                                         rowSum);
   }
@@ -181,6 +102,10 @@ void launchForElement(const GroupedGemm& gemm, int groups, Epilogue epilogue, cu
 }  // namespace
 
 void launchExpertGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream) {
+  if (gemm.quant != QuantType::None) {
+    launchQuantGemv(gemm, groups, epilogue, stream);
+    return;
+  }
   // Shape rules of this kernel; breaking one is a bug in the caller, not in the user's input.
   if (gemm.n <= 0 || gemm.k <= 0 || groups <= 0 || groups > 65535) {
     throw Error(code::kInternal, "expert GEMV needs n > 0, k > 0 and 1..65535 groups");

@@ -13,7 +13,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
+#include "../native/core/quant_groups.h"
 #include "cuda_check.h"
 #include "element_types.cuh"
 #include "mma.cuh"
@@ -129,21 +131,74 @@ struct StageLoader {
 
   // Issues the cp.async of k stage `kTile` into the stage buffers at aStage / bStage (no commit).
   __device__ void load(uint32_t aStage, uint32_t bStage, int kTile) const {
+    loadA(aStage, kTile);
     const int kOffset = kTile * kTileDepth;
-#pragma unroll
-    for (int pass = 0; pass < kAPasses; ++pass) {
-      mma::copyAsync16(aStage + storeOffset + pass * kPassBytes, aSource[pass] + kOffset, aValid[pass]);
-    }
 #pragma unroll
     for (int pass = 0; pass < kBPasses; ++pass) {
       mma::copyAsync16(bStage + storeOffset + pass * kPassBytes, bSource + pass * bPassStride + kOffset, true);
     }
   }
+
+  __device__ void loadA(uint32_t aStage, int kTile) const {
+    const int kOffset = kTile * kTileDepth;
+#pragma unroll
+    for (int pass = 0; pass < kAPasses; ++pass) {
+      mma::copyAsync16(aStage + storeOffset + pass * kPassBytes, aSource[pass] + kOffset, aValid[pass]);
+    }
+  }
 };
 
+// The same stages with quantized weights (GroupedGemm::quant = kType): A (activations) still by cp.async; B is
+// decoded here: thread t dequantizes weight row t / 2's group of 16 at k = 32 * kTile + 16 * (t % 2) with the core's
+// decoder (quant_groups.h), rounds it to T and stores it as stage chunks 2 (t % 2) and 2 (t % 2) + 1, swizzled like
+// the cp.async path, so the MMA loop reads both alike. The k-quants' 256-value blocks hold 16 such groups each.
+template <typename T, int BM, QuantType kType>
+struct QuantStageLoader {
+  static constexpr int kGroupsPerStage = kTileDepth / kQuantGroupElements;  // 2: one per thread of a row pair
+  static_assert(kThreads == kTileCols * kGroupsPerStage, "one thread per (weight row, group) of a stage");
+
+  StageLoader<T, BM> activations;  // its A half only (its B pointers are never read)
+  const uint8_t* weightRow;        // this thread's weight row
+  int firstGroup;                  // this thread's group within a stage: 0 or 1
+  uint32_t storeOffset[2];         // swizzled destinations of the group's two 16-byte chunks
+
+  __device__ void start(const GroupedGemm& gemm, const WorkItem& work) {
+    activations.start(gemm, work);
+    const int row = threadIdx.x / kGroupsPerStage;
+    firstGroup = threadIdx.x % kGroupsPerStage;
+    weightRow = static_cast<const uint8_t*>(gemm.weights) + static_cast<size_t>(work.group) * gemm.groupStride +
+                static_cast<size_t>(work.colTile * kTileCols + row) * gemm.weightRowBytes;
+    storeOffset[0] = swizzledOffset(row, 2 * firstGroup);
+    storeOffset[1] = swizzledOffset(row, 2 * firstGroup + 1);
+  }
+
+  __device__ void load(uint32_t aStage, uint32_t bStage, int kTile) const {
+    activations.loadA(aStage, kTile);
+    constexpr QuantTraits kTraits = quantTraits(kType);
+    constexpr int kGroupsPerBlock = kTraits.blockElements / kQuantGroupElements;
+    const int group = kTile * kGroupsPerStage + firstGroup;  // of the row
+    const int block = group / kGroupsPerBlock;
+    float values[kQuantGroupElements];
+    dequantizeGroup16(kType, weightRow + static_cast<size_t>(block) * kTraits.blockBytes,
+                      group - block * kGroupsPerBlock, values);
+    uint32_t packed[kQuantGroupElements / 2];
+#pragma unroll
+    for (int i = 0; i < kQuantGroupElements / 2; ++i) {
+      const typename ActivationPair<T>::Type pair = ActivationPair<T>::make(values[2 * i], values[2 * i + 1]);
+      packed[i] = *reinterpret_cast<const uint32_t*>(&pair);
+    }
+    mma::storeShared16(bStage + storeOffset[0], make_uint4(packed[0], packed[1], packed[2], packed[3]));
+    mma::storeShared16(bStage + storeOffset[1], make_uint4(packed[4], packed[5], packed[6], packed[7]));
+  }
+};
+
+// The loader of a GEMM's stages: cp.async of both operands, or of A with B dequantized from kType blocks.
+template <typename T, int BM, QuantType kType>
+using LoaderOf = std::conditional_t<kType == QuantType::None, StageLoader<T, BM>, QuantStageLoader<T, BM, kType>>;
+
 // Fills stages 0 .. kStages-2, one commit group each (empty past the last k stage, so group counts stay fixed).
-template <typename T, int BM>
-__device__ void startPipeline(const StageLoader<T, BM>& loader, uint32_t aBase, uint32_t bBase, int kTiles) {
+template <int BM, typename Loader>
+__device__ void startPipeline(const Loader& loader, uint32_t aBase, uint32_t bBase, int kTiles) {
 #pragma unroll
   for (int stage = 0; stage < kStages - 1; ++stage) {
     if (stage < kTiles) {
@@ -218,7 +273,7 @@ __device__ void storeScaled(const GroupedGemm& gemm, const WorkItem& work,
 template <int BM>
 constexpr int kMinResidentBlocks = BM == 64 ? 3 : 2;
 
-template <typename T, int BM, Epilogue kEpilogue>
+template <typename T, int BM, Epilogue kEpilogue, QuantType kType>
 __global__ void __launch_bounds__(kThreads, kMinResidentBlocks<BM>)
     groupedGemmMma(const GroupedGemm gemm, int denseTiles) {
   extern __shared__ __align__(128) unsigned char stageMemory[];
@@ -252,9 +307,9 @@ __global__ void __launch_bounds__(kThreads, kMinResidentBlocks<BM>)
   }
 
   WorkItem work = workItemAt<BM>(gemm, item, tiles, colTiles);
-  StageLoader<T, BM> loader;
+  LoaderOf<T, BM, kType> loader;
   loader.start(gemm, work);
-  startPipeline(loader, aBase, bBase, kTiles);
+  startPipeline<BM>(loader, aBase, bBase, kTiles);
 
   for (;;) {
     float acc[kFragsM][4][4];
@@ -317,7 +372,7 @@ __global__ void __launch_bounds__(kThreads, kMinResidentBlocks<BM>)
     if (nextItem < items) {
       work = workItemAt<BM>(gemm, nextItem, tiles, colTiles);
       loader.start(gemm, work);
-      startPipeline(loader, aBase, bBase, kTiles);
+      startPipeline<BM>(loader, aBase, bBase, kTiles);
     }
 
     if constexpr (kEpilogue == Epilogue::SwiGlu) {
@@ -365,10 +420,10 @@ int prepareKernel(const void* kernel, int smemBytes, std::atomic<int> (&cache)[k
   return blocks;
 }
 
-template <typename T, int BM, Epilogue kEpilogue>
+template <typename T, int BM, Epilogue kEpilogue, QuantType kType>
 void launchInstance(const GroupedGemm& gemm, cudaStream_t stream) {
   static std::atomic<int> blocksPerSmCache[kCachedDevices] = {};
-  const auto kernel = groupedGemmMma<T, BM, kEpilogue>;
+  const auto kernel = groupedGemmMma<T, BM, kEpilogue, kType>;
   const int blocksPerSm = prepareKernel(reinterpret_cast<const void*>(kernel), kSharedBytes<BM>, blocksPerSmCache);
 
   const int colTiles = gemm.n / kTileCols;
@@ -382,22 +437,25 @@ void launchInstance(const GroupedGemm& gemm, cudaStream_t stream) {
   checkCuda(cudaGetLastError(), "launchGemmMma");
 }
 
-template <typename T, int BM>
-void launchForTile(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
-  if (epilogue == Epilogue::SwiGlu) {
-    launchInstance<T, BM, Epilogue::SwiGlu>(gemm, stream);
+template <typename T, QuantType kType>
+void launchForQuant(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
+  const bool swiGlu = epilogue == Epilogue::SwiGlu;
+  if (gemm.tileRows == 64) {
+    swiGlu ? launchInstance<T, 64, Epilogue::SwiGlu, kType>(gemm, stream)
+           : launchInstance<T, 64, Epilogue::Scaled, kType>(gemm, stream);
   } else {
-    launchInstance<T, BM, Epilogue::Scaled>(gemm, stream);
+    swiGlu ? launchInstance<T, 128, Epilogue::SwiGlu, kType>(gemm, stream)
+           : launchInstance<T, 128, Epilogue::Scaled, kType>(gemm, stream);
   }
 }
 
-template <typename T>
-void launchForType(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
-  if (gemm.tileRows == 64) {
-    launchForTile<T, 64>(gemm, epilogue, stream);
-  } else {
-    launchForTile<T, 128>(gemm, epilogue, stream);
-  }
+// Quantized weights take bf16 activations (what every quantized layer converts its input to): one instance set per
+// type.
+void launchQuantized(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream) {
+  const bool known = visitQuantType(gemm.quant, [&](auto type) {
+    launchForQuant<__nv_bfloat16, decltype(type)::value>(gemm, epilogue, stream);
+  });
+  requireArgument(known, "launchGemmMma: no quantized type");
 }
 
 }  // namespace
@@ -413,16 +471,22 @@ void launchGemmMma(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stre
   requireArgument(!gemm.tileGroup || (gemm.tileRowStart && gemm.tileCount),
                   "launchGemmMma: a tile table needs tileRowStart and tileCount");
   // cp.async moves 16-byte chunks: rows and groups must start on 16-byte boundaries.
-  requireArgument(gemm.inputStride % 8 == 0 && gemm.groupStride % 8 == 0 && aligned(gemm.input, 16) &&
-                      aligned(gemm.weights, 16),
+  requireArgument(gemm.inputStride % 8 == 0 && aligned(gemm.input, 16) &&
+                      (gemm.quant != QuantType::None || (gemm.groupStride % 8 == 0 && aligned(gemm.weights, 16))),
                   "launchGemmMma: input and weights must be 16-byte aligned with strides a multiple of 8");
   // The epilogues store two adjacent columns at once (4 bytes for SwiGLU, 8 for Scaled).
   requireArgument(gemm.outputStride % 2 == 0 && aligned(gemm.output, epilogue == Epilogue::SwiGlu ? 4 : 8),
                   "launchGemmMma: output must be aligned for paired stores with an even outputStride");
-  if (gemm.dtype == DType::F16) {
-    launchForType<__half>(gemm, epilogue, stream);
+  if (gemm.quant != QuantType::None) {
+    requireArgument(gemm.dtype == DType::BF16, "launchGemmMma: quantized weights take bf16 activations");
+    requireArgument(gemm.k % quantTraits(gemm.quant).blockElements == 0 &&
+                        gemm.weightRowBytes == quantRowBytes(gemm.quant, gemm.k),
+                    "launchGemmMma: quantized rows must be k / blockElements whole blocks");
+    launchQuantized(gemm, epilogue, stream);
+  } else if (gemm.dtype == DType::F16) {
+    launchForQuant<__half, QuantType::None>(gemm, epilogue, stream);
   } else {
-    launchForType<__nv_bfloat16>(gemm, epilogue, stream);
+    launchForQuant<__nv_bfloat16, QuantType::None>(gemm, epilogue, stream);
   }
 }
 

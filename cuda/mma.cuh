@@ -39,6 +39,14 @@ __device__ __forceinline__ void copyAsync16(uint32_t sharedDst, const void* glob
                : "memory");
 }
 
+// Stores 16 bytes from registers into shared memory (what a tile made in registers, such as dequantized weights,
+// is written with); volatile and a memory clobber keep it before the barrier that publishes it.
+__device__ __forceinline__ void storeShared16(uint32_t sharedDst, const uint4& value) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(sharedDst), "r"(value.x), "r"(value.y),
+               "r"(value.z), "r"(value.w)
+               : "memory");
+}
+
 // Closes the group of cp.async issued since the previous commit (possibly empty, which keeps group counts fixed).
 __device__ __forceinline__ void commitAsync() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 

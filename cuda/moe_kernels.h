@@ -11,6 +11,7 @@
 
 #include "../native/core/dtype.h"
 #include "../native/core/moe_stages.h"
+#include "../native/core/quant_type.h"
 #include "../native/core/router_rule.h"
 #include "../native/core/routing_policy.h"
 
@@ -85,7 +86,12 @@ void launchPlan(const PlanLaunch& launch, cudaStream_t stream);
 struct GroupedGemm {
   DType dtype = DType::F32;            // weights and activations (f32, f16 or bf16); accumulation is fp32
   const void* weights = nullptr;       // [groups][n][k], k contiguous (PyTorch Linear layout, padded)
-  size_t groupStride = 0;              // elements from one group's weights to the next
+  size_t groupStride = 0;              // elements from one group's weights to the next (bytes when quantized)
+  // Quantized weights (quant != None): rows of GGUF blocks, [groups][n][weightRowBytes], k values a row (k a
+  // multiple of the block size, zero blocks past the logical columns); `dtype` is then the activations' (f16 or
+  // bf16). The GEMV dequantizes each weight group of 16 to fp32; the tensor-core GEMM to `dtype` in shared memory.
+  QuantType quant = QuantType::None;
+  size_t weightRowBytes = 0;
   int n = 0;                           // output columns of the GEMM (2 * padded ffn for SwiGlu)
   int k = 0;                           // a multiple of 16 (128 for the f16/bf16 paths)
   const void* input = nullptr;         // activations [input rows][inputStride]
@@ -116,7 +122,9 @@ constexpr int kGemvMaxRows = 16;
 void launchGemmSimtF32(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream);
 void launchGemmMma(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stream);
 // Decode: groupOffsets must be set (or rows <= kGemvMaxRows); ignores the tile table. Grid: column blocks x groups.
+// Quantized weights go to launchQuantGemv.
 void launchExpertGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream);
+void launchQuantGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream);
 
 // ---- input conversion and finalize (convert_input.cu, finalize_kernel.cu) ---------------------------------------
 // x [tokens][hidden] f32 -> xF32 [tokens][paddedHidden] (zero padded) and, for f16/bf16, xAct in that dtype.

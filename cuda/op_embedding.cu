@@ -2,7 +2,8 @@
 // node's scale, in f32. Mirrors native/cpu/op_embedding.cpp: the table is held in the model's dtype (the CPU packs
 // it to the same dtype with the same rounding) and widened to f32 before the scale, one f32 multiply. The table is
 // uploaded as a GEMM weight matrix ([paddedDimension(vocab)][paddedDimension(hidden)], zero padded) and shared
-// through the op context, so a tied LM head multiplies by the same GPU copy.
+// through the op context, so a tied LM head multiplies by the same GPU copy. A quantized table keeps its GGUF blocks
+// (as the CPU does) and each looked-up row is dequantized by the core's decoder.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -12,7 +13,9 @@
 #include <memory>
 #include <string>
 
+#include "../native/core/quant_groups.h"
 #include "cuda_check.h"
+#include "dense_gemm.h"
 #include "device_graph_ops.h"
 #include "device_weights.h"
 #include "element_types.cuh"
@@ -41,6 +44,44 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// A quantized table (GGUF blocks a row): thread i of a token's block decodes its row's groups of 16 i, i + 256, ...
+// with the core's decoder, the CPU's dequantization bit for bit, then scales them as the plain kernel does.
+template <QuantType kType>
+__global__ void __launch_bounds__(kThreads)
+    quantEmbeddingKernel(const uint8_t* __restrict__ table, int vocab, int hidden, size_t rowBytes,
+                         const int32_t* __restrict__ tokenIds, float* __restrict__ out, size_t outStride, float scale) {
+  constexpr QuantTraits kTraits = quantTraits(kType);
+  constexpr int kGroupsPerBlock = kTraits.blockElements / kQuantGroupElements;
+  const size_t t = blockIdx.x;
+  const int id = tokenIds[t];
+  const bool inVocabulary = id >= 0 && id < vocab;
+  const uint8_t* source = table + (inVocabulary ? static_cast<size_t>(id) * rowBytes : 0);
+  float* row = out + t * outStride;
+  for (int g = threadIdx.x; g < hidden / kQuantGroupElements; g += blockDim.x) {
+    float values[kQuantGroupElements];
+    const int block = g / kGroupsPerBlock;
+    dequantizeGroup16(kType, source + static_cast<size_t>(block) * kTraits.blockBytes, g - block * kGroupsPerBlock,
+                      values);
+#pragma unroll
+    for (int i = 0; i < kQuantGroupElements; ++i) {
+      row[g * kQuantGroupElements + i] = inVocabulary ? __fmul_rn(values[i], scale) : 0.0f;
+    }
+  }
+}
+
+template <QuantType kType>
+void launchQuantEmbedding(const DeviceMatrix& m, const DeviceStep& step, float* out, size_t outStride, float scale) {
+  quantEmbeddingKernel<kType><<<static_cast<unsigned>(step.tokens), kThreads, 0, step.stream>>>(
+      m.data.as<uint8_t>(), m.rows, m.cols, quantRowBytes(kType, m.paddedCols), step.tokenIds, out, outStride, scale);
+}
+
+void launchQuantEmbedding(const DeviceMatrix& m, const DeviceStep& step, float* out, size_t outStride, float scale) {
+  const bool known = visitQuantType(m.quant, [&](auto type) {
+    launchQuantEmbedding<decltype(type)::value>(m, step, out, outStride, scale);
+  });
+  if (!known) throw Error(code::kInternal, "the quantized embedding lookup needs a quantized table");
+}
+
 class DeviceEmbeddingOp : public DeviceOp {
  public:
   DeviceEmbeddingOp(std::shared_ptr<const DeviceMatrix> table, int output, float scale)
@@ -54,6 +95,11 @@ class DeviceEmbeddingOp : public DeviceOp {
     float* out = step.buffers[output_];
     const size_t outStride = step.strides[output_];
     const unsigned blocks = static_cast<unsigned>(step.tokens);
+    if (m.quant != QuantType::None) {
+      launchQuantEmbedding(m, step, out, outStride, scale_);
+      checkCuda(cudaGetLastError(), "launching the embedding lookup");
+      return;
+    }
     switch (m.dtype) {
       case DType::F32:
         embeddingKernel<<<blocks, kThreads, 0, step.stream>>>(m.data.as<float>(), m.rows, m.cols, stride,
@@ -93,18 +139,10 @@ std::unique_ptr<DeviceOp> makeDeviceOp(const EmbeddingNode& node, DeviceOpContex
                                   ") floats per token");
   }
   if (node.weight.data == nullptr) throw Error(code::kShape, "embedding node: the table is missing");
-  // uploadMatrices converts plain f32/f16/bf16 rows only; the CPU keeps a quantized table and dequantizes rows.
-  if (node.weight.quant != QuantType::None) {
-    throw Error(code::kUnsupported, "a quantized embedding table does not run on device 'cuda' yet");
-  }
-  auto table = std::make_shared<DeviceMatrix>();
-  table->rows = vocab;
-  table->cols = node.hidden;
-  table->paddedRows = paddedDimension(vocab);
-  table->paddedCols = paddedDimension(node.hidden);
-  table->dtype = context.dtype;
-  table->data = uploadMatrices({node.weight}, vocab, table->paddedRows, node.hidden, table->paddedCols, context.dtype,
-                               "uploading the embedding table");
+  // A quantized table stays in its blocks, as on the CPU (rows are dequantized as they are looked up), and a tied
+  // LM head multiplies by it with the quantized GEMMs.
+  auto table = std::make_shared<DeviceMatrix>(
+      uploadDenseMatrix(node.weight, vocab, node.hidden, context.dtype, "uploading the embedding table"));
   context.embeddingTable = table;
   return std::make_unique<DeviceEmbeddingOp>(std::move(table), node.output, node.scale);
 }

@@ -197,19 +197,20 @@ class MlaAttentionOp final : public DeviceOp {
     if (node.keyUp.data == nullptr || node.valueUp.data == nullptr) {
       throw Error(code::kShape, describe(s_) + ": missing key-up or value-up weights");
     }
-    if (node.keyUp.quant != QuantType::None || node.valueUp.quant != QuantType::None) {
-      throw Error(code::kUnsupported, describe(s_) + ": quantized key-up / value-up weights do not run on CUDA yet");
-    }
     // Row h * kvLoraRank + r of keyUp is head h's W_uk column r over nopeDim; row h * valueDim + v of valueUp is
     // head h's W_uv row v over kvLoraRank. Each row padded to whole 128 columns with zeros.
     keyUpCols_ = paddedDimension(s_.nopeDim);
     valueUpCols_ = paddedDimension(s_.kvLoraRank);
     const int keyUpRows = s_.heads * s_.kvLoraRank;
     const int valueUpRows = s_.heads * s_.valueDim;
-    keyUp_ = uploadMatrices({node.keyUp}, keyUpRows, paddedDimension(keyUpRows), s_.nopeDim, keyUpCols_, dtype_,
-                            "uploading MLA key-up weights");
-    valueUp_ = uploadMatrices({node.valueUp}, valueUpRows, paddedDimension(valueUpRows), s_.kvLoraRank,
-                              valueUpCols_, dtype_, "uploading MLA value-up weights");
+    // The per-head kernels read plain values: quantized up-projections (small beside the experts) are dequantized
+    // on the host and uploaded in the model's dtype.
+    std::vector<float> storage;
+    keyUp_ = uploadMatrices({plainSource(node.keyUp, keyUpRows, s_.nopeDim, &storage)}, keyUpRows,
+                            paddedDimension(keyUpRows), s_.nopeDim, keyUpCols_, dtype_, "uploading MLA key-up weights");
+    valueUp_ = uploadMatrices({plainSource(node.valueUp, valueUpRows, s_.kvLoraRank, &storage)}, valueUpRows,
+                              paddedDimension(valueUpRows), s_.kvLoraRank, valueUpCols_, dtype_,
+                              "uploading MLA value-up weights");
   }
 
   void enqueue(DeviceStep& step) const override {

@@ -476,8 +476,9 @@ export interface NativeAddon {
   /** f32 (or `dtype` bit patterns) [rows][cols] to GGUF blocks of `type` (q8_0, q4_0, q4_k, q6_k), off the event loop. */
   quantize(type: string, data: Float32Array | Uint16Array, rows: number, cols: number, dtype?: DType): Promise<Uint8Array>;
   /**
-   * input [m][k] times the quantized weights [n][k] transposed, through the models' GEMM driver, on the JS thread:
-   * at most 2^26 multiply-adds (tests).
+   * input [m][k] times the quantized weights [n][k] transposed, as `device`'s models multiply their quantized
+   * matrices (CPU: the GEMM driver; CUDA: bf16 activations, the GEMV up to 16 rows, tensor cores beyond), on the JS
+   * thread: at most 2^26 multiply-adds (tests).
    */
-  quantMatmul(type: string, weights: Uint8Array, n: number, k: number, input: Float32Array, m: number): Float32Array;
+  quantMatmul(type: string, weights: Uint8Array, n: number, k: number, input: Float32Array, m: number, device?: 'cpu' | 'cuda'): Float32Array;
 }

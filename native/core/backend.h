@@ -84,6 +84,10 @@ class Backend {
   // when set, in host memory) and `policy`.
   virtual void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
                      const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const = 0;
+  // out [m][n] = input [m][k] (f32) x weights^T, weights n rows of k `type` values (GGUF blocks), multiplied the way
+  // this backend multiplies a model's quantized matrices: one dense GEMM, host memory in and out (tests and tools).
+  virtual void quantMatmul(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m,
+                           float* out) const = 0;
   // A model whose KV pool holds `kvPoolTokens` positions of every attention layer (rounded up to whole blocks).
   virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const = 0;
 };

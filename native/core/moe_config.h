@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "dtype.h"
-#include "quant.h"
+#include "quant_type.h"
 #include "router_rule.h"
 
 namespace dynamoe {

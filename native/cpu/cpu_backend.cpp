@@ -1,7 +1,12 @@
 #include "cpu_backend.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "cpu_model.h"
+#include "grouped_gemm.h"
 #include "moe_layer.h"
+#include "packed_matrix.h"
 #include "routing.h"
 
 namespace dynamoe::cpu {
@@ -18,6 +23,21 @@ class CpuBackend final : public Backend {
   void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,
              const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
     routeTokens(scores, stride, tokens, experts, input, policy, rule, out);
+  }
+  void quantMatmul(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m,
+                   float* out) const override {
+    const PackedMatrix packed = packColumns(MatrixSource{weights, DType::F32, type}, n, k, DType::F32);
+    const size_t stride = static_cast<size_t>(packed.panels()) * kPanelWidth;
+    std::vector<float> output(static_cast<size_t>(m) * stride, 0.0f);
+    GemmGroup group;
+    group.weights = &packed;
+    group.rows = m;
+    group.input = input;
+    group.inputStride = static_cast<size_t>(k);
+    group.output = output.data();
+    group.outputStride = stride;
+    runGroupedGemm({group}, Epilogue::Scaled);
+    for (int r = 0; r < m; ++r) std::copy_n(output.data() + r * stride, n, out + static_cast<size_t>(r) * n);
   }
   std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
     return std::make_unique<CpuModel>(*this, layout, dtype, kvPoolTokens);

@@ -6,8 +6,7 @@
 
 #include "../core/quant.h"
 #include "../core/quant_encode.h"
-#include "../cpu/grouped_gemm.h"
-#include "../cpu/packed_matrix.h"
+#include "backends.h"
 #include "promise_worker.h"
 #include "js_args.h"
 #include "js_errors.h"
@@ -148,23 +147,12 @@ Napi::Value QuantMatmul(const Napi::CallbackInfo& info) {
     throwJs(env, code::kShape, "weights must hold n rows of k values");
   }
   if (input.ElementLength() != static_cast<size_t>(m) * k) throwJs(env, code::kShape, "input must hold m rows of k values");
-  std::vector<float> output;
-  translateErrors(env, [&] {
-    const cpu::PackedMatrix packed = cpu::packColumns(MatrixSource{weights.Data(), DType::F32, type}, n, k, DType::F32);
-    const size_t stride = static_cast<size_t>(packed.panels()) * cpu::kPanelWidth;
-    output.assign(static_cast<size_t>(m) * stride, 0.0f);
-    cpu::GemmGroup group;
-    group.weights = &packed;
-    group.rows = m;
-    group.input = input.Data();
-    group.inputStride = static_cast<size_t>(k);
-    group.output = output.data();
-    group.outputStride = stride;
-    cpu::runGroupedGemm({group}, Epilogue::Scaled);
-    for (int r = 0; r < m; ++r) std::copy_n(output.data() + r * stride, n, output.data() + static_cast<size_t>(r) * n);
-  });
+  const Backend& backend = backendForDevice(info[6]);
   Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(m) * n);
-  std::copy_n(output.data(), static_cast<size_t>(m) * n, out.Data());
+  translateErrors(env, [&] {
+    backend.requireUsable();
+    backend.quantMatmul(type, weights.Data(), n, k, input.Data(), m, out.Data());
+  });
   return out;
 }
 
