@@ -107,15 +107,15 @@ struct ItemScratch {
 
 // The epilogue of a quantized item's rows [first, first + rowCount): sums[column][r] of the panel's weight rows.
 template <int kRows>
-void storeQuantRows(const GemmGroup& group, Epilogue epilogue, const float (&sums)[kPanelWidth][kRows], int first,
-                    int rowCount, size_t columnOffset) {
+void storeQuantRows(const TileKernels& kernels, const GemmGroup& group, Epilogue epilogue,
+                    const float (&sums)[kPanelWidth][kRows], int first, int rowCount, size_t columnOffset) {
+  // SwiGLU over the whole gate and up blocks at once, with the family's vector exp (rows past rowCount are zeros).
+  float activated[kSwiGluColumns][kRows];
+  if (epilogue == Epilogue::SwiGlu) kernels.swiGlu(sums[0], sums[kSwiGluColumns], kSwiGluColumns * kRows, activated[0]);
   for (int r = 0; r < rowCount; ++r) {
     float* out = group.output + static_cast<size_t>(first + r) * group.outputStride + columnOffset;
     if (epilogue == Epilogue::SwiGlu) {
-      for (int j = 0; j < kSwiGluColumns; ++j) {
-        const float gate = sums[j][r];
-        out[j] = gate / (1.0f + std::exp(-gate)) * sums[kSwiGluColumns + j][r];
-      }
+      for (int j = 0; j < kSwiGluColumns; ++j) out[j] = activated[j][r];
     } else {
       const float scale = group.rowScale ? group.rowScale[first + r] : 1.0f;
       for (int j = 0; j < kPanelWidth; ++j) out[j] = sums[j][r] * scale;
@@ -130,7 +130,7 @@ void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const Work
   const size_t rowBytes = weights.rowBytes();
   const uint8_t* const panel = static_cast<const uint8_t*>(weights.panel(item.panel));
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
-  float sums[kPanelWidth][kQuantRows];
+  float sums[kPanelWidth][kQuantRows] = {};
   const float* rows[kQuantRows];
   QuantJob job{weights.quant(), nullptr, weights.k(), rows, 0, nullptr};
   for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kQuantRows) {
@@ -144,7 +144,7 @@ void runQuantItem(const TileKernels& kernels, const GemmGroup& group, const Work
       job.out = sums[column];
       kernels.quantDot(job);
     }
-    storeQuantRows(group, epilogue, sums, first, job.rowCount, columnOffset);
+    storeQuantRows(kernels, group, epilogue, sums, first, job.rowCount, columnOffset);
   }
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }
@@ -157,14 +157,14 @@ void runQuantIntItem(const TileKernels& kernels, const StagedGroup& staged, cons
   const uint8_t* const panel = static_cast<const uint8_t*>(weights.panel(item.panel));
   const size_t columnOffset = static_cast<size_t>(item.panel) * epilogueColumns(epilogue);
   const QuantIntDotFn dot = quantIntDotFor(kernels.isa);
-  float sums[kPanelWidth][kQuantIntRows];
+  float sums[kPanelWidth][kQuantIntRows] = {};
   const uint8_t* rows[kQuantIntRows];
   QuantIntJob job{weights.quant(), panel, rowBytes, kPanelWidth, weights.k(), rows, 0, sums[0]};
   for (int first = item.firstRow; first < item.firstRow + item.rowCount; first += kQuantIntRows) {
     job.rowCount = std::min(kQuantIntRows, item.firstRow + item.rowCount - first);
     for (int r = 0; r < job.rowCount; ++r) rows[r] = staged.quantRows + static_cast<size_t>(first + r) * staged.quantStride;
     dot(job);
-    storeQuantRows(group, epilogue, sums, first, job.rowCount, columnOffset);
+    storeQuantRows(kernels, group, epilogue, sums, first, job.rowCount, columnOffset);
   }
   if (item.panel == 0 && group.rowsComputed) group.rowsComputed->fetch_add(item.rowCount, std::memory_order_relaxed);
 }

@@ -28,5 +28,11 @@ inline typename V::Reg siluPs(typename V::Reg g) {
   return V::div(g, V::add(V::set1(1.0f), expPs<V>(V::sub(V::zero(), g))));
 }
 
+// out[i] = silu(gate[i]) x up[i], n a multiple of V::kLanes (a family's SwiGluFn).
+template <class V>
+void swiGluRows(const float* gate, const float* up, int n, float* out) {
+  for (int i = 0; i < n; i += V::kLanes) V::store(out + i, V::mul(siluPs<V>(V::load(gate + i)), V::load(up + i)));
+}
+
 }  // namespace
 }  // namespace dynamoe::cpu

@@ -24,7 +24,8 @@ void runTile(const TileJob& job) {
 
 // Widen<W>::run may be a null WidenFn constant: that dtype's tiles read the stored panel directly.
 template <template <DType, int> class Tile, template <DType> class Widen, int MaxRows, int MaxStreamingRows = MaxRows>
-TileKernels tileFamily(Isa isa, AttendFn attend, QuantDotFn quantDot, RoundRowFn roundRowBf16 = nullptr) {
+TileKernels tileFamily(Isa isa, AttendFn attend, QuantDotFn quantDot, SwiGluFn swiGlu,
+                       RoundRowFn roundRowBf16 = nullptr) {
   return {isa,
           MaxRows,
           MaxStreamingRows,
@@ -33,7 +34,8 @@ TileKernels tileFamily(Isa isa, AttendFn attend, QuantDotFn quantDot, RoundRowFn
           {nullptr, Widen<DType::F16>::run, Widen<DType::BF16>::run},
           attend,
           roundRowBf16,
-          quantDot};
+          quantDot,
+          swiGlu};
 }
 
 }  // namespace

@@ -107,6 +107,8 @@ struct QuantJob {
   float* out;                // rowCount sums
 };
 using QuantDotFn = void (*)(const QuantJob& job);
+// out[i] = silu(gate[i]) x up[i] for i < n (n a multiple of 16): the SwiGLU epilogue of the quantized kernels.
+using SwiGluFn = void (*)(const float* gate, const float* up, int n, float* out);
 
 struct TileKernels {
   Isa isa;
@@ -120,6 +122,7 @@ struct TileKernels {
   // Non-null for families whose bf16 tiles are dot products on bf16 activations: they round each row first.
   RoundRowFn roundRowBf16;
   QuantDotFn quantDot;  // quantized weights, with the same instruction set
+  SwiGluFn swiGlu;      // the quantized kernels' SwiGLU, with the same instruction set and exp as the f32 tiles
 };
 
 inline int dtypeIndex(DType t) { return static_cast<int>(t); }

@@ -24,7 +24,8 @@ using Widen = SimdWiden<Avx2, W>;
 
 const TileKernels& avx2TileKernels() {
   static const TileKernels kernels =
-      tileFamily<Tile, Widen, kMaxRows, kMaxStreamingRows>(Isa::Avx2, SimdAttend<Avx2>::run, SimdQuantDot<Avx2>::run);
+      tileFamily<Tile, Widen, kMaxRows, kMaxStreamingRows>(Isa::Avx2, SimdAttend<Avx2>::run, SimdQuantDot<Avx2>::run,
+                                                           swiGluRows<Avx2>);
   return kernels;
 }
 

@@ -18,7 +18,8 @@ using Widen = SimdWiden<Avx512, W>;
 }  // namespace
 
 const TileKernels& avx512TileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512, SimdAttend<Avx512>::run, SimdQuantDot<Avx512>::run);
+  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512, SimdAttend<Avx512>::run, SimdQuantDot<Avx512>::run,
+                                                                       swiGluRows<Avx512>);
   return kernels;
 }
 

@@ -27,7 +27,7 @@ struct Widen {
 const TileKernels& avx512Bf16TileKernels() {
   static const TileKernels kernels =
       tileFamily<Tile, Widen, kMaxRows>(Isa::Avx512Bf16, SimdAttend<Avx512>::run, SimdQuantDot<Avx512>::run,
-                                        Avx512Bf16Dot::roundRow);
+                                        swiGluRows<Avx512>, Avx512Bf16Dot::roundRow);
   return kernels;
 }
 

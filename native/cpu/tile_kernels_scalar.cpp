@@ -77,10 +77,15 @@ void quantDotScalar(const QuantJob& job) {
   }
 }
 
+void swiGluScalar(const float* gate, const float* up, int n, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 }  // namespace
 
 const TileKernels& scalarTileKernels() {
-  static const TileKernels kernels = tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar, attendScalar, quantDotScalar);
+  static const TileKernels kernels =
+      tileFamily<Tile, Widen, kMaxRows>(Isa::Scalar, attendScalar, quantDotScalar, swiGluScalar);
   return kernels;
 }
 
