@@ -17,7 +17,7 @@
       # boundary and the stub CUDA backend.
       "sources": ["<!@(node native/sources.js addon cudaStub)"],
       "conditions": [
-        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512", "dynamoe_kernels_avx512bf16", "dynamoe_kernels_avx512vnni"]}],
+        ["target_arch=='x64'", {"dependencies": ["dynamoe_kernels_avx2", "dynamoe_kernels_avx512", "dynamoe_kernels_avx512bf16", "dynamoe_kernels_avx512vnni", "dynamoe_kernels_avxvnni"]}],
         # Loads on glibc >= 2.28 like Node: libstdc++/libgcc built in (no GLIBCXX_ needed) and kept private to the
         # addon, the newer glibc symbols they and we reference bound to old versions by native/napi/glibc_compat.cpp.
         ["OS=='linux' and target_arch=='x64'", {
@@ -53,6 +53,12 @@
           "type": "static_library",
           "sources": ["<!@(node native/sources.js avx512vnni)"],
           "cflags_cc": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mfma", "-mf16c"]
+        },
+        {
+          "target_name": "dynamoe_kernels_avxvnni",
+          "type": "static_library",
+          "sources": ["<!@(node native/sources.js avxvnni)"],
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"]
         }
       ]
     }]

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The native source list, one for both builds: binding.gyp (node-gyp, prebuildify) and CMakeLists.txt (cmake-js)
 // print a group of it with `node native/sources.js <group>...`. Files are found by folder and name, so a new op
-// file builds without editing a list: cpu/*_avx2.cpp (and _avx512, _avx512bf16, _avx512vnni) get their own -m flags.
+// file builds without editing a list: cpu/*_avx2.cpp (and _avx512, _avx512bf16, _avx512vnni, _avxvnni) get their own -m
+// flags.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -9,7 +10,7 @@ const path = require('path');
 const root = path.join(__dirname, '..');
 const list = (dir, ext) =>
   fs.readdirSync(path.join(root, dir)).filter((f) => f.endsWith(ext)).sort().map((f) => `${dir}/${f}`);
-const isaSuffixes = ['_avx2.cpp', '_avx512.cpp', '_avx512bf16.cpp', '_avx512vnni.cpp'];
+const isaSuffixes = ['_avx2.cpp', '_avx512.cpp', '_avx512bf16.cpp', '_avx512vnni.cpp', '_avxvnni.cpp'];
 const forIsa = (suffix) => list('native/cpu', '.cpp').filter((f) => f.endsWith(suffix));
 const GLIBC_COMPAT = 'native/napi/glibc_compat.cpp';
 const CUDA_STUB = 'cuda/cuda_unavailable.cpp';
@@ -25,6 +26,7 @@ const groups = {
   avx512: () => forIsa('_avx512.cpp'),
   avx512bf16: () => forIsa('_avx512bf16.cpp'),
   avx512vnni: () => forIsa('_avx512vnni.cpp'),
+  avxvnni: () => forIsa('_avxvnni.cpp'),
   // Linux x64 only: binds newer glibc symbols to old versions.
   glibcCompat: () => [GLIBC_COMPAT],
   // The CPU-only build's CUDA backend, which says why CUDA is unavailable.

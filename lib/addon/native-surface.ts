@@ -399,7 +399,7 @@ export type QuantActivations = 'q8' | 'f32';
 export interface NativeCpuInfo {
   isa: CpuIsa;
   supportedIsas: CpuIsa[];
-  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean };
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean; avxvnni: boolean };
   threads: number;
   quantActivations: QuantActivations;
 }

@@ -13,6 +13,7 @@ CpuFeatures detect() {
   f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
+  f.avxvnni = f.avx2 && __builtin_cpu_supports("avxvnni");
 #if defined(__GNUC__) && __GNUC__ >= 11
   f.avx512bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
 #endif

@@ -10,6 +10,7 @@ struct CpuFeatures {
   bool avx512 = false;  // AVX-512 F/BW/VL/DQ
   bool avx512bf16 = false;
   bool avx512vnni = false;  // with AVX-512 F/BW/VL/DQ: vpdpbusd / vpdpwssd for the integer quantized dots
+  bool avxvnni = false;     // with AVX2: the VEX vpdpbusd / vpdpwssd, which the AVX2 family's integer dots use
 };
 
 // Avx512Bf16: the AVX-512 family with bf16 dot products for bf16 weights: its bf16 tiles round the activations to

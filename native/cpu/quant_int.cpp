@@ -111,6 +111,7 @@ void quantIntDotScalar(const QuantIntJob& job) {
 QuantIntDotFn quantIntDotFor(Isa isa) {
 #if defined(DYNAMOE_X86_KERNELS)
   if ((isa == Isa::Avx512 || isa == Isa::Avx512Bf16) && cpuFeatures().avx512vnni) return quantIntDotAvx512Vnni;
+  if (isa == Isa::Avx2 && cpuFeatures().avxvnni) return quantIntDotAvxVnni;
   if (isa != Isa::Scalar) return quantIntDotAvx2;
 #endif
   (void)isa;

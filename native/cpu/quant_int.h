@@ -142,6 +142,7 @@ QuantizeRowFn quantizeRowFor(Isa isa);
 #if defined(DYNAMOE_X86_KERNELS)
 void quantIntDotAvx2(const QuantIntJob& job);
 void quantIntDotAvx512Vnni(const QuantIntJob& job);
+void quantIntDotAvxVnni(const QuantIntJob& job);
 void quantizeActivationRowAvx512(ActQuant a, const float* x, int k, uint8_t* out);
 #endif
 

@@ -3,6 +3,6 @@
 
 namespace dynamoe::cpu {
 
-void quantIntDotAvx2(const QuantIntJob& job) { QuantInt256<false>::run(job); }
+void quantIntDotAvx2(const QuantIntJob& job) { QuantInt256<Dot256::Maddubs>::run(job); }
 
 }  // namespace dynamoe::cpu

@@ -1,5 +1,6 @@
 // The integer dot products of quant_int.h. QuantInt256: 256-bit registers, unsigned x signed byte products summed in
-// int32 lanes with AVX2's vpmaddubsw + vpmaddwd, or AVX512-VNNI's vpdpbusd / vpdpwssd (Vnni). The integer sums are
+// int32 lanes with AVX2's vpmaddubsw + vpmaddwd, or vpdpbusd / vpdpwssd: AVX512-VNNI's (EVEX, Dot256::Vnni512) or
+// AVX-VNNI's (VEX, Dot256::AvxVnni: VNNI on CPUs without AVX-512). The integer sums are
 // exact (no vpmaddubsw pair can saturate with these codes: |w| <= 128 against |a| <= 127 for the signed types, 63 x
 // 127 for Q6_K), so both give the same integers; each block then adds float(lane sums) x (weight scale x row scale)
 // to the row's f32 lanes, which are added in one order at the end. QuantInt512 (AVX512-VNNI): the same in 512-bit
@@ -17,7 +18,9 @@
 namespace dynamoe::cpu {
 namespace {
 
-template <bool Vnni>
+enum class Dot256 { Maddubs, Vnni512, AvxVnni };
+
+template <Dot256 Dot>
 struct QuantInt256 {
   static inline float half(const uint8_t* p) {
     uint16_t h;
@@ -42,16 +45,24 @@ struct QuantInt256 {
 
   // 8 int32 lanes, each the sum of 4 products u x s (u unsigned, s signed bytes).
   static inline __m256i dotBytes(__m256i u, __m256i s) {
-    if constexpr (Vnni) {
+    if constexpr (Dot == Dot256::Vnni512) {
       return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+    } else if constexpr (Dot == Dot256::AvxVnni) {
+      return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
     } else {
       return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
     }
   }
   // acc + pairwise int16 products of p and s summed into int32 lanes.
+  // R: the rows whose sums are accumulated side by side. AVX-VNNI's vpdpwssd chains its 5-cycle latency through
+  // acc, so with fewer than 4 independent rows (decode) vpmaddwd + vpaddd, which chains 1 cycle, is faster (Q4_K_M
+  // decode measured 10% slower with it at one row); the sums are the same exact integers either way.
+  template <int R = 4>
   static inline __m256i addProducts16(__m256i acc, __m256i p, __m256i s) {
-    if constexpr (Vnni) {
+    if constexpr (Dot == Dot256::Vnni512) {
       return _mm256_dpwssd_epi32(acc, p, s);
+    } else if constexpr (Dot == Dot256::AvxVnni && R >= 4) {
+      return _mm256_dpwssd_avx_epi32(acc, p, s);
     } else {
       return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
     }
@@ -164,8 +175,8 @@ struct QuantInt256 {
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const uint8_t* q = job.rows[r] + 256 * blk + 64 * j;
-          isum[r] = addProducts16(isum[r], _mm256_maddubs_epi16(lo, load(q)), scLo);
-          isum[r] = addProducts16(isum[r], _mm256_maddubs_epi16(hi, load(q + 32)), scHi);
+          isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(lo, load(q)), scLo);
+          isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(hi, load(q + 32)), scHi);
         }
       }
 #pragma GCC unroll 8
@@ -216,7 +227,7 @@ struct QuantInt256 {
 #pragma GCC unroll 8
           for (int r = 0; r < R; ++r) {
             const uint8_t* qa = job.rows[r] + 256 * blk + 128 * n + 32 * m;
-            isum[r] = addProducts16(isum[r], _mm256_maddubs_epi16(q[m], load(qa)), scale);
+            isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(q[m], load(qa)), scale);
           }
         }
       }
@@ -269,7 +280,7 @@ struct QuantInt256 {
 // Q8_0, Q4_0 and MXFP4, or 64 values of a Q4_K / Q6_K super-block, so each row's integer sums take half the
 // instructions. The exact integers, the per-block scaling and the one order of each row's additions are as above.
 struct QuantInt512 {
-  using Narrow = QuantInt256<true>;
+  using Narrow = QuantInt256<Dot256::Vnni512>;
   template <int R>
   static inline void fetchAhead(const uint8_t* w) {
     Narrow::fetchAhead<R>(w);

@@ -43,6 +43,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   flags.Set("avx512", features.avx512);
   flags.Set("avx512bf16", features.avx512bf16);
   flags.Set("avx512vnni", features.avx512vnni);
+  flags.Set("avxvnni", features.avxvnni);
   result.Set("features", flags);
   result.Set("quantActivations", cpu::quantIntegerDots() ? "q8" : "f32");
   result.Set("threads", cpuThreadPool().threads());

@@ -55,7 +55,7 @@ mkdir -p "$OUT/leak-objects"
 LEAK_SOURCES=(native/core/*.cpp)
 for source in native/cpu/*.cpp; do
   case "$source" in
-    *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp | *_avx512vnni.cpp) ;;
+    *_avx2.cpp | *_avx512.cpp | *_avx512bf16.cpp | *_avx512vnni.cpp | *_avxvnni.cpp) ;;
     *) LEAK_SOURCES+=("$source") ;;
   esac
 done
@@ -63,11 +63,12 @@ SIMD_OBJECTS=()
 if [ -n "$X86_DEFINES" ]; then
   shopt -s nullglob  # an ISA group may have no file yet
   for source in native/cpu/*_avx2.cpp native/cpu/*_avx512.cpp native/cpu/*_avx512bf16.cpp \
-    native/cpu/*_avx512vnni.cpp; do
+    native/cpu/*_avx512vnni.cpp native/cpu/*_avxvnni.cpp; do
     case "$source" in
       *_avx2.cpp) isa_flags="-mavx2 -mfma -mf16c" ;;
       *_avx512bf16.cpp) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c" ;;
       *_avx512vnni.cpp) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c" ;;
+      *_avxvnni.cpp) isa_flags="-mavx2 -mfma -mf16c -mavxvnni" ;;
       *) isa_flags="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" ;;
     esac
     object="$OUT/leak-objects/$(basename "$source" .cpp).o"
