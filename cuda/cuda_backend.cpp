@@ -13,11 +13,6 @@ class CudaBackend final : public Backend {
   const char* name() const override { return "cuda"; }
   void requireUsable() const override { requireDevice(); }
   std::shared_ptr<const MoeLayer> createMoeLayer(const MoeWeights& weights) const override {
-    // The device kernels have no bias or clamped-activation epilogues yet (gpt-oss layers run on the CPU).
-    if (hasBiasesOrActivation(weights)) {
-      throw Error(code::kUnsupported,
-                  "router and expert biases and the clamped SwiGLU (gpt-oss) are not supported on CUDA yet; use the CPU");
-    }
     return uploadMoeLayer(weights);
   }
   void route(const float* scores, size_t stride, int tokens, int experts, RouterInput input,

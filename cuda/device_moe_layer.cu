@@ -34,6 +34,17 @@ void runGemm(const GroupedGemm& gemm, int groups, Epilogue epilogue, bool decode
   }
 }
 
+// [rows.size()][paddedLength] f32: row i is rows[i]'s `length` values, zeros past them or where rows[i] is null.
+DeviceBuffer uploadBiasRows(const std::vector<const float*>& rows, int length, int paddedLength, const char* what) {
+  std::vector<float> host(rows.size() * static_cast<size_t>(paddedLength), 0.0f);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] != nullptr) std::copy_n(rows[i], length, host.begin() + static_cast<std::ptrdiff_t>(i * paddedLength));
+  }
+  DeviceBuffer buffer(host.size() * sizeof(float), what);
+  checkCuda(cudaMemcpy(buffer.as<void>(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice), what);
+  return buffer;
+}
+
 // The weight layout of a GEMM over [groups][n][k] matrices: plain values of `dtype`, or rows of `quant` blocks.
 void setWeights(GroupedGemm* gemm, QuantType quant, DType dtype, int n, int k) {
   gemm->quant = quant;
@@ -125,6 +136,24 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   }
   gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, dtype_,
                          "uploading the gate/up weights");
+  // Biases and gpt-oss's clamped SwiGLU: the CPU's separate activation and down-bias stages.
+  std::vector<const float*> gateBiases, upBiases, downBiases;
+  for (const ExpertSources& e : weights.experts) {
+    gateBiases.push_back(e.gateBias);
+    upBiases.push_back(e.upBias);
+    downBiases.push_back(e.downBias);
+  }
+  const auto any = [](const std::vector<const float*>& v) {
+    return std::any_of(v.begin(), v.end(), [](const float* p) { return p != nullptr; });
+  };
+  separateActivation_ = any(gateBiases) || any(upBiases) || config.activation != ExpertActivation::SwiGlu;
+  hasDownBias_ = any(downBiases);
+  if (weights.routerBias != nullptr) {
+    routerBias_ = uploadBiasRows({weights.routerBias}, config.experts, config.experts, "uploading the router bias");
+  }
+  if (any(gateBiases)) gateBias_ = uploadBiasRows(gateBiases, config.ffn, paddedFfn_, "uploading the gate biases");
+  if (any(upBiases)) upBias_ = uploadBiasRows(upBiases, config.ffn, paddedFfn_, "uploading the up biases");
+  if (hasDownBias_) downBias_ = uploadBiasRows(downBiases, config.hidden, paddedHidden_, "uploading the down biases");
   down_ = uploadMatrices(down, config.hidden, paddedHidden_, config.ffn, paddedFfn_, dtype_,
                          "uploading the down weights");
   if (shared != nullptr) {
@@ -141,15 +170,18 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
 
 size_t DeviceMoeLayer::weightBytes() const {
   return router_.bytes() + selectionBias_.bytes() + gateUp_.bytes() + down_.bytes() + sharedGateUp_.bytes() +
-         sharedDown_.bytes() + sharedGate_.bytes();
+         sharedDown_.bytes() + sharedGate_.bytes() + routerBias_.bytes() + gateBias_.bytes() + upBias_.bytes() +
+         downBias_.bytes();
 }
 
 int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
   const size_t act = dtypeBytes(dtype_);
-  const size_t perRow = 12 + static_cast<size_t>(paddedFfn_) * act + static_cast<size_t>(paddedHidden_) * 4;
+  size_t perRow = 12 + static_cast<size_t>(paddedFfn_) * act + static_cast<size_t>(paddedHidden_) * 4;
+  if (separateActivation_) perRow += static_cast<size_t>(2) * paddedFfn_ * 4;  // GEMM 1's raw sums
   size_t perToken = static_cast<size_t>(kMax) * perRow + static_cast<size_t>(paddedHidden_) * (4 + act) +
                     static_cast<size_t>(config_.experts) * 12;
   if (sharedFfn_ > 0) perToken += static_cast<size_t>(paddedSharedFfn_) * act + paddedHidden_ * 4;
+  if (sharedFfn_ > 0 && separateActivation_) perToken += static_cast<size_t>(2) * paddedSharedFfn_ * 4;
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(tokens, kPassScratchBytes / perToken)));
 }
 
@@ -189,6 +221,10 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     sharedIntermediateAt = layout.add(static_cast<size_t>(tokens) * paddedSharedFfn_ * act);
     sharedOutputAt = layout.add(static_cast<size_t>(tokens) * hp * 4);
   }
+  // Raw gate/up sums of GEMM 1 when the activation is a stage of its own (biases, gpt-oss's clamped SwiGLU).
+  const size_t rawAt = separateActivation_ ? layout.add(static_cast<size_t>(slots) * 2 * paddedFfn_ * 4) : 0;
+  const size_t sharedRawAt =
+      separateActivation_ && sharedFfn_ > 0 ? layout.add(static_cast<size_t>(tokens) * 2 * paddedSharedFfn_ * 4) : 0;
   StreamBuffer scratch(layout.bytes(), stream, "allocating the forward's GPU scratch");
   float* xF32 = at<float>(scratch, xF32At);
   void* xAct = at<void>(scratch, xActAt);
@@ -219,6 +255,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     logits.outputStride = experts;
     logits.multiprocessors = multiprocessors_;
     runGemm(logits, 1, Epilogue::Scaled, decode, stream);
+    if (routerBias_.bytes() > 0) launchAddRouterBias(routerLogits, tokens, experts, routerBias_.as<float>(), stream);
 
     checkCuda(cudaMemsetAsync(at<int32_t>(scratch, chunkCountsAt), 0, static_cast<size_t>(chunks) * experts * 4,
                               stream),
@@ -306,7 +343,30 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     gemm1.output = at<void>(scratch, intermediateAt);
     gemm1.outputStride = paddedFfn_;
     gemm1.rowsComputed = io.gateUpRows;
-    runGemm(gemm1, experts, Epilogue::SwiGlu, decode, stream);
+    ActivateLaunch activate;
+    activate.paddedFfn = paddedFfn_;
+    activate.activation = config_.activation;
+    activate.limit = config_.activationLimit;
+    activate.alpha = config_.activationAlpha;
+    activate.dtype = dtype;
+    if (separateActivation_) {
+      // Raw sums, then the biases and the activation into the intermediate rows (the CPU's order).
+      gemm1.output = at<float>(scratch, rawAt);
+      gemm1.outputStride = 2 * paddedFfn_;
+      runGemm(gemm1, experts, Epilogue::Scaled, decode, stream);
+      activate.raw = at<float>(scratch, rawAt);
+      activate.rawStride = static_cast<size_t>(2) * paddedFfn_;
+      activate.rows = slots;
+      activate.expertOffsets = plan.out.expertOffsets;
+      activate.experts = experts;
+      activate.gateBias = gateBias_.bytes() > 0 ? gateBias_.as<float>() : nullptr;
+      activate.upBias = upBias_.bytes() > 0 ? upBias_.as<float>() : nullptr;
+      activate.out = at<void>(scratch, intermediateAt);
+      activate.outStride = paddedFfn_;
+      launchActivate(activate, stream);
+    } else {
+      runGemm(gemm1, experts, Epilogue::SwiGlu, decode, stream);
+    }
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm1 = shared;
       sharedGemm1.weights = sharedGateUp_.as<void>();
@@ -317,7 +377,25 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
       sharedGemm1.inputStride = hp;
       sharedGemm1.output = at<void>(scratch, sharedIntermediateAt);
       sharedGemm1.outputStride = paddedSharedFfn_;
-      runGemm(sharedGemm1, 1, Epilogue::SwiGlu, decode, stream);
+      if (separateActivation_) {
+        // The shared expert has no biases; it takes the layer's activation.
+        sharedGemm1.output = at<float>(scratch, sharedRawAt);
+        sharedGemm1.outputStride = 2 * paddedSharedFfn_;
+        runGemm(sharedGemm1, 1, Epilogue::Scaled, decode, stream);
+        ActivateLaunch sharedActivate = activate;
+        sharedActivate.raw = at<float>(scratch, sharedRawAt);
+        sharedActivate.rawStride = static_cast<size_t>(2) * paddedSharedFfn_;
+        sharedActivate.rows = tokens;
+        sharedActivate.paddedFfn = paddedSharedFfn_;
+        sharedActivate.expertOffsets = nullptr;
+        sharedActivate.gateBias = nullptr;
+        sharedActivate.upBias = nullptr;
+        sharedActivate.out = at<void>(scratch, sharedIntermediateAt);
+        sharedActivate.outStride = paddedSharedFfn_;
+        launchActivate(sharedActivate, stream);
+      } else {
+        runGemm(sharedGemm1, 1, Epilogue::SwiGlu, decode, stream);
+      }
     }
   }
   if (clock) clock->mark(stream);
@@ -335,6 +413,19 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     gemm2.outputStride = hp;
     gemm2.rowsComputed = io.downRows;
     runGemm(gemm2, experts, Epilogue::Scaled, decode, stream);
+    if (hasDownBias_) {
+      DownBiasLaunch bias;
+      bias.rowOutput = at<float>(scratch, rowOutputAt);
+      bias.outputStride = hp;
+      bias.maxRows = slots;
+      bias.hidden = config_.hidden;
+      bias.expertOffsets = plan.out.expertOffsets;
+      bias.experts = experts;
+      bias.rowWeight = plan.out.rowWeight;
+      bias.downBias = downBias_.as<float>();
+      bias.biasStride = hp;
+      launchAddDownBias(bias, stream);
+    }
     if (sharedFfn_ > 0) {
       GroupedGemm sharedGemm2 = shared;
       sharedGemm2.weights = sharedDown_.as<void>();

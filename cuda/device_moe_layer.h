@@ -75,6 +75,13 @@ class DeviceMoeLayer final : public MoeLayer {
   DeviceBuffer sharedGateUp_;  // [2 * paddedSharedFfn][paddedHidden]
   DeviceBuffer sharedDown_;    // [paddedHidden][paddedSharedFfn]
   DeviceBuffer sharedGate_;    // f32 [paddedHidden]
+  // gpt-oss-style layers (the CPU's order, expert_bias_kernels.cu): f32 biases, zero where an expert has none.
+  bool separateActivation_ = false;  // GEMM 1 writes raw sums, then biases + activation (config_.activation)
+  bool hasDownBias_ = false;
+  DeviceBuffer routerBias_;    // [experts], or empty
+  DeviceBuffer gateBias_;      // [experts][paddedFfn], or empty
+  DeviceBuffer upBias_;        // [experts][paddedFfn], or empty
+  DeviceBuffer downBias_;      // [experts][paddedHidden], or empty
 };
 
 }  // namespace dynamoe::cuda

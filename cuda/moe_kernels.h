@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "../native/core/dtype.h"
+#include "../native/core/moe_config.h"
 #include "../native/core/moe_stages.h"
 #include "../native/core/quant_type.h"
 #include "../native/core/router_rule.h"
@@ -125,6 +126,45 @@ void launchGemmMma(const GroupedGemm& gemm, Epilogue epilogue, cudaStream_t stre
 // Quantized weights go to launchQuantGemv.
 void launchExpertGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream);
 void launchQuantGemv(const GroupedGemm& gemm, int groups, Epilogue epilogue, cudaStream_t stream);
+
+// ---- biases and other activations (expert_bias_kernels.cu), for layers like gpt-oss's ------------------------------
+// logits [tokens][experts] += bias [experts], before routing.
+void launchAddRouterBias(float* logits, int tokens, int experts, const float* bias, cudaStream_t stream);
+
+// GEMM 1 run with the Scaled epilogue wrote raw gate/up sums (f32, the SwiGlu interleave of 8 rows); this adds the
+// row's expert's gate and up biases and applies the activation, into `out` (dtype) [rows][outStride].
+struct ActivateLaunch {
+  const float* raw = nullptr;             // [rows][rawStride], rawStride >= 2 * paddedFfn
+  size_t rawStride = 0;
+  int rows = 0;
+  int paddedFfn = 0;
+  const int32_t* expertOffsets = nullptr;  // device [experts + 1]: row r's expert; null: no biases (shared expert)
+  int experts = 0;
+  const float* gateBias = nullptr;         // device [experts][paddedFfn] or null
+  const float* upBias = nullptr;
+  ExpertActivation activation = ExpertActivation::SwiGlu;
+  float limit = 7.0f;                      // SwiGluOai
+  float alpha = 1.702f;
+  DType dtype = DType::BF16;
+  void* out = nullptr;
+  size_t outStride = 0;
+};
+void launchActivate(const ActivateLaunch& launch, cudaStream_t stream);
+
+// rowOutput[r] += rowWeight[r] x downBias[expert of r] for the routed rows (expertOffsets[experts] of them, at most
+// maxRows), after GEMM 2.
+struct DownBiasLaunch {
+  float* rowOutput = nullptr;
+  size_t outputStride = 0;
+  int maxRows = 0;
+  int hidden = 0;
+  const int32_t* expertOffsets = nullptr;
+  int experts = 0;
+  const float* rowWeight = nullptr;
+  const float* downBias = nullptr;  // [experts][biasStride]
+  size_t biasStride = 0;
+};
+void launchAddDownBias(const DownBiasLaunch& launch, cudaStream_t stream);
 
 // ---- input conversion and finalize (convert_input.cu, finalize_kernel.cu) ---------------------------------------
 // x [tokens][hidden] f32 -> xF32 [tokens][paddedHidden] (zero padded) and, for f16/bf16, xAct in that dtype.

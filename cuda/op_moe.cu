@@ -124,11 +124,6 @@ std::unique_ptr<DeviceOp> makeDeviceOp(const MoeNode& node, DeviceOpContext& con
   if (node.weights.config.hidden != context.layout.bufferWidths[node.input]) {
     throw Error(code::kShape, "a MoE node's hidden size must be its input buffer's width");
   }
-  if (hasBiasesOrActivation(node.weights)) {
-    throw Error(code::kUnsupported,
-                "router and expert biases and the clamped SwiGLU (gpt-oss) are not supported on CUDA yet; use device "
-                "'cpu'");
-  }
   return std::make_unique<DeviceMoeOp>(node.input, node.output, node.slot,
                                        std::make_shared<const DeviceMoeLayer>(node.weights));
 }

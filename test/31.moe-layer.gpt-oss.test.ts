@@ -1,10 +1,12 @@
 // The MoE layer's gpt-oss parts on their own: router bias, expert gate/up/down biases and the clamped SwiGLU against
-// the float64 reference (values beyond the clamp included), on every CPU kernel family; bad inputs refused.
+// the float64 reference (values beyond the clamp included), on every CPU kernel family and on CUDA when a GPU is
+// present; bad inputs refused.
 import { cpuInfo, setCpuIsa } from '../lib';
 import { native } from '../lib/addon/native';
 import type { NativeMoeLayerOptions } from '../lib/addon/native-surface';
 import { DynamoeError } from '../lib/errors';
 import { refGptOssMoe, RefGptOssExperts } from './reference/gpt-oss';
+import { cudaOnlySuite } from './parity/backends';
 import { maxRelativeError } from './reference/layer';
 import { Rng } from './reference/random';
 
@@ -129,4 +131,29 @@ test('bad biases and activations are refused with stable codes', () => {
   expect(code(make((o) => (o.downBias![2] = new Float32Array(f.ffn))))).toBe('ERR_DYNAMOE_SHAPE');
   expect(code(make((o) => (o.activation = { kind: 'gelu' } as never)))).toBe('ERR_DYNAMOE_TYPE');
   expect(code(make((o) => (o.activation = { kind: 'swiglu-oai', limit: -1 }))) ).toBe('ERR_DYNAMOE_VALUE');
+});
+
+// The same layers on CUDA (the CPU's stages: raw gate/up sums, biases + activation, down bias times the routing
+// weight). f32 weights run the f32 GEMMs, whose only difference from the reference is summation order; bf16 weights
+// round the weights and activations to 8 significant bits (test/76's 2e-2 of the output's scale).
+const describeCuda = cudaOnlySuite('CUDA gpt-oss layer tests (test/31)');
+describeCuda('on CUDA', () => {
+  test.each([
+    [1, 7, 1, 'f32'],
+    [2, 1.5, 9, 'f32'],
+    [3, 0.5, 40, 'f32'],
+    [2, 1.5, 16, 'bf16'],
+    [3, 0.5, 300, 'bf16'],
+  ] as const)('seed %d, clamp %d, %d tokens, %s: the layer matches the float64 reference', async (seed, limit, tokens, dtype) => {
+    const f = makeExperts(seed, limit, 256, 128, 6);
+    const x = new Rng(seed + 100).normalArray(tokens * f.hidden);
+    const reference = refGptOssMoe(f, Float64Array.from(x), tokens);
+    const layer = new (native().MoeLayer)({ ...layerOptions(f), dtype, device: 'cuda' });
+    const result = await layer.forward(x, { tokens, policy: { kind: 'top-k', k: 2, normalize: true } });
+    expect(maxRelativeError(result.output, reference.out)).toBeLessThan(dtype === 'f32' ? 1e-4 : 2e-2);
+    if (dtype === 'f32') {
+      const ids = Array.from({ length: tokens }, (_, t) => Array.from(result.routing.ids.subarray(t * 2, t * 2 + 2)).sort());
+      expect(ids).toEqual(reference.ids.map((row) => [...row].sort()));
+    }
+  });
 });

@@ -1,9 +1,9 @@
 // Whole models on CUDA against the CPU: every architecture the CPU runs, from the tests' tiny checkpoints, loaded on
 // both devices with the same bf16 weights; prefill and decode logits, greedy generation, routing statistics and
-// per-call policies. Quantized experts (loaded quantized, or quantized as they load) must run and match. Architectures
-// the CUDA executor may refuse (MLA, gpt-oss's biases and clamped SwiGLU, the families' sigmoid / group routers,
-// zero-computation experts) must either run and match, or be refused with ERR_DYNAMOE_UNSUPPORTED naming what; the
-// last test prints which were refused. Then the model's own
+// per-call policies. Quantized experts (loaded quantized, or quantized as they load) and gpt-oss (biases, clamped
+// SwiGLU, sinks) must run and match. Architectures the CUDA executor may refuse (MLA, the families' sigmoid / group
+// routers, zero-computation experts) must either run and match, or be refused with ERR_DYNAMOE_UNSUPPORTED naming
+// what; the last test prints which were refused. Then the model's own
 // behaviour on CUDA: streaming and stop strings, AbortSignal, concurrent generations, dispose, the default bf16
 // upload of an f32 checkpoint, determinism, and a KV pool larger than the GPU.
 // Needs a usable GPU and the CUDA addon (DYNAMOE_ADDON=build-cuda/Release/dynamoe.node). Without one the whole file
@@ -14,7 +14,8 @@ import { cpuInfo, DynamoeError, loadModel, Model, setQuantActivations } from '..
 import type { LoadModelOptions, ModelInfo, RoutingStats } from '../lib';
 import type { NativeMoeStepStats } from '../lib/addon/native-surface';
 import { quantizeGguf } from '../lib/formats/quantize-gguf';
-import { makeTinyGptOss, writeGptOssHf } from './gpt-oss-fixtures';
+import { makeTinyGptOss, useMxfp4Experts, writeGptOssGguf, writeGptOssHf } from './gpt-oss-fixtures';
+import { dequantizeReference } from './reference/quant-formats';
 import { makeTinyGranite, writeGraniteHf } from './granite-moe-fixtures';
 import { makeTinyLongcat, writeLongcatHf } from './longcat-fixtures';
 import { makeTinyDeepseekV2, writeDeepseekHf } from './mla-fixtures';
@@ -247,8 +248,23 @@ const CASES: ArchCase[] = [
       return dir;
     },
     options: BF16,
-    mayRefuse: true,
+    mayRefuse: false,
     names: /bias|swiglu|clamp|activation|sink|window|yarn/i,
+    dynamicPolicy: false,
+  },
+  {
+    // MXFP4 experts as the released conversions have them, with gpt-oss's biases and clamped SwiGLU around them.
+    name: 'gpt-oss GGUF with MXFP4 experts',
+    write: async (dir) => {
+      const m = makeTinyGptOss(77, { limit: 7, ffn: 64 });
+      const blocks = useMxfp4Experts(m, 78, (bytes, rows, cols) => dequantizeReference('mxfp4', bytes, rows, cols));
+      const file = path.join(dir, 'gpt-oss-mxfp4.gguf');
+      await writeGptOssGguf(file, m, [], blocks);
+      return file;
+    },
+    options: BF16,
+    mayRefuse: false,
+    names: /mxfp4|bias|quant/i,
     dynamicPolicy: false,
   },
   {
