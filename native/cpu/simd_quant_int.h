@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -76,7 +77,7 @@ struct QuantInt256 {
 
   // E8M0 e -> 2^(e - 128) (MXFP4's scale halved for the doubled value table), exact.
   static inline float e8m0Half(int e) {
-    const uint32_t bits = e >= 2 ? static_cast<uint32_t>(e - 1) << 23 : 0x00100000u << e;
+    const uint32_t bits = e >= 2 ? static_cast<uint32_t>(e - 1) << 23 : 0x00400000u >> (1 - e);
     float f;
     std::memcpy(&f, &bits, sizeof f);
     return f;
@@ -287,113 +288,175 @@ struct QuantInt512 {
   }
   static inline __m512i load(const void* p) { return _mm512_loadu_si512(p); }
   static inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-  // 32 bytes at p, then 32 bytes at q.
-  static inline __m512i loadPair(const uint8_t* p, const uint8_t* q) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(p)), load256(q), 1);
-  }
-  static inline __m512i dotBytes(__m512i u, __m512i s) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s); }
   static inline const float* scalesOf(const uint8_t* row, int k) {
     return reinterpret_cast<const float*>(row + actScalesOffset(k));
   }
 
-  // The signed codes of blocks b and b + 1 at w (zeros and scale 0 for b + 1 when `two` is false), their scales
-  // (lanes 0-7 and 8-15), and minus 128 x the sum of each lane's 4 codes: the activations are stored plus 128.
-  // 2^(e - 128) for every E8M0 byte e (MXFP4's scale, halved for the doubled value table).
-  static inline const float* e8m0Table() {
-    static const struct Table {
-      float values[256];
-      Table() {
-        for (int e = 0; e < 256; ++e) values[e] = Narrow::e8m0Half(e);
-      }
-    } table;
-    return table.values;
+  // Q8_0, Q4_0 and MXFP4 weights with the columns in the lanes: 16 weight rows at a time, each 32-value block's signed
+  // codes transposed so that register q holds codes 4q .. 4q + 3 of weight row c in dword lane c. A row's block is
+  // then 8 vpdpbusd with the activation's 4 bytes broadcast, giving the 16 weight rows' exact block sums at once, and
+  // one float step per block for all 16 (scale = weight scale x activation scale, then a fused multiply-add): a
+  // block's float work is spread over 16 weight rows instead of repeated for each.
+  // Every row count runs this same arithmetic (batch invariance): per weight row and block, the exact integer sum
+  // S, then acc = fma(float(S), dw x da, acc) in block order; float(S) is exact (|S| <= 32 x 128 x 127 < 2^24).
+  static constexpr int kLaneRows = 16;
+  static constexpr int kPrefetchAhead = 1024;  // bytes ahead in each of the 16 weight rows
+
+  // Q8_0: the 32 codes of each of the 16 rows (8 dwords) transposed into codes[q] (lane c: dword q of row c). Row c
+  // sits in the low half and row c + 8 in the high half of pair c; an 8 x 8 dword transpose in each half does the rest.
+  static inline void transposeQ8(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
+    __m512i pair[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) {
+      pair[c] = _mm512_inserti64x4(_mm512_castsi256_si512(load256(w[c] + at + 2)), load256(w[c + 8] + at + 2), 1);
+    }
+    __m512i t[8], u[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(pair[2 * i], pair[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(pair[2 * i], pair[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; ++i) {
+      u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+      u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+      u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // Now u[j] (j < 4) holds in its 128-bit lanes: dword j of rows 0-3, dword 4 + j of rows 0-3, dword j of rows
+    // 8-11, dword 4 + j of rows 8-11; u[4 + j] the same of rows 4-7 and 12-15. Register j takes lanes 0 and 2 of both
+    // (dword j of rows 0-3, 4-7, 8-11, 12-15), register 4 + j their lanes 1 and 3.
+    const __m512i lowHalves = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+    const __m512i highHalves = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      codes[j] = _mm512_permutex2var_epi64(u[j], lowHalves, u[4 + j]);
+      codes[4 + j] = _mm512_permutex2var_epi64(u[j], highHalves, u[4 + j]);
+    }
   }
 
+  // Q4_0 and MXFP4: the 16 code bytes of each row (4 dwords; byte j holds codes j and 16 + j) transposed 4 x 4 in
+  // each 128-bit lane (register k holds rows k, 4 + k, 8 + k, 12 + k), so raw[i] lane c is dword i of row c; its low
+  // nibbles are then codes 4i .. 4i + 3 (codes[i]) and its high nibbles codes 16 + 4i .. (codes[4 + i]).
   template <QuantType T>
-  static inline void smallPair(const uint8_t* w, bool two, __m512i* codes, __m512* scales, __m512i* offset) {
-    constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
-    if constexpr (T == QuantType::MXFP4) {
-      if (two) {
-        // [bytes of block 0, bytes of block 1] -> 128-bit lanes [b0, b0, b1, b1] -> low, high, low, high nibbles.
-        const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(Narrow::load128(w + 1)),
-                                                     Narrow::load128(w + kBytes + 1), 1);
-        const __m512i spread = _mm512_permutexvar_epi64(_mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0), _mm512_zextsi256_si512(both));
-        const __m512i shifts = _mm512_set_epi64(0x0004000400040004, 0x0004000400040004, 0, 0, 0x0004000400040004,
-                                                0x0004000400040004, 0, 0);
-        const __m512i nibbles = _mm512_and_si512(_mm512_srlv_epi16(spread, shifts), _mm512_set1_epi8(0x0F));
+  static inline void transposeNibbles(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
+    constexpr int kCodes = T == QuantType::Q4_0 ? 2 : 1;  // after the scale
+    __m512i rows[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      __m512i r = _mm512_castsi128_si512(Narrow::load128(w[k] + at + kCodes));
+      r = _mm512_inserti32x4(r, Narrow::load128(w[4 + k] + at + kCodes), 1);
+      r = _mm512_inserti32x4(r, Narrow::load128(w[8 + k] + at + kCodes), 2);
+      rows[k] = _mm512_inserti32x4(r, Narrow::load128(w[12 + k] + at + kCodes), 3);
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(rows[0], rows[1]), t1 = _mm512_unpackhi_epi32(rows[0], rows[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(rows[2], rows[3]), t3 = _mm512_unpackhi_epi32(rows[2], rows[3]);
+    const __m512i raw[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2), _mm512_unpacklo_epi64(t1, t3),
+                            _mm512_unpackhi_epi64(t1, t3)};
+    const __m512i nibble = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m512i low = _mm512_and_si512(raw[i], nibble);
+      const __m512i high = _mm512_and_si512(_mm512_srli_epi16(raw[i], 4), nibble);
+      if constexpr (T == QuantType::Q4_0) {
+        codes[i] = _mm512_sub_epi8(low, _mm512_set1_epi8(8));
+        codes[4 + i] = _mm512_sub_epi8(high, _mm512_set1_epi8(8));
+      } else {
         const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
-        *codes = _mm512_shuffle_epi8(table, nibbles);
-        const float* values = e8m0Table();
-        *scales = _mm512_insertf32x8(_mm512_set1_ps(values[w[0]]), _mm256_set1_ps(values[w[kBytes]]), 1);
-        *offset = _mm512_sub_epi32(_mm512_setzero_si512(), dotBytes(_mm512_set1_epi8(-128), *codes));
-        return;
+        codes[i] = _mm512_shuffle_epi8(table, low);
+        codes[4 + i] = _mm512_shuffle_epi8(table, high);
       }
     }
-    float d0, d1 = 0.0f;
-    const __m256i c0 = Narrow::smallCodes<T>(w, &d0);
-    const __m256i c1 = two ? Narrow::smallCodes<T>(w + kBytes, &d1) : _mm256_setzero_si256();
-    *codes = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
-    *scales = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-    *offset = _mm512_sub_epi32(_mm512_setzero_si512(), dotBytes(_mm512_set1_epi8(-128), *codes));
   }
 
-  // C weight rows (1 or 2) at w[c] with R rows: each row's activations and scales are loaded once for the C rows.
-  template <QuantType T, int R, int C>
-  static inline void small(const QuantIntJob& job, const uint8_t* const (&w)[C], float* const (&out)[C]) {
+  // The transposed codes of block `blk` of weight rows w[0..15], their scales, and -128 x each row's code sum (the
+  // activations are stored plus 128, so the dot products start from that correction).
+  template <QuantType T>
+  static inline void blockLanes(const uint8_t* const (&w)[kLaneRows], int blk, __m512i (&codes)[8], __m512* dw,
+                                __m512i* start) {
     constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
-    const int blocks = job.k / 32;
-    __m512 acc[C][R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 2
-      for (int c = 0; c < C; ++c) acc[c][r] = _mm512_setzero_ps();
+    const size_t at = static_cast<size_t>(blk) * kBytes;
+    if constexpr (T == QuantType::Q8_0) {
+      transposeQ8(w, at, codes);
+    } else {
+      transposeNibbles<T>(w, at, codes);
     }
-    // Lanes 0-7 take the first block's scale, 8-15 the second's.
-    const __m512i pairIndex = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (int blk = 0; blk < blocks; blk += 2) {
-      const bool two = blk + 1 < blocks;  // an odd count's last block pairs with zeros
-      const size_t at = static_cast<size_t>(blk) * kBytes;
-      __m512i codes[C], offset[C];
-      __m512 dw[C];
-#pragma GCC unroll 2
-      for (int c = 0; c < C; ++c) {
-        fetchAhead<R>(w[c] + at);
-        smallPair<T>(w[c] + at, two, &codes[c], &dw[c], &offset[c]);
+    if constexpr (T == QuantType::MXFP4) {
+      // E8M0 e -> 2^(e - 128) (halved for the doubled value table): exponent bits e - 1, or a subnormal for e < 2.
+      alignas(16) uint8_t exponents[kLaneRows];
+      for (int c = 0; c < kLaneRows; ++c) exponents[c] = w[c][at];
+      const __m512i e = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(exponents)));
+      const __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)), 23);
+      const __m512i tiny = _mm512_srlv_epi32(_mm512_set1_epi32(0x00400000), _mm512_sub_epi32(_mm512_set1_epi32(1), e));
+      *dw = _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmpge_epi32_mask(e, _mm512_set1_epi32(2)), tiny, normal));
+    } else {
+      alignas(32) uint16_t halves[kLaneRows];
+      for (int c = 0; c < kLaneRows; ++c) std::memcpy(&halves[c], w[c] + at, sizeof(uint16_t));
+      *dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(halves)));
+    }
+    // Two chains of 4: a one-row job (decode) waits on this latency.
+    __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int q = 0; q < 8; q += 2) {
+      even = _mm512_dpbusd_epi32(even, _mm512_set1_epi8(-128), codes[q]);
+      odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi8(-128), codes[q + 1]);
+    }
+    *start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_add_epi32(even, odd));
+  }
+
+  template <QuantType T, int R>
+  static inline void smallLanes(const QuantIntJob& job) {
+    const int blocks = job.k / 32;
+    for (int first = 0; first < job.columns; first += kLaneRows) {
+      const uint8_t* w[kLaneRows];
+#pragma GCC unroll 16
+      for (int c = 0; c < kLaneRows; ++c) {
+        // Lanes past the job's columns repeat its last row; their sums are not stored.
+        w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
       }
-      const __mmask16 scaleLanes = two ? 0x3 : 0x1;
+      __m512 acc[R];
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512i a = load(job.rows[r] + 32 * blk);
-        const __m512 da = _mm512_permutexvar_ps(pairIndex, _mm512_maskz_loadu_ps(scaleLanes, scalesOf(job.rows[r], job.k) + blk));
-#pragma GCC unroll 2
-        for (int c = 0; c < C; ++c) {
-          const __m512i s = _mm512_dpbusd_epi32(offset[c], a, codes[c]);
-          acc[c][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[c], da), acc[c][r]);
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+      for (int blk = 0; blk < blocks; ++blk) {
+        if constexpr (R <= 2) {
+          // 16 weight rows stream side by side, more than the hardware prefetcher follows: fetch each ahead.
+          if (blk % 2 == 0) {
+            constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
+#pragma GCC unroll 16
+            for (int c = 0; c < kLaneRows; ++c) {
+              _mm_prefetch(reinterpret_cast<const char*>(w[c]) + static_cast<size_t>(blk) * kBytes + kPrefetchAhead,
+                           _MM_HINT_T0);
+            }
+          }
+        }
+        __m512i codes[8], start;
+        __m512 dw;
+        blockLanes<T>(w, blk, codes, &dw, &start);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* a = job.rows[r] + 32 * blk;
+          __m512i even = start, odd = _mm512_setzero_si512();  // two chains of 4 (integer sums: any order)
+#pragma GCC unroll 4
+          for (int q = 0; q < 8; q += 2) {
+            // Each quad broadcast straight from memory (one 8-byte load would broadcast from a general register).
+            int32_t first, second;
+            std::memcpy(&first, a + 4 * q, sizeof first);
+            std::memcpy(&second, a + 4 * q + 4, sizeof second);
+            even = _mm512_dpbusd_epi32(even, _mm512_set1_epi32(first), codes[q]);
+            odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi32(second), codes[q + 1]);
+          }
+          const __m512i sum = _mm512_add_epi32(even, odd);
+          const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]));
+          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
         }
       }
-    }
+      const int lanes = std::min(kLaneRows, job.columns - first);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 2
-      for (int c = 0; c < C; ++c) out[c][r] = _mm512_reduce_add_ps(acc[c][r]);
-    }
-  }
-
-  // Every weight row of the job: two at a time where rows share the activations (R >= 3), else one at a time.
-  template <QuantType T, int R>
-  static inline void smallColumns(const QuantIntJob& job) {
-    int c = 0;
-    if constexpr (R >= 3) {
-      for (; c + 2 <= job.columns; c += 2) {
-        const uint8_t* const w[2] = {job.weights + c * job.weightStride, job.weights + (c + 1) * job.weightStride};
-        float* const out[2] = {job.out + c * kQuantIntRows, job.out + (c + 1) * kQuantIntRows};
-        small<T, R, 2>(job, w, out);
+      for (int r = 0; r < R; ++r) {
+        alignas(64) float sums[kLaneRows];
+        _mm512_store_ps(sums, acc[r]);
+        for (int c = 0; c < lanes; ++c) job.out[(first + c) * kQuantIntRows + r] = sums[c];
       }
-    }
-    for (; c < job.columns; ++c) {
-      const uint8_t* const w[1] = {job.weights + c * job.weightStride};
-      float* const out[1] = {job.out + c * kQuantIntRows};
-      small<T, R, 1>(job, w, out);
     }
   }
 
@@ -528,9 +591,9 @@ struct QuantInt512 {
       for (int c = 0; c < job.columns; ++c) column(job.weights + c * job.weightStride, job.out + c * kQuantIntRows);
     };
     switch (job.type) {
-      case QuantType::Q8_0: return smallColumns<QuantType::Q8_0, R>(job);
-      case QuantType::Q4_0: return smallColumns<QuantType::Q4_0, R>(job);
-      case QuantType::MXFP4: return smallColumns<QuantType::MXFP4, R>(job);
+      case QuantType::Q8_0: return smallLanes<QuantType::Q8_0, R>(job);
+      case QuantType::Q4_0: return smallLanes<QuantType::Q4_0, R>(job);
+      case QuantType::MXFP4: return smallLanes<QuantType::MXFP4, R>(job);
       case QuantType::Q4_K: return columns([&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
       case QuantType::Q5_K: return columns([&](const uint8_t* w, float* out) { q4k<R, true>(job, w, out); });
       case QuantType::Q6_K: return columns([&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
