@@ -277,9 +277,10 @@ struct QuantInt256 {
 
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-// The same dot products in 512-bit registers (AVX512-VNNI with AVX512BW): a register holds two 32-value blocks of
-// Q8_0, Q4_0 and MXFP4, or 64 values of a Q4_K / Q6_K super-block, so each row's integer sums take half the
-// instructions. The exact integers, the per-block scaling and the one order of each row's additions are as above.
+// The same dot products in 512-bit registers (AVX512-VNNI with AVX512BW). Q8_0, Q4_0, MXFP4, Q4_K and Q5_K put 16
+// weight rows in the lanes (smallLanes, kLanes): each block's exact integer sums for 16 weight rows at once, then
+// one float step per block (or sub-block) for all 16. Q6_K keeps one weight row at a time, 64 values a register.
+// Each type's arithmetic is the same for every row count (batch invariance); it differs from the AVX2 kernels'.
 struct QuantInt512 {
   using Narrow = QuantInt256<Dot256::Vnni512>;
   template <int R>
@@ -300,15 +301,23 @@ struct QuantInt512 {
   // Every row count runs this same arithmetic (batch invariance): per weight row and block, the exact integer sum
   // S, then acc = fma(float(S), dw x da, acc) in block order; float(S) is exact (|S| <= 32 x 128 x 127 < 2^24).
   static constexpr int kLaneRows = 16;
+  // The 4 bytes at p in every dword lane, broadcast straight from memory (one wider load would broadcast from a
+  // general register, an extra shuffle).
+  static inline __m512i broadcastQuad(const void* p) {
+    int32_t quad;
+    std::memcpy(&quad, p, sizeof quad);
+    return _mm512_set1_epi32(quad);
+  }
   static constexpr int kPrefetchAhead = 1024;  // bytes ahead in each of the 16 weight rows
 
-  // Q8_0: the 32 codes of each of the 16 rows (8 dwords) transposed into codes[q] (lane c: dword q of row c). Row c
-  // sits in the low half and row c + 8 in the high half of pair c; an 8 x 8 dword transpose in each half does the rest.
-  static inline void transposeQ8(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
+  // The 32 bytes at w[c] + at of the 16 rows (8 dwords each) transposed into codes[q] (lane c: dword q of row c).
+  // Row c sits in the low half and row c + 8 in the high half of pair c; an 8 x 8 dword transpose in each half does
+  // the rest.
+  static inline void transpose16x8(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
     __m512i pair[8];
 #pragma GCC unroll 8
     for (int c = 0; c < 8; ++c) {
-      pair[c] = _mm512_inserti64x4(_mm512_castsi256_si512(load256(w[c] + at + 2)), load256(w[c + 8] + at + 2), 1);
+      pair[c] = _mm512_inserti64x4(_mm512_castsi256_si512(load256(w[c] + at)), load256(w[c + 8] + at), 1);
     }
     __m512i t[8], u[8];
 #pragma GCC unroll 4
@@ -341,18 +350,8 @@ struct QuantInt512 {
   template <QuantType T>
   static inline void transposeNibbles(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
     constexpr int kCodes = T == QuantType::Q4_0 ? 2 : 1;  // after the scale
-    __m512i rows[4];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      __m512i r = _mm512_castsi128_si512(Narrow::load128(w[k] + at + kCodes));
-      r = _mm512_inserti32x4(r, Narrow::load128(w[4 + k] + at + kCodes), 1);
-      r = _mm512_inserti32x4(r, Narrow::load128(w[8 + k] + at + kCodes), 2);
-      rows[k] = _mm512_inserti32x4(r, Narrow::load128(w[12 + k] + at + kCodes), 3);
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(rows[0], rows[1]), t1 = _mm512_unpackhi_epi32(rows[0], rows[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(rows[2], rows[3]), t3 = _mm512_unpackhi_epi32(rows[2], rows[3]);
-    const __m512i raw[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2), _mm512_unpacklo_epi64(t1, t3),
-                            _mm512_unpackhi_epi64(t1, t3)};
+    __m512i raw[4];
+    transpose16x4(w, at + kCodes, raw);
     const __m512i nibble = _mm512_set1_epi8(0x0F);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
@@ -362,7 +361,8 @@ struct QuantInt512 {
         codes[i] = _mm512_sub_epi8(low, _mm512_set1_epi8(8));
         codes[4 + i] = _mm512_sub_epi8(high, _mm512_set1_epi8(8));
       } else {
-        const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
+        const __m512i table =
+            _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
         codes[i] = _mm512_shuffle_epi8(table, low);
         codes[4 + i] = _mm512_shuffle_epi8(table, high);
       }
@@ -377,7 +377,7 @@ struct QuantInt512 {
     constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
     const size_t at = static_cast<size_t>(blk) * kBytes;
     if constexpr (T == QuantType::Q8_0) {
-      transposeQ8(w, at, codes);
+      transpose16x8(w, at + 2, codes);  // Q8_0: the codes after the scale
     } else {
       transposeNibbles<T>(w, at, codes);
     }
@@ -388,7 +388,8 @@ struct QuantInt512 {
       const __m512i e = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(exponents)));
       const __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)), 23);
       const __m512i tiny = _mm512_srlv_epi32(_mm512_set1_epi32(0x00400000), _mm512_sub_epi32(_mm512_set1_epi32(1), e));
-      *dw = _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmpge_epi32_mask(e, _mm512_set1_epi32(2)), tiny, normal));
+      const __mmask16 normalLanes = _mm512_cmpge_epi32_mask(e, _mm512_set1_epi32(2));
+      *dw = _mm512_castsi512_ps(_mm512_mask_blend_epi32(normalLanes, tiny, normal));
     } else {
       alignas(32) uint16_t halves[kLaneRows];
       for (int c = 0; c < kLaneRows; ++c) std::memcpy(&halves[c], w[c] + at, sizeof(uint16_t));
@@ -438,12 +439,8 @@ struct QuantInt512 {
           __m512i even = start, odd = _mm512_setzero_si512();  // two chains of 4 (integer sums: any order)
 #pragma GCC unroll 4
           for (int q = 0; q < 8; q += 2) {
-            // Each quad broadcast straight from memory (one 8-byte load would broadcast from a general register).
-            int32_t first, second;
-            std::memcpy(&first, a + 4 * q, sizeof first);
-            std::memcpy(&second, a + 4 * q + 4, sizeof second);
-            even = _mm512_dpbusd_epi32(even, _mm512_set1_epi32(first), codes[q]);
-            odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi32(second), codes[q + 1]);
+            even = _mm512_dpbusd_epi32(even, broadcastQuad(a + 4 * q), codes[q]);
+            odd = _mm512_dpbusd_epi32(odd, broadcastQuad(a + 4 * q + 4), codes[q + 1]);
           }
           const __m512i sum = _mm512_add_epi32(even, odd);
           const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]));
@@ -460,73 +457,140 @@ struct QuantInt512 {
     }
   }
 
-  // 16-bit lanes i of the result = the scale at index[i / 16] of the 16-bit scales in `scales` (two per register).
-  static inline __m512i spread(__m512i scales, int first, int second) {
-    const __m512i index = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<short>(first))),
-                                             _mm256_set1_epi16(static_cast<short>(second)), 1);
-    return _mm512_permutexvar_epi16(index, scales);
-  }
-
-  template <int R, bool Five = false>
-  static inline void q4k(const QuantIntJob& job, const uint8_t* w, float* out) {
+  // Q4_K and Q5_K with the weight rows in the lanes, as smallLanes: per 256-value block, the 12 packed bytes of the 16
+  // rows' 8 sub-block scales and mins are unpacked (as ggml does) and transposed, so sub-block s has a vector of
+  // d x scale and one of its min (as an int16 pair, for vpdpwssd against the activations' 16-value sums); each pair of
+  // sub-blocks' 32 code bytes is transposed like Q8_0's codes, its low nibbles the first sub-block, its high nibbles
+  // the second (Q5_K: the fifth bits from the transposed qh). For a row and sub-block, 8 vpdpbusd give the exact sums
+  // of the 16 weight rows; then acc += float(S) x (d x scale x da), sub-block by sub-block, and at the block's end
+  // acc -= float(min sums) x (dmin x da). Every row count runs this arithmetic (batch invariance).
+  template <int R, bool Five>
+  static inline void kLanes(const QuantIntJob& job) {
     constexpr int kBytes = Five ? 176 : 144;
     constexpr int kCodes = Five ? 48 : 16;
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
-    __m512 acc[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     const __m512i nibble = _mm512_set1_epi8(0x0F);
-    for (int blk = 0; blk < blocks; ++blk, w += kBytes) {
-      fetchAhead<R>(w);
-      fetchAhead<R>(w + 64);
-      fetchAhead<R>(w + 128);
-      if constexpr (Five) fetchAhead<R>(w + 175);
-      const __m512 dScale = _mm512_set1_ps(Narrow::half(w)), dminScale = _mm512_set1_ps(Narrow::half(w + 2));
-      uint32_t sm[4];
-      std::memcpy(sm, w + 4, 12);
-      sm[3] = ((sm[2] >> 4) & 0x0f0f0f0f) | (((sm[1] >> 6) & 0x03030303) << 4);
-      const uint32_t low = sm[1] & 0x3f3f3f3f;
-      sm[1] = (sm[2] & 0x0f0f0f0f) | (((sm[0] >> 6) & 0x03030303) << 4);
-      sm[2] = low;
-      sm[0] &= 0x3f3f3f3f;
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sm));  // scales 0-7, mins 0-7
-      const __m512i scales = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(bytes));
-      const __m128i minBytes = _mm_unpackhi_epi8(bytes, bytes);
-      const __m256i mins = _mm256_cvtepu8_epi16(minBytes);  // min j at 16-bit lanes 2j, 2j+1
-      // Bytes 32j .. 32j + 31 hold sub-blocks 2j (low nibbles) and 2j + 1 (high): both halves of a register take
-      // them, the upper shifted by 4, so that it holds values 64j .. 64j + 63 in order.
-      __m512i codes[4], scale[4];
-      const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m512i bits = _mm512_broadcast_i64x4(load256(w + kCodes + 32 * j));
-        codes[j] = _mm512_and_si512(_mm512_srlv_epi16(bits, shifts), nibble);
-        if constexpr (Five) {
-          // Bit 2j of qh is the fifth bit of sub-block 2j's values, bit 2j + 1 of 2j + 1's.
-          const __m512i qh = _mm512_broadcast_i64x4(load256(w + 16));
-          const __m512i bitShifts = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<short>(2 * j)),
-                                                       _mm256_set1_epi16(static_cast<short>(2 * j + 1)), 1);
-          const __m512i fifth = _mm512_and_si512(_mm512_srlv_epi16(qh, bitShifts), _mm512_set1_epi8(1));
-          codes[j] = _mm512_or_si512(codes[j], _mm512_slli_epi16(fifth, 4));
-        }
-        scale[j] = spread(scales, 2 * j, 2 * j + 1);
+    for (int first = 0; first < job.columns; first += kLaneRows) {
+      const uint8_t* w[kLaneRows];
+#pragma GCC unroll 16
+      for (int c = 0; c < kLaneRows; ++c) {
+        w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
       }
+      __m512 acc[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+      for (int blk = 0; blk < blocks; ++blk) {
+        const size_t at = static_cast<size_t>(blk) * kBytes;
+        if constexpr (R <= 2) {
+#pragma GCC unroll 16
+          for (int c = 0; c < kLaneRows; ++c) {
+            for (int line = 0; line < kBytes; line += 64) {
+              _mm_prefetch(reinterpret_cast<const char*>(w[c]) + at + line + kPrefetchAhead, _MM_HINT_T0);
+            }
+          }
+        }
+        // The block's first 16 bytes of the 16 rows, transposed: head[0] lane c = row c's d | dmin << 16, head[1..3]
+        // its 12 packed scale bytes; unpacked as ggml does, 16 rows at once, into scales 0-3, 4-7, mins 0-3, 4-7.
+        __m512i head[4];
+        transpose16x4(w, at, head);
+        const __m512i six = _mm512_set1_epi8(0x3f), four = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi8(0x03);
+        // The top 2 bits of scales and mins 0-3 (bits 6-7 of their bytes) are bits 4-5 of scales and mins 4-7.
+        const __m512i scalesTop = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(head[1], 6), two), 4);
+        const __m512i minsTop = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(head[2], 6), two), 4);
+        const __m512i packed[4] = {_mm512_and_si512(head[1], six),
+                                   _mm512_or_si512(_mm512_and_si512(head[3], four), scalesTop),
+                                   _mm512_and_si512(head[2], six),
+                                   _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(head[3], 4), four), minsTop)};
+        const __m512 dv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head[0]));
+        const __m512 dminv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(head[0], 16)));
+        __m512 subScale[8];
+        __m512i subMin[8];
+#pragma GCC unroll 8
+        for (int sb = 0; sb < 8; ++sb) {
+          const __m512i byte = _mm512_set1_epi32(0xFF);
+          const __m512i sc = _mm512_and_si512(_mm512_srli_epi32(packed[sb / 4], 8 * (sb % 4)), byte);
+          const __m512i mn = _mm512_and_si512(_mm512_srli_epi32(packed[2 + sb / 4], 8 * (sb % 4)), byte);
+          subScale[sb] = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(sc));
+          subMin[sb] = _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16));  // [min, min] as two int16
+        }
+        __m512i high[8];
+        if constexpr (Five) transpose16x8(w, at + 16, high);
+        float da[R];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) da[r] = scalesOf(job.rows[r], job.k)[blk];
+#pragma GCC unroll 1
+        for (int j = 0; j < 4; ++j) {
+          __m512i raw[8], codes[2][8];
+          transpose16x8(w, at + kCodes + 32 * j, raw);
+#pragma GCC unroll 8
+          for (int q = 0; q < 8; ++q) {
+            codes[0][q] = _mm512_and_si512(raw[q], nibble);
+            codes[1][q] = _mm512_and_si512(_mm512_srli_epi16(raw[q], 4), nibble);
+            if constexpr (Five) {
+              // Bit 2j of each qh byte is the fifth bit of the low sub-block's value, bit 2j + 1 of the high one's.
+              const __m512i one = _mm512_set1_epi8(1);
+              const __m512i lowBit = _mm512_and_si512(_mm512_srli_epi16(high[q], 2 * j), one);
+              const __m512i highBit = _mm512_and_si512(_mm512_srli_epi16(high[q], 2 * j + 1), one);
+              codes[0][q] = _mm512_or_si512(codes[0][q], _mm512_slli_epi16(lowBit, 4));
+              codes[1][q] = _mm512_or_si512(codes[1][q], _mm512_slli_epi16(highBit, 4));
+            }
+          }
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const int8_t* a = reinterpret_cast<const int8_t*>(job.rows[r]) + 256 * blk + 64 * j;
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; ++half) {
+              __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+#pragma GCC unroll 4
+              for (int q = 0; q < 8; q += 2) {
+                even = _mm512_dpbusd_epi32(even, codes[half][q], broadcastQuad(a + 32 * half + 4 * q));
+                odd = _mm512_dpbusd_epi32(odd, codes[half][q + 1], broadcastQuad(a + 32 * half + 4 * q + 4));
+              }
+              const __m512 scale = _mm512_mul_ps(subScale[2 * j + half], _mm512_set1_ps(da[r]));
+              acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even, odd)), scale, acc[r]);
+            }
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          // Each sub-block's min times its two 16-value activation sums (an int16 pair per dword): exact integers.
+          const uint8_t* sums = job.rows[r] + sumsOffset + 32 * blk;
+          __m512i minSums = _mm512_setzero_si512();
+#pragma GCC unroll 8
+          for (int sb = 0; sb < 8; ++sb) {
+            minSums = _mm512_dpwssd_epi32(minSums, subMin[sb], broadcastQuad(sums + 4 * sb));
+          }
+          acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(minSums), _mm512_mul_ps(dminv, _mm512_set1_ps(da[r])), acc[r]);
+        }
+      }
+      const int lanes = std::min(kLaneRows, job.columns - first);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const uint8_t* q = job.rows[r] + 256 * blk;
-        __m512i isum = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[j], load(q + 64 * j)), scale[j]);
-        // da x (d x sums - dmin x min sums), the scales broadcast once per block (d, dmin) or from memory (da).
-        const __m256i minSums = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), mins);
-        const __m512 block = _mm512_fnmadd_ps(dminScale, _mm512_zextps256_ps512(_mm256_cvtepi32_ps(minSums)),
-                                              _mm512_mul_ps(dScale, _mm512_cvtepi32_ps(isum)));
-        acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]), acc[r]);
+        alignas(64) float sums[kLaneRows];
+        _mm512_store_ps(sums, acc[r]);
+        for (int c = 0; c < lanes; ++c) job.out[(first + c) * kQuantIntRows + r] = sums[c];
       }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+
+  // The 16 bytes at w[c] + at of the 16 rows (4 dwords each) transposed 4 x 4 in each 128-bit lane (register k
+  // holds rows k, 4 + k, 8 + k, 12 + k): out[i] lane c is dword i of row c.
+  static inline void transpose16x4(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&out)[4]) {
+    __m512i v[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      __m512i r = _mm512_castsi128_si512(Narrow::load128(w[k] + at));
+      r = _mm512_inserti32x4(r, Narrow::load128(w[4 + k] + at), 1);
+      r = _mm512_inserti32x4(r, Narrow::load128(w[8 + k] + at), 2);
+      v[k] = _mm512_inserti32x4(r, Narrow::load128(w[12 + k] + at), 3);
+    }
+    const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+    out[0] = _mm512_unpacklo_epi64(t0, t2);
+    out[1] = _mm512_unpackhi_epi64(t0, t2);
+    out[2] = _mm512_unpacklo_epi64(t1, t3);
+    out[3] = _mm512_unpackhi_epi64(t1, t3);
   }
 
   template <int R>
@@ -594,8 +658,8 @@ struct QuantInt512 {
       case QuantType::Q8_0: return smallLanes<QuantType::Q8_0, R>(job);
       case QuantType::Q4_0: return smallLanes<QuantType::Q4_0, R>(job);
       case QuantType::MXFP4: return smallLanes<QuantType::MXFP4, R>(job);
-      case QuantType::Q4_K: return columns([&](const uint8_t* w, float* out) { q4k<R>(job, w, out); });
-      case QuantType::Q5_K: return columns([&](const uint8_t* w, float* out) { q4k<R, true>(job, w, out); });
+      case QuantType::Q4_K: return kLanes<R, false>(job);
+      case QuantType::Q5_K: return kLanes<R, true>(job);
       case QuantType::Q6_K: return columns([&](const uint8_t* w, float* out) { q6k<R>(job, w, out); });
       default: return;
     }
