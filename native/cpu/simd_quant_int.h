@@ -369,6 +369,27 @@ struct QuantInt512 {
     }
   }
 
+  // The weight rows of lanes first .. first + 15 (lanes past the job's columns repeat its last row; their sums are
+  // never stored).
+  static inline void laneRows(const QuantIntJob& job, int first, const uint8_t* (&w)[kLaneRows]) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kLaneRows; ++c) {
+      w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
+    }
+  }
+
+  // acc[r] lane c is the sum of row r with weight row first + c: stored at out[(first + c) * kQuantIntRows + r].
+  template <int R>
+  static inline void storeLanes(const QuantIntJob& job, int first, const __m512 (&acc)[R]) {
+    const int lanes = std::min(kLaneRows, job.columns - first);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float sums[kLaneRows];
+      _mm512_store_ps(sums, acc[r]);
+      for (int c = 0; c < lanes; ++c) job.out[(first + c) * kQuantIntRows + r] = sums[c];
+    }
+  }
+
   // The transposed codes of block `blk` of weight rows w[0..15], their scales, and -128 x each row's code sum (the
   // activations are stored plus 128, so the dot products start from that correction).
   template <QuantType T>
@@ -410,11 +431,7 @@ struct QuantInt512 {
     const int blocks = job.k / 32;
     for (int first = 0; first < job.columns; first += kLaneRows) {
       const uint8_t* w[kLaneRows];
-#pragma GCC unroll 16
-      for (int c = 0; c < kLaneRows; ++c) {
-        // Lanes past the job's columns repeat its last row; their sums are not stored.
-        w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
-      }
+      laneRows(job, first, w);
       __m512 acc[R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -447,13 +464,7 @@ struct QuantInt512 {
           acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
         }
       }
-      const int lanes = std::min(kLaneRows, job.columns - first);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        alignas(64) float sums[kLaneRows];
-        _mm512_store_ps(sums, acc[r]);
-        for (int c = 0; c < lanes; ++c) job.out[(first + c) * kQuantIntRows + r] = sums[c];
-      }
+      storeLanes(job, first, acc);
     }
   }
 
@@ -473,10 +484,7 @@ struct QuantInt512 {
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     for (int first = 0; first < job.columns; first += kLaneRows) {
       const uint8_t* w[kLaneRows];
-#pragma GCC unroll 16
-      for (int c = 0; c < kLaneRows; ++c) {
-        w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
-      }
+      laneRows(job, first, w);
       __m512 acc[R];
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
@@ -564,13 +572,7 @@ struct QuantInt512 {
           acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(minSums), _mm512_mul_ps(dminv, _mm512_set1_ps(da[r])), acc[r]);
         }
       }
-      const int lanes = std::min(kLaneRows, job.columns - first);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        alignas(64) float sums[kLaneRows];
-        _mm512_store_ps(sums, acc[r]);
-        for (int c = 0; c < lanes; ++c) job.out[(first + c) * kQuantIntRows + r] = sums[c];
-      }
+      storeLanes(job, first, acc);
     }
   }
 
