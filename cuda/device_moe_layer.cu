@@ -62,13 +62,13 @@ struct DeviceMoeLayer::ForwardBuffers {
   int xStride = 0;               // hidden or paddedHidden (a model's buffer, zero past hidden)
   float* out = nullptr;          // [tokens][outStride]
   int outStride = 0;
-  float* routerLogits = nullptr;  // [tokens][experts] kept for the caller, or null (pass scratch)
+  float* routerLogits = nullptr;  // [tokens][routed slots] kept for the caller, or null (pass scratch)
   const RoutingPolicy* segmentPolicies = nullptr;  // device, with tokenSegments: per-token policies
   const int32_t* tokenSegments = nullptr;
   int32_t* ids = nullptr;        // [tokens][kMax]
   float* weights = nullptr;      // [tokens][kMax]
   int32_t* counts = nullptr;     // [tokens]
-  int32_t* passLoads = nullptr;  // [passes][experts]
+  int32_t* passLoads = nullptr;  // [passes][routed slots]
   int32_t* gateUpRows = nullptr;  // [experts]
   int32_t* downRows = nullptr;    // [experts]
   int32_t* firstInvalidToken = nullptr;  // [1]
@@ -79,16 +79,13 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   const float* router = weights.router;
   const SharedExpertSources* shared = weights.hasShared ? &weights.shared : nullptr;
   requireDevice();
-  // The families' router rules run in the route stage (the core's per-token selection); zero-computation experts
-  // would need the plan and finalize to skip and add them, which the device pipeline does not do yet.
-  if (config.zeroExperts > 0) {
-    throw Error(code::kUnsupported, "CUDA MoE layers do not run zero-computation experts yet (this layer has " +
-                                        std::to_string(config.zeroExperts) + "); use device 'cpu'");
-  }
-  if (config.experts > kMaxDeviceExperts) {
+  // The families' router rules run in the route stage (the core's per-token selection). The router scores the
+  // FFN experts and the zero-computation ones (LongCat-Flash); the plan gives the latter no GEMM rows, and finalize
+  // adds an identity expert's weight x input.
+  const int routed = config.routedSlots();
+  if (routed > kMaxDeviceExperts) {
     throw Error(code::kUnsupported, "the CUDA router handles up to " + std::to_string(kMaxDeviceExperts) +
-                                        " experts, this layer has " + std::to_string(config.experts) +
-                                        "; use device 'cpu'");
+                                        " experts, this layer routes " + std::to_string(routed) + "; use device 'cpu'");
   }
   keepPoolMemory();
   multiprocessors_ = backendStatus().multiprocessors;
@@ -112,7 +109,7 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   const bool quantized = gateUpQuant_ != QuantType::None || downQuant_ != QuantType::None ||
                          sharedGateUpQuant_ != QuantType::None || sharedDownQuant_ != QuantType::None;
   dtype_ = quantized ? DType::BF16 : config.dtype;
-  size_t bytes = static_cast<size_t>(config.experts) * paddedHidden_ * 4 +
+  size_t bytes = static_cast<size_t>(routed) * paddedHidden_ * 4 +
                  static_cast<size_t>(config.experts) *
                      (static_cast<size_t>(2) * paddedFfn_ * packedRowBytes(gateUpQuant_, dtype_, paddedHidden_) +
                       static_cast<size_t>(paddedHidden_) * packedRowBytes(downQuant_, dtype_, paddedFfn_));
@@ -126,12 +123,12 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   }
   requireFreeMemory(bytes, "the MoE layer's weights");
 
-  router_ = uploadMatrices({{router, DType::F32, QuantType::None}}, config.experts, config.experts, config.hidden, paddedHidden_,
+  router_ = uploadMatrices({{router, DType::F32, QuantType::None}}, routed, routed, config.hidden, paddedHidden_,
                            DType::F32, "uploading the router weights");
   rule_ = config.router;
   if (!rule_.plain() && rule_.selectionBias != nullptr) {
-    selectionBias_ = uploadMatrices({{rule_.selectionBias, DType::F32, QuantType::None}}, 1, 1, config.experts,
-                                    config.experts, DType::F32, "uploading the router's selection bias");
+    selectionBias_ = uploadMatrices({{rule_.selectionBias, DType::F32, QuantType::None}}, 1, 1, routed, routed,
+                                    DType::F32, "uploading the router's selection bias");
     rule_.selectionBias = selectionBias_.as<float>();  // the route kernel reads it on the device
   }
   gateUp_ = uploadGateUp(gate, up, config.ffn, paddedFfn_, config.hidden, paddedHidden_, dtype_,
@@ -149,7 +146,7 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   separateActivation_ = any(gateBiases) || any(upBiases) || config.activation != ExpertActivation::SwiGlu;
   hasDownBias_ = any(downBiases);
   if (weights.routerBias != nullptr) {
-    routerBias_ = uploadBiasRows({weights.routerBias}, config.experts, config.experts, "uploading the router bias");
+    routerBias_ = uploadBiasRows({weights.routerBias}, routed, routed, "uploading the router bias");
   }
   if (any(gateBiases)) gateBias_ = uploadBiasRows(gateBiases, config.ffn, paddedFfn_, "uploading the gate biases");
   if (any(upBiases)) upBias_ = uploadBiasRows(upBiases, config.ffn, paddedFfn_, "uploading the up biases");
@@ -179,7 +176,7 @@ int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
   size_t perRow = 12 + static_cast<size_t>(paddedFfn_) * act + static_cast<size_t>(paddedHidden_) * 4;
   if (separateActivation_) perRow += static_cast<size_t>(2) * paddedFfn_ * 4;  // GEMM 1's raw sums
   size_t perToken = static_cast<size_t>(kMax) * perRow + static_cast<size_t>(paddedHidden_) * (4 + act) +
-                    static_cast<size_t>(config_.experts) * 12;
+                    static_cast<size_t>(config_.routedSlots()) * 12;
   if (sharedFfn_ > 0) perToken += static_cast<size_t>(paddedSharedFfn_) * act + paddedHidden_ * 4;
   if (sharedFfn_ > 0 && separateActivation_) perToken += static_cast<size_t>(2) * paddedSharedFfn_ * 4;
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(tokens, kPassScratchBytes / perToken)));
@@ -188,6 +185,7 @@ int DeviceMoeLayer::tokensPerPass(int tokens, int kMax) const {
 void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int tokens, const RoutingPolicy& policy,
                              int pass, cudaStream_t stream, StageClock* clock) const {
   const int experts = config_.experts;
+  const int routerColumns = config_.routedSlots();  // FFN and zero-computation experts
   const int kMax = io.kMax;
   const int hp = paddedHidden_;
   const DType dtype = dtype_;
@@ -203,9 +201,9 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   ScratchLayout layout;
   const size_t xF32At = layout.add(static_cast<size_t>(tokens) * hp * 4);
   const size_t xActAt = dtype == DType::F32 ? xF32At : layout.add(static_cast<size_t>(tokens) * hp * act);
-  const size_t logitsAt = io.routerLogits ? 0 : layout.add(static_cast<size_t>(tokens) * experts * 4);
-  const size_t chunkCountsAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
-  const size_t chunkBaseAt = layout.add(static_cast<size_t>(chunks) * experts * 4);
+  const size_t logitsAt = io.routerLogits ? 0 : layout.add(static_cast<size_t>(tokens) * routerColumns * 4);
+  const size_t chunkCountsAt = layout.add(static_cast<size_t>(chunks) * routerColumns * 4);
+  const size_t chunkBaseAt = layout.add(static_cast<size_t>(chunks) * routerColumns * 4);
   const size_t offsetsAt = layout.add(static_cast<size_t>(experts + 1) * 4);
   const size_t rowTokenAt = layout.add(static_cast<size_t>(slots) * 4);
   const size_t rowWeightAt = layout.add(static_cast<size_t>(slots) * 4);
@@ -228,9 +226,9 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
   StreamBuffer scratch(layout.bytes(), stream, "allocating the forward's GPU scratch");
   float* xF32 = at<float>(scratch, xF32At);
   void* xAct = at<void>(scratch, xActAt);
-  int32_t* passLoad = io.passLoads + static_cast<size_t>(pass) * experts;
+  int32_t* passLoad = io.passLoads + static_cast<size_t>(pass) * routerColumns;
   float* routerLogits =
-      io.routerLogits ? io.routerLogits + static_cast<size_t>(firstToken) * experts : at<float>(scratch, logitsAt);
+      io.routerLogits ? io.routerLogits + static_cast<size_t>(firstToken) * routerColumns : at<float>(scratch, logitsAt);
   const int32_t* ids = io.ids + static_cast<size_t>(firstToken) * kMax;
   const float* weights = io.weights + static_cast<size_t>(firstToken) * kMax;
   const int32_t* counts = io.counts + firstToken;
@@ -244,7 +242,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     GroupedGemm logits;
     logits.dtype = DType::F32;
     logits.weights = router_.as<void>();
-    logits.n = experts;
+    logits.n = routerColumns;
     logits.k = hp;
     logits.input = xF32;
     logits.inputStride = hp;
@@ -252,19 +250,19 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     logits.maxTiles = (tokens + kSimtTileRows - 1) / kSimtTileRows;
     logits.tileRows = kSimtTileRows;
     logits.output = routerLogits;
-    logits.outputStride = experts;
+    logits.outputStride = routerColumns;
     logits.multiprocessors = multiprocessors_;
     runGemm(logits, 1, Epilogue::Scaled, decode, stream);
-    if (routerBias_.bytes() > 0) launchAddRouterBias(routerLogits, tokens, experts, routerBias_.as<float>(), stream);
+    if (routerBias_.bytes() > 0) launchAddRouterBias(routerLogits, tokens, routerColumns, routerBias_.as<float>(), stream);
 
-    checkCuda(cudaMemsetAsync(at<int32_t>(scratch, chunkCountsAt), 0, static_cast<size_t>(chunks) * experts * 4,
+    checkCuda(cudaMemsetAsync(at<int32_t>(scratch, chunkCountsAt), 0, static_cast<size_t>(chunks) * routerColumns * 4,
                               stream),
               "clearing the routing counts");
     RouteLaunch route;
     route.scores = routerLogits;
-    route.scoreStride = experts;
+    route.scoreStride = routerColumns;
     route.tokens = tokens;
-    route.experts = experts;
+    route.experts = routerColumns;
     route.logits = true;
     route.policy = policy;
     route.kMax = kMax;
@@ -277,7 +275,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     // A family's rule routes one token per thread through the core's selection, with scratch of its own.
     std::unique_ptr<StreamBuffer> ruleScratch;
     if (!rule_.plain()) {
-      ruleScratch = std::make_unique<StreamBuffer>(static_cast<size_t>(tokens) * 4 * experts * 4, stream,
+      ruleScratch = std::make_unique<StreamBuffer>(static_cast<size_t>(tokens) * 4 * routerColumns * 4, stream,
                                                    "allocating the router rule's scratch");
       route.rule = rule_;
       route.ruleScratch = ruleScratch->as<void>();
@@ -294,6 +292,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     NvtxRange range("moe/plan", tokens);
     plan.tokens = tokens;
     plan.experts = experts;
+    plan.countStride = routerColumns;
     plan.kMax = kMax;
     plan.tileRows = tileRows;
     plan.ids = ids;
@@ -453,6 +452,12 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     if (sharedFfn_ > 0) finalize.sharedOutput = at<float>(scratch, sharedOutputAt);
     if (sharedGated_) finalize.sharedGateWeight = sharedGate_.as<float>();
     finalize.xF32 = xF32;
+    if (config_.zeroExperts > 0) {
+      finalize.ids = ids;
+      finalize.slotWeights = weights;
+      finalize.experts = experts;
+      finalize.identityExperts = config_.zeroKind == ZeroExpertKind::Identity;
+    }
     finalize.out = io.out + static_cast<size_t>(firstToken) * io.outStride;
     finalize.outStride = io.outStride;
     launchFinalize(finalize, stream);
@@ -464,6 +469,7 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
                          const RoutingOutput& routing, const WorkCounters& work, StageClock* clock) const {
   const int hidden = config_.hidden;
   const int experts = config_.experts;
+  const int routed = config_.routedSlots();
   checkFinite(x, tokens, hidden, hidden, "x", "feature");
   const int kMax = routing.kMax;
   const int passTokens = tokensPerPass(tokens, kMax);
@@ -479,7 +485,7 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
   const size_t idsAt = layout.add(slots * 4);
   const size_t weightsAt = layout.add(slots * 4);
   const size_t countsAt = layout.add(static_cast<size_t>(tokens) * 4);
-  const size_t loadsAt = layout.add(static_cast<size_t>(passes) * experts * 4);
+  const size_t loadsAt = layout.add(static_cast<size_t>(passes) * routed * 4);
   const size_t countersAt = layout.add(static_cast<size_t>(2) * experts * 4);  // gate/up rows, then down rows
   const size_t invalidAt = layout.add(4);
   StreamBuffer buffers(layout.bytes(), stream.get(), "allocating the forward's GPU buffers");
@@ -502,7 +508,7 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
             "copying x to the GPU");
   checkCuda(cudaMemcpyAsync(io.firstInvalidToken, &noInvalidToken, 4, cudaMemcpyHostToDevice, stream.get()),
             "copying to the GPU");
-  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * experts * 4, stream.get()),
+  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * routed * 4, stream.get()),
             "clearing the expert loads");
   checkCuda(cudaMemsetAsync(io.gateUpRows, 0, static_cast<size_t>(2) * experts * 4, stream.get()),
             "clearing the work counters");
@@ -511,7 +517,7 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
     runPass(io, first, std::min(passTokens, tokens - first), policy, pass, stream.get(), clock);
   }
 
-  std::vector<int32_t> passLoads(static_cast<size_t>(passes) * experts);
+  std::vector<int32_t> passLoads(static_cast<size_t>(passes) * routed);
   std::vector<int32_t> counters(static_cast<size_t>(2) * experts);
   int32_t firstInvalidToken = 0;
   const auto copyBack = [&](void* host, const void* device, size_t bytes) {
@@ -530,10 +536,12 @@ void DeviceMoeLayer::run(const float* x, int tokens, const RoutingPolicy& policy
     throw Error(code::kValue, "router logits (x . router weights) must be finite, found a NaN or infinity at token " +
                                   std::to_string(firstInvalidToken));
   }
-  for (int e = 0; e < experts; ++e) {
+  for (int e = 0; e < routed; ++e) {
     int32_t load = 0;
-    for (int pass = 0; pass < passes; ++pass) load += passLoads[static_cast<size_t>(pass) * experts + e];
+    for (int pass = 0; pass < passes; ++pass) load += passLoads[static_cast<size_t>(pass) * routed + e];
     routing.expertLoad[e] = load;
+  }
+  for (int e = 0; e < experts; ++e) {
     if (work.gateUpRows) work.gateUpRows[e] = counters[e];
     if (work.downRows) work.downRows[e] = counters[experts + e];
   }
@@ -558,11 +566,11 @@ void DeviceMoeLayer::enqueue(const DeviceMoeCall& call, StepArena& arena) const 
   io.ids = call.ids;
   io.weights = call.weights;
   io.counts = call.counts;
-  io.passLoads = arena.take<int32_t>(static_cast<size_t>(passes) * experts, "the MoE expert loads");
+  io.passLoads = arena.take<int32_t>(static_cast<size_t>(passes) * config_.routedSlots(), "the MoE expert loads");
   io.gateUpRows = arena.take<int32_t>(static_cast<size_t>(2) * experts, "the MoE work counters");
   io.downRows = io.gateUpRows + experts;
   io.firstInvalidToken = call.firstInvalidToken;
-  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * experts * 4, call.stream),
+  checkCuda(cudaMemsetAsync(io.passLoads, 0, static_cast<size_t>(passes) * config_.routedSlots() * 4, call.stream),
             "clearing the expert loads");
   checkCuda(cudaMemsetAsync(io.gateUpRows, 0, static_cast<size_t>(2) * experts * 4, call.stream),
             "clearing the work counters");
@@ -585,12 +593,12 @@ void DeviceMoeLayer::forward(const MoeForward& call) const {
 }
 
 StageTimes DeviceMoeLayer::profile(const float* x, int tokens, const RoutingPolicy& policy, int runs) const {
-  const int kMax = policy.kMax(config_.experts);
+  const int kMax = policy.kMax(config_.routedSlots());
   std::vector<float> out(static_cast<size_t>(tokens) * config_.hidden);
   std::vector<int32_t> ids(static_cast<size_t>(tokens) * kMax);
   std::vector<float> weights(ids.size());
   std::vector<int32_t> counts(tokens);
-  std::vector<int32_t> load(config_.experts);
+  std::vector<int32_t> load(config_.routedSlots());
   const RoutingOutput routing{kMax, ids.data(), weights.data(), counts.data(), load.data()};
   run(x, tokens, policy, out.data(), routing, {}, nullptr);  // warm-up: pool memory, module loading, caches
   StageTimes times;

@@ -27,7 +27,7 @@ struct DeviceMoeCall {
   int32_t* ids = nullptr;          // device [tokens][kMax] out
   float* weights = nullptr;        // device [tokens][kMax] out
   int32_t* counts = nullptr;       // device [tokens] out
-  float* routerLogits = nullptr;   // device [tokens][experts] out, or null
+  float* routerLogits = nullptr;   // device [tokens][routed slots: FFN + zero-computation experts] out, or null
   int32_t* firstInvalidToken = nullptr;  // device [1], INT_MAX on entry: lowest token with non-finite router logits
   cudaStream_t stream = nullptr;
 };

@@ -15,6 +15,10 @@ constexpr int kScatterThreads = 256;
 
 using BlockScan = cub::BlockScan<int32_t, kScanThreads>;
 
+__device__ __forceinline__ int countStride(const PlanLaunch& plan) {
+  return plan.countStride > 0 ? plan.countStride : plan.experts;
+}
+
 // One block: expert offsets and tile offsets (exclusive scans over experts), each chunk's first row per expert,
 // and the tile table.
 __global__ void __launch_bounds__(kScanThreads) planScanKernel(PlanLaunch plan, int chunks) {
@@ -40,7 +44,7 @@ __global__ void __launch_bounds__(kScanThreads) planScanKernel(PlanLaunch plan, 
       int32_t running = rowOffset;
 #pragma unroll 8
       for (int c = 0; c < chunks; ++c) {
-        const size_t at = static_cast<size_t>(c) * plan.experts + e;
+        const size_t at = static_cast<size_t>(c) * countStride(plan) + e;
         plan.chunkBase[at] = running;
         running += plan.chunkCounts[at];
       }
@@ -68,7 +72,7 @@ __global__ void __launch_bounds__(kScatterThreads) planScatterKernel(PlanLaunch 
   const int chunk = blockIdx.x;
   const int firstToken = chunk * kTokensPerChunk;
   const int lastToken = min(plan.tokens, firstToken + kTokensPerChunk);
-  const size_t chunkAt = static_cast<size_t>(chunk) * plan.experts;
+  const size_t chunkAt = static_cast<size_t>(chunk) * countStride(plan);
   for (int e = threadIdx.x; e < plan.experts; e += blockDim.x) {
     int32_t remaining = plan.chunkCounts[chunkAt + e];
     int32_t row = plan.chunkBase[chunkAt + e];
@@ -86,11 +90,13 @@ __global__ void __launch_bounds__(kScatterThreads) planScatterKernel(PlanLaunch 
       }
     }
   }
-  // Unused slots point at no row.
+  // Unused slots, and those of zero-computation experts (no GEMM row), point at no row. Disjoint from the slots
+  // the loop above writes, so the order of the two does not matter.
   for (int i = threadIdx.x; i < (lastToken - firstToken) * plan.kMax; i += blockDim.x) {
     const int t = firstToken + i / plan.kMax;
     const int s = i % plan.kMax;
-    if (s >= plan.counts[t]) plan.out.slotRow[static_cast<size_t>(t) * plan.kMax + s] = -1;
+    const size_t slot = static_cast<size_t>(t) * plan.kMax + s;
+    if (s >= plan.counts[t] || plan.ids[slot] >= plan.experts) plan.out.slotRow[slot] = -1;
   }
 }
 

@@ -51,8 +51,15 @@ __global__ void __launch_bounds__(kThreads) finalizeKernel(FinalizeLaunch launch
     float acc = 0.0f;
     for (int s = 0; s < slots; ++s) {
       const int row = tokenSlotRows[s];
-      if (row < 0) continue;  // unused slot: defensive, the plan gives every counted slot a row
-      acc += launch.rowOutput[static_cast<size_t>(row) * launch.paddedHidden + h];
+      if (row >= 0) {
+        acc += launch.rowOutput[static_cast<size_t>(row) * launch.paddedHidden + h];
+      } else if (launch.identityExperts && launch.ids != nullptr) {
+        // An identity zero-computation expert adds weight x input, two roundings as the CPU's combine.
+        const size_t slot = static_cast<size_t>(token) * launch.kMax + s;
+        if (launch.ids[slot] >= launch.experts) {
+          acc = __fadd_rn(acc, __fmul_rn(launch.slotWeights[slot], launch.xF32[paddedRow + h]));
+        }
+      }
     }
     if (sharedRow != nullptr) acc += sharedGate * sharedRow[h];
     outRow[h] = acc;

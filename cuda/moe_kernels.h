@@ -65,12 +65,15 @@ struct PlanLaunch {
   int experts = 0;
   int kMax = 0;
   int tileRows = 0;  // rows per GEMM tile (BM)
+  // Row stride of chunkCounts / chunkBase: the route's expert count, which counts zero-computation experts too
+  // (ids >= experts, which get no plan row). 0: experts.
+  int countStride = 0;
   const int32_t* ids = nullptr;
   const float* weights = nullptr;
   const int32_t* counts = nullptr;
   const int32_t* expertLoad = nullptr;   // from the route kernel
   const int32_t* chunkCounts = nullptr;  // from the route kernel
-  int32_t* chunkBase = nullptr;          // [chunkCount][experts] scratch: first plan row of each chunk per expert
+  int32_t* chunkBase = nullptr;          // [chunkCount][countStride] scratch: first plan row of each chunk per expert
   ExpertPlanLayout out;                  // the core's plan layout; rowToken and rowWeight hold tokens * kMax rows
   int32_t* tileExpert = nullptr;         // [maxTiles(tokens * kMax, experts, tileRows)]
   int32_t* tileRowStart = nullptr;
@@ -181,7 +184,13 @@ struct FinalizeLaunch {
   const float* rowOutput = nullptr;         // [plan rows][paddedHidden], already scaled by the routing weight
   const float* sharedOutput = nullptr;      // [tokens][paddedHidden] or null
   const float* sharedGateWeight = nullptr;  // [paddedHidden] or null: shared output scaled by sigmoid(w . x)
-  const float* xF32 = nullptr;              // [tokens][paddedHidden], for the shared gate
+  const float* xF32 = nullptr;              // [tokens][paddedHidden], for the shared gate and identity experts
+  // Zero-computation experts (LongCat-Flash): slots whose id is >= experts have no row; with identityExperts set
+  // they add weight x the token's input, else nothing.
+  const int32_t* ids = nullptr;             // [tokens][kMax], or null when the layer has none
+  const float* slotWeights = nullptr;       // [tokens][kMax]
+  int experts = 0;
+  bool identityExperts = false;
   float* out = nullptr;                     // [tokens][outStride]
   int outStride = 0;                        // 0: hidden
 };

@@ -26,7 +26,8 @@ class DeviceMoeOp : public DeviceOp {
       : input_(input), output_(output), slot_(slot), layer_(std::move(layer)) {}
 
   void enqueue(DeviceStep& step) const override {
-    const int experts = layer_->config().experts;
+    // The router's columns: FFN experts, then zero-computation ones (ids >= the FFN count).
+    const int experts = layer_->config().routedSlots();
     const int tokens = step.tokens;
     const int segments = static_cast<int>(step.segments.size());
     int kMax = 1;
@@ -98,8 +99,14 @@ class DeviceMoeOp : public DeviceOp {
       if (all == nullptr) continue;
       const MoeStepStats& stats = all[slot_];
       if (stats.counts) std::copy_n(counts + segment.firstRow, segment.rows, stats.counts);
-      // No zero-computation experts run on CUDA: every routed expert is an FFN expert.
-      if (stats.ffnCounts) std::copy_n(counts + segment.firstRow, segment.rows, stats.ffnCounts);
+      if (stats.ffnCounts) {
+        const int ffnExperts = layer_->config().experts;
+        for (int r = 0; r < segment.rows; ++r) {
+          const int32_t* rowIds = ids + static_cast<size_t>(segment.firstRow + r) * kMax;
+          stats.ffnCounts[r] = static_cast<int32_t>(std::count_if(
+              rowIds, rowIds + counts[segment.firstRow + r], [ffnExperts](int32_t id) { return id < ffnExperts; }));
+        }
+      }
       if (stats.expertLoad) {
         std::fill(stats.expertLoad, stats.expertLoad + experts, 0);
         for (int r = segment.firstRow; r < segment.firstRow + segment.rows; ++r) {

@@ -15,7 +15,11 @@ const EXPERTS = 6;
 const ZERO = 3;
 const SLOTS = EXPERTS + ZERO;
 
-function buildLayer(kind: 'zero' | 'identity', routerRule?: RouterRule): { layer: MoELayer; raw: ReturnType<typeof makeRawWeights> } {
+function buildLayer(
+  kind: 'zero' | 'identity',
+  routerRule?: RouterRule,
+  device: 'cpu' | 'cuda' = 'cpu',
+): { layer: MoELayer; raw: ReturnType<typeof makeRawWeights> } {
   // The router scores FFN experts and zero experts: its rows are generated for all SLOTS.
   const raw = makeRawWeights({ hidden: HIDDEN, ffn: FFN, experts: SLOTS, dtype: 'f32', seed: 2301, routerScale: 3 });
   const layer = MoELayer.fromWeights({
@@ -29,8 +33,47 @@ function buildLayer(kind: 'zero' | 'identity', routerRule?: RouterRule): { layer
     down: raw.down.subarray(0, EXPERTS * HIDDEN * FFN),
     zeroExperts: { count: ZERO, kind },
     ...(routerRule ? { routerRule } : {}),
-  });
+  }, { device });
   return { layer, raw };
+}
+
+/** One forward's output and GEMM work against a float64 model of the routing it reports. */
+async function expectFollowsRouting(
+  layer: MoELayer,
+  raw: ReturnType<typeof makeRawWeights>,
+  kind: 'zero' | 'identity',
+  policy: RoutingPolicy,
+  tokens: number,
+  tolerance: number,
+): Promise<void> {
+  const x = makeInput(2302 + tokens, tokens, HIDDEN);
+  const r = await layer.forward(x, { tokens, policy });
+  const { ids, weights, kMax, counts, expertLoad } = r.routing;
+  expect(expertLoad.length).toBe(SLOTS);
+  // GEMM rows: only the FFN experts' pairs.
+  const ffnLoad = Array.from(expertLoad.subarray(0, EXPERTS));
+  expect(Array.from(r.work.gateUpRows)).toEqual(ffnLoad);
+  expect(Array.from(r.work.downRows)).toEqual(ffnLoad);
+  expect(sumOf(expertLoad)).toBe(sumOf(counts));
+  // Float64: FFN experts through the reference, zero experts as their kind says.
+  const ffnIds = Array.from(ids, (e) => (e >= EXPERTS ? -1 : e));
+  const expected = refLayerOutput(
+    { hidden: HIDDEN, ffn: FFN, experts: EXPERTS, router: raw.router, gate: raw.gate, up: raw.up, down: raw.down },
+    x,
+    tokens,
+    kMax,
+    ffnIds,
+    weights,
+  );
+  if (kind === 'identity') {
+    for (let t = 0; t < tokens; t++) {
+      for (let s = 0; s < kMax; s++) {
+        if (ids[t * kMax + s] < EXPERTS) continue;
+        for (let h = 0; h < HIDDEN; h++) expected[t * HIDDEN + h] += weights[t * kMax + s] * x[t * HIDDEN + h];
+      }
+    }
+  }
+  expect(maxRelativeError(r.output, expected)).toBeLessThan(tolerance);
 }
 
 const POLICIES: RoutingPolicy[] = [
@@ -45,36 +88,7 @@ describe.each(['zero', 'identity'] as const)('%s experts', (kind) => {
   afterAll(() => layer.dispose());
 
   test.each(POLICIES.map((p) => [JSON.stringify(p), p] as const))('output and work follow the routing: %s', async (_, policy) => {
-    for (const tokens of [1, 7, 64]) {
-      const x = makeInput(2302 + tokens, tokens, HIDDEN);
-      const r = await layer.forward(x, { tokens, policy });
-      const { ids, weights, kMax, counts, expertLoad } = r.routing;
-      expect(expertLoad.length).toBe(SLOTS);
-      // GEMM rows: only the FFN experts' pairs.
-      const ffnLoad = Array.from(expertLoad.subarray(0, EXPERTS));
-      expect(Array.from(r.work.gateUpRows)).toEqual(ffnLoad);
-      expect(Array.from(r.work.downRows)).toEqual(ffnLoad);
-      expect(sumOf(expertLoad)).toBe(sumOf(counts));
-      // Float64: FFN experts through the reference, zero experts as their kind says.
-      const ffnIds = Array.from(ids, (e) => (e >= EXPERTS ? -1 : e));
-      const expected = refLayerOutput(
-        { hidden: HIDDEN, ffn: FFN, experts: EXPERTS, router: raw.router, gate: raw.gate, up: raw.up, down: raw.down },
-        x,
-        tokens,
-        kMax,
-        ffnIds,
-        weights,
-      );
-      if (kind === 'identity') {
-        for (let t = 0; t < tokens; t++) {
-          for (let s = 0; s < kMax; s++) {
-            if (ids[t * kMax + s] < EXPERTS) continue;
-            for (let h = 0; h < HIDDEN; h++) expected[t * HIDDEN + h] += weights[t * kMax + s] * x[t * HIDDEN + h];
-          }
-        }
-      }
-      expect(maxRelativeError(r.output, expected)).toBeLessThan(1e-5);
-    }
+    for (const tokens of [1, 7, 64]) await expectFollowsRouting(layer, raw, kind, policy, tokens, 1e-5);
   });
 
   test('a token routed only to zero experts costs no GEMM', async () => {
@@ -112,6 +126,23 @@ test('policies count zero experts with the FFN experts, and bad options are refu
     () => MoELayer.fromWeights({ ...base, router: raw.router, zeroExperts: { count: 1, kind: 'constant' as 'zero' } }),
     'ERR_DYNAMOE_TYPE',
   );
+});
+
+// ---- zero-computation experts on CUDA: the plan gives them no GEMM rows, finalize adds identity experts --------
+warnIfCudaAbsent('CUDA zero-computation experts');
+describeOn('cuda')('zero-computation experts on CUDA', () => {
+  describe.each(['zero', 'identity'] as const)('%s experts', (kind) => {
+    // Built in beforeAll: a skipped describe still runs its body.
+    let built: ReturnType<typeof buildLayer>;
+    beforeAll(() => {
+      built = buildLayer(kind, { scoring: 'softmax', scale: 2 }, 'cuda');
+    });
+    afterAll(() => built?.layer.dispose());
+    // f32 weights: the SIMT f32 GEMMs (decode rows on the GEMV), whose only difference from float64 is rounding.
+    test.each(POLICIES.map((p) => [JSON.stringify(p), p] as const))('output and work follow the routing: %s', async (_, policy) => {
+      for (const tokens of [1, 7, 64, 300]) await expectFollowsRouting(built.layer, built.raw, kind, policy, tokens, 1e-4);
+    });
+  });
 });
 
 // ---- the CUDA router under family rules: the CPU's experts and weight bits ----------------------------------------
