@@ -80,10 +80,14 @@ std::unique_ptr<DeviceOp> makeDeviceOp(const MlpNode& node, DeviceOpContext& con
   requireBuffer(context.layout, node.input, node.hidden, "input");
   requireBuffer(context.layout, node.output, node.hidden, "output");
   if (node.input == node.output) throw Error(code::kShape, "mlp: input and output must be different buffers");
-  DeviceMatrix gateUp = uploadDenseGateUp(node.gate, node.up, node.ffn, node.hidden, context.dtype,
+  // The second GEMM reads the first's output as its activations: with any quantized matrix (bf16 activations) the
+  // plain ones go up as bf16 too, so both take the same activation type.
+  const bool quantized = node.gate.quant != QuantType::None || node.up.quant != QuantType::None ||
+                         node.down.quant != QuantType::None;
+  const DType dtype = quantized ? DType::BF16 : context.dtype;
+  DeviceMatrix gateUp = uploadDenseGateUp(node.gate, node.up, node.ffn, node.hidden, dtype,
                                           "uploading a dense MLP's gate and up weights");
-  DeviceMatrix down =
-      uploadDenseMatrix(node.down, node.hidden, node.ffn, context.dtype, "uploading a dense MLP's down weights");
+  DeviceMatrix down = uploadDenseMatrix(node.down, node.hidden, node.ffn, dtype, "uploading a dense MLP's down weights");
   return std::make_unique<DenseMlpOp>(node.input, node.output, std::move(gateUp), std::move(down),
                                       context.multiprocessors);
 }
