@@ -1,5 +1,9 @@
 #include "cpu_features.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include "roofline.h"
 
 namespace dynamoe::cpu {
@@ -13,7 +17,10 @@ CpuFeatures detect() {
   f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   f.avx512vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
-  f.avxvnni = f.avx2 && __builtin_cpu_supports("avxvnni");
+  // AVX-VNNI is CPUID leaf 7, sub-leaf 1, EAX bit 4 (read directly: not every compiler's
+  // __builtin_cpu_supports knows the name); the OS's AVX state is checked with AVX2 above.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
 #if defined(__GNUC__) && __GNUC__ >= 11
   f.avx512bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
 #endif

@@ -16,6 +16,20 @@
 
 #include "quant_int.h"
 
+// Unrolling for the optimized builds. Sanitizer builds skip it: clang with ASan + UBSan took minutes on the fully
+// unrolled lanes kernels (10 s without), and their speed does not matter there.
+#if defined(__SANITIZE_ADDRESS__)
+#define DYNAMOE_UNROLL(n)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DYNAMOE_UNROLL(n)
+#endif
+#endif
+#ifndef DYNAMOE_UNROLL
+#define DYNAMOE_PRAGMA(text) _Pragma(#text)
+#define DYNAMOE_UNROLL(n) DYNAMOE_PRAGMA(GCC unroll n)
+#endif
+
 namespace dynamoe::cpu {
 namespace {
 
@@ -110,14 +124,14 @@ struct QuantInt256 {
     const QuantTraits traits = quantTraits(T);
     const int blocks = job.k / 32;
     __m256 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int blk = 0; blk < blocks; ++blk, w += traits.blockBytes) {
       if (blk % 2 == 0) fetchAhead<R>(w);
       float dw;
       const __m256i codes = smallCodes<T>(w, &dw);
       const __m256i magnitudes = _mm256_sign_epi8(codes, codes);
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) {
         const __m256i a = _mm256_xor_si256(load(job.rows[r] + 32 * blk), _mm256_set1_epi8(-128));  // stored q + 128
         const __m256i s = dotBytes(magnitudes, _mm256_sign_epi8(a, codes));
@@ -125,7 +139,7 @@ struct QuantInt256 {
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scale), acc[r]);
       }
     }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) out[r] = sum(acc[r]);
   }
 
@@ -137,7 +151,7 @@ struct QuantInt256 {
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
     __m256 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     for (int blk = 0; blk < blocks; ++blk, w += kBytes) {
@@ -159,9 +173,9 @@ struct QuantInt256 {
       const __m128i minBytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8));
       const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(minBytes, minBytes));  // min j at lanes 2j, 2j+1
       __m256i isum[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
       for (int j = 0; j < 4; ++j) {
         const __m256i bits = load(w + kCodes + 32 * j);
         __m256i lo = _mm256_and_si256(bits, nibble);
@@ -173,14 +187,14 @@ struct QuantInt256 {
         }
         const __m256i scLo = _mm256_set1_epi16(bytes[2 * j]);
         const __m256i scHi = _mm256_set1_epi16(bytes[2 * j + 1]);
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
         for (int r = 0; r < R; ++r) {
           const uint8_t* q = job.rows[r] + 256 * blk + 64 * j;
           isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(lo, load(q)), scLo);
           isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(hi, load(q + 32)), scHi);
         }
       }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) {
         const float da = scaleOf(job.rows[r], job.k, blk);
         const __m256i minSums = _mm256_madd_epi16(load(job.rows[r] + sumsOffset + 32 * blk), mins);
@@ -188,7 +202,7 @@ struct QuantInt256 {
         acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minSums), _mm256_set1_ps(dmin * da), acc[r]);
       }
     }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) out[r] = sum(acc[r]);
   }
 
@@ -197,7 +211,7 @@ struct QuantInt256 {
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
     __m256 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     const __m256i nibble = _mm256_set1_epi8(0x0F);
     const __m256i top = _mm256_set1_epi8(0x30);
@@ -210,9 +224,9 @@ struct QuantInt256 {
       const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
       const __m256i scales = _mm256_cvtepi8_epi16(load128(sc));
       __m256i isum[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-#pragma GCC unroll 2
+DYNAMOE_UNROLL(2)
       for (int n = 0; n < 2; ++n) {
         const __m256i l0 = load(w + 64 * n), l1 = load(w + 64 * n + 32), h = load(w + 128 + 32 * n);
         __m256i q[4];
@@ -221,18 +235,18 @@ struct QuantInt256 {
         q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), nibble), _mm256_and_si256(h, top));
         q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), nibble),
                                _mm256_and_si256(_mm256_srli_epi16(h, 2), top));
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
         for (int m = 0; m < 4; ++m) {
           const int s = 8 * n + 2 * m;  // the scales of values 0-15 and 16-31 of these 32
           const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
           for (int r = 0; r < R; ++r) {
             const uint8_t* qa = job.rows[r] + 256 * blk + 128 * n + 32 * m;
             isum[r] = addProducts16<R>(isum[r], _mm256_maddubs_epi16(q[m], load(qa)), scale);
           }
         }
       }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) {
         // Codes are stored plus 32: subtract 32 x sum of scale x (the 16-value sums).
         const __m256i offsets = _mm256_madd_epi16(load(job.rows[r] + sumsOffset + 32 * blk), scales);
@@ -241,7 +255,7 @@ struct QuantInt256 {
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * da), acc[r]);
       }
     }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) out[r] = sum(acc[r]);
   }
 
@@ -315,17 +329,17 @@ struct QuantInt512 {
   // the rest.
   static inline void transpose16x8(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&codes)[8]) {
     __m512i pair[8];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int c = 0; c < 8; ++c) {
       pair[c] = _mm512_inserti64x4(_mm512_castsi256_si512(load256(w[c] + at)), load256(w[c + 8] + at), 1);
     }
     __m512i t[8], u[8];
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
     for (int i = 0; i < 4; ++i) {
       t[2 * i] = _mm512_unpacklo_epi32(pair[2 * i], pair[2 * i + 1]);
       t[2 * i + 1] = _mm512_unpackhi_epi32(pair[2 * i], pair[2 * i + 1]);
     }
-#pragma GCC unroll 2
+DYNAMOE_UNROLL(2)
     for (int i = 0; i < 2; ++i) {
       u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
       u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
@@ -337,7 +351,7 @@ struct QuantInt512 {
     // (dword j of rows 0-3, 4-7, 8-11, 12-15), register 4 + j their lanes 1 and 3.
     const __m512i lowHalves = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
     const __m512i highHalves = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
     for (int j = 0; j < 4; ++j) {
       codes[j] = _mm512_permutex2var_epi64(u[j], lowHalves, u[4 + j]);
       codes[4 + j] = _mm512_permutex2var_epi64(u[j], highHalves, u[4 + j]);
@@ -353,7 +367,7 @@ struct QuantInt512 {
     __m512i raw[4];
     transpose16x4(w, at + kCodes, raw);
     const __m512i nibble = _mm512_set1_epi8(0x0F);
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
     for (int i = 0; i < 4; ++i) {
       const __m512i low = _mm512_and_si512(raw[i], nibble);
       const __m512i high = _mm512_and_si512(_mm512_srli_epi16(raw[i], 4), nibble);
@@ -372,7 +386,7 @@ struct QuantInt512 {
   // The weight rows of lanes first .. first + 15 (lanes past the job's columns repeat its last row; their sums are
   // never stored).
   static inline void laneRows(const QuantIntJob& job, int first, const uint8_t* (&w)[kLaneRows]) {
-#pragma GCC unroll 16
+DYNAMOE_UNROLL(16)
     for (int c = 0; c < kLaneRows; ++c) {
       w[c] = job.weights + static_cast<size_t>(std::min(first + c, job.columns - 1)) * job.weightStride;
     }
@@ -382,7 +396,7 @@ struct QuantInt512 {
   template <int R>
   static inline void storeLanes(const QuantIntJob& job, int first, const __m512 (&acc)[R]) {
     const int lanes = std::min(kLaneRows, job.columns - first);
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) {
       alignas(64) float sums[kLaneRows];
       _mm512_store_ps(sums, acc[r]);
@@ -418,7 +432,7 @@ struct QuantInt512 {
     }
     // Two chains of 4: a one-row job (decode) waits on this latency.
     __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
     for (int q = 0; q < 8; q += 2) {
       even = _mm512_dpbusd_epi32(even, _mm512_set1_epi8(-128), codes[q]);
       odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi8(-128), codes[q + 1]);
@@ -433,14 +447,14 @@ struct QuantInt512 {
       const uint8_t* w[kLaneRows];
       laneRows(job, first, w);
       __m512 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
       for (int blk = 0; blk < blocks; ++blk) {
         if constexpr (R <= 2) {
           // 16 weight rows stream side by side, more than the hardware prefetcher follows: fetch each ahead.
           if (blk % 2 == 0) {
             constexpr int kBytes = T == QuantType::Q8_0 ? 34 : T == QuantType::Q4_0 ? 18 : 17;
-#pragma GCC unroll 16
+DYNAMOE_UNROLL(16)
             for (int c = 0; c < kLaneRows; ++c) {
               _mm_prefetch(reinterpret_cast<const char*>(w[c]) + static_cast<size_t>(blk) * kBytes + kPrefetchAhead,
                            _MM_HINT_T0);
@@ -450,11 +464,11 @@ struct QuantInt512 {
         __m512i codes[8], start;
         __m512 dw;
         blockLanes<T>(w, blk, codes, &dw, &start);
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
         for (int r = 0; r < R; ++r) {
           const uint8_t* a = job.rows[r] + 32 * blk;
           __m512i even = start, odd = _mm512_setzero_si512();  // two chains of 4 (integer sums: any order)
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
           for (int q = 0; q < 8; q += 2) {
             even = _mm512_dpbusd_epi32(even, broadcastQuad(a + 4 * q), codes[q]);
             odd = _mm512_dpbusd_epi32(odd, broadcastQuad(a + 4 * q + 4), codes[q + 1]);
@@ -486,12 +500,12 @@ struct QuantInt512 {
       const uint8_t* w[kLaneRows];
       laneRows(job, first, w);
       __m512 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
       for (int blk = 0; blk < blocks; ++blk) {
         const size_t at = static_cast<size_t>(blk) * kBytes;
         if constexpr (R <= 2) {
-#pragma GCC unroll 16
+DYNAMOE_UNROLL(16)
           for (int c = 0; c < kLaneRows; ++c) {
             for (int line = 0; line < kBytes; line += 64) {
               _mm_prefetch(reinterpret_cast<const char*>(w[c]) + at + line + kPrefetchAhead, _MM_HINT_T0);
@@ -514,7 +528,7 @@ struct QuantInt512 {
         const __m512 dminv = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(head[0], 16)));
         __m512 subScale[8];
         __m512i subMin[8];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
         for (int sb = 0; sb < 8; ++sb) {
           const __m512i byte = _mm512_set1_epi32(0xFF);
           const __m512i sc = _mm512_and_si512(_mm512_srli_epi32(packed[sb / 4], 8 * (sb % 4)), byte);
@@ -525,13 +539,13 @@ struct QuantInt512 {
         __m512i high[8];
         if constexpr (Five) transpose16x8(w, at + 16, high);
         float da[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
         for (int r = 0; r < R; ++r) da[r] = scalesOf(job.rows[r], job.k)[blk];
-#pragma GCC unroll 1
+DYNAMOE_UNROLL(1)
         for (int j = 0; j < 4; ++j) {
           __m512i raw[8], codes[2][8];
           transpose16x8(w, at + kCodes + 32 * j, raw);
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
           for (int q = 0; q < 8; ++q) {
             codes[0][q] = _mm512_and_si512(raw[q], nibble);
             codes[1][q] = _mm512_and_si512(_mm512_srli_epi16(raw[q], 4), nibble);
@@ -544,13 +558,13 @@ struct QuantInt512 {
               codes[1][q] = _mm512_or_si512(codes[1][q], _mm512_slli_epi16(highBit, 4));
             }
           }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
           for (int r = 0; r < R; ++r) {
             const int8_t* a = reinterpret_cast<const int8_t*>(job.rows[r]) + 256 * blk + 64 * j;
-#pragma GCC unroll 2
+DYNAMOE_UNROLL(2)
             for (int half = 0; half < 2; ++half) {
               __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
               for (int q = 0; q < 8; q += 2) {
                 even = _mm512_dpbusd_epi32(even, codes[half][q], broadcastQuad(a + 32 * half + 4 * q));
                 odd = _mm512_dpbusd_epi32(odd, codes[half][q + 1], broadcastQuad(a + 32 * half + 4 * q + 4));
@@ -560,12 +574,12 @@ struct QuantInt512 {
             }
           }
         }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
         for (int r = 0; r < R; ++r) {
           // Each sub-block's min times its two 16-value activation sums (an int16 pair per dword): exact integers.
           const uint8_t* sums = job.rows[r] + sumsOffset + 32 * blk;
           __m512i minSums = _mm512_setzero_si512();
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
           for (int sb = 0; sb < 8; ++sb) {
             minSums = _mm512_dpwssd_epi32(minSums, subMin[sb], broadcastQuad(sums + 4 * sb));
           }
@@ -580,7 +594,7 @@ struct QuantInt512 {
   // holds rows k, 4 + k, 8 + k, 12 + k): out[i] lane c is dword i of row c.
   static inline void transpose16x4(const uint8_t* const (&w)[kLaneRows], size_t at, __m512i (&out)[4]) {
     __m512i v[4];
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
     for (int k = 0; k < 4; ++k) {
       __m512i r = _mm512_castsi128_si512(Narrow::load128(w[k] + at));
       r = _mm512_inserti32x4(r, Narrow::load128(w[4 + k] + at), 1);
@@ -600,7 +614,7 @@ struct QuantInt512 {
     const int blocks = job.k / 256;
     const size_t sumsOffset = actSumsOffset(ActQuant::Q8_K, job.k);
     __m512 acc[R];
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     const __m512i nibble = _mm512_set1_epi8(0x0F);
     const __m512i two = _mm512_set1_epi8(0x03);
@@ -616,7 +630,7 @@ struct QuantInt512 {
       const __m256i scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
       const __m512i scales = _mm512_zextsi256_si512(scales16);
       __m512i codes[4], scale[4];
-#pragma GCC unroll 2
+DYNAMOE_UNROLL(2)
       for (int n = 0; n < 2; ++n) {
         const __m512i l = load(w + 64 * n);
         const __m512i h = _mm512_broadcast_i64x4(load256(w + 128 + 32 * n));
@@ -634,11 +648,11 @@ struct QuantInt512 {
           scale[2 * n + part] = _mm512_permutexvar_epi16(index, scales);
         }
       }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
       for (int r = 0; r < R; ++r) {
         const uint8_t* q = job.rows[r] + 256 * blk;
         __m512i isum = _mm512_setzero_si512();
-#pragma GCC unroll 4
+DYNAMOE_UNROLL(4)
         for (int c = 0; c < 4; ++c) isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[c], load(q + 64 * c)), scale[c]);
         // Codes are stored plus 32: subtract 32 x sum of scale x (the 16-value sums).
         const __m256i offsets = _mm256_madd_epi16(load256(job.rows[r] + sumsOffset + 32 * blk), scales16);
@@ -647,7 +661,7 @@ struct QuantInt512 {
         acc[r] = _mm512_fmadd_ps(block, _mm512_set1_ps(scalesOf(job.rows[r], job.k)[blk]), acc[r]);
       }
     }
-#pragma GCC unroll 8
+DYNAMOE_UNROLL(8)
     for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
   }
 
