@@ -110,6 +110,16 @@ struct StageLoader {
   uint32_t storeOffset;        // swizzled destination of this thread's chunk in pass 0
 
   __device__ void start(const GroupedGemm& gemm, const WorkItem& work) {
+    startA(gemm, work);
+    const int row = threadIdx.x / kChunksPerRow;
+    const int chunkElements = (threadIdx.x % kChunksPerRow) * (16 / static_cast<int>(sizeof(T)));
+    const T* weights = static_cast<const T*>(gemm.weights) + static_cast<size_t>(work.group) * gemm.groupStride;
+    bSource = weights + static_cast<size_t>(work.colTile * kTileCols + row) * gemm.k + chunkElements;
+    bPassStride = static_cast<size_t>(kRowsPerPass) * gemm.k;
+  }
+
+  // The gathered activation rows only (what the quantized loader shares).
+  __device__ void startA(const GroupedGemm& gemm, const WorkItem& work) {
     const int row = threadIdx.x / kChunksPerRow;
     const int chunk = threadIdx.x % kChunksPerRow;
     const int chunkElements = chunk * (16 / static_cast<int>(sizeof(T)));
@@ -124,9 +134,6 @@ struct StageLoader {
       const int inputRow = !aValid[pass] ? 0 : gemm.rowToken ? gemm.rowToken[planRow] : planRow;
       aSource[pass] = input + static_cast<size_t>(inputRow) * gemm.inputStride + chunkElements;
     }
-    const T* weights = static_cast<const T*>(gemm.weights) + static_cast<size_t>(work.group) * gemm.groupStride;
-    bSource = weights + static_cast<size_t>(work.colTile * kTileCols + row) * gemm.k + chunkElements;
-    bPassStride = static_cast<size_t>(kRowsPerPass) * gemm.k;
   }
 
   // Issues the cp.async of k stage `kTile` into the stage buffers at aStage / bStage (no commit).
@@ -157,13 +164,13 @@ struct QuantStageLoader {
   static constexpr int kGroupsPerStage = kTileDepth / kQuantGroupElements;  // 2: one per thread of a row pair
   static_assert(kThreads == kTileCols * kGroupsPerStage, "one thread per (weight row, group) of a stage");
 
-  StageLoader<T, BM> activations;  // its A half only (its B pointers are never read)
+  StageLoader<T, BM> activations;  // its A half only (startA, loadA)
   const uint8_t* weightRow;        // this thread's weight row
   int firstGroup;                  // this thread's group within a stage: 0 or 1
   uint32_t storeOffset[2];         // swizzled destinations of the group's two 16-byte chunks
 
   __device__ void start(const GroupedGemm& gemm, const WorkItem& work) {
-    activations.start(gemm, work);
+    activations.startA(gemm, work);
     const int row = threadIdx.x / kGroupsPerStage;
     firstGroup = threadIdx.x % kGroupsPerStage;
     weightRow = static_cast<const uint8_t*>(gemm.weights) + static_cast<size_t>(work.group) * gemm.groupStride +
