@@ -34,7 +34,13 @@ struct PrefillAttention {
   int multiprocessors = 0;
 };
 
-// Enqueues the segment's attention on `stream` (its keys and values already appended to the cache).
+// Enqueues the segment's attention on `stream` (its keys and values already appended to the cache): the fused flash
+// kernel where it applies and DYNAMOE_FLASH_PREFILL=1 is set (read at each call), else the two GEMMs.
 void enqueuePrefillAttention(const PrefillAttention& attention, cudaStream_t stream);
+
+// The fused kernel (attention_flash.cu): head dimensions up to kFlashMaxHeadDim, f16 or bf16 operands.
+constexpr int kFlashMaxHeadDim = 128;
+bool flashPrefillApplies(const PrefillAttention& attention);
+void enqueueFlashPrefillAttention(const PrefillAttention& attention, cudaStream_t stream);
 
 }  // namespace dynamoe::cuda

@@ -23,6 +23,10 @@ class CudaBackend final : public Backend {
                    float* out) const override {
     quantMatmulOnDevice(type, weights, n, k, input, m, out);
   }
+  void chooseTokens(const float* logits, int rows, int vocab, const TokenChoice* choices,
+                    int32_t* tokens) const override {
+    chooseTokensOnDevice(logits, rows, vocab, choices, tokens);
+  }
   std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const override {
     return std::make_unique<CudaModel>(layout, dtype, kvPoolTokens);
   }

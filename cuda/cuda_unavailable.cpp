@@ -25,6 +25,7 @@ class UnavailableBackend final : public Backend {
     notBuilt();
   }
   void quantMatmul(QuantType, const uint8_t*, int, int, const float*, int, float*) const override { notBuilt(); }
+  void chooseTokens(const float*, int, int, const TokenChoice*, int32_t*) const override { notBuilt(); }
   std::unique_ptr<Model> createModel(const GraphLayout&, DType, int) const override { notBuilt(); }
 };
 

@@ -100,8 +100,9 @@ size_t aligned(size_t bytes) { return (bytes + kAlignment - 1) / kAlignment * kA
 // The host side of a step's inputs, packed into one upload: int arrays, then the routing policies.
 struct StepTables {
   std::vector<int32_t> tokenIds, rowPositions, rowSegments, blockTables;
-  std::vector<int32_t> logitRowIndex, logitTargets, logitGreedyLimits;
+  std::vector<int32_t> logitRowIndex, logitTargets;
   std::vector<RoutingPolicy> moePolicies;  // [moe slots][segments]
+  std::vector<TokenChoice> logitChoices;   // [logit rows]
 };
 
 }  // namespace
@@ -159,12 +160,13 @@ namespace {
 struct StepMemory {
   std::vector<size_t> tableOffsets;  // of intTables' arrays
   size_t policiesAt = 0;
+  size_t choicesAt = 0;
   size_t tablesBytes = 0;  // the uploaded part
   size_t activationsAt = 0;
   size_t activationFloats = 0;
   size_t logitsAt = 0;
   size_t logProbsAt = 0;
-  size_t greedyAt = 0;
+  size_t chosenAt = 0;
   size_t bytes = 0;
 };
 
@@ -255,18 +257,23 @@ void CudaModel::forward(const StepRequest& request) const {
       step.logitRows.push_back({rows.firstRow + r, target, scored});
       tables.logitRowIndex.push_back(rows.firstRow + r);
       tables.logitTargets.push_back(target);
-      tables.logitGreedyLimits.push_back(scored ? 0 : std::min(segment.greedyLimit, vocab));
+      TokenChoice choice;
+      if (!scored && segment.choice.limit > 0) {
+        choice = segment.choice;
+        choice.limit = std::min(choice.limit, vocab);
+        step.rankedChoices = step.rankedChoices || (choice.temperature > 0.0 && choiceRanked(choice));
+      }
+      tables.logitChoices.push_back(choice);
     }
   }
   for (int slot = 0; slot < moeSlots; ++slot) {
     for (int s = 0; s < segments; ++s) tables.moePolicies.push_back(step.segments[s].request->policies[slot]);
   }
-  shape += " l" + std::to_string(step.logitRows.size());
+  shape += " l" + std::to_string(step.logitRows.size()) + (step.rankedChoices ? " r" : "");
 
   // One block of device memory: the uploaded tables, then the activations, logits and log-probabilities.
   const std::vector<int32_t>* intTables[] = {&tables.tokenIds,      &tables.rowPositions,  &tables.rowSegments,
-                                             &tables.blockTables,   &tables.logitRowIndex, &tables.logitTargets,
-                                             &tables.logitGreedyLimits};
+                                             &tables.blockTables,   &tables.logitRowIndex, &tables.logitTargets};
   StepMemory memory;
   for (const auto* table : intTables) {
     memory.tableOffsets.push_back(memory.bytes);
@@ -274,6 +281,8 @@ void CudaModel::forward(const StepRequest& request) const {
   }
   memory.policiesAt = memory.bytes;
   memory.bytes += aligned(tables.moePolicies.size() * sizeof(RoutingPolicy));
+  memory.choicesAt = memory.bytes;
+  memory.bytes += aligned(tables.logitChoices.size() * sizeof(TokenChoice));
   memory.tablesBytes = memory.bytes;
   for (int width : layout_.bufferWidths) {
     // Rows padded to whole 128-column tiles, zeroed at the step's start so every op reads zero tails.
@@ -288,7 +297,7 @@ void CudaModel::forward(const StepRequest& request) const {
   memory.bytes += aligned(logitRows * step.logitStride * sizeof(float));
   memory.logProbsAt = memory.bytes;
   memory.bytes += aligned(logitRows * sizeof(double));
-  memory.greedyAt = memory.bytes;
+  memory.chosenAt = memory.bytes;
   memory.bytes += aligned(logitRows * sizeof(int32_t));
 
   PinnedBlock upload(*pinned_, memory.tablesBytes);
@@ -297,6 +306,8 @@ void CudaModel::forward(const StepRequest& request) const {
   }
   std::memcpy(upload.data() + memory.policiesAt, tables.moePolicies.data(),
               tables.moePolicies.size() * sizeof(RoutingPolicy));
+  std::memcpy(upload.data() + memory.choicesAt, tables.logitChoices.data(),
+              tables.logitChoices.size() * sizeof(TokenChoice));
 
   NvtxRange stepRange("step", step.tokens);
   OwnedStream stream;
@@ -312,8 +323,8 @@ void CudaModel::forward(const StepRequest& request) const {
     step.blockTables = deviceInts(3);
     step.logitRowIndex = deviceInts(4);
     step.logitTargets = deviceInts(5);
-    step.logitGreedyLimits = deviceInts(6);
     step.moePolicies = reinterpret_cast<const RoutingPolicy*>(base + memory.policiesAt);
+    step.logitChoices = reinterpret_cast<const TokenChoice*>(base + memory.choicesAt);
     step.buffers.clear();
     float* next = reinterpret_cast<float*>(base + memory.activationsAt);
     for (size_t stride : step.strides) {
@@ -322,7 +333,7 @@ void CudaModel::forward(const StepRequest& request) const {
     }
     step.logits = reinterpret_cast<float*>(base + memory.logitsAt);
     step.logProbs = reinterpret_cast<double*>(base + memory.logProbsAt);
-    step.greedyTokens = reinterpret_cast<int32_t*>(base + memory.greedyAt);
+    step.chosenTokens = reinterpret_cast<int32_t*>(base + memory.chosenAt);
   };
   const auto enqueueOps = [&] {
     checkCuda(cudaMemsetAsync(step.buffers[0], 0, memory.activationFloats * sizeof(float), step.stream),
@@ -403,10 +414,10 @@ void CudaModel::forward(const StepRequest& request) const {
       checkCuda(cudaMemcpyAsync(segment.targetLogProbs, step.logProbs + firstLogitRow, count * sizeof(double),
                                 cudaMemcpyDeviceToHost, step.stream),
                 "copying log-probabilities back");
-    } else if (segment.greedyLimit > 0) {
-      checkCuda(cudaMemcpyAsync(segment.greedyToken, step.greedyTokens + firstLogitRow, sizeof(int32_t),
+    } else if (segment.choice.limit > 0) {
+      checkCuda(cudaMemcpyAsync(segment.chosenToken, step.chosenTokens + firstLogitRow, sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, step.stream),
-                "copying the greedy id back");
+                "copying the chosen id back");
     } else {
       checkCuda(cudaMemcpy2DAsync(segment.logits, static_cast<size_t>(vocab) * sizeof(float),
                                   step.logits + firstLogitRow * step.logitStride, step.logitStride * sizeof(float),

@@ -19,6 +19,9 @@ std::shared_ptr<const MoeLayer> uploadMoeLayer(const MoeWeights& weights);
 // dense GEMM a model step runs (the GEMV up to kGemvMaxRows rows, the tensor-core GEMM beyond).
 void quantMatmulOnDevice(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m, float* out);
 
+// chooseTokens() on the GPU: the rows uploaded (padded like a step's logits) and chosen by the LM head's kernels.
+void chooseTokensOnDevice(const float* logits, int rows, int vocab, const TokenChoice* choices, int32_t* tokens);
+
 // route() on the GPU: the fused routing kernel on host scores (row stride `stride`, copied in and out).
 // A family's router rule (rule.selectionBias in host memory) runs the core's per-token selection, one thread a token.
 void routeOnDevice(const float* scores, size_t stride, int tokens, int experts, RouterInput input,

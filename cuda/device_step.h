@@ -111,8 +111,9 @@ struct DeviceStep {
   float* logits = nullptr;                 // [logitRows][logitStride]; the model copies unscored rows back
   size_t logitStride = 0;                  // paddedDimension(vocab): the LM head's GEMM writes whole padded rows
   double* logProbs = nullptr;              // [logitRows]; scored rows only
-  const int32_t* logitGreedyLimits = nullptr;  // [logitRows]: greedy rows' id limit (StepSegment::greedyLimit), else 0
-  int32_t* greedyTokens = nullptr;             // [logitRows]: greedy rows' chosen id
+  const TokenChoice* logitChoices = nullptr;  // [logitRows]: each row's StepSegment::choice (limit 0: none)
+  int32_t* chosenTokens = nullptr;            // [logitRows]: chosen rows' ids
+  bool rankedChoices = false;                 // some row samples with top-k or top-p (part of a captured shape)
   // Device results the host needs after the step (router statistics, non-finite checks): the executor copies each
   // into pinned host memory after the last op and calls `use` with it and the step once the step's work is done
   // (a captured step replays with other segments: `use` reads them from the step it is given, never from the one

@@ -64,6 +64,15 @@ __device__ __forceinline__ void loadMatrixX4(uint32_t (&fragment)[4], uint32_t r
                : "r"(rowAddress));
 }
 
+// The same four matrices, each transposed on the way: register j of every lane receives column g of matrix j, rows
+// 2t..2t+1. Over a row-major [k][n] tile (rows k, n contiguous) that is the B fragment of k 0-7 / k 8-15 of an n
+// block: what P V needs of V stored [key][d].
+__device__ __forceinline__ void loadMatrixX4Transposed(uint32_t (&fragment)[4], uint32_t rowAddress) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(fragment[0]), "=r"(fragment[1]), "=r"(fragment[2]), "=r"(fragment[3])
+               : "r"(rowAddress));
+}
+
 // acc (16x8 fp32, C/D layout) += A (16x16, a[4]) x B (16x8, b0 b1), in the element type T (__half or __nv_bfloat16).
 template <typename T>
 __device__ void mmaM16N8K16(float (&acc)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);

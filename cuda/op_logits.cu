@@ -8,11 +8,13 @@
 #include <memory>
 #include <string>
 
+#include "block_reduce.cuh"
 #include "cuda_check.h"
 #include "dense_gemm.h"
 #include "device_graph_ops.h"
 #include "moe_kernels.h"
 #include "nvtx_range.h"
+#include "token_choice.h"
 
 namespace dynamoe::cuda {
 namespace {
@@ -29,20 +31,6 @@ constexpr unsigned kFullWarp = 0xffffffffu;
 __global__ void fillKernel(float* out, int count, float value) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < count) out[i] = value;
-}
-
-// Max over the block (exact in any order); every thread returns it. `shared` holds kSoftmaxWarps floats.
-__device__ float blockMax(float value, float* shared) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    value = fmaxf(value, __shfl_xor_sync(kFullWarp, value, offset));
-  }
-  if (threadIdx.x % kWarpSize == 0) shared[threadIdx.x / kWarpSize] = value;
-  __syncthreads();
-  float result = shared[0];
-  for (int w = 1; w < kSoftmaxWarps; ++w) result = fmaxf(result, shared[w]);
-  __syncthreads();  // every thread has read `shared` before a later reduction reuses it
-  return result;
 }
 
 // Sum over the block in a fixed order (butterfly within warps, then warps 0, 1, ...): the same bits every run.
@@ -71,7 +59,7 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
 
   float localMax = -INFINITY;
   for (int v = threadIdx.x; v < vocab; v += kSoftmaxThreads) localMax = fmaxf(localMax, values[v]);
-  const double maxLogit = static_cast<double>(blockMax(localMax, maxShared));
+  const double maxLogit = static_cast<double>(blockMaxOf<kSoftmaxThreads>(localMax, maxShared));
 
   double localSum = 0.0;
   for (int v = threadIdx.x; v < vocab; v += kSoftmaxThreads) localSum += exp(static_cast<double>(values[v]) - maxLogit);
@@ -82,43 +70,6 @@ __global__ void __launch_bounds__(kSoftmaxThreads)
     logProbs[row] = target < 0 || target >= vocab ? quietNaN()
                                                   : static_cast<double>(values[target]) - maxLogit - log(sum);
   }
-}
-
-// One block per logit row: the first index of the largest logit among [0, limits[row]) (greedy decoding, as the
-// host's argmax: a larger value wins, equal values go to the lower id); rows whose limit is 0 do nothing.
-__global__ void __launch_bounds__(kSoftmaxThreads)
-    greedyArgmaxKernel(const float* logits, size_t stride, const int32_t* limits, int32_t* tokens) {
-  __shared__ float bestValues[kSoftmaxThreads];
-  __shared__ int32_t bestIds[kSoftmaxThreads];
-  const int row = blockIdx.x;
-  const int limit = limits[row];
-  if (limit <= 0) return;  // the whole block leaves together
-  const float* values = logits + static_cast<size_t>(row) * stride;
-  float best = -INFINITY;
-  int32_t bestId = INT32_MAX;
-  // This thread's ids rise: only a strictly larger value replaces its best (its first id for equal values).
-  for (int v = threadIdx.x; v < limit; v += kSoftmaxThreads) {
-    if (bestId == INT32_MAX || values[v] > best) {
-      best = values[v];
-      bestId = v;
-    }
-  }
-  bestValues[threadIdx.x] = best;
-  bestIds[threadIdx.x] = bestId;
-  __syncthreads();
-  for (int half = kSoftmaxThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) {
-      const float otherValue = bestValues[threadIdx.x + half];
-      const int32_t otherId = bestIds[threadIdx.x + half];
-      if (otherValue > bestValues[threadIdx.x] ||
-          (otherValue == bestValues[threadIdx.x] && otherId < bestIds[threadIdx.x])) {
-        bestValues[threadIdx.x] = otherValue;
-        bestIds[threadIdx.x] = otherId;
-      }
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) tokens[row] = bestIds[0] == INT32_MAX ? 0 : bestIds[0];
 }
 
 class LogitsOp : public DeviceOp {
@@ -174,11 +125,16 @@ class LogitsOp : public DeviceOp {
       checkCuda(cudaGetLastError(), "launching the log-softmax of scored rows");
       r = end;
     }
-    // Greedy rows' ids (every logit row is launched: which rows are greedy is data on the device, so a captured
-    // step replays for any mix).
-    greedyArgmaxKernel<<<static_cast<unsigned>(total), kSoftmaxThreads, 0, step.stream>>>(
-        step.logits, step.logitStride, step.logitGreedyLimits, step.greedyTokens);
-    checkCuda(cudaGetLastError(), "launching the greedy choice");
+    // Chosen rows' ids (every logit row is launched: which rows are chosen, and how, is data on the device, so a
+    // captured step replays for any mix of the same shape).
+    TokenChoiceRows choices;
+    choices.logits = step.logits;
+    choices.stride = step.logitStride;
+    choices.rows = total;
+    choices.choices = step.logitChoices;
+    choices.tokens = step.chosenTokens;
+    choices.ranked = step.rankedChoices;
+    enqueueTokenChoice(choices, *step.arena, step.stream);
   }
 
   // A head tied to the embedding shares its table, which the embedding op already counts.

@@ -622,6 +622,17 @@ describeCuda('a model on CUDA', () => {
     expect(bits((await model.forward(TOKENS)).logits)).toEqual(bits(first.logits));
   });
 
+  test('seeded sampling on the GPU (top-k, top-p, temperature): a seed repeats its tokens, captured steps included', async () => {
+    const sample = (seed: number, topP = 0.9) =>
+      collect(model.generate('sampled', { maxTokens: 24, temperature: 1.3, topK: 40, topP, seed }));
+    const first = await sample(7);
+    expect(first.length).toBeGreaterThan(0);
+    expect(await sample(7)).toEqual(first);
+    const others = await Promise.all([sample(8), sample(9), sample(10, 1)]);
+    expect(others.some((ids) => ids.join() !== first.join())).toBe(true);
+    expect(await sample(10, 1)).toEqual(others[2]);
+  });
+
   test('a KV pool larger than the GPU is refused with ERR_DYNAMOE_OUT_OF_MEMORY naming the sizes', async () => {
     // 2^30 positions of 2 layers x (keys + values) x 2 kv heads x 16 floats: hundreds of GiB, more than any GPU.
     const error = await loadModel(dir, { device: 'cuda', kvPoolTokens: 1 << 30 }).then(

@@ -626,6 +626,52 @@ describeCuda('graph ops on CUDA against the CPU (and the float64 reference where
   });
 });
 
+// ---- prefill attention through the fused flash kernel (DYNAMOE_FLASH_PREFILL=1; bf16, head dims up to 128) --------
+
+/** Runs `body` with the fused prefill kernel switched on (the addon reads the variable at each prefill). */
+async function withFlashPrefill<T>(body: () => Promise<T>): Promise<T> {
+  const before = process.env.DYNAMOE_FLASH_PREFILL;
+  process.env.DYNAMOE_FLASH_PREFILL = '1';
+  try {
+    return await body();
+  } finally {
+    if (before === undefined) delete process.env.DYNAMOE_FLASH_PREFILL;
+    else process.env.DYNAMOE_FLASH_PREFILL = before;
+  }
+}
+
+// 64+ rows take the tensor-core prefill: one and several 64-row blocks and 64-key tiles, and 300 rows.
+const FLASH_SCHEDULES: Schedule[] = [64, 100, 300].map((tokens) => ({ tokens, prefill: tokens }));
+
+describeCuda('prefill attention in the fused flash kernel against the CPU (and the float64 reference)', () => {
+  test.each(ATTENTION.map(([label, make], i) => [label, make, 77050 + 10 * i] as const))('%s', async (_label, make, seed) => {
+    await withFlashPrefill(() => expectParity(make, 'bf16', FLASH_SCHEDULES, seed));
+  });
+
+  test('a prompt in two chunks (the second, 130 rows, starts at position 70) equals the CPU and the two-GEMM path', async () => {
+    const c = attentionCase('bf16', 77060, { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, window: 90, sinks: true, rope: true, vocab: 269 });
+    const [cpu, cuda] = [await buildGraph(c, 'bf16', 'cpu'), await buildGraph(c, 'bf16', 'cuda')];
+    const tokens = tokensFor(77061, 200, c.layout.vocab);
+    const chunked = async (graph: NativeModelGraph) => {
+      const options = { policies: c.policies, lastRowLogits: false, stats: false };
+      const session = graph.createSession(tokens.length);
+      await graph.forward(session, Int32Array.from(tokens.slice(0, 70)), options);
+      return (await graph.forward(session, Int32Array.from(tokens.slice(70)), options)).logits;
+    };
+    try {
+      const expected = await chunked(cpu);
+      const gemms = await chunked(cuda);
+      const flash = await withFlashPrefill(() => chunked(cuda));
+      expect(worstRowError(flash, expected, c.layout.vocab)).toBeLessThan(TOLERANCE.bf16);
+      expect(worstRowError(flash, gemms, c.layout.vocab)).toBeLessThan(TOLERANCE.bf16);
+      expect(bits(await withFlashPrefill(() => chunked(cuda)))).toEqual(bits(flash));
+    } finally {
+      cpu.dispose();
+      cuda.dispose();
+    }
+  });
+});
+
 // ---- MoE routing and scoring targets, beyond the logits ------------------------------------------------------------
 
 /** Per-token routed counts and per-expert loads of a forward's statistics. */
@@ -710,7 +756,7 @@ describeCuda('scoring targets and last-row logits on CUDA equal the CPU\'s', () 
   );
 });
 
-// ---- greedy decoding: the step returns the argmax id instead of the logits -----------------------------------------
+// ---- token choice: the step returns the chosen id instead of the logits --------------------------------------------
 
 /** The first index of the largest of values[0, limit), as the host sampler's greedy choice. */
 function firstArgmax(values: Float32Array, limit: number): number {
@@ -730,17 +776,49 @@ for (const device of ['cpu', 'cuda'] as Backend[]) {
           const options = { policies: c.policies, lastRowLogits: true, stats: false };
           const { logits } = await graph.forward(null, tokens, options);
           for (const limit of [1000, 300, 1]) {
-            const result = await graph.forward(null, tokens, { ...options, greedy: limit });
+            const result = await graph.forward(null, tokens, { ...options, choice: { limit } });
             expect(result.logits).toBeUndefined();
             expect(result.token).toBe(firstArgmax(logits!, limit));
           }
         }
         const tokens = Int32Array.of(3);
         // Bad options throw at the call (checked on the JS thread).
-        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: false, stats: false, greedy: 10 }))
+        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: false, stats: false, choice: { limit: 10 } }))
           .toThrow(expect.objectContaining({ code: 'ERR_DYNAMOE_VALUE' }));
-        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: true, stats: false, greedy: 1001 }))
+        expect(() => graph.forward(null, tokens, { policies: c.policies, lastRowLogits: true, stats: false, choice: { limit: 1001 } }))
           .toThrow(expect.objectContaining({ code: 'ERR_DYNAMOE_SHAPE' }));
+      } finally {
+        graph.dispose();
+      }
+    });
+
+    test('sampled: the id is the backend\'s own choice over the same step\'s logits (one row and a batch of segments)', async () => {
+      const vocab = 1000;
+      const c = logitsCase('bf16', 77920, { hidden: 72, vocab, tied: false });
+      const graph = await buildGraph(c, 'bf16', device);
+      const rng = new Rng(77921);
+      try {
+        const options = { policies: c.policies, lastRowLogits: true, stats: false };
+        const choices = [
+          { limit: vocab, temperature: 0.8, uniform: rng.next() },
+          { limit: 700, temperature: 1.3, topK: 40, uniform: rng.next() },
+          { limit: vocab, temperature: 1, topP: 0.9, uniform: rng.next() },
+          { limit: vocab, temperature: 2, topK: 100, topP: 0.5, uniform: rng.next() },
+        ];
+        for (const choice of choices) {
+          const tokens = Int32Array.from(tokensFor(77930, 5, vocab));
+          const { logits } = await graph.forward(null, tokens, options);
+          const result = await graph.forward(null, tokens, { ...options, choice });
+          expect(result.logits).toBeUndefined();
+          expect(result.token).toBe(native().chooseTokens(logits!, vocab, [choice], device)[0]);
+        }
+        // One step over several sequences, each with its own choice (ranked and unranked rows side by side).
+        const segmentTokens = choices.map((_, i) => Int32Array.from(tokensFor(77940 + i, 1 + i, vocab)));
+        const logitsOf = await graph.step(segmentTokens.map((tokens) => ({ session: graph.createSession(32), tokens, ...options })));
+        const chosen = await graph.step(segmentTokens.map((tokens, i) => ({ session: graph.createSession(32), tokens, ...options, choice: choices[i] })));
+        choices.forEach((choice, i) => {
+          expect(chosen[i].token).toBe(native().chooseTokens(logitsOf[i].logits!, vocab, [choice], device)[0]);
+        });
       } finally {
         graph.dispose();
       }

@@ -141,19 +141,18 @@ test('a disposed model rejects with ERR_DYNAMOE_DISPOSED', async () => {
   await expect(collect(other.generate('x'))).rejects.toMatchObject({ code: 'ERR_DYNAMOE_DISPOSED' });
 });
 
-test('the sampler: top-k 1 and a tiny top-p are greedy; with no filter, draws follow the softmax', () => {
-  const logits = Float32Array.from([0.5, 2, 1, 2, -1]);
-  for (let seed = 0; seed < 20; seed++) {
-    expect(new Sampler({ temperature: 1, topK: 1, seed }).next(logits)).toBe(1); // tie 1 vs 3: lower id
-    expect(new Sampler({ temperature: 1, topP: 0.01, seed }).next(logits)).toBe(1);
-  }
-  const topTwo = new Sampler({ temperature: 1, topK: 2, seed: 5 });
-  for (let i = 0; i < 50; i++) expect([1, 3]).toContain(topTwo.next(logits));
-  const sampler = new Sampler({ temperature: 1, seed: 9 });
-  const counts = new Array(logits.length).fill(0);
-  const draws = 20000;
-  for (let i = 0; i < draws; i++) counts[sampler.next(logits)]++;
-  const exp = Array.from(logits, (z) => Math.exp(z));
-  const total = exp.reduce((a, b) => a + b, 0);
-  counts.forEach((n, id) => expect(Math.abs(n / draws - exp[id] / total)).toBeLessThan(0.015));
+test('the sampler: greedy choices carry only the limit; sampled ones the options and one seeded draw per token', () => {
+  expect(new Sampler({ seed: 3 }).next(100)).toEqual({ limit: 100 });
+  const options = { temperature: 0.7, topK: 5, topP: 0.9, seed: 11 };
+  const a = new Sampler(options);
+  const b = new Sampler(options);
+  const draws = Array.from({ length: 20 }, () => a.next(50));
+  draws.forEach((choice) => {
+    expect(choice).toMatchObject({ limit: 50, temperature: 0.7, topK: 5, topP: 0.9 });
+    expect(choice.uniform).toBeGreaterThanOrEqual(0);
+    expect(choice.uniform).toBeLessThan(1);
+  });
+  expect(Array.from({ length: 20 }, () => b.next(50))).toEqual(draws);
+  expect(new Set(draws.map((c) => c.uniform)).size).toBe(20);
+  expect(new Sampler({ ...options, seed: 12 }).next(50).uniform).not.toBe(draws[0].uniform);
 });

@@ -149,10 +149,23 @@ export interface NativeStepSegment {
   /** Scoring: one next-token id or -1 per token; the result has logProbs instead of logits. */
   targets?: Int32Array;
   /**
-   * Greedy decoding (with lastRowLogits, without targets): the result has `token`, the last row's most likely id
-   * among the first `greedy` ids (the first of equal maxima), instead of its logits.
+   * Generation (with lastRowLogits, without targets): the result has `token`, the last row's next id chosen on the
+   * model's device (greedy, or sampled with the caller's uniform draw), instead of its logits.
    */
-  greedy?: number;
+  choice?: NativeTokenChoice;
+}
+
+/**
+ * How a row's next token is chosen, the same on every backend (native/core/token_choice.h states it exactly): among
+ * ids [0, limit); temperature 0 (the default) is greedy (the first of equal maxima); else top-k, then top-p, then
+ * the token where `uniform` (the caller's seeded draw in [0, 1)) falls in the kept tokens' cumulative weights.
+ */
+export interface NativeTokenChoice {
+  limit: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  uniform?: number;
 }
 
 /** Running router sums of one MoE layer: each expert's probabilities, and the entropies, over the tokens so far. */
@@ -164,7 +177,7 @@ export interface RouterSums {
 /** A segment's results: logits ([tokens or 1][vocab]) or, when scoring, log-probabilities ([tokens]). */
 export interface NativeStepResult {
   logits?: Float32Array;
-  /** With `greedy`: the chosen id. */
+  /** With `choice`: the chosen id. */
   token?: number;
   logProbs?: Float64Array;
   stats?: NativeMoeStepStats[];
@@ -372,11 +385,11 @@ export interface NativeModelGraph {
     tokens: Int32Array,
     options: { policies: RoutingPolicy[]; lastRowLogits: false; stats: boolean; targets: Int32Array },
   ): Promise<{ logProbs: Float64Array; stats?: NativeMoeStepStats[] }>;
-  /** Greedy: the last row's most likely id among the first `greedy` ids, instead of its logits. */
+  /** Generation: the last row's chosen id instead of its logits. */
   forward(
     session: NativeKvSession | null,
     tokens: Int32Array,
-    options: { policies: RoutingPolicy[]; lastRowLogits: boolean; stats: boolean; greedy: number },
+    options: { policies: RoutingPolicy[]; lastRowLogits: boolean; stats: boolean; choice: NativeTokenChoice },
   ): Promise<{ token: number; logits?: undefined; stats?: NativeMoeStepStats[] }>;
   /** One step over many sequences (each segment a different session); one result per segment. */
   step(segments: NativeStepSegment[]): Promise<NativeStepResult[]>;
@@ -481,4 +494,6 @@ export interface NativeAddon {
    * thread: at most 2^26 multiply-adds (tests).
    */
   quantMatmul(type: string, weights: Uint8Array, n: number, k: number, input: Float32Array, m: number, device?: 'cpu' | 'cuda'): Float32Array;
+  /** Each row's token ([rows][vocab] logits, one choice per row), by that backend's kernels (tests and tools). */
+  chooseTokens(logits: Float32Array, vocab: number, choices: NativeTokenChoice[], device?: 'cpu' | 'cuda'): Int32Array;
 }

@@ -165,9 +165,11 @@ class GenerationJob implements StepJob {
       this.pendingPrompt = Math.min(budget, this.prompt.length - this.prefilled);
       tokens = this.prompt.subarray(this.prefilled, this.prefilled + this.pendingPrompt);
     }
-    // Greedy decoding picks its id natively: a GPU step then copies one id back instead of [vocab] logits.
-    const greedy = (this.options.temperature ?? 0) === 0 ? { greedy: this.decodable } : {};
-    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums(), ...greedy };
+    // The backend chooses the id next to its logits: a GPU step copies one id back instead of [vocab] logits. The
+    // draw is taken only when the step's row is the next token (the prompt's last chunk, or a decode step).
+    const last = this.decoding || this.prefilled + this.pendingPrompt === this.prompt.length;
+    const choice = last ? this.sampler.next(this.decodable) : { limit: this.decodable };
+    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums(), choice };
   }
 
   accept(result: NativeStepResult): boolean {
@@ -177,7 +179,7 @@ class GenerationJob implements StepJob {
       if (!this.decoding) return false; // more of the prompt to go
       this.prefillMs = performance.now() - this.started;
     }
-    const id = result.token ?? this.sample(result.logits as Float32Array);
+    const id = result.token as number;
     if (this.host.tokenizer.eosTokenIds.includes(id)) return this.end('eos');
     this.text += this.decoder.push(id);
     const stopAt = firstStop(this.text, this.stops, this.released);
@@ -189,10 +191,6 @@ class GenerationJob implements StepJob {
     if (this.pending >= 0) this.hand(this.release(this.pending, heldBackFrom(this.text, this.stops, this.released)));
     this.pending = id;
     return this.generated.length >= this.maxTokens ? this.end('maxTokens') : false;
-  }
-
-  private sample(logits: Float32Array): number {
-    return this.sampler.next(this.decodable < logits.length ? logits.subarray(0, this.decodable) : logits);
   }
 
   fail(error: unknown): void {

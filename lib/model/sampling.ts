@@ -1,4 +1,5 @@
-// Choosing the next token from logits: greedy, or temperature / top-k / top-p sampling with a seeded generator.
+// How the next token is chosen: greedy, or temperature / top-k / top-p sampling with a seeded generator.
+import type { NativeTokenChoice } from '../addon/native-surface';
 import { DynamoeError } from '../errors';
 import { SeededRandom } from '../seeded-random';
 
@@ -24,7 +25,10 @@ export function checkSampling(options: SamplingOptions): void {
   if (!Number.isInteger(seed)) bad('seed must be an integer', seed);
 }
 
-/** Picks tokens from logits; one sampler per generation (it carries the generator's state). */
+/**
+ * A generation's token choices: the options, and one draw of the seeded generator per sampled token. The model's
+ * backend makes the choice next to its logits (native/core/token_choice.h), so a GPU step returns one id.
+ */
 export class Sampler {
   private readonly random: SeededRandom;
 
@@ -32,60 +36,10 @@ export class Sampler {
     this.random = new SeededRandom(options.seed ?? 0);
   }
 
-  next(logits: Float32Array): number {
+  /** The next token's choice among ids [0, limit). */
+  next(limit: number): NativeTokenChoice {
     const temperature = this.options.temperature ?? 0;
-    if (temperature === 0) return argmax(logits);
-    const ids = candidates(logits, this.options.topK ?? 0, (this.options.topP ?? 1) < 1);
-    let max = -Infinity;
-    for (const id of ids) max = Math.max(max, logits[id]);
-    const weights = ids.map((id) => Math.exp((logits[id] - max) / temperature));
-    const total = weights.reduce((a, b) => a + b, 0);
-    const topP = this.options.topP ?? 1;
-    let kept = ids.length;
-    if (topP < 1) {
-      let running = 0;
-      for (let i = 0; i < ids.length; i++) {
-        running += weights[i] / total;
-        if (running > topP) {
-          kept = i + 1;
-          break;
-        }
-      }
-    }
-    const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
-    let draw = this.random.uniform() * keptTotal;
-    for (let i = 0; i < kept; i++) {
-      draw -= weights[i];
-      if (draw < 0) return ids[i];
-    }
-    return ids[kept - 1];
+    if (temperature === 0) return { limit };
+    return { limit, temperature, topK: this.options.topK ?? 0, topP: this.options.topP ?? 1, uniform: this.random.uniform() };
   }
-}
-
-// The ids sampling draws from: the topK most likely (ties: lower id), sorted by descending logit when top-p needs
-// the order; every id, unsorted, when neither filter applies (no O(vocab log vocab) sort per token then).
-function candidates(logits: Float32Array, topK: number, sorted: boolean): number[] {
-  const byLogit = (a: number, b: number) => logits[b] - logits[a] || a - b;
-  const vocab = logits.length;
-  if (topK > 0 && topK < vocab) {
-    const best: number[] = [];
-    for (let id = 0; id < vocab; id++) {
-      if (best.length === topK && byLogit(id, best[topK - 1]) >= 0) continue;
-      let at = best.length === topK ? topK - 1 : best.length;
-      while (at > 0 && byLogit(id, best[at - 1]) < 0) {
-        best[at] = best[at - 1];
-        at--;
-      }
-      best[at] = id;
-    }
-    return best;
-  }
-  const all = Array.from({ length: vocab }, (_, id) => id);
-  return sorted ? all.sort(byLogit) : all;
-}
-
-function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }

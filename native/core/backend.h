@@ -88,6 +88,10 @@ class Backend {
   // this backend multiplies a model's quantized matrices: one dense GEMM, host memory in and out (tests and tools).
   virtual void quantMatmul(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m,
                            float* out) const = 0;
+  // tokens[r] = the choice (token_choice.h) of row r of `logits` ([rows][vocab], host memory), made by the kernels
+  // this backend's models choose with (tests and tools).
+  virtual void chooseTokens(const float* logits, int rows, int vocab, const TokenChoice* choices,
+                            int32_t* tokens) const = 0;
   // A model whose KV pool holds `kvPoolTokens` positions of every attention layer (rounded up to whole blocks).
   virtual std::unique_ptr<Model> createModel(const GraphLayout& layout, DType dtype, int kvPoolTokens) const = 0;
 };

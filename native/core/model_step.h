@@ -7,6 +7,7 @@
 
 #include "moe_config.h"
 #include "routing_policy.h"
+#include "token_choice.h"
 
 namespace dynamoe {
 
@@ -41,11 +42,11 @@ struct StepSegment {
   bool lastRowLogits = false;
   const int32_t* targets = nullptr;         // scoring: [tokens] ids whose log-probabilities replace the logits
   double* targetLogProbs = nullptr;         // scoring: [tokens] out
-  // Greedy decoding (with lastRowLogits, without targets): the last row's most likely id among [0, greedyLimit)
-  // (the first of equal maxima) is written to *greedyToken instead of its logits (`logits` is then unused), so a
-  // GPU step copies one id back, not [vocab] floats. 0: off.
-  int greedyLimit = 0;
-  int32_t* greedyToken = nullptr;
+  // Generation (with lastRowLogits, without targets; choice.limit > 0): the last row's next id, greedy or sampled
+  // (token_choice.h), is written to *chosenToken instead of its logits (`logits` is then unused), so a GPU step
+  // copies one id back, not [vocab] floats. choice.limit 0: off.
+  TokenChoice choice;
+  int32_t* chosenToken = nullptr;
 };
 
 // One step: the rows of every segment, run through every op together (a row's results do not depend on the rows

@@ -24,6 +24,10 @@ class CpuBackend final : public Backend {
              const RoutingPolicy& policy, const RouterRule& rule, const RoutingOutput& out) const override {
     routeTokens(scores, stride, tokens, experts, input, policy, rule, out);
   }
+  void chooseTokens(const float* logits, int rows, int vocab, const TokenChoice* choices,
+                    int32_t* tokens) const override {
+    for (int r = 0; r < rows; ++r) tokens[r] = chooseToken(logits + static_cast<size_t>(r) * vocab, choices[r]);
+  }
   void quantMatmul(QuantType type, const uint8_t* weights, int n, int k, const float* input, int m,
                    float* out) const override {
     const PackedMatrix packed = packColumns(MatrixSource{weights, DType::F32, type}, n, k, DType::F32);

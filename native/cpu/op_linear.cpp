@@ -62,25 +62,15 @@ double logSoftmaxAt(const float* logits, int vocab, int target) {
 }
 
 // A row whose logits a segment asks for: written to `logits` ([vocab]), scored at `target` into `logProb`, or its
-// most likely id among the first `greedyLimit` written to `greedyToken`.
+// next id (greedy or sampled, `choice`) written to `chosenToken`.
 struct LogitRow {
   int32_t row;
   float* logits;
   int32_t target;
   double* logProb;
-  int greedyLimit = 0;
-  int32_t* greedyToken = nullptr;
+  TokenChoice choice;
+  int32_t* chosenToken = nullptr;
 };
-
-// The first index of the largest of `values[0, count)` (a NaN never replaces the best so far), as the host sampler's
-// greedy choice.
-int32_t firstArgmax(const float* values, int count) {
-  int32_t best = 0;
-  for (int i = 1; i < count; ++i) {
-    if (values[i] > values[best]) best = i;
-  }
-  return best;
-}
 
 class LogitsOp : public GraphOp {
  public:
@@ -95,13 +85,14 @@ class LogitsOp : public GraphOp {
       const StepSegment& request = *segment.request;
       const int first = request.lastRowLogits && !request.targets ? segment.rows - 1 : 0;
       for (int r = first; r < segment.rows; ++r) {
-        LogitRow row{segment.firstRow + r, nullptr, -1, nullptr};
+        LogitRow row{segment.firstRow + r, nullptr, -1, nullptr, TokenChoice{}, nullptr};
         if (request.targets) {
           row.target = request.targets[r];
           row.logProb = request.targetLogProbs + r;
-        } else if (request.greedyLimit > 0) {
-          row.greedyLimit = request.greedyLimit;
-          row.greedyToken = request.greedyToken;
+        } else if (request.choice.limit > 0) {
+          row.choice = request.choice;
+          row.choice.limit = std::min(row.choice.limit, vocab_);
+          row.chosenToken = request.chosenToken;
         } else {
           row.logits = request.logits + static_cast<size_t>(r - first) * vocab_;
         }
@@ -132,8 +123,8 @@ class LogitsOp : public GraphOp {
         if (scale_ != 1.0f) {
           for (int v = 0; v < vocab_; ++v) logits[v] *= scale_;
         }
-        if (row.greedyLimit > 0) {
-          *row.greedyToken = firstArgmax(logits, std::min(row.greedyLimit, vocab_));
+        if (row.choice.limit > 0) {
+          *row.chosenToken = chooseToken(logits, row.choice);
         } else if (row.logits) {
           // The GEMM writes whole 32-column panels; the caller's logits have exactly `vocab` columns.
           std::memcpy(row.logits, logits, vocab_ * sizeof(float));

@@ -7,6 +7,7 @@
 #include "route_binding.h"
 #include "router_losses_binding.h"
 #include "runtime_binding.h"
+#include "token_choice_binding.h"
 
 namespace dynamoe {
 
@@ -24,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dequantize", Napi::Function::New<Dequantize>(env, "dequantize"));
   exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
   exports.Set("quantMatmul", Napi::Function::New<QuantMatmul>(env, "quantMatmul"));
+  exports.Set("chooseTokens", Napi::Function::New<ChooseTokens>(env, "chooseTokens"));
   exports.Set("setQuantActivations", Napi::Function::New<SetQuantActivations>(env, "setQuantActivations"));
   return exports;
 }

@@ -10,6 +10,7 @@
 #include "js_errors.h"
 #include "kv_session_binding.h"
 #include "promise_worker.h"
+#include "token_choice_binding.h"
 
 namespace dynamoe {
 
@@ -21,8 +22,8 @@ struct SegmentCall {
   std::vector<int32_t> tokens;
   std::vector<RoutingPolicy> policies;
   bool lastRowLogits = false;
-  int greedyLimit = 0;          // > 0: the step returns the last row's greedy id instead of its logits
-  int32_t greedyToken = -1;
+  TokenChoice choice;            // limit > 0: the step returns the last row's chosen id instead of its logits
+  int32_t chosenToken = -1;
   std::vector<int32_t> targets;  // scoring mode when not empty
   float* logits = nullptr;
   double* logProbs = nullptr;
@@ -84,7 +85,7 @@ class StepWorker : public PromiseWorker {
       SegmentCall& segment = segments_[i];
       const int count = static_cast<int>(segment.tokens.size());
       Napi::Object result = Napi::Object::New(env);
-      if (segment.greedyLimit > 0) {
+      if (segment.choice.limit > 0) {
         // The id is set on the result when the step ends (result()).
       } else if (segment.targets.empty()) {
         Napi::Float32Array logits =
@@ -149,18 +150,18 @@ class StepWorker : public PromiseWorker {
       out.lastRowLogits = segment.lastRowLogits;
       out.targets = segment.targets.empty() ? nullptr : segment.targets.data();
       out.targetLogProbs = segment.logProbs;
-      out.greedyLimit = segment.greedyLimit;
-      out.greedyToken = &segment.greedyToken;
+      out.choice = segment.choice;
+      out.chosenToken = &segment.chosenToken;
     }
     graph_->forward({request.data(), static_cast<int>(request.size())});
   }
   Napi::Value result(Napi::Env env) override {
     Napi::Object value = result_.Value();
     for (size_t i = 0; i < segments_.size(); ++i) {
-      if (segments_[i].greedyLimit <= 0) continue;
+      if (segments_[i].choice.limit <= 0) continue;
       Napi::Object entry = value.IsArray() ? value.As<Napi::Array>().Get(static_cast<uint32_t>(i)).As<Napi::Object>()
                                             : value;
-      entry.Set("token", Napi::Number::New(env, segments_[i].greedyToken));
+      entry.Set("token", Napi::Number::New(env, segments_[i].chosenToken));
     }
     return value;
   }
@@ -270,7 +271,7 @@ Napi::Value ModelGraphBinding::createSession(const Napi::CallbackInfo& info) {
   return addonData(env).kvSession.New({Napi::External<KvSessionBinding::Init>::New(env, &init)});
 }
 
-// A segment's inputs (tokens, { policies, lastRowLogits, stats, sums?, targets? }), read and checked on the JS
+// A segment's inputs (tokens, { policies, lastRowLogits, stats, sums?, targets?, choice? }), read and checked on the JS
 // thread.
 void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue, const Napi::Value& optionValue,
                                     SegmentCall& segment) const {
@@ -293,10 +294,10 @@ void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue
         readPolicy(policyList.As<Napi::Array>().Get(static_cast<uint32_t>(slot)), layout.moeExperts[slot]));
   }
   segment.lastRowLogits = readBool(options, "lastRowLogits", false);
-  if (!options.Get("greedy").IsUndefined()) {
-    segment.greedyLimit = readInt(options, "greedy", 1, layout.vocab);
+  if (!options.Get("choice").IsUndefined()) {
+    segment.choice = readTokenChoice(options.Get("choice"), layout.vocab);
     if (!segment.lastRowLogits || !options.Get("targets").IsUndefined()) {
-      throwJs(env, code::kValue, "greedy needs lastRowLogits: true and no targets");
+      throwJs(env, code::kValue, "choice needs lastRowLogits: true and no targets");
     }
   }
   if (readBool(options, "stats", false)) segment.stats.resize(layout.moeExperts.size());
