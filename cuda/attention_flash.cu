@@ -29,9 +29,9 @@ struct FlashArgs {
   size_t queryStride;
   float* out;
   size_t outStride;
-  const float* keys;
+  const void* keys;  // the cache's KvT
   size_t keyStride;
-  const float* values;
+  const void* values;
   size_t valueStride;
   const int32_t* blockTable;
   int rows, position, heads, kvHeads, headDim, window;
@@ -57,25 +57,27 @@ __device__ __forceinline__ uint32_t packPair(float low, float high) {
          (static_cast<uint32_t>(reinterpret_cast<const uint16_t&>(b)) << 16);
 }
 
-// Fills a [64][D] shared tile of the GEMM dtype from 64 f32 rows: row i is source(i) (null: zeros) plus `offset`,
-// its first headDim values, zero past them. Each thread converts 8 values at a time.
-template <typename T, int D, typename RowAt>
+// Fills a [64][D] shared tile of the GEMM dtype from 64 rows of S (f32 queries, the cache's KvT): row i is
+// rowAt(i) (null: zeros), its first headDim values, zero past them. Each thread converts 8 values at a time.
+template <typename T, int D, typename S, typename RowAt>
 __device__ __forceinline__ void fillTile(T* tile, const RowAt& rowAt, int headDim) {
   constexpr int kChunks = D / 8;
   for (int i = threadIdx.x; i < kRowsPerBlock * kChunks; i += kFlashThreads) {
     const int row = i / kChunks;
     const int first = (i % kChunks) * 8;
-    const float* source = rowAt(row);
+    const S* source = rowAt(row);
     float v[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = source != nullptr && first + e < headDim ? source[first + e] : 0.0f;
+    for (int e = 0; e < 8; ++e) {
+      v[e] = source != nullptr && first + e < headDim ? ElementOps<S>::toFloat(source[first + e]) : 0.0f;
+    }
     const uint4 packed{packPair<T>(v[0], v[1]), packPair<T>(v[2], v[3]), packPair<T>(v[4], v[5]),
                        packPair<T>(v[6], v[7])};
     mma::storeShared16(mma::sharedAddress(tile + row * (D + kPadElements) + first), packed);
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, typename KvT>
 __global__ void __launch_bounds__(kFlashThreads) flashPrefillKernel(FlashArgs a) {
   constexpr int kPitch = D + kPadElements;
   extern __shared__ __align__(16) unsigned char shared[];
@@ -91,7 +93,7 @@ __global__ void __launch_bounds__(kFlashThreads) flashPrefillKernel(FlashArgs a)
   const int g = lane / 4;
   const int t = lane % 4;
 
-  fillTile<T, D>(qTile, [&](int r) -> const float* {
+  fillTile<T, D, float>(qTile, [&](int r) -> const float* {
     return firstRow + r < a.rows ? a.query + static_cast<size_t>(firstRow + r) * a.queryStride +
                                        static_cast<size_t>(head) * a.headDim
                                  : nullptr;
@@ -117,16 +119,17 @@ __global__ void __launch_bounds__(kFlashThreads) flashPrefillKernel(FlashArgs a)
   const int firstKey = a.window > 0 ? max(0, a.position + firstRow - a.window + 1) : 0;
   for (int tileStart = firstKey / kKeysPerTile * kKeysPerTile; tileStart <= lastKey; tileStart += kKeysPerTile) {
     __syncthreads();  // every warp is done with the previous tile
-    fillTile<T, D>(kTile, [&](int j) -> const float* {
+    fillTile<T, D, KvT>(kTile, [&](int j) -> const KvT* {
       const int p = tileStart + j;
-      return p <= lastKey ? a.keys + poolRow(a.blockTable, p) * a.keyStride + static_cast<size_t>(kvHead) * a.headDim
+      return p <= lastKey ? static_cast<const KvT*>(a.keys) + poolRow(a.blockTable, p) * a.keyStride +
+                                static_cast<size_t>(kvHead) * a.headDim
                           : nullptr;
     }, a.headDim);
-    fillTile<T, D>(vTile, [&](int j) -> const float* {
+    fillTile<T, D, KvT>(vTile, [&](int j) -> const KvT* {
       const int p = tileStart + j;
-      return p <= lastKey
-                 ? a.values + poolRow(a.blockTable, p) * a.valueStride + static_cast<size_t>(kvHead) * a.headDim
-                 : nullptr;
+      return p <= lastKey ? static_cast<const KvT*>(a.values) + poolRow(a.blockTable, p) * a.valueStride +
+                                static_cast<size_t>(kvHead) * a.headDim
+                          : nullptr;
     }, a.headDim);
     __syncthreads();
 
@@ -233,26 +236,26 @@ __global__ void __launch_bounds__(kFlashThreads) flashPrefillKernel(FlashArgs a)
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, typename KvT>
 void launch(const FlashArgs& args, cudaStream_t stream) {
   const size_t bytes = sharedBytes<D>(sizeof(T));
   static std::once_flag configured;
   std::call_once(configured, [&] {
-    checkCuda(cudaFuncSetAttribute(flashPrefillKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    checkCuda(cudaFuncSetAttribute(flashPrefillKernel<T, D, KvT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(bytes)),
               "allowing the flash attention kernel its shared memory");
   });
   const dim3 grid((args.rows + kRowsPerBlock - 1) / kRowsPerBlock, args.heads);
-  flashPrefillKernel<T, D><<<grid, kFlashThreads, bytes, stream>>>(args);
+  flashPrefillKernel<T, D, KvT><<<grid, kFlashThreads, bytes, stream>>>(args);
   checkCuda(cudaGetLastError(), "launching the flash attention kernel");
 }
 
-template <typename T>
+template <typename T, typename KvT>
 void launchFor(const FlashArgs& args, cudaStream_t stream) {
   if (args.headDim <= 64) {
-    launch<T, 64>(args, stream);
+    launch<T, 64, KvT>(args, stream);
   } else {
-    launch<T, 128>(args, stream);
+    launch<T, 128, KvT>(args, stream);
   }
 }
 
@@ -284,10 +287,11 @@ void enqueueFlashPrefillAttention(const PrefillAttention& attention, cudaStream_
   args.window = attention.window;
   args.scale = attention.scale;
   args.sinks = attention.sinks;
+  const bool bf16Cache = attention.slot.dtype == DType::BF16;
   if (attention.dtype == DType::F16) {
-    launchFor<__half>(args, stream);
+    bf16Cache ? launchFor<__half, __nv_bfloat16>(args, stream) : launchFor<__half, float>(args, stream);
   } else {
-    launchFor<__nv_bfloat16>(args, stream);
+    bf16Cache ? launchFor<__nv_bfloat16, __nv_bfloat16>(args, stream) : launchFor<__nv_bfloat16, float>(args, stream);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "device_kv_pool.h"
+#include "element_types.cuh"
 
 namespace dynamoe::cuda {
 
@@ -28,9 +29,9 @@ struct SplitAttention {
   size_t queryStride = 0;
   // Position p of a row's sequence lives at pool row R = table[p / kDeviceBlockTokens] * kDeviceBlockTokens +
   // p % kDeviceBlockTokens; kv head k's key at keys + R * keyRowStride + k * keyDim, its value at
-  // values + R * valueRowStride + k * valueDim.
-  const float* keys = nullptr;
-  const float* values = nullptr;
+  // values + R * valueRowStride + k * valueDim, in the cache's element type (launchSplitAttention's KvT).
+  const void* keys = nullptr;
+  const void* values = nullptr;
   size_t keyRowStride = 0;
   size_t valueRowStride = 0;
   const int32_t* blockTables = nullptr;  // [segments][blockTableWidth]
@@ -160,10 +161,12 @@ __device__ __forceinline__ size_t poolRow(const int32_t* table, int p) {
 namespace {
 
 // Grid: (block rows, kvHeads * groupBlocks, chunks); kAttentionThreads threads. keyDim <= 32 * kKeySlices,
-// valueDim <= kAttentionThreads * kValueSlots, kGroup a power of two up to 32.
-template <int kGroup, int kKeySlices, int kValueSlots>
+// valueDim <= kAttentionThreads * kValueSlots, kGroup a power of two up to 32; the cache holds KvT (f32 or bf16).
+template <int kGroup, int kKeySlices, int kValueSlots, typename KvT>
 __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitAttention a) {
   using namespace attention_detail;
+  const KvT* cacheKeys = static_cast<const KvT*>(a.keys);
+  const KvT* cacheValues = static_cast<const KvT*>(a.values);
   const int local = blockIdx.x;
   const int row = a.firstRow + local;
   const int chunk = blockIdx.z;
@@ -207,13 +210,13 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
     const int n = min(kAttentionTileKeys, end - tileStart);
     // Scores: a warp per key, its lanes across the key (coalesced), each key read once for all the block's heads.
     for (int j = warp; j < n; j += kAttentionWarps) {
-      const float* key =
-          a.keys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
+      const KvT* key =
+          cacheKeys + poolRow(table, tileStart + j) * a.keyRowStride + static_cast<size_t>(kvHead) * a.keyDim;
       float k[kKeySlices];
 #pragma unroll
       for (int i = 0; i < kKeySlices; ++i) {
         const int d = lane + 32 * i;
-        k[i] = d < a.keyDim ? key[d] : 0.0f;
+        k[i] = d < a.keyDim ? ElementOps<KvT>::toFloat(key[d]) : 0.0f;
       }
       float dots[kGroup];
 #pragma unroll
@@ -270,12 +273,12 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
       float v[4][kValueSlots];
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const float* value = a.values + poolRow(table, tileStart + j + u) * a.valueRowStride +
-                             static_cast<size_t>(kvHead) * a.valueDim;
+        const KvT* value = cacheValues + poolRow(table, tileStart + j + u) * a.valueRowStride +
+                           static_cast<size_t>(kvHead) * a.valueDim;
 #pragma unroll
         for (int s = 0; s < kValueSlots; ++s) {
           const int d = tid + s * kAttentionThreads;
-          v[u][s] = d < a.valueDim ? value[d] : 0.0f;
+          v[u][s] = d < a.valueDim ? ElementOps<KvT>::toFloat(value[d]) : 0.0f;
         }
       }
 #pragma unroll
@@ -293,13 +296,13 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
       }
     }
     for (; j < n; ++j) {
-      const float* value =
-          a.values + poolRow(table, tileStart + j) * a.valueRowStride + static_cast<size_t>(kvHead) * a.valueDim;
+      const KvT* value =
+          cacheValues + poolRow(table, tileStart + j) * a.valueRowStride + static_cast<size_t>(kvHead) * a.valueDim;
       float v[kValueSlots];
 #pragma unroll
       for (int s = 0; s < kValueSlots; ++s) {
         const int d = tid + s * kAttentionThreads;
-        v[s] = d < a.valueDim ? value[d] : 0.0f;
+        v[s] = d < a.valueDim ? ElementOps<KvT>::toFloat(value[d]) : 0.0f;
       }
 #pragma unroll
       for (int g = 0; g < kGroup; ++g) {
@@ -359,12 +362,12 @@ __global__ void __launch_bounds__(kAttentionThreads) combineAttentionKernel(Atte
 
 // Launches the split kernels and the combine for `rows` block rows; `attention`'s partial pointers must hold
 // rows * heads * chunks (times valueDim) floats.
-template <int kGroup, int kKeySlices, int kValueSlots>
+template <int kGroup, int kKeySlices, int kValueSlots, typename KvT>
 inline void launchSplitAttention(const SplitAttention& attention, const AttentionCombine& combine, int rows,
                                  cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(attention.kvHeads * attention.groupBlocks),
                   static_cast<unsigned>(attention.chunks));
-  splitAttentionKernel<kGroup, kKeySlices, kValueSlots><<<grid, kAttentionThreads, 0, stream>>>(attention);
+  splitAttentionKernel<kGroup, kKeySlices, kValueSlots, KvT><<<grid, kAttentionThreads, 0, stream>>>(attention);
   const dim3 combineGrid(static_cast<unsigned>(rows), static_cast<unsigned>(attention.heads));
   combineAttentionKernel<<<combineGrid, kAttentionThreads, 0, stream>>>(combine);
 }

@@ -31,35 +31,35 @@ __device__ __forceinline__ size_t poolRow(const int32_t* table, int p) {
 }
 
 // keys [cPad][dPad]: row j is position j's key of kv head `kvHead`, zero past `context` and past headDim.
-template <typename T>
+template <typename T, typename KvT>
 __global__ void __launch_bounds__(kThreads)
-    gatherKeysKernel(const float* keys, size_t rowStride, const int32_t* table, int kvHead, int headDim, int context,
+    gatherKeysKernel(const KvT* keys, size_t rowStride, const int32_t* table, int kvHead, int headDim, int context,
                      int cPad, int dPad, T* out) {
   const size_t total = static_cast<size_t>(cPad) * dPad;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int j = static_cast<int>(i / dPad);
     const int d = static_cast<int>(i % dPad);
-    const float v = j < context && d < headDim
-                        ? keys[poolRow(table, j) * rowStride + static_cast<size_t>(kvHead) * headDim + d]
-                        : 0.0f;
+    const float v = j < context && d < headDim ? ElementOps<KvT>::toFloat(keys[poolRow(table, j) * rowStride +
+                                                                                 static_cast<size_t>(kvHead) * headDim + d])
+                                               : 0.0f;
     out[i] = ElementOps<T>::fromFloat(v);
   }
 }
 
 // values transposed [dPad][cPad]: row d holds dimension d of every position's value (the P V GEMM's weights).
-template <typename T>
+template <typename T, typename KvT>
 __global__ void __launch_bounds__(kThreads)
-    gatherValuesKernel(const float* values, size_t rowStride, const int32_t* table, int kvHead, int headDim,
+    gatherValuesKernel(const KvT* values, size_t rowStride, const int32_t* table, int kvHead, int headDim,
                        int context, int cPad, int dPad, T* out) {
   const size_t total = static_cast<size_t>(dPad) * cPad;
   for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const int d = static_cast<int>(i / cPad);
     const int j = static_cast<int>(i % cPad);
-    const float v = j < context && d < headDim
-                        ? values[poolRow(table, j) * rowStride + static_cast<size_t>(kvHead) * headDim + d]
-                        : 0.0f;
+    const float v = j < context && d < headDim ? ElementOps<KvT>::toFloat(values[poolRow(table, j) * rowStride +
+                                                                                   static_cast<size_t>(kvHead) * headDim + d])
+                                               : 0.0f;
     out[i] = ElementOps<T>::fromFloat(v);
   }
 }
@@ -172,7 +172,7 @@ void denseGemm(DType dtype, const void* weights, int n, int k, const void* input
   launchGemmMma(gemm, Epilogue::Scaled, stream);
 }
 
-template <typename T>
+template <typename T, typename KvT>
 void enqueueFor(const PrefillAttention& a, cudaStream_t stream) {
   const int dPad = paddedDimension(a.headDim);
   const int context = a.position + a.rows;
@@ -192,10 +192,12 @@ void enqueueFor(const PrefillAttention& a, cudaStream_t stream) {
   const StreamBuffer outputs(scoreRows * dPad * 4, stream, "prefill attention outputs");
   for (int kvHead = 0; kvHead < a.kvHeads; ++kvHead) {
     const int firstHead = kvHead * groupSize;
-    gatherKeysKernel<T><<<gridFor(static_cast<long long>(cPad) * dPad), kThreads, 0, stream>>>(
-        a.slot.keys, a.slot.keyWidth, a.blockTable, kvHead, a.headDim, context, cPad, dPad, keys.as<T>());
-    gatherValuesKernel<T><<<gridFor(static_cast<long long>(cPad) * dPad), kThreads, 0, stream>>>(
-        a.slot.values, a.slot.valueWidth, a.blockTable, kvHead, a.headDim, context, cPad, dPad, values.as<T>());
+    gatherKeysKernel<T, KvT><<<gridFor(static_cast<long long>(cPad) * dPad), kThreads, 0, stream>>>(
+        static_cast<const KvT*>(a.slot.keys), a.slot.keyWidth, a.blockTable, kvHead, a.headDim, context, cPad, dPad,
+        keys.as<T>());
+    gatherValuesKernel<T, KvT><<<gridFor(static_cast<long long>(cPad) * dPad), kThreads, 0, stream>>>(
+        static_cast<const KvT*>(a.slot.values), a.slot.valueWidth, a.blockTable, kvHead, a.headDim, context, cPad,
+        dPad, values.as<T>());
     checkCuda(cudaGetLastError(), "launching the prefill attention gathers");
     for (int first = 0; first < a.rows; first += blockRows) {
       const int rows = std::min(blockRows, a.rows - first);
@@ -232,10 +234,12 @@ void enqueuePrefillAttention(const PrefillAttention& attention, cudaStream_t str
     enqueueFlashPrefillAttention(attention, stream);
     return;
   }
+  const bool bf16Cache = attention.slot.dtype == DType::BF16;
   if (attention.dtype == DType::F16) {
-    enqueueFor<__half>(attention, stream);
+    bf16Cache ? enqueueFor<__half, __nv_bfloat16>(attention, stream) : enqueueFor<__half, float>(attention, stream);
   } else if (attention.dtype == DType::BF16) {
-    enqueueFor<__nv_bfloat16>(attention, stream);
+    bf16Cache ? enqueueFor<__nv_bfloat16, __nv_bfloat16>(attention, stream)
+              : enqueueFor<__nv_bfloat16, float>(attention, stream);
   } else {
     throw Error(code::kInternal, "prefill attention on tensor cores takes f16 or bf16 operands");
   }

@@ -9,22 +9,24 @@ namespace dynamoe::cuda {
 
 namespace {
 
-size_t blockBytesOf(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths) {
+size_t blockBytesOf(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths, DType dtype) {
   size_t bytes = 0;
   for (size_t slot = 0; slot < keyWidths.size(); ++slot) {
-    bytes += static_cast<size_t>(kDeviceBlockTokens) * (keyWidths[slot] + valueWidths[slot]) * sizeof(float);
+    bytes += static_cast<size_t>(kDeviceBlockTokens) * (keyWidths[slot] + valueWidths[slot]) * dtypeBytes(dtype);
   }
   return bytes;
 }
 
 }  // namespace
 
-size_t DeviceKvPool::bytesFor(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths, int blocks) {
-  return blockBytesOf(keyWidths, valueWidths) * static_cast<size_t>(blocks);
+size_t DeviceKvPool::bytesFor(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths, int blocks,
+                              DType dtype) {
+  return blockBytesOf(keyWidths, valueWidths, dtype) * static_cast<size_t>(blocks);
 }
 
-DeviceKvPool::DeviceKvPool(std::vector<int> keyWidths, std::vector<int> valueWidths, int blocks)
-    : blocks_(blocks), blockBytes_(blockBytesOf(keyWidths, valueWidths)) {
+DeviceKvPool::DeviceKvPool(std::vector<int> keyWidths, std::vector<int> valueWidths, int blocks, DType dtype)
+    : blocks_(blocks), blockBytes_(blockBytesOf(keyWidths, valueWidths, dtype)) {
+  if (dtype != DType::F32 && dtype != DType::BF16) throw Error(code::kInternal, "a KV pool holds f32 or bf16");
   if (valueWidths.size() != keyWidths.size()) throw Error(code::kShape, "one value width per KV slot is needed");
   const size_t bytes = blockBytes_ * static_cast<size_t>(blocks);
   requireFreeMemory(bytes, ("the KV pool (" + std::to_string(static_cast<long long>(blocks) * kDeviceBlockTokens) +
@@ -32,16 +34,18 @@ DeviceKvPool::DeviceKvPool(std::vector<int> keyWidths, std::vector<int> valueWid
                                .c_str());
   // One allocation, made now: a step never allocates cache memory, and the pool's size is the model's budget.
   storage_ = DeviceBuffer(bytes, "allocating the KV pool");
-  float* next = storage_.as<float>();
+  char* next = storage_.as<char>();
+  const size_t element = dtypeBytes(dtype);
   for (size_t slot = 0; slot < keyWidths.size(); ++slot) {
     KvSlotView view;
     view.keyWidth = keyWidths[slot];
     view.valueWidth = valueWidths[slot];
+    view.dtype = dtype;
     view.keys = next;
-    next += static_cast<size_t>(blocks) * kDeviceBlockTokens * view.keyWidth;
+    next += static_cast<size_t>(blocks) * kDeviceBlockTokens * view.keyWidth * element;
     if (view.valueWidth > 0) {
       view.values = next;
-      next += static_cast<size_t>(blocks) * kDeviceBlockTokens * view.valueWidth;
+      next += static_cast<size_t>(blocks) * kDeviceBlockTokens * view.valueWidth * element;
     }
     slots_.push_back(view);
   }

@@ -2,6 +2,7 @@
 // the GPU's free memory), cut into blocks of kDeviceBlockTokens positions of every attention slot. Sequences hold
 // blocks by index; a step uploads each sequence's block table and the attention kernels find a position's row as
 // slot.keys + (table[p / kDeviceBlockTokens] * kDeviceBlockTokens + p % kDeviceBlockTokens) * slot.keyWidth.
+// 16-bit models keep their cache in bf16 (half the memory and half the bytes a decode step reads); f32 models in f32.
 #pragma once
 
 #include <cstddef>
@@ -10,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "../native/core/dtype.h"
 #include "../native/core/model_step.h"
 #include "device_buffer.h"
 
@@ -17,19 +19,24 @@ namespace dynamoe::cuda {
 
 constexpr int kDeviceBlockTokens = 32;
 
-// One attention slot's cache as the kernels read it: keys [blocks][kDeviceBlockTokens][keyWidth] f32 and values
-// [blocks][kDeviceBlockTokens][valueWidth] f32 (null when valueWidth is 0: MLA's latent slot keeps keys only).
+// One attention slot's cache as the kernels read it: keys [blocks][kDeviceBlockTokens][keyWidth] and values
+// [blocks][kDeviceBlockTokens][valueWidth] of `dtype` (f32 or bf16; values null when valueWidth is 0: MLA's latent
+// slot keeps keys only).
 struct KvSlotView {
-  float* keys = nullptr;
-  float* values = nullptr;
+  void* keys = nullptr;
+  void* values = nullptr;
   int keyWidth = 0;
   int valueWidth = 0;
+  DType dtype = DType::F32;
 };
+
+// The cache's element type for a model of `modelDtype`.
+inline DType kvDtypeFor(DType modelDtype) { return modelDtype == DType::F32 ? DType::F32 : DType::BF16; }
 
 class DeviceKvPool {
  public:
   // Throws ERR_DYNAMOE_OUT_OF_MEMORY naming the sizes when the GPU lacks the pool's memory.
-  DeviceKvPool(std::vector<int> keyWidths, std::vector<int> valueWidths, int blocks);
+  DeviceKvPool(std::vector<int> keyWidths, std::vector<int> valueWidths, int blocks, DType dtype);
   DeviceKvPool(const DeviceKvPool&) = delete;
   DeviceKvPool& operator=(const DeviceKvPool&) = delete;
 
@@ -42,7 +49,8 @@ class DeviceKvPool {
   size_t bytes() const { return storage_.bytes(); }
 
   // The bytes a pool of `blocks` blocks of these widths needs.
-  static size_t bytesFor(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths, int blocks);
+  static size_t bytesFor(const std::vector<int>& keyWidths, const std::vector<int>& valueWidths, int blocks,
+                         DType dtype);
 
  private:
   DeviceBuffer storage_;

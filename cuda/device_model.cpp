@@ -114,7 +114,8 @@ CudaModel::CudaModel(GraphLayout layout, DType dtype, int kvPoolTokens)
   multiprocessors_ = backendStatus().multiprocessors;
   const std::vector<int>& values = layout_.kvValueWidths.empty() ? layout_.kvWidths : layout_.kvValueWidths;
   kvPool_ = std::make_shared<DeviceKvPool>(layout_.kvWidths, values,
-                                           (kvPoolTokens + kDeviceBlockTokens - 1) / kDeviceBlockTokens);
+                                           (kvPoolTokens + kDeviceBlockTokens - 1) / kDeviceBlockTokens,
+                                           kvDtypeFor(dtype_));
 }
 
 CudaModel::~CudaModel() = default;

@@ -25,11 +25,12 @@ constexpr int kHeadsPerBlock = 16;     // most query heads of one kv head handle
 constexpr int kAppendThreads = 256;
 constexpr size_t kScratchBudget = size_t{256} << 20;  // the partials of one launch
 
-// Writes row t's key and value ([kvWidth] each) into the pool rows of its position.
+// Writes row t's key and value ([kvWidth] each) into the pool rows of its position, as the cache's KvT.
+template <typename KvT>
 __global__ void __launch_bounds__(kAppendThreads)
     appendKvKernel(const float* key, size_t keyStride, const float* value, size_t valueStride, int kvWidth,
                    const int32_t* rowPositions, const int32_t* rowSegments, const int32_t* blockTables,
-                   int blockTableWidth, float* poolKeys, size_t poolKeyStride, float* poolValues,
+                   int blockTableWidth, KvT* poolKeys, size_t poolKeyStride, KvT* poolValues,
                    size_t poolValueStride) {
   const int t = blockIdx.x;
   const int position = rowPositions[t];
@@ -38,33 +39,33 @@ __global__ void __launch_bounds__(kAppendThreads)
                          position % kDeviceBlockTokens;
   const float* keyRow = key + static_cast<size_t>(t) * keyStride;
   const float* valueRow = value + static_cast<size_t>(t) * valueStride;
-  float* keyOut = poolKeys + poolRow * poolKeyStride;
-  float* valueOut = poolValues + poolRow * poolValueStride;
+  KvT* keyOut = poolKeys + poolRow * poolKeyStride;
+  KvT* valueOut = poolValues + poolRow * poolValueStride;
   for (int c = threadIdx.x; c < kvWidth; c += kAppendThreads) {
-    keyOut[c] = keyRow[c];
-    valueOut[c] = valueRow[c];
+    keyOut[c] = ElementOps<KvT>::fromFloat(keyRow[c]);
+    valueOut[c] = ElementOps<KvT>::fromFloat(valueRow[c]);
   }
 }
 
 // The split kernel specialised for the block's heads and the head width (key slices of 32 floats, value slots of
 // kAttentionThreads).
-template <int kGroup, int kKeySlices>
+template <int kGroup, int kKeySlices, typename KvT>
 void launchFor(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
   constexpr int kValueSlots = (kKeySlices * 32 + kAttentionThreads - 1) / kAttentionThreads;
-  launchSplitAttention<kGroup, kKeySlices, kValueSlots>(attention, combine, rows, stream);
+  launchSplitAttention<kGroup, kKeySlices, kValueSlots, KvT>(attention, combine, rows, stream);
 }
 
-template <int kGroup>
+template <int kGroup, typename KvT>
 void launchForGroup(const SplitAttention& attention, const AttentionCombine& combine, int rows, cudaStream_t stream) {
   switch ((attention.keyDim + 31) / 32) {
-    case 1: launchFor<kGroup, 1>(attention, combine, rows, stream); break;
-    case 2: launchFor<kGroup, 2>(attention, combine, rows, stream); break;
-    case 3: launchFor<kGroup, 3>(attention, combine, rows, stream); break;
-    case 4: launchFor<kGroup, 4>(attention, combine, rows, stream); break;
-    case 5: launchFor<kGroup, 5>(attention, combine, rows, stream); break;
-    case 6: launchFor<kGroup, 6>(attention, combine, rows, stream); break;
-    case 7: launchFor<kGroup, 7>(attention, combine, rows, stream); break;
-    default: launchFor<kGroup, 8>(attention, combine, rows, stream); break;  // the constructor allows no wider head
+    case 1: launchFor<kGroup, 1, KvT>(attention, combine, rows, stream); break;
+    case 2: launchFor<kGroup, 2, KvT>(attention, combine, rows, stream); break;
+    case 3: launchFor<kGroup, 3, KvT>(attention, combine, rows, stream); break;
+    case 4: launchFor<kGroup, 4, KvT>(attention, combine, rows, stream); break;
+    case 5: launchFor<kGroup, 5, KvT>(attention, combine, rows, stream); break;
+    case 6: launchFor<kGroup, 6, KvT>(attention, combine, rows, stream); break;
+    case 7: launchFor<kGroup, 7, KvT>(attention, combine, rows, stream); break;
+    default: launchFor<kGroup, 8, KvT>(attention, combine, rows, stream); break;  // the constructor allows no wider head
   }
 }
 
@@ -76,14 +77,15 @@ int headsPerBlockFor(int groupSize) {
   return heads;
 }
 
+template <typename KvT>
 void launchAttention(const SplitAttention& attention, const AttentionCombine& combine, int headsPerBlock, int rows,
                      cudaStream_t stream) {
   switch (headsPerBlock) {
-    case 1: launchForGroup<1>(attention, combine, rows, stream); break;
-    case 2: launchForGroup<2>(attention, combine, rows, stream); break;
-    case 4: launchForGroup<4>(attention, combine, rows, stream); break;
-    case 8: launchForGroup<8>(attention, combine, rows, stream); break;
-    default: launchForGroup<kHeadsPerBlock>(attention, combine, rows, stream); break;
+    case 1: launchForGroup<1, KvT>(attention, combine, rows, stream); break;
+    case 2: launchForGroup<2, KvT>(attention, combine, rows, stream); break;
+    case 4: launchForGroup<4, KvT>(attention, combine, rows, stream); break;
+    case 8: launchForGroup<8, KvT>(attention, combine, rows, stream); break;
+    default: launchForGroup<kHeadsPerBlock, KvT>(attention, combine, rows, stream); break;
   }
 }
 
@@ -149,10 +151,17 @@ class AttentionOp final : public DeviceOp {
     }
 
     // (a) This step's keys and values join the cache first: its rows attend to each other through it.
-    appendKvKernel<<<step.tokens, kAppendThreads, 0, step.stream>>>(
-        step.buffers[s_.key], step.strides[s_.key], step.buffers[s_.value], step.strides[s_.value], kvWidth,
-        step.rowPositions, step.rowSegments, step.blockTables, step.blockTableWidth, slot.keys, slot.keyWidth,
-        slot.values, slot.valueWidth);
+    const auto append = [&](auto* keys, auto* values) {
+      appendKvKernel<<<step.tokens, kAppendThreads, 0, step.stream>>>(
+          step.buffers[s_.key], step.strides[s_.key], step.buffers[s_.value], step.strides[s_.value], kvWidth,
+          step.rowPositions, step.rowSegments, step.blockTables, step.blockTableWidth, keys, slot.keyWidth, values,
+          slot.valueWidth);
+    };
+    if (slot.dtype == DType::BF16) {
+      append(static_cast<__nv_bfloat16*>(slot.keys), static_cast<__nv_bfloat16*>(slot.values));
+    } else {
+      append(static_cast<float*>(slot.keys), static_cast<float*>(slot.values));
+    }
     checkCuda(cudaGetLastError(), "launching the attention cache append");
 
     // (b) Long prompt chunks of 16-bit models on tensor cores (two GEMMs per kv head); the other rows (decode, short
@@ -248,7 +257,11 @@ class AttentionOp final : public DeviceOp {
         attention.query = query + static_cast<size_t>(first) * attention.queryStride;
         combine.firstRow = first;
         combine.out = out + static_cast<size_t>(first) * combine.outStride;
-        launchAttention(attention, combine, headsPerBlock, rows, step.stream);
+        if (slot.dtype == DType::BF16) {
+          launchAttention<__nv_bfloat16>(attention, combine, headsPerBlock, rows, step.stream);
+        } else {
+          launchAttention<float>(attention, combine, headsPerBlock, rows, step.stream);
+        }
         checkCuda(cudaGetLastError(), "launching attention");
       }
     }

@@ -32,21 +32,22 @@ constexpr int kMaxProjectCols = 1536;       // kProjectRows rows of this many fl
 constexpr size_t kScratchBudget = size_t{256} << 20;  // bytes of per-batch scratch before rows go in batches
 constexpr int kCopyThreads = 256;
 
-// Writes row t's [latent (latentWidth) | keyRope (ropeDim)] into the pool row of its position.
+// Writes row t's [latent (latentWidth) | keyRope (ropeDim)] into the pool row of its position, as the cache's KvT.
+template <typename KvT>
 __global__ void __launch_bounds__(kCopyThreads)
     appendLatentKernel(const float* latent, size_t latentStride, const float* keyRope, size_t keyRopeStride,
                        int latentWidth, int ropeDim, const int32_t* rowPositions, const int32_t* rowSegments,
-                       const int32_t* blockTables, int blockTableWidth, float* poolKeys, size_t poolKeyStride) {
+                       const int32_t* blockTables, int blockTableWidth, KvT* poolKeys, size_t poolKeyStride) {
   const int t = blockIdx.x;
   const int position = rowPositions[t];
   const int32_t* table = blockTables + static_cast<size_t>(rowSegments[t]) * blockTableWidth;
   const size_t poolRow = static_cast<size_t>(table[position / kDeviceBlockTokens]) * kDeviceBlockTokens +
                          position % kDeviceBlockTokens;
-  float* out = poolKeys + poolRow * poolKeyStride;
+  KvT* out = poolKeys + poolRow * poolKeyStride;
   const float* latentRow = latent + static_cast<size_t>(t) * latentStride;
   const float* ropeRow = keyRope + static_cast<size_t>(t) * keyRopeStride;
   for (int c = threadIdx.x; c < latentWidth + ropeDim; c += kCopyThreads) {
-    out[c] = c < latentWidth ? latentRow[c] : ropeRow[c - latentWidth];
+    out[c] = ElementOps<KvT>::fromFloat(c < latentWidth ? latentRow[c] : ropeRow[c - latentWidth]);
   }
 }
 
@@ -224,10 +225,17 @@ class MlaAttentionOp final : public DeviceOp {
     }
 
     // (a) The step's latent rows join the cache first: its rows attend to each other through it.
-    appendLatentKernel<<<step.tokens, kCopyThreads, 0, step.stream>>>(
-        step.buffers[s_.latent], step.strides[s_.latent], step.buffers[s_.keyRope], step.strides[s_.keyRope],
-        latentWidth, s_.ropeDim, step.rowPositions, step.rowSegments, step.blockTables, step.blockTableWidth,
-        slot.keys, slot.keyWidth);
+    const auto append = [&](auto* keys) {
+      appendLatentKernel<<<step.tokens, kCopyThreads, 0, step.stream>>>(
+          step.buffers[s_.latent], step.strides[s_.latent], step.buffers[s_.keyRope], step.strides[s_.keyRope],
+          latentWidth, s_.ropeDim, step.rowPositions, step.rowSegments, step.blockTables, step.blockTableWidth, keys,
+          slot.keyWidth);
+    };
+    if (slot.dtype == DType::BF16) {
+      append(static_cast<__nv_bfloat16*>(slot.keys));
+    } else {
+      append(static_cast<float*>(slot.keys));
+    }
     checkCuda(cudaGetLastError(), "launching the MLA cache append");
 
     // The executor's bound on every row's keys (position + 1), rounded up for a captured step.
@@ -315,7 +323,13 @@ class MlaAttentionOp final : public DeviceOp {
       combine.sinks = nullptr;
       combine.out = attended;
       combine.outStride = static_cast<size_t>(s_.heads) * latentWidth;
-      launchSplitAttention<kMlaHeadsPerBlock, kMlaKeySlices, kMlaValueSlots>(attention, combine, rows, step.stream);
+      if (slot.dtype == DType::BF16) {
+        launchSplitAttention<kMlaHeadsPerBlock, kMlaKeySlices, kMlaValueSlots, __nv_bfloat16>(attention, combine, rows,
+                                                                                              step.stream);
+      } else {
+        launchSplitAttention<kMlaHeadsPerBlock, kMlaKeySlices, kMlaValueSlots, float>(attention, combine, rows,
+                                                                                      step.stream);
+      }
       checkCuda(cudaGetLastError(), "launching MLA attention");
 
       // (d) Head outputs: attended latent . W_uv^T into the output row, head h at h * valueDim.

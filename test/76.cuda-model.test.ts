@@ -633,6 +633,24 @@ describeCuda('a model on CUDA', () => {
     expect(await sample(10, 1)).toEqual(others[2]);
   });
 
+  test('the KV cache is bf16 for 16-bit models on CUDA (half the CPU\'s f32 bytes for the same positions), f32 for f32', async () => {
+    const options = { kvPoolTokens: 4096, maxSequences: 4 };
+    const [cpu, gpu, gpuF32] = [
+      await loadModel(dir, { ...options, device: 'cpu' }),
+      await loadModel(dir, { ...options, device: 'cuda' }),
+      await loadModel(f32Dir, { ...options, device: 'cuda', dtype: 'f32' }),
+    ];
+    try {
+      expect(gpu.info.kvPool.positions).toBe(cpu.info.kvPool.positions);
+      expect(gpu.info.kvPool.bytes * 2).toBe(cpu.info.kvPool.bytes);
+      expect(gpuF32.info.kvPool.bytes).toBe(cpu.info.kvPool.bytes);
+    } finally {
+      cpu.dispose();
+      gpu.dispose();
+      gpuF32.dispose();
+    }
+  });
+
   test('a KV pool larger than the GPU is refused with ERR_DYNAMOE_OUT_OF_MEMORY naming the sizes', async () => {
     // 2^30 positions of 2 layers x (keys + values) x 2 kv heads x 16 floats: hundreds of GiB, more than any GPU.
     const error = await loadModel(dir, { device: 'cuda', kvPoolTokens: 1 << 30 }).then(

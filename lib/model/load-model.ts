@@ -20,6 +20,7 @@ import { Model } from './model';
 import {
   gpuFreeMemory,
   kvCacheBytes,
+  kvElementBytes,
   quantizedWeightBytes,
   requireGpuMemory,
   requireMemory,
@@ -160,8 +161,9 @@ export async function modelFromCheckpoint(
   let limitsWithPool;
   if (device === 'cuda') {
     const gpuFree = gpuFreeMemory();
-    limitsWithPool = schedulerLimits(checkpoint.spec, bytes, options, 'cuda', gpuFree);
-    requireGpuMemory(bytes, kvCacheBytes(checkpoint.spec, limitsWithPool.kvPoolTokens), gpuFree, what);
+    const kvElement = kvElementBytes('cuda', dtype);
+    limitsWithPool = schedulerLimits(checkpoint.spec, bytes, options, 'cuda', gpuFree, kvElement);
+    requireGpuMemory(bytes, kvCacheBytes(checkpoint.spec, limitsWithPool.kvPoolTokens, kvElement), gpuFree, what);
   } else {
     requireMemory(bytes, what);
     limitsWithPool = schedulerLimits(checkpoint.spec, bytes, options);

@@ -70,10 +70,15 @@ export function quantizedWeightBytes(store: TensorStore, dtype: DType): number |
 }
 
 /** Bytes of a KV cache holding `capacity` positions. */
-export function kvCacheBytes(spec: ModelSpec, capacity: number): number {
-  // An MLA layer keeps one latent row per position (kvLoraRank + ropeDim floats) and no values.
+export function kvCacheBytes(spec: ModelSpec, capacity: number, elementBytes: number = F32): number {
+  // An MLA layer keeps one latent row per position (kvLoraRank + ropeDim values) and no values.
   const perLayer = spec.mla ? spec.mla.kvLoraRank + spec.mla.ropeDim : 2 * spec.kvHeads * spec.headDim;
-  return attentionSlots(spec) * capacity * perLayer * F32;
+  return attentionSlots(spec) * capacity * perLayer * elementBytes;
+}
+
+/** Bytes of one cached value on `device` for a model of `dtype`: the GPU keeps 16-bit models' caches in bf16. */
+export function kvElementBytes(device: 'cpu' | 'cuda', dtype: string): number {
+  return device === 'cuda' && dtype !== 'f32' ? 2 : F32;
 }
 
 /** Bytes one forward step over `tokens` positions allocates: activations, its KV rows and the returned logits. */

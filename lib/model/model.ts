@@ -10,7 +10,7 @@ import { describe, typeError } from '../validate';
 import { RoutingStats, RoutingStatsAccumulator } from './routing-stats';
 import { Generation, GenerateOptions } from './generation';
 import { formatBytes } from '../format-bytes';
-import { kvCacheBytes, requireMemory, stepBytes } from './memory-need';
+import { requireMemory, stepBytes } from './memory-need';
 import { PrefillJob, PrefillResult } from './prefill-job';
 import { checkSampling } from './sampling';
 import { moeLayers, ModelSpec, routedSlots } from './spec';
@@ -272,8 +272,8 @@ export class Model {
     if (Math.ceil(positions / pool.blockTokens) > pool.blocks) {
       throw new DynamoeError(
         'ERR_DYNAMOE_OUT_OF_MEMORY',
-        `${what} need ${positions} KV positions (${formatBytes(kvCacheBytes(this.spec, positions))}), more than ` +
-          `the model's KV pool holds (${capacity} positions, ${formatBytes(kvCacheBytes(this.spec, capacity))}); ` +
+        `${what} need ${positions} KV positions (${formatBytes(Math.ceil(positions / pool.blockTokens) * pool.blockBytes)}), ` +
+          `more than the model's KV pool holds (${capacity} positions, ${formatBytes(pool.blocks * pool.blockBytes)}); ` +
           'load the model with a larger kvPoolTokens',
       );
     }

@@ -2,7 +2,7 @@
 // defaults sized from the machine's threads and memory.
 import { getThreads } from '../backend/cpu-settings';
 import { integerOption } from '../validate';
-import { kvCacheBytes, usableMemory } from './memory-need';
+import { kvCacheBytes, kvElementBytes, usableMemory } from './memory-need';
 import { ModelSpec } from './spec';
 import { SchedulerLimits } from './step-scheduler';
 
@@ -29,6 +29,7 @@ export function schedulerLimits(
   options: SchedulerOptions,
   device: 'cpu' | 'cuda' = 'cpu',
   memory: number = usableMemory(),
+  kvElement: number = kvElementBytes('cpu', 'f32'),
 ): SchedulerLimits & { kvPoolTokens: number } {
   const threads = getThreads();
   // A GPU runs the widest steps whatever the host's threads: its defaults are the CPU's upper bounds.
@@ -42,7 +43,7 @@ export function schedulerLimits(
     1 << 20,
   );
   const maxQueue = integerOption(options.maxQueue, 'maxQueue', 1024, 0);
-  const perPosition = kvCacheBytes(spec, 1);
+  const perPosition = kvCacheBytes(spec, 1, kvElement);
   // `memory`: the process's (CPU) or the GPU's free memory before the weights are uploaded (CUDA).
   const affordable = Math.floor(Math.max(0, memory - weightBytes) / 2 / perPosition);
   const wanted = Math.max(spec.maxContext, maxSequences * Math.min(spec.maxContext, 8192));
