@@ -333,8 +333,8 @@ function prefillFlops(shape: GpuBenchShape, t: number, experts: number): number 
 
 /**
  * Bytes one decode step must read from GPU memory: every layer's attention weights and router, the experts the token
- * uses (`experts` a layer), its KV at the mean context of the decode steps in bf16 (what a step must read; dynamoe's
- * CUDA cache is f32 and reads twice that, small next to the weights at these contexts), and the LM head.
+ * uses (`experts` a layer), its KV at the mean context of the decode steps in bf16 (dynamoe's CUDA cache for 16-bit
+ * models), and the LM head.
  */
 function decodeBytes(shape: GpuBenchShape, experts: number, bytesPerWeight = 2): number {
   const w = weightCounts(shape);
