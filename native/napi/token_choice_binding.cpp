@@ -13,7 +13,7 @@ namespace dynamoe {
 namespace {
 
 // A test hook on the JS thread: bounded so it cannot hold the event loop for long.
-constexpr size_t kMaxChoiceLogits = size_t{1} << 24;
+constexpr size_t kMaxChoiceLogits = size_t{1} << 22;
 
 double readChoiceNumber(const Napi::Object& options, const char* key, double fallback, double min, double max,
                         bool includeMin, bool includeMax) {
@@ -55,7 +55,7 @@ Napi::Value ChooseTokens(const Napi::CallbackInfo& info) {
   Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
   if (logits.ElementLength() == 0 || logits.ElementLength() % vocab != 0 ||
       logits.ElementLength() > kMaxChoiceLogits) {
-    throwJs(env, code::kShape, "logits must hold 1 or more whole rows of vocab values, at most 2^24 in all");
+    throwJs(env, code::kShape, "logits must hold 1 or more whole rows of vocab values, at most 2^22 in all");
   }
   const size_t rows = logits.ElementLength() / vocab;
   if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() != rows) {

@@ -12,7 +12,7 @@ namespace dynamoe {
 TokenChoice readTokenChoice(const Napi::Value& value, int vocab);
 
 // chooseTokens(logits: Float32Array (rows x vocab), vocab, choices: TokenChoice[] (one per row), device?):
-// Int32Array of each row's token, chosen by that backend's kernels (bounded: rows x vocab <= 2^24).
+// Int32Array of each row's token, chosen by that backend's kernels (bounded: rows x vocab <= 2^22).
 Napi::Value ChooseTokens(const Napi::CallbackInfo& info);
 
 }  // namespace dynamoe
