@@ -5,6 +5,7 @@ import * as path from 'path';
 import { cpuInfo, loadModel, Model, setCpuIsa, setQuantActivations } from '../lib';
 import type { CpuIsa } from '../lib';
 import { DynamoeError } from '../lib/errors';
+import type { GgufTypedValue } from '../lib/formats/gguf';
 import { architectureForHfConfig } from '../lib/model/architectures';
 import { ConfigReader } from '../lib/model/config-reader';
 import { ggufNaming } from '../lib/model/naming';
@@ -197,6 +198,47 @@ test('DeepSeek-V2 with YaRN rope_scaling matches the float64 reference of HF\'s 
   } finally {
     loaded.dispose();
   }
+});
+
+// A deepseek2 GGUF keeps DeepSeek's YaRN in llama.cpp's keys: rope.scaling.{type, factor, original_context_length}
+// and yarn_log_multiplier = 0.1 x mscale_all_dim (llama.cpp takes mscale == mscale_all_dim, as the released
+// checkpoints have it: cos/sin factor 1, softmax times mscale_all_dim's mscale squared). Without that key, YaRN's
+// default cos/sin factor and no softmax factor, as Hugging Face reads a config without mscale_all_dim.
+describe('YaRN in a deepseek2 GGUF', () => {
+  const yarnKeys = (logMultiplier?: number, attnFactor?: number) => (metadata: Array<[string, GgufTypedValue]>) => {
+    metadata.push(
+      ['deepseek2.rope.scaling.type', { type: 'string', value: 'yarn' }],
+      ['deepseek2.rope.scaling.factor', { type: 'f32', value: 40 }],
+      ['deepseek2.rope.scaling.original_context_length', { type: 'u32', value: 4096 }],
+      ...(logMultiplier === undefined ? [] : [['deepseek2.rope.scaling.yarn_log_multiplier', { type: 'f32', value: logMultiplier }] as [string, GgufTypedValue]]),
+      ...(attnFactor === undefined ? [] : [['deepseek2.rope.scaling.attn_factor', { type: 'f32', value: attnFactor }] as [string, GgufTypedValue]]),
+    );
+  };
+
+  test.each([
+    ['with yarn_log_multiplier (DeepSeek-V2\'s mscale = mscale_all_dim = 0.707)', 0.707, 0.707, 0.0707],
+    ['without it (no mscale_all_dim)', 1, 0, undefined],
+  ])('%s: logits match the float64 reference of HF\'s YaRN', async (_name, mscale, mscaleAllDim, logMultiplier) => {
+    const base = makeTinyDeepseekV2(9, { qLoraRank: 32, ropeDim: 16 });
+    const model: TinyMlaModel = { ...base, yarn: { factor: 40, originalContext: 4096, betaFast: 32, betaSlow: 1, mscale, mscaleAllDim } };
+    const reference = refMlaForward(model, LONG_TOKENS);
+    expect(maxRelativeError(refMlaForward(base, LONG_TOKENS).logits, reference.logits)).toBeGreaterThan(1e-2);
+    const file = path.join(temp.dir, `v2-yarn-${mscaleAllDim}.gguf`);
+    await writeDeepseekGguf(file, model, 'f32', true, yarnKeys(logMultiplier));
+    const loaded = await loadModel(file);
+    try {
+      const { logits } = await loaded.forward(LONG_TOKENS);
+      expect(maxRelativeError(logits, reference.logits)).toBeLessThan(1e-4);
+    } finally {
+      loaded.dispose();
+    }
+  });
+
+  test('an attention factor other than 1 is refused, naming the key', async () => {
+    const file = path.join(temp.dir, 'v2-yarn-attn-factor.gguf');
+    await writeDeepseekGguf(file, makeTinyDeepseekV2(9), 'f32', true, yarnKeys(0.0707, 1.5));
+    await expectCode(loadModel(file), 'ERR_DYNAMOE_UNSUPPORTED', 'rope.scaling.attn_factor');
+  });
 });
 
 describe('the latent cache', () => {

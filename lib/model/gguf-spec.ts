@@ -6,7 +6,7 @@ import { ConfigReader } from './config-reader';
 import { addGgufGptOss } from './gguf-gpt-oss';
 import { addGgufGranite } from './gguf-granite';
 import { ggufNaming, ggufNamingFor } from './naming';
-import { ggufRopeScaling } from './rope-scaling';
+import { ggufDeepseekYarn, ggufRopeScaling } from './rope-scaling';
 import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
 
 interface GgufArchitecture {
@@ -129,9 +129,9 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const naming = ggufNamingFor(info.architecture);
   const maxContext = meta.int(key('context_length'), 4096);
   // gpt-oss is defined by its Hugging Face model, whose YaRN ramp is not rounded.
-  const ropeScaling = ggufRopeScaling(meta, key, maxContext, info.architecture !== 'gpt-oss');
-  // llama.cpp folds DeepSeek's YaRN softmax factor into keys of its own (yarn_log_multiplier): not read yet.
-  if (mla && ropeScaling) meta.refuse(key('rope.scaling.type'), 'YaRN RoPE scaling of a deepseek2 GGUF is not supported yet');
+  const generic = ggufRopeScaling(meta, key, maxContext, info.architecture !== 'gpt-oss');
+  // DeepSeek's YaRN also scales MLA's softmax, kept in llama.cpp's keys of its own.
+  const ropeScaling = mla && generic ? ggufDeepseekYarn(meta, key, generic) : generic;
   const layer = (index: number): FeedForwardSpec => {
     if (!tensors.has(ggufNaming.layer(index, 'router'))) {
       return { kind: 'dense', ffn: shape(ggufNaming.layer(index, 'mlp_gate'), 2)[0] };

@@ -105,3 +105,24 @@ export function ggufRopeScaling(
     attentionFactor: mscale(factor),
   };
 }
+
+/**
+ * DeepSeek's YaRN in a deepseek2 GGUF: llama.cpp's converter keeps mscale_all_dim as
+ * `rope.scaling.yarn_log_multiplier` = 0.1 x mscale_all_dim, and llama.cpp takes mscale == mscale_all_dim (the
+ * released checkpoints'), so cos and sin keep factor 1 and the softmax scale gains mscale(factor, mscale_all_dim)^2,
+ * as config.json's rope_scaling gives. Without the key (DeepSeek-derived models without mscale_all_dim), YaRN's
+ * default cos/sin factor and no softmax factor, as Hugging Face reads such a config.
+ */
+export function ggufDeepseekYarn(meta: ConfigReader, key: (name: string) => string, scaling: RopeScalingSpec): RopeScalingSpec {
+  const attentionFactor = meta.number(key('rope.scaling.attn_factor'), 1);
+  if (attentionFactor !== 1) {
+    meta.refuse(key('rope.scaling.attn_factor'), 'a deepseek2 YaRN attention factor other than 1 is not supported');
+  }
+  const logMultiplier = meta.number(key('rope.scaling.yarn_log_multiplier'), 0);
+  if (!(logMultiplier >= 0)) {
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('rope.scaling.yarn_log_multiplier')}' must be >= 0`);
+  }
+  if (logMultiplier === 0) return scaling;
+  const mscaleAllDim = logMultiplier / 0.1;
+  return { ...scaling, attentionFactor: 1, softmaxFactor: mscale(scaling.factor, mscaleAllDim) ** 2 };
+}
