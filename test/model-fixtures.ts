@@ -15,8 +15,8 @@ import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -24,6 +24,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'qwen3-moe': 'qwen3moe',
   olmoe: 'olmoe',
   'glm4-moe': 'glm4moe',
+  'ernie4_5-moe': 'ernie4_5-moe',
 };
 
 export interface TinyModel extends RefModel {
@@ -65,6 +66,7 @@ interface Plan {
   /** A family's router (without its bias, drawn per layer). */
   router?: Omit<RefRouterRule, 'selectionBias'> & { selectionBias?: boolean };
   rotaryDim?: number;
+  ropeStyle?: 'pairs';
 }
 
 function planFor(arch: ArchName): Plan {
@@ -92,6 +94,12 @@ function planFor(arch: ArchName): Plan {
       return { ...base, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 32, gated: false }, bias: true,
         policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe', rotaryDim: base.headDim / 2,
         router: { scoring: 'sigmoid', selectionBias: true, groups: 4, keptGroups: 2, groupScore: 'top2-sum', normalize: true, scale: 2.5 } };
+    case 'ernie4_5-moe':
+      // Softmax probabilities ranked with a selection bias, the kept ones renormalised; 2 shared experts; RoPE on
+      // adjacent pairs; the embedding tied to the LM head.
+      return { ...base, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 64, gated: false }, tied: true,
+        policy: { kind: 'top-k', k: 3 }, tokenizer: 'spm', ropeStyle: 'pairs',
+        router: { scoring: 'softmax', selectionBias: true, normalize: true } };
   }
 }
 
@@ -128,6 +136,11 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
         num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, first_k_dense_replace: 1,
         n_group: p.router!.groups, topk_group: p.router!.keptGroups, norm_topk_prob: true, routed_scaling_factor: 2.5,
         partial_rotary_factor: p.rotaryDim! / p.headDim, attention_bias: true, use_qk_norm: false, num_nextn_predict_layers: 1 };
+    case 'ernie4_5-moe':
+      return { ...common, model_type: 'ernie4_5_moe', head_dim: p.headDim, moe_num_experts: p.experts, moe_k: k,
+        moe_intermediate_size: p.ffn, moe_num_shared_experts: p.shared!.ffn / p.ffn, intermediate_size: p.denseFfn,
+        moe_layer_start_index: p.layers.indexOf('moe'), moe_layer_end_index: -1, moe_layer_interval: 1, use_bias: false,
+        moe_norm_min: 1e-12 };
   }
 }
 
@@ -176,6 +189,7 @@ export function makeTinyModel(
     arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
     vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: 10000,
     ...(p.rotaryDim ? { rotaryDim: p.rotaryDim } : {}),
+    ...(p.ropeStyle ? { ropeStyle: p.ropeStyle } : {}),
     rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
     ...(p.tied ? {} : { lmHead: w.matrix(vocab, p.hidden) }),
     layers,
@@ -196,7 +210,9 @@ function hfFfnNames(arch: ArchName) {
   if (arch === 'mixtral') return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '' };
   if (arch === 'dynamic-moe') return { router: 'mlp.router', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp.mlp', shared: '', sharedGate: '' };
   const shared = arch === 'qwen2-moe' ? 'mlp.shared_expert' : 'mlp.shared_experts';
-  return { router: 'mlp.gate', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp', shared, sharedGate: 'mlp.shared_expert_gate' };
+  // ERNIE 4.5 keeps the selection bias apart from the router, as [1][experts].
+  const bias = arch === 'ernie4_5-moe' ? 'mlp.moe_statics.e_score_correction_bias' : undefined;
+  return { router: 'mlp.gate', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp', shared, sharedGate: 'mlp.shared_expert_gate', bias };
 }
 
 export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
@@ -222,7 +238,8 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
     }
     out.push(tensor(at(`${n.router}.weight`), [f.experts, H], f.router, dtype));
     const bias = f.routerRule?.selectionBias;
-    if (bias) out.push(tensor(at(`${n.router}.e_score_correction_bias`), [f.experts], Float32Array.from(bias), 'f32'));
+    if (bias && 'bias' in n && n.bias) out.push(tensor(at(n.bias), [1, f.experts], Float32Array.from(bias), 'f32'));
+    else if (bias) out.push(tensor(at(`${n.router}.e_score_correction_bias`), [f.experts], Float32Array.from(bias), 'f32'));
     for (let e = 0; e < f.experts; e++) {
       out.push(
         tensor(at(`${n.experts}.${e}.${n.g}.weight`), [f.ffn, H], f.gate[e], dtype),
@@ -300,6 +317,8 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
   const pairs = arch === 'llama';
   const moe = m.layers.find((l) => l.ffn.kind === 'moe')!.ffn as Extract<RefFeedForward, { kind: 'moe' }>;
   const policy = moe.policy as Extract<RefPolicy, { kind: 'top-k' }>;
+  const dense = m.layers.find((l) => l.ffn.kind === 'dense')?.ffn;
+  const denseFfn = dense?.kind === 'dense' ? dense.ffn : moe.ffn;
   const u32 = (value: number): GgufTypedValue => ({ type: 'u32', value });
   const metadata: Array<[string, GgufTypedValue]> = [
     ['general.architecture', { type: 'string', value: arch }],
@@ -307,7 +326,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.block_count`, u32(m.layers.length)],
     [`${arch}.context_length`, u32(512)],
     [`${arch}.embedding_length`, u32(H)],
-    [`${arch}.feed_forward_length`, u32(moe.ffn)],
+    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' ? denseFfn : moe.ffn)],
     [`${arch}.attention.head_count`, u32(m.heads)],
     [`${arch}.attention.head_count_kv`, u32(m.kvHeads)],
     [`${arch}.attention.key_length`, u32(m.headDim)],
@@ -319,6 +338,13 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
     ...(moe.shared && arch !== 'glm4moe' ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
     ...(arch === 'glm4moe' ? glmMetadata(m, moe) : []),
+    ...(arch === 'ernie4_5-moe'
+      ? ([
+          [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
+          [`${arch}.interleave_moe_layer_step`, u32(1)],
+          [`${arch}.leading_dense_block_count`, u32(m.layers.findIndex((l) => l.ffn.kind === 'moe'))],
+        ] as Array<[string, GgufTypedValue]>)
+      : []),
     ...tinyTokenizerGgufMetadata(m.tokenizer),
   ];
   const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];

@@ -30,6 +30,8 @@ const known: Record<string, GgufArchitecture> = {
   glm4moe: { architecture: 'glm4-moe', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: true },
   // Granite MoE (and granitemoeshared, which the converter writes as this arch with ffn_*_shexp tensors).
   granitemoe: { architecture: 'granite-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
+  // ERNIE 4.5 MoE: HF already rotates adjacent pairs (llama.cpp's NORM rope, no permutation); renormalised top-k.
+  'ernie4_5-moe': { architecture: 'ernie4_5-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -140,8 +142,13 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     if (used < 1 || used > experts) {
       throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: '${key('expert_used_count')}' must be in [1, ${experts}]`);
     }
-    const routing =
-      mla || glm ? ggufDeepseekRouting(meta, arch, used, normalize, glm) : { policy: topK(used, normalize) };
+    // ERNIE 4.5 ranks its softmax probabilities plus exp_probs_b (the selection bias), as llama.cpp's graph does.
+    const ernieBias = arch === 'ernie4_5-moe' && tensors.has(ggufNaming.layer(index, 'router_selection_bias'));
+    const routing = mla || glm
+      ? ggufDeepseekRouting(meta, arch, used, normalize, glm)
+      : ernieBias
+        ? { policy: { kind: 'top-k' as const, k: used }, router: { scoring: 'softmax' as const, selectionBias: true, normalize, scale: 1 } }
+        : { policy: topK(used, normalize) };
     const moe: MoELayerSpec = { kind: 'moe', experts, ffn, ...routing };
     const sharedGate = ggufNaming.layer(index, 'shared_gate');
     if (tensors.has(sharedGate)) {

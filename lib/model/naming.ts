@@ -63,6 +63,8 @@ export interface HfFeedForwardNames {
   dense: string;
   shared?: string;
   sharedGate?: string;
+  /** The router's selection bias (default `<router>.e_score_correction_bias`). */
+  selectionBias?: string;
 }
 
 /** Names of Llama-family Hugging Face checkpoints, with the architecture's own feed-forward names. */
@@ -83,7 +85,7 @@ export function hfNaming(ffn: HfFeedForwardNames): CheckpointNaming {
     mlp_up: `${ffn.dense}.up_proj.weight`,
     mlp_down: `${ffn.dense}.down_proj.weight`,
     router: `${ffn.router}.weight`,
-    router_selection_bias: `${ffn.router}.e_score_correction_bias`,
+    router_selection_bias: ffn.selectionBias ?? `${ffn.router}.e_score_correction_bias`,
     shared_gate: `${ffn.shared}.gate_proj.weight`,
     shared_up: `${ffn.shared}.up_proj.weight`,
     shared_down: `${ffn.shared}.down_proj.weight`,

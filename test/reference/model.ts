@@ -55,6 +55,8 @@ export interface RefModel {
   ropeTheta: number;
   /** Leading dimensions of each head that rotate (default headDim). */
   rotaryDim?: number;
+  /** 'pairs': dimension 2i rotates with 2i + 1 (ERNIE 4.5's interleaved rotate_half); default HF's halves. */
+  ropeStyle?: 'halves' | 'pairs';
   rmsNormEpsilon: number;
   qkNorm: 'none' | 'per-head' | 'full';
   embed: Float32Array;
@@ -66,9 +68,14 @@ export interface RefModel {
 
 
 
-/** Hugging Face rotate_half RoPE over the first `rotaryDim` dimensions: i pairs with i + rotaryDim/2. */
-function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim): void {
+/**
+ * Hugging Face rotate_half RoPE over the first `rotaryDim` dimensions: i pairs with i + rotaryDim/2 (halves), or
+ * 2i with 2i + 1 (pairs), both at frequency theta^(-2i / rotaryDim).
+ */
+function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim, style = 'halves'): void {
   const half = rotaryDim / 2;
+  const first = (i: number) => (style === 'pairs' ? 2 * i : i);
+  const second = (i: number) => (style === 'pairs' ? 2 * i + 1 : i + half);
   for (let t = 0; t < rows; t++) {
     for (let i = 0; i < half; i++) {
       const angle = t * theta ** ((-2 * i) / rotaryDim);
@@ -76,10 +83,10 @@ function rope(x: Float64Array, rows: number, heads: number, headDim: number, the
       const s = Math.sin(angle);
       for (let h = 0; h < heads; h++) {
         const base = t * heads * headDim + h * headDim;
-        const a = x[base + i];
-        const b = x[base + i + half];
-        x[base + i] = a * c - b * s;
-        x[base + i + half] = b * c + a * s;
+        const a = x[base + first(i)];
+        const b = x[base + second(i)];
+        x[base + first(i)] = a * c - b * s;
+        x[base + second(i)] = b * c + a * s;
       }
     }
   }
@@ -151,8 +158,8 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
       q = rmsNorm(q, T, qW, layer.qNorm!, eps, m.qkNorm === 'per-head' ? headDim : qW);
       k = rmsNorm(k, T, kvW, layer.kNorm!, eps, m.qkNorm === 'per-head' ? headDim : kvW);
     }
-    rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim);
-    rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim);
+    rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
+    rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
     const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);

@@ -5,6 +5,7 @@ import { DynamoeError } from '../../errors';
 import { deepseekMoe } from './deepseek-moe';
 import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dynamicMoe } from './dynamic-moe';
+import { ernie45Moe } from './ernie4-5-moe';
 import { glm4Moe } from './glm4-moe';
 import { longcatFlash } from './longcat-flash';
 import { gptOss } from './gpt-oss';
@@ -28,6 +29,7 @@ export const architectures: readonly Architecture[] = [
   gptOss,
   graniteMoe,
   longcatFlash,
+  ernie45Moe,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -39,6 +41,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
