@@ -15,8 +15,8 @@ import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -25,6 +25,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   olmoe: 'olmoe',
   'glm4-moe': 'glm4moe',
   'ernie4_5-moe': 'ernie4_5-moe',
+  dots1: 'dots1',
 };
 
 export interface TinyModel extends RefModel {
@@ -100,6 +101,12 @@ function planFor(arch: ArchName): Plan {
       return { ...base, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 64, gated: false }, tied: true,
         policy: { kind: 'top-k', k: 3 }, tokenizer: 'spm', ropeStyle: 'pairs',
         router: { scoring: 'softmax', selectionBias: true, normalize: true } };
+    case 'dots1':
+      // Qwen3 attention (full multi-head, as the released model and llama.cpp's loader have it), DeepSeek-V3's
+      // sigmoid router (selection bias, renormalised, scaled), one shared expert.
+      return { ...base, kvHeads: 4, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 32, gated: false },
+        qkNorm: 'per-head', policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe',
+        router: { scoring: 'sigmoid', selectionBias: true, normalize: true, scale: 2 } };
   }
 }
 
@@ -141,6 +148,11 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
         moe_intermediate_size: p.ffn, moe_num_shared_experts: p.shared!.ffn / p.ffn, intermediate_size: p.denseFfn,
         moe_layer_start_index: p.layers.indexOf('moe'), moe_layer_end_index: -1, moe_layer_interval: 1, use_bias: false,
         moe_norm_min: 1e-12 };
+    case 'dots1':
+      return { ...common, model_type: 'dots1', head_dim: p.headDim, n_routed_experts: p.experts, n_shared_experts: 1,
+        num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, first_k_dense_replace: 1,
+        n_group: 1, topk_group: 1, norm_topk_prob: true, routed_scaling_factor: 2, attention_bias: false,
+        sliding_window: 4096, max_window_layers: p.layers.length };
   }
 }
 
@@ -326,7 +338,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.block_count`, u32(m.layers.length)],
     [`${arch}.context_length`, u32(512)],
     [`${arch}.embedding_length`, u32(H)],
-    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' ? denseFfn : moe.ffn)],
+    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' || arch === 'dots1' ? denseFfn : moe.ffn)],
     [`${arch}.attention.head_count`, u32(m.heads)],
     [`${arch}.attention.head_count_kv`, u32(m.kvHeads)],
     [`${arch}.attention.key_length`, u32(m.headDim)],
@@ -338,6 +350,16 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
     ...(moe.shared && arch !== 'glm4moe' ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
     ...(arch === 'glm4moe' ? glmMetadata(m, moe) : []),
+    ...(arch === 'dots1'
+      ? ([
+          [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
+          [`${arch}.expert_shared_count`, u32(moe.shared!.ffn / moe.ffn)],
+          [`${arch}.leading_dense_block_count`, u32(m.layers.findIndex((l) => l.ffn.kind === 'moe'))],
+          [`${arch}.expert_gating_func`, u32(2)],
+          [`${arch}.expert_weights_scale`, { type: 'f32', value: moe.routerRule!.scale ?? 1 }],
+          [`${arch}.expert_weights_norm`, { type: 'bool', value: moe.routerRule!.normalize ?? false }],
+        ] as Array<[string, GgufTypedValue]>)
+      : []),
     ...(arch === 'ernie4_5-moe'
       ? ([
           [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],

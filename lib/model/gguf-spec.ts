@@ -32,6 +32,8 @@ const known: Record<string, GgufArchitecture> = {
   granitemoe: { architecture: 'granite-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
   // ERNIE 4.5 MoE: HF already rotates adjacent pairs (llama.cpp's NORM rope, no permutation); renormalised top-k.
   'ernie4_5-moe': { architecture: 'ernie4_5-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
+  // dots.llm1: Qwen3 attention (per-head q/k norm, NEOX rope) and DeepSeek-V3's sigmoid router.
+  dots1: { architecture: 'dots1', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: false },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -118,6 +120,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const headDim = mla ? mla.nopeDim + mla.ropeDim : meta.int(key('attention.key_length'), Math.floor(hidden / heads));
   const ropeDims = mla ? headDim : meta.int(key('rope.dimension_count'), headDim);
   const glm = arch === 'glm4moe';
+  // Families routed by DeepSeek-V3's sigmoid router with a selection bias, as llama.cpp's deepseek2 files may be.
+  const sigmoidFamily = glm || arch === 'dots1';
   // GLM-4.5 rotates part of each head; other architectures rotate all of it.
   if (ropeDims !== headDim && !(glm && ropeDims >= 2 && ropeDims < headDim && ropeDims % 2 === 0)) {
     meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe only');
@@ -144,8 +148,8 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     }
     // ERNIE 4.5 ranks its softmax probabilities plus exp_probs_b (the selection bias), as llama.cpp's graph does.
     const ernieBias = arch === 'ernie4_5-moe' && tensors.has(ggufNaming.layer(index, 'router_selection_bias'));
-    const routing = mla || glm
-      ? ggufDeepseekRouting(meta, arch, used, normalize, glm)
+    const routing = mla || sigmoidFamily
+      ? ggufDeepseekRouting(meta, arch, used, normalize, sigmoidFamily)
       : ernieBias
         ? { policy: { kind: 'top-k' as const, k: used }, router: { scoring: 'softmax' as const, selectionBias: true, normalize, scale: 1 } }
         : { policy: topK(used, normalize) };

@@ -3,35 +3,13 @@
 import { DynamoeError } from '../../errors';
 import { Architecture, llamaFamilySpec, modelType } from '../architecture';
 import { hfMlpExpertNames, hfNaming } from '../naming';
-import { FeedForwardSpec, RouterSpec } from '../spec';
+import { sigmoidMoeLayers } from './sigmoid-moe-layers';
 
 export const glm4Moe: Architecture = {
   name: 'glm4-moe',
   matchesHf: (c) => modelType(c) === 'glm4_moe',
   fromHfConfig: (c) => {
-    const experts = c.int('n_routed_experts');
-    const ffn = c.int('moe_intermediate_size');
-    const firstMoe = c.int('first_k_dense_replace', 0, true);
-    const sharedExperts = c.int('n_shared_experts', 0, true);
-    const groups = c.int('n_group', 1);
-    const router: RouterSpec = {
-      scoring: 'sigmoid',
-      selectionBias: true,
-      ...(groups > 1 ? { groups: { count: groups, keep: c.int('topk_group', groups), score: 'top2-sum' as const } } : {}),
-      normalize: c.bool('norm_topk_prob', true),
-      scale: c.number('routed_scaling_factor', 1),
-    };
-    const layer = (i: number): FeedForwardSpec =>
-      i < firstMoe
-        ? { kind: 'dense', ffn: c.int('intermediate_size') }
-        : {
-            kind: 'moe',
-            experts,
-            ffn,
-            policy: { kind: 'top-k', k: c.int('num_experts_per_tok') },
-            router,
-            ...(sharedExperts > 0 ? { shared: { ffn: ffn * sharedExperts, gated: false } } : {}),
-          };
+    const layer = sigmoidMoeLayers(c, true);
     const spec = llamaFamilySpec(c, 'glm4-moe', layer, { qkNorm: c.bool('use_qk_norm', false) ? 'per-head' : 'none' });
     // partial_rotary_factor of each head's dimensions rotate (0.5 in the released configs).
     const rotaryDim = Math.round(spec.headDim * c.number('partial_rotary_factor', 0.5));

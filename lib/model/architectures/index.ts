@@ -4,6 +4,7 @@ import { ConfigReader } from '../config-reader';
 import { DynamoeError } from '../../errors';
 import { deepseekMoe } from './deepseek-moe';
 import { deepseekV2, deepseekV3 } from './deepseek-v2';
+import { dots1 } from './dots1';
 import { dynamicMoe } from './dynamic-moe';
 import { ernie45Moe } from './ernie4-5-moe';
 import { glm4Moe } from './glm4-moe';
@@ -30,6 +31,7 @@ export const architectures: readonly Architecture[] = [
   graniteMoe,
   longcatFlash,
   ernie45Moe,
+  dots1,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -41,6 +43,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
