@@ -15,8 +15,8 @@ import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -26,6 +26,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'glm4-moe': 'glm4moe',
   'ernie4_5-moe': 'ernie4_5-moe',
   dots1: 'dots1',
+  'minimax-m2': 'minimax-m2',
 };
 
 export interface TinyModel extends RefModel {
@@ -107,6 +108,11 @@ function planFor(arch: ArchName): Plan {
       return { ...base, kvHeads: 4, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 32, gated: false },
         qkNorm: 'per-head', policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe',
         router: { scoring: 'sigmoid', selectionBias: true, normalize: true, scale: 2 } };
+    case 'minimax-m2':
+      // Mixtral's names, a sigmoid router ranked with a selection bias and renormalised, q/k norm over the whole
+      // projection, half of each head rotated.
+      return { ...base, experts: 8, ffn: 32, layers: ['moe', 'moe'], qkNorm: 'full', rotaryDim: base.headDim / 2,
+        policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe', router: { scoring: 'sigmoid', selectionBias: true, normalize: true } };
   }
 }
 
@@ -153,6 +159,10 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
         num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, first_k_dense_replace: 1,
         n_group: 1, topk_group: 1, norm_topk_prob: true, routed_scaling_factor: 2, attention_bias: false,
         sliding_window: 4096, max_window_layers: p.layers.length };
+    case 'minimax-m2':
+      return { ...common, model_type: 'minimax_m2', head_dim: p.headDim, num_local_experts: p.experts, num_experts_per_tok: k,
+        intermediate_size: p.ffn, rotary_dim: p.rotaryDim, use_qk_norm: true, qk_norm_type: 'per_layer', scoring_func: 'sigmoid',
+        use_routing_bias: true, shared_intermediate_size: 0 };
   }
 }
 
@@ -220,6 +230,10 @@ function tensor(name: string, shape: number[], values: Float32Array, dtype: File
 /** Hugging Face module paths of each architecture's feed-forward weights. */
 function hfFfnNames(arch: ArchName) {
   if (arch === 'mixtral') return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '' };
+  if (arch === 'minimax-m2') {
+    return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '',
+      bias: 'block_sparse_moe.e_score_correction_bias', biasShape: 'flat' as const };
+  }
   if (arch === 'dynamic-moe') return { router: 'mlp.router', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp.mlp', shared: '', sharedGate: '' };
   const shared = arch === 'qwen2-moe' ? 'mlp.shared_expert' : 'mlp.shared_experts';
   // ERNIE 4.5 keeps the selection bias apart from the router, as [1][experts].
@@ -250,7 +264,7 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
     }
     out.push(tensor(at(`${n.router}.weight`), [f.experts, H], f.router, dtype));
     const bias = f.routerRule?.selectionBias;
-    if (bias && 'bias' in n && n.bias) out.push(tensor(at(n.bias), [1, f.experts], Float32Array.from(bias), 'f32'));
+    if (bias && 'bias' in n && n.bias) out.push(tensor(at(n.bias), 'biasShape' in n ? [f.experts] : [1, f.experts], Float32Array.from(bias), 'f32'));
     else if (bias) out.push(tensor(at(`${n.router}.e_score_correction_bias`), [f.experts], Float32Array.from(bias), 'f32'));
     for (let e = 0; e < f.experts; e++) {
       out.push(
@@ -358,6 +372,13 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
           [`${arch}.expert_gating_func`, u32(2)],
           [`${arch}.expert_weights_scale`, { type: 'f32', value: moe.routerRule!.scale ?? 1 }],
           [`${arch}.expert_weights_norm`, { type: 'bool', value: moe.routerRule!.normalize ?? false }],
+        ] as Array<[string, GgufTypedValue]>)
+      : []),
+    ...(arch === 'minimax-m2'
+      ? ([
+          [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
+          [`${arch}.expert_gating_func`, u32(2)],
+          [`${arch}.rope.dimension_count`, u32(m.rotaryDim ?? m.headDim)],
         ] as Array<[string, GgufTypedValue]>)
       : []),
     ...(arch === 'ernie4_5-moe'

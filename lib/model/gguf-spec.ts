@@ -34,6 +34,8 @@ const known: Record<string, GgufArchitecture> = {
   'ernie4_5-moe': { architecture: 'ernie4_5-moe', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
   // dots.llm1: Qwen3 attention (per-head q/k norm, NEOX rope) and DeepSeek-V3's sigmoid router.
   dots1: { architecture: 'dots1', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: false },
+  // MiniMax-M2: q/k norm over the whole projection, RoPE (NEOX) on the first rope.dimension_count of each head.
+  'minimax-m2': { architecture: 'minimax-m2', ropeStyle: 'halves', qkNorm: 'full', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -121,10 +123,11 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const ropeDims = mla ? headDim : meta.int(key('rope.dimension_count'), headDim);
   const glm = arch === 'glm4moe';
   // Families routed by DeepSeek-V3's sigmoid router with a selection bias, as llama.cpp's deepseek2 files may be.
-  const sigmoidFamily = glm || arch === 'dots1';
-  // GLM-4.5 rotates part of each head; other architectures rotate all of it.
-  if (ropeDims !== headDim && !(glm && ropeDims >= 2 && ropeDims < headDim && ropeDims % 2 === 0)) {
-    meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe only');
+  const sigmoidFamily = glm || arch === 'dots1' || arch === 'minimax-m2';
+  // Families whose heads rotate only their leading rope.dimension_count dimensions.
+  const partialRotary = glm || arch === 'minimax-m2';
+  if (ropeDims !== headDim && !(partialRotary && ropeDims >= 2 && ropeDims < headDim && ropeDims % 2 === 0)) {
+    meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe and minimax-m2 only');
   }
   const used = meta.int(key('expert_used_count'), 0, true);
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
@@ -175,7 +178,7 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ropeStyle: info.ropeStyle,
     rmsNormEpsilon: meta.number(key('attention.layer_norm_rms_epsilon'), 1e-6),
     qkNorm: glm && tensors.has(naming.layer(0, 'q_norm')) ? 'per-head' : info.qkNorm,
-    ...(glm && ropeDims !== headDim ? { rotaryDim: ropeDims } : {}),
+    ...(partialRotary && ropeDims !== headDim ? { rotaryDim: ropeDims } : {}),
     attentionBias: tensors.has(naming.layer(0, 'q_bias')),
     tiedEmbeddings: !tensors.has(ggufNaming.lmHead),
     maxContext,

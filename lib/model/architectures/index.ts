@@ -9,6 +9,7 @@ import { dynamicMoe } from './dynamic-moe';
 import { ernie45Moe } from './ernie4-5-moe';
 import { glm4Moe } from './glm4-moe';
 import { longcatFlash } from './longcat-flash';
+import { minimaxM2 } from './minimax-m2';
 import { gptOss } from './gpt-oss';
 import { graniteMoe } from './granite-moe';
 import { mixtral } from './mixtral';
@@ -32,6 +33,7 @@ export const architectures: readonly Architecture[] = [
   longcatFlash,
   ernie45Moe,
   dots1,
+  minimaxM2,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -43,6 +45,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
