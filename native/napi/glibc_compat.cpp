@@ -9,6 +9,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -79,7 +80,15 @@ DYNAMOE_GLIBC_OLD(shm_open, "GLIBC_2.2.5")
 DYNAMOE_GLIBC_OLD(shm_unlink, "GLIBC_2.2.5")
 #endif
 
+// __fxstat64, what <sys/stat.h> turned fstat64 into before glibc 2.33 exported fstat64 itself.
+extern "C" int dynamoe_old___fxstat64(int version, int fd, struct stat64* buf);
+__asm__(".symver dynamoe_old___fxstat64, __fxstat64@GLIBC_2.2.5");
+
 extern "C" {
+// libstdc++'s file buffers (basic_file.o, linked in by <iostream>, which the CUDA build's CUB headers include) call
+// fstat64 (glibc 2.33); the same through __fxstat64 and its x86-64 stat version, 1.
+__attribute__((visibility("hidden"))) int fstat64(int fd, struct stat64* buf) { return dynamoe_old___fxstat64(1, fd, buf); }
+
 // libstdc++ skips atomic reference counts while this is set (glibc 2.32); never set, they are always atomic.
 __attribute__((visibility("hidden"))) char __libc_single_threaded = 0;
 
