@@ -7,7 +7,7 @@ import { addGgufGptOss } from './gguf-gpt-oss';
 import { addGgufGranite } from './gguf-granite';
 import { ggufNaming, ggufNamingFor } from './naming';
 import { ggufDeepseekYarn, ggufRopeScaling } from './rope-scaling';
-import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec } from './spec';
+import { FeedForwardSpec, MlaSpec, MoELayerSpec, ModelSpec, RouterSpec } from './spec';
 
 interface GgufArchitecture {
   architecture: string;
@@ -151,10 +151,11 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     }
     // ERNIE 4.5 ranks its softmax probabilities plus exp_probs_b (the selection bias), as llama.cpp's graph does.
     const ernieBias = arch === 'ernie4_5-moe' && tensors.has(ggufNaming.layer(index, 'router_selection_bias'));
+    const ernieRouter: RouterSpec = { scoring: 'softmax', selectionBias: true, normalize, scale: 1 };
     const routing = mla || sigmoidFamily
       ? ggufDeepseekRouting(meta, arch, used, normalize, sigmoidFamily)
       : ernieBias
-        ? { policy: { kind: 'top-k' as const, k: used }, router: { scoring: 'softmax' as const, selectionBias: true, normalize, scale: 1 } }
+        ? { policy: { kind: 'top-k' as const, k: used }, router: ernieRouter }
         : { policy: topK(used, normalize) };
     const moe: MoELayerSpec = { kind: 'moe', experts, ffn, ...routing };
     const sharedGate = ggufNaming.layer(index, 'shared_gate');

@@ -40,6 +40,8 @@ export class Sampler {
   next(limit: number): NativeTokenChoice {
     const temperature = this.options.temperature ?? 0;
     if (temperature === 0) return { limit };
-    return { limit, temperature, topK: this.options.topK ?? 0, topP: this.options.topP ?? 1, uniform: this.random.uniform() };
+    // A top-k past the limit keeps every id, as 0 does (and stays within the native int range).
+    const topK = Math.min(this.options.topK ?? 0, limit);
+    return { limit, temperature, topK, topP: this.options.topP ?? 1, uniform: this.random.uniform() };
   }
 }
