@@ -228,11 +228,25 @@ function tensor(name: string, shape: number[], values: Float32Array, dtype: File
 }
 
 /** Hugging Face module paths of each architecture's feed-forward weights. */
-function hfFfnNames(arch: ArchName) {
+interface HfFfnNames {
+  router: string;
+  experts: string;
+  g: string;
+  u: string;
+  d: string;
+  dense: string;
+  shared: string;
+  sharedGate: string;
+  /** The selection bias's tensor when it is not `<router>.e_score_correction_bias`, and whether it is [experts]. */
+  bias?: string;
+  flatBias?: boolean;
+}
+
+function hfFfnNames(arch: ArchName): HfFfnNames {
   if (arch === 'mixtral') return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '' };
   if (arch === 'minimax-m2') {
     return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '',
-      bias: 'block_sparse_moe.e_score_correction_bias', biasShape: 'flat' as const };
+      bias: 'block_sparse_moe.e_score_correction_bias', flatBias: true };
   }
   if (arch === 'dynamic-moe') return { router: 'mlp.router', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp.mlp', shared: '', sharedGate: '' };
   const shared = arch === 'qwen2-moe' ? 'mlp.shared_expert' : 'mlp.shared_experts';
@@ -264,7 +278,7 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
     }
     out.push(tensor(at(`${n.router}.weight`), [f.experts, H], f.router, dtype));
     const bias = f.routerRule?.selectionBias;
-    if (bias && 'bias' in n && n.bias) out.push(tensor(at(n.bias), 'biasShape' in n ? [f.experts] : [1, f.experts], Float32Array.from(bias), 'f32'));
+    if (bias && n.bias) out.push(tensor(at(n.bias), n.flatBias ? [f.experts] : [1, f.experts], Float32Array.from(bias), 'f32'));
     else if (bias) out.push(tensor(at(`${n.router}.e_score_correction_bias`), [f.experts], Float32Array.from(bias), 'f32'));
     for (let e = 0; e < f.experts; e++) {
       out.push(

@@ -8,35 +8,17 @@
 #include <cstring>
 
 #include "host_device.h"
+#include "rounded_ops.h"
 
 namespace dynamoe::routing_math {
 
 // Lanes of the softmax sum: a CUDA warp. Lane l sums experts l, l + 32, l + 64, ... in order.
 constexpr int kLanes = 32;
 
-// Round-to-nearest products and sums that no compiler may fuse (nvcc contracts a * b + c into an FMA by default).
-DYNAMOE_HOST_DEVICE inline float mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;  // host files using this are built with -ffp-contract=off
-#endif
-}
-DYNAMOE_HOST_DEVICE inline float add(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-DYNAMOE_HOST_DEVICE inline float div(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+// Products, sums and quotients rounded once (never fused into an FMA), shared with the other same-bits arithmetic.
+using rounded::add;
+using rounded::div;
+using rounded::mul;
 
 // 2^n for n in [-126, 127], from its bits.
 DYNAMOE_HOST_DEVICE inline float powerOfTwo(int n) {

@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "host_device.h"
+#include "rounded_ops.h"
 
 namespace dynamoe {
 
@@ -41,36 +42,10 @@ constexpr int kChoiceChunk = 256;
 namespace {
 namespace token_choice {
 
-// Basic operations rounded once each on both backends: device code would otherwise fuse a multiply and an add into
-// one FMA (nvcc contracts by default); the CPU's generic code is built without FMA and never does.
-DYNAMOE_HOST_DEVICE inline double mul(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-DYNAMOE_HOST_DEVICE inline double add(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-DYNAMOE_HOST_DEVICE inline double sub(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-DYNAMOE_HOST_DEVICE inline double div(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
+using rounded::add;
+using rounded::div;
+using rounded::mul;
+using rounded::sub;
 
 DYNAMOE_HOST_DEVICE inline double doubleFromBits(uint64_t bits) {
 #ifdef __CUDA_ARCH__

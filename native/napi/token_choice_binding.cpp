@@ -15,18 +15,15 @@ namespace {
 // A test hook on the JS thread: bounded so it cannot hold the event loop for long.
 constexpr size_t kMaxChoiceLogits = size_t{1} << 22;
 
-double readChoiceNumber(const Napi::Object& options, const char* key, double fallback, double min, double max,
-                        bool includeMin, bool includeMax) {
+// `range` says the bounds in the error (JS's notation: "[0, 1)").
+double readChoiceNumber(const Napi::Object& options, const char* key, double fallback, bool (*inRange)(double),
+                        const char* range) {
   Napi::Value value = options.Get(key);
   if (value.IsUndefined()) return fallback;
   const double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : NAN;
-  const bool aboveMin = includeMin ? number >= min : number > min;
-  const bool belowMax = includeMax ? number <= max : number < max;
-  if (!(std::isfinite(number) && aboveMin && belowMax)) {
+  if (!(std::isfinite(number) && inRange(number))) {
     throwJs(options.Env(), code::kValue,
-            std::string("choice.") + key + " must be in " + (includeMin ? "[" : "(") + std::to_string(min) + ", " +
-                (std::isfinite(max) ? std::to_string(max) : "Infinity") + (includeMax ? "]" : ")") + ", got " +
-                describe(value));
+            std::string("choice.") + key + " must be in " + range + ", got " + describe(value));
   }
   return number;
 }
@@ -37,10 +34,10 @@ TokenChoice readTokenChoice(const Napi::Value& value, int vocab) {
   Napi::Object options = requireObject(value, "choice");
   TokenChoice choice;
   choice.limit = readInt(options, "limit", 1, vocab);
-  choice.temperature = readChoiceNumber(options, "temperature", 0.0, 0.0, INFINITY, true, false);
+  choice.temperature = readChoiceNumber(options, "temperature", 0.0, [](double t) { return t >= 0.0; }, "[0, Infinity)");
   choice.topK = readInt(options, "topK", 0, INT32_MAX, 0);  // past the limit: every id
-  choice.topP = readChoiceNumber(options, "topP", 1.0, 0.0, 1.0, false, true);
-  choice.uniform = readChoiceNumber(options, "uniform", 0.0, 0.0, 1.0, true, false);
+  choice.topP = readChoiceNumber(options, "topP", 1.0, [](double p) { return p > 0.0 && p <= 1.0; }, "(0, 1]");
+  choice.uniform = readChoiceNumber(options, "uniform", 0.0, [](double u) { return u >= 0.0 && u < 1.0; }, "[0, 1)");
   return choice;
 }
 
