@@ -14,6 +14,7 @@ import {
   writeSafetensorsSharded,
 } from '../lib/formats/safetensors';
 import { TensorInput, TensorStore } from '../lib/formats/tensor-store';
+import { RowSplitStore } from '../lib/model/row-split-store';
 import { typedArrayTag } from './helpers';
 import { Rng } from './reference';
 
@@ -564,5 +565,73 @@ describe('GGUF errors', () => {
     const alignment64: GgufTypedValue = { type: 'u32', value: 64 };
     await expectError(write([['general.alignment', alignment64]]), 'ERR_DYNAMOE_VALUE', 'general.alignment');
     expect(fs.existsSync(file)).toBe(false);
+  });
+});
+
+describe('fused tensors read as their row ranges (RowSplitStore)', () => {
+  // A store over named arrays, counting the reads of each tensor.
+  const memoryStore = (tensors: Array<{ name: string; dtype: string; shape: number[]; data: Float32Array | Uint16Array | Uint8Array }>) => {
+    const reads = new Map<string, number>();
+    const store: TensorStore = {
+      format: 'memory',
+      tensors: new Map(tensors.map((t) => [t.name, { name: t.name, dtype: t.dtype, shape: t.shape, file: 'memory', byteOffset: 0, byteLength: t.data.byteLength }])),
+      read: async (name) => {
+        reads.set(name, (reads.get(name) ?? 0) + 1);
+        const t = tensors.find((x) => x.name === name);
+        if (!t) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `no tensor '${name}'`);
+        return { name, dtype: t.dtype as 'f32', shape: [...t.shape], data: t.data.slice() };
+      },
+      close: async () => undefined,
+    };
+    return { store, reads };
+  };
+  const iota = (n: number) => Float32Array.from({ length: n }, (_, i) => i);
+
+  test('a matrix, a stacked matrix and a vector split into their parts, each part read as its own tensor', async () => {
+    const { store, reads } = memoryStore([
+      { name: 'qkv', dtype: 'f32', shape: [7, 3], data: iota(21) },
+      { name: 'stacked', dtype: 'bf16', shape: [2, 4, 2], data: Uint16Array.from(iota(16)) },
+      { name: 'bias', dtype: 'f32', shape: [7], data: iota(7) },
+      { name: 'other', dtype: 'f32', shape: [2], data: iota(2) },
+    ]);
+    const split = new RowSplitStore(store, [
+      { fused: 'qkv', parts: [{ name: 'q', rows: 3 }, { name: 'k', rows: 2 }, { name: 'v', rows: 2 }] },
+      { fused: 'stacked', parts: [{ name: 'gate', rows: 1 }, { name: 'up', rows: 3 }] },
+      { fused: 'bias', parts: [{ name: 'qb', rows: 4 }, { name: 'kb', rows: 3 }] },
+    ]);
+    expect([...split.tensors.keys()].sort()).toEqual(['gate', 'k', 'kb', 'other', 'q', 'qb', 'up', 'v']);
+    expect(split.tensors.get('k')).toMatchObject({ shape: [2, 3], byteLength: 24 });
+    expect(split.tensors.get('up')).toMatchObject({ shape: [2, 3, 2], byteLength: 24 });
+    expect([...(await split.read('q')).data]).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    expect([...(await split.read('k')).data]).toEqual([9, 10, 11, 12, 13, 14]);
+    expect([...(await split.read('v')).data]).toEqual([15, 16, 17, 18, 19, 20]);
+    // Rows 1..3 of each of the two [4][2] slices.
+    const up = await split.read('up');
+    expect(up.data).toBeInstanceOf(Uint16Array);
+    expect([...up.data]).toEqual([2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15]);
+    expect([...(await split.read('gate')).data]).toEqual([0, 1, 8, 9]);
+    expect([...(await split.read('kb')).data]).toEqual([4, 5, 6]);
+    expect([...(await split.read('other')).data]).toEqual([0, 1]);
+    // Parts read one after the other share one read of their fused tensor.
+    expect(Object.fromEntries(reads)).toEqual({ qkv: 1, stacked: 1, bias: 1, other: 1 });
+  });
+
+  test('quantized rows split whole, as bytes of whole blocks', async () => {
+    // q8_0: 34 bytes a block of 32 values; 3 rows of 64 values.
+    const data = Uint8Array.from({ length: 3 * 2 * 34 }, (_, i) => i % 251);
+    const { store } = memoryStore([{ name: 'w', dtype: 'q8_0', shape: [3, 64], data }]);
+    const split = new RowSplitStore(store, [{ fused: 'w', parts: [{ name: 'a', rows: 1 }, { name: 'b', rows: 2 }] }]);
+    expect(split.tensors.get('b')).toMatchObject({ dtype: 'q8_0', shape: [2, 64], byteLength: 136 });
+    expect([...(await split.read('a')).data]).toEqual([...data.subarray(0, 68)]);
+    expect([...(await split.read('b')).data]).toEqual([...data.subarray(68)]);
+  });
+
+  test('a split whose rows do not add up, or whose tensor is absent, leaves the catalogue as it is', () => {
+    const { store } = memoryStore([{ name: 'qkv', dtype: 'f32', shape: [7, 3], data: iota(21) }]);
+    const split = new RowSplitStore(store, [
+      { fused: 'qkv', parts: [{ name: 'q', rows: 3 }, { name: 'k', rows: 3 }] },
+      { fused: 'absent', parts: [{ name: 'x', rows: 1 }] },
+    ]);
+    expect([...split.tensors.keys()]).toEqual(['qkv']);
   });
 });

@@ -15,8 +15,8 @@ import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2' | 'bailing-moe-v2' | 'hunyuan-moe';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2', 'bailing-moe-v2', 'hunyuan-moe'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -27,6 +27,8 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'ernie4_5-moe': 'ernie4_5-moe',
   dots1: 'dots1',
   'minimax-m2': 'minimax-m2',
+  'bailing-moe-v2': 'bailingmoe2',
+  'hunyuan-moe': 'hunyuan-moe',
 };
 
 export interface TinyModel extends RefModel {
@@ -69,6 +71,9 @@ interface Plan {
   router?: Omit<RefRouterRule, 'selectionBias'> & { selectionBias?: boolean };
   rotaryDim?: number;
   ropeStyle?: 'pairs';
+  qkNormAfterRope?: boolean;
+  /** RoPE's base, where the family's config raises it from rope_theta. */
+  ropeTheta?: number;
 }
 
 function planFor(arch: ArchName): Plan {
@@ -113,6 +118,17 @@ function planFor(arch: ArchName): Plan {
       // projection, half of each head rotated.
       return { ...base, experts: 8, ffn: 32, layers: ['moe', 'moe'], qkNorm: 'full', rotaryDim: base.headDim / 2,
         policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe', router: { scoring: 'sigmoid', selectionBias: true, normalize: true } };
+    case 'bailing-moe-v2':
+      // Ling 2.0: q/k/v fused in one projection, per-head q/k norm, half of each head rotated, DeepSeek-V3's
+      // sigmoid router with 8 experts in 4 groups (the best 2 compete), renormalised and scaled, a shared expert.
+      return { ...base, experts: 8, ffn: 32, layers: ['dense', 'moe', 'moe'], shared: { ffn: 32, gated: false },
+        qkNorm: 'per-head', policy: { kind: 'top-k', k: 3 }, tokenizer: 'byte-bpe', rotaryDim: base.headDim / 2,
+        router: { scoring: 'sigmoid', selectionBias: true, groups: 4, keptGroups: 2, groupScore: 'top2-sum', normalize: true, scale: 2.5 } };
+    case 'hunyuan-moe':
+      // Hunyuan-A13B: q/k norm after RoPE, renormalised softmax top-k, an always-on shared MLP of intermediate_size,
+      // RoPE's base raised by rope_scaling's alpha (1000 in the released config), the LM head tied.
+      return { ...base, layers: ['moe', 'moe'], shared: { ffn: 64, gated: false }, qkNorm: 'per-head', qkNormAfterRope: true,
+        tied: true, policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'spm', ropeTheta: 10000 * 1000 ** (base.headDim / (base.headDim - 2)) };
   }
 }
 
@@ -163,6 +179,21 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
       return { ...common, model_type: 'minimax_m2', head_dim: p.headDim, num_local_experts: p.experts, num_experts_per_tok: k,
         intermediate_size: p.ffn, rotary_dim: p.rotaryDim, use_qk_norm: true, qk_norm_type: 'per_layer', scoring_func: 'sigmoid',
         use_routing_bias: true, shared_intermediate_size: 0 };
+    case 'bailing-moe-v2':
+      // As the released Ling-mini-2.0 config: Ling 1.0's model_type, V2 told apart by architectures; one
+      // multi-token-prediction block after the decoder layers (written, never run).
+      return { ...common, model_type: 'bailing_moe', architectures: ['BailingMoeV2ForCausalLM'], head_dim: p.headDim,
+        num_experts: p.experts, num_experts_per_tok: k, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn,
+        num_shared_experts: 1, moe_shared_expert_intermediate_size: p.shared!.ffn,
+        first_k_dense_replace: 1, n_group: p.router!.groups, topk_group: p.router!.keptGroups, routed_scaling_factor: 2.5,
+        norm_topk_prob: true, partial_rotary_factor: p.rotaryDim! / p.headDim, use_qk_norm: true, use_qkv_bias: false,
+        use_bias: false, score_function: 'sigmoid', moe_router_enable_expert_bias: true, num_nextn_predict_layers: 1 };
+    case 'hunyuan-moe':
+      // Per-layer lists as the released config has them.
+      return { ...common, model_type: 'hunyuan_v1_moe', architectures: ['HunYuanMoEV1ForCausalLM'], head_dim: p.headDim,
+        num_experts: p.experts, moe_topk: p.layers.map(() => k), moe_intermediate_size: p.layers.map(() => p.ffn),
+        intermediate_size: p.shared!.ffn, num_shared_expert: p.layers.map(() => 1), use_mixed_mlp_moe: true, use_qk_norm: true,
+        use_cla: false, attention_bias: false, rope_scaling: { alpha: 1000.0, type: 'dynamic', factor: 1.0, beta_fast: 32, beta_slow: 1 } };
   }
 }
 
@@ -209,7 +240,8 @@ export function makeTinyModel(
   });
   return {
     arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
-    vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: 10000,
+    vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: p.ropeTheta ?? 10000,
+    ...(p.qkNormAfterRope ? { qkNormAfterRope: true } : {}),
     ...(p.rotaryDim ? { rotaryDim: p.rotaryDim } : {}),
     ...(p.ropeStyle ? { ropeStyle: p.ropeStyle } : {}),
     rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
@@ -248,6 +280,13 @@ function hfFfnNames(arch: ArchName): HfFfnNames {
     return { router: 'block_sparse_moe.gate', experts: 'block_sparse_moe.experts', g: 'w1', u: 'w3', d: 'w2', dense: 'mlp', shared: '', sharedGate: '',
       bias: 'block_sparse_moe.e_score_correction_bias', flatBias: true };
   }
+  if (arch === 'bailing-moe-v2') {
+    return { router: 'mlp.gate', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp', shared: 'mlp.shared_experts',
+      sharedGate: '', bias: 'mlp.gate.expert_bias', flatBias: true };
+  }
+  if (arch === 'hunyuan-moe') {
+    return { router: 'mlp.gate.wg', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp', shared: 'mlp.shared_mlp', sharedGate: '' };
+  }
   if (arch === 'dynamic-moe') return { router: 'mlp.router', experts: 'mlp.experts', g: 'gate_proj', u: 'up_proj', d: 'down_proj', dense: 'mlp.mlp', shared: '', sharedGate: '' };
   const shared = arch === 'qwen2-moe' ? 'mlp.shared_expert' : 'mlp.shared_experts';
   // ERNIE 4.5 keeps the selection bias apart from the router, as [1][experts].
@@ -260,17 +299,27 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
   const qW = m.heads * m.headDim;
   const kvW = m.kvHeads * m.headDim;
   const n = hfFfnNames(m.arch);
-  const out: TensorInput[] = [tensor('model.embed_tokens.weight', [m.vocab, H], m.embed, dtype), tensor('model.norm.weight', [H], m.finalNorm, dtype)];
+  // Ling 2.0 names its embedding and attention modules its own way and fuses q, k and v (rows [q | k | v]).
+  const bailing = m.arch === 'bailing-moe-v2';
+  const embed = bailing ? 'model.word_embeddings.weight' : 'model.embed_tokens.weight';
+  const out: TensorInput[] = [tensor(embed, [m.vocab, H], m.embed, dtype), tensor('model.norm.weight', [H], m.finalNorm, dtype)];
   if (m.lmHead) out.push(tensor('lm_head.weight', [m.vocab, H], m.lmHead, dtype));
   m.layers.forEach((l, i) => {
     const at = (s: string) => `model.layers.${i}.${s}`;
-    out.push(
-      tensor(at('input_layernorm.weight'), [H], l.attnNorm, dtype), tensor(at('post_attention_layernorm.weight'), [H], l.mlpNorm, dtype),
-      tensor(at('self_attn.q_proj.weight'), [qW, H], l.q, dtype), tensor(at('self_attn.k_proj.weight'), [kvW, H], l.k, dtype),
-      tensor(at('self_attn.v_proj.weight'), [kvW, H], l.v, dtype), tensor(at('self_attn.o_proj.weight'), [H, qW], l.o, dtype),
-    );
+    out.push(tensor(at('input_layernorm.weight'), [H], l.attnNorm, dtype), tensor(at('post_attention_layernorm.weight'), [H], l.mlpNorm, dtype));
+    if (bailing) {
+      out.push(tensor(at('attention.query_key_value.weight'), [qW + 2 * kvW, H], stack([l.q, l.k, l.v]), dtype), tensor(at('attention.dense.weight'), [H, qW], l.o, dtype));
+      if (l.qNorm) out.push(tensor(at('attention.query_layernorm.weight'), [m.headDim], l.qNorm, dtype), tensor(at('attention.key_layernorm.weight'), [m.headDim], l.kNorm!, dtype));
+    } else {
+      out.push(
+        tensor(at('self_attn.q_proj.weight'), [qW, H], l.q, dtype), tensor(at('self_attn.k_proj.weight'), [kvW, H], l.k, dtype),
+        tensor(at('self_attn.v_proj.weight'), [kvW, H], l.v, dtype), tensor(at('self_attn.o_proj.weight'), [H, qW], l.o, dtype),
+      );
+    }
     if (l.qBias) out.push(tensor(at('self_attn.q_proj.bias'), [qW], l.qBias, dtype), tensor(at('self_attn.k_proj.bias'), [kvW], l.kBias!, dtype), tensor(at('self_attn.v_proj.bias'), [kvW], l.vBias!, dtype));
-    if (l.qNorm) out.push(tensor(at('self_attn.q_norm.weight'), [l.qNorm.length], l.qNorm, dtype), tensor(at('self_attn.k_norm.weight'), [l.kNorm!.length], l.kNorm!, dtype));
+    // Hunyuan names its q/k norms query_layernorm / key_layernorm.
+    const [qNorm, kNorm] = m.arch === 'hunyuan-moe' ? ['query_layernorm', 'key_layernorm'] : ['q_norm', 'k_norm'];
+    if (l.qNorm && !bailing) out.push(tensor(at(`self_attn.${qNorm}.weight`), [l.qNorm.length], l.qNorm, dtype), tensor(at(`self_attn.${kNorm}.weight`), [l.kNorm!.length], l.kNorm!, dtype));
     const f = l.ffn;
     if (f.kind === 'dense') {
       out.push(tensor(at(`${n.dense}.gate_proj.weight`), [f.ffn, H], f.gate, dtype), tensor(at(`${n.dense}.up_proj.weight`), [f.ffn, H], f.up, dtype), tensor(at(`${n.dense}.down_proj.weight`), [H, f.ffn], f.down, dtype));
@@ -293,6 +342,13 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
       if (s.gateWeight) out.push(tensor(at(`${n.sharedGate}.weight`), [1, H], s.gateWeight, 'f32'));
     }
   });
+  // Ling 2.0's multi-token-prediction block: its own tensors after the decoder layers (a fused q/k/v of another
+  // shape among them), which the loader must leave alone.
+  if (bailing) {
+    const at = (s: string) => `model.layers.${m.layers.length}.${s}`;
+    out.push(tensor(at('eh_proj.weight'), [H, 2 * H], new Float32Array(2 * H * H), dtype), tensor(at('enorm.weight'), [H], m.finalNorm, dtype),
+      tensor(at('attention.query_key_value.weight'), [3, H], new Float32Array(3 * H), dtype));
+  }
   return out;
 }
 
@@ -328,22 +384,23 @@ function stack(parts: Float32Array[]): Float32Array {
   return out;
 }
 
-// llama.cpp's GLM-4.5 MoE keys: the sigmoid router's groups, scale and renormalisation, the shared experts, the
-// leading dense blocks, the rotary part of each head, and one (unused) multi-token-prediction block count of 0.
-function glmMetadata(m: TinyModel, moe: Extract<RefFeedForward, { kind: 'moe' }>): Array<[string, GgufTypedValue]> {
+// llama.cpp's GLM-4.5 MoE keys (bailingmoe2's are the same): the sigmoid router's groups, scale and renormalisation,
+// the shared experts, the leading dense blocks, the rotary part of each head, and one (unused) multi-token-prediction
+// block count of 0.
+function glmMetadata(arch: string, m: TinyModel, moe: Extract<RefFeedForward, { kind: 'moe' }>): Array<[string, GgufTypedValue]> {
   const u32 = (value: number): GgufTypedValue => ({ type: 'u32', value });
   const rule = moe.routerRule!;
   return [
-    ['glm4moe.expert_feed_forward_length', u32(moe.ffn)],
-    ['glm4moe.expert_shared_count', u32(moe.shared!.ffn / moe.ffn)],
-    ['glm4moe.leading_dense_block_count', u32(m.layers.findIndex((l) => l.ffn.kind === 'moe'))],
-    ['glm4moe.expert_gating_func', u32(2)],
-    ['glm4moe.expert_group_count', u32(rule.groups ?? 1)],
-    ['glm4moe.expert_group_used_count', u32(rule.keptGroups ?? 1)],
-    ['glm4moe.expert_weights_scale', { type: 'f32', value: rule.scale ?? 1 }],
-    ['glm4moe.expert_weights_norm', { type: 'bool', value: rule.normalize ?? false }],
-    ['glm4moe.rope.dimension_count', u32(m.rotaryDim ?? m.headDim)],
-    ['glm4moe.nextn_predict_layers', u32(0)],
+    [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
+    [`${arch}.expert_shared_count`, u32(moe.shared!.ffn / moe.ffn)],
+    [`${arch}.leading_dense_block_count`, u32(m.layers.findIndex((l) => l.ffn.kind === 'moe'))],
+    [`${arch}.expert_gating_func`, u32(2)],
+    [`${arch}.expert_group_count`, u32(rule.groups ?? 1)],
+    [`${arch}.expert_group_used_count`, u32(rule.keptGroups ?? 1)],
+    [`${arch}.expert_weights_scale`, { type: 'f32', value: rule.scale ?? 1 }],
+    [`${arch}.expert_weights_norm`, { type: 'bool', value: rule.normalize ?? false }],
+    [`${arch}.rope.dimension_count`, u32(m.rotaryDim ?? m.headDim)],
+    [`${arch}.nextn_predict_layers`, u32(0)],
   ];
 }
 
@@ -366,7 +423,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.block_count`, u32(m.layers.length)],
     [`${arch}.context_length`, u32(512)],
     [`${arch}.embedding_length`, u32(H)],
-    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' || arch === 'dots1' ? denseFfn : moe.ffn)],
+    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' || arch === 'dots1' || arch === 'bailingmoe2' ? denseFfn : moe.ffn)],
     [`${arch}.attention.head_count`, u32(m.heads)],
     [`${arch}.attention.head_count_kv`, u32(m.kvHeads)],
     [`${arch}.attention.key_length`, u32(m.headDim)],
@@ -377,7 +434,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.expert_used_count`, u32(policy.k)],
     ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
     ...(moe.shared && arch !== 'glm4moe' ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
-    ...(arch === 'glm4moe' ? glmMetadata(m, moe) : []),
+    ...(arch === 'glm4moe' || arch === 'bailingmoe2' ? glmMetadata(arch, m, moe) : []),
     ...(arch === 'dots1'
       ? ([
           [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
@@ -395,6 +452,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
           [`${arch}.rope.dimension_count`, u32(m.rotaryDim ?? m.headDim)],
         ] as Array<[string, GgufTypedValue]>)
       : []),
+    ...(arch === 'hunyuan-moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
     ...(arch === 'ernie4_5-moe'
       ? ([
           [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
@@ -414,8 +472,11 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
       tensor(at('attn_norm.weight'), [H], l.attnNorm, dtype),
       // llama.cpp names GLM-4.5's MLP input norm after HF's post_attention_layernorm.
       tensor(at(arch === 'glm4moe' ? 'post_attention_norm.weight' : 'ffn_norm.weight'), [H], l.mlpNorm, dtype),
-      tensor(at('attn_q.weight'), [qW, H], q, dtype), tensor(at('attn_k.weight'), [kvW, H], k, dtype),
-      tensor(at('attn_v.weight'), [kvW, H], l.v, dtype), tensor(at('attn_output.weight'), [H, qW], l.o, dtype),
+      tensor(at('attn_output.weight'), [H, qW], l.o, dtype),
+      // llama.cpp's bailingmoe2 converter keeps HF's fused query_key_value as attn_qkv.
+      ...(arch === 'bailingmoe2'
+        ? [tensor(at('attn_qkv.weight'), [qW + 2 * kvW, H], stack([q, k, l.v]), dtype)]
+        : [tensor(at('attn_q.weight'), [qW, H], q, dtype), tensor(at('attn_k.weight'), [kvW, H], k, dtype), tensor(at('attn_v.weight'), [kvW, H], l.v, dtype)]),
     );
     if (l.qBias) t.push(tensor(at('attn_q.bias'), [qW], l.qBias, dtype), tensor(at('attn_k.bias'), [kvW], l.kBias!, dtype), tensor(at('attn_v.bias'), [kvW], l.vBias!, dtype));
     if (l.qNorm) t.push(tensor(at('attn_q_norm.weight'), [l.qNorm.length], l.qNorm, dtype), tensor(at('attn_k_norm.weight'), [l.kNorm!.length], l.kNorm!, dtype));

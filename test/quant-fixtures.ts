@@ -63,6 +63,7 @@ export function wideTinyModel(arch: ArchName, seed: number): TinyModel {
     const experts = () => Array.from({ length: f.experts }, () => matrix(width, width));
     return {
       kind: 'moe', experts: f.experts, ffn: width, policy: f.policy, router: matrix(f.experts, width, 2 / Math.sqrt(width)),
+      ...(f.routerRule ? { routerRule: f.routerRule } : {}),
       gate: experts(), up: experts(), down: experts(),
       ...(f.shared ? { shared: { ffn: width, gate: matrix(width, width), up: matrix(width, width), down: matrix(width, width),
         ...(f.shared.gateWeight ? { gateWeight: matrix(1, width) } : {}) } } : {}),

@@ -1,4 +1,5 @@
 // What one supported architecture provides: how to recognise its config, read its spec, and name its tensors.
+import { DynamoeError } from '../errors';
 import { TensorStore } from '../formats/tensor-store';
 import { RoutingPolicy } from '../policy/routing-policy';
 import { ConfigReader } from './config-reader';
@@ -46,6 +47,20 @@ export function llamaFamilySpec(
     layers: Array.from({ length: layerCount }, (_, index) => layer(index)),
     ...(ropeScaling ? { ropeScaling } : {}),
   };
+}
+
+/**
+ * The leading dimensions of each head that rotate, from partial_rotary_factor (or `rotaryKey` where the family
+ * names the count itself); ERR_DYNAMOE_FORMAT unless even and within the head.
+ */
+export function rotaryDimOf(c: ConfigReader, headDim: number, defaultFactor: number, rotaryKey?: string): number {
+  const rotaryDim = rotaryKey && c.has(rotaryKey)
+    ? c.int(rotaryKey)
+    : Math.round(headDim * c.number('partial_rotary_factor', defaultFactor));
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: ${rotaryDim} rotary dimensions of a ${headDim}-wide head (must be even)`);
+  }
+  return rotaryDim;
 }
 
 /** Top-k softmax routing as most MoE models are trained. */

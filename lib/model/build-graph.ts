@@ -99,13 +99,16 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     linear(H, Q, hidden, qWidth, name('q'), qkvBias('q_bias'));
     linear(H, K, hidden, kvWidth, name('k'), qkvBias('k_bias'));
     linear(H, V, hidden, kvWidth, name('v'), qkvBias('v_bias'));
-    if (spec.qkNorm !== 'none') {
+    const qkNorm = () => {
+      if (spec.qkNorm === 'none') return;
       const perHead = spec.qkNorm === 'per-head';
       norm(Q, Q, qWidth, perHead ? headDim : qWidth, name('q_norm'));
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
-    }
+    };
+    if (!spec.qkNormAfterRope) qkNorm();
     rope(Q, heads);
     rope(K, kvHeads);
+    if (spec.qkNormAfterRope) qkNorm();
     const window = spec.attentionWindows?.[i] ?? 0;
     node(async () => ({
       op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,

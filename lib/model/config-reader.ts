@@ -16,6 +16,13 @@ export class ConfigReader {
     return new ConfigReader(new Map(Object.entries(json)), source);
   }
 
+  /** The same configuration without `keys` (a family that reads them its own way). */
+  without(...keys: string[]): ConfigReader {
+    const values = new Map(this.values);
+    for (const key of keys) values.delete(key);
+    return new ConfigReader(values, this.source);
+  }
+
   has(key: string): boolean {
     const value = this.values.get(key);
     return value !== undefined && value !== null;

@@ -36,6 +36,12 @@ const known: Record<string, GgufArchitecture> = {
   dots1: { architecture: 'dots1', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: false },
   // MiniMax-M2: q/k norm over the whole projection, RoPE (NEOX) on the first rope.dimension_count of each head.
   'minimax-m2': { architecture: 'minimax-m2', ropeStyle: 'halves', qkNorm: 'full', normalizeByDefault: true },
+  // Bailing MoE V2 (Ling 2.0): fused attn_qkv (split as it is read), per-head q/k norm, NEOX rope on
+  // rope.dimension_count of each head, DeepSeek-V3's sigmoid router.
+  bailingmoe2: { architecture: 'bailing-moe-v2', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: false },
+  // Hunyuan-A13B: per-head q/k norm after RoPE (NEOX), renormalised softmax top-k, a shared MLP; the converter
+  // writes the NTK-alpha base as rope.freq_base.
+  'hunyuan-moe': { architecture: 'hunyuan-moe', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: true },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -123,16 +129,18 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
   const ropeDims = mla ? headDim : meta.int(key('rope.dimension_count'), headDim);
   const glm = arch === 'glm4moe';
   // Families routed by DeepSeek-V3's sigmoid router with a selection bias, as llama.cpp's deepseek2 files may be.
-  const sigmoidFamily = glm || arch === 'dots1' || arch === 'minimax-m2';
+  const sigmoidFamily = glm || arch === 'dots1' || arch === 'minimax-m2' || arch === 'bailingmoe2';
   // Families whose heads rotate only their leading rope.dimension_count dimensions.
-  const partialRotary = glm || arch === 'minimax-m2';
+  const partialRotary = glm || arch === 'minimax-m2' || arch === 'bailingmoe2';
   if (ropeDims !== headDim && !(partialRotary && ropeDims >= 2 && ropeDims < headDim && ropeDims % 2 === 0)) {
-    meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe and minimax-m2 only');
+    meta.refuse(key('rope.dimension_count'), 'partial rotary embeddings are supported for glm4moe, minimax-m2 and bailingmoe2 only');
   }
   const used = meta.int(key('expert_used_count'), 0, true);
   const normalize = meta.bool(key('expert_weights_norm'), info.normalizeByDefault);
-  // GLM-4.5's last nextn_predict_layers blocks are multi-token-prediction heads llama.cpp does not run either.
-  const layerCount = meta.layerCount(key('block_count')) - (glm ? meta.int(key('nextn_predict_layers'), 0, true) : 0);
+  // GLM-4.5's and Ling 2.0's last nextn_predict_layers blocks are multi-token-prediction heads llama.cpp does not
+  // run either.
+  const nextn = glm || arch === 'bailingmoe2' ? meta.int(key('nextn_predict_layers'), 0, true) : 0;
+  const layerCount = meta.layerCount(key('block_count')) - nextn;
   if (layerCount < 1) throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${meta.source}: no decoder layers besides the nextn ones`);
 
   const naming = ggufNamingFor(info.architecture);
@@ -179,6 +187,7 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ropeStyle: info.ropeStyle,
     rmsNormEpsilon: meta.number(key('attention.layer_norm_rms_epsilon'), 1e-6),
     qkNorm: glm && tensors.has(naming.layer(0, 'q_norm')) ? 'per-head' : info.qkNorm,
+    ...(arch === 'hunyuan-moe' ? { qkNormAfterRope: true } : {}),
     ...(partialRotary && ropeDims !== headDim ? { rotaryDim: ropeDims } : {}),
     attentionBias: tensors.has(naming.layer(0, 'q_bias')),
     tiedEmbeddings: !tensors.has(ggufNaming.lmHead),

@@ -15,6 +15,7 @@ import { loadTokenizerFromDirectory, tokenizerFromGgufMetadata, Tokenizer } from
 import { architectureForHfConfig } from './architectures';
 import { buildModelGraph, ProgressCallback } from './build-graph';
 import { ConfigReader } from './config-reader';
+import { splitGgufQkv } from './gguf-fused-qkv';
 import { ggufModelSpec } from './gguf-spec';
 import { Model } from './model';
 import {
@@ -90,9 +91,11 @@ async function openHfDirectory(dir: string): Promise<Checkpoint> {
 async function openGgufFile(file: string): Promise<Checkpoint> {
   const gguf = await openGguf(file);
   try {
-    const spec = ggufModelSpec(new ConfigReader(gguf.metadata, file), gguf.tensors);
+    const meta = new ConfigReader(gguf.metadata, file);
+    const store = splitGgufQkv(gguf, meta);
+    const spec = ggufModelSpec(meta, store.tensors);
     const tokenizer = tokenizerFromGgufMetadata(gguf.metadata, file);
-    return { store: gguf, spec, naming: ggufNamingFor(spec.architecture), tokenizer };
+    return { store, spec, naming: ggufNamingFor(spec.architecture), tokenizer };
   } catch (error) {
     await gguf.close();
     throw error;

@@ -131,6 +131,8 @@ export interface ModelSpec {
   rmsNormEpsilon: number;
   /** RMSNorm of q and k before RoPE: over each head (Qwen3-MoE) or over the whole projection (OLMoE). */
   qkNorm: 'none' | 'per-head' | 'full';
+  /** The q/k norm comes after RoPE instead (Hunyuan-A13B); its weights do not commute with the rotation. */
+  qkNormAfterRope?: boolean;
   /** q/k/v projections have biases (Qwen2-MoE). */
   attentionBias: boolean;
   /** The LM head is the embedding matrix. */

@@ -59,6 +59,8 @@ export interface RefModel {
   ropeStyle?: 'halves' | 'pairs';
   rmsNormEpsilon: number;
   qkNorm: 'none' | 'per-head' | 'full';
+  /** The q/k norm after RoPE (Hunyuan-A13B) instead of before. */
+  qkNormAfterRope?: boolean;
   embed: Float32Array;
   finalNorm: Float32Array;
   /** Absent when tied to the embedding. */
@@ -154,12 +156,15 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
     let q = linear(h, T, H, layer.q, qW, layer.qBias);
     let k = linear(h, T, H, layer.k, kvW, layer.kBias);
     const v = linear(h, T, H, layer.v, kvW, layer.vBias);
-    if (m.qkNorm !== 'none') {
+    const qkNorm = () => {
+      if (m.qkNorm === 'none') return;
       q = rmsNorm(q, T, qW, layer.qNorm!, eps, m.qkNorm === 'per-head' ? headDim : qW);
       k = rmsNorm(k, T, kvW, layer.kNorm!, eps, m.qkNorm === 'per-head' ? headDim : kvW);
-    }
+    };
+    if (!m.qkNormAfterRope) qkNorm();
     rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
     rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
+    if (m.qkNormAfterRope) qkNorm();
     const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);

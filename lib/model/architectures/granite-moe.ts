@@ -4,13 +4,13 @@
 // Its experts are stacked and gate and up fused: `input_linear` [E][2F][H] (first F rows gate, last F up),
 // `output_linear` [E][H][F]; the shared MLP fuses them the same way, [2F][H].
 import { DynamoeError } from '../../errors';
-import { TensorData, TensorInfo, TensorStore } from '../../formats/tensor-store';
+import { TensorStore } from '../../formats/tensor-store';
+import { RowSplit, RowSplitStore } from '../row-split-store';
 import { Architecture, llamaFamilySpec, modelType, topK } from '../architecture';
 import { ConfigReader } from '../config-reader';
 import { ExpertMatrix, hfNaming, LayerTensor } from '../naming';
 import { MultipliersSpec } from '../spec';
 
-type Values = Float32Array | Uint16Array;
 type Half = 'gate' | 'up';
 
 const at = (layer: number, module: string) => `model.layers.${layer}.${module}`;
@@ -27,56 +27,19 @@ function expertName(layer: number, matrix: ExpertMatrix): string {
 }
 
 // Each [..., 2F, H] input_linear presented as its gate and up halves [..., F, H] (chunk(2) along the rows).
-class GraniteFusedStore implements TensorStore {
-  readonly format: TensorStore['format'];
-  readonly tensors: ReadonlyMap<string, TensorInfo>;
-  private readonly sources = new Map<string, { fused: string; half: Half }>();
-  // The fused tensor last read: its gate and up halves are asked for one after the other.
-  private cached?: { name: string; data: Promise<TensorData> };
-
-  constructor(private readonly base: TensorStore, layers: number) {
-    this.format = base.format;
-    const tensors = new Map(base.tensors);
-    for (let layer = 0; layer < layers; layer++) {
-      for (const module of [EXPERTS, SHARED]) {
-        const fused = `${at(layer, module)}.input_linear.weight`;
-        const info = tensors.get(fused);
-        // A shape that cannot split stays under the fused name; the reader then reports the missing halves.
-        if (!info || info.shape.length < 2 || info.shape[info.shape.length - 2] % 2 !== 0) continue;
-        const shape = [...info.shape];
-        shape[shape.length - 2] /= 2;
-        tensors.delete(fused);
-        for (const half of ['gate', 'up'] as const) {
-          const name = halfName(layer, module, half);
-          tensors.set(name, { ...info, name, shape, byteLength: info.byteLength / 2 });
-          this.sources.set(name, { fused, half });
-        }
-      }
+function fusedHalves(store: TensorStore, layers: number): RowSplitStore {
+  const splits: RowSplit[] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    for (const module of [EXPERTS, SHARED]) {
+      const fused = `${at(layer, module)}.input_linear.weight`;
+      const shape = store.tensors.get(fused)?.shape ?? [];
+      // A shape that cannot split stays under the fused name; the reader then reports the missing halves.
+      if (shape.length < 2 || shape[shape.length - 2] % 2 !== 0) continue;
+      const rows = shape[shape.length - 2] / 2;
+      splits.push({ fused, parts: (['gate', 'up'] as const).map((half) => ({ name: halfName(layer, module, half), rows })) });
     }
-    this.tensors = tensors;
   }
-
-  async read(name: string): Promise<TensorData> {
-    const source = this.sources.get(name);
-    if (!source) return this.base.read(name);
-    if (this.cached?.name !== source.fused) this.cached = { name: source.fused, data: this.base.read(source.fused) };
-    const fused = await this.cached.data;
-    if (source.half === 'up') this.cached = undefined; // gate is read first; up is the last use
-    const values = fused.data as Values;
-    const rows = fused.shape[fused.shape.length - 2];
-    const cols = fused.shape[fused.shape.length - 1];
-    const slices = values.length / (rows * cols);
-    const half = (rows / 2) * cols;
-    const out = values.BYTES_PER_ELEMENT === 4 ? new Float32Array(slices * half) : new Uint16Array(slices * half);
-    const offset = source.half === 'gate' ? 0 : half;
-    for (let s = 0; s < slices; s++) out.set(values.subarray(s * 2 * half + offset, s * 2 * half + offset + half), s * half);
-    return { name, dtype: fused.dtype, shape: [...(this.tensors.get(name) as TensorInfo).shape], data: out };
-  }
-
-  close(): Promise<void> {
-    this.cached = undefined;
-    return this.base.close();
-  }
+  return new RowSplitStore(store, splits);
 }
 
 function positive(c: ConfigReader, key: string): number {
@@ -144,5 +107,5 @@ export const graniteMoe: Architecture = {
     layer: (index, tensor) => sharedNames[tensor]?.(index) ?? base.layer(index, tensor),
     experts: { stacked: true, name: expertName },
   },
-  hfStore: (store, spec) => new GraniteFusedStore(store, spec.layers.length),
+  hfStore: (store, spec) => fusedHalves(store, spec.layers.length),
 };

@@ -2,6 +2,7 @@
 import { Architecture } from '../architecture';
 import { ConfigReader } from '../config-reader';
 import { DynamoeError } from '../../errors';
+import { bailingMoeV2 } from './bailing-moe-v2';
 import { deepseekMoe } from './deepseek-moe';
 import { deepseekV2, deepseekV3 } from './deepseek-v2';
 import { dots1 } from './dots1';
@@ -11,6 +12,7 @@ import { glm4Moe } from './glm4-moe';
 import { longcatFlash } from './longcat-flash';
 import { minimaxM2 } from './minimax-m2';
 import { gptOss } from './gpt-oss';
+import { hunyuanMoe } from './hunyuan-moe';
 import { graniteMoe } from './granite-moe';
 import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
@@ -34,6 +36,8 @@ export const architectures: readonly Architecture[] = [
   ernie45Moe,
   dots1,
   minimaxM2,
+  bailingMoeV2,
+  hunyuanMoe,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -45,6 +49,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, bailing_moe_v2, hunyuan_v1_moe, and Dynamic MoE configs with top_p_threshold)`,
   );
 }

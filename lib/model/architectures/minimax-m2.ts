@@ -2,7 +2,7 @@
 // (block_sparse_moe.e_score_correction_bias) and the kept weights renormalised; q/k RMSNorm over the whole projection
 // (qk_norm_type 'per_layer'); RoPE on halves of the first rotary_dim dimensions of each head.
 import { DynamoeError } from '../../errors';
-import { Architecture, llamaFamilySpec, modelType } from '../architecture';
+import { Architecture, llamaFamilySpec, modelType, rotaryDimOf } from '../architecture';
 import { ConfigReader } from '../config-reader';
 import { hfNaming } from '../naming';
 import { ModelSpec, RouterSpec } from '../spec';
@@ -35,12 +35,7 @@ export const minimaxM2: Architecture = {
       { qkNorm: qkNorm(c), attentionBias: false },
     );
     // rotary_dim of each head's leading dimensions rotate (64 of 128 in the released config).
-    const rotaryDim = c.has('rotary_dim')
-      ? c.int('rotary_dim')
-      : Math.round(spec.headDim * c.number('partial_rotary_factor', 1));
-    if (rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > spec.headDim) {
-      throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: ${rotaryDim} rotary dimensions of a ${spec.headDim}-wide head (must be even)`);
-    }
+    const rotaryDim = rotaryDimOf(c, spec.headDim, 1, 'rotary_dim');
     return { ...spec, ropeTheta: c.number('rope_theta', 5000000), ...(rotaryDim < spec.headDim ? { rotaryDim } : {}) };
   },
   hfNaming: hfNaming({
