@@ -14,6 +14,7 @@ import {
   writeSafetensorsSharded,
 } from '../lib/formats/safetensors';
 import { TensorInput, TensorStore } from '../lib/formats/tensor-store';
+import { FusedExpertsStore } from '../lib/model/fused-experts-store';
 import { RowSplitStore } from '../lib/model/row-split-store';
 import { typedArrayTag } from './helpers';
 import { Rng } from './reference';
@@ -633,5 +634,40 @@ describe('fused tensors read as their row ranges (RowSplitStore)', () => {
       { fused: 'absent', parts: [{ name: 'x', rows: 1 }] },
     ]);
     expect([...split.tensors.keys()]).toEqual(['qkv']);
+  });
+});
+
+describe("transformers' fused experts read as stacked matrices (FusedExpertsStore)", () => {
+  test('gate_up_proj [E][H][2F] gives gate and up [E][F][H], down_proj [E][F][H] gives [E][H][F]; each read once', async () => {
+    const [E, H, F] = [2, 3, 2];
+    const gateUp = Uint16Array.from({ length: E * H * 2 * F }, (_, i) => i);
+    const down = Uint16Array.from({ length: E * F * H }, (_, i) => 100 + i);
+    const reads: string[] = [];
+    const data: Record<string, Uint16Array> = { gu: gateUp, d: down };
+    const shapes: Record<string, number[]> = { gu: [E, H, 2 * F], d: [E, F, H] };
+    const store: TensorStore = {
+      format: 'memory',
+      tensors: new Map(Object.keys(data).map((name) => [name, { name, dtype: 'bf16', shape: shapes[name], file: 'memory', byteOffset: 0, byteLength: data[name].byteLength }])),
+      read: async (name) => (reads.push(name), { name, dtype: 'bf16', shape: shapes[name], data: data[name].slice() }),
+      close: async () => undefined,
+    };
+    const fused = new FusedExpertsStore(store, [{ gateUp: 'gu', down: 'd', names: { gate: 'g', up: 'u', down: 'dn' } }]);
+    expect([...fused.tensors.keys()].sort()).toEqual(['dn', 'g', 'u']);
+    expect(fused.tensors.get('g')).toMatchObject({ shape: [E, F, H], byteLength: E * F * H * 2 });
+    expect(fused.tensors.get('dn')).toMatchObject({ shape: [E, H, F] });
+    const at = (e: number, h: number, c: number) => (e * H + h) * 2 * F + c;
+    const gate = (await fused.read('g')).data;
+    const up = (await fused.read('u')).data;
+    const downT = (await fused.read('dn')).data;
+    for (let e = 0; e < E; e++) {
+      for (let f = 0; f < F; f++) {
+        for (let h = 0; h < H; h++) {
+          expect(gate[(e * F + f) * H + h]).toBe(at(e, h, f));
+          expect(up[(e * F + f) * H + h]).toBe(at(e, h, F + f));
+          expect(downT[(e * H + h) * F + f]).toBe(100 + (e * F + f) * H + h);
+        }
+      }
+    }
+    expect(reads).toEqual(['gu', 'd']);
   });
 });

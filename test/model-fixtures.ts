@@ -15,8 +15,8 @@ import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2' | 'bailing-moe-v2' | 'hunyuan-moe';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2', 'bailing-moe-v2', 'hunyuan-moe'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2' | 'bailing-moe-v2' | 'hunyuan-moe' | 'qwen3-vl-moe';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2', 'bailing-moe-v2', 'hunyuan-moe', 'qwen3-vl-moe'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -29,6 +29,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'minimax-m2': 'minimax-m2',
   'bailing-moe-v2': 'bailingmoe2',
   'hunyuan-moe': 'hunyuan-moe',
+  'qwen3-vl-moe': 'qwen3vlmoe',
 };
 
 export interface TinyModel extends RefModel {
@@ -129,6 +130,10 @@ function planFor(arch: ArchName): Plan {
       // RoPE's base raised by rope_scaling's alpha (1000 in the released config), the LM head tied.
       return { ...base, layers: ['moe', 'moe'], shared: { ffn: 64, gated: false }, qkNorm: 'per-head', qkNormAfterRope: true,
         tied: true, policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'spm', ropeTheta: 10000 * 1000 ** (base.headDim / (base.headDim - 2)) };
+    case 'qwen3-vl-moe':
+      // Qwen3-MoE's language model inside a vision-language checkpoint, a dense layer among the MoE ones.
+      return { ...base, hidden: 48, headDim: 32, experts: 6, layers: ['moe', 'dense', 'moe'], qkNorm: 'per-head',
+        policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'byte-bpe' };
   }
 }
 
@@ -194,7 +199,24 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
         num_experts: p.experts, moe_topk: p.layers.map(() => k), moe_intermediate_size: p.layers.map(() => p.ffn),
         intermediate_size: p.shared!.ffn, num_shared_expert: p.layers.map(() => 1), use_mixed_mlp_moe: true, use_qk_norm: true,
         use_cla: false, attention_bias: false, rope_scaling: { alpha: 1000.0, type: 'dynamic', factor: 1.0, beta_fast: 32, beta_slow: 1 } };
+    case 'qwen3-vl-moe': {
+      // The language model's sizes in text_config, as the released config.json has them; multimodal RoPE sections.
+      const { tie_word_embeddings: tied, ...text } = common;
+      return { model_type: 'qwen3_vl_moe', architectures: ['Qwen3VLMoeForConditionalGeneration'], tie_word_embeddings: tied,
+        text_config: { ...text, model_type: 'qwen3_vl_moe_text', head_dim: p.headDim, num_experts: p.experts, num_experts_per_tok: k,
+          norm_topk_prob: true, moe_intermediate_size: p.ffn, intermediate_size: p.denseFfn, decoder_sparse_step: 1,
+          mlp_only_layers: p.layers.flatMap((kind, i) => (kind === 'dense' ? [i] : [])), attention_bias: false,
+          rope_scaling: { rope_type: 'default', mrope_section: ropeSections(p.headDim).slice(0, 3), mrope_interleaved: true } },
+        vision_config: { depth: 1, hidden_size: 16, out_hidden_size: p.hidden } };
+    }
   }
+}
+
+// Multimodal RoPE's split of a head's rotated pairs between time, height and width (Qwen3-VL's 24/20/20 of 64).
+export function ropeSections(headDim: number): number[] {
+  const pairs = headDim / 2;
+  const t = pairs - 2 * Math.floor((pairs * 20) / 64);
+  return [t, (pairs - t) / 2, (pairs - t) / 2, 0];
 }
 
 /** A tiny random model of `arch` (deterministic for a seed); `allMoe` drops the dense layers (llama.cpp needs that). */
@@ -342,6 +364,7 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
       if (s.gateWeight) out.push(tensor(at(`${n.sharedGate}.weight`), [1, H], s.gateWeight, 'f32'));
     }
   });
+  if (m.arch === 'qwen3-vl-moe') return qwen3VlTensors(out, m, dtype);
   // Ling 2.0's multi-token-prediction block: its own tensors after the decoder layers (a fused q/k/v of another
   // shape among them), which the loader must leave alone.
   if (bailing) {
@@ -349,6 +372,34 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
     out.push(tensor(at('eh_proj.weight'), [H, 2 * H], new Float32Array(2 * H * H), dtype), tensor(at('enorm.weight'), [H], m.finalNorm, dtype),
       tensor(at('attention.query_key_value.weight'), [3, H], new Float32Array(3 * H), dtype));
   }
+  return out;
+}
+
+// Qwen3-VL-MoE: the language model under model.language_model, each layer's experts as transformers' fused
+// gate_up_proj [E][H][2F] (x @ W: gate columns, then up) and down_proj [E][F][H]; a vision tensor beside them.
+function qwen3VlTensors(qwen3: TensorInput[], m: TinyModel, dtype: FileDtype): TensorInput[] {
+  const H = m.hidden;
+  const out = qwen3
+    .filter((t) => !/\.mlp\.experts\.\d+\./.test(t.name))
+    .map((t) => (t.name.startsWith('model.') ? { ...t, name: t.name.replace(/^model\./, 'model.language_model.') } : t));
+  m.layers.forEach((l, i) => {
+    const f = l.ffn;
+    if (f.kind !== 'moe') return;
+    const gateUp = new Float32Array(f.experts * H * 2 * f.ffn);
+    const down = new Float32Array(f.experts * f.ffn * H);
+    for (let e = 0; e < f.experts; e++) {
+      for (let j = 0; j < f.ffn; j++) {
+        for (let h = 0; h < H; h++) {
+          gateUp[(e * H + h) * 2 * f.ffn + j] = f.gate[e][j * H + h];
+          gateUp[(e * H + h) * 2 * f.ffn + f.ffn + j] = f.up[e][j * H + h];
+          down[(e * f.ffn + j) * H + h] = f.down[e][h * f.ffn + j];
+        }
+      }
+    }
+    const at = `model.language_model.layers.${i}.mlp.experts`;
+    out.push(tensor(`${at}.gate_up_proj`, [f.experts, H, 2 * f.ffn], gateUp, dtype), tensor(`${at}.down_proj`, [f.experts, f.ffn, H], down, dtype));
+  });
+  out.push(tensor('model.visual.patch_embed.proj.weight', [16, 3 * 2 * 16 * 16], new Float32Array(16 * 1536), dtype));
   return out;
 }
 
@@ -432,7 +483,10 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: m.rmsNormEpsilon }],
     [`${arch}.expert_count`, u32(moe.experts)],
     [`${arch}.expert_used_count`, u32(policy.k)],
-    ...(arch === 'qwen2moe' || arch === 'qwen3moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
+    ...(arch === 'qwen2moe' || arch === 'qwen3moe' || arch === 'qwen3vlmoe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
+    ...(arch === 'qwen3vlmoe'
+      ? [[`${arch}.rope.dimension_sections`, { type: 'array', itemType: 'i32', value: ropeSections(m.headDim) }] as [string, GgufTypedValue]]
+      : []),
     ...(moe.shared && arch !== 'glm4moe' ? [[`${arch}.expert_shared_feed_forward_length`, u32(moe.shared.ffn)] as [string, GgufTypedValue]] : []),
     ...(arch === 'glm4moe' || arch === 'bailingmoe2' ? glmMetadata(arch, m, moe) : []),
     ...(arch === 'dots1'

@@ -22,6 +22,9 @@ const known: Record<string, GgufArchitecture> = {
   llama: { architecture: 'mixtral', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: true },
   qwen2moe: { architecture: 'qwen2-moe', ropeStyle: 'halves', qkNorm: 'none', normalizeByDefault: false },
   qwen3moe: { architecture: 'qwen3-moe', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: true },
+  // Qwen3-VL-MoE's language model: Qwen3-MoE whose multimodal RoPE is the ordinary rotation for text (the vision
+  // tower is llama.cpp's separate mmproj file).
+  qwen3vlmoe: { architecture: 'qwen3-vl-moe', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: true },
   olmoe: { architecture: 'olmoe', ropeStyle: 'halves', qkNorm: 'full', normalizeByDefault: false },
   // DeepSeek-V2 and V3 (MLA); llama.cpp rotates adjacent pairs of their rope part, as HF does after de-interleaving.
   deepseek2: { architecture: 'deepseek-v2', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },

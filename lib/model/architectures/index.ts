@@ -18,6 +18,7 @@ import { mixtral } from './mixtral';
 import { olmoe } from './olmoe';
 import { qwen2Moe } from './qwen2-moe';
 import { qwen3Moe } from './qwen3-moe';
+import { qwen3VlMoe } from './qwen3-vl-moe';
 
 // The Dynamic MoE check comes first: its configs carry another architecture's model_type.
 export const architectures: readonly Architecture[] = [
@@ -38,6 +39,7 @@ export const architectures: readonly Architecture[] = [
   minimaxM2,
   bailingMoeV2,
   hunyuanMoe,
+  qwen3VlMoe,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -49,6 +51,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, bailing_moe_v2, hunyuan_v1_moe, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, bailing_moe_v2, hunyuan_v1_moe, qwen3_vl_moe, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
