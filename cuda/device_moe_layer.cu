@@ -143,7 +143,8 @@ DeviceMoeLayer::DeviceMoeLayer(const MoeWeights& weights) : config_(weights.conf
   const auto any = [](const std::vector<const float*>& v) {
     return std::any_of(v.begin(), v.end(), [](const float* p) { return p != nullptr; });
   };
-  separateActivation_ = any(gateBiases) || any(upBiases) || config.activation != ExpertActivation::SwiGlu;
+  separateActivation_ =
+      any(gateBiases) || any(upBiases) || config.activation != ExpertActivation::SwiGlu || config.weightOnInput;
   hasDownBias_ = any(downBiases);
   if (weights.routerBias != nullptr) {
     routerBias_ = uploadBiasRows({weights.routerBias}, routed, routed, "uploading the router bias");
@@ -360,6 +361,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
       activate.experts = experts;
       activate.gateBias = gateBias_.bytes() > 0 ? gateBias_.as<float>() : nullptr;
       activate.upBias = upBias_.bytes() > 0 ? upBias_.as<float>() : nullptr;
+      activate.inputWeight = config_.weightOnInput ? plan.out.rowWeight : nullptr;
       activate.out = at<void>(scratch, intermediateAt);
       activate.outStride = paddedFfn_;
       launchActivate(activate, stream);
@@ -389,6 +391,7 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
         sharedActivate.expertOffsets = nullptr;
         sharedActivate.gateBias = nullptr;
         sharedActivate.upBias = nullptr;
+        sharedActivate.inputWeight = nullptr;
         sharedActivate.out = at<void>(scratch, sharedIntermediateAt);
         sharedActivate.outStride = paddedSharedFfn_;
         launchActivate(sharedActivate, stream);
@@ -407,7 +410,8 @@ void DeviceMoeLayer::runPass(const ForwardBuffers& io, int firstToken, int token
     gemm2.k = paddedFfn_;
     gemm2.input = at<void>(scratch, intermediateAt);
     gemm2.inputStride = paddedFfn_;
-    gemm2.rowScale = plan.out.rowWeight;
+    // Llama 4's weights already scaled the routed rows' activations.
+    gemm2.rowScale = config_.weightOnInput ? nullptr : plan.out.rowWeight;
     gemm2.output = at<float>(scratch, rowOutputAt);
     gemm2.outputStride = hp;
     gemm2.rowsComputed = io.downRows;

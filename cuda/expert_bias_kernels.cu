@@ -54,8 +54,9 @@ __global__ void __launch_bounds__(kThreads) activateKernel(ActivateLaunch launch
     const int f = static_cast<int>(i - static_cast<long long>(row) * launch.paddedFfn);
     const float* raw = launch.raw + static_cast<size_t>(row) * launch.rawStride;
     const int gateColumn = (f / kSwiGluBlock) * (2 * kSwiGluBlock) + f % kSwiGluBlock;
-    float gate = raw[gateColumn];
-    float up = raw[gateColumn + kSwiGluBlock];
+    const float inputWeight = launch.inputWeight != nullptr ? launch.inputWeight[row] : 1.0f;
+    float gate = __fmul_rn(inputWeight, raw[gateColumn]);
+    float up = __fmul_rn(inputWeight, raw[gateColumn + kSwiGluBlock]);
     if (launch.expertOffsets != nullptr) {
       const int expert = expertOfRow(launch.expertOffsets, launch.experts, row);
       if (expert < launch.experts) {

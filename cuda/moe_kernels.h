@@ -145,6 +145,8 @@ struct ActivateLaunch {
   int experts = 0;
   const float* gateBias = nullptr;         // device [experts][paddedFfn] or null
   const float* upBias = nullptr;
+  // Llama 4: routed row r's weight scales its raw sums, W (w x) = w (W x); null: none (or the shared expert).
+  const float* inputWeight = nullptr;
   ExpertActivation activation = ExpertActivation::SwiGlu;
   float limit = 7.0f;                      // SwiGluOai
   float alpha = 1.702f;

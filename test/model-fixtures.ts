@@ -9,14 +9,14 @@ import { GgufTypedValue, writeGguf } from '../lib/formats/gguf';
 import { writeSafetensors, writeSafetensorsSharded } from '../lib/formats/safetensors';
 import { TensorInput } from '../lib/formats/tensor-store';
 import { Rng } from './reference/random';
-import { RefDecoderLayer, RefFeedForward, RefModel } from './reference/model';
+import { RefDecoderLayer, RefFeedForward, RefModel, refLlama3Frequencies } from './reference/model';
 import { quantise } from './reference/dtype';
 import { RefPolicy } from './reference/policy';
 import { RefRouterRule } from './reference/router-rule';
 import { tinyTokenizerGgufMetadata, TinyTokenizerKind, writeTinyTokenizer } from './tokenizer-fixtures';
 
-export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2' | 'bailing-moe-v2' | 'hunyuan-moe' | 'qwen3-vl-moe';
-export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2', 'bailing-moe-v2', 'hunyuan-moe', 'qwen3-vl-moe'];
+export type ArchName = 'mixtral' | 'qwen2-moe' | 'qwen3-moe' | 'olmoe' | 'deepseek-moe' | 'dynamic-moe' | 'glm4-moe' | 'ernie4_5-moe' | 'dots1' | 'minimax-m2' | 'bailing-moe-v2' | 'hunyuan-moe' | 'qwen3-vl-moe' | 'llama4';
+export const ARCHITECTURES: ArchName[] = ['mixtral', 'qwen2-moe', 'qwen3-moe', 'olmoe', 'deepseek-moe', 'dynamic-moe', 'glm4-moe', 'ernie4_5-moe', 'dots1', 'minimax-m2', 'bailing-moe-v2', 'hunyuan-moe', 'qwen3-vl-moe', 'llama4'];
 /** GGUF architectures dynamoe reads, and the HF architecture each corresponds to. */
 export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   mixtral: 'llama',
@@ -30,6 +30,7 @@ export const GGUF_ARCHITECTURES: Partial<Record<ArchName, string>> = {
   'bailing-moe-v2': 'bailingmoe2',
   'hunyuan-moe': 'hunyuan-moe',
   'qwen3-vl-moe': 'qwen3vlmoe',
+  llama4: 'llama4',
 };
 
 export interface TinyModel extends RefModel {
@@ -73,6 +74,8 @@ interface Plan {
   rotaryDim?: number;
   ropeStyle?: 'pairs';
   qkNormAfterRope?: boolean;
+  /** Llama 4: weights on the experts' input, a NoPE layer every fourth, weightless q/k norm, Llama 3 RoPE scaling. */
+  llama4?: boolean;
   /** RoPE's base, where the family's config raises it from rope_theta. */
   ropeTheta?: number;
 }
@@ -130,6 +133,11 @@ function planFor(arch: ArchName): Plan {
       // RoPE's base raised by rope_scaling's alpha (1000 in the released config), the LM head tied.
       return { ...base, layers: ['moe', 'moe'], shared: { ffn: 64, gated: false }, qkNorm: 'per-head', qkNormAfterRope: true,
         tied: true, policy: { kind: 'top-k', k: 2, normalize: true }, tokenizer: 'spm', ropeTheta: 10000 * 1000 ** (base.headDim / (base.headDim - 2)) };
+    case 'llama4':
+      // Maverick's interleaving (MoE every second layer), so the fourth layer is a NoPE MoE layer; two experts a token
+      // (the releases keep one) to hold each its own weight on its input.
+      return { ...base, layers: ['dense', 'moe', 'dense', 'moe'], shared: { ffn: base.ffn, gated: false }, llama4: true,
+        ropeStyle: 'pairs', policy: { kind: 'top-k', k: 2 }, tokenizer: 'byte-bpe', router: { scoring: 'sigmoid', normalize: false } };
     case 'qwen3-vl-moe':
       // Qwen3-MoE's language model inside a vision-language checkpoint, a dense layer among the MoE ones.
       return { ...base, hidden: 48, headDim: 32, experts: 6, layers: ['moe', 'dense', 'moe'], qkNorm: 'per-head',
@@ -199,6 +207,18 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
         num_experts: p.experts, moe_topk: p.layers.map(() => k), moe_intermediate_size: p.layers.map(() => p.ffn),
         intermediate_size: p.shared!.ffn, num_shared_expert: p.layers.map(() => 1), use_mixed_mlp_moe: true, use_qk_norm: true,
         use_cla: false, attention_bias: false, rope_scaling: { alpha: 1000.0, type: 'dynamic', factor: 1.0, beta_fast: 32, beta_slow: 1 } };
+    case 'llama4': {
+      // Llama4ForConditionalGeneration: the text model's config in text_config.
+      const { tie_word_embeddings: tied, ...text } = common;
+      return { model_type: 'llama4', architectures: ['Llama4ForConditionalGeneration'], tie_word_embeddings: tied,
+        text_config: { ...text, model_type: 'llama4_text', head_dim: p.headDim, num_local_experts: p.experts, num_experts_per_tok: k,
+          intermediate_size: p.ffn, intermediate_size_mlp: p.denseFfn, interleave_moe_layer_step: 2, use_qk_norm: true,
+          attention_chunk_size: 8192, attn_temperature_tuning: true, floor_scale: 8192, attn_scale: 0.1, attention_bias: false,
+          no_rope_layers: p.layers.map((_, i) => ((i + 1) % 4 !== 0 ? 1 : 0)),
+          rope_scaling: { rope_type: 'llama3', factor: LLAMA4_ROPE.factor, low_freq_factor: LLAMA4_ROPE.lowFreqFactor,
+            high_freq_factor: LLAMA4_ROPE.highFreqFactor, original_max_position_embeddings: LLAMA4_ROPE.originalContext } },
+        vision_config: { hidden_size: 16 } };
+    }
     case 'qwen3-vl-moe': {
       // The language model's sizes in text_config, as the released config.json has them; multimodal RoPE sections.
       const { tie_word_embeddings: tied, ...text } = common;
@@ -211,6 +231,9 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
     }
   }
 }
+
+// Llama 3 RoPE scaling whose three bands each hold pairs of a 16-wide head (theta 10000).
+const LLAMA4_ROPE = { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 512 };
 
 // Multimodal RoPE's split of a head's rotated pairs between time, height and width (Qwen3-VL's 24/20/20 of 64).
 export function ropeSections(headDim: number): number[] {
@@ -244,6 +267,7 @@ export function makeTinyModel(
               ? { routerRule: { ...p.router, selectionBias: p.router.selectionBias ? w.matrix(1, p.experts, 0.05) : undefined } }
               : {}),
             router: w.matrix(p.experts, p.hidden, 2 / Math.sqrt(p.hidden)),
+            ...(p.llama4 ? { weightOnInput: true } : {}),
             gate: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
             up: Array.from({ length: p.experts }, () => w.matrix(p.ffn, p.hidden)),
             down: Array.from({ length: p.experts }, () => w.matrix(p.hidden, p.ffn)),
@@ -264,6 +288,7 @@ export function makeTinyModel(
     arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
     vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: p.ropeTheta ?? 10000,
     ...(p.qkNormAfterRope ? { qkNormAfterRope: true } : {}),
+    ...(p.llama4 ? { ropeLayers: p.layers.map((_, i) => (i + 1) % 4 !== 0), qkUnitNorm: true, llama3Rope: LLAMA4_ROPE } : {}),
     ...(p.rotaryDim ? { rotaryDim: p.rotaryDim } : {}),
     ...(p.ropeStyle ? { ropeStyle: p.ropeStyle } : {}),
     rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
@@ -364,7 +389,8 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
       if (s.gateWeight) out.push(tensor(at(`${n.sharedGate}.weight`), [1, H], s.gateWeight, 'f32'));
     }
   });
-  if (m.arch === 'qwen3-vl-moe') return qwen3VlTensors(out, m, dtype);
+  if (m.arch === 'qwen3-vl-moe') return nestedFusedTensors(out, m, dtype, 'model.language_model.', 'mlp.experts', 'model.visual.patch_embed.proj.weight');
+  if (m.arch === 'llama4') return nestedFusedTensors(out, m, dtype, 'language_model.model.', 'feed_forward.experts', 'vision_model.patch_embedding.linear.weight');
   // Ling 2.0's multi-token-prediction block: its own tensors after the decoder layers (a fused q/k/v of another
   // shape among them), which the loader must leave alone.
   if (bailing) {
@@ -375,13 +401,19 @@ export function hfTensors(m: TinyModel, dtype: FileDtype): TensorInput[] {
   return out;
 }
 
-// Qwen3-VL-MoE: the language model under model.language_model, each layer's experts as transformers' fused
-// gate_up_proj [E][H][2F] (x @ W: gate columns, then up) and down_proj [E][F][H]; a vision tensor beside them.
-function qwen3VlTensors(qwen3: TensorInput[], m: TinyModel, dtype: FileDtype): TensorInput[] {
+// A vision-language checkpoint's language model (Qwen3-VL-MoE, Llama 4): the tensors under `prefix` (Llama 4's LM head
+// too), each layer's experts as transformers' fused gate_up_proj [E][H][2F] (x @ W: gate columns, then up) and
+// down_proj [E][F][H] under `experts`; a vision tensor beside them.
+function nestedFusedTensors(flat: TensorInput[], m: TinyModel, dtype: FileDtype, prefix: string, experts: string, vision: string): TensorInput[] {
   const H = m.hidden;
-  const out = qwen3
-    .filter((t) => !/\.mlp\.experts\.\d+\./.test(t.name))
-    .map((t) => (t.name.startsWith('model.') ? { ...t, name: t.name.replace(/^model\./, 'model.language_model.') } : t));
+  const llama4 = m.arch === 'llama4';
+  const rename = (name: string) => {
+    // Llama 4 names its MLPs feed_forward, the shared one shared_expert.
+    const own = llama4 ? name.replace('.mlp.shared_experts.', '.feed_forward.shared_expert.').replace('.mlp.gate.', '.feed_forward.router.').replace('.mlp.', '.feed_forward.') : name;
+    if (own.startsWith('model.')) return own.replace(/^model\./, prefix);
+    return llama4 && own === 'lm_head.weight' ? 'language_model.lm_head.weight' : own;
+  };
+  const out = flat.filter((t) => !/\.mlp\.experts\.\d+\./.test(t.name)).map((t) => ({ ...t, name: rename(t.name) }));
   m.layers.forEach((l, i) => {
     const f = l.ffn;
     if (f.kind !== 'moe') return;
@@ -396,10 +428,10 @@ function qwen3VlTensors(qwen3: TensorInput[], m: TinyModel, dtype: FileDtype): T
         }
       }
     }
-    const at = `model.language_model.layers.${i}.mlp.experts`;
+    const at = `${prefix}layers.${i}.${experts}`;
     out.push(tensor(`${at}.gate_up_proj`, [f.experts, H, 2 * f.ffn], gateUp, dtype), tensor(`${at}.down_proj`, [f.experts, f.ffn, H], down, dtype));
   });
-  out.push(tensor('model.visual.patch_embed.proj.weight', [16, 3 * 2 * 16 * 16], new Float32Array(16 * 1536), dtype));
+  out.push(tensor(vision, [16, 3 * 2 * 16 * 16], new Float32Array(16 * 1536), dtype));
   return out;
 }
 
@@ -474,7 +506,7 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     [`${arch}.block_count`, u32(m.layers.length)],
     [`${arch}.context_length`, u32(512)],
     [`${arch}.embedding_length`, u32(H)],
-    [`${arch}.feed_forward_length`, u32(arch === 'ernie4_5-moe' || arch === 'dots1' || arch === 'bailingmoe2' ? denseFfn : moe.ffn)],
+    [`${arch}.feed_forward_length`, u32(['ernie4_5-moe', 'dots1', 'bailingmoe2', 'llama4'].includes(arch) ? denseFfn : moe.ffn)],
     [`${arch}.attention.head_count`, u32(m.heads)],
     [`${arch}.attention.head_count_kv`, u32(m.kvHeads)],
     [`${arch}.attention.key_length`, u32(m.headDim)],
@@ -507,6 +539,12 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
         ] as Array<[string, GgufTypedValue]>)
       : []),
     ...(arch === 'hunyuan-moe' ? [[`${arch}.expert_feed_forward_length`, u32(moe.ffn)] as [string, GgufTypedValue]] : []),
+    ...(arch === 'llama4'
+      ? ([
+          [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
+          [`${arch}.interleave_moe_layer_step`, u32(m.layers.findIndex((l) => l.ffn.kind === 'moe') + 1)],
+        ] as Array<[string, GgufTypedValue]>)
+      : []),
     ...(arch === 'ernie4_5-moe'
       ? ([
           [`${arch}.expert_feed_forward_length`, u32(moe.ffn)],
@@ -517,6 +555,11 @@ export async function writeGgufCheckpoint(file: string, m: TinyModel, dtype: Fil
     ...tinyTokenizerGgufMetadata(m.tokenizer),
   ];
   const t: TensorInput[] = [tensor('token_embd.weight', [m.vocab, H], m.embed, dtype), tensor('output_norm.weight', [H], m.finalNorm, dtype)];
+  // llama.cpp's converter turns Llama 3 RoPE scaling into rope_freqs: each pair's frequency is divided by its factor.
+  if (m.llama3Rope) {
+    const scaled = refLlama3Frequencies(m.ropeTheta, m.headDim, m.llama3Rope);
+    t.push(tensor('rope_freqs.weight', [m.headDim / 2], Float32Array.from(scaled, (f, i) => m.ropeTheta ** ((-2 * i) / m.headDim) / f), 'f32'));
+  }
   if (m.lmHead) t.push(tensor('output.weight', [m.vocab, H], m.lmHead, dtype));
   m.layers.forEach((l, i) => {
     const at = (s: string) => `blk.${i}.${s}`;

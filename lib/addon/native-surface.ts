@@ -94,6 +94,8 @@ export interface NativeMoeLayerOptions {
   downBias?: Float32Array[];
   /** The experts' activation; default SwiGLU (CPU only for 'swiglu-oai'). */
   activation?: { kind: 'swiglu' } | { kind: 'swiglu-oai'; limit?: number; alpha?: number };
+  /** Llama 4: each routed row's weight scales the expert's input instead of its output (no biases, no zero experts). */
+  weightOnInput?: boolean;
 }
 
 export interface NativeForwardResult {

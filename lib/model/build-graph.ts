@@ -5,7 +5,7 @@ import type { GraphNode, NativeModelGraph } from '../addon/native-surface';
 import { DType } from '../dtype';
 import { callNative, DynamoeError, fromNativeError } from '../errors';
 import { LayerTensor } from './naming';
-import { yarnRopeTable } from './rope-scaling';
+import { llama3RopeTable, yarnRopeTable } from './rope-scaling';
 import { attentionSlots, MlaSpec, MoELayerSpec, moeLayers, ModelSpec, routedSlots } from './spec';
 import { WeightArray, WeightReader } from './weight-reader';
 
@@ -73,12 +73,26 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
     }));
   // A scaled RoPE's table over the rotated dimensions (YaRN's `dim`), computed once for every layer.
   const rotaryDim = spec.rotaryDim ?? headDim;
-  const ropeTable = spec.ropeScaling ? yarnRopeTable(spec.ropeScaling, rotaryDim, spec.ropeTheta) : undefined;
+  let ropeTable: Promise<{ inverseFrequencies: Float64Array; scale: number } | undefined> | undefined;
+  const scaledRope = async () => {
+    if (spec.ropeScaling) return yarnRopeTable(spec.ropeScaling, rotaryDim, spec.ropeTheta);
+    if (spec.llama3Rope) return { inverseFrequencies: llama3RopeTable(spec.llama3Rope, rotaryDim, spec.ropeTheta), scale: 1 };
+    if (!spec.ropeFactorsTensor) return undefined;
+    const factors = await weights.vector(spec.ropeFactorsTensor, rotaryDim / 2);
+    const inverseFrequencies = Float64Array.from(factors, (factor, i) => spec.ropeTheta ** ((-2 * i) / rotaryDim) / factor);
+    return { inverseFrequencies, scale: 1 };
+  };
   const rope = (buffer: number, count: number) =>
-    fixed({
-      op: 'rope', buffer, heads: count, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle,
-      ...(ropeTable ? { inverseFrequencies: ropeTable.inverseFrequencies, scale: ropeTable.scale } : {}),
+    node(async () => {
+      const table = await (ropeTable ??= scaledRope());
+      return {
+        op: 'rope', buffer, heads: count, headDim, rotaryDim, theta: spec.ropeTheta, style: spec.ropeStyle,
+        ...(table ? { inverseFrequencies: table.inverseFrequencies, scale: table.scale } : {}),
+      };
     });
+  // Llama 4's q/k norm: RMSNorm of each head without weights.
+  const unitNorm = (buffer: number, width: number) =>
+    fixed({ op: 'rms_norm', input: buffer, output: buffer, width, groupSize: headDim, epsilon: spec.rmsNormEpsilon, weight: new Float32Array(headDim).fill(1) });
 
   // Two linear nodes from one matrix split by rows (see WeightReader.splitRows), the matrix read once.
   const splitLinear = (input: number, outputs: [number, number], inFeatures: number, rows: number, weight: string, period: number, cut: number) => {
@@ -106,9 +120,16 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       norm(K, K, kvWidth, perHead ? headDim : kvWidth, name('k_norm'));
     };
     if (!spec.qkNormAfterRope) qkNorm();
-    rope(Q, heads);
-    rope(K, kvHeads);
+    const rotated = spec.ropeLayers?.[i] ?? true;
+    if (rotated) {
+      rope(Q, heads);
+      rope(K, kvHeads);
+    }
     if (spec.qkNormAfterRope) qkNorm();
+    if (spec.qkUnitNorm && rotated) {
+      unitNorm(Q, qWidth);
+      unitNorm(K, kvWidth);
+    }
     const window = spec.attentionWindows?.[i] ?? 0;
     node(async () => ({
       op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,
@@ -227,6 +248,7 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       ...(layer.routerBias ? { routerBias: await weights.vector(name('router_bias'), slots) } : {}),
       ...(await expertBiases()),
       ...(layer.activation ? { activation: layer.activation } : {}),
+      ...(layer.weightOnInput ? { weightOnInput: true } : {}),
       gate: await weights.experts(i, 'gate', experts, ffn, hidden),
       up: await weights.experts(i, 'up', experts, ffn, hidden),
       down: await weights.experts(i, 'down', experts, hidden, ffn),

@@ -45,6 +45,8 @@ const known: Record<string, GgufArchitecture> = {
   // Hunyuan-A13B: per-head q/k norm after RoPE (NEOX), renormalised softmax top-k, a shared MLP; the converter
   // writes the NTK-alpha base as rope.freq_base.
   'hunyuan-moe': { architecture: 'hunyuan-moe', ropeStyle: 'halves', qkNorm: 'per-head', normalizeByDefault: true },
+  // Llama 4: adjacent-pair rope (no permutation in its converter), sigmoid weights on the experts' input.
+  llama4: { architecture: 'llama4', ropeStyle: 'pairs', qkNorm: 'none', normalizeByDefault: false },
 };
 
 // llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values.
@@ -105,6 +107,22 @@ function ggufDeepseekRouting(
   return count > 1 ? { policy, router: { scoring: 'softmax', groups: { count, keep, score: 'max' } } } : { policy };
 }
 
+/**
+ * Llama 4's attention as llama.cpp runs it: RoPE (with the file's rope_freqs factors) on three layers of four, the
+ * others NoPE, whose queries llama.cpp scales past 8,192 positions, as the RoPE layers attend in chunks of 8,192;
+ * weightless q/k norm except on the 128-expert model (Maverick). A sliding_window of 0 turns all that off.
+ */
+function addGgufLlama4(spec: ModelSpec, meta: ConfigReader, key: (name: string) => string, tensors: ReadonlyMap<string, TensorInfo>): void {
+  const plain = meta.has(key('attention.sliding_window')) && meta.int(key('attention.sliding_window'), 0, true) === 0;
+  if (!plain) {
+    spec.ropeLayers = spec.layers.map((_, i) => (i + 1) % 4 !== 0);
+    spec.maxContext = Math.min(spec.maxContext, 8191);
+  }
+  const experts = spec.layers.find((layer) => layer.kind === 'moe')?.experts;
+  if (experts !== 128) spec.qkUnitNorm = true;
+  if (tensors.has('rope_freqs.weight')) spec.ropeFactorsTensor = 'rope_freqs.weight';
+}
+
 export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, TensorInfo>): ModelSpec {
   const arch = meta.string('general.architecture');
   const info = known[arch];
@@ -163,6 +181,12 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     // ERNIE 4.5 ranks its softmax probabilities plus exp_probs_b (the selection bias), as llama.cpp's graph does.
     const ernieBias = arch === 'ernie4_5-moe' && tensors.has(ggufNaming.layer(index, 'router_selection_bias'));
     const ernieRouter: RouterSpec = { scoring: 'softmax', selectionBias: true, normalize, scale: 1 };
+    if (arch === 'llama4') {
+      // Each kept expert reads sigmoid(its logit) times the input (llama.cpp's weight_before_ffn).
+      const sharedFfn = shape(ggufNaming.layer(index, 'shared_gate'), 2)[0];
+      return { kind: 'moe', experts, ffn, policy: { kind: 'top-k', k: used }, router: { scoring: 'sigmoid', normalize: false, scale: 1 },
+        weightOnInput: true, shared: { ffn: sharedFfn, gated: false } };
+    }
     const routing = mla || sigmoidFamily
       ? ggufDeepseekRouting(meta, arch, used, normalize, sigmoidFamily)
       : ernieBias
@@ -200,6 +224,7 @@ export function ggufModelSpec(meta: ConfigReader, tensors: ReadonlyMap<string, T
     ...(ropeScaling ? { ropeScaling } : {}),
   };
   if (info.architecture === 'gpt-oss') addGgufGptOss(spec, meta, key, tensors);
+  if (arch === 'llama4') addGgufLlama4(spec, meta, key, tensors);
   if (info.architecture === 'granite-moe') addGgufGranite(spec, meta, key, tensors);
   return spec;
 }

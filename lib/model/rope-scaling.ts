@@ -2,7 +2,7 @@
 // frequency table and cos/sin factor the native rope op takes for it.
 import { DynamoeError } from '../errors';
 import { ConfigReader } from './config-reader';
-import { RopeScalingSpec } from './spec';
+import { Llama3RopeSpec, RopeScalingSpec } from './spec';
 
 // YaRN's default attention factor for a context `scale` times longer (HF get_mscale).
 function mscale(scale: number, m = 1): number {
@@ -75,6 +75,20 @@ export function yarnRopeTable(
     inverseFrequencies[i] = interpolation * (1 - extrapolationWeight) + extrapolation * extrapolationWeight;
   }
   return { inverseFrequencies, scale: scaling.attentionFactor };
+}
+
+/** Llama 3's inverse frequency of each rotated pair (HF _compute_llama3_parameters). */
+export function llama3RopeTable(scaling: Llama3RopeSpec, rotaryDim: number, theta: number): Float64Array {
+  const lowWavelength = scaling.originalContext / scaling.lowFreqFactor;
+  const highWavelength = scaling.originalContext / scaling.highFreqFactor;
+  return Float64Array.from({ length: rotaryDim / 2 }, (_, i) => {
+    const frequency = theta ** ((-2 * i) / rotaryDim);
+    const wavelength = (2 * Math.PI) / frequency;
+    if (wavelength < highWavelength) return frequency;
+    if (wavelength > lowWavelength) return frequency / scaling.factor;
+    const smooth = (scaling.originalContext / wavelength - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor);
+    return (1 - smooth) * (frequency / scaling.factor) + smooth * frequency;
+  });
 }
 
 /**

@@ -54,6 +54,8 @@ export interface MoELayerSpec {
   expertBiases?: boolean;
   /** What the experts compute between gate/up and down; absent means SwiGLU, silu(gate) * up. */
   activation?: ExpertActivationSpec;
+  /** The routing weight scales each expert's input instead of its output (Llama 4: expert(w x)). */
+  weightOnInput?: boolean;
 }
 
 /** gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, +-limit), (u + 1) * g * sigmoid(alpha * g). */
@@ -79,6 +81,17 @@ export interface RopeScalingSpec {
   attentionFactor: number;
   /** DeepSeek's YaRN also multiplies the attention softmax scale by mscale(factor, mscale_all_dim)^2. */
   softmaxFactor?: number;
+}
+
+/**
+ * Llama 3's RoPE scaling (HF rope_type 'llama3'): pairs whose wavelength exceeds originalContext / lowFreqFactor turn
+ * `factor` times slower, those under originalContext / highFreqFactor keep their frequency, a linear blend between.
+ */
+export interface Llama3RopeSpec {
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalContext: number;
 }
 
 export type FeedForwardSpec = DenseLayerSpec | MoELayerSpec;
@@ -133,6 +146,14 @@ export interface ModelSpec {
   qkNorm: 'none' | 'per-head' | 'full';
   /** The q/k norm comes after RoPE instead (Hunyuan-A13B); its weights do not commute with the rotation. */
   qkNormAfterRope?: boolean;
+  /** Per decoder layer, whether RoPE applies (Llama 4 leaves every fourth layer without); absent: every layer. */
+  ropeLayers?: boolean[];
+  /** Llama 4's use_qk_norm: each q and k head RMS-normalised without weights after RoPE, on the RoPE layers. */
+  qkUnitNorm?: boolean;
+  /** Llama 3's RoPE frequency scaling (Llama 4's rope_scaling), from config.json. */
+  llama3Rope?: Llama3RopeSpec;
+  /** A GGUF's `rope_freqs` tensor: each rotated pair's frequency divided by its factor (llama.cpp's Llama 3 scaling). */
+  ropeFactorsTensor?: string;
   /** q/k/v projections have biases (Qwen2-MoE). */
   attentionBias: boolean;
   /** The LM head is the embedding matrix. */

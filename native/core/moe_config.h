@@ -58,6 +58,9 @@ struct MoeLayerConfig {
   ExpertActivation activation = ExpertActivation::SwiGlu;
   float activationLimit = 7.0f;    // SwiGluOai's clamp
   float activationAlpha = 1.702f;  // SwiGluOai's sigmoid slope
+  // Llama 4: a routed row's weight scales the expert's input, not its output. Without biases W (w x) = w (W x), so the
+  // raw gate/up sums are scaled before the activation and the down projection's row is left unscaled.
+  bool weightOnInput = false;
 
   // What the router scores and routing policies count: FFN experts and zero-computation experts.
   int routedSlots() const { return experts + zeroExperts; }

@@ -32,11 +32,13 @@ void activateGateUpRows(const ExpertPlan& plan, int experts, const ExpertBiases&
     const float* upBias = expert < experts ? biases.up[expert] : nullptr;
     const float* in = raw + r * rawStride;
     float* out = intermediate + r * intermediateStride;
+    // Llama 4: the routed row's weight on the expert's input, W (w x) = w (W x) (such layers have no biases).
+    const float inputWeight = config.weightOnInput && expert < experts ? plan.arrays.rowWeight[r] : 1.0f;
     for (int f = 0; f < ffn; ++f) {
       // packGateUp's order: panel f / 16 holds 16 gate columns, then the same 16 up columns.
       const size_t column = static_cast<size_t>(f / kSwiGluColumns) * kPanelWidth + f % kSwiGluColumns;
-      float gate = in[column] + (gateBias ? gateBias[f] : 0.0f);
-      float up = in[column + kSwiGluColumns] + (upBias ? upBias[f] : 0.0f);
+      float gate = inputWeight * in[column] + (gateBias ? gateBias[f] : 0.0f);
+      float up = inputWeight * in[column + kSwiGluColumns] + (upBias ? upBias[f] : 0.0f);
       if (oai) {
         // gpt-oss clamps both halves, then gates with a sharper sigmoid and an offset up.
         gate = std::min(gate, limit);

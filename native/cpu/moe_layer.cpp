@@ -47,7 +47,7 @@ CpuMoeLayer::CpuMoeLayer(const MoeWeights& weights) : config_(weights.config) {
     experts_.push_back(packExpert(sources, config.ffn, config.hidden, config.dtype));
   }
   if (weights.routerBias != nullptr) routerBias_.assign(weights.routerBias, weights.routerBias + config.routedSlots());
-  separateActivation_ = config.activation != ExpertActivation::SwiGlu;
+  separateActivation_ = config.activation != ExpertActivation::SwiGlu || config.weightOnInput;
   for (const PackedExpert& e : experts_) {
     separateActivation_ |= !e.gateBias.empty() || !e.upBias.empty();
     hasDownBias_ |= !e.downBias.empty();
@@ -174,7 +174,8 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
   std::vector<std::atomic<int32_t>> downRows(experts + 1);
   std::vector<GemmGroup> gateUpGroups;
   std::vector<GemmGroup> downGroups;
-  const auto addGroup = [&](const PackedExpert& expert, int firstRow, int rowCount, int counter) {
+  // Llama 4's weights scaled the routed rows' activations already; the shared rows keep their gate.
+  const auto addGroup = [&](const PackedExpert& expert, int firstRow, int rowCount, int counter, bool weighted) {
     GemmGroup first;
     first.weights = &expert.gateUp;
     first.rows = rowCount;
@@ -193,14 +194,15 @@ void CpuMoeLayer::forward(const MoeForward& call) const {
     second.inputStride = intermediateStride;
     second.output = rowOutput + static_cast<size_t>(firstRow) * outputStride;
     second.outputStride = outputStride;
-    second.rowScale = plan.arrays.rowWeight + firstRow;
+    second.rowScale = weighted ? plan.arrays.rowWeight + firstRow : nullptr;
     second.rowsComputed = &downRows[counter];
     downGroups.push_back(second);
   };
   for (int e = 0; e < experts; ++e) {
-    addGroup(experts_[e], plan.arrays.expertOffsets[e], plan.arrays.expertOffsets[e + 1] - plan.arrays.expertOffsets[e], e);
+    addGroup(experts_[e], plan.arrays.expertOffsets[e], plan.arrays.expertOffsets[e + 1] - plan.arrays.expertOffsets[e], e,
+             !config_.weightOnInput);
   }
-  if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts);
+  if (shared_) addGroup(*shared_, plan.routedRows, tokens, experts, true);
 
   if (separateActivation_) {
     runSeparateActivation(plan, gateUpGroups, intermediate, buffers);

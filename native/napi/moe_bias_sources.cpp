@@ -1,5 +1,5 @@
-// The optional parts of MoELayer options a gpt-oss layer adds: the router bias, per-expert projection biases and the
-// experts' activation. Read after the weights, so the expert sources exist to attach the biases to.
+// The optional parts of MoELayer options a gpt-oss layer adds (the router bias, per-expert projection biases and the
+// experts' activation) and Llama 4's routing weights on the experts' input. Read after the weights, so the expert sources exist to attach the biases to.
 #include <cmath>
 #include <string>
 
@@ -42,6 +42,20 @@ void readMoeBiasesAndActivation(const Napi::Object& options, MoeLayerSources& so
   readPerExpertBias(options, "gateBias", config.ffn, sources, &ExpertSources::gateBias);
   readPerExpertBias(options, "upBias", config.ffn, sources, &ExpertSources::upBias);
   readPerExpertBias(options, "downBias", config.hidden, sources, &ExpertSources::downBias);
+
+  Napi::Value weightOnInput = options.Get("weightOnInput");
+  if (!weightOnInput.IsUndefined()) {
+    if (!weightOnInput.IsBoolean()) throwJs(options.Env(), code::kType, "weightOnInput must be a boolean, got " + describe(weightOnInput));
+    config.weightOnInput = weightOnInput.As<Napi::Boolean>().Value();
+  }
+  if (config.weightOnInput) {
+    const auto biased = [](const ExpertSources& e) { return e.gateBias || e.upBias || e.downBias; };
+    bool anyBias = false;
+    for (const ExpertSources& e : sources.weights.experts) anyBias |= biased(e);
+    if (anyBias || config.zeroExperts > 0) {
+      throwJs(options.Env(), code::kUnsupported, "weightOnInput cannot combine with expert biases or zero-computation experts");
+    }
+  }
 
   Napi::Value activation = options.Get("activation");
   if (activation.IsUndefined()) return;

@@ -61,6 +61,7 @@ function swiglu64(
   out: Float64Array,
   scale: number,
   roundIntermediate: (value: number) => number,
+  inputScale = 1,
 ): void {
   const activation = new Float64Array(ffn);
   for (let f = 0; f < ffn; f++) {
@@ -68,7 +69,7 @@ function swiglu64(
     let u = 0;
     const row = offsetGateUp + f * hidden;
     for (let h = 0; h < hidden; h++) {
-      const xv = x[xOffset + h];
+      const xv = inputScale * x[xOffset + h];
       g += gate[row + h] * xv;
       u += up[row + h] * xv;
     }
@@ -95,7 +96,8 @@ const NO_ROUNDING = (value: number): number => value;
 /**
  * Float64 layer output for a given routing (ids [tokens][kMax] with -1 padding and per-slot weights): the
  * routed experts' SwiGLU outputs times their weights, plus the shared expert (times sigmoid(gateWeight . x)).
- * With `rounding`, rounds where the kernels do (otherwise nowhere).
+ * With `rounding`, rounds where the kernels do (otherwise nowhere). `weightOnInput` (Llama 4): each routed expert
+ * reads its weight times x and its output is not scaled.
  */
 export function refLayerOutput(
   w: RefLayerWeights,
@@ -105,6 +107,7 @@ export function refLayerOutput(
   ids: ArrayLike<number>,
   weights: ArrayLike<number>,
   rounding?: KernelRounding,
+  weightOnInput = false,
 ): Float64Array {
   const { hidden: H, ffn: F } = w;
   const xe = rounding ? rounding.expertInput : x;
@@ -116,7 +119,9 @@ export function refLayerOutput(
     for (let s = 0; s < kMax; s++) {
       const e = ids[t * kMax + s];
       if (e < 0) continue;
-      swiglu64(xe, t * H, H, F, w.gate, w.up, w.down, e * F * H, e * H * F, tokenOut, weights[t * kMax + s], roundIntermediate);
+      const weight = weights[t * kMax + s];
+      swiglu64(xe, t * H, H, F, w.gate, w.up, w.down, e * F * H, e * H * F, tokenOut, weightOnInput ? 1 : weight, roundIntermediate,
+        weightOnInput ? weight : 1);
     }
     if (w.shared) {
       const shared = w.shared;

@@ -29,6 +29,8 @@ export type RefFeedForward =
       policy: RefPolicy;
       /** A family's router (sigmoid, selection bias, groups, weight rule); absent: the plain softmax. */
       routerRule?: RefRouterRule;
+      /** Llama 4: the routing weight scales the expert's input, not its output. */
+      weightOnInput?: boolean;
     };
 
 export interface RefDecoderLayer {
@@ -61,6 +63,12 @@ export interface RefModel {
   qkNorm: 'none' | 'per-head' | 'full';
   /** The q/k norm after RoPE (Hunyuan-A13B) instead of before. */
   qkNormAfterRope?: boolean;
+  /** Per layer, whether RoPE applies (Llama 4 leaves every 4th layer without); absent: every layer. */
+  ropeLayers?: boolean[];
+  /** Llama 4: q and k heads RMS-normalised without weights after RoPE, on the layers RoPE applies to. */
+  qkUnitNorm?: boolean;
+  /** Llama 3's RoPE scaling (Llama 4 uses it): frequencies below the original context's divided by `factor`. */
+  llama3Rope?: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalContext: number };
   embed: Float32Array;
   finalNorm: Float32Array;
   /** Absent when tied to the embedding. */
@@ -74,13 +82,15 @@ export interface RefModel {
  * Hugging Face rotate_half RoPE over the first `rotaryDim` dimensions: i pairs with i + rotaryDim/2 (halves), or
  * 2i with 2i + 1 (pairs), both at frequency theta^(-2i / rotaryDim).
  */
-function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim, style = 'halves'): void {
+function rope(x: Float64Array, rows: number, heads: number, headDim: number, theta: number, rotaryDim = headDim, style = 'halves',
+  llama3?: RefModel['llama3Rope']): void {
   const half = rotaryDim / 2;
   const first = (i: number) => (style === 'pairs' ? 2 * i : i);
   const second = (i: number) => (style === 'pairs' ? 2 * i + 1 : i + half);
+  const frequency = (i: number) => llama3Frequency(theta ** ((-2 * i) / rotaryDim), llama3);
   for (let t = 0; t < rows; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = t * theta ** ((-2 * i) / rotaryDim);
+      const angle = t * frequency(i);
       const c = Math.cos(angle);
       const s = Math.sin(angle);
       for (let h = 0; h < heads; h++) {
@@ -94,6 +104,23 @@ function rope(x: Float64Array, rows: number, heads: number, headDim: number, the
   }
 }
 
+
+/** Each rotated pair's frequency under Llama 3's scaling (what a GGUF's rope_freqs factors divide by). */
+export function refLlama3Frequencies(theta: number, rotaryDim: number, scaling: NonNullable<RefModel['llama3Rope']>): number[] {
+  return Array.from({ length: rotaryDim / 2 }, (_, i) => llama3Frequency(theta ** ((-2 * i) / rotaryDim), scaling));
+}
+
+// HF's _compute_llama3_parameters: long wavelengths divided by the factor, short ones kept, a smooth blend between.
+function llama3Frequency(frequency: number, s: RefModel['llama3Rope']): number {
+  if (!s) return frequency;
+  const wavelength = (2 * Math.PI) / frequency;
+  const low = s.originalContext / s.lowFreqFactor;
+  const high = s.originalContext / s.highFreqFactor;
+  if (wavelength > low) return frequency / s.factor;
+  if (wavelength < high) return frequency;
+  const smooth = (s.originalContext / wavelength - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+  return (1 - smooth) * (frequency / s.factor) + smooth * frequency;
+}
 
 // The fixed-shape routing of a family's router rule (the reference's kMax: k, or every expert).
 function routeByRule(logits: Float64Array, rows: number, experts: number, rule: RefRouterRule, policy: RefPolicy) {
@@ -137,7 +164,8 @@ export function feedForward(f: RefFeedForward, x: Float64Array, rows: number, hi
     hidden, ffn: f.ffn, experts: f.experts, router: f.router,
     gate: concat(f.gate), up: concat(f.up), down: concat(f.down), shared: f.shared,
   };
-  return { out: refLayerOutput(weights, x, rows, routing.kMax, routing.ids, routing.weights), counts: routing.counts };
+  const out = refLayerOutput(weights, x, rows, routing.kMax, routing.ids, routing.weights, undefined, f.weightOnInput);
+  return { out, counts: routing.counts };
 }
 
 /** Logits [tokens][vocab] of a fresh sequence, and the experts each token used in each MoE layer. */
@@ -151,7 +179,7 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
     for (let h = 0; h < H; h++) x[t * H + h] = m.embed[id * H + h];
   });
   const counts: Int32Array[] = [];
-  for (const layer of m.layers) {
+  for (const [layerIndex, layer] of m.layers.entries()) {
     const h = rmsNorm(x, T, H, layer.attnNorm, eps);
     let q = linear(h, T, H, layer.q, qW, layer.qBias);
     let k = linear(h, T, H, layer.k, kvW, layer.kBias);
@@ -162,9 +190,16 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
       k = rmsNorm(k, T, kvW, layer.kNorm!, eps, m.qkNorm === 'per-head' ? headDim : kvW);
     };
     if (!m.qkNormAfterRope) qkNorm();
-    rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
-    rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle);
+    const rotated = m.ropeLayers?.[layerIndex] ?? true;
+    if (rotated) {
+      rope(q, T, heads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle, m.llama3Rope);
+      rope(k, T, kvHeads, headDim, m.ropeTheta, m.rotaryDim, m.ropeStyle, m.llama3Rope);
+    }
     if (m.qkNormAfterRope) qkNorm();
+    if (m.qkUnitNorm && rotated) {
+      q = rmsNorm(q, T, qW, new Float32Array(headDim).fill(1), eps, headDim);
+      k = rmsNorm(k, T, kvW, new Float32Array(headDim).fill(1), eps, headDim);
+    }
     const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);

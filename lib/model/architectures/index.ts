@@ -9,6 +9,7 @@ import { dots1 } from './dots1';
 import { dynamicMoe } from './dynamic-moe';
 import { ernie45Moe } from './ernie4-5-moe';
 import { glm4Moe } from './glm4-moe';
+import { llama4, llama4Text } from './llama4';
 import { longcatFlash } from './longcat-flash';
 import { minimaxM2 } from './minimax-m2';
 import { gptOss } from './gpt-oss';
@@ -40,6 +41,8 @@ export const architectures: readonly Architecture[] = [
   bailingMoeV2,
   hunyuanMoe,
   qwen3VlMoe,
+  llama4,
+  llama4Text,
 ];
 
 /** The architecture a config.json describes; ERR_DYNAMOE_UNSUPPORTED naming what was found otherwise. */
@@ -51,6 +54,6 @@ export function architectureForHfConfig(config: ConfigReader): Architecture {
     'ERR_DYNAMOE_UNSUPPORTED',
     `${config.source}: model_type ${type} is not a supported MoE architecture ` +
       `(supported: mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek, deepseek_v2, deepseek_v3, glm4_moe, gpt_oss, ` +
-      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, bailing_moe_v2, hunyuan_v1_moe, qwen3_vl_moe, and Dynamic MoE configs with top_p_threshold)`,
+      `granitemoe, granitemoeshared, longcat_flash, ernie4_5_moe, dots1, minimax_m2, bailing_moe_v2, hunyuan_v1_moe, qwen3_vl_moe, llama4, llama4_text, and Dynamic MoE configs with top_p_threshold)`,
   );
 }
