@@ -262,8 +262,10 @@ void launchFor(const FlashArgs& args, cudaStream_t stream) {
 }  // namespace
 
 bool flashPrefillApplies(const PrefillAttention& attention) {
+  // Llama 4's chunks and temperature take the two-GEMM path.
   return attention.headDim <= kFlashMaxHeadDim && attention.heads % attention.kvHeads == 0 &&
-         (attention.dtype == DType::F16 || attention.dtype == DType::BF16);
+         (attention.dtype == DType::F16 || attention.dtype == DType::BF16) && attention.chunk == 0 &&
+         attention.temperatureFloor == 0;
 }
 
 void enqueueFlashPrefillAttention(const PrefillAttention& attention, cudaStream_t stream) {

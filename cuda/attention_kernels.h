@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "device_kv_pool.h"
+#include "attention_range.cuh"
 #include "element_types.cuh"
 
 namespace dynamoe::cuda {
@@ -42,6 +43,9 @@ struct SplitAttention {
   int heads = 0, kvHeads = 0, keyDim = 0, valueDim = 0;
   int groupBlocks = 0;  // blocks per kv head: ceil((heads / kvHeads) / kGroup)
   int window = 0;       // 0: every earlier position
+  int chunk = 0;        // chunked attention (AttentionNode::chunk); 0: none
+  int temperatureFloor = 0;     // attention temperature (AttentionNode); 0: none
+  float temperatureScale = 0.0f;
   float scale = 1.0f;
   int chunkKeys = 0;    // keys per chunk, a multiple of kAttentionTileKeys; chunk c starts at first + c * chunkKeys
   int chunks = 0;
@@ -57,7 +61,7 @@ struct AttentionCombine {
   const float* partialAcc = nullptr;
   const int32_t* rowPositions = nullptr;
   int firstRow = 0;
-  int heads = 0, valueDim = 0, window = 0, chunkKeys = 0, chunks = 0;
+  int heads = 0, valueDim = 0, window = 0, chunk = 0, chunkKeys = 0, chunks = 0;
   const float* sinks = nullptr;  // [heads] or null
   // Head h of block row r written at out + r * outStride + h * valueDim (valueDim floats).
   float* out = nullptr;
@@ -144,12 +148,6 @@ __device__ __forceinline__ float warpMax(float value) {
   return value;
 }
 
-// A query at `position` sees keys first .. visible - 1: causal, and the last `window` of them when window > 0.
-__device__ __forceinline__ void visibleRange(int position, int window, int& first, int& visible) {
-  visible = position + 1;
-  first = window > 0 ? max(0, visible - window) : 0;
-}
-
 // The pool row holding position p of the sequence whose block table is `table`.
 __device__ __forceinline__ size_t poolRow(const int32_t* table, int p) {
   return static_cast<size_t>(table[p / kDeviceBlockTokens]) * kDeviceBlockTokens + p % kDeviceBlockTokens;
@@ -171,7 +169,7 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
   const int row = a.firstRow + local;
   const int chunk = blockIdx.z;
   int first, visible;
-  visibleRange(a.rowPositions[row], a.window, first, visible);
+  visibleRange(a.rowPositions[row], a.window, a.chunk, first, visible);
   const int begin = first + chunk * a.chunkKeys;
   if (begin >= visible) return;  // the row's range ends before this chunk (the same for the whole block)
   const int end = min(visible, begin + a.chunkKeys);
@@ -193,7 +191,9 @@ __global__ void __launch_bounds__(kAttentionThreads) splitAttentionKernel(SplitA
   // The block's heads are adjacent, so their queries are count * keyDim contiguous floats.
   const float* rowQuery =
       a.query + static_cast<size_t>(local) * a.queryStride + static_cast<size_t>(firstHead) * a.keyDim;
-  for (int i = tid; i < count * a.keyDim; i += kAttentionThreads) query[i] = rowQuery[i];
+  // Llama 4's temperature scales the row's scores: its query, once.
+  const float temperature = attentionTemperatureAt(a.rowPositions[row], a.temperatureFloor, a.temperatureScale);
+  for (int i = tid; i < count * a.keyDim; i += kAttentionThreads) query[i] = rowQuery[i] * temperature;
   if (tid < kGroup) {
     runMax[tid] = -INFINITY;
     runSum[tid] = 0.0f;
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kAttentionThreads) combineAttentionKernel(Atte
   const int local = blockIdx.x;
   const int head = blockIdx.y;
   int first, visible;
-  visibleRange(c.rowPositions[c.firstRow + local], c.window, first, visible);
+  visibleRange(c.rowPositions[c.firstRow + local], c.window, c.chunk, first, visible);
   const int used = (visible - first + c.chunkKeys - 1) / c.chunkKeys;  // chunks the attention kernel filled
   const size_t base = (static_cast<size_t>(local) * c.heads + head) * c.chunks;
   // Every thread derives the same max and denominator in the same order (the sink's logit joins both, no value).

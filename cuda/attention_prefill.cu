@@ -10,6 +10,7 @@
 
 #include "cuda_check.h"
 #include "device_buffer.h"
+#include "attention_range.cuh"
 #include "element_types.cuh"
 #include "moe_kernels.h"
 
@@ -113,13 +114,15 @@ __device__ float blockSum(float value, float* shared) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     causalSoftmaxKernel(const float* scores, int scoreStride, T* probs, int probStride, int rows, int firstPosition,
-                        int window, float scale, const float* sinks, int firstHead) {
+                        int window, int chunk, int temperatureFloor, float temperatureScale, float rowScale,
+                        const float* sinks, int firstHead) {
   __shared__ float shared[kThreads];
   const int row = blockIdx.x;
   const int hl = row / rows;
   const int position = firstPosition + row % rows;
-  const int visible = position + 1;
-  const int first = window > 0 ? max(0, visible - window) : 0;
+  int first, visible;
+  attention_detail::visibleRange(position, window, chunk, first, visible);
+  const float scale = rowScale * attention_detail::attentionTemperatureAt(position, temperatureFloor, temperatureScale);
   const float* s = scores + static_cast<size_t>(row) * scoreStride;
   T* p = probs + static_cast<size_t>(row) * probStride;
   const float sink = sinks != nullptr ? sinks[firstHead + hl] : -INFINITY;
@@ -211,8 +214,9 @@ void enqueueFor(const PrefillAttention& a, cudaStream_t stream) {
       denseGemm(a.dtype, keys.as<void>(), blockKeys, dPad, queries.as<void>(), gemmRows, scores.as<float>(),
                 a.multiprocessors, stream);
       causalSoftmaxKernel<T><<<gemmRows, kThreads, 0, stream>>>(scores.as<float>(), blockKeys, probs.as<T>(), cPad,
-                                                                rows, a.position + first, a.window, a.scale, a.sinks,
-                                                                firstHead);
+                                                                rows, a.position + first, a.window, a.chunk,
+                                                                a.temperatureFloor, a.temperatureScale, a.scale,
+                                                                a.sinks, firstHead);
       checkCuda(cudaGetLastError(), "launching the prefill attention softmax");
       denseGemm(a.dtype, values.as<void>(), dPad, cPad, probs.as<void>(), gemmRows, outputs.as<float>(),
                 a.multiprocessors, stream);

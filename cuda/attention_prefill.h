@@ -28,6 +28,9 @@ struct PrefillAttention {
   int position = 0;              // of the first row in its sequence
   int heads = 0, kvHeads = 0, headDim = 0;
   int window = 0;                // 0: every earlier position
+  int chunk = 0;                 // chunked attention; 0: none
+  int temperatureFloor = 0;      // attention temperature; 0: none
+  float temperatureScale = 0.0f;
   float scale = 1.0f;
   const float* sinks = nullptr;  // [heads] device, or null
   DType dtype = DType::BF16;     // of the GEMM operands (f16 or bf16)

@@ -106,7 +106,7 @@ class AttentionOp final : public DeviceOp {
       throw Error(code::kUnsupported, describe(s_) + ": CUDA attention supports head dims up to " +
                                           std::to_string(kMaxHeadDim));
     }
-    if (s_.window < 0) throw Error(code::kShape, describe(s_) + ": negative sliding window");
+    if (s_.window < 0 || s_.chunk < 0) throw Error(code::kShape, describe(s_) + ": negative sliding window or chunk");
     const int kvWidth = s_.kvHeads * s_.headDim;
     if (s_.slot < 0 || s_.slot >= static_cast<int>(layout.kvWidths.size())) {
       throw Error(code::kShape, describe(s_) + ": no such cache slot");
@@ -183,6 +183,9 @@ class AttentionOp final : public DeviceOp {
         prefill.kvHeads = s_.kvHeads;
         prefill.headDim = s_.headDim;
         prefill.window = s_.window;
+        prefill.chunk = s_.chunk;
+        prefill.temperatureFloor = s_.temperatureFloor;
+        prefill.temperatureScale = s_.temperatureScale;
         prefill.scale = scale_;
         prefill.sinks = s_.sinks.empty() ? nullptr : sinks_.as<float>();
         prefill.dtype = dtype_;
@@ -197,7 +200,8 @@ class AttentionOp final : public DeviceOp {
     if (splitRuns.empty()) return;
     // The executor's bound on every row's keys (position + 1), rounded up for a captured step.
     const int context = std::max(step.maxContext, 1);
-    const int span = s_.window > 0 ? std::min(context, s_.window) : context;  // most keys any row sees
+    // Most keys any row sees.
+    const int span = s_.chunk > 0 ? std::min(context, s_.chunk) : s_.window > 0 ? std::min(context, s_.window) : context;
     const int groupSize = s_.heads / s_.kvHeads;
     const int headsPerBlock = headsPerBlockFor(groupSize);
     const int groupBlocks = (groupSize + headsPerBlock - 1) / headsPerBlock;
@@ -223,6 +227,9 @@ class AttentionOp final : public DeviceOp {
     attention.valueDim = s_.headDim;
     attention.groupBlocks = groupBlocks;
     attention.window = s_.window;
+    attention.chunk = s_.chunk;
+    attention.temperatureFloor = s_.temperatureFloor;
+    attention.temperatureScale = s_.temperatureScale;
     attention.scale = scale_;
     attention.chunkKeys = plan.chunkKeys;
     attention.chunks = plan.chunks;
@@ -241,6 +248,7 @@ class AttentionOp final : public DeviceOp {
     combine.heads = s_.heads;
     combine.valueDim = s_.headDim;
     combine.window = s_.window;
+    combine.chunk = s_.chunk;
     combine.chunkKeys = plan.chunkKeys;
     combine.chunks = plan.chunks;
     combine.sinks = s_.sinks.empty() ? nullptr : sinks_.as<float>();

@@ -156,6 +156,9 @@ interface AttentionShape {
   kvHeads: number;
   headDim: number;
   window?: number;
+  /** Llama 4's chunked attention and temperature. */
+  chunk?: number;
+  temperature?: { floor: number; scale: number };
   sinks?: boolean;
   scale?: number;
   rope?: boolean;
@@ -172,7 +175,7 @@ function attentionCase(dtype: GraphDtype, seed: number, o: AttentionShape): Grap
   const lm = w.matrix(vocab, qW);
   const sinks = o.sinks ? w.vector(heads, 1) : undefined;
   const rope = (buffer: number, count: number): GraphNode => ({ op: 'rope', buffer, heads: count, headDim, style: 'halves', theta: 10000 });
-  const plain = !o.window && !sinks && !o.rope;
+  const plain = !o.window && !sinks && !o.rope && !o.chunk && !o.temperature;
   return {
     layout: { bufferWidths: [hidden, qW, kvW, kvW, qW], vocab, kvWidths: [kvW], moeExperts: [] },
     nodes: [
@@ -184,6 +187,8 @@ function attentionCase(dtype: GraphDtype, seed: number, o: AttentionShape): Grap
       {
         op: 'attention', query: 1, key: 2, value: 3, output: 4, heads, kvHeads, headDim, slot: 0,
         ...(o.window ? { window: o.window } : {}), ...(sinks ? { sinks } : {}), ...(o.scale ? { scale: o.scale } : {}),
+        ...(o.chunk ? { chunk: o.chunk } : {}),
+        ...(o.temperature ? { temperatureFloor: o.temperature.floor, temperatureScale: o.temperature.scale } : {}),
       },
       { op: 'logits', input: 4, hidden: qW, weight: lm.native },
     ],
@@ -519,6 +524,9 @@ const ATTENTION: Table = [
     { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, window: 5, sinks: true, rope: true, vocab: 269 },
     { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, scale: 1 / 64, vocab: 269 },
     { hidden: 64, heads: 4, kvHeads: 1, headDim: 16, scale: 0.9, rope: true, vocab: 269 },
+    { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, chunk: 7, rope: true, vocab: 269 },
+    { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, chunk: 64, vocab: 269 },
+    { hidden: 64, heads: 4, kvHeads: 2, headDim: 16, temperature: { floor: 3, scale: 0.5 }, vocab: 269 },
     ...[0, 1, 2].map((): AttentionShape => {
       const kvHeads = shapes.int(1, 3);
       return {
@@ -529,7 +537,9 @@ const ATTENTION: Table = [
     }),
   ].map((o, i): Table[number] => [
     `attention ${o.heads} heads on ${o.kvHeads} of ${o.headDim}` +
-      `${o.window ? `, window ${o.window}` : ''}${o.sinks ? ', sinks' : ''}${o.scale ? `, scale ${o.scale.toPrecision(3)}` : ''}` +
+      `${o.window ? `, window ${o.window}` : ''}${o.chunk ? `, chunk ${o.chunk}` : ''}` +
+      `${o.temperature ? `, temperature ${o.temperature.scale} per ${o.temperature.floor}` : ''}` +
+      `${o.sinks ? ', sinks' : ''}${o.scale ? `, scale ${o.scale.toPrecision(3)}` : ''}` +
       `${o.rope ? ', RoPE' : ''}, vocab ${o.vocab}`,
     (dtype) => attentionCase(dtype, 77300 + i, o),
     ALL_SCHEDULES,

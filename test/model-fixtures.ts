@@ -213,7 +213,8 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
       return { model_type: 'llama4', architectures: ['Llama4ForConditionalGeneration'], tie_word_embeddings: tied,
         text_config: { ...text, model_type: 'llama4_text', head_dim: p.headDim, num_local_experts: p.experts, num_experts_per_tok: k,
           intermediate_size: p.ffn, intermediate_size_mlp: p.denseFfn, interleave_moe_layer_step: 2, use_qk_norm: true,
-          attention_chunk_size: 8192, attn_temperature_tuning: true, floor_scale: 8192, attn_scale: 0.1, attention_bias: false,
+          attention_chunk_size: LLAMA4_ATTENTION.attentionChunk, attn_temperature_tuning: true,
+          floor_scale: LLAMA4_ATTENTION.attentionTemperature.floor, attn_scale: LLAMA4_ATTENTION.attentionTemperature.scale, attention_bias: false,
           no_rope_layers: p.layers.map((_, i) => ((i + 1) % 4 !== 0 ? 1 : 0)),
           rope_scaling: { rope_type: 'llama3', factor: LLAMA4_ROPE.factor, low_freq_factor: LLAMA4_ROPE.lowFreqFactor,
             high_freq_factor: LLAMA4_ROPE.highFreqFactor, original_max_position_embeddings: LLAMA4_ROPE.originalContext } },
@@ -234,6 +235,8 @@ function hfConfig(arch: ArchName, p: Plan, vocab: number): Record<string, unknow
 
 // Llama 3 RoPE scaling whose three bands each hold pairs of a 16-wide head (theta 10000).
 const LLAMA4_ROPE = { factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 512 };
+// Llama 4's chunks and temperature at a tiny model's scale (the releases: 8,192 and 8,192), so a few tokens cross them.
+const LLAMA4_ATTENTION = { attentionChunk: 5, attentionTemperature: { floor: 3, scale: 0.5 } };
 
 // Multimodal RoPE's split of a head's rotated pairs between time, height and width (Qwen3-VL's 24/20/20 of 64).
 export function ropeSections(headDim: number): number[] {
@@ -288,13 +291,23 @@ export function makeTinyModel(
     arch, tokenizer: p.tokenizer, config: hfConfig(arch, p, vocab), tied: p.tied, attentionBias: p.bias,
     vocab, hidden: p.hidden, heads: p.heads, kvHeads: p.kvHeads, headDim: p.headDim, ropeTheta: p.ropeTheta ?? 10000,
     ...(p.qkNormAfterRope ? { qkNormAfterRope: true } : {}),
-    ...(p.llama4 ? { ropeLayers: p.layers.map((_, i) => (i + 1) % 4 !== 0), qkUnitNorm: true, llama3Rope: LLAMA4_ROPE } : {}),
+    ...(p.llama4
+      ? { ropeLayers: p.layers.map((_, i) => (i + 1) % 4 !== 0), qkUnitNorm: true, llama3Rope: LLAMA4_ROPE, ...LLAMA4_ATTENTION }
+      : {}),
     ...(p.rotaryDim ? { rotaryDim: p.rotaryDim } : {}),
     ...(p.ropeStyle ? { ropeStyle: p.ropeStyle } : {}),
     rmsNormEpsilon: 1e-6, qkNorm: p.qkNorm, embed: w.matrix(vocab, p.hidden, 1), finalNorm: w.norm(p.hidden),
     ...(p.tied ? {} : { lmHead: w.matrix(vocab, p.hidden) }),
     layers,
   };
+}
+
+/**
+ * The model a GGUF of `m` describes: llama.cpp has no keys for Llama 4's chunk and temperature and always takes the
+ * releases' (8,192 positions, scale 0.1), so a tiny fixture's smaller ones stay in its config.json only.
+ */
+export function asGgufModel(m: TinyModel): TinyModel {
+  return m.arch === 'llama4' ? { ...m, attentionChunk: 8192, attentionTemperature: { floor: 8192, scale: 0.1 } } : m;
 }
 
 export type FileDtype = 'f32' | 'f16' | 'bf16';

@@ -293,6 +293,11 @@ export interface AttentionNode {
   slot: number;
   /** Sliding window: position i sees i - window < j <= i; absent or 0 for every earlier position. */
   window?: number;
+  /** Chunked attention (Llama 4): position i sees j <= i with floor(j / chunk) == floor(i / chunk); not with window. */
+  chunk?: number;
+  /** Attention temperature (Llama 4): position i's scores times 1 + temperatureScale * log(1 + floor((i + 1) / temperatureFloor)). */
+  temperatureFloor?: number;
+  temperatureScale?: number;
   /** [heads] learned sink logits that join each softmax denominator (gpt-oss). */
   sinks?: Float32Array;
   /** The softmax scale of q . k; default 1 / sqrt(headDim) (Granite's attention_multiplier replaces it). */

@@ -131,9 +131,13 @@ function graphNodes(spec: ModelSpec, weights: WeightReader, dtype: DType): NodeM
       unitNorm(K, kvWidth);
     }
     const window = spec.attentionWindows?.[i] ?? 0;
+    const chunk = spec.attentionChunks?.[i] ?? 0;
+    const temperature = spec.attentionTemperature?.layers[i] ? spec.attentionTemperature : undefined;
     node(async () => ({
       op: 'attention', query: Q, key: K, value: V, output: ATTN, heads, kvHeads, headDim, slot: i,
       ...(window > 0 ? { window } : {}),
+      ...(chunk > 0 ? { chunk } : {}),
+      ...(temperature ? { temperatureFloor: temperature.floor, temperatureScale: temperature.scale } : {}),
       ...(spec.attentionSinks ? { sinks: await weights.vector(name('sinks'), heads) } : {}),
       ...(multipliers?.attention ? { scale: multipliers.attention } : {}),
     }));

@@ -108,15 +108,17 @@ function ggufDeepseekRouting(
 }
 
 /**
- * Llama 4's attention as llama.cpp runs it: RoPE (with the file's rope_freqs factors) on three layers of four, the
- * others NoPE, whose queries llama.cpp scales past 8,192 positions, as the RoPE layers attend in chunks of 8,192;
- * weightless q/k norm except on the 128-expert model (Maverick). A sliding_window of 0 turns all that off.
+ * Llama 4's attention as llama.cpp runs it: RoPE (with the file's rope_freqs factors) on three layers of four, which
+ * attend in chunks of 8,192 positions, the others NoPE, whose scores the temperature scales past 8,192 positions
+ * (scale 0.1); weightless q/k norm except on the 128-expert model (Maverick). A sliding_window of 0 turns all that off.
  */
 function addGgufLlama4(spec: ModelSpec, meta: ConfigReader, key: (name: string) => string, tensors: ReadonlyMap<string, TensorInfo>): void {
   const plain = meta.has(key('attention.sliding_window')) && meta.int(key('attention.sliding_window'), 0, true) === 0;
   if (!plain) {
-    spec.ropeLayers = spec.layers.map((_, i) => (i + 1) % 4 !== 0);
-    spec.maxContext = Math.min(spec.maxContext, 8191);
+    const ropeLayers = spec.layers.map((_, i) => (i + 1) % 4 !== 0);
+    spec.ropeLayers = ropeLayers;
+    spec.attentionChunks = ropeLayers.map((rotated) => (rotated ? 8192 : 0));
+    spec.attentionTemperature = { floor: 8192, scale: 0.1, layers: ropeLayers.map((rotated) => !rotated) };
   }
   const experts = spec.layers.find((layer) => layer.kind === 'moe')?.experts;
   if (experts !== 128) spec.qkUnitNorm = true;

@@ -168,6 +168,13 @@ export interface ModelSpec {
   ropeScaling?: RopeScalingSpec;
   /** Per decoder layer, the sliding window of its attention (0: full attention); absent means full everywhere. */
   attentionWindows?: number[];
+  /** Per decoder layer, the chunk its attention stays within (Llama 4's RoPE layers; 0: none). */
+  attentionChunks?: number[];
+  /**
+   * Llama 4's attention temperature on the `layers` marked: position i's scores times
+   * 1 + scale * log(1 + floor((i + 1) / floor)).
+   */
+  attentionTemperature?: { floor: number; scale: number; layers: boolean[] };
   /** Every attention layer has a learned sink logit per head (gpt-oss); tensor `sinks`. */
   attentionSinks?: boolean;
   /** The attention output projection has a bias (gpt-oss); tensor `o_bias`. */

@@ -3,6 +3,7 @@
 // node's weights and runs the ops in order.
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <variant>
 #include <vector>
@@ -77,11 +78,30 @@ struct AttentionNode {
   int slot = 0;
   // Sliding window: a query at position i sees keys at i - window < j <= i (0: every earlier position).
   int window = 0;
+  // Chunked attention (Llama 4's RoPE layers): a query at position i sees keys j <= i of its own chunk,
+  // floor(j / chunk) == floor(i / chunk) (0: none; never with a window).
+  int chunk = 0;
+  // Attention temperature (Llama 4's NoPE layers): a query at position i scores times
+  // 1 + temperatureScale * log(1 + floor((i + 1) / temperatureFloor)) (temperatureFloor 0: none).
+  int temperatureFloor = 0;
+  float temperatureScale = 0.0f;
   // Attention sinks ([heads] or empty): a learned logit per head that joins each row's softmax denominator only.
   std::vector<float> sinks;
   // The softmax scale of q . k; 0: 1 / sqrt(headDim) (Granite's attention_multiplier replaces it).
   float scale = 0.0f;
 };
+
+// The first position a query at `position` sees: a window's or a chunk's start (AttentionNode).
+inline int firstVisiblePosition(int position, int window, int chunk) {
+  if (chunk > 0) return position / chunk * chunk;
+  return window > 0 ? (position + 1 > window ? position + 1 - window : 0) : 0;
+}
+
+// AttentionNode's temperature at `position`, in float as Llama 4 computes it (1 without one).
+inline float attentionTemperature(int position, int floor, float scale) {
+  if (floor <= 0) return 1.0f;
+  return 1.0f + scale * static_cast<float>(std::log1p(static_cast<double>((position + 1) / floor)));
+}
 
 // Multi-head latent attention (DeepSeek-V2 MLA), causal, in its absorbed form: the cache slot holds one latent row
 // per position, [latent (kvLoraRank, normed) | keyRope (ropeDim, roped)], shared by every head, and no values.

@@ -74,11 +74,11 @@ class AttentionOp : public GraphOp {
       job.headOffset = static_cast<size_t>(kvHead) * s_.headDim;
       job.kvStride = kvWidth;
       job.visible = step.rowPositions[t] + 1;  // causal: positions 0 .. its own
-      // A sliding window keeps the last `window` of them.
-      job.first = s_.window > 0 ? std::max(0, job.visible - s_.window) : 0;
+      // A sliding window keeps the last `window` of them, a chunk those of its own chunk.
+      job.first = firstVisiblePosition(step.rowPositions[t], s_.window, s_.chunk);
       job.sinks = s_.sinks.empty() ? nullptr : s_.sinks.data() + h;
       job.headDim = s_.headDim;
-      job.scale = scale;
+      job.scale = scale * attentionTemperature(step.rowPositions[t], s_.temperatureFloor, s_.temperatureScale);
       thread_local std::vector<float> scores;
       scores.resize(headsPerItem * attendScratchFloats(job.visible));
       job.scores = scores.data();

@@ -171,6 +171,14 @@ AttentionNode readAttention(NodeReader& r, const GraphLayout& layout, const Napi
     r.fail("cache slot value width does not match kvHeads * headDim");
   }
   s.window = readInt(node, "window", 0, std::numeric_limits<int>::max(), 0);
+  s.chunk = readInt(node, "chunk", 0, std::numeric_limits<int>::max(), 0);
+  if (s.window > 0 && s.chunk > 0) r.fail("window and chunk cannot both be set");
+  s.temperatureFloor = readInt(node, "temperatureFloor", 0, std::numeric_limits<int>::max(), 0);
+  if (s.temperatureFloor > 0) {
+    const double scale = readNumber(node, "temperatureScale", 0.0);
+    if (!std::isfinite(scale)) r.fail("temperatureScale must be finite");
+    s.temperatureScale = static_cast<float>(scale);
+  }
   if (!node.Get("sinks").IsUndefined()) s.sinks = r.floats("sinks", s.heads);
   if (!node.Get("scale").IsUndefined()) s.scale = r.positive(node, "scale", 1.0);
   return s;

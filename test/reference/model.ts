@@ -67,6 +67,10 @@ export interface RefModel {
   ropeLayers?: boolean[];
   /** Llama 4: q and k heads RMS-normalised without weights after RoPE, on the layers RoPE applies to. */
   qkUnitNorm?: boolean;
+  /** Llama 4: RoPE layers attend within chunks of this many positions. */
+  attentionChunk?: number;
+  /** Llama 4's attn_temperature_tuning on NoPE layers: q times log1p(floor((i + 1) / floor)) * scale + 1. */
+  attentionTemperature?: { floor: number; scale: number };
   /** Llama 3's RoPE scaling (Llama 4 uses it): frequencies below the original context's divided by `factor`. */
   llama3Rope?: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalContext: number };
   embed: Float32Array;
@@ -200,7 +204,15 @@ export function refModelForward(m: RefModel, tokens: readonly number[]): { logit
       q = rmsNorm(q, T, qW, new Float32Array(headDim).fill(1), eps, headDim);
       k = rmsNorm(k, T, kvW, new Float32Array(headDim).fill(1), eps, headDim);
     }
-    const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }), T, qW, layer.o, H);
+    const temperature = m.attentionTemperature;
+    if (temperature && !rotated) {
+      for (let t = 0; t < T; t++) {
+        const factor = Math.log1p(Math.floor((t + 1) / temperature.floor)) * temperature.scale + 1;
+        for (let j = 0; j < qW; j++) q[t * qW + j] *= factor;
+      }
+    }
+    const chunk = rotated ? m.attentionChunk : undefined;
+    const attn = linear(causalAttention(q, k, v, T, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim), chunk }), T, qW, layer.o, H);
     x = x.map((value, i) => value + attn[i]);
     const ff = feedForward(layer.ffn, rmsNorm(x, T, H, layer.mlpNorm, eps), T, H);
     if (ff.counts) counts.push(ff.counts);

@@ -35,16 +35,18 @@ export function causalAttention(
   k: Float64Array,
   v: Float64Array,
   rows: number,
-  shape: { heads: number; kvHeads: number; headDim: number; scale: number },
+  shape: { heads: number; kvHeads: number; headDim: number; scale: number; chunk?: number },
 ): Float64Array {
   const { heads, kvHeads, headDim, scale } = shape;
+  // Chunked attention (Llama 4): a row sees the earlier positions of its own chunk only.
+  const first = (t: number) => (shape.chunk ? Math.floor(t / shape.chunk) * shape.chunk : 0);
   const out = new Float64Array(rows * heads * headDim);
   const group = heads / kvHeads;
   for (let t = 0; t < rows; t++) {
     for (let h = 0; h < heads; h++) {
       const kh = Math.floor(h / group);
       const scores: number[] = [];
-      for (let p = 0; p <= t; p++) {
+      for (let p = first(t); p <= t; p++) {
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[(t * heads + h) * headDim + d] * k[(p * kvHeads + kh) * headDim + d];
         scores.push(dot * scale);
@@ -52,9 +54,9 @@ export function causalAttention(
       const max = Math.max(...scores);
       const weights = scores.map((s) => Math.exp(s - max));
       const total = weights.reduce((a, b) => a + b, 0);
-      for (let p = 0; p <= t; p++) {
+      for (let p = first(t); p <= t; p++) {
         for (let d = 0; d < headDim; d++) {
-          out[(t * heads + h) * headDim + d] += (weights[p] / total) * v[(p * kvHeads + kh) * headDim + d];
+          out[(t * heads + h) * headDim + d] += (weights[p - first(t)] / total) * v[(p * kvHeads + kh) * headDim + d];
         }
       }
     }

@@ -2,8 +2,8 @@
 // intermediate_size_mlp), top-k (1 in the releases) of the router's logits whose sigmoid weights the expert's INPUT,
 // an always-on shared expert; RoPE on adjacent pairs with Llama 3's frequency scaling, left out on every fourth layer
 // (no_rope_layers), where the RoPE layers RMS-normalise q and k heads without weights (use_qk_norm).
-// Llama 4 attends within chunks of attention_chunk_size positions on its RoPE layers and scales the queries of the
-// others past floor_scale positions; below both it is ordinary causal attention, so the context is capped there.
+// The RoPE layers attend within chunks of attention_chunk_size positions; the others scale their scores by
+// 1 + attn_scale * log(1 + floor((i + 1) / floor_scale)) at position i (attn_temperature_tuning).
 import { DynamoeError } from '../../errors';
 import { Architecture, llamaFamilySpec, modelType } from '../architecture';
 import { ConfigReader } from '../config-reader';
@@ -60,13 +60,15 @@ function llama4Spec(text: ConfigReader): ModelSpec {
   // no_rope_layers: 1 where RoPE applies (HF's name); default every fourth layer without.
   const noRope = text.intList('no_rope_layers');
   const ropeLayers = noRope.length === layers ? noRope.map((flag) => flag !== 0) : Array.from({ length: layers }, (_, i) => (i + 1) % 4 !== 0);
-  // Chunked attention and the NoPE layers' temperature begin at these positions.
   const chunk = text.int('attention_chunk_size', 0, true);
-  const temperature = text.bool('attn_temperature_tuning', true) ? text.int('floor_scale', 8192) - 1 : 0;
-  const maxContext = Math.min(spec.maxContext, ...[chunk, temperature].filter((n) => n > 0));
+  const temperature = text.bool('attn_temperature_tuning', true)
+    ? { floor: text.int('floor_scale', 8192), scale: text.number('attn_scale', 0.1), layers: ropeLayers.map((rope) => !rope) }
+    : undefined;
   const rope = llama3Rope(text);
   return {
-    ...spec, ropeStyle: 'pairs', maxContext, ropeLayers, ...(rope ? { llama3Rope: rope } : {}),
+    ...spec, ropeStyle: 'pairs', ropeLayers, ...(rope ? { llama3Rope: rope } : {}),
+    ...(chunk > 0 ? { attentionChunks: ropeLayers.map((rotated) => (rotated ? chunk : 0)) } : {}),
+    ...(temperature ? { attentionTemperature: temperature } : {}),
     ...(text.bool('use_qk_norm', false) ? { qkUnitNorm: true } : {}),
     ...(spec.attentionBias ? { outputBias: true } : {}),
   };
