@@ -37,6 +37,7 @@ export type {
   ModelForwardResult,
   GenerateOptions,
   GeneratedToken,
+  TokenLogprob,
   GenerationSummary,
   ModelInfo,
 } from './model/model';

@@ -133,6 +133,41 @@ describe('with the openai client', () => {
     expect(chunks.some((c) => 'usage' in c && c.usage)).toBe(false); // no include_usage, no usage chunk
   });
 
+  test('logprobs: chat content entries and completion lists, whole and streamed, as the library reports them', async () => {
+    const ids = chatPromptIds(model.tokenizer, MESSAGES);
+    const expected: Array<{ id: number; logprob?: number; topLogprobs?: Array<{ text: string; logprob: number }> }> = [];
+    for await (const token of model.generate(ids, { maxTokens: 6, logprobs: 3 })) expected.push(token);
+    const text = (id: number) => model.tokenizer.decode([id], { skipSpecialTokens: false });
+    const chat = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3 });
+    const content = chat.choices[0].logprobs!.content!;
+    expect(content.map((c) => c.token)).toEqual(expected.map((t) => text(t.id)));
+    content.forEach((c, i) => {
+      expect(c.logprob).toBeCloseTo(expected[i].logprob!, 9);
+      expect(c.bytes).toEqual(Array.from(Buffer.from(c.token, 'utf8')));
+      expect(c.top_logprobs.map((t) => [t.token, t.logprob])).toEqual(expected[i].topLogprobs!.map((t) => [t.text, t.logprob]));
+    });
+    // Streamed: every token's entry arrives once, in order, across the chunks.
+    const stream = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3, stream: true });
+    const streamed: unknown[] = [];
+    for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    expect(streamed).toEqual(content);
+    // Without logprobs the field stays null; top_logprobs alone is refused.
+    const plain = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 2, temperature: 0 });
+    expect(plain.choices[0].logprobs).toBeNull();
+    await expectError(await post(server.url, '/v1/chat/completions', { messages: MESSAGES, top_logprobs: 2 }), 400, 'ERR_DYNAMOE_VALUE', 'top_logprobs');
+    await expectError(await post(server.url, '/v1/completions', { prompt: 'Hi', logprobs: 21 }), 400, 'ERR_DYNAMOE_VALUE', 'logprobs');
+
+    const prompt = 'Harder tasks need more experts';
+    const completion = await client.completions.create({ model: MODEL, prompt, max_tokens: 5, temperature: 0, logprobs: 2 });
+    const lists = completion.choices[0].logprobs!;
+    const tokens: typeof expected = [];
+    for await (const token of model.generate(prompt, { maxTokens: 5, logprobs: 2 })) tokens.push(token);
+    expect(lists.tokens).toEqual(tokens.map((t) => text(t.id)));
+    lists.token_logprobs!.forEach((lp, i) => expect(lp).toBeCloseTo(tokens[i].logprob!, 9));
+    expect(lists.top_logprobs!.map((entry) => Object.keys(entry).length)).toEqual(tokens.map((t) => new Set(t.topLogprobs!.map((a) => a.text)).size));
+    expect(lists.text_offset).toEqual(lists.tokens!.map((_, i) => lists.tokens!.slice(0, i).join('').length));
+  });
+
   test('routing_policy changes the experts each token uses, in every policy form', async () => {
     const ask = async (policy: unknown) => {
       const body = { model: MODEL, prompt: 'Hello, world!', max_tokens: 4, temperature: 0, ...routing(policy) };

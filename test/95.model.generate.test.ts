@@ -50,6 +50,50 @@ test('greedy decoding is deterministic and sampling is deterministic for a seed'
   expect(await sampled(3)).toEqual(await sampled(3));
 });
 
+// Log-softmax of a logits row over [0, limit) in float64: what each reported logprob must be.
+function logSoftmax(logits: Float32Array, row: number, vocab: number, limit: number): Float64Array {
+  const values = Float64Array.from(logits.subarray(row * vocab, row * vocab + limit));
+  const max = Math.max(...values);
+  const logTotal = max + Math.log(values.reduce((sum, v) => sum + Math.exp(v - max), 0));
+  return values.map((v) => v - logTotal);
+}
+
+test('logprobs: each token\'s log-probability and the most likely ones at its position, the tokens unchanged', async () => {
+  const prompt = [1, 40, 41, 42, 43];
+  const limit = Math.min(model.tokenizer.vocabSize, model.spec.vocab);
+  for (const sampling of [{}, { temperature: 1.2, topK: 40, topP: 0.9, seed: 7 }]) {
+    const plain = await collect(model.generate(prompt, { maxTokens: 8, ...sampling }));
+    const tokens: Array<{ id: number; logprob?: number; topLogprobs?: Array<{ id: number; text: string; logprob: number }> }> = [];
+    for await (const token of model.generate(prompt, { maxTokens: 8, logprobs: 5, ...sampling })) tokens.push(token);
+    // The host makes the same choice the backend would have.
+    expect(tokens.map((t) => t.id)).toEqual(plain);
+    const { logits } = await model.forward([...prompt, ...plain]);
+    tokens.forEach((token, i) => {
+      const expected = logSoftmax(logits, prompt.length - 1 + i, model.spec.vocab, limit);
+      expect(token.logprob!).toBeCloseTo(expected[token.id], 5);
+      const top = token.topLogprobs!;
+      expect(top.length).toBe(5);
+      const best = Array.from(expected.keys()).sort((a, b) => expected[b] - expected[a] || a - b).slice(0, 5);
+      expect(top.map((t) => t.id)).toEqual(best);
+      top.forEach((t) => {
+        expect(t.logprob).toBeCloseTo(expected[t.id], 5);
+        expect(t.text).toBe(model.tokenizer.decode([t.id], { skipSpecialTokens: false }));
+      });
+    });
+    // Greedy: the chosen token is the most likely one.
+    if (!('temperature' in sampling)) tokens.forEach((t) => expect(t.topLogprobs![0].id).toBe(t.id));
+  }
+  const none: Array<{ logprob?: number }> = [];
+  for await (const token of model.generate(prompt, { maxTokens: 3 })) none.push(token);
+  expect(none.every((t) => t.logprob === undefined)).toBe(true);
+  const zero: Array<{ logprob?: number; topLogprobs?: unknown[] }> = [];
+  for await (const token of model.generate(prompt, { maxTokens: 3, logprobs: 0 })) zero.push(token);
+  expect(zero.every((t) => typeof t.logprob === 'number' && t.topLogprobs!.length === 0)).toBe(true);
+  for (const bad of [-1, 21, 1.5, '3']) {
+    expect(() => model.generate(prompt, { logprobs: bad as number })).toThrow(expect.objectContaining({ code: 'ERR_DYNAMOE_VALUE' }));
+  }
+});
+
 test('concurrent generations give the same tokens as sequential ones', async () => {
   const prompts = ['abc', 'hello world', 'xyz xyz'];
   const sequential: number[][] = [];

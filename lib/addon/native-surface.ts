@@ -155,6 +155,12 @@ export interface NativeStepSegment {
    * model's device (greedy, or sampled with the caller's uniform draw), instead of its logits.
    */
   choice?: NativeTokenChoice;
+  /**
+   * With `choice`: also the chosen id's log-probability and the `logprobs` (0 to 20) most likely ids' (the result's
+   * `logprob` and `topLogprobs`): the log-softmax of the row over [0, choice.limit), in float64. Such a step hands
+   * the row's logits back from the device and chooses on the host (the same id).
+   */
+  logprobs?: number;
 }
 
 /**
@@ -181,6 +187,9 @@ export interface NativeStepResult {
   logits?: Float32Array;
   /** With `choice`: the chosen id. */
   token?: number;
+  /** With `logprobs`: the chosen id's log-probability, and the most likely ids' (best first, ties to the lower id). */
+  logprob?: number;
+  topLogprobs?: { ids: Int32Array; logprobs: Float64Array };
   logProbs?: Float64Array;
   stats?: NativeMoeStepStats[];
 }

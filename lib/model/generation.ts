@@ -21,6 +21,19 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** Add the tokenizer's BOS/EOS to a text prompt (default true). */
   addSpecialTokens?: boolean;
+  /**
+   * Report each token's log-probability under the model, and the `logprobs` (0 to 20) most likely tokens' at its
+   * position (absent: none). Temperature, top-k and top-p shape the choice, not these numbers.
+   */
+  logprobs?: number;
+}
+
+/** A token's log-probability at one position (OpenAI's top_logprobs entries). */
+export interface TokenLogprob {
+  id: number;
+  /** The token decoded alone (may be part of a multi-byte character). */
+  text: string;
+  logprob: number;
 }
 
 /** One streamed token. */
@@ -28,6 +41,10 @@ export interface GeneratedToken {
   id: number;
   /** Text this token completes (may be '' inside a multi-byte character). */
   text: string;
+  /** With the `logprobs` option: log P(this token) under the model at its position. */
+  logprob?: number;
+  /** With the `logprobs` option: the most likely tokens at its position, best first. */
+  topLogprobs?: TokenLogprob[];
 }
 
 /** What a finished generation did. */
@@ -117,6 +134,7 @@ class GenerationJob implements StepJob {
   private text = ''; // decoded so far, cut at a stop string
   private released = 0; // characters of `text` already handed out
   private pending = -1; // last token id, handed out one step late so held-back text can still join it
+  private pendingLogprobs: Pick<GeneratedToken, 'logprob' | 'topLogprobs'> = {}; // the pending token's
   private stopReason: GenerationSummary['stopReason'] = 'maxTokens';
   private readonly started = performance.now();
   private prefillMs = 0;
@@ -169,7 +187,8 @@ class GenerationJob implements StepJob {
     // draw is taken only when the step's row is the next token (the prompt's last chunk, or a decode step).
     const last = this.decoding || this.prefilled + this.pendingPrompt === this.prompt.length;
     const choice = last ? this.sampler.next(this.decodable) : { limit: this.decodable };
-    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums(), choice };
+    const logprobs = last && this.options.logprobs !== undefined ? { logprobs: this.options.logprobs } : {};
+    return { tokens, policies: this.policies, lastRowLogits: true, stats: true, sums: this.stats.runningSums(), choice, ...logprobs };
   }
 
   accept(result: NativeStepResult): boolean {
@@ -190,6 +209,7 @@ class GenerationJob implements StepJob {
     this.generated.push(id);
     if (this.pending >= 0) this.hand(this.release(this.pending, heldBackFrom(this.text, this.stops, this.released)));
     this.pending = id;
+    this.pendingLogprobs = this.logprobsOf(result);
     return this.generated.length >= this.maxTokens ? this.end('maxTokens') : false;
   }
 
@@ -243,7 +263,15 @@ class GenerationJob implements StepJob {
   private release(id: number, upTo: number): GeneratedToken {
     const piece = this.text.slice(this.released, upTo);
     this.released = upTo;
-    return { id, text: piece };
+    return { id, text: piece, ...this.pendingLogprobs };
+  }
+
+  // The step's logprobs, as the caller receives them (each top id with its own text).
+  private logprobsOf(result: NativeStepResult): Pick<GeneratedToken, 'logprob' | 'topLogprobs'> {
+    if (result.logprob === undefined || !result.topLogprobs) return {};
+    const { ids, logprobs } = result.topLogprobs;
+    const decode = (id: number) => this.host.tokenizer.decode([id], { skipSpecialTokens: false });
+    return { logprob: result.logprob, topLogprobs: Array.from(ids, (id, i) => ({ id, text: decode(id), logprob: logprobs[i] })) };
   }
 }
 

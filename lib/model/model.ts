@@ -17,7 +17,7 @@ import { moeLayers, ModelSpec, routedSlots } from './spec';
 import { SchedulerLimits, SchedulerState, StepJob, StepScheduler } from './step-scheduler';
 
 export { Generation } from './generation';
-export type { GenerateOptions, GeneratedToken, GenerationSummary } from './generation';
+export type { GenerateOptions, GeneratedToken, GenerationSummary, TokenLogprob } from './generation';
 
 /** Options of {@link Model.forward}. */
 export interface ModelForwardOptions {
@@ -181,6 +181,10 @@ export class Model {
       throw new DynamoeError('ERR_DYNAMOE_TYPE', `stop must be an array of strings, got ${describe(stop)}`);
     }
     checkSignal(options.signal);
+    const logprobs: unknown = options.logprobs;
+    if (logprobs !== undefined && !(Number.isInteger(logprobs) && (logprobs as number) >= 0 && (logprobs as number) <= 20)) {
+      throw new DynamoeError('ERR_DYNAMOE_VALUE', `logprobs must be an integer in [0, 20], got ${describe(logprobs)}`);
+    }
     const maxTokens = options.maxTokens ?? 128;
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
       throw new DynamoeError('ERR_DYNAMOE_VALUE', `maxTokens must be a positive integer, got ${String(maxTokens)}`);

@@ -5,7 +5,9 @@ import { Generation, Model } from '../model/model';
 import { AdmissionQueue } from './admission-queue';
 import { promptIds } from './chat-prompt';
 import { clientGone, readJsonBody, sendJson } from './http-json';
-import { completionBody, completionChunk, finishReasonOf, newResponseHead, usageChunk } from './openai-shapes';
+import {
+  completionBody, completionChunk, finishReasonOf, LoggedToken, loggedToken, newResponseHead, usageChunk,
+} from './openai-shapes';
 import { GenerationRequest, parseChatRequest, parseCompletionRequest } from './parse-request';
 import { describeError, ServeError } from './serve-error';
 import { ServerMetrics } from './server-metrics';
@@ -71,6 +73,7 @@ function prepare(context: GenerationContext, endpoint: 'chat' | 'completion', bo
     stop: request.stop,
     policy: request.policy,
     signal,
+    ...(request.logprobs !== undefined ? { logprobs: request.logprobs } : {}),
   });
   return { request, generation, promptTokens: ids.length };
 }
@@ -118,7 +121,7 @@ export async function handleGeneration(
 }
 
 async function run(
-  { metrics, modelId }: GenerationContext,
+  { metrics, modelId, model }: GenerationContext,
   { request, generation, promptTokens }: ReturnType<typeof prepare>,
   res: ServerResponse,
   received: number,
@@ -131,10 +134,20 @@ async function run(
     if (endpoint === 'chat') await sendEvent(res, completionChunk(endpoint, head, { text: '', first: true }));
   }
   let tokens = 0;
+  // With logprobs: every token's, and those not yet streamed (a token whose text is held back waits for the next).
+  const logged: LoggedToken[] | undefined = request.logprobs !== undefined ? [] : undefined;
+  let unsent = 0;
+  let sentText = 0;
+  const pendingTokens = () => (logged ? logged.slice(unsent) : undefined);
   for await (const token of generation) {
     if (tokens++ === 0) metrics.timeToFirstToken.observe((performance.now() - received) / 1000);
     metrics.completionTokens.inc();
-    if (stream && token.text !== '') await sendEvent(res, completionChunk(endpoint, head, { text: token.text }));
+    logged?.push(loggedToken(token, model.tokenizer.decode([token.id], { skipSpecialTokens: false })));
+    if (stream && token.text !== '') {
+      await sendEvent(res, completionChunk(endpoint, head, { text: token.text, tokens: pendingTokens(), offset: sentText }));
+      unsent = logged?.length ?? 0;
+      sentText += token.text.length;
+    }
   }
   const summary = generation.summary;
   if (!summary) throw new Error('the generation ended without a summary');
@@ -143,10 +156,11 @@ async function run(
   if (decodeSteps > 0 && summary.decodeMs > 0) metrics.decodeRate.observe((decodeSteps * 1000) / summary.decodeMs);
   metrics.generationEnded(finishReason, summary.stats);
   if (!stream) {
-    sendJson(res, 200, completionBody(endpoint, head, summary));
+    sendJson(res, 200, completionBody(endpoint, head, summary, logged));
     return;
   }
-  await sendEvent(res, completionChunk(endpoint, head, { text: '', finishReason }));
+  const rest = logged && unsent < logged.length ? { tokens: pendingTokens(), offset: sentText } : {};
+  await sendEvent(res, completionChunk(endpoint, head, { text: '', finishReason, ...rest }));
   if (request.includeUsage) await sendEvent(res, usageChunk(endpoint, head, summary));
   endEventStream(res);
 }

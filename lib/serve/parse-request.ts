@@ -9,6 +9,9 @@ export const DEFAULT_TEMPERATURE = 1;
 /** Most stop strings a request may give (OpenAI allows 4; scanning for each costs a little per token). */
 export const MAX_STOP_STRINGS = 16;
 
+/** Most alternatives per position a request may ask logprobs of (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
 /** What a request asks the model to continue. */
 export type RequestPrompt =
   | { kind: 'messages'; messages: ChatMessage[] }
@@ -33,6 +36,8 @@ export interface GenerationRequest {
   stream: boolean;
   /** stream_options.include_usage: a last chunk with the usage (and experts per token), before [DONE]. */
   includeUsage: boolean;
+  /** How many alternatives each token's logprobs list (chat: top_logprobs; completions: logprobs); undefined: none. */
+  logprobs: number | undefined;
 }
 
 function stopStrings(fields: RequestFields): string[] {
@@ -61,6 +66,7 @@ function commonFields(
   fields: RequestFields,
   endpoint: GenerationRequest['endpoint'],
   prompt: RequestPrompt,
+  logprobs: number | undefined,
 ): GenerationRequest {
   const n = fields.value('n');
   if (n !== undefined && n !== 1) throw unsupported('n', `only n = 1 is supported, got ${JSON.stringify(n)}`);
@@ -83,6 +89,7 @@ function commonFields(
     policy: routingPolicy(fields),
     stream,
     includeUsage: streamOptions?.boolean('include_usage') ?? false,
+    logprobs,
   };
 }
 
@@ -117,8 +124,11 @@ export function parseChatRequest(body: unknown): GenerationRequest {
     if (role === undefined) throw typeFailure(`messages[${i}].role`, 'a string', item);
     return { role, content: messageContent(message.value('content'), `messages[${i}].content`) };
   });
-  if (fields.value('logprobs') === true) throw unsupported('logprobs', 'logprobs are not supported');
-  return commonFields(fields, 'chat', { kind: 'messages', messages });
+  // logprobs: true reports each token's; top_logprobs (which needs it) that many alternatives too.
+  const top = fields.integer('top_logprobs', 0, MAX_TOP_LOGPROBS);
+  const logprobs = fields.boolean('logprobs') ?? false;
+  if (top !== undefined && !logprobs) throw valueFailure('top_logprobs', 'given with logprobs: true', top);
+  return commonFields(fields, 'chat', { kind: 'messages', messages }, logprobs ? (top ?? 0) : undefined);
 }
 
 function completionPrompt(value: unknown): RequestPrompt {
@@ -143,8 +153,7 @@ export function parseCompletionRequest(body: unknown): GenerationRequest {
     throw unsupported('best_of', `only best_of = 1 is supported, got ${JSON.stringify(bestOf)}`);
   }
   if (fields.value('echo') === true) throw unsupported('echo', 'echo is not supported');
-  if (fields.value('logprobs') !== undefined) throw unsupported('logprobs', 'logprobs are not supported');
   const suffix = fields.value('suffix');
   if (suffix !== undefined && suffix !== '') throw unsupported('suffix', 'suffix (insertion) is not supported');
-  return commonFields(fields, 'completion', prompt);
+  return commonFields(fields, 'completion', prompt, fields.integer('logprobs', 0, MAX_TOP_LOGPROBS));
 }

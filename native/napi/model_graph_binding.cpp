@@ -1,5 +1,6 @@
 #include "model_graph_binding.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "kv_session_binding.h"
 #include "promise_worker.h"
 #include "token_choice_binding.h"
+#include "../core/token_logprobs.h"
 
 namespace dynamoe {
 
@@ -24,6 +26,11 @@ struct SegmentCall {
   bool lastRowLogits = false;
   TokenChoice choice;            // limit > 0: the step returns the last row's chosen id instead of its logits
   int32_t chosenToken = -1;
+  // >= 0 (with a choice): the chosen id's log-probability and the `logprobs` most likely ids' are returned too. The
+  // backend then hands back the last row's logits, and the worker chooses on the host (the same id, token_choice.h).
+  int logprobs = -1;
+  std::vector<float> hostLogits;
+  TokenLogprobs logprobResult;
   std::vector<int32_t> targets;  // scoring mode when not empty
   float* logits = nullptr;
   double* logProbs = nullptr;
@@ -85,7 +92,10 @@ class StepWorker : public PromiseWorker {
       SegmentCall& segment = segments_[i];
       const int count = static_cast<int>(segment.tokens.size());
       Napi::Object result = Napi::Object::New(env);
-      if (segment.choice.limit > 0) {
+      if (segment.logprobs >= 0) {
+        segment.hostLogits.resize(layout.vocab);
+        segment.logits = segment.hostLogits.data();
+      } else if (segment.choice.limit > 0) {
         // The id is set on the result when the step ends (result()).
       } else if (segment.targets.empty()) {
         Napi::Float32Array logits =
@@ -150,10 +160,17 @@ class StepWorker : public PromiseWorker {
       out.lastRowLogits = segment.lastRowLogits;
       out.targets = segment.targets.empty() ? nullptr : segment.targets.data();
       out.targetLogProbs = segment.logProbs;
-      out.choice = segment.choice;
+      // A segment that reports logprobs takes its logits back and chooses below.
+      out.choice = segment.logprobs >= 0 ? TokenChoice{} : segment.choice;
       out.chosenToken = &segment.chosenToken;
     }
     graph_->forward({request.data(), static_cast<int>(request.size())});
+    for (SegmentCall& segment : segments_) {
+      if (segment.logprobs < 0) continue;
+      segment.chosenToken = chooseToken(segment.hostLogits.data(), segment.choice);
+      segment.logprobResult =
+          tokenLogprobs(segment.hostLogits.data(), segment.choice.limit, segment.chosenToken, segment.logprobs);
+    }
   }
   Napi::Value result(Napi::Env env) override {
     Napi::Object value = result_.Value();
@@ -162,6 +179,17 @@ class StepWorker : public PromiseWorker {
       Napi::Object entry = value.IsArray() ? value.As<Napi::Array>().Get(static_cast<uint32_t>(i)).As<Napi::Object>()
                                             : value;
       entry.Set("token", Napi::Number::New(env, segments_[i].chosenToken));
+      if (segments_[i].logprobs < 0) continue;
+      const TokenLogprobs& lp = segments_[i].logprobResult;
+      entry.Set("logprob", Napi::Number::New(env, lp.chosen));
+      Napi::Int32Array ids = Napi::Int32Array::New(env, lp.count);
+      Napi::Float64Array logprobs = Napi::Float64Array::New(env, lp.count);
+      std::copy(lp.topIds, lp.topIds + lp.count, ids.Data());
+      std::copy(lp.topLogprobs, lp.topLogprobs + lp.count, logprobs.Data());
+      Napi::Object top = Napi::Object::New(env);
+      top.Set("ids", ids);
+      top.Set("logprobs", logprobs);
+      entry.Set("topLogprobs", top);
     }
     return value;
   }
@@ -299,6 +327,10 @@ void ModelGraphBinding::readSegment(Napi::Env env, const Napi::Value& tokenValue
     if (!segment.lastRowLogits || !options.Get("targets").IsUndefined()) {
       throwJs(env, code::kValue, "choice needs lastRowLogits: true and no targets");
     }
+  }
+  if (!options.Get("logprobs").IsUndefined()) {
+    if (segment.choice.limit <= 0) throwJs(env, code::kValue, "logprobs needs a choice");
+    segment.logprobs = readInt(options, "logprobs", 0, kMaxTopLogprobs);
   }
   if (readBool(options, "stats", false)) segment.stats.resize(layout.moeExperts.size());
   Napi::Value sums = options.Get("sums");
