@@ -16,6 +16,13 @@ export class ConfigReader {
     return new ConfigReader(new Map(Object.entries(json)), source);
   }
 
+  /** The object under `key` (a text_config, a rope_scaling), read the same way; ERR_DYNAMOE_FORMAT if not an object. */
+  nested(key: string): ConfigReader {
+    const raw = this.values.get(key);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw this.error(key, 'must be an object', raw);
+    return ConfigReader.fromJson(raw as Record<string, unknown>, `${this.source} ${key}`);
+  }
+
   /** The same configuration without `keys` (a family that reads them its own way). */
   without(...keys: string[]): ConfigReader {
     const values = new Map(this.values);

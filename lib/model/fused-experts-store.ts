@@ -3,12 +3,30 @@
 // [E][F][H] gate / up and [E][H][F] down matrices every other family's experts are read as (GGUF's layout).
 import { DynamoeError } from '../errors';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
+import { ExpertMatrix } from './naming';
+import { ModelSpec } from './spec';
 
 /** One layer's fused expert parameters and the names their stacked matrices go by. */
 export interface FusedExperts {
   gateUp: string;
   down: string;
   names: { gate: string; up: string; down: string };
+}
+
+/** The stacked name a fused matrix is read under: `<experts>.gate_up_proj[gate|up]`, `<experts>.down_proj[transposed]`. */
+export function fusedExpertName(experts: (layer: number) => string, layer: number, matrix: ExpertMatrix): string {
+  return matrix === 'down' ? `${experts(layer)}.down_proj[transposed]` : `${experts(layer)}.gate_up_proj[${matrix}]`;
+}
+
+/** The fused parameters of every MoE layer of `spec`, whose experts module is `experts(layer)`. */
+export function fusedExpertLayers(experts: (layer: number) => string, spec: ModelSpec): FusedExperts[] {
+  return spec.layers.flatMap((layer, i) =>
+    layer.kind === 'moe'
+      ? [{
+          gateUp: `${experts(i)}.gate_up_proj`, down: `${experts(i)}.down_proj`,
+          names: { gate: fusedExpertName(experts, i, 'gate'), up: fusedExpertName(experts, i, 'up'), down: fusedExpertName(experts, i, 'down') },
+        }]
+      : []);
 }
 
 interface Source {

@@ -12,11 +12,7 @@ function mscale(scale: number, m = 1): number {
 /** The RoPE scaling of a config.json: undefined when it has none, YaRN's parameters, else ERR_DYNAMOE_UNSUPPORTED. */
 export function hfRopeScaling(c: ConfigReader, maxContext: number): RopeScalingSpec | undefined {
   if (!c.has('rope_scaling')) return undefined;
-  const raw = c.raw('rope_scaling');
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: 'rope_scaling' must be an object`);
-  }
-  const scaling = ConfigReader.fromJson(raw as Record<string, unknown>, `${c.source} rope_scaling`);
+  const scaling = c.nested('rope_scaling');
   const kind = scaling.string('rope_type', scaling.string('type', 'default'));
   if (kind === 'default') return undefined;
   if (kind !== 'yarn') {

@@ -27,16 +27,12 @@ function perLayer(c: ConfigReader, key: string, layer: number, fallback?: number
 function ropeBase(c: ConfigReader, headDim: number): number {
   const theta = c.number('rope_theta', 10000);
   if (!c.has('rope_scaling')) return theta;
-  const raw = c.raw('rope_scaling');
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: 'rope_scaling' must be an object`);
-  }
-  const scaling = ConfigReader.fromJson(raw as Record<string, unknown>, `${c.source} rope_scaling`);
+  const scaling = c.nested('rope_scaling');
   const kind = scaling.string('rope_type', scaling.string('type', 'default'));
   const alpha = scaling.number('alpha', 0);
   if (kind === 'default' && !alpha) return theta;
   if (kind !== 'dynamic' || !(alpha > 0) || scaling.number('factor', 1) !== 1) {
-    unsupported(c, 'rope_scaling', `only the NTK alpha of a 'dynamic' rope_scaling with factor 1 is supported, not ${JSON.stringify(raw).slice(0, 120)}`);
+    unsupported(c, 'rope_scaling', `only the NTK alpha of a 'dynamic' rope_scaling with factor 1 is supported, not ${JSON.stringify(c.raw('rope_scaling')).slice(0, 120)}`);
   }
   return theta * alpha ** (headDim / (headDim - 2));
 }

@@ -7,22 +7,14 @@
 import { DynamoeError } from '../../errors';
 import { Architecture, llamaFamilySpec, modelType } from '../architecture';
 import { ConfigReader } from '../config-reader';
-import { FusedExperts, FusedExpertsStore } from '../fused-experts-store';
+import { fusedExpertLayers, fusedExpertName, FusedExpertsStore } from '../fused-experts-store';
 import { CheckpointNaming, ExpertMatrix, hfNaming, LayerTensor } from '../naming';
 import { FeedForwardSpec, Llama3RopeSpec, ModelSpec } from '../spec';
-
-function nestedConfig(c: ConfigReader, key: string): ConfigReader {
-  const raw = c.raw(key);
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: '${key}' must be an object`);
-  }
-  return ConfigReader.fromJson(raw as Record<string, unknown>, `${c.source} ${key}`);
-}
 
 // rope_scaling: none, or Llama 3's (Scout: factor 16 over 8,192 positions).
 function llama3Rope(c: ConfigReader): Llama3RopeSpec | undefined {
   if (!c.has('rope_scaling')) return undefined;
-  const s = nestedConfig(c, 'rope_scaling');
+  const s = c.nested('rope_scaling');
   const kind = s.string('rope_type', s.string('type', 'default'));
   if (kind === 'default') return undefined;
   if (kind !== 'llama3') {
@@ -84,25 +76,11 @@ function llama4Naming(prefix: string, lmHead: string): CheckpointNaming {
   return {
     embed: under(base.embed), finalNorm: under(base.finalNorm), lmHead,
     layer: (index: number, tensor: LayerTensor) => under(base.layer(index, tensor)),
-    experts: { stacked: true, name: (layer: number, matrix: ExpertMatrix) => fusedName(prefix, layer, matrix) },
+    experts: { stacked: true, name: (layer: number, matrix: ExpertMatrix) => fusedExpertName(expertsUnder(prefix), layer, matrix) },
   };
 }
 
-const fusedName = (prefix: string, layer: number, matrix: ExpertMatrix) => {
-  const experts = `${prefix}layers.${layer}.feed_forward.experts`;
-  return matrix === 'down' ? `${experts}.down_proj[transposed]` : `${experts}.gate_up_proj[${matrix}]`;
-};
-
-function fusedExperts(prefix: string, spec: ModelSpec): FusedExperts[] {
-  return spec.layers.flatMap((layer, i) => {
-    if (layer.kind !== 'moe') return [];
-    const experts = `${prefix}layers.${i}.feed_forward.experts`;
-    return [{
-      gateUp: `${experts}.gate_up_proj`, down: `${experts}.down_proj`,
-      names: { gate: fusedName(prefix, i, 'gate'), up: fusedName(prefix, i, 'up'), down: fusedName(prefix, i, 'down') },
-    }];
-  });
-}
+const expertsUnder = (prefix: string) => (layer: number) => `${prefix}layers.${layer}.feed_forward.experts`;
 
 const MULTIMODAL = 'language_model.model.';
 const TEXT = 'model.';
@@ -112,12 +90,12 @@ export const llama4: Architecture = {
   name: 'llama4',
   matchesHf: (c) => modelType(c) === 'llama4',
   fromHfConfig: (c) => {
-    const text = nestedConfig(c, 'text_config');
+    const text = c.nested('text_config');
     const spec = llama4Spec(text);
     return { ...spec, tiedEmbeddings: text.bool('tie_word_embeddings', c.bool('tie_word_embeddings', false)) };
   },
   hfNaming: llama4Naming(MULTIMODAL, 'language_model.lm_head.weight'),
-  hfStore: (store, spec) => new FusedExpertsStore(store, fusedExperts(MULTIMODAL, spec)),
+  hfStore: (store, spec) => new FusedExpertsStore(store, fusedExpertLayers(expertsUnder(MULTIMODAL), spec)),
 };
 
 /** Llama4ForCausalLM checkpoints (model_type llama4_text): the same model, its config and tensors at the top level. */
@@ -126,5 +104,5 @@ export const llama4Text: Architecture = {
   matchesHf: (c) => modelType(c) === 'llama4_text',
   fromHfConfig: llama4Spec,
   hfNaming: llama4Naming(TEXT, 'lm_head.weight'),
-  hfStore: (store, spec) => new FusedExpertsStore(store, fusedExperts(TEXT, spec)),
+  hfStore: (store, spec) => new FusedExpertsStore(store, fusedExpertLayers(expertsUnder(TEXT), spec)),
 };

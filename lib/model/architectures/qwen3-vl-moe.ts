@@ -2,26 +2,13 @@
 // `model.language_model`, sized by config.json's text_config, its experts stored as transformers' fused 3-D
 // parameters. Its multimodal RoPE gives a text token the same temporal, height and width position, which is the
 // ordinary rotation; the vision tower (`model.visual`) is not loaded.
-import { DynamoeError } from '../../errors';
 import { Architecture, llamaFamilySpec, modelType } from '../architecture';
-import { ConfigReader } from '../config-reader';
-import { FusedExpertsStore } from '../fused-experts-store';
-import { CheckpointNaming, ExpertMatrix, hfMlpExpertNames, hfNaming } from '../naming';
+import { fusedExpertLayers, fusedExpertName, FusedExpertsStore } from '../fused-experts-store';
+import { CheckpointNaming, hfMlpExpertNames, hfNaming } from '../naming';
 import { qwenLayer } from './qwen2-moe';
 
 const PREFIX = 'model.language_model.';
 const experts = (layer: number) => `${PREFIX}layers.${layer}.mlp.experts`;
-// The stacked matrices the fused parameters are presented as.
-const stackedName = (layer: number, matrix: ExpertMatrix) =>
-  matrix === 'down' ? `${experts(layer)}.down_proj[transposed]` : `${experts(layer)}.gate_up_proj[${matrix}]`;
-
-function textConfig(c: ConfigReader): ConfigReader {
-  const raw = c.raw('text_config');
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new DynamoeError('ERR_DYNAMOE_FORMAT', `${c.source}: 'text_config' must be an object`);
-  }
-  return ConfigReader.fromJson(raw as Record<string, unknown>, `${c.source} text_config`);
-}
 
 const base = hfNaming(hfMlpExpertNames);
 const naming: CheckpointNaming = {
@@ -29,26 +16,18 @@ const naming: CheckpointNaming = {
   finalNorm: `${PREFIX}norm.weight`,
   lmHead: 'lm_head.weight',
   layer: (index, tensor) => base.layer(index, tensor).replace(/^model\./, PREFIX),
-  experts: { stacked: true, name: stackedName },
+  experts: { stacked: true, name: (layer, matrix) => fusedExpertName(experts, layer, matrix) },
 };
 
 export const qwen3VlMoe: Architecture = {
   name: 'qwen3-vl-moe',
   matchesHf: (c) => modelType(c) === 'qwen3_vl_moe',
   fromHfConfig: (c) => {
-    const text = textConfig(c);
+    const text = c.nested('text_config');
     // The released models renormalise the kept weights (norm_topk_prob), the family's default.
     const spec = llamaFamilySpec(text, 'qwen3-vl-moe', (i) => qwenLayer(text, i, false, true), { qkNorm: 'per-head' });
     return { ...spec, tiedEmbeddings: text.bool('tie_word_embeddings', c.bool('tie_word_embeddings', false)) };
   },
   hfNaming: naming,
-  hfStore: (store, spec) =>
-    new FusedExpertsStore(store, spec.layers.flatMap((layer, i) =>
-      layer.kind === 'moe'
-        ? [{
-            gateUp: `${experts(i)}.gate_up_proj`,
-            down: `${experts(i)}.down_proj`,
-            names: { gate: stackedName(i, 'gate'), up: stackedName(i, 'up'), down: stackedName(i, 'down') },
-          }]
-        : [])),
+  hfStore: (store, spec) => new FusedExpertsStore(store, fusedExpertLayers(experts, spec)),
 };
