@@ -3,6 +3,7 @@
 // [E][F][H] gate / up and [E][H][F] down matrices every other family's experts are read as (GGUF's layout).
 import { DynamoeError } from '../errors';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
+import { FusedReadCache } from './fused-read-cache';
 import { ExpertMatrix } from './naming';
 import { ModelSpec } from './spec';
 
@@ -40,13 +41,13 @@ export class FusedExpertsStore implements TensorStore {
   readonly format: TensorStore['format'];
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   private readonly sources = new Map<string, Source>();
-  // How many matrices each fused tensor gives: gate_up_proj is asked for twice in a row (gate, then up), read once.
-  private readonly uses = new Map<string, number>();
-  private cached?: { name: string; data: Promise<TensorData>; left: number };
+  // gate_up_proj is asked for twice in a row (gate, then up): read once.
+  private readonly fusedReads: FusedReadCache;
 
   /** Layers whose tensors are absent or not 3-D keep their names; the reader then reports what is missing. */
   constructor(private readonly base: TensorStore, layers: readonly FusedExperts[]) {
     this.format = base.format;
+    this.fusedReads = new FusedReadCache((name) => base.read(name));
     const tensors = new Map(base.tensors);
     const present = (name: string) => {
       const info = tensors.get(name);
@@ -63,7 +64,7 @@ export class FusedExpertsStore implements TensorStore {
       const add = (name: string, info: TensorInfo, shape: number[], source: Source) => {
         tensors.set(name, { ...info, name, shape, byteLength: info.byteLength * (source.columns / info.shape[2]) });
         this.sources.set(name, source);
-        this.uses.set(source.fused, (this.uses.get(source.fused) ?? 0) + 1);
+        this.fusedReads.addPart(source.fused);
       };
       add(names.gate, fused, [experts, ffn, hidden], { fused: gateUp, firstColumn: 0, columns: ffn });
       add(names.up, fused, [experts, ffn, hidden], { fused: gateUp, firstColumn: ffn, columns: ffn });
@@ -75,17 +76,12 @@ export class FusedExpertsStore implements TensorStore {
   async read(name: string): Promise<TensorData> {
     const source = this.sources.get(name);
     if (!source) return this.base.read(name);
-    if (this.cached?.name !== source.fused) {
-      this.cached = { name: source.fused, data: this.base.read(source.fused), left: this.uses.get(source.fused) as number };
-    }
-    const cached = this.cached;
-    const fused = await cached.data;
-    if (--cached.left === 0 && this.cached === cached) this.cached = undefined;
+    const fused = await this.fusedReads.take(source.fused);
     return { name, dtype: fused.dtype, shape: [...(this.tensors.get(name) as TensorInfo).shape], data: transposedColumns(fused, source) };
   }
 
   close(): Promise<void> {
-    this.cached = undefined;
+    this.fusedReads.clear();
     return this.base.close();
   }
 }

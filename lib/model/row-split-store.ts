@@ -5,6 +5,7 @@
 import { DynamoeError } from '../errors';
 import { isQuantType, quantBytes } from '../formats/quant-types';
 import { TensorData, TensorInfo, TensorStore } from '../formats/tensor-store';
+import { FusedReadCache } from './fused-read-cache';
 
 /** One fused tensor and the names and row counts of its parts, in the order they are stored. */
 export interface RowSplit {
@@ -29,12 +30,12 @@ export class RowSplitStore implements TensorStore {
   readonly format: TensorStore['format'];
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   private readonly sources = new Map<string, PartSource>();
-  // The fused tensor being read and the parts of it not yet asked for: the loader reads them one after the other.
-  private cached?: { name: string; data: Promise<TensorData>; left: Set<string> };
+  private readonly fusedReads: FusedReadCache;
 
   /** Splits that do not fit their tensor (absent, or rows that do not add up) leave it under its fused name. */
   constructor(private readonly base: TensorStore, splits: readonly RowSplit[]) {
     this.format = base.format;
+    this.fusedReads = new FusedReadCache((name) => base.read(name));
     const tensors = new Map(base.tensors);
     for (const { fused, parts } of splits) {
       const info = tensors.get(fused);
@@ -50,6 +51,7 @@ export class RowSplitStore implements TensorStore {
         shape[rowAxis] = part.rows;
         tensors.set(part.name, { ...info, name: part.name, shape, byteLength: slices * rowBytes(info, part.rows) });
         this.sources.set(part.name, { fused, firstRow, rows: part.rows });
+        this.fusedReads.addPart(fused);
         firstRow += part.rows;
       }
     }
@@ -68,19 +70,12 @@ export class RowSplitStore implements TensorStore {
   async read(name: string): Promise<TensorData> {
     const source = this.sources.get(name);
     if (!source) return this.base.read(name);
-    if (this.cached?.name !== source.fused) {
-      const left = new Set([...this.sources].filter(([, s]) => s.fused === source.fused).map(([part]) => part));
-      this.cached = { name: source.fused, data: this.base.read(source.fused), left };
-    }
-    const cached = this.cached;
-    const fused = await cached.data;
-    cached.left.delete(name);
-    if (cached.left.size === 0 && this.cached === cached) this.cached = undefined;
+    const fused = await this.fusedReads.take(source.fused);
     return { name, dtype: fused.dtype, shape: [...(this.tensors.get(name) as TensorInfo).shape], data: slicePart(fused, source) };
   }
 
   close(): Promise<void> {
-    this.cached = undefined;
+    this.fusedReads.clear();
     return this.base.close();
   }
 }
